@@ -1,0 +1,149 @@
+"""`ringmesh` command line: serve, put, ls, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+
+from .config import ConfigError, load_config
+from .core.catalog import FILE_TYPES
+from .core.errors import RingmeshError
+
+DEFAULT_DATA_DIR = os.environ.get("RINGMESH_DATA_DIR", os.path.expanduser("~/.ringmesh"))
+
+
+def _serve(args) -> int:
+    from .daemon import serve
+
+    config = load_config(args.config)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format=f"%(asctime)s %(levelname)s {args.node} %(name)s: %(message)s",
+    )
+    asyncio.run(serve(config, args.node, args.data_dir, args.listen))
+    return 0
+
+
+def _put(args) -> int:
+    from .client import LocalClient
+
+    with LocalClient(args.data_dir) as c:
+        r = c.put(args.file, args.type, args.name or "", dict(args.attr))
+    if args.json:
+        print(json.dumps(r, sort_keys=True))
+    else:
+        print(f"published {r['type']}/{r['name']} {r['digest']} ({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)")
+    return 0
+
+
+def _ls(args) -> int:
+    from .client import LocalClient
+
+    with LocalClient(args.data_dir) as c:
+        doc = c.ls()
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    print(f"{'item':40} {'size (bytes)':>14} {'digest':14} {'origin':16} holders")
+    for it in doc["items"]:
+        print(f"{it['type'] + '/' + it['name']:40} {it['size_bytes']:>14} {it['digest'][:12]:14} {it['origin']:16} {', '.join(it['holders'])}")
+    return 0
+
+
+def _status(args) -> int:
+    from .client import LocalClient
+
+    with LocalClient(args.data_dir) as c:
+        doc = c.status()
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    print(f"node {doc['node']} at {doc['address']}  incarnation {doc['incarnation']}  "
+          f"manifest {doc['fingerprint']}  gossip rounds {doc['gossip_rounds']}  items {doc['items']}")
+    print(f"{'member':20} {'address':22} {'role':12} {'heartbeat':>9} {'facts to':>8}")
+    for m in doc["members"]:
+        print(f"{m['name']:20} {m['address'] or '-':22} {m['role'] or '-':12} {m['heartbeat']:>9} {m['max_counter']:>8}")
+    for t in doc["transfers"]:
+        print(f"transfer {t['item']} {t['digest'][:12]} {t['size_bytes']} bytes, running {t['running_s']} s")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(nodes=args.nodes, file_size=args.file_size, as_json=args.json, keep=args.keep)
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1] if t and t[-1] in units else ""
+    try:
+        n = float(t[: len(t) - len(unit)]) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M, 1G)") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("size must not be negative")
+    return int(n)
+
+
+def _attr(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ringmesh", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run this host's peer in the foreground")
+    s.add_argument("--config", required=True, help="distributed_hosts.yaml")
+    s.add_argument("--node", required=True, help="this host's name in the config")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.add_argument("--listen", help="HOST:PORT to listen on (default: the host's address)")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(fn=_serve)
+
+    s = sub.add_parser("put", help="publish a file version through the local peer")
+    s.add_argument("file")
+    s.add_argument("--type", required=True, choices=FILE_TYPES)
+    s.add_argument("--name", help="item name (default: the file's base name)")
+    s.add_argument("--attr", action="append", default=[], type=_attr, metavar="KEY=VALUE")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_put)
+
+    for name, fn, hlp in (("ls", _ls, "list items and their holders"), ("status", _status, "show the local peer")):
+        s = sub.add_parser(name, help=hlp)
+        s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+        s.add_argument("--json", action="store_true")
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("demo", help="a local cluster of real peers on loopback")
+    s.add_argument("--nodes", type=int, default=5)
+    s.add_argument("--file-size", type=_size, default=_size("64M"), help="size of the published model (e.g. 64M, 1G)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--keep", action="store_true", help="keep the demo's data dirs")
+    s.set_defaults(fn=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, RingmeshError) as e:
+        print(f"ringmesh: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Talking to the peer on this host over its Unix socket (what the CLI and scripts use)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import grpc
+
+from . import codec
+from .core.errors import RingmeshError
+from .daemon import socket_path
+from .v1 import mesh_pb2_grpc
+
+
+class ClientError(RingmeshError):
+    """The local peer is unreachable or refused the request."""
+
+
+class LocalClient:
+    def __init__(self, data_dir: str | Path, timeout: float = 30.0) -> None:
+        sock = socket_path(data_dir)
+        if not sock.exists():
+            raise ClientError(f"no ringmesh daemon on {data_dir} (no socket {sock}); is `ringmesh serve` running?")
+        self.channel = grpc.insecure_channel(f"unix:{sock}")
+        self.stub = mesh_pb2_grpc.LocalStub(self.channel)
+        self.timeout = timeout
+
+    def __enter__(self) -> LocalClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.channel.close()
+
+    def _call(self, fn, request, timeout: float | None = None):
+        try:
+            return fn(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as e:
+            raise ClientError(f"{e.code().name}: {e.details()}") from None
+
+    def put(self, path: str | Path, type: str, name: str = "", attrs: Mapping[str, str] | None = None) -> dict[str, Any]:
+        req = codec.PutRequest(path=str(Path(path).resolve()), type=type, name=name, attrs=dict(attrs or {}))
+        r = self._call(self.stub.Put, req, timeout=3600)
+        return {"type": r.type, "name": r.name, "digest": r.digest, "size_bytes": r.size,
+                "chunk_size_bytes": r.chunk_size, "hlc": r.hlc}
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self._call(self.stub.Get, codec.Query(what="status")).json)
+
+    def ls(self) -> dict[str, Any]:
+        return json.loads(self._call(self.stub.Get, codec.Query(what="ls")).json)

@@ -1,0 +1,145 @@
+"""Core messages <-> protobuf. The only module that imports the generated `*_pb2` code.
+
+Decoding validates everything a peer could get wrong (lengths, counts, ranges) and raises
+`RemoteProtocolError`; the servicer turns that into INVALID_ARGUMENT and goes on.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from .core.catalog import is_node_id
+from .core.errors import RemoteProtocolError
+from .core.manifest import MAX_KEY_BYTES, MAX_VALUE_BYTES, Delta, Fact, OriginDelta, OriginDigest
+from .core.messages import Ack, Envelope, Syn, SynAck
+from .core.recipe import DIGEST_BYTES
+from .v1 import mesh_pb2 as pb
+
+MAX_ORIGINS = 100_000
+U64 = (1 << 64) - 1
+
+# Re-exported so the shell builds messages without importing mesh_pb2 itself.
+Delivered = pb.Delivered
+RecipeRequest = pb.RecipeRequest
+Recipe = pb.Recipe
+ChunkRequest = pb.ChunkRequest
+Chunk = pb.Chunk
+PutRequest = pb.PutRequest
+PutReply = pb.PutReply
+Query = pb.Query
+Document = pb.Document
+EnvelopePB = pb.Envelope
+
+
+def check_node_id(node: str) -> str:
+    if not is_node_id(node):
+        raise RemoteProtocolError(f"bad node id {node[:40]!r}")
+    return node
+
+
+# -- encoding ----------------------------------------------------------------------------
+
+
+def _digest_pb(digest) -> list[pb.OriginDigest]:
+    return [
+        pb.OriginDigest(origin=o, incarnation=d.incarnation, heartbeat=d.heartbeat, max_counter=d.max_counter, floor=d.floor)
+        for o, d in sorted(digest.items())
+    ]
+
+
+def _delta_pb(delta: Delta) -> list[pb.OriginDelta]:
+    return [
+        pb.OriginDelta(
+            origin=od.origin, incarnation=od.incarnation, heartbeat=od.heartbeat, floor=od.floor, reset=od.reset,
+            from_counter=od.from_counter, max_counter=od.max_counter,
+            facts=[pb.Fact(key=f.key, value=f.value, counter=f.counter, deleted_at=f.deleted_at) for f in od.facts],
+        )
+        for od in delta.origins
+    ]
+
+
+def encode_envelope(env: Envelope, sender_address: str) -> pb.Envelope:
+    out = pb.Envelope(sender=env.sender, sender_address=sender_address, hlc=env.hlc)
+    body = env.body
+    if isinstance(body, Syn):
+        out.syn.digest.extend(_digest_pb(body.digest))
+    elif isinstance(body, SynAck):
+        out.syn_ack.digest.extend(_digest_pb(body.digest))
+        out.syn_ack.delta.extend(_delta_pb(body.delta))
+    elif isinstance(body, Ack):
+        out.ack.delta.extend(_delta_pb(body.delta))
+    else:  # pragma: no cover - the core only makes the three
+        raise TypeError(f"not a wire message: {body!r}")
+    return out
+
+
+# -- decoding ----------------------------------------------------------------------------
+
+
+def _digest(entries) -> dict[str, OriginDigest]:
+    if len(entries) > MAX_ORIGINS:
+        raise RemoteProtocolError(f"digest has {len(entries)} origins (limit {MAX_ORIGINS})")
+    out = {}
+    for e in entries:
+        out[check_node_id(e.origin)] = OriginDigest(e.incarnation, e.heartbeat, e.max_counter, e.floor)
+    return out
+
+
+def _fact(f: pb.Fact) -> Fact:
+    if not f.key or len(f.key.encode()) > MAX_KEY_BYTES or len(f.value) > MAX_VALUE_BYTES:
+        raise RemoteProtocolError("fact key or value out of bounds")
+    if f.counter == 0:
+        raise RemoteProtocolError("fact counter 0")
+    return Fact(f.key, f.value, f.counter, f.deleted_at)
+
+
+def _delta(entries) -> Delta:
+    if len(entries) > MAX_ORIGINS:
+        raise RemoteProtocolError(f"delta has {len(entries)} origins (limit {MAX_ORIGINS})")
+    out = []
+    for od in entries:
+        facts = tuple(_fact(f) for f in od.facts)
+        counters = [f.counter for f in facts]
+        if counters != sorted(counters) or len(set(counters)) != len(counters):
+            raise RemoteProtocolError(f"delta of {od.origin!r} not in counter order")
+        if facts and (facts[0].counter <= od.from_counter or facts[-1].counter > od.max_counter):
+            raise RemoteProtocolError(f"delta of {od.origin!r} has facts outside its range")
+        if od.reset and od.from_counter != 0:
+            raise RemoteProtocolError("reset delta must start at counter 0")
+        if od.from_counter > od.max_counter:
+            raise RemoteProtocolError("delta range inverted")
+        out.append(OriginDelta(
+            check_node_id(od.origin), od.incarnation, od.heartbeat, od.floor, od.reset,
+            od.from_counter, od.max_counter, facts,
+        ))
+    return Delta(tuple(out))
+
+
+def decode_envelope(msg: pb.Envelope) -> Envelope:
+    sender = check_node_id(msg.sender)
+    which = msg.WhichOneof("body")
+    if which == "syn":
+        body = Syn(digest=_digest(msg.syn.digest))
+    elif which == "syn_ack":
+        body = SynAck(digest=_digest(msg.syn_ack.digest), delta=_delta(msg.syn_ack.delta))
+    elif which == "ack":
+        body = Ack(delta=_delta(msg.ack.delta))
+    else:
+        raise RemoteProtocolError("envelope without a body")
+    return Envelope(sender=sender, hlc=msg.hlc, body=body)
+
+
+def parse_envelope(raw: bytes) -> Envelope:
+    """Bytes straight off the wire -> a core envelope (used by tests and fuzzers)."""
+    msg = pb.Envelope()
+    try:
+        msg.ParseFromString(raw)
+    except DecodeError as e:
+        raise RemoteProtocolError(f"undecodable envelope: {e}") from None
+    return decode_envelope(msg)
+
+
+def recipe_digests(r: pb.Recipe) -> list[bytes]:
+    if any(len(d) != DIGEST_BYTES for d in r.chunk_digests):
+        raise RemoteProtocolError("recipe chunk digest of the wrong length")
+    return list(r.chunk_digests)

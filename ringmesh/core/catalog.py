@@ -1,0 +1,156 @@
+"""What the manifest's facts mean: node records, file versions and holdings.
+
+Fact keys of an origin:
+    node              its node record (address, role, provider, ...)
+    v/<type>/<name>   a version of a named file it published
+    h/<type>/<name>   the version of that file it holds, complete and verified
+
+Values are msgpack maps. A value a peer got wrong is skipped when read, never fatal.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import msgpack
+
+from .errors import LocalProtocolError
+from .manifest import Manifest
+from .messages import FileVersion, ItemKey
+
+FILE_TYPES = ("model", "npz", "checkpoint", "gamedb")
+NODE_KEY = "node"
+MAX_NAME_BYTES = 200
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")
+
+
+def is_node_id(node: object) -> bool:
+    """Host names as the config spells them: letters, digits, '.', '_', '-'; at most 128."""
+    return isinstance(node, str) and _NODE_ID.fullmatch(node) is not None
+
+
+def check_name(name: str) -> str:
+    """A file name confined to its type's folder: one path component, printable, bounded."""
+    if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME_BYTES:
+        raise LocalProtocolError(f"item name must be 1..{MAX_NAME_BYTES} bytes")
+    if name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise LocalProtocolError(f"item name {name!r} must be a plain file name (no '/', no leading '.')")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise LocalProtocolError(f"item name {name!r} contains a control character")
+    return name
+
+
+def check_item(item: ItemKey) -> ItemKey:
+    if item.type not in FILE_TYPES:
+        raise LocalProtocolError(f"unknown file type {item.type!r}; expected one of {', '.join(FILE_TYPES)}")
+    check_name(item.name)
+    return item
+
+
+def version_key(item: ItemKey) -> str:
+    return f"v/{item.type}/{item.name}"
+
+
+def holding_key(item: ItemKey) -> str:
+    return f"h/{item.type}/{item.name}"
+
+
+def pack(value: Mapping[str, Any]) -> bytes:
+    return msgpack.packb(dict(value), use_bin_type=True)
+
+
+def unpack(raw: bytes) -> dict[str, Any] | None:
+    try:
+        v = msgpack.unpackb(raw, raw=False, max_bin_len=1 << 16, max_str_len=1 << 16, max_map_len=256, max_array_len=256)
+    except Exception:
+        return None
+    return v if isinstance(v, dict) else None
+
+
+def encode_version(v: FileVersion) -> bytes:
+    return pack({"d": v.digest, "s": v.size, "c": v.chunk_size, "t": v.hlc, "a": dict(v.attrs)})
+
+
+def encode_holding(v: FileVersion) -> bytes:
+    """What a holder announces: the digest it holds, with the size and chunk size to serve it."""
+    return pack({"d": v.digest, "s": v.size, "c": v.chunk_size})
+
+
+def held_versions(m: Manifest, origin: str) -> dict[str, tuple[ItemKey, int, int]]:
+    """`{digest: (item, size, chunk_size)}` of what `origin` holds (to serve it)."""
+    st = m.origins.get(origin)
+    out: dict[str, tuple[ItemKey, int, int]] = {}
+    for key, f in (st.facts.items() if st else ()):
+        if f.tombstone or not key.startswith("h/"):
+            continue
+        item, v = _item_of(key, "h/"), unpack(f.value)
+        try:
+            if item is not None and v is not None:
+                out[str(v["d"])] = (item, int(v["s"]), int(v["c"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _item_of(key: str, prefix: str) -> ItemKey | None:
+    parts = key[len(prefix) :].split("/", 1)
+    if len(parts) != 2:
+        return None
+    try:
+        return check_item(ItemKey(parts[0], parts[1]))
+    except LocalProtocolError:
+        return None
+
+
+def decode_version(origin: str, key: str, raw: bytes) -> FileVersion | None:
+    item, v = _item_of(key, "v/"), unpack(raw)
+    if item is None or v is None:
+        return None
+    try:
+        d, s, c, t = str(v["d"]), int(v["s"]), int(v["c"]), int(v["t"])
+        attrs = {str(k): str(x) for k, x in dict(v.get("a") or {}).items()}
+    except (KeyError, TypeError, ValueError):
+        return None
+    if s < 0 or c <= 0 or len(d) != 32:
+        return None
+    return FileVersion(item=item, digest=d, size=s, chunk_size=c, hlc=t, origin=origin, attrs=attrs)
+
+
+def newest_versions(m: Manifest) -> dict[ItemKey, FileVersion]:
+    """The winning version of every named file: newest by (hlc, origin), the same on every host."""
+    best: dict[ItemKey, FileVersion] = {}
+    for origin, f in m.live_facts("v/"):
+        v = decode_version(origin, f.key, f.value)
+        if v is not None and (v.item not in best or v.order > best[v.item].order):
+            best[v.item] = v
+    return best
+
+
+def holdings(m: Manifest, origin: str) -> dict[ItemKey, str]:
+    """The digest `origin` holds of each item, as it announced."""
+    st = m.origins.get(origin)
+    out: dict[ItemKey, str] = {}
+    if st is None:
+        return out
+    for key, f in st.facts.items():
+        if f.tombstone or not key.startswith("h/"):
+            continue
+        item, v = _item_of(key, "h/"), unpack(f.value)
+        if item is not None and v is not None and isinstance(v.get("d"), str):
+            out[item] = v["d"]
+    return out
+
+
+def holders(m: Manifest) -> dict[tuple[ItemKey, str], list[str]]:
+    """`{(item, digest): [hosts holding it]}`, hosts sorted by name."""
+    out: dict[tuple[ItemKey, str], list[str]] = {}
+    for origin in sorted(m.origins):
+        for item, digest in holdings(m, origin).items():
+            out.setdefault((item, digest), []).append(origin)
+    return out
+
+
+def node_record(m: Manifest, origin: str) -> dict[str, Any] | None:
+    raw = m.get(origin, NODE_KEY)
+    return unpack(raw) if raw is not None else None

@@ -1,0 +1,350 @@
+"""The manifest: per-origin facts reconciled by Scuttlebutt anti-entropy.
+
+Theory of operation
+-------------------
+Every host is the *origin* of its own facts (key -> opaque bytes) and the only writer of
+them. Each write or delete takes the next value of the origin's counter, so the facts of one
+origin form a history numbered 1, 2, 3, ... A key keeps only its newest fact; a delete leaves a
+*tombstone* stamped with the hybrid-clock time of the delete.
+
+A replica's knowledge of an origin is an `OriginState`: the origin's incarnation, the highest
+counter it has seen (`max_counter`), the origin's heartbeat, the *floor* (tombstones with a
+counter at or below it have been purged), and the facts. The states obey one invariant:
+
+    a state at `max_counter` m holds, for every key, the newest fact among the origin's
+    writes numbered <= m -- except that a tombstone numbered <= floor may be missing, and
+    then no older value of that key is held either.
+
+The digest is the version vector `{origin: (incarnation, heartbeat, max_counter, floor)}`.
+`delta_for(digest, budget)` sends, per origin, the facts numbered above the other side's
+`max_counter` in counter order, and truncates an origin's run only at a fact boundary, so the
+receiver may raise its `max_counter` to the last fact it got: the invariant holds for every
+prefix (Scuttlebutt reconciliation, van Renesse et al. 2008; chitchat).
+
+Incarnations: a host that lost its disk restarts with a higher incarnation and counters from
+zero; a higher incarnation replaces the origin's state whole. Tombstones are purged after a
+grace period; a replica whose `max_counter` is below the sender's floor may still hold a value
+whose tombstone was purged, so it is sent the origin's state whole (`reset`) and replaces its
+own. Applying deltas is a join: any order, duplication or loss-then-retry converges.
+
+Nothing here reads a clock or does I/O; times are HLC values passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping
+
+from . import hlc as _hlc
+from .errors import LocalProtocolError
+
+#: Per-fact and per-origin overheads used for byte budgets (close to the protobuf encoding).
+FACT_OVERHEAD = 24
+ORIGIN_OVERHEAD = 48
+MAX_KEY_BYTES = 512
+MAX_VALUE_BYTES = 64 * 1024
+#: The smallest budget that always lets one fact through.
+MIN_BUDGET = ORIGIN_OVERHEAD + MAX_KEY_BYTES + MAX_VALUE_BYTES + FACT_OVERHEAD + 64
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    key: str
+    value: bytes
+    counter: int
+    deleted_at: int = 0  # HLC of the delete; 0 for a live fact
+
+    @property
+    def tombstone(self) -> bool:
+        return self.deleted_at != 0
+
+    def wire_size(self) -> int:
+        return len(self.key.encode()) + len(self.value) + FACT_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class OriginDigest:
+    incarnation: int
+    heartbeat: int
+    max_counter: int
+    floor: int
+
+
+Digest = Mapping[str, OriginDigest]
+
+
+@dataclass(frozen=True, slots=True)
+class OriginDelta:
+    origin: str
+    incarnation: int
+    heartbeat: int
+    floor: int
+    reset: bool  # the facts are the origin's whole state up to `max_counter`
+    from_counter: int  # facts numbered above this follow (0 when reset)
+    max_counter: int  # the receiver's max_counter once applied
+    facts: tuple[Fact, ...]
+
+    def wire_size(self) -> int:
+        return len(self.origin.encode()) + ORIGIN_OVERHEAD + sum(f.wire_size() for f in self.facts)
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    origins: tuple[OriginDelta, ...] = ()
+
+    def wire_size(self) -> int:
+        return sum(o.wire_size() for o in self.origins)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginChange:
+    """What one apply or write changed for one origin, for the shell to persist."""
+
+    origin: str
+    incarnation: int
+    heartbeat: int
+    max_counter: int
+    floor: int
+    reset: bool  # drop every stored fact of this origin first
+    upserts: tuple[Fact, ...]
+    removed: tuple[str, ...]  # keys purged
+
+
+@dataclass(slots=True)
+class OriginState:
+    incarnation: int
+    heartbeat: int = 0
+    max_counter: int = 0
+    floor: int = 0
+    facts: dict[str, Fact] = field(default_factory=dict)
+
+    def digest(self) -> OriginDigest:
+        return OriginDigest(self.incarnation, self.heartbeat, self.max_counter, self.floor)
+
+    def facts_after(self, counter: int) -> list[Fact]:
+        return sorted((f for f in self.facts.values() if f.counter > counter), key=lambda f: f.counter)
+
+    def purge_through(self, floor: int) -> list[str]:
+        """Raise the floor and drop the tombstones at or below it; returns the dropped keys."""
+        if floor <= self.floor:
+            return []
+        self.floor = floor
+        dropped = [k for k, f in self.facts.items() if f.tombstone and f.counter <= floor]
+        for k in dropped:
+            del self.facts[k]
+        return dropped
+
+
+class Manifest:
+    """One host's replica of every origin's facts, its own included."""
+
+    def __init__(self, me: str, incarnation: int) -> None:
+        self.me = me
+        self.origins: dict[str, OriginState] = {me: OriginState(incarnation)}
+        self._digest: dict[str, OriginDigest] | None = None
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def own(self) -> OriginState:
+        return self.origins[self.me]
+
+    def get(self, origin: str, key: str) -> bytes | None:
+        st = self.origins.get(origin)
+        f = st.facts.get(key) if st else None
+        return None if f is None or f.tombstone else f.value
+
+    def live_facts(self, prefix: str = "") -> Iterable[tuple[str, Fact]]:
+        """Every live fact whose key starts with `prefix`, as (origin, fact), in a fixed order."""
+        for origin in sorted(self.origins):
+            for key, f in sorted(self.origins[origin].facts.items()):
+                if not f.tombstone and key.startswith(prefix):
+                    yield origin, f
+
+    def digest(self) -> dict[str, OriginDigest]:
+        if self._digest is None:
+            self._digest = {o: st.digest() for o, st in self.origins.items()}
+        return self._digest
+
+    def version_vector(self) -> dict[str, tuple[int, int]]:
+        """`{origin: (incarnation, max_counter)}`: equal vectors mean equal facts."""
+        return {o: (st.incarnation, st.max_counter) for o, st in sorted(self.origins.items())}
+
+    def fingerprint(self) -> str:
+        """A short hash of the version vector, to compare replicas at a glance."""
+        h = hashlib.blake2b(digest_size=8)
+        for o, (inc, mx) in self.version_vector().items():
+            h.update(f"{o}\0{inc}\0{mx}\n".encode())
+        return h.hexdigest()
+
+    def content(self) -> dict[str, tuple[int, int, dict[str, Fact]]]:
+        """The replicated content, heartbeats and floors aside: what converged replicas share."""
+        return {
+            o: (st.incarnation, st.max_counter, {k: f for k, f in st.facts.items() if not f.tombstone})
+            for o, st in self.origins.items()
+        }
+
+    # -- writing our own facts -----------------------------------------------------------
+
+    def put(self, key: str, value: bytes) -> OriginChange:
+        if not key or len(key.encode()) > MAX_KEY_BYTES:
+            raise LocalProtocolError(f"fact key must be 1..{MAX_KEY_BYTES} bytes: {key!r}")
+        if len(value) > MAX_VALUE_BYTES:
+            raise LocalProtocolError(f"fact {key!r} is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}")
+        return self._write(Fact(key, bytes(value), 0))
+
+    def delete(self, key: str, now_hlc: int) -> OriginChange | None:
+        cur = self.own.facts.get(key)
+        if cur is None or cur.tombstone:
+            return None
+        return self._write(Fact(key, b"", 0, deleted_at=max(1, now_hlc)))
+
+    def _write(self, fact: Fact) -> OriginChange:
+        st = self.own
+        st.max_counter += 1
+        fact = replace(fact, counter=st.max_counter)
+        st.facts[fact.key] = fact
+        self._digest = None
+        return self._change(self.me, False, (fact,), ())
+
+    def beat(self) -> None:
+        """Raise our heartbeat (it rides on the digest and on deltas)."""
+        self.own.heartbeat += 1
+        self._digest = None
+
+    def reincarnate(self, incarnation: int) -> OriginChange:
+        """Start a new life: every live fact of ours is rewritten under a new incarnation."""
+        old = self.own
+        if incarnation <= old.incarnation:
+            raise LocalProtocolError("a new incarnation must be higher than the old one")
+        st = OriginState(incarnation, heartbeat=old.heartbeat)
+        for f in sorted(old.facts.values(), key=lambda f: f.counter):
+            if not f.tombstone:
+                st.max_counter += 1
+                st.facts[f.key] = replace(f, counter=st.max_counter)
+        self.origins[self.me] = st
+        self._digest = None
+        return self._change(self.me, True, tuple(st.facts.values()), ())
+
+    def purge_tombstones(self, now_hlc: int, grace_ms: int) -> list[OriginChange]:
+        """Drop tombstones older than the grace period, on every origin (a local decision)."""
+        horizon = _hlc.physical_ms(now_hlc) - grace_ms
+        changes = []
+        for origin, st in self.origins.items():
+            old = [f.counter for f in st.facts.values() if f.tombstone and _hlc.physical_ms(f.deleted_at) < horizon]
+            if old:
+                removed = st.purge_through(max(old))
+                changes.append(self._change(origin, False, (), tuple(removed)))
+        if changes:
+            self._digest = None
+        return changes
+
+    # -- anti-entropy --------------------------------------------------------------------
+
+    def delta_for(self, theirs: Digest, budget: int) -> Delta:
+        """The facts the holder of digest `theirs` lacks, at most `budget` bytes of them.
+
+        Origins needing the fewest facts go first, so that many origins make progress in a
+        round; an origin's run is cut only at a fact boundary.
+        """
+        wanted: list[tuple[int, str, bool, int, list[Fact]]] = []
+        for origin, st in self.origins.items():
+            t = theirs.get(origin)
+            if t is None or t.incarnation < st.incarnation:
+                reset, start = True, 0
+            elif t.incarnation > st.incarnation:
+                continue
+            elif t.max_counter < st.floor and t.floor < st.floor:
+                reset, start = True, 0
+            elif st.max_counter > t.max_counter or st.floor > t.floor or st.heartbeat > t.heartbeat:
+                reset, start = False, t.max_counter
+            else:
+                continue
+            facts = st.facts_after(start)
+            wanted.append((len(facts), origin, reset, start, facts))
+        wanted.sort(key=lambda w: (w[0], w[1]))
+        out: list[OriginDelta] = []
+        left = budget
+        for _, origin, reset, start, facts in wanted:
+            st = self.origins[origin]
+            header = len(origin.encode()) + ORIGIN_OVERHEAD
+            if header > left:
+                break
+            left -= header
+            n = 0
+            for f in facts:
+                if f.wire_size() > left:
+                    break
+                left -= f.wire_size()
+                n += 1
+            if n < len(facts):
+                if n == 0 and (reset or st.max_counter > start):
+                    left += header  # nothing useful fits; let a smaller origin use the room
+                    continue
+                mx = facts[n - 1].counter
+            else:
+                mx = st.max_counter
+            out.append(OriginDelta(origin, st.incarnation, st.heartbeat, st.floor, reset, start, mx, tuple(facts[:n])))
+        return Delta(tuple(out))
+
+    def apply(self, delta: Delta) -> list[OriginChange]:
+        """Join a delta into the replica; returns what changed (nothing, if it taught us nothing).
+
+        Deltas about our own origin are ignored here; `Peer` looks at them to notice that it
+        was alive under this name before with a higher incarnation.
+        """
+        changes = []
+        for od in delta.origins:
+            if od.origin == self.me:
+                continue
+            ch = self._apply_origin(od)
+            if ch is not None:
+                changes.append(ch)
+        if changes:
+            self._digest = None
+        return changes
+
+    def _apply_origin(self, od: OriginDelta) -> OriginChange | None:
+        st = self.origins.get(od.origin)
+        replace_whole = od.reset and (
+            st is None
+            or od.incarnation > st.incarnation
+            or (od.incarnation == st.incarnation and st.max_counter < od.floor and st.floor < od.floor)
+        )
+        if replace_whole:
+            new = OriginState(od.incarnation, od.heartbeat, od.max_counter, od.floor)
+            new.facts = {f.key: f for f in od.facts if not (f.tombstone and f.counter <= od.floor)}
+            self.origins[od.origin] = new
+            return self._change(od.origin, True, tuple(new.facts.values()), ())
+        if st is None or od.incarnation != st.incarnation or od.from_counter > st.max_counter:
+            return None  # stale or out of order: a later round will send what is missing
+        old_floor, floor = st.floor, max(st.floor, od.floor)
+        upserts, removed = [], []
+        for f in od.facts:
+            cur = st.facts.get(f.key)
+            if cur is not None and cur.counter >= f.counter:
+                continue
+            if f.tombstone and f.counter <= floor:  # already purged: drop what it deletes
+                if cur is not None:
+                    del st.facts[f.key]
+                    removed.append(f.key)
+                continue
+            st.facts[f.key] = f
+            upserts.append(f)
+        removed += st.purge_through(od.floor)
+        changed = bool(upserts or removed) or od.max_counter > st.max_counter or floor > old_floor
+        st.max_counter = max(st.max_counter, od.max_counter)
+        st.heartbeat = max(st.heartbeat, od.heartbeat)
+        if not changed:
+            return None  # a heartbeat alone is kept in memory, not persisted
+        return self._change(od.origin, False, tuple(upserts), tuple(removed))
+
+    def load(self, origin: str, state: OriginState) -> None:
+        """Install a state read back from disk (the shell's restart path)."""
+        self.origins[origin] = state
+        self._digest = None
+
+    def _change(self, origin: str, reset: bool, upserts: tuple[Fact, ...], removed: tuple[str, ...]) -> OriginChange:
+        st = self.origins[origin]
+        return OriginChange(origin, st.incarnation, st.heartbeat, st.max_counter, st.floor, reset, upserts, removed)

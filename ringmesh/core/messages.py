@@ -1,0 +1,159 @@
+"""What goes in and out of the core: wire messages, input events and output effects.
+
+All are frozen, keyword-only dataclasses. Events are named as facts that happened
+(`MessageReceived`), effects as orders to the interpreter (`Send`). The gRPC daemon and the
+simulator are the two interpreters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Union
+
+from .manifest import Delta, OriginChange, OriginDigest
+
+_frozen = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+# -- wire messages (Scuttlebutt push-pull: Syn -> SynAck -> Ack) ---------------------------
+
+
+@_frozen
+class Syn:
+    digest: Mapping[str, OriginDigest]
+
+
+@_frozen
+class SynAck:
+    digest: Mapping[str, OriginDigest]
+    delta: Delta
+
+
+@_frozen
+class Ack:
+    delta: Delta
+
+
+Message = Union[Syn, SynAck, Ack]
+
+
+@_frozen
+class Envelope:
+    sender: str
+    hlc: int
+    body: Message
+
+
+# -- named files ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ItemKey:
+    type: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.name}"
+
+
+@_frozen
+class FileVersion:
+    """One published version of a named file; the newest by (hlc, origin) wins."""
+
+    item: ItemKey
+    digest: str  # hex xxh3-128 of the chunk digests
+    size: int
+    chunk_size: int
+    hlc: int
+    origin: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.hlc, self.origin)
+
+
+# -- input events ----------------------------------------------------------------------------
+
+
+@_frozen
+class TimerFired:
+    name: str
+
+
+@_frozen
+class MessageReceived:
+    envelope: Envelope
+
+
+@_frozen
+class SendFailed:
+    peer: str
+    reason: str
+
+
+@_frozen
+class FilePublished:
+    """A local command: this host stored a new version of a file and offers it."""
+
+    item: ItemKey
+    digest: str
+    size: int
+    chunk_size: int
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@_frozen
+class FileStored:
+    """A transfer finished: the file is verified and in place."""
+
+    item: ItemKey
+    digest: str
+
+
+@_frozen
+class TransferFailed:
+    item: ItemKey
+    digest: str
+    reason: str
+
+
+Event = Union[TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed]
+
+
+# -- output effects --------------------------------------------------------------------------
+
+
+@_frozen
+class Send:
+    to: str
+    envelope: Envelope
+
+
+@_frozen
+class SetTimer:
+    name: str
+    at: float
+
+
+@_frozen
+class Persist:
+    """Write these manifest changes (and the clock) durably before relying on them."""
+
+    changes: tuple[OriginChange, ...]
+    hlc: int
+
+
+@_frozen
+class StartTransfer:
+    version: FileVersion
+    sources: tuple[str, ...]
+
+
+@_frozen
+class CancelTransfer:
+    item: ItemKey
+    digest: str
+
+
+Effect = Union[Send, SetTimer, Persist, StartTransfer, CancelTransfer]

@@ -1,0 +1,312 @@
+"""The peer daemon: interprets the core's effects in real time over gRPC, SQLite and files.
+
+One driver task feeds events to the core one at a time (the core is a plain object, never
+shared across threads) and carries out the effects it returns: manifest changes are written
+to SQLite by one worker thread before anything else of that step happens; messages are sent
+in tasks of their own; timers are loop callbacks; transfers are tasks that report back as
+events. Blocking work (SQLite, hashing, file I/O) never runs on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fcntl
+import logging
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from . import codec
+from .config import ClusterConfig, ConfigError, check_address
+from .core import catalog
+from .core.errors import RingmeshError
+from .core.messages import (
+    CancelTransfer, Effect, Envelope, Event, FileStored, FileVersion, ItemKey, MessageReceived,
+    Persist, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
+)
+from .core.peer import Peer, PeerConfig
+from .files import FileStore
+from .links import SERVER_OPTIONS, Links
+from .server import LocalService, PeerService
+from .store import Store
+from .transfer import pull
+from .v1 import mesh_pb2_grpc
+
+log = logging.getLogger("ringmesh.daemon")
+MAX_INBOX = 10_000
+
+
+class DaemonError(RingmeshError):
+    """The daemon cannot start as configured."""
+
+
+def socket_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "ringmesh.sock"
+
+
+class Daemon:
+    def __init__(self, config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None) -> None:
+        members = config.members()
+        if node not in members:
+            raise DaemonError(f"{config.path}: no host {node!r} with an address (hosts: {', '.join(sorted(members)) or 'none'})")
+        self.config = config
+        self.host = members[node]
+        self.address = self.host.address
+        self.listen = check_address("--listen", "address", listen) if listen else self.address
+        self.data_dir = Path(data_dir)
+        self.counters: Counter[str] = Counter()
+        self.learned: dict[str, str] = {}
+        self.corrupt_chunks = os.environ.get("RINGMESH_TEST_CORRUPT_CHUNKS") == "1"
+        self.inbox: asyncio.Queue[tuple[Event, asyncio.Future | None]] = asyncio.Queue()
+        self.transfers: dict[tuple[ItemKey, str], tuple[asyncio.Task, FileVersion, float]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._stopped = asyncio.Event()
+        self.started_at = time.time()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.data_dir / "lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DaemonError(f"{self.data_dir}: another ringmesh daemon is running on this data dir") from None
+        self.store_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
+        self.store = await self._in_store(Store, self.data_dir)
+        self.files = await asyncio.to_thread(FileStore, self.data_dir)
+        states = await self._in_store(self.store.load)
+        hlc = await self._in_store(self.store.meta, "hlc") or 0
+        me = self.host.name
+        incarnation = states[me].incarnation if me in states else int(time.time() * 1000)
+        self.peer = Peer(
+            me, incarnation=incarnation, rng=random.Random(), hlc=hlc,
+            config=PeerConfig(gossip_interval=self.config.gossip_interval, max_transfers=self.config.max_concurrent_syncs),
+            seeds=self.config.members(),
+            node_record={"address": self.address, "role": self.host.role, "provider": self.host.provider,
+                         "ephemeral": self.host.ephemeral},
+        )
+        for origin, st in states.items():
+            self.peer.manifest.load(origin, st)
+        self.links = Links(self.resolve)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        mesh_pb2_grpc.add_PeerServicer_to_server(PeerService(self), self.server)
+        if self.server.add_insecure_port(self.listen) == 0:
+            raise DaemonError(f"cannot listen on {self.listen}")
+        sock = socket_path(self.data_dir)
+        sock.unlink(missing_ok=True)
+        self.local = grpc.aio.server()
+        mesh_pb2_grpc.add_LocalServicer_to_server(LocalService(self), self.local)
+        self.local.add_insecure_port(f"unix:{sock}")
+        await self.server.start()
+        await self.local.start()
+        os.chmod(sock, 0o600)
+        await self._interpret(self.peer.start(time.time()))
+        self._driver = asyncio.create_task(self._drive())
+        log.info("node %s incarnation %d listening on %s (data %s)", me, incarnation, self.listen, self.data_dir)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def close(self) -> None:
+        log.info("stopping")
+        await self.local.stop(grace=0.5)
+        await self.server.stop(grace=1.0)
+        self._driver.cancel()
+        for h in self._timers.values():
+            h.cancel()
+        for task, _v, _t in self.transfers.values():
+            task.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(self._driver, *self._tasks, *(t for t, _v, _s in self.transfers.values()), return_exceptions=True)
+        await self.links.close()
+        await self._in_store(self.store.close)
+        self.store_exec.shutdown()
+        socket_path(self.data_dir).unlink(missing_ok=True)
+        self._lock.close()
+
+    # -- feeding the core ------------------------------------------------------------------
+
+    def submit_nowait(self, event: Event) -> None:
+        if isinstance(event, MessageReceived) and self.inbox.qsize() >= MAX_INBOX:
+            self.count("dropped_messages")
+            return
+        self.inbox.put_nowait((event, None))
+
+    async def submit(self, event: Event) -> None:
+        """Hand an event to the core and wait until its effects are carried out."""
+        fut = asyncio.get_running_loop().create_future()
+        self.inbox.put_nowait((event, fut))
+        await fut
+
+    async def _drive(self) -> None:
+        while True:
+            event, fut = await self.inbox.get()
+            try:
+                await self._interpret(self.peer.handle(event, time.time()))
+            except RingmeshError as e:
+                self.count("rejected_events")
+                log.warning("event %s rejected: %s", type(event).__name__, e)
+                if fut is not None and not fut.done():
+                    fut.set_exception(e)
+            except Exception as e:  # a bug of ours: log it loudly, keep serving
+                self.count("internal_errors")
+                log.exception("internal error handling %s", type(event).__name__)
+                if fut is not None and not fut.done():
+                    fut.set_exception(e)
+            else:
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    async def _interpret(self, effects: list[Effect]) -> None:
+        persists = [e for e in effects if isinstance(e, Persist)]
+        if persists:
+            changes = tuple(ch for p in persists for ch in p.changes)
+            await self._in_store(self.store.apply, changes, persists[-1].hlc)
+        for e in effects:
+            if isinstance(e, Send):
+                self._spawn(self._send(e.to, e.envelope))
+            elif isinstance(e, SetTimer):
+                self._set_timer(e.name, e.at)
+            elif isinstance(e, StartTransfer):
+                key = (e.version.item, e.version.digest)
+                self.transfers[key] = (asyncio.create_task(self._transfer(e.version, e.sources)), e.version, time.time())
+            elif isinstance(e, CancelTransfer):
+                entry = self.transfers.pop((e.item, e.digest), None)
+                if entry:
+                    entry[0].cancel()
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def _set_timer(self, name: str, at: float) -> None:
+        old = self._timers.pop(name, None)
+        if old:
+            old.cancel()
+        delay = max(0.0, at - time.time())
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, self.submit_nowait, TimerFired(name=name))
+
+    async def _in_store(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.store_exec, fn, *args)
+
+    # -- the network -----------------------------------------------------------------------
+
+    def resolve(self, node: str) -> str | None:
+        rec = catalog.node_record(self.peer.manifest, node)
+        addr = rec.get("address") if rec else None
+        if isinstance(addr, str) and addr:
+            return addr
+        if node in self.learned:
+            return self.learned[node]
+        host = self.config.members().get(node)
+        return host.address if host else None
+
+    def learn_address(self, node: str, address: str) -> None:
+        if node not in self.learned and node != self.peer.me:
+            self.learned[node] = check_address("peer", "sender_address", address)
+
+    async def _send(self, to: str, env: Envelope) -> None:
+        stub = self.links.stub(to)
+        if stub is None:
+            self.submit_nowait(SendFailed(peer=to, reason="address unknown"))
+            return
+        msg = codec.encode_envelope(env, self.address)
+        try:
+            await stub.Deliver(msg, timeout=self.links.deadlines.deliver)
+            self.count("messages_sent")
+            self.count("bytes_sent", msg.ByteSize())
+        except grpc.aio.AioRpcError as e:
+            self.count("send_failures")
+            log.debug("send to %s failed: %s", to, e.code().name)
+            self.submit_nowait(SendFailed(peer=to, reason=e.code().name))
+
+    async def _transfer(self, v: FileVersion, sources: tuple[str, ...]) -> None:
+        key = (v.item, v.digest)
+        try:
+            src = await pull(v, sources, self.links, self.files)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self.files.discard, v.digest)
+            raise
+        except (RingmeshError, OSError) as e:
+            self.transfers.pop(key, None)
+            self.count("transfers_failed")
+            log.warning("transfer of %s %s failed: %s", v.item, v.digest[:12], e)
+            self.submit_nowait(TransferFailed(item=v.item, digest=v.digest, reason=str(e)))
+            return
+        started = self.transfers.pop(key, (None, None, time.time()))[2]
+        self.count("transfers_done")
+        self.count("bytes_received", v.size)
+        log.info("got %s %s (%d bytes) from %s in %.2fs", v.item, v.digest[:12], v.size, src, time.time() - started)
+        self.submit_nowait(FileStored(item=v.item, digest=v.digest))
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        m = self.peer.manifest
+        members = []
+        for origin in sorted(m.origins):
+            st = m.origins[origin]
+            rec = catalog.node_record(m, origin) or {}
+            members.append({
+                "name": origin, "address": rec.get("address"), "role": rec.get("role"),
+                "provider": rec.get("provider"), "ephemeral": rec.get("ephemeral"),
+                "incarnation": st.incarnation, "heartbeat": st.heartbeat, "max_counter": st.max_counter,
+            })
+        return {
+            "node": self.peer.me, "address": self.address, "incarnation": m.own.incarnation,
+            "uptime_s": round(time.time() - self.started_at, 3), "gossip_rounds": self.peer.rounds,
+            "fingerprint": m.fingerprint(), "members": members,
+            "items": len(catalog.newest_versions(m)),
+            "transfers": [
+                {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3)}
+                for _t, v, t0 in self.transfers.values()
+            ],
+            "counters": dict(sorted(self.counters.items())),
+        }
+
+    def listing(self) -> dict[str, Any]:
+        m = self.peer.manifest
+        held = catalog.holders(m)
+        items = []
+        for item, v in sorted(catalog.newest_versions(m).items()):
+            others = {d: hs for (it, d), hs in held.items() if it == item and d != v.digest}
+            items.append({
+                "type": item.type, "name": item.name, "digest": v.digest, "size_bytes": v.size,
+                "chunk_size_bytes": v.chunk_size, "hlc": v.hlc, "origin": v.origin, "attrs": dict(v.attrs),
+                "holders": held.get((item, v.digest), []), "older_versions": others,
+            })
+        return {"node": self.peer.me, "fingerprint": m.fingerprint(), "items": items}
+
+
+async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None) -> None:
+    """Run a daemon until SIGTERM/SIGINT, then stop cleanly."""
+    import signal
+
+    d = Daemon(config, node, data_dir, listen)
+    await d.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, d.stop)
+    try:
+        await d.wait()
+    finally:
+        await d.close()
+
+
+__all__ = ["Daemon", "DaemonError", "serve", "socket_path", "ConfigError"]

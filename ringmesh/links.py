@@ -1,0 +1,61 @@
+"""Channels to other peers: where each host is, one gRPC channel per address, and the
+deadlines and size limits every call carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import grpc
+
+from .v1 import mesh_pb2_grpc
+
+MAX_MESSAGE = 8 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    deliver: float = 5.0
+    recipe: float = 10.0
+    transfer_base: float = 60.0
+    transfer_min_rate: float = 1 << 20  # bytes/s below which a transfer is given up
+
+    def transfer(self, size: int) -> float:
+        return self.transfer_base + size / self.transfer_min_rate
+
+
+class Links:
+    """Resolves a host to its address and keeps one channel per address."""
+
+    def __init__(self, resolve: Callable[[str], str | None]) -> None:
+        self._resolve = resolve
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.deadlines = Deadlines()
+
+    def stub(self, node: str) -> mesh_pb2_grpc.PeerStub | None:
+        address = self._resolve(node)
+        if address is None:
+            return None
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return mesh_pb2_grpc.PeerStub(ch)
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for ch in channels:
+            await ch.close(grace=None)
