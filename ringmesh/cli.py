@@ -62,11 +62,16 @@ def _status(args) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
+    e = doc["election"]
     print(f"node {doc['node']} at {doc['address']}  incarnation {doc['incarnation']}  "
           f"manifest {doc['fingerprint']}  gossip rounds {doc['gossip_rounds']}  items {doc['items']}")
-    print(f"{'member':20} {'address':22} {'role':12} {'heartbeat':>9} {'facts to':>8}")
+    print(f"leader {doc['leader'] or '(none known)'}  term {doc['term']}  this host: {e['role']}"
+          f"{' with lease ' + str(e['lease_left_s']) + ' s' if e['is_leader'] else ''}  local health {doc['local_health']}")
+    print(f"{'member':20} {'state':8} {'address':22} {'role':12} {'voter':5} {'heartbeat':>9} {'breaker':9}")
     for m in doc["members"]:
-        print(f"{m['name']:20} {m['address'] or '-':22} {m['role'] or '-':12} {m['heartbeat']:>9} {m['max_counter']:>8}")
+        hb = "-" if m["heartbeat"] is None else m["heartbeat"]
+        print(f"{m['name']:20} {m['state']:8} {m['address'] or '-':22} {m['role'] or '-':12} {'yes' if m['voter'] else 'no':5} "
+              f"{hb:>9} {m['breaker']['state']:9}")
     for t in doc["transfers"]:
         print(f"transfer {t['item']} {t['digest'][:12]} {t['size_bytes']} bytes, running {t['running_s']} s")
     return 0

@@ -11,7 +11,9 @@ from google.protobuf.message import DecodeError
 from .core.catalog import is_node_id
 from .core.errors import RemoteProtocolError
 from .core.manifest import MAX_KEY_BYTES, MAX_VALUE_BYTES, Delta, Fact, OriginDelta, OriginDigest
-from .core.messages import Ack, Envelope, Syn, SynAck
+from .core.messages import (
+    Ack, Envelope, HeartbeatAck, LeaderHeartbeat, Ping, PingAck, PingReq, Syn, SynAck, VoteReply, VoteRequest,
+)
 from .core.recipe import DIGEST_BYTES
 from .v1 import mesh_pb2 as pb
 
@@ -36,6 +38,18 @@ def check_node_id(node: str) -> str:
         raise RemoteProtocolError(f"bad node id {node[:40]!r}")
     return node
 
+
+# Small messages whose fields map one to one: core type -> (oneof field, field names).
+_SIMPLE = {
+    Ping: ("ping", ("seq",)),
+    PingAck: ("ping_ack", ("seq",)),
+    PingReq: ("ping_req", ("seq", "target")),
+    VoteRequest: ("vote_request", ("term", "pre")),
+    VoteReply: ("vote_reply", ("term", "granted", "pre")),
+    LeaderHeartbeat: ("leader_heartbeat", ("term", "seq")),
+    HeartbeatAck: ("heartbeat_ack", ("term", "seq")),
+}
+_SIMPLE_BY_FIELD = {name: (cls, fields) for cls, (name, fields) in _SIMPLE.items()}
 
 # -- encoding ----------------------------------------------------------------------------
 
@@ -68,7 +82,10 @@ def encode_envelope(env: Envelope, sender_address: str) -> pb.Envelope:
         out.syn_ack.delta.extend(_delta_pb(body.delta))
     elif isinstance(body, Ack):
         out.ack.delta.extend(_delta_pb(body.delta))
-    else:  # pragma: no cover - the core only makes the three
+    elif type(body) in _SIMPLE:
+        name, fields = _SIMPLE[type(body)]
+        getattr(out, name).MergeFrom(getattr(pb, type(body).__name__)(**{f: getattr(body, f) for f in fields}))
+    else:  # pragma: no cover - the core makes no other
         raise TypeError(f"not a wire message: {body!r}")
     return out
 
@@ -124,6 +141,12 @@ def decode_envelope(msg: pb.Envelope) -> Envelope:
         body = SynAck(digest=_digest(msg.syn_ack.digest), delta=_delta(msg.syn_ack.delta))
     elif which == "ack":
         body = Ack(delta=_delta(msg.ack.delta))
+    elif which in _SIMPLE_BY_FIELD:
+        cls, fields = _SIMPLE_BY_FIELD[which]
+        part = getattr(msg, which)
+        body = cls(**{f: getattr(part, f) for f in fields})
+        if isinstance(body, PingReq):
+            check_node_id(body.target)
     else:
         raise RemoteProtocolError("envelope without a body")
     return Envelope(sender=sender, hlc=msg.hlc, body=body)

@@ -47,6 +47,7 @@ class ClusterConfig:
     max_concurrent_syncs: int = 4
     min_copies: int = 2
     max_disk_usage_percent: float = 70.0
+    timings: Mapping[str, float] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def members(self) -> dict[str, HostConfig]:
@@ -75,6 +76,17 @@ def check_address(path: str, key: str, v: Any) -> str:
         raise _err(path, key, "host:port", v)
     return v
 
+
+# ringmesh's own protocol timings (seconds), under an optional `ringmesh:` section.
+TIMINGS = {
+    "probe_interval_seconds": (1.0, 0.05, 60),
+    "probe_timeout_seconds": (0.4, 0.01, 30),
+    "leader_heartbeat_seconds": (0.2, 0.01, 10),
+    "leader_lease_seconds": (0.8, 0.05, 60),
+    "election_timeout_seconds": (1.0, 0.1, 120),
+    "breaker_base_seconds": (1.0, 0.01, 600),
+    "breaker_cap_seconds": (60.0, 0.01, 3600),
+}
 
 _ENV = {  # setting -> (variable names, later wins; lo, hi, integer)
     "sync_interval": (("RINGRIFT_SYNC_INTERVAL", "RINGMESH_SYNC_INTERVAL"), 0.05, 86400, False),
@@ -110,6 +122,18 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         "min_copies": _number(path, "sync_routing.min_copies", routing.get("min_copies", 2), lo=1, hi=100, integer=True),
         "max_disk_usage_percent": _number(path, "sync_routing.max_disk_usage_percent", routing.get("max_disk_usage_percent", 70), lo=1, hi=100),
     }
+    own = doc.get("ringmesh") or {}
+    if not isinstance(own, dict):
+        raise _err(path, "ringmesh", "a mapping", own)
+    settings["timings"] = {
+        key: _number(path, f"ringmesh.{key}", own.get(key, default), lo=lo, hi=hi)
+        for key, (default, lo, hi) in TIMINGS.items()
+    }
+    t = settings["timings"]
+    if not t["leader_heartbeat_seconds"] < t["leader_lease_seconds"] < t["election_timeout_seconds"]:
+        raise ConfigError(f"{path}: ringmesh: need leader_heartbeat_seconds < leader_lease_seconds < election_timeout_seconds")
+    if not t["probe_timeout_seconds"] < t["probe_interval_seconds"]:
+        raise ConfigError(f"{path}: ringmesh: need probe_timeout_seconds < probe_interval_seconds")
     for setting, (names, lo, hi, integer) in _ENV.items():
         for name in names:
             if name in env:

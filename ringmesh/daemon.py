@@ -26,9 +26,11 @@ from . import codec
 from .config import ClusterConfig, ConfigError, check_address
 from .core import catalog
 from .core.errors import RingmeshError
+from .core import election as el, membership as mb
+from .core.breaker import BreakerConfig
 from .core.messages import (
-    CancelTransfer, Effect, Envelope, Event, FileStored, FileVersion, ItemKey, MessageReceived,
-    Persist, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
+    CancelTransfer, Effect, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
+    Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
 from .core.peer import Peer, PeerConfig
 from .files import FileStore
@@ -84,12 +86,13 @@ class Daemon:
         self.files = await asyncio.to_thread(FileStore, self.data_dir)
         states = await self._in_store(self.store.load)
         hlc = await self._in_store(self.store.meta, "hlc") or 0
+        vote = await self._in_store(self.store.vote)
         me = self.host.name
         incarnation = states[me].incarnation if me in states else int(time.time() * 1000)
         self.peer = Peer(
-            me, incarnation=incarnation, rng=random.Random(), hlc=hlc,
-            config=PeerConfig(gossip_interval=self.config.gossip_interval, max_transfers=self.config.max_concurrent_syncs),
-            seeds=self.config.members(),
+            me, incarnation=incarnation, rng=random.Random(), hlc=hlc, vote=vote,
+            config=peer_config(self.config), seeds=self.config.members(),
+            voters=[n for n, h in self.config.members().items() if h.voter],
             node_record={"address": self.address, "role": self.host.role, "provider": self.host.provider,
                          "ephemeral": self.host.ephemeral},
         )
@@ -117,6 +120,16 @@ class Daemon:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+    async def leave(self, timeout: float = 1.0) -> None:
+        """Tell the cluster we are going (graceful leave), waiting a little for the sends."""
+        try:
+            await asyncio.wait_for(self.submit(LeaveRequested()), timeout)
+            pending = [t for t in self._tasks if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=timeout)
+        except (asyncio.TimeoutError, RingmeshError):
+            log.warning("could not announce the leave in time")
 
     async def close(self) -> None:
         log.info("stopping")
@@ -174,6 +187,9 @@ class Daemon:
         if persists:
             changes = tuple(ch for p in persists for ch in p.changes)
             await self._in_store(self.store.apply, changes, persists[-1].hlc)
+        votes = [e for e in effects if isinstance(e, SaveVote)]
+        if votes:
+            await self._in_store(self.store.save_vote, votes[-1].term, votes[-1].voted_for)
         for e in effects:
             if isinstance(e, Send):
                 self._spawn(self._send(e.to, e.envelope))
@@ -258,19 +274,31 @@ class Daemon:
     # -- reports ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        m = self.peer.manifest
+        now = time.time()
+        p, m = self.peer, self.peer.manifest
+        breakers = p.breakers.report(now)
         members = []
-        for origin in sorted(m.origins):
-            st = m.origins[origin]
+        for origin in sorted(set(m.origins) | set(p.known_peers())):
+            st = m.origins.get(origin)
             rec = catalog.node_record(m, origin) or {}
             members.append({
-                "name": origin, "address": rec.get("address"), "role": rec.get("role"),
-                "provider": rec.get("provider"), "ephemeral": rec.get("ephemeral"),
-                "incarnation": st.incarnation, "heartbeat": st.heartbeat, "max_counter": st.max_counter,
+                "name": origin, "state": p.membership.view(origin), "address": rec.get("address") or self.resolve(origin),
+                "role": rec.get("role"), "provider": rec.get("provider"), "ephemeral": rec.get("ephemeral"),
+                "incarnation": st.incarnation if st else None, "heartbeat": st.heartbeat if st else None,
+                "max_counter": st.max_counter if st else None,
+                "alive_incarnation": mb.alive_incarnation(m, origin),
+                "breaker": breakers.get(origin, {"state": "closed"}),
+                "voter": origin in p.election.voters,
             })
+        leader, term = p.leader()
+        e = p.election
         return {
-            "node": self.peer.me, "address": self.address, "incarnation": m.own.incarnation,
-            "uptime_s": round(time.time() - self.started_at, 3), "gossip_rounds": self.peer.rounds,
+            "node": p.me, "address": self.address, "incarnation": m.own.incarnation,
+            "uptime_s": round(now - self.started_at, 3), "gossip_rounds": p.rounds,
+            "leader": leader, "term": term,
+            "election": {"role": e.role, "term": e.term, "voted_for": e.voted_for, "is_leader": e.is_leader(now),
+                         "lease_left_s": round(max(0.0, e.lease_until - now), 3), "elections_started": e.elections_started},
+            "local_health": p.membership.health, "membership_stats": dict(p.membership.stats),
             "fingerprint": m.fingerprint(), "members": members,
             "items": len(catalog.newest_versions(m)),
             "transfers": [
@@ -294,6 +322,17 @@ class Daemon:
         return {"node": self.peer.me, "fingerprint": m.fingerprint(), "items": items}
 
 
+def peer_config(c: ClusterConfig) -> PeerConfig:
+    t = c.timings
+    return PeerConfig(
+        gossip_interval=c.gossip_interval, max_transfers=c.max_concurrent_syncs,
+        membership=mb.MembershipConfig(probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]),
+        election=el.ElectionConfig(heartbeat_interval=t["leader_heartbeat_seconds"], lease=t["leader_lease_seconds"],
+                                   election_timeout=t["election_timeout_seconds"]),
+        breaker=BreakerConfig(base=t["breaker_base_seconds"], cap=t["breaker_cap_seconds"]),
+    )
+
+
 async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None) -> None:
     """Run a daemon until SIGTERM/SIGINT, then stop cleanly."""
     import signal
@@ -305,6 +344,7 @@ async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: 
         loop.add_signal_handler(sig, d.stop)
     try:
         await d.wait()
+        await d.leave()
     finally:
         await d.close()
 

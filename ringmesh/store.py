@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS origins (
     origin TEXT PRIMARY KEY, incarnation INTEGER NOT NULL, heartbeat INTEGER NOT NULL,
     max_counter INTEGER NOT NULL, floor INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS vote (id INTEGER PRIMARY KEY CHECK (id = 0), term INTEGER NOT NULL, voted_for TEXT);
 CREATE TABLE IF NOT EXISTS facts (
     origin TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
     counter INTEGER NOT NULL, deleted_at INTEGER NOT NULL, PRIMARY KEY (origin, key));
@@ -48,6 +49,14 @@ class Store:
 
     def set_meta(self, key: str, value: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, _i64(value)))
+
+    def vote(self) -> tuple[int, str | None]:
+        row = self.db.execute("SELECT term, voted_for FROM vote WHERE id = 0").fetchone()
+        return (0, None) if row is None else (_u64(row[0]), row[1])
+
+    def save_vote(self, term: int, voted_for: str | None) -> None:
+        """The election's promise; synchronous=FULL makes it durable before we answer."""
+        self.db.execute("INSERT OR REPLACE INTO vote VALUES (0, ?, ?)", (_i64(term), voted_for))
 
     def load(self) -> dict[str, OriginState]:
         states = {}

@@ -44,23 +44,18 @@ def node_record(i: int, node: str) -> dict[str, object]:
 class Cluster:
     """N peers, each configured with every other node as a seed (as the config file does)."""
 
-    def __init__(self, n: int, *, seed: int, link: LinkModel = LinkModel(), config: PeerConfig = PeerConfig()) -> None:
+    def __init__(
+        self, n: int, *, seed: int, link: LinkModel = LinkModel(), config: PeerConfig = PeerConfig(), voters: int = 0,
+    ) -> None:
         self.seed = seed
         self.config = config
         self.ids = node_ids(n)
+        self.voters = self.ids[:voters]
         self.world = World(Network(random.Random(f"{seed}/network"), link))
         self.rng = random.Random(f"{seed}/scenario")
-        for i, node in enumerate(self.ids):
-            self.world.add(
-                Peer(
-                    node,
-                    incarnation=1,
-                    rng=random.Random(f"{seed}/node/{node}"),
-                    config=config,
-                    seeds=self.ids,
-                    node_record=node_record(i, node),
-                )
-            )
+        self.lives: dict[str, int] = {node: 0 for node in self.ids}
+        for node in self.ids:
+            self.world.add(self._peer(node))
         self.vectors = VectorConvergence(self.ids)
         self.world.persist_hooks.append(self.vectors.on_persist)
 
@@ -72,9 +67,40 @@ class Cluster:
     def now(self) -> float:
         return self.world.now
 
+    def _peer(self, node: str) -> Peer:
+        """A process for `node`, from what its disk holds (nothing, the first time)."""
+        life = self.lives[node]
+        disk = self.world.disks.get(node)
+        incarnation = 1 + life  # a wiped disk comes back as a later life
+        return Peer(
+            node,
+            incarnation=incarnation,
+            rng=random.Random(f"{self.seed}/node/{node}" + (f"/{life}" if life else "")),
+            config=self.config,
+            seeds=self.ids,
+            voters=self.voters,
+            node_record=node_record(self.ids.index(node), node),
+            manifest=disk.manifest(node, incarnation) if disk and not disk.empty else None,
+            hlc=disk.hlc if disk else 0,
+            vote=disk.vote if disk else (0, None),
+        )
+
     def start(self) -> None:
         for node in self.ids:
             self.world.start(node)
+
+    def crash(self, node: str) -> None:
+        self.world.crash(node)
+
+    def restart(self, node: str, *, wipe: bool = False) -> None:
+        """Start `node` again, from its disk, or with an empty one if `wipe`."""
+        if wipe:
+            self.world.wipe(node)
+        self.lives[node] += 1
+        self.world.restart(self._peer(node))
+
+    def live(self) -> list[str]:
+        return [n for n in self.ids if self.world.is_up(n)]
 
     def peer(self, node: str) -> Peer:
         return self.world.nodes[node]

@@ -9,7 +9,8 @@ holds `Peer` instances of `ringmesh.core`, unchanged, and feeds them events at v
                    schedules `MessageReceived` on the receiver (or `SendFailed` on the sender);
   * `SetTimer`  -> a `TimerFired` at `at`; a later `SetTimer` of the same name replaces it
                    (the earlier heap entry stays and is skipped when it comes up);
-  * `Persist`   -> handed to the persist hooks (checkers); no disk or crash model yet;
+  * `Persist`   -> written to the node's simulated disk (`sim/disk.py`) and handed to the
+                   persist hooks (checkers); `SaveVote` goes to the disk too;
   * transfers   -> counted and ignored (no file data moves in this simulator yet).
 
 Events are ordered by (time, insertion sequence), so ties are broken by the order in which
@@ -25,9 +26,10 @@ import itertools
 from typing import Callable, Union
 
 from ringmesh.core import (
-    Effect, Envelope, Event, MessageReceived, Peer, Persist, Send, SendFailed, SetTimer, TimerFired,
+    Effect, Envelope, Event, MessageReceived, Peer, Persist, SaveVote, Send, SendFailed, SetTimer, TimerFired,
 )
 
+from .disk import Disk
 from .network import Network
 from .traffic import Traffic
 
@@ -58,6 +60,9 @@ class World:
         self._seq = itertools.count()
         self._timers: dict[tuple[str, str], int] = {}  # (node, timer name) -> live entry's seq
         self._trace = hashlib.blake2b(digest_size=16)
+        self.disks: dict[str, Disk] = {}
+        self.down: set[str] = set()  # crashed: events for it are dropped
+        self.paused: dict[str, list[tuple[int, object]]] = {}  # stopped: its events wait here
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -65,10 +70,51 @@ class World:
         if peer.me in self.nodes:
             raise SimulationError(f"node {peer.me!r} added twice")
         self.nodes[peer.me] = peer
+        self.disks[peer.me] = Disk()
         self.traffic.add_node(peer.me)
 
     def start(self, node: str) -> None:
         self.interpret(node, self.nodes[node].start(self.now))
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def crash(self, node: str) -> None:
+        """The process dies: its timers and unprocessed messages are gone, its disk stays."""
+        self.down.add(node)
+        self.paused.pop(node, None)
+        for key in [k for k in self._timers if k[0] == node]:
+            del self._timers[key]
+        self._trace.update(f"{self.now!r} crash {node}\n".encode())
+
+    def restart(self, peer: Peer) -> None:
+        """A new process for a crashed node (built by the caller, usually from its disk)."""
+        self.down.discard(peer.me)
+        self.nodes[peer.me] = peer
+        self._trace.update(f"{self.now!r} restart {peer.me}\n".encode())
+        self.start(peer.me)
+
+    def wipe(self, node: str) -> None:
+        """The node's disk is lost (a spot host replaced, a disk failure)."""
+        self.disks[node] = Disk()
+
+    def pause(self, node: str) -> None:
+        """SIGSTOP: the process keeps its state but runs nothing until `resume`."""
+        self.paused.setdefault(node, [])
+        self._trace.update(f"{self.now!r} pause {node}\n".encode())
+
+    def resume(self, node: str) -> None:
+        """SIGCONT: timers that fell due while stopped fire now, in their order."""
+        held = self.paused.pop(node, [])
+        self._trace.update(f"{self.now!r} resume {node}\n".encode())
+        for kind, payload in held:
+            if kind == _TIMER:
+                key = (node, payload.name)  # type: ignore[union-attr]
+                if key in self._timers:
+                    continue  # replaced meanwhile
+                self._timers[key] = self._push(self.now, _TIMER, node, payload)
+
+    def is_up(self, node: str) -> bool:
+        return node not in self.down and node not in self.paused
 
     def at(self, when: float, action: Action) -> None:
         """Run a scenario action at virtual time `when`."""
@@ -117,6 +163,12 @@ class World:
             if self._timers.get((node, payload.name)) != seq:  # type: ignore[union-attr]
                 return False  # replaced by a later SetTimer of the same name
             del self._timers[(node, payload.name)]  # type: ignore[union-attr]
+        if kind != _ACTION and node in self.down:
+            return False
+        if kind != _ACTION and node in self.paused:
+            if kind == _TIMER:
+                self.paused[node].append((kind, payload))  # fires on resume
+            return False  # a message to a stopped process times out at its sender
         self.now = at
         self.events += 1
         if kind == _ACTION:
@@ -137,7 +189,10 @@ class World:
                 key = (node, eff.name)
                 self._timers[key] = self._push(max(eff.at, self.now), _TIMER, node, TimerFired(name=eff.name))
             elif isinstance(eff, Persist):
+                self.disks[node].persist(eff)
                 self.persisted(node, eff)
+            elif isinstance(eff, SaveVote):
+                self.disks[node].vote = (eff.term, eff.voted_for)
             else:
                 name = type(eff).__name__
                 self.ignored[name] = self.ignored.get(name, 0) + 1
@@ -153,7 +208,10 @@ class World:
             self._push(self.now + self.network.model.deadline, _FAILURE, src, SendFailed(peer=dst, reason="unknown host"))
             return
         route = self.network.route(src, dst)
-        if route.failed:
+        if dst in self.down:  # connection refused, at once
+            self._push(self.now + self.network.model.latency, _FAILURE, src, SendFailed(peer=dst, reason="refused"))
+            return
+        if route.failed or dst in self.paused:
             self._push(self.now + self.network.model.deadline, _FAILURE, src, SendFailed(peer=dst, reason="unreachable"))
             return
         event = MessageReceived(envelope=env)

@@ -11,6 +11,7 @@ Values are msgpack maps. A value a peer got wrong is skipped when read, never fa
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Mapping
 
 import msgpack
@@ -32,12 +33,15 @@ def is_node_id(node: object) -> bool:
 
 def check_name(name: str) -> str:
     """A file name confined to its type's folder: one path component, printable, bounded."""
-    if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME_BYTES:
+    if not isinstance(name, str) or not name:
+        raise LocalProtocolError(f"item name must be 1..{MAX_NAME_BYTES} bytes")
+    # C0, DEL and C1 controls; lone surrogates, which cannot even be encoded
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        raise LocalProtocolError(f"item name {name!r} contains a control character")
+    if len(name.encode()) > MAX_NAME_BYTES:
         raise LocalProtocolError(f"item name must be 1..{MAX_NAME_BYTES} bytes")
     if name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
         raise LocalProtocolError(f"item name {name!r} must be a plain file name (no '/', no leading '.')")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise LocalProtocolError(f"item name {name!r} contains a control character")
     return name
 
 
@@ -88,7 +92,7 @@ def held_versions(m: Manifest, origin: str) -> dict[str, tuple[ItemKey, int, int
         try:
             if item is not None and v is not None:
                 out[str(v["d"])] = (item, int(v["s"]), int(v["c"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
             continue
     return out
 
@@ -110,7 +114,7 @@ def decode_version(origin: str, key: str, raw: bytes) -> FileVersion | None:
     try:
         d, s, c, t = str(v["d"]), int(v["s"]), int(v["c"]), int(v["t"])
         attrs = {str(k): str(x) for k, x in dict(v.get("a") or {}).items()}
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         return None
     if s < 0 or c <= 0 or len(d) != 32:
         return None

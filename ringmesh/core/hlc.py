@@ -38,7 +38,7 @@ class HybridClock:
         A remote time further ahead of our wall clock than `max_drift_ms` is not adopted: one
         host with a broken clock must not drag every other clock into the future.
         """
-        if not 0 <= remote <= pack(int(wall_s * 1000) + self.max_drift_ms):
+        if not 0 <= remote <= pack(int(wall_s * 1000) + self.max_drift_ms, LOGICAL_MASK):
             return self.now(wall_s)
         self.last = max(self.last + 1, remote + 1, pack(int(wall_s * 1000)))
         return self.last

@@ -46,6 +46,10 @@ MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 64 * 1024
 #: The smallest budget that always lets one fact through.
 MIN_BUDGET = ORIGIN_OVERHEAD + MAX_KEY_BYTES + MAX_VALUE_BYTES + FACT_OVERHEAD + 64
+#: An origin whose facts the other side has is sent for its heartbeat alone only once the
+#: heartbeat is this many beats ahead: heartbeats are news for people, not for the protocol
+#: (failure detection probes), and sending every beat of every origin dominated the traffic.
+HEARTBEAT_LAG = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +146,12 @@ class Manifest:
     def __init__(self, me: str, incarnation: int) -> None:
         self.me = me
         self.origins: dict[str, OriginState] = {me: OriginState(incarnation)}
-        self._digest: dict[str, OriginDigest] | None = None
+        #: Bumped by every change of content (not by heartbeats): views of the facts cache on it.
+        self.generation = 0
+        # The digest is rebuilt copy-on-write: a dict handed out is never changed afterwards
+        # (messages in flight hold it), only the entries of origins that moved are redone.
+        self._digest: dict[str, OriginDigest] = {}
+        self._dirty: set[str] = {me}
 
     # -- reading -------------------------------------------------------------------------
 
@@ -158,14 +167,26 @@ class Manifest:
     def live_facts(self, prefix: str = "") -> Iterable[tuple[str, Fact]]:
         """Every live fact whose key starts with `prefix`, as (origin, fact), in a fixed order."""
         for origin in sorted(self.origins):
-            for key, f in sorted(self.origins[origin].facts.items()):
-                if not f.tombstone and key.startswith(prefix):
+            for key, f in sorted((k, f) for k, f in self.origins[origin].facts.items() if k.startswith(prefix)):
+                if not f.tombstone:
                     yield origin, f
 
     def digest(self) -> dict[str, OriginDigest]:
-        if self._digest is None:
-            self._digest = {o: st.digest() for o, st in self.origins.items()}
+        if self._dirty:
+            d = dict(self._digest)
+            for o in self._dirty:
+                st = self.origins.get(o)
+                if st is None:
+                    d.pop(o, None)
+                else:
+                    d[o] = st.digest()
+            self._digest, self._dirty = d, set()
         return self._digest
+
+    def _touch(self, origin: str, content: bool = True) -> None:
+        self._dirty.add(origin)
+        if content:
+            self.generation += 1
 
     def version_vector(self) -> dict[str, tuple[int, int]]:
         """`{origin: (incarnation, max_counter)}`: equal vectors mean equal facts."""
@@ -205,13 +226,13 @@ class Manifest:
         st.max_counter += 1
         fact = replace(fact, counter=st.max_counter)
         st.facts[fact.key] = fact
-        self._digest = None
+        self._touch(self.me)
         return self._change(self.me, False, (fact,), ())
 
     def beat(self) -> None:
         """Raise our heartbeat (it rides on the digest and on deltas)."""
         self.own.heartbeat += 1
-        self._digest = None
+        self._touch(self.me, content=False)
 
     def reincarnate(self, incarnation: int) -> OriginChange:
         """Start a new life: every live fact of ours is rewritten under a new incarnation."""
@@ -224,7 +245,7 @@ class Manifest:
                 st.max_counter += 1
                 st.facts[f.key] = replace(f, counter=st.max_counter)
         self.origins[self.me] = st
-        self._digest = None
+        self._touch(self.me)
         return self._change(self.me, True, tuple(st.facts.values()), ())
 
     def purge_tombstones(self, now_hlc: int, grace_ms: int) -> list[OriginChange]:
@@ -236,8 +257,7 @@ class Manifest:
             if old:
                 removed = st.purge_through(max(old))
                 changes.append(self._change(origin, False, (), tuple(removed)))
-        if changes:
-            self._digest = None
+                self._touch(origin)
         return changes
 
     # -- anti-entropy --------------------------------------------------------------------
@@ -246,7 +266,8 @@ class Manifest:
         """The facts the holder of digest `theirs` lacks, at most `budget` bytes of them.
 
         Origins needing the fewest facts go first, so that many origins make progress in a
-        round; an origin's run is cut only at a fact boundary.
+        round, and origins with nothing but a newer heartbeat or floor go last, so that they
+        never crowd out a fact; an origin's run is cut only at a fact boundary.
         """
         wanted: list[tuple[int, str, bool, int, list[Fact]]] = []
         for origin, st in self.origins.items():
@@ -257,13 +278,13 @@ class Manifest:
                 continue
             elif t.max_counter < st.floor and t.floor < st.floor:
                 reset, start = True, 0
-            elif st.max_counter > t.max_counter or st.floor > t.floor or st.heartbeat > t.heartbeat:
+            elif st.max_counter > t.max_counter or st.floor > t.floor or st.heartbeat >= t.heartbeat + HEARTBEAT_LAG:
                 reset, start = False, t.max_counter
             else:
                 continue
-            facts = st.facts_after(start)
+            facts = st.facts_after(start) if st.max_counter > start else []
             wanted.append((len(facts), origin, reset, start, facts))
-        wanted.sort(key=lambda w: (w[0], w[1]))
+        wanted.sort(key=lambda w: (w[0] == 0, w[0], w[1]))  # header-only news (heartbeat, floor) last
         out: list[OriginDelta] = []
         left = budget
         for _, origin, reset, start, facts in wanted:
@@ -291,19 +312,24 @@ class Manifest:
     def apply(self, delta: Delta) -> list[OriginChange]:
         """Join a delta into the replica; returns what changed (nothing, if it taught us nothing).
 
-        Deltas about our own origin are ignored here; `Peer` looks at them to notice that it
-        was alive under this name before with a higher incarnation.
+        Deltas about our own origin are ignored here (`Peer` looks at digests to notice that
+        it was alive under this name before with a higher incarnation), except that we adopt a
+        floor a replica raised by purging our tombstones: otherwise every replica re-sends it to
+        us in each delta until we purge as far ourselves.
         """
         changes = []
         for od in delta.origins:
-            if od.origin == self.me:
-                continue
-            ch = self._apply_origin(od)
+            ch = self._adopt_own_floor(od) if od.origin == self.me else self._apply_origin(od)
             if ch is not None:
                 changes.append(ch)
-        if changes:
-            self._digest = None
+                self._touch(od.origin)
         return changes
+
+    def _adopt_own_floor(self, od: OriginDelta) -> OriginChange | None:
+        st = self.own
+        if od.incarnation != st.incarnation or not st.floor < od.floor <= st.max_counter:
+            return None
+        return self._change(self.me, False, (), tuple(st.purge_through(od.floor)))
 
     def _apply_origin(self, od: OriginDelta) -> OriginChange | None:
         st = self.origins.get(od.origin)
@@ -319,9 +345,16 @@ class Manifest:
             return self._change(od.origin, True, tuple(new.facts.values()), ())
         if st is None or od.incarnation != st.incarnation or od.from_counter > st.max_counter:
             return None  # stale or out of order: a later round will send what is missing
+        if st.max_counter < st.floor and od.floor < st.floor:
+            # We are part-way through a (truncated) reset. A sender whose floor is below ours
+            # may still hold values whose deleting tombstone, at or below our floor, was
+            # purged: only a sender at or past our floor can continue the reset.
+            return None
         old_floor, floor = st.floor, max(st.floor, od.floor)
         upserts, removed = [], []
         for f in od.facts:
+            if f.counter <= st.max_counter:
+                continue  # a late delta: we hold this fact, a newer one, or purged its deleter
             cur = st.facts.get(f.key)
             if cur is not None and cur.counter >= f.counter:
                 continue
@@ -335,7 +368,9 @@ class Manifest:
         removed += st.purge_through(od.floor)
         changed = bool(upserts or removed) or od.max_counter > st.max_counter or floor > old_floor
         st.max_counter = max(st.max_counter, od.max_counter)
-        st.heartbeat = max(st.heartbeat, od.heartbeat)
+        if od.heartbeat > st.heartbeat:
+            st.heartbeat = od.heartbeat
+            self._touch(od.origin, content=False)  # the digest advertises heartbeats, persisted or not
         if not changed:
             return None  # a heartbeat alone is kept in memory, not persisted
         return self._change(od.origin, False, tuple(upserts), tuple(removed))
@@ -343,7 +378,7 @@ class Manifest:
     def load(self, origin: str, state: OriginState) -> None:
         """Install a state read back from disk (the shell's restart path)."""
         self.origins[origin] = state
-        self._digest = None
+        self._touch(origin)
 
     def _change(self, origin: str, reset: bool, upserts: tuple[Fact, ...], removed: tuple[str, ...]) -> OriginChange:
         st = self.origins[origin]

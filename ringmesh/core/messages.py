@@ -15,7 +15,7 @@ from .manifest import Delta, OriginChange, OriginDigest
 _frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
 
-# -- wire messages (Scuttlebutt push-pull: Syn -> SynAck -> Ack) ---------------------------
+# -- gossip (Scuttlebutt push-pull: Syn -> SynAck -> Ack) -----------------------------------
 
 
 @_frozen
@@ -34,7 +34,61 @@ class Ack:
     delta: Delta
 
 
-Message = Union[Syn, SynAck, Ack]
+# -- membership: SWIM probes ---------------------------------------------------------------
+
+
+@_frozen
+class Ping:
+    seq: int
+
+
+@_frozen
+class PingAck:
+    seq: int
+
+
+@_frozen
+class PingReq:
+    """Ping `target` for me and pass its ack back."""
+
+    seq: int
+    target: str
+
+
+MembershipMessage = Union[Ping, PingAck, PingReq]
+
+
+# -- leader election -------------------------------------------------------------------------
+
+
+@_frozen
+class VoteRequest:
+    term: int
+    pre: bool
+
+
+@_frozen
+class VoteReply:
+    term: int
+    granted: bool
+    pre: bool
+
+
+@_frozen
+class LeaderHeartbeat:
+    term: int
+    seq: int
+
+
+@_frozen
+class HeartbeatAck:
+    term: int
+    seq: int
+
+
+ElectionMessage = Union[VoteRequest, VoteReply, LeaderHeartbeat, HeartbeatAck]
+
+Message = Union[Syn, SynAck, Ack, MembershipMessage, ElectionMessage]
 
 
 @_frozen
@@ -118,7 +172,12 @@ class TransferFailed:
     reason: str
 
 
-Event = Union[TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed]
+@_frozen
+class LeaveRequested:
+    """A local command: this host is shutting down and says so before it goes."""
+
+
+Event = Union[TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, LeaveRequested]
 
 
 # -- output effects --------------------------------------------------------------------------
@@ -145,6 +204,14 @@ class Persist:
 
 
 @_frozen
+class SaveVote:
+    """Write the election's `(term, voted_for)` durably before sending anything else."""
+
+    term: int
+    voted_for: str | None
+
+
+@_frozen
 class StartTransfer:
     version: FileVersion
     sources: tuple[str, ...]
@@ -156,4 +223,4 @@ class CancelTransfer:
     digest: str
 
 
-Effect = Union[Send, SetTimer, Persist, StartTransfer, CancelTransfer]
+Effect = Union[Send, SetTimer, Persist, SaveVote, StartTransfer, CancelTransfer]

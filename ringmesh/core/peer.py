@@ -1,12 +1,15 @@
 """One ringmesh peer as a pure state machine: `handle(event, now) -> [effects]`.
 
-The peer owns a `Manifest` and drives it:
-  * every `gossip_interval` (jittered) it beats its heartbeat and sends `Syn(digest)` to
-    `fanout` peers drawn from its seeded `random.Random`;
-  * `Syn` is answered with `SynAck(digest, delta)`, and `SynAck` with `Ack(delta)`: a
-    push-pull exchange in three one-way messages, each delta cut to `delta_budget` bytes;
-  * it plans file transfers: every newest file version it does not hold is pulled from the
-    hosts that hold it, a few at a time, with exponential backoff after failures.
+The peer composes the protocol's parts around one `Manifest`:
+  * gossip: every `gossip_interval` (jittered) it beats its heartbeat and sends `Syn(digest)`
+    to `fanout` live peers (now and then a dead one, so that healed partitions find each
+    other again); `Syn` is answered with `SynAck(digest, delta)`, `SynAck` with `Ack(delta)`,
+    each delta cut to `delta_budget` bytes;
+  * membership (`membership.py`): SWIM probes and claims that ride on gossip;
+  * election (`election.py`): one leader per term among the voters, with a lease; the leader
+    publishes a `leader` fact so that every host learns it through gossip too;
+  * breakers (`breaker.py`): failed calls to a peer open its breaker;
+  * transfers (`transfers.py`): newest file versions this host lacks, pulled from healthy holders.
 
 `now` is seconds (wall time under the daemon, virtual time under the simulator). The peer
 never reads a clock, never does I/O, and draws every random choice from `rng`.
@@ -15,36 +18,23 @@ never reads a clock, never does I/O, and draws every random choice from `rng`.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from . import catalog
+from . import catalog, election as el, membership as mb
+from .breaker import BreakerConfig, Breakers
 from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    Ack,
-    CancelTransfer,
-    Effect,
-    Envelope,
-    Event,
-    FilePublished,
-    FileStored,
-    FileVersion,
-    ItemKey,
-    MessageReceived,
-    Persist,
-    Send,
-    SendFailed,
-    SetTimer,
-    StartTransfer,
-    Syn,
-    SynAck,
-    TimerFired,
-    TransferFailed,
+    Ack, Effect, Envelope, Event, FilePublished, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
+    SaveVote, Send, SendFailed, SetTimer, Syn, SynAck, TimerFired, TransferFailed,
 )
+from .transfers import TransferPlanner
 
 GOSSIP = "gossip"
+LEADER_KEY = "leader"
+GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +47,9 @@ class PeerConfig:
     max_transfers: int = 4
     retry_base: float = 1.0
     retry_cap: float = 60.0
+    membership: mb.MembershipConfig = field(default_factory=mb.MembershipConfig)
+    election: el.ElectionConfig = field(default_factory=el.ElectionConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
     def __post_init__(self) -> None:
         if self.gossip_interval <= 0:
@@ -78,9 +71,11 @@ class Peer:
         rng: random.Random,
         config: PeerConfig = PeerConfig(),
         seeds: Iterable[str] = (),
+        voters: Iterable[str] = (),
         node_record: Mapping[str, object] | None = None,
         manifest: Manifest | None = None,
         hlc: int = 0,
+        vote: tuple[int, str | None] = (0, None),
     ) -> None:
         self.me = me
         self.rng = rng
@@ -90,8 +85,12 @@ class Peer:
         self.clock = HybridClock(hlc)
         self.node_record = dict(node_record or {})
         self.rounds = 0
-        self.transfers: dict[tuple[ItemKey, str], FileVersion] = {}
-        self.backoff: dict[tuple[ItemKey, str], tuple[int, float]] = {}  # failures, retry at
+        self.membership = mb.Membership(me, self.manifest, self.clock, rng, config.membership)
+        self.election = el.Election(me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1])
+        self.breakers = Breakers(rng, config.breaker)
+        self.transfers = TransferPlanner(
+            me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
+        )
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -100,50 +99,50 @@ class Peer:
         record = catalog.pack(self.node_record)
         if self.manifest.get(self.me, catalog.NODE_KEY) != record:
             out.append(self._persist([self.manifest.put(catalog.NODE_KEY, record)], now))
+        out += self._membership(self.membership.start(now), now)
+        out += self._election(self.election.start(now), now)
         out.append(SetTimer(name=GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
         out += self._plan_transfers(now)
         return out
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         if isinstance(event, TimerFired):
-            return self._on_timer(event.name, now) if event.name == GOSSIP else []
+            return self._on_timer(event.name, now)
         if isinstance(event, MessageReceived):
             return self._on_message(event.envelope, now)
+        if isinstance(event, SendFailed):
+            self.breakers.failure(event.peer, now)
+            return []
         if isinstance(event, FilePublished):
             return self._on_published(event, now)
         if isinstance(event, FileStored):
-            return self._on_stored(event.item, event.digest, now)
+            return self._on_stored(event, now)
         if isinstance(event, TransferFailed):
-            return self._on_transfer_failed(event.item, event.digest, now)
-        if isinstance(event, SendFailed):
-            return []  # the failure detector and breakers (membership) take this up
+            self.transfers.failed(event.item, event.digest, now)
+            return self._plan_transfers(now)
+        if isinstance(event, LeaveRequested):
+            return self._on_leave(now)
         raise LocalProtocolError(f"unknown event {event!r}")
 
-    # -- gossip ----------------------------------------------------------------------------
-
-    def known_peers(self) -> list[str]:
-        """Every other host we know of: the configured seeds and every origin in the manifest."""
-        return sorted((set(self.seeds) | set(self.manifest.origins)) - {self.me})
-
     def _on_timer(self, name: str, now: float) -> list[Effect]:
-        self.rounds += 1
-        self.manifest.beat()
-        out: list[Effect] = []
-        if self.rounds % self.config.purge_every == 0:
-            changes = self.manifest.purge_tombstones(self.clock.now(now), int(self.config.tombstone_grace * 1000))
-            if changes:
-                out.append(self._persist(changes, now))
-        peers = self.known_peers()
-        targets = self.rng.sample(peers, min(self.config.fanout, len(peers)))
-        digest = self.manifest.digest()
-        out += [self._send(p, Syn(digest=digest), now) for p in targets]
-        out.append(SetTimer(name=GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
-        out += self._plan_transfers(now)
-        return out
+        if name == GOSSIP:
+            return self._on_gossip_timer(now)
+        if name in (mb.PROBE_TIMER, mb.INDIRECT_TIMER, mb.SUSPICION_TIMER):
+            return self._membership(self.membership.on_timer(name, now, self.known_peers()), now)
+        if name in (el.ELECTION_TIMER, el.HEARTBEAT_TIMER):
+            self.election.members = self.known_peers()
+            return self._election(self.election.on_timer(name, now), now)
+        return []
 
     def _on_message(self, env: Envelope, now: float) -> list[Effect]:
         self.clock.observe(env.hlc, now)
+        self.breakers.success(env.sender)
         body, sender = env.body, env.sender
+        if isinstance(body, (mb.Ping, mb.PingAck, mb.PingReq)):
+            return self._membership(self.membership.on_message(sender, body, now), now)
+        if isinstance(body, (el.VoteRequest, el.VoteReply, el.LeaderHeartbeat, el.HeartbeatAck)):
+            self.election.members = self.known_peers()
+            return self._election(self.election.on_message(sender, body, now), now)
         out: list[Effect] = []
         if isinstance(body, (Syn, SynAck)):
             out += self._check_own_incarnation(body.digest, now)
@@ -156,6 +155,59 @@ class Peer:
             out.append(self._send(sender, Ack(delta=self._delta_for(body.digest)), now))
         return out
 
+    # -- views -----------------------------------------------------------------------------
+
+    def known_peers(self) -> list[str]:
+        """Every other host we know of: the configured seeds and every origin in the manifest."""
+        return sorted((set(self.seeds) | set(self.manifest.origins)) - {self.me})
+
+    def healthy(self, peer: str, now: float) -> bool:
+        """Fit to be a transfer source or a push target: alive and breaker closed."""
+        return self.membership.view(peer) == mb.ALIVE and self.breakers.healthy(peer, now)
+
+    def leader(self) -> tuple[str | None, int]:
+        """The newest leader this host knows of, `(host, term)`, from the election or gossip."""
+        best: tuple[int, str | None] = (self.election.term, self.election.leader)
+        for origin, f in self.manifest.live_facts(LEADER_KEY):
+            v = catalog.unpack(f.value) or {}
+            t = v.get("t")
+            if f.key == LEADER_KEY and isinstance(t, int) and (t > best[0] or (t == best[0] and best[1] is None)):
+                best = (t, origin)
+        term, host = best
+        if host is not None and host != self.me and self.membership.view(host) in (mb.DEAD, mb.LEFT):
+            return None, term
+        if host == self.me and not self.election.role == el.LEADER:
+            return None, term
+        return host, term
+
+    # -- gossip ----------------------------------------------------------------------------
+
+    def _on_gossip_timer(self, now: float) -> list[Effect]:
+        self.rounds += 1
+        self.manifest.beat()
+        out: list[Effect] = []
+        if self.rounds % self.config.purge_every == 0:
+            changes = self.manifest.purge_tombstones(self.clock.now(now), int(self.config.tombstone_grace * 1000))
+            if changes:
+                out.append(self._persist(changes, now))
+        digest = self.manifest.digest()
+        out += [self._send(p, Syn(digest=digest), now) for p in self._gossip_targets(now)]
+        out.append(SetTimer(name=GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
+        out += self._plan_transfers(now)
+        return out
+
+    def _gossip_targets(self, now: float) -> list[str]:
+        live, gone = [], []
+        for p in self.known_peers():
+            if self.membership.view(p) in (mb.ALIVE, mb.SUSPECT) and self.breakers.allow(p, now):
+                live.append(p)
+            else:
+                gone.append(p)
+        targets = self.rng.sample(live, min(self.config.fanout, len(live)))
+        if gone and (not targets or self.rng.random() < GOSSIP_TO_THE_DEAD):
+            targets.append(self.rng.choice(gone))
+        return targets
+
     def _delta_for(self, digest: Mapping[str, OriginDigest]) -> Delta:
         return self.manifest.delta_for(digest, self.config.delta_budget)
 
@@ -163,7 +215,13 @@ class Peer:
         changes = self.manifest.apply(delta)
         if not changes:
             return []
-        out: list[Effect] = [self._persist(changes, now)]
+        return self._changed(changes, now)
+
+    def _changed(self, changes: list[OriginChange], now: float) -> list[Effect]:
+        """Persist manifest changes and let the parts that read the manifest react."""
+        mout = self.membership.on_manifest_changed(changes, now)
+        out: list[Effect] = [self._persist(changes + mout.changes, now)]
+        out += self._membership(mout, now, persisted=True)
         if any(k.startswith(("v/", "h/")) for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)):
             out += self._plan_transfers(now)
         return out
@@ -179,11 +237,41 @@ class Peer:
             return [self._persist([self.manifest.reincarnate(seen.incarnation + 1)], now)]
         return []
 
-    def _send(self, to: str, body: Syn | SynAck | Ack, now: float) -> Send:
+    def _on_leave(self, now: float) -> list[Effect]:
+        """Announce a graceful leave: publish it and push it straight to a few peers."""
+        before = self.manifest.own.digest()
+        out = self._membership(self.membership.leave(now), now)
+        theirs = dict(self.manifest.digest())
+        theirs[self.me] = before
+        delta = self._delta_for(theirs)
+        out += [self._send(p, Ack(delta=delta), now) for p in self._gossip_targets(now)]
+        return out
+
+    # -- the parts' outputs as effects -----------------------------------------------------
+
+    def _send(self, to: str, body, now: float) -> Send:
         return Send(to=to, envelope=Envelope(sender=self.me, hlc=self.clock.now(now), body=body))
 
     def _persist(self, changes: list[OriginChange], now: float) -> Persist:
         return Persist(changes=tuple(changes), hlc=self.clock.now(now))
+
+    def _membership(self, o: mb.Out, now: float, persisted: bool = False) -> list[Effect]:
+        out: list[Effect] = []
+        if o.changes and not persisted:
+            out += self._changed(o.changes, now)
+        out += [self._send(to, msg, now) for to, msg in o.sends]
+        out += [SetTimer(name=name, at=at) for name, at in o.timers]
+        return out
+
+    def _election(self, o: el.Out, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if o.save_vote:
+            out.append(SaveVote(term=self.election.term, voted_for=self.election.voted_for))
+        if o.became_leader:
+            out.append(self._persist([self.manifest.put(LEADER_KEY, catalog.pack({"t": self.election.term}))], now))
+        out += [self._send(to, msg, now) for to, msg in o.sends]
+        out += [SetTimer(name=name, at=at) for name, at in o.timers]
+        return out
 
     # -- files -----------------------------------------------------------------------------
 
@@ -199,49 +287,17 @@ class Peer:
         ]
         return [self._persist(changes, now)] + self._plan_transfers(now)
 
-    def _on_stored(self, item: ItemKey, digest: str, now: float) -> list[Effect]:
-        v = self.transfers.pop((item, digest), None)
-        self.backoff.pop((item, digest), None)
+    def _on_stored(self, ev: FileStored, now: float) -> list[Effect]:
+        v = self.transfers.finished(ev.item, ev.digest)
         if v is None:
-            v = next((x for x in self.manifest_versions().values() if (x.item, x.digest) == (item, digest)), None)
+            v = next((x for x in catalog.newest_versions(self.manifest).values() if (x.item, x.digest) == (ev.item, ev.digest)), None)
         out: list[Effect] = []
-        if v is not None and catalog.holdings(self.manifest, self.me).get(item) != digest:
-            out.append(self._persist([self.manifest.put(catalog.holding_key(item), catalog.encode_holding(v))], now))
+        if v is not None and catalog.holdings(self.manifest, self.me).get(ev.item) != ev.digest:
+            out.append(self._persist([self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v))], now))
         return out + self._plan_transfers(now)
 
-    def _on_transfer_failed(self, item: ItemKey, digest: str, now: float) -> list[Effect]:
-        self.transfers.pop((item, digest), None)
-        failures = self.backoff.get((item, digest), (0, now))[0] + 1
-        delay = min(self.config.retry_cap, self.config.retry_base * 2 ** (failures - 1))
-        self.backoff[(item, digest)] = (failures, now + delay * self.rng.uniform(0.5, 1.0))
-        return self._plan_transfers(now)
-
     def wanted(self) -> list[FileVersion]:
-        """Newest versions this host should hold and does not (the router narrows this later)."""
-        mine = catalog.holdings(self.manifest, self.me)
-        return [v for item, v in sorted(self.manifest_versions().items()) if mine.get(item) != v.digest]
-
-    def manifest_versions(self) -> dict[ItemKey, FileVersion]:
-        return catalog.newest_versions(self.manifest)
+        return self.transfers.wanted(self.manifest)
 
     def _plan_transfers(self, now: float) -> list[Effect]:
-        out: list[Effect] = []
-        newest = self.manifest_versions()
-        for (item, digest) in sorted(self.transfers):
-            if newest.get(item) is None or newest[item].digest != digest:
-                del self.transfers[(item, digest)]
-                out.append(CancelTransfer(item=item, digest=digest))
-        held = catalog.holders(self.manifest)
-        for v in self.wanted():
-            if len(self.transfers) >= self.config.max_transfers:
-                break
-            key = (v.item, v.digest)
-            if key in self.transfers or self.backoff.get(key, (0, 0.0))[1] > now:
-                continue
-            sources = [h for h in held.get(key, []) if h != self.me]
-            if not sources:
-                continue
-            self.rng.shuffle(sources)
-            self.transfers[key] = v
-            out.append(StartTransfer(version=v, sources=tuple(sources)))
-        return out
+        return self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now))

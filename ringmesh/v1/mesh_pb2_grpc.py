@@ -55,7 +55,7 @@ class PeerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Deliver(self, request, context):
-        """One gossip message (Syn, SynAck or Ack); replies come back as calls of their own.
+        """One protocol message (gossip, probe or election); replies come back as calls of their own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -5,6 +5,8 @@ from hypothesis import given, settings, strategies as st
 
 from ringmesh import codec
 from ringmesh.core import Ack, Delta, Envelope, Fact, OriginDelta, OriginDigest, RemoteProtocolError, Syn, SynAck
+from ringmesh.core.election import HeartbeatAck, LeaderHeartbeat, VoteReply, VoteRequest
+from ringmesh.core.membership import Ping, PingAck, PingReq
 
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,19}", fullmatch=True)
 u64 = st.integers(0, 2**64 - 1)
@@ -22,7 +24,13 @@ def origin_deltas(draw):
 
 
 deltas = st.builds(Delta, st.lists(origin_deltas(), max_size=4).map(tuple))
-bodies = st.one_of(st.builds(Syn, digest=digests), st.builds(SynAck, digest=digests, delta=deltas), st.builds(Ack, delta=deltas))
+bodies = st.one_of(
+    st.builds(Syn, digest=digests), st.builds(SynAck, digest=digests, delta=deltas), st.builds(Ack, delta=deltas),
+    st.builds(Ping, seq=u64), st.builds(PingAck, seq=u64), st.builds(PingReq, seq=u64, target=names),
+    st.builds(VoteRequest, term=u64, pre=st.booleans()),
+    st.builds(VoteReply, term=u64, granted=st.booleans(), pre=st.booleans()),
+    st.builds(LeaderHeartbeat, term=u64, seq=u64), st.builds(HeartbeatAck, term=u64, seq=u64),
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -57,6 +65,7 @@ def _env(**kw):
     (lambda e: [e.ack.delta[0].facts.add(key="k", value=b"", counter=c) for c in (7, 6)], "counter order"),
     (lambda e: setattr(e.ack.delta[0], "reset", True), "start at counter 0"),
     (lambda e: setattr(e.ack.delta[0], "origin", ""), "bad node id"),
+    (lambda e: e.ping_req.MergeFrom(codec.pb.PingReq(seq=1, target="../x")), "bad node id"),
 ])
 def test_malformed_envelopes_are_rejected(mutate, message):
     env = _env()

@@ -1,0 +1,337 @@
+"""Membership and failure detection: SWIM probes, Lifeguard local health, claims on gossip.
+
+Theory of operation
+-------------------
+Every `probe_interval` a host pings one member (round-robin over a shuffled list). No ack
+within `probe_timeout`: it asks `indirect_probes` other members to ping the target for it
+(`PingReq`). No ack by the end of the period: it *suspects* the target. A host's view of
+member X is a pure function of the manifest, so hosts whose manifests agree see the same
+membership:
+
+    X's own facts   alive = {i: n}   its liveness incarnation (raised to refute)
+                    left  = {i: n}   it left gracefully at incarnation n
+    any host H      m/X   = {s: "suspect" | "dead", i: n}   H's claim about X at incarnation n
+
+    view(X) = LEFT    if X left at an incarnation >= its alive incarnation
+              DEAD    elif some claim "dead" at incarnation >= X's alive incarnation
+              SUSPECT elif some claim "suspect" at incarnation >= X's alive incarnation
+              ALIVE   otherwise
+
+A host that sees an active claim about itself refutes by raising its alive incarnation above
+it. A suspected member is declared dead by a host once its local suspicion timeout runs out;
+the timeout starts at `suspicion_max_mult` times the minimum and shrinks towards
+the minimum (`suspicion_mult * log10(N) * probe_interval`) as more hosts independently suspect
+the same member (Lifeguard). The local health multiplier (0..`max_local_health`) grows when this
+host's own probes go unanswered, when it must refute, or when its timers fire late (a paused
+process, a blocked loop), and stretches its probe timeouts: a slow host doubts itself before
+it accuses others.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from . import catalog
+from .errors import LocalProtocolError
+from .hlc import HybridClock
+from .manifest import Manifest, OriginChange
+from .messages import MembershipMessage, Ping, PingAck, PingReq
+
+ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
+PROBE_TIMER = "probe"
+INDIRECT_TIMER = "probe-indirect"
+SUSPICION_TIMER = "suspicion"
+ALIVE_KEY, LEFT_KEY, CLAIM_PREFIX = "alive", "left", "m/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipConfig:
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.4
+    indirect_probes: int = 3
+    suspicion_mult: float = 3.0
+    suspicion_max_mult: float = 4.0
+    max_local_health: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.probe_timeout < self.probe_interval:
+            raise LocalProtocolError("need 0 < probe_timeout < probe_interval")
+        if self.indirect_probes < 0 or self.suspicion_mult <= 0 or self.suspicion_max_mult < 1:
+            raise LocalProtocolError("bad membership settings")
+
+
+@dataclass(slots=True)
+class Out:
+    sends: list[tuple[str, MembershipMessage]] = field(default_factory=list)
+    timers: list[tuple[str, float]] = field(default_factory=list)
+    changes: list[OriginChange] = field(default_factory=list)
+    suspected: list[str] = field(default_factory=list)
+    declared_dead: list[str] = field(default_factory=list)
+
+
+def _inc(m: Manifest, origin: str, key: str) -> int | None:
+    raw = m.get(origin, key)
+    v = catalog.unpack(raw) if raw is not None else None
+    i = v.get("i") if v else None
+    return i if isinstance(i, int) and i >= 0 else None
+
+
+def alive_incarnation(m: Manifest, x: str) -> int:
+    return _inc(m, x, ALIVE_KEY) or 0
+
+
+def claims_about(m: Manifest, x: str, claimers: set[str] | None = None) -> list[tuple[str, str, int]]:
+    """Active claims `(claimer, state, incarnation)` about `x`, in claimer order.
+
+    `claimers` narrows the scan to the origins known to hold a claim about `x`.
+    """
+    inc, key, out = alive_incarnation(m, x), CLAIM_PREFIX + x, []
+    for origin in sorted(m.origins if claimers is None else claimers & m.origins.keys()):
+        raw = m.get(origin, key)
+        v = catalog.unpack(raw) if raw is not None else None
+        if v and v.get("s") in (SUSPECT, DEAD) and isinstance(v.get("i"), int) and v["i"] >= inc:
+            out.append((origin, v["s"], v["i"]))
+    return out
+
+
+def view_of(m: Manifest, x: str, claimers: set[str] | None = None) -> str:
+    left = _inc(m, x, LEFT_KEY)
+    if left is not None and left >= alive_incarnation(m, x):
+        return LEFT
+    states = {s for _, s, _ in claims_about(m, x, claimers)}
+    return DEAD if DEAD in states else SUSPECT if SUSPECT in states else ALIVE
+
+
+class Membership:
+    def __init__(
+        self, me: str, manifest: Manifest, clock: HybridClock, rng: random.Random,
+        config: MembershipConfig = MembershipConfig(),
+    ) -> None:
+        self.me, self.m, self.clock, self.rng, self.config = me, manifest, clock, rng, config
+        self.claimers: dict[str, set[str]] = {}  # member -> origins holding a claim about it
+        self._views: dict[str, str] = {}  # cached; dropped for members whose facts change
+        for origin, f in manifest.live_facts(CLAIM_PREFIX):
+            self.claimers.setdefault(f.key[len(CLAIM_PREFIX):], set()).add(origin)
+        self.health = 0
+        self.seq = 0
+        self.order: list[str] = []
+        self.probe: tuple[int, str, bool] | None = None  # (seq, target, acked)
+        self.next_probe_at = float("inf")
+        self.relays: dict[int, tuple[str, int, float]] = {}  # our seq -> (requester, their seq, at)
+        self.suspect_since: dict[str, tuple[int, float]] = {}  # member -> (incarnation, since)
+        self.stats = {"probes": 0, "probe_failures": 0, "refutations": 0, "suspicions": 0, "deaths_declared": 0}
+
+    # -- views -----------------------------------------------------------------------------
+
+    def view(self, x: str) -> str:
+        if x == self.me:
+            return ALIVE
+        v = self._views.get(x)
+        if v is None:
+            v = self._views[x] = view_of(self.m, x, self.claimers.get(x, set()))
+        return v
+
+    def claims(self, x: str) -> list[tuple[str, str, int]]:
+        return claims_about(self.m, x, self.claimers.get(x, set()))
+
+    def members(self, known: list[str]) -> dict[str, str]:
+        return {x: self.view(x) for x in sorted(set(known) | {self.me})}
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def start(self, now: float) -> Out:
+        out = Out()
+        own = self.m.own.facts
+        mine = alive_incarnation(self.m, self.me)
+        left = _inc(self.m, self.me, LEFT_KEY)
+        if ALIVE_KEY not in own or own[ALIVE_KEY].tombstone or (left is not None and left >= mine):
+            self._publish_alive(out, max(mine, -1 if left is None else left) + 1)
+        self._schedule_probe(out, now, now + self.rng.uniform(0, self.config.probe_interval))
+        return out
+
+    def leave(self, now: float) -> Out:
+        out = Out()
+        out.changes.append(self.m.put(LEFT_KEY, catalog.pack({"i": alive_incarnation(self.m, self.me)})))
+        return out
+
+    def on_timer(self, name: str, now: float, known: list[str]) -> Out:
+        out = Out()
+        if name == PROBE_TIMER:
+            late = now - self.next_probe_at > self.config.probe_interval
+            self._finish_probe(out, now, stalled=late)
+            self._start_probe(out, now, known)
+        elif name == INDIRECT_TIMER and self.probe and not self.probe[2]:
+            seq, target, _ = self.probe
+            helpers = [x for x in self._probe_candidates(known) if x != target]
+            for h in self.rng.sample(helpers, min(self.config.indirect_probes, len(helpers))):
+                out.sends.append((h, PingReq(seq=seq, target=target)))
+            out.sends.append((target, Ping(seq=seq)))  # and once more directly
+        elif name == SUSPICION_TIMER:
+            self._check_suspicions(out, now, [])
+        return out
+
+    def on_message(self, sender: str, msg: MembershipMessage, now: float) -> Out:
+        out = Out()
+        if isinstance(msg, Ping):
+            out.sends.append((sender, PingAck(seq=msg.seq)))
+        elif isinstance(msg, PingReq):
+            if msg.target != self.me and msg.target != sender:
+                self.seq += 1
+                self.relays[self.seq] = (sender, msg.seq, now)
+                out.sends.append((msg.target, Ping(seq=self.seq)))
+        elif isinstance(msg, PingAck):
+            relay = self.relays.pop(msg.seq, None)
+            if relay is not None:
+                out.sends.append((relay[0], PingAck(seq=relay[1])))
+            elif self.probe and self.probe[0] == msg.seq and not self.probe[2]:
+                self.probe = (msg.seq, self.probe[1], True)
+                self.health = max(0, self.health - 1)
+        return out
+
+    def on_manifest_changed(self, changes: list[OriginChange], now: float) -> Out:
+        """Claims or incarnations changed: refute claims about us, retire our stale claims,
+        and look again at the members concerned."""
+        out = Out()
+        touched: set[str] = set()
+        for ch in changes:
+            if ch.reset:
+                for x, origins in self.claimers.items():
+                    if ch.origin in origins:
+                        origins.discard(ch.origin)
+                        touched.add(x)
+                st = self.m.origins.get(ch.origin)
+                keys = [k for k, f in (st.facts.items() if st else ()) if not f.tombstone]
+            else:
+                keys = [f.key for f in ch.upserts]
+            for key in keys + list(ch.removed):
+                if key in (ALIVE_KEY, LEFT_KEY):
+                    touched.add(ch.origin)
+                elif key.startswith(CLAIM_PREFIX):
+                    x = key[len(CLAIM_PREFIX):]
+                    touched.add(x)
+                    if self.m.get(ch.origin, key) is None:
+                        self.claimers.get(x, set()).discard(ch.origin)
+                    else:
+                        self.claimers.setdefault(x, set()).add(ch.origin)
+        for x in touched:
+            self._views.pop(x, None)
+        if self.me in touched:
+            against_me = [i for _, _, i in self.claims(self.me)]
+            if against_me:
+                self.stats["refutations"] += 1
+                self._bump_health()
+                self._publish_alive(out, max(against_me) + 1)
+        for x in sorted(touched - {self.me}):
+            raw = self.m.get(self.me, CLAIM_PREFIX + x)
+            v = catalog.unpack(raw) if raw is not None else None
+            if v is not None and (not isinstance(v.get("i"), int) or v["i"] < alive_incarnation(self.m, x)):
+                self._retract(out, x)
+        self._check_suspicions(out, now, sorted(touched))
+        return out
+
+    # -- probing ---------------------------------------------------------------------------
+
+    def _probe_candidates(self, known: list[str]) -> list[str]:
+        return [x for x in sorted(known) if x != self.me and self.view(x) in (ALIVE, SUSPECT)]
+
+    def _scale(self) -> float:
+        return 1 + self.health
+
+    def _schedule_probe(self, out: Out, now: float, at: float) -> None:
+        self.next_probe_at = at
+        out.timers.append((PROBE_TIMER, at))
+
+    def _start_probe(self, out: Out, now: float, known: list[str]) -> None:
+        candidates = self._probe_candidates(known)
+        eligible = set(candidates)
+        self.order = [x for x in self.order if x in eligible]
+        if not self.order:
+            self.order = candidates[:]
+            self.rng.shuffle(self.order)
+        if self.order:
+            target = self.order.pop()
+            self.seq += 1
+            self.probe = (self.seq, target, False)
+            self.stats["probes"] += 1
+            out.sends.append((target, Ping(seq=self.seq)))
+            out.timers.append((INDIRECT_TIMER, now + self.config.probe_timeout * self._scale()))
+        for s in [s for s, (_, _, at) in self.relays.items() if now - at > 4 * self.config.probe_interval]:
+            del self.relays[s]
+        self._schedule_probe(out, now, now + self.config.probe_interval * self._scale())
+
+    def _finish_probe(self, out: Out, now: float, stalled: bool) -> None:
+        if self.probe is None or self.probe[2]:
+            self.probe = None
+            return
+        _, target, _ = self.probe
+        self.probe = None
+        self.stats["probe_failures"] += 1
+        self._bump_health()
+        if stalled:
+            return  # our own timer was late: the silence may be ours, accuse nobody
+        view = self.view(target)
+        if view == ALIVE or (view == SUSPECT and len(self.claims(target)) <= self.config.indirect_probes):
+            if self._claim(out, target, SUSPECT):
+                self.stats["suspicions"] += 1
+                out.suspected.append(target)
+        self._check_suspicions(out, now, [target])
+
+    def _bump_health(self) -> None:
+        self.health = min(self.config.max_local_health, self.health + 1)
+
+    # -- suspicion ---------------------------------------------------------------------------
+
+    def suspicion_timeout(self, n_members: int, confirmations: int) -> float:
+        lo = self.config.suspicion_mult * max(1.0, math.log10(max(n_members, 1))) * self.config.probe_interval
+        hi = self.config.suspicion_max_mult * lo
+        k = max(1, self.config.indirect_probes)
+        frac = math.log(min(confirmations, k) + 1) / math.log(k + 1)
+        return max(lo, hi - (hi - lo) * frac)
+
+    def _check_suspicions(self, out: Out, now: float, known: list[str]) -> None:
+        n = len(self.m.origins)
+        for x in sorted(set(known) | set(self.suspect_since)):
+            if x == self.me:
+                continue
+            claims = self.claims(x)
+            if self.view(x) != SUSPECT:
+                self.suspect_since.pop(x, None)
+                continue
+            inc = max(i for _, _, i in claims)
+            if self.suspect_since.get(x, (inc, 0.0))[0] != inc:
+                del self.suspect_since[x]
+            since = self.suspect_since.setdefault(x, (inc, now))[1]
+            if now - since >= self.suspicion_timeout(n, len(claims) - 1):
+                self._claim(out, x, DEAD)
+                self.stats["deaths_declared"] += 1
+                out.declared_dead.append(x)
+                self.suspect_since.pop(x, None)
+        if self.suspect_since:
+            nearest = min(s + self.suspicion_timeout(n, 0) for _, s in self.suspect_since.values())
+            out.timers.append((SUSPICION_TIMER, min(nearest, now + self.config.probe_interval)))
+
+    def _claim(self, out: Out, x: str, state: str) -> bool:
+        """Publish our claim about `x` (unless we said exactly that already)."""
+        value = catalog.pack({"s": state, "i": alive_incarnation(self.m, x)})
+        if self.m.get(self.me, CLAIM_PREFIX + x) == value:
+            return False
+        out.changes.append(self.m.put(CLAIM_PREFIX + x, value))
+        self.claimers.setdefault(x, set()).add(self.me)
+        self._views.pop(x, None)
+        return True
+
+    def _retract(self, out: Out, x: str) -> None:
+        ch = self.m.delete(CLAIM_PREFIX + x, self.clock.last)
+        if ch:
+            out.changes.append(ch)
+        self.claimers.get(x, set()).discard(self.me)
+        self._views.pop(x, None)
+
+    def _publish_alive(self, out: Out, inc: int) -> None:
+        out.changes.append(self.m.put(ALIVE_KEY, catalog.pack({"i": inc})))
+        if self.m.get(self.me, LEFT_KEY) is not None:
+            ch = self.m.delete(LEFT_KEY, self.clock.last)
+            if ch:
+                out.changes.append(ch)

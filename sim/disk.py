@@ -1,0 +1,42 @@
+"""A simulated disk: what a node made durable (manifest changes, its vote, its clock).
+
+A crash keeps exactly this; a restarted peer is rebuilt from it, as the daemon rebuilds
+itself from SQLite. `wipe` (a lost disk) replaces it with an empty one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ringmesh.core import Manifest, OriginState, Persist
+
+
+@dataclass
+class Disk:
+    states: dict[str, OriginState] = field(default_factory=dict)
+    vote: tuple[int, str | None] = (0, None)
+    hlc: int = 0
+
+    def persist(self, eff: Persist) -> None:
+        for ch in eff.changes:
+            st = self.states.get(ch.origin)
+            if st is None or ch.reset:
+                st = self.states[ch.origin] = OriginState(ch.incarnation)
+            st.incarnation, st.heartbeat, st.max_counter, st.floor = ch.incarnation, ch.heartbeat, ch.max_counter, ch.floor
+            for f in ch.upserts:
+                st.facts[f.key] = f
+            for k in ch.removed:
+                st.facts.pop(k, None)
+        self.hlc = max(self.hlc, eff.hlc)
+
+    @property
+    def empty(self) -> bool:
+        return not self.states
+
+    def manifest(self, me: str, incarnation: int) -> Manifest:
+        """The replica a restarted process reads back (a copy: the disk stays as it is)."""
+        own = self.states.get(me)
+        m = Manifest(me, own.incarnation if own else incarnation)
+        for origin, st in sorted(self.states.items()):
+            m.load(origin, replace(st, facts=dict(st.facts)))
+        return m

@@ -1,0 +1,227 @@
+"""Election laws under arbitrary schedules: at most one leader per term, one vote per voter per
+term, and after heal and quiescence one leader that every host knows."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from ringmesh.core.election import (
+    CANDIDATE, ELECTION_TIMER, HEARTBEAT_TIMER, LEADER, Election, ElectionConfig, VoteReply,
+)
+
+CFG = ElectionConfig(heartbeat_interval=0.2, election_timeout=1.0, lease=0.8)
+
+
+class ElectionWorld:
+    """Election instances wired through a message pool the test controls; durable votes."""
+
+    def __init__(self, voters: list[str], observers: list[str], seed: int = 0) -> None:
+        self.voters, self.observers = voters, observers
+        self.now = 0.0
+        self.disk: dict[str, tuple[int, str | None]] = {}
+        self.nodes: dict[str, Election] = {}
+        self.timers: dict[str, dict[str, float]] = {}
+        self.pool: list[tuple[str, str, object]] = []
+        self.down: set[str] = set()
+        self.cut: set[tuple[str, str]] = set()
+        self.leaders: dict[int, str] = {}  # term -> the one leader of that term
+        self.grants: dict[tuple[str, int], str] = {}  # (voter, term) -> candidate
+        self.seed = seed
+        for n in voters + observers:
+            self.boot(n)
+
+    def boot(self, n: str) -> None:
+        term, voted = self.disk.get(n, (0, None))
+        e = Election(n, self.voters, random.Random(f"{self.seed}/{n}/{len(self.timers)}"), CFG, term=term, voted_for=voted)
+        e.members = self.voters + self.observers
+        self.nodes[n] = e
+        self.timers[n] = {}
+        self.down.discard(n)
+        self.apply(n, e.start(self.now))
+
+    def apply(self, n: str, out) -> None:
+        e = self.nodes[n]
+        if out.save_vote:
+            self.disk[n] = (e.term, e.voted_for)
+        for name, at in out.timers:
+            self.timers[n][name] = at
+        for to, msg in out.sends:
+            if isinstance(msg, VoteReply) and msg.granted and not msg.pre:
+                prior = self.grants.setdefault((n, msg.term), to)
+                assert prior == to, f"{n} voted for {prior} and {to} in term {msg.term}"
+            self.pool.append((n, to, msg))
+        if e.role == LEADER:
+            prior = self.leaders.setdefault(e.term, n)
+            assert prior == n, f"two leaders in term {e.term}: {prior} and {n}"
+
+    def crash(self, n: str) -> None:
+        self.down.add(n)
+        self.timers[n] = {}
+        self.pool = [m for m in self.pool if m[1] != n]
+
+    def deliver(self, i: int) -> None:
+        src, dst, msg = self.pool.pop(i)
+        if dst in self.down or (src, dst) in self.cut:
+            return
+        self.apply(dst, self.nodes[dst].on_message(src, msg, self.now))
+
+    def advance(self, dt: float) -> None:
+        """Move time forward, firing every timer that falls due, in time order."""
+        end = self.now + dt
+        while True:
+            due = [(at, n, name) for n, ts in self.timers.items() if n not in self.down for name, at in ts.items() if at <= end]
+            if not due:
+                break
+            at, n, name = min(due)
+            del self.timers[n][name]
+            self.now = max(self.now, at)
+            self.apply(n, self.nodes[n].on_timer(name, self.now))
+        self.now = end
+
+    def settle(self, rounds: int = 200) -> None:
+        """Heal, deliver everything promptly, let time run: the liveness phase."""
+        self.cut.clear()
+        for _ in range(rounds):
+            while self.pool:
+                self.deliver(0)
+            self.advance(0.05)
+
+    def agreed_leader(self) -> str | None:
+        live = [n for n in self.nodes if n not in self.down]
+        leaders = {self.nodes[n].leader for n in live}
+        terms = {self.nodes[n].term for n in live}
+        if len(leaders) == 1 and len(terms) == 1:
+            (leader,) = leaders
+            if leader is not None and self.nodes[leader].is_leader(self.now):
+                return leader
+        return None
+
+
+def test_a_quiet_cluster_elects_one_leader_and_keeps_it():
+    w = ElectionWorld(["a", "b", "c", "d", "e"], ["x", "y"])
+    w.settle(100)
+    leader = w.agreed_leader()
+    assert leader is not None
+    terms_before = dict(w.leaders)
+    w.settle(400)  # 20 s more of a healthy cluster
+    assert w.agreed_leader() == leader and w.leaders == terms_before, "no change without a cause"
+
+
+def test_killed_leader_is_replaced_and_the_old_one_follows_when_back():
+    w = ElectionWorld(["a", "b", "c", "d", "e"], ["x"])
+    w.settle(100)
+    old = w.agreed_leader()
+    w.crash(old)
+    w.settle(100)
+    new = w.agreed_leader()
+    assert new not in (None, old)
+    w.boot(old)
+    w.settle(100)
+    assert w.agreed_leader() == new
+    assert w.nodes[old].role != LEADER
+
+
+def test_a_cut_off_voter_does_not_depose_the_leader_when_it_returns():
+    w = ElectionWorld(["a", "b", "c"], [])
+    w.settle(100)
+    leader = w.agreed_leader()
+    lonely = next(n for n in "abc" if n != leader)
+    others = [n for n in "abc" if n != lonely]
+    for o in others:
+        w.cut |= {(lonely, o), (o, lonely)}
+    for _ in range(200):  # 10 s cut off: it keeps timing out and asking for pre-votes
+        while w.pool:
+            w.deliver(0)
+        w.advance(0.05)
+    assert w.nodes[lonely].term == w.nodes[leader].term, "pre-vote: a lone host must not raise the term"
+    w.settle(100)
+    assert w.agreed_leader() == leader
+
+
+def test_a_paused_leader_does_not_act_on_its_old_lease():
+    w = ElectionWorld(["a", "b", "c"], [])
+    w.settle(100)
+    leader = w.agreed_leader()
+    paused = w.nodes[leader]
+    saved_timers, w.timers[leader] = w.timers[leader], {}
+    w.down.add(leader)  # paused: neither runs nor receives
+    w.settle(100)
+    new = w.agreed_leader()
+    assert new not in (None, leader)
+    assert not paused.is_leader(w.now), "its lease ran out while it slept"
+    w.down.discard(leader)
+    w.timers[leader] = saved_timers
+    w.settle(100)
+    assert w.agreed_leader() == new and paused.role != LEADER
+
+
+class ElectionMachine(RuleBasedStateMachine):
+    """Hypothesis owns the schedule: deliveries, drops, duplicates, crashes, cuts, time."""
+
+    @initialize(n=st.sampled_from([3, 5]), seed=st.integers(0, 1000))
+    def setup(self, n, seed):
+        self.w = ElectionWorld([f"v{i}" for i in range(n)], ["obs"], seed)
+
+    @precondition(lambda self: self.w.pool)
+    @rule(i=st.integers(0, 1000))
+    def deliver(self, i):
+        self.w.deliver(i % len(self.w.pool))
+
+    @precondition(lambda self: self.w.pool)
+    @rule(i=st.integers(0, 1000))
+    def drop(self, i):
+        self.w.pool.pop(i % len(self.w.pool))
+
+    @precondition(lambda self: self.w.pool)
+    @rule(i=st.integers(0, 1000))
+    def duplicate(self, i):
+        self.w.pool.append(self.w.pool[i % len(self.w.pool)])
+
+    @rule(dt=st.sampled_from([0.01, 0.1, 0.3, 1.0, 2.5]))
+    def advance(self, dt):
+        self.w.advance(dt)
+
+    @rule(i=st.integers(0, 5))
+    def crash(self, i):
+        n = self.w.voters[i % len(self.w.voters)]
+        if n not in self.w.down:
+            self.w.crash(n)
+
+    @rule(i=st.integers(0, 5))
+    def restart(self, i):
+        n = self.w.voters[i % len(self.w.voters)]
+        if n in self.w.down:
+            self.w.boot(n)
+
+    @rule(a=st.integers(0, 5), b=st.integers(0, 5), both=st.booleans())
+    def cut(self, a, b, both):
+        x, y = self.w.voters[a % len(self.w.voters)], self.w.voters[b % len(self.w.voters)]
+        self.w.cut.add((x, y))
+        if both:
+            self.w.cut.add((y, x))
+
+    @rule()
+    def heal(self):
+        self.w.cut.clear()
+
+    @invariant()
+    def at_most_one_leading_now(self):
+        if not hasattr(self, "w"):
+            return
+        acting = [n for n, e in self.w.nodes.items() if n not in self.w.down and e.is_leader(self.w.now)]
+        assert len(acting) <= 1, f"leases overlap: {acting}"
+
+    def teardown(self):
+        if not hasattr(self, "w"):
+            return
+        for n in list(self.w.down):
+            self.w.boot(n)
+        self.w.settle(300)
+        assert self.w.agreed_leader() is not None, {n: (e.role, e.term, e.leader) for n, e in self.w.nodes.items()}
+
+
+ElectionMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestElectionMachine = ElectionMachine.TestCase

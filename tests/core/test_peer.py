@@ -1,0 +1,342 @@
+"""The Peer state machine, driven in memory: every Send is handed to the other peer at once
+(like h11's ConnectionPair), timers are fired by the test, nothing sleeps."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringmesh.core import catalog
+from ringmesh.core.errors import LocalProtocolError
+from ringmesh.core.manifest import MIN_BUDGET, OriginDigest
+from ringmesh.core.messages import (
+    CancelTransfer,
+    Envelope,
+    FilePublished,
+    FileStored,
+    ItemKey,
+    MessageReceived,
+    Persist,
+    Send,
+    SetTimer,
+    StartTransfer,
+    Syn,
+    SynAck,
+    TimerFired,
+    TransferFailed,
+)
+from ringmesh.core.peer import GOSSIP, Peer, PeerConfig
+
+ITEM = ItemKey("model", "canonical_hex8_2p.pth")
+D1 = "11111111111111111111111111111111"
+D2 = "22222222222222222222222222222222"
+CS = 4 << 20
+
+
+class Mesh:
+    """Peers wired in memory. `drop` decides, per Send, whether it is lost (default: never)."""
+
+    def __init__(self, *peers: Peer, drop=lambda send: False) -> None:
+        self.peers = {p.me: p for p in peers}
+        self.now = 0.0
+        self.effects: dict[str, list] = {p.me: [] for p in peers}
+        self.drop = drop
+        self.sent = 0
+
+    def feed(self, name: str, effects) -> list:
+        """Interpret effects: deliver Sends (and what they cause) now; keep the rest."""
+        mine = []
+        queue = deque((name, e) for e in effects)
+        while queue:
+            src, e = queue.popleft()
+            self.sent += isinstance(e, Send)
+            assert self.sent < 100_000, "message storm"
+            if isinstance(e, Send):
+                assert e.envelope.sender == src and e.to != src
+                if e.to in self.peers and not self.drop(e):
+                    out = self.peers[e.to].handle(MessageReceived(envelope=e.envelope), self.now)
+                    queue.extend((e.to, x) for x in out)
+            else:
+                self.effects[src].append(e)
+                if src == name:
+                    mine.append(e)
+        return mine
+
+    def start(self) -> None:
+        for name, p in self.peers.items():
+            self.feed(name, p.start(self.now))
+
+    def tick(self, dt: float = 1.0, only: str | None = None) -> None:
+        self.now += dt
+        for name, p in self.peers.items():
+            if only in (None, name):
+                self.feed(name, p.handle(TimerFired(name=GOSSIP), self.now))
+
+    def event(self, name: str, ev) -> list:
+        return self.feed(name, self.peers[name].handle(ev, self.now))
+
+    def of(self, name: str, kind) -> list:
+        return [e for e in self.effects[name] if isinstance(e, kind)]
+
+
+def peer(name: str, seeds=(), seed: int = 0, incarnation: int = 1, **config) -> Peer:
+    return Peer(
+        name, incarnation=incarnation, rng=random.Random(seed), seeds=seeds,
+        node_record={"addr": f"{name}:7070", "role": "selfplay"}, config=PeerConfig(**config),
+    )
+
+
+def pair(**config) -> Mesh:
+    m = Mesh(peer("a", ["b"], 1, **config), peer("b", ["a"], 2, **config))
+    m.start()
+    return m
+
+
+def published(digest: str = D1) -> FilePublished:
+    return FilePublished(item=ITEM, digest=digest, size=10 << 20, chunk_size=CS, attrs={"elo": "1500"})
+
+
+# -- gossip -------------------------------------------------------------------------------------------
+
+
+def upserted_keys(effects) -> list[str]:
+    return [f.key for e in effects if isinstance(e, Persist) for ch in e.changes for f in ch.upserts]
+
+
+def test_start_writes_the_node_record_and_sets_the_gossip_timer():
+    p = peer("a")
+    out = p.start(5.0)
+    assert catalog.NODE_KEY in upserted_keys(out)
+    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == GOSSIP]
+    assert 5.0 <= timer.at <= 6.0
+    assert catalog.node_record(p.manifest, "a") == {"addr": "a:7070", "role": "selfplay"}
+    assert catalog.NODE_KEY not in upserted_keys(p.start(6.0))  # same record: nothing to write
+
+
+def test_two_peers_converge_after_a_few_rounds():
+    m = pair()
+    for _ in range(3):
+        m.tick()
+    a, b = m.peers["a"].manifest, m.peers["b"].manifest
+    assert a.content() == b.content()
+    assert catalog.node_record(b, "a") == {"addr": "a:7070", "role": "selfplay"}
+    assert catalog.node_record(a, "b") == {"addr": "b:7070", "role": "selfplay"}
+    # every manifest change learnt from gossip was handed to the shell to persist
+    assert any(ch.origin == "a" for p in m.of("b", Persist) for ch in p.changes)
+
+
+def test_a_timer_round_sends_syn_to_known_peers_and_rearms():
+    p = peer("a", ["b", "c", "d", "e"], fanout=2)
+    p.start(0.0)
+    out = p.handle(TimerFired(name=GOSSIP), 1.0)
+    sends = [e for e in out if isinstance(e, Send) and isinstance(e.envelope.body, Syn)]
+    assert 2 <= len(sends) <= 3 and len({s.to for s in sends}) == len(sends)  # fanout (+ maybe one presumed dead)
+    assert all(s.to in "bcde" for s in sends)
+    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == GOSSIP]
+    assert 1.9 <= timer.at <= 2.1
+    assert p.handle(TimerFired(name="other"), 1.0) == []
+
+
+def test_the_same_seed_gives_the_same_run():
+    def run():
+        m = pair()
+        m.event("a", published())
+        for _ in range(4):
+            m.tick(0.7)
+        return m.effects
+
+    assert run() == run()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(3, 4),
+    st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=12),
+    st.lists(st.booleans(), max_size=200),
+    st.integers(0, 2**32),
+)
+def test_peers_converge_despite_lost_messages(n, publishes, losses, seed):
+    """Hypothesis decides which Sends are lost while peers publish and gossip; then, with no
+    more losses, a few rounds bring every manifest to the same content."""
+    names = ["a", "b", "c", "d"][:n]
+    lost = iter(losses)
+    mesh = Mesh(*(peer(x, names, seed + i) for i, x in enumerate(names)), drop=lambda s: next(lost, False))
+    mesh.start()
+    for i, (who, new) in enumerate(publishes):
+        mesh.event(names[who % n], published(D2 if new else D1))
+        mesh.tick(only=names[i % n])
+    mesh.drop = lambda s: False
+    for _ in range(6):
+        mesh.tick()
+    contents = [p.manifest.content() for p in mesh.peers.values()]
+    assert all(c == contents[0] for c in contents)
+
+
+# -- incarnations -----------------------------------------------------------------------------------
+
+
+def syn_from(sender: str, digest) -> MessageReceived:
+    return MessageReceived(envelope=Envelope(sender=sender, hlc=0, body=Syn(digest=digest)))
+
+
+def test_hearing_of_an_older_higher_incarnation_of_ourselves_reincarnates_above_it():
+    p = peer("a", ["x"])
+    p.start(0.0)
+    out = p.handle(syn_from("x", {"a": OriginDigest(5, 40, 3, 0)}), 1.0)
+    (persist,) = [e for e in out if isinstance(e, Persist)]
+    (ch,) = persist.changes
+    assert ch.reset and ch.incarnation == 6 and ch.origin == "a"
+    assert p.manifest.own.incarnation == 6
+    assert catalog.node_record(p.manifest, "a") is not None  # live facts carried over
+    (reply,) = [e for e in out if isinstance(e, Send)]
+    assert reply.to == "x" and isinstance(reply.envelope.body, SynAck)
+    assert reply.envelope.body.digest["a"].incarnation == 6
+    (od,) = [od for od in reply.envelope.body.delta.origins if od.origin == "a"]
+    assert od.reset and od.incarnation == 6
+
+
+def test_hearing_of_our_own_incarnation_with_more_facts_than_we_have_reincarnates():
+    p = peer("a", ["x"])
+    p.start(0.0)
+    p.handle(syn_from("x", {"a": OriginDigest(1, 0, p.manifest.own.max_counter + 1, 0)}), 1.0)
+    assert p.manifest.own.incarnation == 2
+
+
+@pytest.mark.parametrize("inc, hb, behind", [(1, 0, 0), (1, 99, 1), (0, 0, -50)])
+def test_an_older_or_equal_view_of_ourselves_changes_nothing(inc, hb, behind):
+    p = peer("a", ["x"])
+    p.start(0.0)
+    seen = OriginDigest(inc, hb, p.manifest.own.max_counter - behind, 0)
+    out = p.handle(syn_from("x", {"a": seen}), 1.0)
+    assert not [e for e in out if isinstance(e, Persist)]
+    assert p.manifest.own.incarnation == 1
+
+
+def test_a_host_back_with_a_wiped_disk_takes_a_new_incarnation_and_its_old_facts_vanish():
+    m = pair()
+    m.event("a", published())
+    for _ in range(3):
+        m.tick()
+    assert catalog.newest_versions(m.peers["b"].manifest)[ITEM].origin == "a"
+    # a comes back with nothing: same name, incarnation 1 again, an empty manifest
+    m.peers["a"] = peer("a", ["b"], 7)
+    m.effects["a"] = []
+    m.feed("a", m.peers["a"].start(m.now))
+    for _ in range(4):
+        m.tick()
+    a, b = m.peers["a"].manifest, m.peers["b"].manifest
+    assert a.own.incarnation == 2 and b.origins["a"].incarnation == 2
+    assert ITEM not in catalog.newest_versions(b)  # the old life's version is gone
+    assert catalog.node_record(b, "a") is not None  # the new life's record is there
+    assert a.content() == b.content()
+
+
+# -- files ------------------------------------------------------------------------------------------
+
+
+def test_a_published_file_is_pulled_by_the_other_peer_from_the_publisher():
+    m = pair()
+    out = m.event("a", published())
+    assert [e for e in out if isinstance(e, Persist)]
+    assert catalog.holdings(m.peers["a"].manifest, "a") == {ITEM: D1}
+    for _ in range(3):
+        m.tick()
+    (start,) = m.of("b", StartTransfer)
+    assert start.sources == ("a",)
+    v = start.version
+    assert (v.item, v.digest, v.size, v.chunk_size, v.origin, dict(v.attrs)) == (ITEM, D1, 10 << 20, CS, "a", {"elo": "1500"})
+    assert not m.of("a", StartTransfer)  # the publisher holds it
+    m.tick()
+    assert len(m.of("b", StartTransfer)) == 1  # one transfer at a time per version
+
+
+def test_a_failed_transfer_backs_off_before_it_is_retried():
+    m = pair(retry_base=2.0, retry_cap=10.0)
+    m.event("a", published())
+    for _ in range(3):
+        m.tick()
+    assert len(m.of("b", StartTransfer)) == 1
+    out = m.event("b", TransferFailed(item=ITEM, digest=D1, reason="peer went away"))
+    assert not [e for e in out if isinstance(e, StartTransfer)]  # no immediate restart
+    m.tick(0.9)  # < 0.5 * retry_base
+    m.tick(0.05)
+    assert len(m.of("b", StartTransfer)) == 1
+    m.tick(1.2)  # > retry_base since the failure
+    assert len(m.of("b", StartTransfer)) == 2
+    # failures in a row back off exponentially (with jitter in [0.5, 1]), up to the cap
+    step = 0.05
+    for failures in range(2, 8):
+        m.event("b", TransferFailed(item=ITEM, digest=D1, reason="again"))
+        failed_at, started = m.now, len(m.of("b", StartTransfer))
+        while len(m.of("b", StartTransfer)) == started:
+            m.tick(step, only="b")
+            assert m.now - failed_at < 11.0, "never retried"
+        nominal = min(10.0, 2.0 * 2 ** (failures - 1))
+        assert 0.5 * nominal <= m.now - failed_at <= nominal + step, (failures, m.now - failed_at)
+
+
+def test_a_stored_file_is_published_as_a_holding_and_not_pulled_again():
+    m = pair()
+    m.event("a", published())
+    for _ in range(3):
+        m.tick()
+    out = m.event("b", FileStored(item=ITEM, digest=D1))
+    (persist,) = [e for e in out if isinstance(e, Persist)]
+    assert [f.key for ch in persist.changes for f in ch.upserts] == [catalog.holding_key(ITEM)]
+    b = m.peers["b"]
+    assert catalog.holdings(b.manifest, "b") == {ITEM: D1}
+    assert b.wanted() == []
+    for _ in range(3):
+        m.tick()
+    assert catalog.holders(m.peers["a"].manifest)[(ITEM, D1)] == ["a", "b"]
+    assert len(m.of("b", StartTransfer)) == 1
+    assert m.event("b", FileStored(item=ITEM, digest=D1)) == []  # already announced
+
+
+def test_a_newer_version_cancels_the_transfer_of_the_older_one():
+    m = pair()
+    m.event("a", published(D1))
+    for _ in range(3):
+        m.tick()
+    m.tick()
+    m.event("a", published(D2))
+    for _ in range(3):
+        m.tick()
+    assert m.of("b", CancelTransfer) == [CancelTransfer(item=ITEM, digest=D1)]
+    assert [s.version.digest for s in m.of("b", StartTransfer)] == [D1, D2]
+
+
+def test_transfers_are_limited():
+    m = pair(max_transfers=2)
+    for i in range(4):
+        m.event("a", FilePublished(item=ItemKey("npz", f"f{i}.npz"), digest=D1, size=1, chunk_size=CS))
+    for _ in range(3):
+        m.tick()
+    assert len(m.of("b", StartTransfer)) == 2
+    m.event("b", FileStored(item=m.of("b", StartTransfer)[0].version.item, digest=D1))
+    assert len(m.of("b", StartTransfer)) == 3  # a slot freed: the next one starts
+
+
+def test_publishing_a_bad_name_is_a_local_error():
+    p = peer("a")
+    with pytest.raises(LocalProtocolError):
+        p.handle(FilePublished(item=ItemKey("model", "../etc/passwd"), digest=D1, size=1, chunk_size=CS), 0.0)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(gossip_interval=0), dict(fanout=0), dict(delta_budget=MIN_BUDGET - 1), dict(max_transfers=0)],
+)
+def test_bad_config_is_a_local_error(config):
+    with pytest.raises(LocalProtocolError):
+        PeerConfig(**config)
+    PeerConfig(delta_budget=MIN_BUDGET)
+
+
+def test_an_unknown_event_is_a_local_error():
+    with pytest.raises(LocalProtocolError):
+        peer("a").handle(object(), 0.0)  # type: ignore[arg-type]
