@@ -1,4 +1,5 @@
-"""`python -m sim gossip --nodes N --seed S [--loss P] [--latency-ms MS] [--fanout F] [--json]`.
+"""`python -m sim gossip --nodes N --seed S [--loss P] [--latency-ms MS] [--fanout F] [--json]`
+`python -m sim membership --nodes N --seed S [--loss P] [--crashes K] [--failovers K] [--stable-seconds T] [--json]`
 
 Exit status: 0 when every phase converged, 1 when a phase hit its bound, 2 on bad arguments.
 """
@@ -10,7 +11,8 @@ import sys
 import time
 
 from .gossip import GossipParams, run_gossip
-from .report import to_json, to_text
+from .membership import MembershipParams, run_membership
+from .report import membership_text, to_json, to_text
 
 
 def _probability(text: str) -> float:
@@ -55,11 +57,23 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--interval", type=_positive, default=1.0, help="gossip interval in seconds (default 1)")
     g.add_argument("--max-rounds", type=_positive, default=100.0, help="bound on each phase, in rounds (default 100)")
     g.add_argument("--json", action="store_true", help="print one JSON document (no wall time)")
+
+    m = sub.add_parser("membership", help="failure detection, leader failover and a quiet period")
+    m.add_argument("--nodes", type=_positive_int, default=100)
+    m.add_argument("--voters", type=_positive_int, default=5)
+    m.add_argument("--seed", type=int, required=True)
+    m.add_argument("--loss", type=_probability, default=0.0)
+    m.add_argument("--crashes", type=int, default=5, help="hosts crashed one after another (default 5)")
+    m.add_argument("--failovers", type=int, default=3, help="leaders crashed one after another (default 3)")
+    m.add_argument("--stable-seconds", type=_non_negative, default=3600.0, help="quiet period (default 3600)")
+    m.add_argument("--json", action="store_true")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.scenario == "membership":
+        return _membership(args)
     params = GossipParams(
         nodes=args.nodes, seed=args.seed, loss=args.loss, duplicate=args.duplicate,
         latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, fanout=args.fanout,
@@ -76,6 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(to_text(report, wall))
     return 0 if report["converged"] else 1
+
+
+def _membership(args) -> int:
+    params = MembershipParams(nodes=args.nodes, voters=args.voters, seed=args.seed, loss=args.loss,
+                              crashes=args.crashes, failovers=args.failovers, stable_seconds=args.stable_seconds)
+    started = time.perf_counter()
+    report = run_membership(params)
+    wall = time.perf_counter() - started
+    print(to_json(report) if args.json else membership_text(report))
+    print(f"wall time {wall:.2f} s", file=sys.stderr)
+    return 0 if report["ok"] else 1
+
 
 
 if __name__ == "__main__":

@@ -59,3 +59,20 @@ def _phase_line(name: str, ph: Mapping[str, Any]) -> str:
 
 def _kb(n: float) -> str:
     return f"{n / 1024:.1f} KiB"
+
+
+def membership_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> str:
+    p, d, f, s = r["params"], r["detection"], r["failover"], r["stability"]
+    return "\n".join([
+        f"membership: {p['nodes']} nodes ({p['voters']} voters), seed {p['seed']}, loss {p['loss']}",
+        f"warm-up     {r['warmup_s']} s until the manifests agree and one leader is known to all",
+        f"detection   crashed host seen dead: per observer p50 {d['per_observer_s']['p50']} s, "
+        f"p99 {d['per_observer_s']['p99']} s; by every host p50 {d['all_observers_s']['p50']} s "
+        f"(max {d['all_observers_s']['max']} s) over {d['all_observers_s']['n']} crashes; "
+        f"rejoin p50 {d['rejoin_s']['p50']} s",
+        f"failover    new leader known to all p50 {f['new_leader_known_to_all_s']['p50']} s, "
+        f"max {f['new_leader_known_to_all_s']['max']} s over {f['new_leader_known_to_all_s']['n']} failovers",
+        f"stability   {s['seconds']} s: {s['suspicions']} suspicions, {s['refutations']} refutations, "
+        f"{s['false_deaths']} false deaths, {s['leader_changes']} leader changes",
+        "OK" if r["ok"] else "FAILED",
+    ] + ([f"wall time   {wall_seconds:.2f} s"] if wall_seconds is not None else []))

@@ -37,6 +37,10 @@ from .traffic import Traffic
 Action = Callable[[], None]
 PersistHook = Callable[[str, Persist, float], None]
 
+#: More events than this at one instant of virtual time is a livelock (a timer re-armed at
+#: `now` forever), reported instead of spinning.
+LIVELOCK_EVENTS = 100_000
+
 _TIMER = 0
 _MESSAGE = 1
 _FAILURE = 2
@@ -54,12 +58,14 @@ class World:
         self.nodes: dict[str, Peer] = {}
         self.traffic = Traffic()
         self.persist_hooks: list[PersistHook] = []
+        self.send_hooks: list[Callable[[str, str, Envelope], None]] = []  # (src, dst, envelope)
         self.ignored: dict[str, int] = {}  # effects this world does not interpret, by type
         self.events = 0
         self._heap: list[tuple[float, int, int, str, object]] = []
         self._seq = itertools.count()
         self._timers: dict[tuple[str, str], int] = {}  # (node, timer name) -> live entry's seq
         self._trace = hashlib.blake2b(digest_size=16)
+        self._same_time = 0
         self.disks: dict[str, Disk] = {}
         self.down: set[str] = set()  # crashed: events for it are dropped
         self.paused: dict[str, list[tuple[int, object]]] = {}  # stopped: its events wait here
@@ -169,6 +175,12 @@ class World:
             if kind == _TIMER:
                 self.paused[node].append((kind, payload))  # fires on resume
             return False  # a message to a stopped process times out at its sender
+        if at == self.now:
+            self._same_time += 1
+            if self._same_time > LIVELOCK_EVENTS:
+                raise SimulationError(f"livelock: over {LIVELOCK_EVENTS} events at t={at!r}, the last {_describe(payload)} on {node}")
+        else:
+            self._same_time = 0
         self.now = at
         self.events += 1
         if kind == _ACTION:
@@ -204,6 +216,8 @@ class World:
 
     def _send(self, src: str, dst: str, env: Envelope) -> None:
         self.traffic.record(src, env)
+        for hook in self.send_hooks:
+            hook(src, dst, env)
         if dst not in self.nodes:
             self._push(self.now + self.network.model.deadline, _FAILURE, src, SendFailed(peer=dst, reason="unknown host"))
             return

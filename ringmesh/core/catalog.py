@@ -116,7 +116,7 @@ def decode_version(origin: str, key: str, raw: bytes) -> FileVersion | None:
         attrs = {str(k): str(x) for k, x in dict(v.get("a") or {}).items()}
     except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         return None
-    if s < 0 or c <= 0 or len(d) != 32:
+    if s < 0 or c <= 0 or len(d) != 32 or d.strip("0123456789abcdef"):
         return None
     return FileVersion(item=item, digest=d, size=s, chunk_size=c, hlc=t, origin=origin, attrs=attrs)
 

@@ -21,6 +21,10 @@ and hosts ignore orders from an older term.
   not to agree). A leader that cannot renew its lease steps down when it ends; a leader
   paused (SIGSTOP, a long GC) finds its lease gone on waking and does not act with it.
 * Timers are randomised in `[election_timeout, 2 * election_timeout]`.
+* Assumption: a voter keeps its disk. A voter whose vote record is lost could vote twice in
+  one term, which no election protocol survives (Raft asks for a membership change). This is
+  why voters default to persistent, non-excluded hosts; a spot host never votes unless an
+  operator marks it `voter: true`.
 
 Non-voters learn the leader from its heartbeats (the leader sends every member one on
 election) and from the `leader` fact it publishes through gossip.

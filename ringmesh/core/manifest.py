@@ -9,7 +9,8 @@ origin form a history numbered 1, 2, 3, ... A key keeps only its newest fact; a 
 
 A replica's knowledge of an origin is an `OriginState`: the origin's incarnation, the highest
 counter it has seen (`max_counter`), the origin's heartbeat, the *floor* (tombstones with a
-counter at or below it have been purged), and the facts. The states obey one invariant:
+counter at or below it have been purged), and the facts. At the origin's own top counter,
+and after any whole (untruncated) delta, a state obeys:
 
     a state at `max_counter` m holds, for every key, the newest fact among the origin's
     writes numbered <= m -- except that a tombstone numbered <= floor may be missing, and
@@ -18,8 +19,12 @@ counter at or below it have been purged), and the facts. The states obey one inv
 The digest is the version vector `{origin: (incarnation, heartbeat, max_counter, floor)}`.
 `delta_for(digest, budget)` sends, per origin, the facts numbered above the other side's
 `max_counter` in counter order, and truncates an origin's run only at a fact boundary, so the
-receiver may raise its `max_counter` to the last fact it got: the invariant holds for every
-prefix (Scuttlebutt reconciliation, van Renesse et al. 2008; chitchat).
+receiver may raise its `max_counter` to the last fact it got (Scuttlebutt reconciliation, van
+Renesse et al. 2008; chitchat). A truncated delta weakens the invariant: the sender no longer
+has a write that a later write of the same key overwrote, so a receiver cut after write j may
+keep an older value of a key rewritten above j; two replicas can then share a version vector
+and differ in that key until the rewrite arrives (tests/core/test_manifest.py shows the case).
+Nothing is lost and nothing deleted comes back: convergence is only delayed by a round.
 
 Incarnations: a host that lost its disk restarts with a higher incarnation and counters from
 zero; a higher incarnation replaces the origin's state whole. Tombstones are purged after a
@@ -45,7 +50,8 @@ ORIGIN_OVERHEAD = 48
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 64 * 1024
 #: The smallest budget that always lets one fact through.
-MIN_BUDGET = ORIGIN_OVERHEAD + MAX_KEY_BYTES + MAX_VALUE_BYTES + FACT_OVERHEAD + 64
+MAX_ORIGIN_BYTES = 128  # as catalog.is_node_id allows
+MIN_BUDGET = ORIGIN_OVERHEAD + MAX_ORIGIN_BYTES + MAX_KEY_BYTES + MAX_VALUE_BYTES + FACT_OVERHEAD
 #: An origin whose facts the other side has is sent for its heartbeat alone only once the
 #: heartbeat is this many beats ahead: heartbeats are news for people, not for the protocol
 #: (failure detection probes), and sending every beat of every origin dominated the traffic.
@@ -146,8 +152,6 @@ class Manifest:
     def __init__(self, me: str, incarnation: int) -> None:
         self.me = me
         self.origins: dict[str, OriginState] = {me: OriginState(incarnation)}
-        #: Bumped by every change of content (not by heartbeats): views of the facts cache on it.
-        self.generation = 0
         # The digest is rebuilt copy-on-write: a dict handed out is never changed afterwards
         # (messages in flight hold it), only the entries of origins that moved are redone.
         self._digest: dict[str, OriginDigest] = {}
@@ -183,10 +187,8 @@ class Manifest:
             self._digest, self._dirty = d, set()
         return self._digest
 
-    def _touch(self, origin: str, content: bool = True) -> None:
+    def _touch(self, origin: str) -> None:
         self._dirty.add(origin)
-        if content:
-            self.generation += 1
 
     def version_vector(self) -> dict[str, tuple[int, int]]:
         """`{origin: (incarnation, max_counter)}`: equal vectors mean equal facts."""
@@ -209,7 +211,11 @@ class Manifest:
     # -- writing our own facts -----------------------------------------------------------
 
     def put(self, key: str, value: bytes) -> OriginChange:
-        if not key or len(key.encode()) > MAX_KEY_BYTES:
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError:
+            raise LocalProtocolError(f"fact key {key!r} is not valid UTF-8 text") from None
+        if not key or size > MAX_KEY_BYTES:
             raise LocalProtocolError(f"fact key must be 1..{MAX_KEY_BYTES} bytes: {key!r}")
         if len(value) > MAX_VALUE_BYTES:
             raise LocalProtocolError(f"fact {key!r} is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}")
@@ -232,7 +238,7 @@ class Manifest:
     def beat(self) -> None:
         """Raise our heartbeat (it rides on the digest and on deltas)."""
         self.own.heartbeat += 1
-        self._touch(self.me, content=False)
+        self._touch(self.me)
 
     def reincarnate(self, incarnation: int) -> OriginChange:
         """Start a new life: every live fact of ours is rewritten under a new incarnation."""
@@ -370,7 +376,7 @@ class Manifest:
         st.max_counter = max(st.max_counter, od.max_counter)
         if od.heartbeat > st.heartbeat:
             st.heartbeat = od.heartbeat
-            self._touch(od.origin, content=False)  # the digest advertises heartbeats, persisted or not
+            self._touch(od.origin)  # the digest advertises heartbeats, persisted or not
         if not changed:
             return None  # a heartbeat alone is kept in memory, not persisted
         return self._change(od.origin, False, tuple(upserts), tuple(removed))

@@ -303,7 +303,7 @@ class Membership:
             if self.suspect_since.get(x, (inc, 0.0))[0] != inc:
                 del self.suspect_since[x]
             since = self.suspect_since.setdefault(x, (inc, now))[1]
-            if now - since >= self.suspicion_timeout(n, len(claims) - 1):
+            if now >= since + self.suspicion_timeout(n, len(claims) - 1):  # the timer's own sum: no rounding gap
                 self._claim(out, x, DEAD)
                 self.stats["deaths_declared"] += 1
                 out.declared_dead.append(x)

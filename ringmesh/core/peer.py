@@ -34,6 +34,7 @@ from .transfers import TransferPlanner
 
 GOSSIP = "gossip"
 LEADER_KEY = "leader"
+FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
 GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
 
 
@@ -222,7 +223,9 @@ class Peer:
         mout = self.membership.on_manifest_changed(changes, now)
         out: list[Effect] = [self._persist(changes + mout.changes, now)]
         out += self._membership(mout, now, persisted=True)
-        if any(k.startswith(("v/", "h/")) for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)):
+        if any(ch.reset or any(k.startswith(FILE_KEYS) for k in [f.key for f in ch.upserts] + list(ch.removed))
+               for ch in changes):
+            self.transfers.touch()
             out += self._plan_transfers(now)
         return out
 
@@ -285,6 +288,7 @@ class Peer:
             self.manifest.put(catalog.version_key(ev.item), catalog.encode_version(v)),
             self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)),
         ]
+        self.transfers.touch()
         return [self._persist(changes, now)] + self._plan_transfers(now)
 
     def _on_stored(self, ev: FileStored, now: float) -> list[Effect]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import xxhash
 
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 
 DEFAULT_CHUNK = 4 * 1024 * 1024
 MAX_CHUNKS = 2000
@@ -19,6 +19,8 @@ DIGEST_BYTES = 16
 
 def chunk_size_for(size: int, base: int = DEFAULT_CHUNK, max_chunks: int = MAX_CHUNKS) -> int:
     """`base`, doubled until the file has at most `max_chunks` chunks."""
+    if base <= 0 or max_chunks <= 0:
+        raise LocalProtocolError("chunk size and chunk count must be positive")
     cs = base
     while -(-size // cs) > max_chunks:
         cs *= 2

@@ -21,8 +21,7 @@ class TransferPlanner:
         self.max_transfers, self.retry_base, self.retry_cap = max_transfers, retry_base, retry_cap
         self.running: dict[tuple[ItemKey, str], FileVersion] = {}
         self.backoff: dict[tuple[ItemKey, str], tuple[int, float]] = {}  # failures, retry at
-        self._planned_at = -1  # manifest generation of the last plan
-        self._unmet = False  # the last plan left wanted versions unstarted
+        self._dirty = True  # file facts changed since the last plan, or it left work undone
 
     def wanted(self, m: Manifest) -> list[FileVersion]:
         """Newest versions this host does not hold (the router narrows this later)."""
@@ -31,7 +30,7 @@ class TransferPlanner:
 
     def finished(self, item: ItemKey, digest: str) -> FileVersion | None:
         self.backoff.pop((item, digest), None)
-        self._unmet = True
+        self._dirty = True
         return self.running.pop((item, digest), None)
 
     def failed(self, item: ItemKey, digest: str, now: float) -> None:
@@ -39,12 +38,16 @@ class TransferPlanner:
         failures = self.backoff.get((item, digest), (0, now))[0] + 1
         delay = min(self.retry_cap, self.retry_base * 2 ** (failures - 1))
         self.backoff[(item, digest)] = (failures, now + delay * self.rng.uniform(0.5, 1.0))
-        self._unmet = True
+        self._dirty = True
+
+    def touch(self) -> None:
+        """File facts (versions, holdings) changed: plan again."""
+        self._dirty = True
 
     def plan(self, m: Manifest, now: float, healthy: Callable[[str], bool]) -> list[Effect]:
-        if m.generation == self._planned_at and not self._unmet:
+        if not self._dirty:
             return []  # nothing changed since the last plan, and it left nothing undone
-        self._planned_at, self._unmet = m.generation, False
+        self._dirty = False
         out: list[Effect] = []
         newest = catalog.newest_versions(m)
         for item, digest in sorted(self.running):
@@ -58,7 +61,7 @@ class TransferPlanner:
                 continue
             sources = [h for h in held.get(key, []) if h != self.me and healthy(h)]
             if len(self.running) >= self.max_transfers or self.backoff.get(key, (0, 0.0))[1] > now or not sources:
-                self._unmet = True  # look again at the next tick
+                self._dirty = True  # look again at the next tick
                 continue
             self.rng.shuffle(sources)
             self.running[key] = v
