@@ -83,6 +83,12 @@ def _demo(args) -> int:
     return run_demo(nodes=args.nodes, file_size=args.file_size, as_json=args.json, keep=args.keep)
 
 
+def _config_check(args) -> int:
+    from .configcheck import run_check
+
+    return run_check(args.file, node=args.node, as_json=args.json)
+
+
 def _size(text: str) -> int:
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
@@ -136,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--keep", action="store_true", help="keep the demo's data dirs")
     s.set_defaults(fn=_demo)
+
+    s = sub.add_parser("config", help="inspect a distributed_hosts.yaml")
+    csub = s.add_subparsers(dest="config_command", required=True)
+    s = csub.add_parser("check", help="validate a config; print each host's effective settings and their sources")
+    s.add_argument("file", help="distributed_hosts.yaml")
+    s.add_argument("--node", help="show only this host")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_config_check)
     return p
 
 

@@ -1,8 +1,14 @@
 """`distributed_hosts.yaml`: the cluster's existing config format, loaded and validated.
 
-Every error names the file, the key and what was expected. Unknown keys are accepted (the
-file carries other tools' settings too). Environment variables of the seed
-(`RINGRIFT_*`, with `RINGMESH_*` twins that win) override the file.
+Every error names the file, the dotted key and what was expected. Unknown keys are accepted
+(the file carries other tools' settings too) and reported in `ClusterConfig.warnings`; keys the
+cluster's other tools use are known and ignored silently. Environment variables of the seed
+(`RINGRIFT_*`, with `RINGMESH_*` twins that win) override the file's global settings.
+
+Units: every rate is stored as an int number of **bytes per second** in a field whose name says
+so. A bare number for a bandwidth (the seed's `bandwidth_limit_mbps`) means megabytes (10^6
+bytes) per second; strings may carry explicit units (`"400Mbit/s"`, `"1.5GB/s"`, `"100MiB/s"`).
+Each effective value records where it came from (`sources`).
 """
 
 from __future__ import annotations
@@ -11,16 +17,44 @@ import fnmatch
 import os
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from .core.catalog import is_node_id
+from .core.catalog import FILE_TYPES, is_node_id
 from .core.errors import RingmeshError
+from .cron import Cron, CronError, parse_cron
 
 ROLES = ("training", "selfplay", "coordinator", "backup")
+PRIORITIES = ("critical", "high", "normal", "low", "background")
+PROVIDER_MB_PER_S = {"lambda": 100, "runpod": 100, "tailscale": 100, "hetzner": 80, "vultr": 80,
+                     "nebius": 50, "vast": 50}  # provider "default" (or none) has no entry
+BUILTIN_MB_PER_S = 20
+MB = 1_000_000
+MAX_RATE_BYTES_PER_S = 10**12  # 1 TB/s: anything above is a unit mistake
+BUILTIN = "built-in default"
 _HOSTPORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
+
+# Keys read, and keys the cluster's other tools use that ringmesh ignores without a warning.
+_TOP = {"sync_routing", "hosts", "ringmesh"}
+_TOP_IGNORED = {"auto_sync", "elo_sync", "p2p_voters", "board_configs"}
+_ROUTING = {"auto_sync_interval_seconds", "gossip_interval_seconds", "max_concurrent_syncs", "bandwidth_limit_mbps",
+            "max_disk_usage_percent", "min_copies", "exclude_from_sync", "nfs_sharing_groups", "ephemeral_hosts",
+            "allowed_external_storage"}
+_ROUTING_IGNORED = {"target_disk_usage_percent", "min_free_disk_percent", "priority_hosts", "underserved_configs"}
+_SEED_SYNONYMS = {"excluded_hosts": "exclude_from_sync", "replication_target": "min_copies"}
+_HOST = {"address", "provider", "role", "sync_priority", "bandwidth_limit_mbps", "egress_limit", "ingress_limit",
+         "voter", "ephemeral", "disk_cap_percent", "paths"}
+_HOST_IGNORED = {"ssh_host", "ssh_user", "ssh_port", "ssh_key", "ringrift_path", "venv_activate", "memory_gb", "cpus",
+                 "gpu", "gpu_vram_gb", "status", "selfplay_enabled", "training_enabled", "gauntlet_enabled",
+                 "export_enabled", "p2p_enabled", "p2p_public_port", "p2p_voter", "storage_paths", "use_external_storage",
+                 "external_storage_path", "skip_sync_receive", "sync_to_mac_studio_owc", "vast_instance_id", "runpod_id",
+                 "vultr_id", "nebius_id", "hetzner_id", "aws_instance_id", "region", "note", "max_parallel_jobs",
+                 "tailscale_ip"}
+_STORAGE = {"host", "path", "schedule"}
+_STORAGE_IGNORED = {"receive_games", "receive_npz", "receive_models", "subdirs"}
 
 
 class ConfigError(RingmeshError):
@@ -36,6 +70,21 @@ class HostConfig:
     ephemeral: bool = False
     excluded: bool = False
     voter: bool = False
+    egress_bytes_per_s: int = BUILTIN_MB_PER_S * MB    # effective send limit, bytes/s
+    ingress_bytes_per_s: int = BUILTIN_MB_PER_S * MB   # effective receive limit, bytes/s
+    sync_priority: str = "normal"
+    nfs_group: tuple[str, ...] = ()                    # the hosts sharing this host's NFS storage, incl. itself
+    disk_cap_percent: float = 70.0                     # effective disk-use cap, percent
+    paths: Mapping[str, str] = field(default_factory=dict, hash=False)    # file type -> directory
+    sources: Mapping[str, str] = field(default_factory=dict, hash=False)  # field -> where its value came from
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalStorage:
+    host: str
+    path: str
+    schedule: str | None = None          # 5-field cron expression, or None: no schedule given
+    cron: Cron | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +98,14 @@ class ClusterConfig:
     max_disk_usage_percent: float = 70.0
     timings: Mapping[str, float] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    bandwidth_bytes_per_s: int = BUILTIN_MB_PER_S * MB  # global default limit (each direction), bytes/s
+    exclude_from_sync: tuple[str, ...] = ()
+    ephemeral_hosts: tuple[str, ...] = ()               # globs
+    nfs_sharing_groups: tuple[tuple[str, ...], ...] = ()
+    external_storage: tuple[ExternalStorage, ...] = ()
+    paths: Mapping[str, str] = field(default_factory=dict)    # `ringmesh.paths`: file type -> directory
+    sources: Mapping[str, str] = field(default_factory=dict)  # global setting -> where its value came from
+    warnings: tuple[str, ...] = ()
 
     def members(self) -> dict[str, HostConfig]:
         """The hosts ringmesh runs on: those with an address."""
@@ -77,6 +134,47 @@ def check_address(path: str, key: str, v: Any) -> str:
     return v
 
 
+_RATE = re.compile(r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>.*?)$")
+_UNIT = re.compile(r"^(?P<prefix>[kKMGT]i?|)(?P<base>bits?|B|bytes?)/s$")
+_PREFIX = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_RATE_EXAMPLES = "a number of MB/s (10^6 bytes/s) or a rate with units such as '50MB/s', '400Mbit/s', '100MiB/s', '800 Kbit/s'"
+
+
+def parse_rate(path: str, key: str, v: Any) -> int:
+    """A bandwidth as an int number of bytes per second. Bare numbers are MB/s (10^6 bytes/s);
+    units: [k|K|M|G|T (SI, 10^3n) | Ki|Mi|Gi|Ti (IEC, 2^10n)] + bit|B|byte + /s."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise _err(path, key, _RATE_EXAMPLES, v)
+    m = _RATE.match(str(v).strip())
+    if not m:
+        raise _err(path, key, _RATE_EXAMPLES, v)
+    unit = m["unit"]
+    if not unit:
+        bytes_per_s = Fraction(m["num"]) * MB
+    elif u := _UNIT.match(unit):
+        bytes_per_s = Fraction(m["num"]) * _PREFIX[u["prefix"]] * (Fraction(1, 8) if u["base"].startswith("bit") else 1)
+    elif re.fullmatch(r"([kKMGT]i?)?(b/s|bps|Bps)", unit):
+        p = unit[: len(unit) - 3]
+        raise _err(path, key, f"an unambiguous unit: '{p}bit/s' (bits) or '{p}B/s' (bytes), not {unit!r}", v)
+    elif re.fullmatch(r"([kKMGT]i?)?(bits?|B|bytes?)", unit):
+        raise _err(path, key, f"a rate, not a size: write '{unit}/s'", v)
+    else:
+        raise _err(path, key, f"{_RATE_EXAMPLES} (unknown unit {unit!r})", v)
+    if bytes_per_s <= 0:
+        raise _err(path, key, "a rate > 0", v)
+    n = int(bytes_per_s + Fraction(1, 2))  # nearest byte
+    if n < 1 or n > MAX_RATE_BYTES_PER_S:
+        raise _err(path, key, "a rate from 1 B/s to 1 TB/s", v)
+    return n
+
+
+def format_rate(bytes_per_s: int) -> str:
+    """Bytes/s as an exact decimal MB/s figure with its unit, e.g. '52.4288 MB/s'."""
+    whole, rest = divmod(bytes_per_s, MB)
+    return f"{whole}.{rest:06d}".rstrip("0").rstrip(".") + " MB/s"
+
+
 # ringmesh's own protocol timings (seconds), under an optional `ringmesh:` section.
 TIMINGS = {
     "probe_interval_seconds": (1.0, 0.05, 60),
@@ -88,12 +186,15 @@ TIMINGS = {
     "breaker_cap_seconds": (60.0, 0.01, 3600),
 }
 
-_ENV = {  # setting -> (variable names, later wins; lo, hi, integer)
-    "sync_interval": (("RINGRIFT_SYNC_INTERVAL", "RINGMESH_SYNC_INTERVAL"), 0.05, 86400, False),
-    "gossip_interval": (("RINGRIFT_GOSSIP_INTERVAL", "RINGMESH_GOSSIP_INTERVAL"), 0.05, 3600, False),
-    "max_concurrent_syncs": (("RINGRIFT_SYNC_MAX_CONCURRENT", "RINGMESH_SYNC_MAX_CONCURRENT"), 1, 256, True),
-    "max_disk_usage_percent": (("RINGRIFT_SYNC_MAX_DISK_USAGE", "RINGMESH_SYNC_MAX_DISK_USAGE"), 1, 100, False),
+# setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)
+_GLOBALS = {
+    "gossip_interval": ("gossip_interval_seconds", 30, ("RINGRIFT_GOSSIP_INTERVAL", "RINGMESH_GOSSIP_INTERVAL"), 0.05, 3600, False),
+    "sync_interval": ("auto_sync_interval_seconds", 60, ("RINGRIFT_SYNC_INTERVAL", "RINGMESH_SYNC_INTERVAL"), 0.05, 86400, False),
+    "max_concurrent_syncs": ("max_concurrent_syncs", 4, ("RINGRIFT_SYNC_MAX_CONCURRENT", "RINGMESH_SYNC_MAX_CONCURRENT"), 1, 256, True),
+    "min_copies": ("min_copies", 2, (), 1, 100, True),
+    "max_disk_usage_percent": ("max_disk_usage_percent", 70, ("RINGRIFT_SYNC_MAX_DISK_USAGE", "RINGMESH_SYNC_MAX_DISK_USAGE"), 1, 100, False),
 }
+BANDWIDTH_ENV = ("RINGRIFT_SYNC_BANDWIDTH_MBPS", "RINGMESH_SYNC_BANDWIDTH_MBPS")
 
 
 def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> ClusterConfig:
@@ -108,70 +209,211 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
     return parse_config(doc, path, env)
 
 
+def _section(path: str, doc: dict, key: str) -> dict:
+    v = doc.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise _err(path, key, "a mapping", v)
+    return v
+
+
+def _unknown(path: str, prefix: str, d: dict, known: set, ignored: set, warnings: list[str]) -> None:
+    for k in d:
+        if k in _SEED_SYNONYMS and prefix == "sync_routing":
+            warnings.append(f"{path}: {prefix}.{k}: not read by ringmesh; use {prefix}.{_SEED_SYNONYMS[k]}")
+        elif k not in known and k not in ignored:
+            warnings.append(f"{path}: {prefix + '.' if prefix else ''}{k}: unknown key, ignored")
+
+
 def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None = None) -> ClusterConfig:
     env = {} if env is None else env
     if not isinstance(doc, dict):
         raise _err(path, "(top level)", "a mapping", type(doc).__name__)
-    routing = doc.get("sync_routing") or {}
-    if not isinstance(routing, dict):
-        raise _err(path, "sync_routing", "a mapping", routing)
-    settings: dict[str, Any] = {
-        "gossip_interval": _number(path, "sync_routing.gossip_interval_seconds", routing.get("gossip_interval_seconds", 30), lo=0.05, hi=3600),
-        "sync_interval": _number(path, "sync_routing.auto_sync_interval_seconds", routing.get("auto_sync_interval_seconds", 60), lo=0.05, hi=86400),
-        "max_concurrent_syncs": _number(path, "sync_routing.max_concurrent_syncs", routing.get("max_concurrent_syncs", 4), lo=1, hi=256, integer=True),
-        "min_copies": _number(path, "sync_routing.min_copies", routing.get("min_copies", 2), lo=1, hi=100, integer=True),
-        "max_disk_usage_percent": _number(path, "sync_routing.max_disk_usage_percent", routing.get("max_disk_usage_percent", 70), lo=1, hi=100),
-    }
-    own = doc.get("ringmesh") or {}
-    if not isinstance(own, dict):
-        raise _err(path, "ringmesh", "a mapping", own)
-    settings["timings"] = {
-        key: _number(path, f"ringmesh.{key}", own.get(key, default), lo=lo, hi=hi)
-        for key, (default, lo, hi) in TIMINGS.items()
-    }
-    t = settings["timings"]
-    if not t["leader_heartbeat_seconds"] < t["leader_lease_seconds"] < t["election_timeout_seconds"]:
-        raise ConfigError(f"{path}: ringmesh: need leader_heartbeat_seconds < leader_lease_seconds < election_timeout_seconds")
-    if not t["probe_timeout_seconds"] < t["probe_interval_seconds"]:
-        raise ConfigError(f"{path}: ringmesh: need probe_timeout_seconds < probe_interval_seconds")
-    for setting, (names, lo, hi, integer) in _ENV.items():
+    warnings: list[str] = []
+    _unknown(path, "", doc, _TOP, _TOP_IGNORED, warnings)
+    routing, own = _section(path, doc, "sync_routing"), _section(path, doc, "ringmesh")
+    _unknown(path, "sync_routing", routing, _ROUTING, _ROUTING_IGNORED, warnings)
+    _unknown(path, "ringmesh", own, set(TIMINGS) | {"paths"}, set(), warnings)
+    settings: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting, (key, default, names, lo, hi, integer) in _GLOBALS.items():
+        settings[setting], sources[setting] = default, BUILTIN
+        if key in routing:
+            settings[setting] = _number(path, f"sync_routing.{key}", routing[key], lo=lo, hi=hi, integer=integer)
+            sources[setting] = f"sync_routing.{key}"
         for name in names:
             if name in env:
                 settings[setting] = _number("environment", name, env[name], lo=lo, hi=hi, integer=integer)
+                sources[setting] = f"environment {name}"
+    settings["bandwidth_bytes_per_s"], sources["bandwidth_bytes_per_s"] = BUILTIN_MB_PER_S * MB, BUILTIN
+    if "bandwidth_limit_mbps" in routing:
+        settings["bandwidth_bytes_per_s"] = parse_rate(path, "sync_routing.bandwidth_limit_mbps", routing["bandwidth_limit_mbps"])
+        sources["bandwidth_bytes_per_s"] = "sync_routing.bandwidth_limit_mbps"
+    for name in BANDWIDTH_ENV:
+        if name in env:
+            settings["bandwidth_bytes_per_s"] = parse_rate("environment", name, env[name])
+            sources["bandwidth_bytes_per_s"] = f"environment {name}"
+
+    timings = {}
+    for key, (default, lo, hi) in TIMINGS.items():
+        timings[key] = _number(path, f"ringmesh.{key}", own.get(key, default), lo=lo, hi=hi)
+        sources[f"timings.{key}"] = f"ringmesh.{key}" if key in own else BUILTIN
+    if not timings["leader_heartbeat_seconds"] < timings["leader_lease_seconds"] < timings["election_timeout_seconds"]:
+        raise ConfigError(f"{path}: ringmesh: need leader_heartbeat_seconds < leader_lease_seconds < election_timeout_seconds")
+    if not timings["probe_timeout_seconds"] < timings["probe_interval_seconds"]:
+        raise ConfigError(f"{path}: ringmesh: need probe_timeout_seconds < probe_interval_seconds")
+    paths = _paths(path, "ringmesh.paths", own.get("paths"), warnings)
+    sources.update({f"paths.{t}": f"ringmesh.paths.{t}" for t in paths})
 
     excluded = _names(path, "sync_routing.exclude_from_sync", routing.get("exclude_from_sync", []))
     ephemeral_globs = _names(path, "sync_routing.ephemeral_hosts", routing.get("ephemeral_hosts", []))
     hosts_doc = doc.get("hosts") or {}
     if not isinstance(hosts_doc, dict):
         raise _err(path, "hosts", "a mapping of host name to settings", hosts_doc)
+    groups = _nfs_groups(path, routing.get("nfs_sharing_groups", []), hosts_doc)
+    for i, name in enumerate(excluded):
+        if name not in hosts_doc:
+            warnings.append(f"{path}: sync_routing.exclude_from_sync[{i}]: {name!r} is not a host under hosts")
+    group_of = {n: g for g in groups for n in g}
     hosts = {}
     for name, h in hosts_doc.items():
-        key = f"hosts.{name}"
-        if not is_node_id(name):
-            raise _err(path, key, "a host name of letters, digits, '.', '_' or '-'", name)
-        h = h or {}
-        if not isinstance(h, dict):
-            raise _err(path, key, "a mapping", h)
-        address = check_address(path, f"{key}.address", h["address"]) if h.get("address") is not None else None
-        role = h.get("role", "selfplay")
-        if role not in ROLES:
-            raise _err(path, f"{key}.role", " | ".join(ROLES), role)
-        ephemeral = h.get("ephemeral")
-        if ephemeral is None:
-            ephemeral = any(fnmatch.fnmatchcase(name, g) for g in ephemeral_globs)
-        elif not isinstance(ephemeral, bool):
-            raise _err(path, f"{key}.ephemeral", "true or false", ephemeral)
-        is_excluded = name in excluded
-        voter = h.get("voter")
-        if voter is None:
-            voter = not ephemeral and not is_excluded
-        elif not isinstance(voter, bool):
-            raise _err(path, f"{key}.voter", "true or false", voter)
-        provider = h.get("provider", "default")
-        if not isinstance(provider, str):
-            raise _err(path, f"{key}.provider", "a string", provider)
-        hosts[name] = HostConfig(name, address, role, provider, bool(ephemeral), is_excluded, bool(voter))
-    return ClusterConfig(path=path, hosts=hosts, raw=doc, **settings)
+        hosts[name] = _host(path, name, h, settings, sources, paths, excluded, ephemeral_globs, group_of, warnings)
+    return ClusterConfig(
+        path=path, hosts=hosts, timings=timings, raw=doc, exclude_from_sync=tuple(excluded),
+        ephemeral_hosts=tuple(ephemeral_globs), nfs_sharing_groups=groups,
+        external_storage=_storage(path, routing.get("allowed_external_storage", []), warnings),
+        paths=paths, sources=sources, warnings=tuple(warnings), **settings,
+    )
+
+
+def _host(path, name, h, settings, gsources, gpaths, excluded, ephemeral_globs, group_of, warnings) -> HostConfig:
+    key = f"hosts.{name}"
+    if not isinstance(name, str) or not is_node_id(name):
+        raise _err(path, key, "a host name of letters, digits, '.', '_' or '-'", name)
+    h = h or {}
+    if not isinstance(h, dict):
+        raise _err(path, key, "a mapping", h)
+    _unknown(path, key, h, _HOST, _HOST_IGNORED, warnings)
+    src: dict[str, str] = {}
+    address = check_address(path, f"{key}.address", h["address"]) if h.get("address") is not None else None
+    role = h.get("role", "selfplay")
+    if role not in ROLES:
+        raise _err(path, f"{key}.role", " | ".join(ROLES), role)
+    ephemeral = h.get("ephemeral")
+    if ephemeral is None:
+        glob = next((g for g in ephemeral_globs if fnmatch.fnmatchcase(name, g)), None)
+        ephemeral, src["ephemeral"] = glob is not None, f"sync_routing.ephemeral_hosts ({glob!r})" if glob else BUILTIN
+    elif not isinstance(ephemeral, bool):
+        raise _err(path, f"{key}.ephemeral", "true or false", ephemeral)
+    else:
+        src["ephemeral"] = f"{key}.ephemeral"
+    is_excluded = name in excluded
+    voter = h.get("voter")
+    if voter is None:
+        voter, src["voter"] = not ephemeral and not is_excluded, "default: persistent, non-excluded hosts vote"
+    elif not isinstance(voter, bool):
+        raise _err(path, f"{key}.voter", "true or false", voter)
+    else:
+        src["voter"] = f"{key}.voter"
+    provider = h.get("provider", "default")
+    if not isinstance(provider, str):
+        raise _err(path, f"{key}.provider", "a string", provider)
+    if provider != "default" and provider not in PROVIDER_MB_PER_S:
+        warnings.append(f"{path}: {key}.provider: {provider!r} has no bandwidth default "
+                        f"(known: {', '.join(sorted(PROVIDER_MB_PER_S))}); the global default applies")
+    priority = h.get("sync_priority", "normal")
+    if priority not in PRIORITIES:
+        raise _err(path, f"{key}.sync_priority", " | ".join(PRIORITIES), priority)
+    src["sync_priority"] = f"{key}.sync_priority" if "sync_priority" in h else BUILTIN
+
+    # bandwidth: host direction > host both > provider default > global (env > file > built-in)
+    if "bandwidth_limit_mbps" in h:
+        both, both_src = parse_rate(path, f"{key}.bandwidth_limit_mbps", h["bandwidth_limit_mbps"]), f"{key}.bandwidth_limit_mbps"
+    elif provider in PROVIDER_MB_PER_S:
+        both, both_src = PROVIDER_MB_PER_S[provider] * MB, f"provider default ({provider})"
+    else:
+        both, both_src = settings["bandwidth_bytes_per_s"], gsources["bandwidth_bytes_per_s"]
+    rates = {}
+    for direction in ("egress", "ingress"):
+        k = f"{direction}_limit"
+        rates[direction] = parse_rate(path, f"{key}.{k}", h[k]) if k in h else both
+        src[f"{direction}_bytes_per_s"] = f"{key}.{k}" if k in h else both_src
+
+    if "disk_cap_percent" in h:
+        disk_cap = _number(path, f"{key}.disk_cap_percent", h["disk_cap_percent"], lo=1, hi=100)
+        src["disk_cap_percent"] = f"{key}.disk_cap_percent"
+    else:
+        disk_cap, src["disk_cap_percent"] = settings["max_disk_usage_percent"], gsources["max_disk_usage_percent"]
+    own_paths = _paths(path, f"{key}.paths", h.get("paths"), warnings)
+    src.update({f"paths.{t}": f"ringmesh.paths.{t}" for t in gpaths})
+    src.update({f"paths.{t}": f"{key}.paths.{t}" for t in own_paths})
+    return HostConfig(name, address, role, provider, bool(ephemeral), is_excluded, bool(voter),
+                      egress_bytes_per_s=rates["egress"], ingress_bytes_per_s=rates["ingress"], sync_priority=priority,
+                      nfs_group=group_of.get(name, ()), disk_cap_percent=disk_cap, paths={**gpaths, **own_paths},
+                      sources=src)
+
+
+def _paths(path: str, key: str, v: Any, warnings: list[str]) -> dict[str, str]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise _err(path, key, f"a mapping of file type ({' | '.join(FILE_TYPES)}) to directory", v)
+    out = {}
+    for t, d in v.items():
+        if t not in FILE_TYPES:
+            warnings.append(f"{path}: {key}.{t}: unknown file type, ignored (known: {', '.join(FILE_TYPES)})")
+        elif not isinstance(d, str) or not d.strip():
+            raise _err(path, f"{key}.{t}", "a directory path (a non-empty string)", d)
+        else:
+            out[t] = d
+    return out
+
+
+def _nfs_groups(path: str, v: Any, hosts_doc: dict) -> tuple[tuple[str, ...], ...]:
+    key = "sync_routing.nfs_sharing_groups"
+    if not isinstance(v, list):
+        raise _err(path, key, "a list of lists of host names", v)
+    seen: dict[str, int] = {}
+    groups = []
+    for i, g in enumerate(v):
+        if not isinstance(g, list) or not g:
+            raise _err(path, f"{key}[{i}]", "a non-empty list of host names", g)
+        for j, name in enumerate(g):
+            if not isinstance(name, str) or name not in hosts_doc:
+                raise _err(path, f"{key}[{i}][{j}]", "the name of a host under hosts", name)
+            if name in seen:
+                where = f"{key}[{seen[name]}]"
+                raise ConfigError(f"{path}: {key}[{i}][{j}]: host {name!r} is already in group {where}; "
+                                  f"a host may be in at most one NFS sharing group")
+            seen[name] = i
+        groups.append(tuple(g))
+    return tuple(groups)
+
+
+def _storage(path: str, v: Any, warnings: list[str]) -> tuple[ExternalStorage, ...]:
+    key = "sync_routing.allowed_external_storage"
+    if not isinstance(v, list):
+        raise _err(path, key, "a list of {host, path, schedule} mappings", v)
+    out = []
+    for i, e in enumerate(v):
+        k = f"{key}[{i}]"
+        if not isinstance(e, dict):
+            raise _err(path, k, "a mapping with host, path and an optional schedule", e)
+        _unknown(path, k, e, _STORAGE, _STORAGE_IGNORED, warnings)
+        if not isinstance(e.get("host"), str) or not e["host"] or any(c.isspace() for c in e["host"]):
+            raise _err(path, f"{k}.host", "a host name without spaces", e.get("host"))
+        if not isinstance(e.get("path"), str) or not e["path"].strip():
+            raise _err(path, f"{k}.path", "a non-empty path", e.get("path"))
+        schedule, cron = e.get("schedule"), None
+        if schedule is not None:
+            try:
+                cron = parse_cron(schedule)
+            except CronError as err:
+                raise _err(path, f"{k}.schedule",
+                           f"a 5-field cron expression 'minute hour day-of-month month day-of-week' ({err})", schedule) from None
+        out.append(ExternalStorage(e["host"], e["path"], schedule, cron))
+    return tuple(out)
 
 
 def _names(path: str, key: str, v: Any) -> list[str]:

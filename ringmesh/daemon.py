@@ -27,9 +27,10 @@ from .config import ClusterConfig, ConfigError, check_address
 from .core import catalog
 from .core.errors import RingmeshError
 from .core import election as el, membership as mb
+from .core.bandwidth import Priority
 from .core.breaker import BreakerConfig
 from .core.messages import (
-    CancelTransfer, Effect, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
+    CancelTransfer, DiskMeasured, Effect, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
     Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
 from .core.peer import Peer, PeerConfig
@@ -37,6 +38,7 @@ from .files import FileStore
 from .links import SERVER_OPTIONS, Links
 from .server import LocalService, PeerService
 from .store import Store
+from .throttle import EGRESS_ENV, INGRESS_ENV, Throttle, rate_setting
 from .transfer import pull
 from .v1 import mesh_pb2_grpc
 
@@ -65,12 +67,17 @@ class Daemon:
         self.counters: Counter[str] = Counter()
         self.learned: dict[str, str] = {}
         self.corrupt_chunks = os.environ.get("RINGMESH_TEST_CORRUPT_CHUNKS") == "1"
+        # one byte budget per direction, shared by every transfer (bytes/s; None: no limit)
+        self.egress = Throttle(rate_setting(EGRESS_ENV, getattr(self.host, "egress_bytes_per_s", None)))
+        self.ingress = Throttle(rate_setting(INGRESS_ENV, getattr(self.host, "ingress_bytes_per_s", None)))
         self.inbox: asyncio.Queue[tuple[Event, asyncio.Future | None]] = asyncio.Queue()
         self.transfers: dict[tuple[ItemKey, str], tuple[asyncio.Task, FileVersion, float]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopped = asyncio.Event()
         self.started_at = time.time()
+        self.disk: dict[str, Any] = {}
+        self._blocked: set[str] = set()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -113,6 +120,7 @@ class Daemon:
         os.chmod(sock, 0o600)
         await self._interpret(self.peer.start(time.time()))
         self._driver = asyncio.create_task(self._drive())
+        self._spawn(self._measure_disk())
         log.info("node %s incarnation %d listening on %s (data %s)", me, incarnation, self.listen, self.data_dir)
 
     def stop(self) -> None:
@@ -138,6 +146,8 @@ class Daemon:
         self._driver.cancel()
         for h in self._timers.values():
             h.cancel()
+        self.egress.close()
+        self.ingress.close()
         for task, _v, _t in self.transfers.values():
             task.cancel()
         for t in list(self._tasks):
@@ -197,7 +207,10 @@ class Daemon:
                 self._set_timer(e.name, e.at)
             elif isinstance(e, StartTransfer):
                 key = (e.version.item, e.version.digest)
-                self.transfers[key] = (asyncio.create_task(self._transfer(e.version, e.sources)), e.version, time.time())
+                prio = getattr(e, "priority", None)  # StartTransfer has no class yet: NORMAL
+                prio = Priority.NORMAL if prio is None else Priority.parse(prio)
+                task = asyncio.create_task(self._transfer(e.version, e.sources, prio))
+                self.transfers[key] = (task, e.version, time.time())
             elif isinstance(e, CancelTransfer):
                 entry = self.transfers.pop((e.item, e.digest), None)
                 if entry:
@@ -249,10 +262,10 @@ class Daemon:
             log.debug("send to %s failed: %s", to, e.code().name)
             self.submit_nowait(SendFailed(peer=to, reason=e.code().name))
 
-    async def _transfer(self, v: FileVersion, sources: tuple[str, ...]) -> None:
+    async def _transfer(self, v: FileVersion, sources: tuple[str, ...], priority: Priority) -> None:
         key = (v.item, v.digest)
         try:
-            src = await pull(v, sources, self.links, self.files)
+            src = await pull(v, sources, self.links, self.files, priority=priority, throttle=self.ingress)
         except asyncio.CancelledError:
             await asyncio.to_thread(self.files.discard, v.digest)
             raise
@@ -267,6 +280,42 @@ class Daemon:
         self.count("bytes_received", v.size)
         log.info("got %s %s (%d bytes) from %s in %.2fs", v.item, v.digest[:12], v.size, src, time.time() - started)
         self.submit_nowait(FileStored(item=v.item, digest=v.digest))
+
+    async def _measure_disk(self, every: float = 30.0) -> None:
+        """Tell the core how full our disk is, now and every `every` seconds."""
+        while True:
+            try:
+                st = await asyncio.to_thread(os.statvfs, self.data_dir)
+            except OSError as e:
+                log.warning("cannot measure the disk of %s: %s", self.data_dir, e.strerror)
+            else:
+                total = st.f_blocks * st.f_frsize
+                free = st.f_bavail * st.f_frsize
+                used = 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0.0
+                self.disk = {"total_bytes": total, "free_bytes": free, "used_percent": round(used, 1)}
+                self.submit_nowait(DiskMeasured(used_percent=used, free_bytes=free))
+            self._warn_blocked()
+            await asyncio.sleep(every)
+
+    def blocked_items(self) -> list[dict[str, Any]]:
+        """Items that no eligible host can take (every host of the right role is left out)."""
+        hosts = self.peer.host_infos()
+        out = []
+        for item, v in sorted(catalog.newest_versions(self.peer.manifest).items()):
+            p = self.peer.placement(v, hosts)
+            if p.blocked:
+                out.append({"item": str(item), "digest": v.digest, "size_bytes": v.size, "left_out": dict(p.left_out)})
+        return out
+
+    def _warn_blocked(self) -> None:
+        blocked = self.blocked_items()
+        now_blocked = {b["item"] for b in blocked}
+        for b in blocked:
+            if b["item"] not in self._blocked:
+                log.warning("BLOCKED: no host can take %s (%d bytes): %s", b["item"], b["size_bytes"],
+                            "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
+        self._blocked = now_blocked
+        self.counters["items_blocked"] = len(now_blocked)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -299,22 +348,28 @@ class Daemon:
             "election": {"role": e.role, "term": e.term, "voted_for": e.voted_for, "is_leader": e.is_leader(now),
                          "lease_left_s": round(max(0.0, e.lease_until - now), 3), "elections_started": e.elections_started},
             "local_health": p.membership.health, "membership_stats": dict(p.membership.stats),
-            "fingerprint": m.fingerprint(), "members": members,
+            "fingerprint": m.fingerprint(), "members": members, "disk": self.disk,
+            "blocked_items": self.blocked_items(),
             "items": len(catalog.newest_versions(m)),
             "transfers": [
                 {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3)}
                 for _t, v, t0 in self.transfers.values()
             ],
             "counters": dict(sorted(self.counters.items())),
+            "bandwidth": {"egress": self.egress.report(), "ingress": self.ingress.report()},
         }
 
     def listing(self) -> dict[str, Any]:
         m = self.peer.manifest
         held = catalog.holders(m)
+        hosts = self.peer.host_infos()
         items = []
         for item, v in sorted(catalog.newest_versions(m).items()):
             others = {d: hs for (it, d), hs in held.items() if it == item and d != v.digest}
+            p = self.peer.placement(v, hosts)
             items.append({
+                "targets": list(p.targets), "left_out": dict(p.left_out), "nfs_covered": dict(p.covered),
+                "blocked": p.blocked, "shortfall": p.shortfall,
                 "type": item.type, "name": item.name, "digest": v.digest, "size_bytes": v.size,
                 "chunk_size_bytes": v.chunk_size, "hlc": v.hlc, "origin": v.origin, "attrs": dict(v.attrs),
                 "holders": held.get((item, v.digest), []), "older_versions": others,
@@ -326,6 +381,8 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
     t = c.timings
     return PeerConfig(
         gossip_interval=c.gossip_interval, max_transfers=c.max_concurrent_syncs,
+        min_copies=c.min_copies, max_disk_usage_percent=c.max_disk_usage_percent,
+        excluded=frozenset(n for n, h in c.hosts.items() if h.excluded),
         membership=mb.MembershipConfig(probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]),
         election=el.ElectionConfig(heartbeat_interval=t["leader_heartbeat_seconds"], lease=t["leader_lease_seconds"],
                                    election_timeout=t["election_timeout_seconds"]),

@@ -16,8 +16,10 @@ import grpc
 
 from . import codec
 from .core import catalog, recipe
+from .core.bandwidth import Priority
 from .core.errors import LocalProtocolError, RemoteProtocolError
 from .core.messages import FilePublished, ItemKey, MessageReceived
+from .throttle import priority_from_metadata
 from .transfer import frames
 from .v1 import mesh_pb2_grpc
 
@@ -69,6 +71,10 @@ class PeerService(mesh_pb2_grpc.PeerServicer):
         if len(request.indices) > MAX_INDICES or any(i >= n for i in request.indices):
             self.d.count("rejected_messages")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk indices must be below {n}")
+        cls = priority_from_metadata(context.invocation_metadata())
+        if cls is None:  # a class this version does not know (a newer peer?): serve it as NORMAL
+            self.d.count("unknown_priorities")
+            cls = Priority.NORMAL
         for index in request.indices:
             try:
                 data = await asyncio.to_thread(self.d.files.read_chunk, item, index, size, chunk_size)
@@ -77,6 +83,7 @@ class PeerService(mesh_pb2_grpc.PeerServicer):
             if self.d.corrupt_chunks and data:  # test hook: a lying holder
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
             for idx, off, part in frames(index, data):
+                await self.d.egress.acquire(len(part), cls)
                 yield codec.Chunk(index=idx, offset=off, data=part)
             self.d.count("bytes_served", len(data))
 

@@ -14,10 +14,12 @@ import grpc
 
 from . import codec
 from .core import recipe
+from .core.bandwidth import Priority
 from .core.errors import RemoteProtocolError, RingmeshError
 from .core.messages import FileVersion
 from .files import FileStore
 from .links import Links
+from .throttle import Throttle, priority_metadata
 
 log = logging.getLogger("ringmesh.transfer")
 FRAME = 1 << 20
@@ -27,8 +29,13 @@ class TransferError(RingmeshError):
     """No source could deliver the version."""
 
 
-async def pull(v: FileVersion, sources: tuple[str, ...], links: Links, files: FileStore) -> str:
-    """Fetch `v` from the first source that can serve it; returns that source."""
+async def pull(v: FileVersion, sources: tuple[str, ...], links: Links, files: FileStore, *,
+               priority: Priority = Priority.NORMAL, throttle: Throttle | None = None) -> str:
+    """Fetch `v` from the first source that can serve it; returns that source.
+
+    `priority` is the transfer's class: it goes to the source in the call metadata (its egress
+    limit) and to `throttle`, this host's ingress limit, which every frame received waits for.
+    """
     errors = []
     for src in sources:
         stub = links.stub(src)
@@ -36,7 +43,7 @@ async def pull(v: FileVersion, sources: tuple[str, ...], links: Links, files: Fi
             errors.append(f"{src}: address unknown")
             continue
         try:
-            await _pull_from(stub, v, links, files)
+            await _pull_from(stub, v, links, files, priority, throttle)
             return src
         except (grpc.aio.AioRpcError, RemoteProtocolError, OSError) as e:
             msg = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
@@ -47,16 +54,17 @@ async def pull(v: FileVersion, sources: tuple[str, ...], links: Links, files: Fi
     raise TransferError("; ".join(errors) or "no source")
 
 
-async def _pull_from(stub, v: FileVersion, links: Links, files: FileStore) -> None:
+async def _pull_from(stub, v: FileVersion, links: Links, files: FileStore, priority: Priority,
+                     throttle: Throttle | None) -> None:
     rec = await stub.GetRecipe(codec.RecipeRequest(digest=v.digest), timeout=links.deadlines.recipe)
     digests = codec.recipe_digests(rec)
     recipe.check_recipe(v.digest, v.size, v.chunk_size, digests)
     call = stub.FetchChunks(
         codec.ChunkRequest(digest=v.digest, indices=range(len(digests))),
-        timeout=links.deadlines.transfer(v.size),
+        timeout=links.deadlines.transfer(v.size), metadata=priority_metadata(priority),
     )
     done = 0
-    async for index, data in _assemble(call, v):
+    async for index, data in _assemble(call, v, priority, throttle):
         if index != done:
             raise RemoteProtocolError(f"chunk {index} arrived, expected {done}")
         await asyncio.to_thread(files.write_chunk, v, digests, index, data)
@@ -66,8 +74,10 @@ async def _pull_from(stub, v: FileVersion, links: Links, files: FileStore) -> No
     await asyncio.to_thread(files.finish, v, digests)
 
 
-async def _assemble(frames, v: FileVersion) -> AsyncIterator[tuple[int, bytes]]:
-    """Join 1 MiB frames into whole chunks, checking each frame's place."""
+async def _assemble(frames, v: FileVersion, priority: Priority = Priority.NORMAL,
+                    throttle: Throttle | None = None) -> AsyncIterator[tuple[int, bytes]]:
+    """Join 1 MiB frames into whole chunks, checking each frame's place; each frame received
+    waits for the ingress throttle before the next is read."""
     buf, index, want = bytearray(), -1, 0
     async for fr in frames:
         if not buf:
@@ -75,6 +85,8 @@ async def _assemble(frames, v: FileVersion) -> AsyncIterator[tuple[int, bytes]]:
             want = recipe.chunk_span(index, v.size, v.chunk_size)[1]
         if fr.index != index or fr.offset != len(buf) or len(buf) + len(fr.data) > want:
             raise RemoteProtocolError(f"frame out of place: chunk {fr.index} offset {fr.offset}")
+        if throttle is not None:
+            await throttle.acquire(len(fr.data), priority)
         buf += fr.data
         if len(buf) == want:
             yield index, bytes(buf)

@@ -165,7 +165,6 @@ def _failover(c: Cluster, p: MembershipParams) -> dict[str, object]:
 def _stability(c: Cluster, p: MembershipParams) -> dict[str, object]:
     before = {n: dict(c.peer(n).membership.stats) for n in c.ids}
     terms_before = max(c.peer(n).election.term for n in c.ids)
-    leader_before = agreed_leader(c)
     c.world.run(until=c.now + p.stable_seconds)
     delta = {k: sum(c.peer(n).membership.stats[k] - before[n][k] for n in c.ids) for k in before[c.ids[0]]}
     dead_now = sum(1 for o in c.ids for x in c.ids if o != x and c.peer(o).membership.view(x) == mb.DEAD)
@@ -176,7 +175,6 @@ def _stability(c: Cluster, p: MembershipParams) -> dict[str, object]:
         "false_deaths": delta["deaths_declared"],
         "dead_views_at_end": dead_now,
         "leader_changes": max(c.peer(n).election.term for n in c.ids) - terms_before,
-        "same_leader": agreed_leader(c) == leader_before,
         "probes": delta["probes"],
         "probe_failures": delta["probe_failures"],
     }

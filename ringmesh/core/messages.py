@@ -173,11 +173,21 @@ class TransferFailed:
 
 
 @_frozen
+class DiskMeasured:
+    """The shell measured the data dir's file system (it does, now and then)."""
+
+    used_percent: float
+    free_bytes: int
+
+
+@_frozen
 class LeaveRequested:
     """A local command: this host is shutting down and says so before it goes."""
 
 
-Event = Union[TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, LeaveRequested]
+Event = Union[
+    TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, LeaveRequested,
+]
 
 
 # -- output effects --------------------------------------------------------------------------

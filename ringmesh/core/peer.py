@@ -23,11 +23,12 @@ from typing import Iterable, Mapping
 
 from . import catalog, election as el, membership as mb
 from .breaker import BreakerConfig, Breakers
+from .router import HostInfo, Placement, place
 from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    Ack, Effect, Envelope, Event, FilePublished, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
+    Ack, DiskMeasured, Effect, Envelope, Event, FilePublished, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
     SaveVote, Send, SendFailed, SetTimer, Syn, SynAck, TimerFired, TransferFailed,
 )
 from .transfers import TransferPlanner
@@ -48,6 +49,10 @@ class PeerConfig:
     max_transfers: int = 4
     retry_base: float = 1.0
     retry_cap: float = 60.0
+    min_copies: int = 2
+    max_disk_usage_percent: float = 70.0
+    excluded: frozenset[str] = frozenset()  # exclude_from_sync
+    nfs_groups: Mapping[str, str] = field(default_factory=dict)  # host -> group name
     membership: mb.MembershipConfig = field(default_factory=mb.MembershipConfig)
     election: el.ElectionConfig = field(default_factory=el.ElectionConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -123,6 +128,8 @@ class Peer:
             return self._plan_transfers(now)
         if isinstance(event, LeaveRequested):
             return self._on_leave(now)
+        if isinstance(event, DiskMeasured):
+            return self._on_disk(event, now)
         raise LocalProtocolError(f"unknown event {event!r}")
 
     def _on_timer(self, name: str, now: float) -> list[Effect]:
@@ -240,6 +247,18 @@ class Peer:
             return [self._persist([self.manifest.reincarnate(seen.incarnation + 1)], now)]
         return []
 
+    def _on_disk(self, ev: DiskMeasured, now: float) -> list[Effect]:
+        """Publish our disk figures in the node record when they moved enough to matter."""
+        old_used, old_free = self.node_record.get("disk_used_percent"), self.node_record.get("disk_free_bytes")
+        if (
+            isinstance(old_used, (int, float)) and isinstance(old_free, int)
+            and abs(old_used - ev.used_percent) < 0.5 and abs(old_free - ev.free_bytes) <= 0.01 * max(old_free, 1)
+        ):
+            return []
+        self.node_record.update(disk_used_percent=round(ev.used_percent, 1), disk_free_bytes=int(ev.free_bytes))
+        self.transfers.touch()  # a cap may have been crossed, one way or the other
+        return self._changed([self.manifest.put(catalog.NODE_KEY, catalog.pack(self.node_record))], now)
+
     def _on_leave(self, now: float) -> list[Effect]:
         """Announce a graceful leave: publish it and push it straight to a few peers."""
         before = self.manifest.own.digest()
@@ -300,8 +319,38 @@ class Peer:
             out.append(self._persist([self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v))], now))
         return out + self._plan_transfers(now)
 
+    def host_infos(self) -> list[HostInfo]:
+        """What the router needs to know of every host: its record, our view of it, the config."""
+        out = []
+        for name in sorted(set(self.known_peers()) | {self.me}):
+            rec = catalog.node_record(self.manifest, name) or {}
+            used, free = rec.get("disk_used_percent"), rec.get("disk_free_bytes")
+            out.append(HostInfo(
+                name=name, role=str(rec.get("role", "selfplay")), ephemeral=bool(rec.get("ephemeral", False)),
+                excluded=name in self.config.excluded, alive=self.membership.view(name) == mb.ALIVE,
+                nfs_group=self.config.nfs_groups.get(name),
+                disk_used_percent=float(used) if isinstance(used, (int, float)) else None,
+                disk_free_bytes=int(free) if isinstance(free, int) else None,
+            ))
+        return out
+
+    def placement(self, v: FileVersion, hosts: list[HostInfo] | None = None) -> Placement:
+        holders = catalog.holders(self.manifest).get((v.item, v.digest), [])
+        return place(
+            v.item.type, self.host_infos() if hosts is None else hosts, item_size=v.size,
+            min_copies=self.config.min_copies, cap_percent=self.config.max_disk_usage_percent, holders=holders,
+        )
+
     def wanted(self) -> list[FileVersion]:
-        return self.transfers.wanted(self.manifest)
+        hosts = self.host_infos()
+        return self.transfers.wanted(self.manifest, lambda v: self.me in self.placement(v, hosts).targets)
 
     def _plan_transfers(self, now: float) -> list[Effect]:
-        return self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now))
+        hosts: list[HostInfo] = []
+
+        def should_hold(v: FileVersion) -> bool:
+            if not hosts:
+                hosts.extend(self.host_infos())
+            return self.me in self.placement(v, hosts).targets
+
+        return self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold)

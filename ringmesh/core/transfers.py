@@ -23,10 +23,13 @@ class TransferPlanner:
         self.backoff: dict[tuple[ItemKey, str], tuple[int, float]] = {}  # failures, retry at
         self._dirty = True  # file facts changed since the last plan, or it left work undone
 
-    def wanted(self, m: Manifest) -> list[FileVersion]:
-        """Newest versions this host does not hold (the router narrows this later)."""
+    def wanted(self, m: Manifest, should_hold: Callable[[FileVersion], bool] = lambda v: True) -> list[FileVersion]:
+        """Newest versions this host should hold (the router says) and does not."""
         mine = catalog.holdings(m, self.me)
-        return [v for item, v in sorted(catalog.newest_versions(m).items()) if mine.get(item) != v.digest]
+        return [
+            v for item, v in sorted(catalog.newest_versions(m).items())
+            if mine.get(item) != v.digest and should_hold(v)
+        ]
 
     def finished(self, item: ItemKey, digest: str) -> FileVersion | None:
         self.backoff.pop((item, digest), None)
@@ -44,7 +47,10 @@ class TransferPlanner:
         """File facts (versions, holdings) changed: plan again."""
         self._dirty = True
 
-    def plan(self, m: Manifest, now: float, healthy: Callable[[str], bool]) -> list[Effect]:
+    def plan(
+        self, m: Manifest, now: float, healthy: Callable[[str], bool],
+        should_hold: Callable[[FileVersion], bool] = lambda v: True,
+    ) -> list[Effect]:
         if not self._dirty:
             return []  # nothing changed since the last plan, and it left nothing undone
         self._dirty = False
@@ -55,7 +61,7 @@ class TransferPlanner:
                 del self.running[(item, digest)]
                 out.append(CancelTransfer(item=item, digest=digest))
         held = catalog.holders(m)
-        for v in self.wanted(m):
+        for v in self.wanted(m, should_hold):
             key = (v.item, v.digest)
             if key in self.running:
                 continue

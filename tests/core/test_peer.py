@@ -86,7 +86,7 @@ class Mesh:
 def peer(name: str, seeds=(), seed: int = 0, incarnation: int = 1, **config) -> Peer:
     return Peer(
         name, incarnation=incarnation, rng=random.Random(seed), seeds=seeds,
-        node_record={"addr": f"{name}:7070", "role": "selfplay"}, config=PeerConfig(**config),
+        node_record={"addr": f"{name}:7070", "role": "training"}, config=PeerConfig(**config),
     )
 
 
@@ -113,7 +113,7 @@ def test_start_writes_the_node_record_and_sets_the_gossip_timer():
     assert catalog.NODE_KEY in upserted_keys(out)
     (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == GOSSIP]
     assert 5.0 <= timer.at <= 6.0
-    assert catalog.node_record(p.manifest, "a") == {"addr": "a:7070", "role": "selfplay"}
+    assert catalog.node_record(p.manifest, "a") == {"addr": "a:7070", "role": "training"}
     assert catalog.NODE_KEY not in upserted_keys(p.start(6.0))  # same record: nothing to write
 
 
@@ -123,8 +123,8 @@ def test_two_peers_converge_after_a_few_rounds():
         m.tick()
     a, b = m.peers["a"].manifest, m.peers["b"].manifest
     assert a.content() == b.content()
-    assert catalog.node_record(b, "a") == {"addr": "a:7070", "role": "selfplay"}
-    assert catalog.node_record(a, "b") == {"addr": "b:7070", "role": "selfplay"}
+    assert catalog.node_record(b, "a") == {"addr": "a:7070", "role": "training"}
+    assert catalog.node_record(a, "b") == {"addr": "b:7070", "role": "training"}
     # every manifest change learnt from gossip was handed to the shell to persist
     assert any(ch.origin == "a" for p in m.of("b", Persist) for ch in p.changes)
 

@@ -9,7 +9,7 @@ from ringmesh.localcluster import LocalCluster
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(tmp_path / "cluster", 3, gossip_interval=0.2)
+    c = LocalCluster(tmp_path / "cluster", 3, gossip_interval=0.2, roles={f"node{i}": "training" for i in (1, 2, 3)})
     try:
         c.start_all()
         yield c

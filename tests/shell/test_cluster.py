@@ -64,10 +64,10 @@ def test_file_reaches_every_peer_and_a_killed_peer_catches_up(cluster, tmp_path)
 
 
 def test_peer_with_wiped_disk_returns_as_a_new_incarnation(cluster, tmp_path):
-    f = _random_file(tmp_path / "checkpoint_epoch_50.pth", 1 * MiB)
+    f = _random_file(tmp_path / "canonical_sq8_2p.pth", 1 * MiB)
     with cluster.nodes["node1"].client() as c:
-        put = c.put(f, "checkpoint")
-    wait_for(_everyone_holds(cluster, f.name, put["digest"]), 30, what="the checkpoint everywhere")
+        put = c.put(f, "model")
+    wait_for(_everyone_holds(cluster, f.name, put["digest"]), 30, what="the model everywhere")
     old = cluster.nodes["node2"].query("status")["incarnation"]
 
     cluster.signal("node2", signal.SIGKILL)
@@ -81,7 +81,7 @@ def test_peer_with_wiped_disk_returns_as_a_new_incarnation(cluster, tmp_path):
         return len(incs) == 3 and all(i is not None and i > old for i in incs.values())
 
     wait_for(new_life_known_everywhere, 30, what="node2's new incarnation everywhere")
-    wait_for(_everyone_holds(cluster, f.name, put["digest"]), 30, what="node2 to fetch the checkpoint again")
+    wait_for(_everyone_holds(cluster, f.name, put["digest"]), 30, what="node2 to fetch the model again")
     wait_for(cluster.converged, 30, what="identical manifests")
 
 
