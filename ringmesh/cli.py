@@ -77,6 +77,27 @@ def _status(args) -> int:
     return 0
 
 
+def _sync(args) -> int:
+    from .client import LocalClient
+
+    with LocalClient(args.data_dir) as c:
+        if args.config_key:
+            doc = c.control("priority", config_key=args.config_key, priority=args.priority)
+        else:
+            doc = c.control("sync")
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    recs = doc["recommendations"]
+    print(f"{len(recs)} transfer(s) to make" + (f"; {args.config_key} at {args.priority} priority" if args.config_key else ""))
+    for r in recs:
+        eta = "no source yet" if r["estimated_seconds"] is None else f"~{r['estimated_seconds']} s at {r['rate_bytes_per_s'] / 1e6:.0f} MB/s"
+        print(f"  {r['priority']:10} {r['host']:16} <- {','.join(r['sources']) or '-':16} {r['item']:40} {r['bytes']} bytes, {eta}")
+    for b in doc["blocked_items"]:
+        print(f"  BLOCKED {b['item']}: " + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -135,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
         s.add_argument("--json", action="store_true")
         s.set_defaults(fn=fn)
+
+    s = sub.add_parser("sync", help="plan transfers now; with --config-key, move that config's data to the front")
+    s.add_argument("--config-key", help="e.g. hex8_2p")
+    s.add_argument("--priority", default="high", choices=["critical", "high", "normal", "low", "background"])
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_sync)
 
     s = sub.add_parser("demo", help="a local cluster of real peers on loopback")
     s.add_argument("--nodes", type=int, default=5)

@@ -50,3 +50,13 @@ class LocalClient:
 
     def ls(self) -> dict[str, Any]:
         return json.loads(self._call(self.stub.Get, codec.Query(what="ls")).json)
+
+    def get(self, what: str, **args: object) -> dict[str, Any]:
+        """A report: status, ls, recommendations, cluster, replication_targets."""
+        q = codec.Query(what=what, args={k: str(v) for k, v in args.items()})
+        return json.loads(self._call(self.stub.Get, q).json)
+
+    def control(self, what: str, **args: object) -> dict[str, Any]:
+        """An order: sync, priority (config_key=, priority=)."""
+        q = codec.Query(what=what, args={k: str(v) for k, v in args.items()})
+        return json.loads(self._call(self.stub.Control, q).json)

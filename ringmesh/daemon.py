@@ -317,6 +317,10 @@ class Daemon:
         self._blocked = now_blocked
         self.counters["items_blocked"] = len(now_blocked)
 
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
 
@@ -383,6 +387,7 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
         gossip_interval=c.gossip_interval, max_transfers=c.max_concurrent_syncs,
         min_copies=c.min_copies, max_disk_usage_percent=c.max_disk_usage_percent,
         excluded=frozenset(n for n, h in c.hosts.items() if h.excluded),
+        nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
         membership=mb.MembershipConfig(probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]),
         election=el.ElectionConfig(heartbeat_interval=t["leader_heartbeat_seconds"], lease=t["leader_lease_seconds"],
                                    election_timeout=t["election_timeout_seconds"]),

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from . import codec
+from . import codec, reports
 from .core import catalog, recipe
 from .core.bandwidth import Priority
 from .core.errors import LocalProtocolError, RemoteProtocolError
-from .core.messages import FilePublished, ItemKey, MessageReceived
+from .core.bandwidth import Priority
+from .core.messages import FilePublished, ItemKey, MessageReceived, PrioritySet, SyncRequested
 from .throttle import priority_from_metadata
 from .transfer import frames
 from .v1 import mesh_pb2_grpc
@@ -110,10 +111,33 @@ class LocalService(mesh_pb2_grpc.LocalServicer):
                               chunk_size=hashed.chunk_size, hlc=v.hlc if v else 0)
 
     async def Get(self, request, context):
-        if request.what == "status":
-            doc = self.d.status()
-        elif request.what == "ls":
-            doc = self.d.listing()
-        else:
+        readers = {
+            "status": self.d.status, "ls": self.d.listing,
+            "recommendations": lambda: reports.recommendations(self.d),
+            "cluster": lambda: reports.cluster_data(self.d),
+            "replication_targets": lambda: reports.targets_for(self.d, dict(request.args)),
+        }
+        if request.what not in readers:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown query {request.what!r}")
+        try:
+            doc = readers[request.what]()
+        except LocalProtocolError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return codec.Document(json=json.dumps(doc, sort_keys=True))
+
+    async def Control(self, request, context):
+        args = dict(request.args)
+        try:
+            if request.what == "sync":
+                await self.d.submit(SyncRequested())
+            elif request.what == "priority":
+                key = args.get("config_key", "")
+                if not key:
+                    raise LocalProtocolError("priority needs a config_key")
+                prio = Priority.parse(args.get("priority", "high"))
+                await self.d.submit(PrioritySet(config_key=key, priority=prio.label))
+            else:
+                raise LocalProtocolError(f"unknown order {request.what!r}")
+        except LocalProtocolError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return codec.Document(json=json.dumps(reports.recommendations(self.d), sort_keys=True))

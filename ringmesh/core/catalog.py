@@ -31,6 +31,18 @@ def is_node_id(node: object) -> bool:
     return isinstance(node, str) and _NODE_ID.fullmatch(node) is not None
 
 
+_CONFIG_KEY = re.compile(r"(square8|square19|hex8|hexagonal)_([234])p")
+
+
+def config_key_of(v: FileVersion) -> str | None:
+    """`{board}_{players}p` of a file version: its `config_key` attribute, else from its name."""
+    key = v.attrs.get("config_key")
+    if key:
+        return key
+    m = _CONFIG_KEY.search(v.item.name)
+    return f"{m[1]}_{m[2]}p" if m else None
+
+
 def check_name(name: str) -> str:
     """A file name confined to its type's folder: one path component, printable, bounded."""
     if not isinstance(name, str) or not name:

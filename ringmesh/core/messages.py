@@ -181,12 +181,26 @@ class DiskMeasured:
 
 
 @_frozen
+class PrioritySet:
+    """A local command: transfers of items of `config_key` go at `priority` and go first."""
+
+    config_key: str
+    priority: str  # critical | high | normal | low | background
+
+
+@_frozen
+class SyncRequested:
+    """A local command: plan transfers now rather than at the next tick."""
+
+
+@_frozen
 class LeaveRequested:
     """A local command: this host is shutting down and says so before it goes."""
 
 
 Event = Union[
-    TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, LeaveRequested,
+    TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, PrioritySet,
+    SyncRequested, LeaveRequested,
 ]
 
 
@@ -225,6 +239,7 @@ class SaveVote:
 class StartTransfer:
     version: FileVersion
     sources: tuple[str, ...]
+    priority: str = "normal"
 
 
 @_frozen

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from . import catalog, election as el, membership as mb
+from .bandwidth import Priority
 from .breaker import BreakerConfig, Breakers
 from .router import HostInfo, Placement, place
 from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    Ack, DiskMeasured, Effect, Envelope, Event, FilePublished, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
+    Ack, DiskMeasured, Effect, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
     SaveVote, Send, SendFailed, SetTimer, Syn, SynAck, TimerFired, TransferFailed,
 )
 from .transfers import TransferPlanner
@@ -94,6 +95,7 @@ class Peer:
         self.membership = mb.Membership(me, self.manifest, self.clock, rng, config.membership)
         self.election = el.Election(me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1])
         self.breakers = Breakers(rng, config.breaker)
+        self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
         self.transfers = TransferPlanner(
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
         )
@@ -130,6 +132,13 @@ class Peer:
             return self._on_leave(now)
         if isinstance(event, DiskMeasured):
             return self._on_disk(event, now)
+        if isinstance(event, PrioritySet):
+            self.priorities[event.config_key] = Priority.parse(event.priority)
+            self.transfers.touch()
+            return self._plan_transfers(now)
+        if isinstance(event, SyncRequested):
+            self.transfers.touch()
+            return self._plan_transfers(now)
         raise LocalProtocolError(f"unknown event {event!r}")
 
     def _on_timer(self, name: str, now: float) -> list[Effect]:
@@ -353,4 +362,7 @@ class Peer:
                 hosts.extend(self.host_infos())
             return self.me in self.placement(v, hosts).targets
 
-        return self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold)
+        return self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold, self.priority_of)
+
+    def priority_of(self, v: FileVersion) -> Priority:
+        return self.priorities.get(catalog.config_key_of(v) or "", Priority.NORMAL)

@@ -11,6 +11,7 @@ import random
 from typing import Callable
 
 from . import catalog
+from .bandwidth import Priority
 from .manifest import Manifest
 from .messages import CancelTransfer, Effect, FileVersion, ItemKey, StartTransfer
 
@@ -50,7 +51,9 @@ class TransferPlanner:
     def plan(
         self, m: Manifest, now: float, healthy: Callable[[str], bool],
         should_hold: Callable[[FileVersion], bool] = lambda v: True,
+        priority: Callable[[FileVersion], Priority] = lambda v: Priority.NORMAL,
     ) -> list[Effect]:
+        """Start what is wanted, most urgent first, within `max_transfers`."""
         if not self._dirty:
             return []  # nothing changed since the last plan, and it left nothing undone
         self._dirty = False
@@ -61,7 +64,7 @@ class TransferPlanner:
                 del self.running[(item, digest)]
                 out.append(CancelTransfer(item=item, digest=digest))
         held = catalog.holders(m)
-        for v in self.wanted(m, should_hold):
+        for v in sorted(self.wanted(m, should_hold), key=lambda v: -priority(v)):
             key = (v.item, v.digest)
             if key in self.running:
                 continue
@@ -71,5 +74,5 @@ class TransferPlanner:
                 continue
             self.rng.shuffle(sources)
             self.running[key] = v
-            out.append(StartTransfer(version=v, sources=tuple(sources)))
+            out.append(StartTransfer(version=v, sources=tuple(sources), priority=priority(v).label))
         return out

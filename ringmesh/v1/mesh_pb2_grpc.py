@@ -205,6 +205,11 @@ class LocalStub:
                 request_serializer=ringmesh_dot_v1_dot_mesh__pb2.Query.SerializeToString,
                 response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Document.FromString,
                 _registered_method=True)
+        self.Control = channel.unary_unary(
+                '/ringmesh.v1.Local/Control',
+                request_serializer=ringmesh_dot_v1_dot_mesh__pb2.Query.SerializeToString,
+                response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Document.FromString,
+                _registered_method=True)
 
 
 class LocalServicer:
@@ -217,7 +222,15 @@ class LocalServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Reads: "status", "ls", "recommendations", "cluster", "replication_targets" (args: item, type, min_copies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Control(self, request, context):
+        """Orders: "sync" (plan transfers now), "priority" (args: config_key, priority).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -232,6 +245,11 @@ def add_LocalServicer_to_server(servicer, server):
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
+                    request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Query.FromString,
+                    response_serializer=ringmesh_dot_v1_dot_mesh__pb2.Document.SerializeToString,
+            ),
+            'Control': grpc.unary_unary_rpc_method_handler(
+                    servicer.Control,
                     request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Query.FromString,
                     response_serializer=ringmesh_dot_v1_dot_mesh__pb2.Document.SerializeToString,
             ),
@@ -288,6 +306,33 @@ class Local:
             request,
             target,
             '/ringmesh.v1.Local/Get',
+            ringmesh_dot_v1_dot_mesh__pb2.Query.SerializeToString,
+            ringmesh_dot_v1_dot_mesh__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Control(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringmesh.v1.Local/Control',
             ringmesh_dot_v1_dot_mesh__pb2.Query.SerializeToString,
             ringmesh_dot_v1_dot_mesh__pb2.Document.FromString,
             options,
