@@ -411,7 +411,7 @@ def _storage(path: str, v: Any, warnings: list[str]) -> tuple[ExternalStorage, .
                 cron = parse_cron(schedule)
             except CronError as err:
                 raise _err(path, f"{k}.schedule",
-                           f"a 5-field cron expression 'minute hour day-of-month month day-of-week' ({err})", schedule) from None
+                           f"a 5-field cron expression 'minute hour day-of-month month day-of-week' or '@every N[s|m|h]' ({err})", schedule) from None
         out.append(ExternalStorage(e["host"], e["path"], schedule, cron))
     return tuple(out)
 

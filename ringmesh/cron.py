@@ -15,6 +15,7 @@ the datetime's tzinfo.
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -105,9 +106,29 @@ def _field(text: str, name: str, lo: int, hi: int) -> frozenset[int]:
     return frozenset(values)
 
 
-def parse_cron(text: str) -> Cron:
+@dataclass(frozen=True)
+class Every:
+    """`@every 30s` / `@every 6h`: a fixed interval (seconds), for short test schedules and for
+    operators who mean "every so often" rather than a wall-clock time."""
+
+    text: str
+    seconds: float
+
+    def next_after(self, after: datetime) -> datetime:
+        return after + timedelta(seconds=self.seconds)
+
+
+_EVERY = re.compile(r"@every\s+(\d+(?:\.\d+)?)\s*(s|m|h)")
+
+
+def parse_cron(text: str) -> Cron | Every:
     if not isinstance(text, str):
         raise CronError(f"expected a string, got {type(text).__name__}")
+    if text.strip().startswith("@every"):
+        m = _EVERY.fullmatch(text.strip())
+        if not m or float(m[1]) <= 0:
+            raise CronError(f"expected '@every N' with N > 0 and a unit s, m or h, got {text!r}")
+        return Every(text, float(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]])
     parts = text.split()
     if len(parts) != 5:
         raise CronError(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}")
@@ -126,6 +147,6 @@ def _longest_month(month: int) -> int:
     return calendar.monthrange(2000, month)[1]  # 2000 is a leap year: February has 29 days
 
 
-def next_after(expr: str | Cron, after: datetime) -> datetime:
+def next_after(expr: str | Cron | Every, after: datetime) -> datetime:
     """The first time strictly after `after` at which `expr` fires."""
-    return (expr if isinstance(expr, Cron) else parse_cron(expr)).next_after(after)
+    return (parse_cron(expr) if isinstance(expr, str) else expr).next_after(after)

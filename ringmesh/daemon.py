@@ -34,6 +34,7 @@ from .core.messages import (
     Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
 from .core.peer import Peer, PeerConfig
+from .backup import Backups
 from .files import FileStore
 from .links import SERVER_OPTIONS, Links
 from .server import LocalService, PeerService
@@ -121,6 +122,8 @@ class Daemon:
         await self._interpret(self.peer.start(time.time()))
         self._driver = asyncio.create_task(self._drive())
         self._spawn(self._measure_disk())
+        self.backups = Backups(self)
+        self._spawn(self.backups.loop())
         log.info("node %s incarnation %d listening on %s (data %s)", me, incarnation, self.listen, self.data_dir)
 
     def stop(self) -> None:
@@ -353,7 +356,7 @@ class Daemon:
                          "lease_left_s": round(max(0.0, e.lease_until - now), 3), "elections_started": e.elections_started},
             "local_health": p.membership.health, "membership_stats": dict(p.membership.stats),
             "fingerprint": m.fingerprint(), "members": members, "disk": self.disk,
-            "blocked_items": self.blocked_items(),
+            "blocked_items": self.blocked_items(), "backups": p.backups(),
             "items": len(catalog.newest_versions(m)),
             "transfers": [
                 {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3)}

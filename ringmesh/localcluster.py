@@ -69,7 +69,7 @@ class Node:
 
 class LocalCluster:
     def __init__(self, root: str | Path, n: int, *, gossip_interval: float = 0.25, roles: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, routing: dict | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(n)
@@ -80,7 +80,7 @@ class LocalCluster:
         roles = roles or {}
         self.config_path = self.root / "distributed_hosts.yaml"
         self.config_path.write_text(yaml.safe_dump({
-            "sync_routing": {"gossip_interval_seconds": gossip_interval, "min_copies": 2},
+            "sync_routing": {"gossip_interval_seconds": gossip_interval, "min_copies": 2, **(routing or {})},
             "hosts": {nd.name: {"address": nd.address, "provider": "local", "role": roles.get(nd.name, "selfplay")}
                       for nd in self.nodes.values()},
         }, sort_keys=False))

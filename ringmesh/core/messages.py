@@ -194,13 +194,27 @@ class SyncRequested:
 
 
 @_frozen
+class BackupFinished:
+    """The shell ran scheduled backup `index` as leader of `term` (recorded only if still so)."""
+
+    index: int
+    term: int
+    ok: bool
+    bytes: int
+    target: str
+    started_at: float
+    seconds: float
+    detail: str = ""
+
+
+@_frozen
 class LeaveRequested:
     """A local command: this host is shutting down and says so before it goes."""
 
 
 Event = Union[
     TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, PrioritySet,
-    SyncRequested, LeaveRequested,
+    SyncRequested, BackupFinished, LeaveRequested,
 ]
 
 

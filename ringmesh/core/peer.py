@@ -29,7 +29,7 @@ from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    Ack, DiskMeasured, Effect, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
+    Ack, BackupFinished, DiskMeasured, Effect, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
     SaveVote, Send, SendFailed, SetTimer, Syn, SynAck, TimerFired, TransferFailed,
 )
 from .transfers import TransferPlanner
@@ -136,6 +136,8 @@ class Peer:
             self.priorities[event.config_key] = Priority.parse(event.priority)
             self.transfers.touch()
             return self._plan_transfers(now)
+        if isinstance(event, BackupFinished):
+            return self._on_backup(event, now)
         if isinstance(event, SyncRequested):
             self.transfers.touch()
             return self._plan_transfers(now)
@@ -267,6 +269,27 @@ class Peer:
         self.node_record.update(disk_used_percent=round(ev.used_percent, 1), disk_free_bytes=int(ev.free_bytes))
         self.transfers.touch()  # a cap may have been crossed, one way or the other
         return self._changed([self.manifest.put(catalog.NODE_KEY, catalog.pack(self.node_record))], now)
+
+    def _on_backup(self, ev: BackupFinished, now: float) -> list[Effect]:
+        """Record a backup run in the manifest, fenced by the term it ran under."""
+        if not (self.election.is_leader(now) and self.election.term == ev.term):
+            return []  # we are no longer the leader that ran it: the result is not ours to record
+        value = catalog.pack({"term": ev.term, "ok": ev.ok, "bytes": ev.bytes, "target": ev.target,
+                              "started_at": ev.started_at, "seconds": ev.seconds, "detail": ev.detail[:500]})
+        return self._changed([self.manifest.put(f"backup/{ev.index}", value)], now)
+
+    def backups(self) -> dict[str, dict]:
+        """The newest recorded run of each backup target (highest term, then latest start)."""
+        best: dict[str, dict] = {}
+        for origin, f in self.manifest.live_facts("backup/"):
+            v = catalog.unpack(f.value)
+            if v is None:
+                continue
+            v["leader"] = origin
+            cur = best.get(f.key)
+            if cur is None or (v.get("term", 0), v.get("started_at", 0)) > (cur.get("term", 0), cur.get("started_at", 0)):
+                best[f.key] = v
+        return best
 
     def _on_leave(self, now: float) -> list[Effect]:
         """Announce a graceful leave: publish it and push it straight to a few peers."""

@@ -66,3 +66,18 @@ def test_bad_expressions(expr, message):
 def test_not_a_string():
     with pytest.raises(CronError, match="expected a string"):
         parse_cron(6)
+
+
+def test_every_intervals():
+    from datetime import datetime, timedelta
+
+    from ringmesh.cron import CronError, Every, parse_cron
+
+    e = parse_cron("@every 2s")
+    assert isinstance(e, Every) and e.seconds == 2
+    t = datetime(2026, 1, 1)
+    assert e.next_after(t) == t + timedelta(seconds=2)
+    assert parse_cron("@every 6h").seconds == 6 * 3600
+    for bad in ("@every", "@every 0s", "@every 5 parsecs", "@every -1m"):
+        with pytest.raises(CronError):
+            parse_cron(bad)
