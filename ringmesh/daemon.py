@@ -30,7 +30,7 @@ from .core import election as el, membership as mb
 from .core.bandwidth import Priority
 from .core.breaker import BreakerConfig
 from .core.messages import (
-    CancelTransfer, DiskMeasured, Effect, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
+    CancelTransfer, DiskMeasured, Effect, Emit, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
     Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
 from .core.peer import Peer, PeerConfig
@@ -69,8 +69,8 @@ class Daemon:
         self.learned: dict[str, str] = {}
         self.corrupt_chunks = os.environ.get("RINGMESH_TEST_CORRUPT_CHUNKS") == "1"
         # one byte budget per direction, shared by every transfer (bytes/s; None: no limit)
-        self.egress = Throttle(rate_setting(EGRESS_ENV, getattr(self.host, "egress_bytes_per_s", None)))
-        self.ingress = Throttle(rate_setting(INGRESS_ENV, getattr(self.host, "ingress_bytes_per_s", None)))
+        self.egress = Throttle(rate_setting(EGRESS_ENV, self.host.egress_bytes_per_s))
+        self.ingress = Throttle(rate_setting(INGRESS_ENV, self.host.ingress_bytes_per_s))
         self.inbox: asyncio.Queue[tuple[Event, asyncio.Future | None]] = asyncio.Queue()
         self.transfers: dict[tuple[ItemKey, str], tuple[asyncio.Task, FileVersion, float]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -79,6 +79,7 @@ class Daemon:
         self.started_at = time.time()
         self.disk: dict[str, Any] = {}
         self._blocked: set[str] = set()
+        self.events: list[dict[str, Any]] = []  # the last membership and leadership changes
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -210,10 +211,13 @@ class Daemon:
                 self._set_timer(e.name, e.at)
             elif isinstance(e, StartTransfer):
                 key = (e.version.item, e.version.digest)
-                prio = getattr(e, "priority", None)  # StartTransfer has no class yet: NORMAL
-                prio = Priority.NORMAL if prio is None else Priority.parse(prio)
-                task = asyncio.create_task(self._transfer(e.version, e.sources, prio))
+                task = asyncio.create_task(self._transfer(e.version, e.sources, Priority.parse(e.priority)))
                 self.transfers[key] = (task, e.version, time.time())
+            elif isinstance(e, Emit):
+                self.events.append({"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail})
+                del self.events[:-50]
+                log.log(logging.WARNING if e.kind == "declared-dead" else logging.INFO,
+                        "%s %s %s", e.kind, e.subject or "(none)", e.detail)
             elif isinstance(e, CancelTransfer):
                 entry = self.transfers.pop((e.item, e.digest), None)
                 if entry:
@@ -356,7 +360,7 @@ class Daemon:
                          "lease_left_s": round(max(0.0, e.lease_until - now), 3), "elections_started": e.elections_started},
             "local_health": p.membership.health, "membership_stats": dict(p.membership.stats),
             "fingerprint": m.fingerprint(), "members": members, "disk": self.disk,
-            "blocked_items": self.blocked_items(), "backups": p.backups(),
+            "blocked_items": self.blocked_items(), "backups": p.backups(), "events": list(self.events),
             "items": len(catalog.newest_versions(m)),
             "transfers": [
                 {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3)}

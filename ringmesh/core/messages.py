@@ -250,6 +250,16 @@ class SaveVote:
 
 
 @_frozen
+class Emit:
+    """Something an operator wants to read in the log: a member suspected or declared dead,
+    a new leader. Interpreters log it; it changes nothing."""
+
+    kind: str  # suspected | declared-dead | leader
+    subject: str
+    detail: str = ""
+
+
+@_frozen
 class StartTransfer:
     version: FileVersion
     sources: tuple[str, ...]
@@ -262,4 +272,4 @@ class CancelTransfer:
     digest: str
 
 
-Effect = Union[Send, SetTimer, Persist, SaveVote, StartTransfer, CancelTransfer]
+Effect = Union[Send, SetTimer, Persist, SaveVote, StartTransfer, CancelTransfer, Emit]

@@ -29,7 +29,7 @@ from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    Ack, BackupFinished, DiskMeasured, Effect, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
+    Ack, BackupFinished, DiskMeasured, Effect, Emit, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
     SaveVote, Send, SendFailed, SetTimer, Syn, SynAck, TimerFired, TransferFailed,
 )
 from .transfers import TransferPlanner
@@ -315,6 +315,8 @@ class Peer:
             out += self._changed(o.changes, now)
         out += [self._send(to, msg, now) for to, msg in o.sends]
         out += [SetTimer(name=name, at=at) for name, at in o.timers]
+        out += [Emit(kind="suspected", subject=x) for x in o.suspected]
+        out += [Emit(kind="declared-dead", subject=x) for x in o.declared_dead]
         return out
 
     def _election(self, o: el.Out, now: float) -> list[Effect]:
@@ -325,6 +327,9 @@ class Peer:
             out.append(self._persist([self.manifest.put(LEADER_KEY, catalog.pack({"t": self.election.term}))], now))
         out += [self._send(to, msg, now) for to, msg in o.sends]
         out += [SetTimer(name=name, at=at) for name, at in o.timers]
+        if o.leader_changed:
+            e = self.election
+            out.append(Emit(kind="leader", subject=e.leader or "", detail=f"term {e.term}, this host {e.role}"))
         return out
 
     # -- files -----------------------------------------------------------------------------

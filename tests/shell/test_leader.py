@@ -72,3 +72,25 @@ def test_a_leader_stopped_past_its_lease_does_not_act_when_resumed(five):
     assert not st["election"]["is_leader"], st["election"]
     assert wait_for(lambda: _agreed(five, everyone), 30, what="the stopped leader to follow") == (new, new_term)
     wait_for(lambda: _acting(five, everyone) == [new], 10, what="only the new leader to hold a lease")
+
+
+def test_a_graceful_leave_is_announced_not_detected(five):
+    everyone = list(five.nodes)
+    wait_for(lambda: _agreed(five, everyone), 30, what="a settled cluster")
+    assert five.signal("node5", signal.SIGTERM) == 0
+
+    def seen_left():
+        docs = [five.nodes[n].query("status") for n in everyone[:4]]
+        return all(d and {m["name"]: m["state"] for m in d["members"]}.get("node5") == "left" for d in docs)
+
+    wait_for(seen_left, 10, what="every host to see node5 as left")
+    events = [e for n in everyone[:4] for e in five.nodes[n].query("status")["events"] if e["subject"] == "node5"]
+    assert not [e for e in events if e["kind"] == "declared-dead"], "announced, not detected"
+    five.start("node5")
+    five.wait_ready("node5")
+
+    def back():
+        docs = [five.nodes[n].query("status") for n in everyone]
+        return all(d and {m["name"]: m["state"] for m in d["members"]}.get("node5") == "alive" for d in docs)
+
+    wait_for(back, 20, what="node5 alive again everywhere")
