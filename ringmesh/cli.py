@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 from .config import ConfigError, load_config
 from .core.catalog import FILE_TYPES
@@ -72,6 +73,10 @@ def _status(args) -> int:
         hb = "-" if m["heartbeat"] is None else m["heartbeat"]
         print(f"{m['name']:20} {m['state']:8} {m['address'] or '-':22} {m['role'] or '-':12} {'yes' if m['voter'] else 'no':5} "
               f"{hb:>9} {m['breaker']['state']:9}")
+    for ev in doc.get("events", [])[-5:]:
+        print(f"event {time.strftime('%H:%M:%S', time.localtime(ev['at']))} {ev['kind']} {ev['subject']} {ev['detail']}")
+    for b in doc.get("blocked_items", []):
+        print(f"BLOCKED {b['item']}: " + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
     for t in doc["transfers"]:
         print(f"transfer {t['item']} {t['digest'][:12]} {t['size_bytes']} bytes, running {t['running_s']} s")
     return 0
