@@ -21,7 +21,6 @@ from .core.bandwidth import WEIGHTS, Limiter, Priority
 from .core.errors import LocalProtocolError
 
 METADATA_KEY = "ringmesh-priority"
-DEFAULT_RATE = 50_000_000  # bytes/s: the seed's RINGRIFT_SYNC_BANDWIDTH_MBPS default, 50 MB/s
 MIN_BURST = 64 * 1024  # bytes
 EGRESS_ENV = "RINGMESH_EGRESS_BYTES_PER_S"
 INGRESS_ENV = "RINGMESH_INGRESS_BYTES_PER_S"
@@ -36,7 +35,8 @@ def rate_setting(env_name: str, configured: int | None, env: Mapping[str, str] |
     """The rate of one direction in bytes/s, None for no limit.
 
     The environment variable wins (an operator's or a test's override; 0 = no limit), then
-    the host's configured rate, then DEFAULT_RATE.
+    the host's configured rate (`HostConfig.egress_bytes_per_s` / `ingress_bytes_per_s`, which
+    the config resolves: host > provider default > global default).
     """
     env = os.environ if env is None else env
     raw = env.get(env_name)
@@ -48,9 +48,7 @@ def rate_setting(env_name: str, configured: int | None, env: Mapping[str, str] |
         if value < 0:
             raise ConfigError(f"environment: {env_name}: expected a whole number of bytes/s >= 0 (0: no limit), got {raw!r}")
         return value or None
-    if configured is not None:
-        return int(configured) or None
-    return DEFAULT_RATE
+    return configured or None
 
 
 def priority_metadata(cls: Priority) -> tuple[tuple[str, str], ...]:

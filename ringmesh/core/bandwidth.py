@@ -31,7 +31,9 @@ Time and rounding: `now` (seconds) is rounded to whole microseconds and tokens a
 byte-microseconds, all integers: refills are exact, and at the `wake_at` a poll returns, the
 head request's tokens are there (`wake_at` is nudged up until it rounds back to at least the
 intended microsecond), so driving the limiter by its own wake times always makes progress.
-A `now` earlier than one already seen counts as the latest one seen.
+The price of whole microseconds: when the burst exceeds a request by less than one
+microsecond's refill (`rate / 10^6` bytes), a rounded-up wake can overflow the bucket and
+waste under that much per grant. A `now` earlier than one already seen counts as the latest.
 
 Admission (max_concurrent_syncs) is not here: the transfer planner (`core/transfers.py`,
 `max_transfers`) already decides how many transfers run.

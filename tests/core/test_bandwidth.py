@@ -74,7 +74,11 @@ def backlog(d: Driver, flows: dict[object, Priority], size, depth: int):
     for flow in flows:
         for _ in range(depth):
             one(flow)
-    return lambda rid: one(d.reqs[rid][0])
+    def refill(rid):
+        if d.reqs[rid][0] in flows:
+            one(d.reqs[rid][0])
+
+    return refill
 
 
 # -- the token bucket ---------------------------------------------------------------------
@@ -138,18 +142,17 @@ def test_polling_at_the_wake_time_always_grants_no_livelock(rate, burst, start_s
 @given(classes, st.integers(1, 10**8), st.integers(1, 4 * MiB), st.integers(1, 4 * MiB))
 def test_a_lone_class_gets_the_full_rate(cls, rate, burst, max_req):
     max_req = min(max_req, burst)
+    burst = min(burst, 100 * max_req)  # keeps the number of grants small
     d = Driver(Limiter(rate, burst))
     refill = backlog(d, {"a": cls, "b": cls}, lambda i: 1 + (i * 7919) % max_req, depth=2)
-    until = max(US, round(300 * max_req / rate * US))  # ~300 requests' worth, at least 1 s
+    until = -(-300 * max_req * US // rate)  # ~300 requests' worth
     d.run(until, refill)
     total = sum(d.bytes_by(lambda f, c: c).values())
     # continuous demand: what is left in the bucket at the end is less than one request; the only
-    # other loss is wake times rounded up to whole µs overflowing a bucket no bigger than one
-    # request: under rate/10^6 bytes per grant
-    lost = len(d.grants) * rate if burst < 2 * max_req else 0
+    # other loss is a wake time rounded up to a whole µs overflowing a bucket that has less than
+    # one µs of refill to spare above the request: under rate/10^6 bytes per grant
+    lost = len(d.grants) * rate if (burst - max_req) * US < rate else 0
     assert rate * until + burst * US - max_req * US - lost < total * US <= rate * until + burst * US
-    if burst >= 2 * max_req:
-        assert lost == 0
 
 
 def test_time_going_backwards_adds_no_tokens():
@@ -158,7 +161,7 @@ def test_time_going_backwards_adds_no_tokens():
     lim.submit("a", P.NORMAL, 1000, 10.0)
     assert lim.poll(10.0).granted == (0,)
     lim.submit("a", P.NORMAL, 500, 10.0)
-    assert lim.poll(5.0) .granted == ()
+    assert lim.poll(5.0).granted == ()
     assert lim.tokens(9.0) == 0
     assert lim.poll(10.5).granted == (1,)
 
@@ -198,8 +201,7 @@ def test_a_class_with_demand_is_never_starved(victim, flood, flood_flows):
     d.run(10 * US, refill)
     got = d.bytes_by(lambda f, c: f == "victim")
     share = WEIGHTS[victim] / (WEIGHTS[victim] + sum(WEIGHTS[c] for c in set(flood) - {victim}))
-    if victim in flood:  # it shares its class round-robin with flood flows
-        share /= 1 + sum(1 for c in flows.values() if c == victim) - 1
+    share /= sum(1 for c in flows.values() if c == victim)  # flows of one class take turns
     total = got[True] + got[False]
     assert got[True] >= share * total - 2 * frame
 
