@@ -24,6 +24,7 @@ class LinkModel:
     loss: float = 0.0
     duplicate: float = 0.0  # probability that a delivered message arrives twice
     deadline: float = 1.0  # when the sender learns that a blocked link failed
+    egress_bytes_per_s: float | None = None  # each host's uplink; None: unlimited
 
     def __post_init__(self) -> None:
         if self.latency < 0 or self.jitter < 0 or self.deadline < 0:
@@ -56,11 +57,16 @@ class Network:
         self.rng = rng
         self.model = model
         self.blocked: set[tuple[str, str]] = set()
+        self.uplink_free: dict[str, float] = {}  # when each host's uplink is next idle
+        self.uplink_bytes: dict[str, int] = {}
         self.stats = NetworkStats()
 
     # -- one message -------------------------------------------------------------------------
 
-    def route(self, src: str, dst: str) -> Route:
+    def route(self, src: str, dst: str, size: int = 0, now: float = 0.0) -> Route:
+        """What happens to a message of `size` bytes sent at `now`. With an egress limit, the
+        sender's uplink serialises its messages: each leaves when the previous one has, and
+        takes size / rate to do so (a FIFO link; the limit is never exceeded)."""
         m, rng, stats = self.model, self.rng, self.stats
         stats.sent += 1
         if (src, dst) in self.blocked:
@@ -73,7 +79,13 @@ class Network:
         if copies == 2:
             stats.duplicated += 1
         stats.delivered += copies
-        return Route(delays=tuple(m.latency + rng.uniform(0.0, m.jitter) for _ in range(copies)))
+        queued = 0.0
+        if m.egress_bytes_per_s:
+            start = max(now, self.uplink_free.get(src, 0.0))
+            self.uplink_free[src] = start + size / m.egress_bytes_per_s
+            queued = self.uplink_free[src] - now
+            self.uplink_bytes[src] = self.uplink_bytes.get(src, 0) + size
+        return Route(delays=tuple(queued + m.latency + rng.uniform(0.0, m.jitter) for _ in range(copies)))
 
     # -- partitions ----------------------------------------------------------------------------
 

@@ -215,13 +215,13 @@ class World:
             hook(node, eff, self.now)
 
     def _send(self, src: str, dst: str, env: Envelope) -> None:
-        self.traffic.record(src, env)
+        size = self.traffic.record(src, env)
         for hook in self.send_hooks:
             hook(src, dst, env)
         if dst not in self.nodes:
             self._push(self.now + self.network.model.deadline, _FAILURE, src, SendFailed(peer=dst, reason="unknown host"))
             return
-        route = self.network.route(src, dst)
+        route = self.network.route(src, dst, size, self.now)
         if dst in self.down:  # connection refused, at once
             self._push(self.now + self.network.model.latency, _FAILURE, src, SendFailed(peer=dst, reason="refused"))
             return

@@ -54,8 +54,11 @@ def test_one_leader_failover_and_the_old_leader_follows(five):
     five.wait_ready(leader)
     back = wait_for(lambda: _agreed(five, everyone), 30, what="the old leader to follow")
     assert back == (new, new_term)
-    st = five.nodes[leader].query("status")
-    assert st["election"]["role"] == "follower" and not st["election"]["is_leader"]
+    def follows():
+        e = five.nodes[leader].query("status")["election"]
+        return e["role"] == "follower" and not e["is_leader"] and e["term"] == new_term
+
+    wait_for(follows, 10, what="the old leader to settle as a follower")
 
 
 def test_a_leader_stopped_past_its_lease_does_not_act_when_resumed(five):

@@ -66,3 +66,31 @@ def test_isolate_cuts_one_node_from_all_others():
 def test_link_model_rejects_nonsense(bad):
     with pytest.raises(ValueError):
         LinkModel(**bad)
+
+
+def test_an_egress_limit_serialises_a_hosts_messages_and_is_never_exceeded():
+    import random as _random
+
+    from sim.network import LinkModel, Network
+
+    net = Network(_random.Random(1), LinkModel(latency=0.01, jitter=0.0, egress_bytes_per_s=1000))
+    arrivals = [net.route("a", "b", 500, now=0.0).delays[0] for _ in range(10)]
+    assert arrivals == sorted(arrivals)
+    for i, t in enumerate(arrivals):
+        assert abs(t - (0.01 + 0.5 * (i + 1))) < 1e-9
+    # another host's uplink is its own
+    assert abs(net.route("c", "b", 500, now=0.0).delays[0] - 0.51) < 1e-9
+    # bytes sent by `a` up to any arrival never exceed rate x elapsed
+    assert all(500 * (i + 1) <= 1000 * (t - 0.01) + 1e-6 for i, t in enumerate(arrivals))
+
+
+def test_gossip_converges_under_a_tight_uplink_limit():
+    from ringmesh.core import PeerConfig
+    from sim.cluster import Cluster
+    from sim.network import LinkModel
+
+    c = Cluster(20, seed=5, link=LinkModel(egress_bytes_per_s=20_000), config=PeerConfig(gossip_interval=1.0))
+    c.start()
+    assert c.world.run(until=120.0, stop=c.vectors.converged)
+    sent = c.network.uplink_bytes
+    assert max(sent.values()) <= 20_000 * c.now + 1
