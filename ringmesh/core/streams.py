@@ -1,0 +1,177 @@
+"""Game streams, the pure part: high-water marks on gossip, durability, and what to pull.
+
+A stream is `(origin, config_key)`; its games are numbered 1, 2, 3, ... by the origin. Every
+host that holds games of a stream advertises, as a fact of its own origin,
+
+    g/<origin>/<config_key> = {"hw": n}      it holds every game 1..n of that stream
+
+so which hosts hold game g is `{h : hw[h][stream(g)] >= seq(g)}`: metadata grows with
+streams, not with games (DESIGN.md "Game streams"). Pushes are acknowledged per game by the
+receiver after its fsync, which tells the origin about copies before gossip does.
+
+A game is *durable* once `min_copies` hosts hold it and at least one of them is persistent
+(not ephemeral). `Durability` answers that on the origin; `pull_plan` tells a host which
+ranges it lacks and whom to ask. Nothing here does I/O; the stream log (`streamlog.py`) and
+the daemon do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from . import catalog
+from .manifest import Manifest
+
+StreamKey = tuple[str, str]  # (origin, config_key)
+HW_PREFIX = "g/"
+
+
+def hw_key(stream: StreamKey) -> str:
+    return f"{HW_PREFIX}{stream[0]}/{stream[1]}"
+
+
+def parse_hw_key(key: str) -> StreamKey | None:
+    parts = key[len(HW_PREFIX):].split("/")
+    if not key.startswith(HW_PREFIX) or len(parts) != 2 or not all(catalog.is_node_id(p) for p in parts):
+        return None
+    return parts[0], parts[1]
+
+
+def encode_hw(hw: int) -> bytes:
+    return catalog.pack({"hw": int(hw)})
+
+
+def marks(m: Manifest) -> dict[StreamKey, dict[str, int]]:
+    """`{stream: {holder: high-water mark}}` as every holder advertised it."""
+    out: dict[StreamKey, dict[str, int]] = {}
+    for holder, f in m.live_facts(HW_PREFIX):
+        stream, v = parse_hw_key(f.key), catalog.unpack(f.value)
+        hw = v.get("hw") if v else None
+        if stream is not None and isinstance(hw, int) and hw >= 0:
+            out.setdefault(stream, {})[holder] = hw
+    return out
+
+
+@dataclass
+class _Stream:
+    stored: int = 0  # highest seq the origin made durable locally (contiguous)
+    acks: dict[int, set[str]] = field(default_factory=dict)  # seq -> hosts that acked it
+    marks: dict[str, int] = field(default_factory=dict)  # holder -> advertised high-water mark
+    durable: int = 0  # every seq <= durable is durable
+
+
+class Durability:
+    """The origin's view of its own games' copies."""
+
+    def __init__(self, me: str, min_copies: int, persistent: Callable[[str], bool]) -> None:
+        if min_copies < 1:
+            raise ValueError("min_copies must be at least 1")
+        self.me, self.min_copies, self.persistent = me, min_copies, persistent
+        self.streams: dict[str, _Stream] = {}  # config_key -> state (our own streams only)
+
+    def _s(self, config_key: str) -> _Stream:
+        return self.streams.setdefault(config_key, _Stream())
+
+    def stored(self, config_key: str, through: int) -> list[int]:
+        """Games 1..through are fsynced here; returns seqs that became durable."""
+        s = self._s(config_key)
+        s.stored = max(s.stored, through)
+        return self._advance(config_key)
+
+    def acked(self, config_key: str, holder: str, seqs: Iterable[int]) -> list[int]:
+        s = self._s(config_key)
+        for q in seqs:
+            if q > s.durable:
+                s.acks.setdefault(q, set()).add(holder)
+        return self._advance(config_key)
+
+    def observe(self, config_key: str, holder_marks: Mapping[str, int]) -> list[int]:
+        """Gossip told us these holders' high-water marks for our stream."""
+        s = self._s(config_key)
+        for h, hw in holder_marks.items():
+            if h != self.me:
+                s.marks[h] = max(s.marks.get(h, 0), hw)
+        return self._advance(config_key)
+
+    def holders(self, config_key: str, seq: int) -> set[str]:
+        s = self._s(config_key)
+        out = {h for h, hw in s.marks.items() if hw >= seq} | s.acks.get(seq, set())
+        if s.stored >= seq:
+            out.add(self.me)
+        return out
+
+    def is_durable(self, config_key: str, seq: int) -> bool:
+        return seq <= self._s(config_key).durable or self._ok(self.holders(config_key, seq))
+
+    def durable_through(self, config_key: str) -> int:
+        return self._s(config_key).durable
+
+    def pending(self, config_key: str) -> list[int]:
+        """Stored here but not yet durable, oldest first (what a spot host must drain)."""
+        s = self._s(config_key)
+        return [q for q in range(s.durable + 1, s.stored + 1) if not self._ok(self.holders(config_key, q))]
+
+    def _ok(self, hosts: set[str]) -> bool:
+        return len(hosts) >= self.min_copies and any(self.persistent(h) for h in hosts)
+
+    def _advance(self, config_key: str) -> list[int]:
+        s = self._s(config_key)
+        done = []
+        while s.durable < s.stored and self._ok(self.holders(config_key, s.durable + 1)):
+            s.durable += 1
+            s.acks.pop(s.durable, None)
+            done.append(s.durable)
+        return done
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    stream: StreamKey
+    source: str
+    first: int
+    last: int
+
+
+def pull_plan(
+    me: str,
+    stream_marks: Mapping[StreamKey, Mapping[str, int]],
+    mine: Mapping[StreamKey, int],
+    *,
+    should_hold: Callable[[StreamKey], bool],
+    healthy: Callable[[str], bool],
+    busy: Iterable[StreamKey] = (),
+    batch: int = 256,
+    max_sources: int = 3,
+) -> list[PullRequest]:
+    """Ranges this host lacks, split over up to `max_sources` healthy holders that have them.
+
+    For each stream it should hold, the backlog `mine+1 .. best advertised mark` is cut into
+    consecutive ranges of at most `batch` games; each range goes to a holder whose mark covers
+    it, the holders taken in turn so that a long backlog comes from several at once.
+    """
+    out: list[PullRequest] = []
+    skip = set(busy)
+    for stream in sorted(stream_marks):
+        if stream in skip or not should_hold(stream):
+            continue
+        have = mine.get(stream, 0)
+        holders = sorted(
+            ((hw, h) for h, hw in stream_marks[stream].items() if h != me and hw > have and healthy(h)),
+            key=lambda x: (-x[0], x[1]),
+        )[:max_sources]
+        if not holders:
+            continue
+        first, top = have + 1, holders[0][0]
+        load = {h: 0 for _, h in holders}
+        for _ in range(4 * max_sources):  # enough requests in flight per stream at a time
+            if first > top:
+                break
+            # the least-loaded holder that has the range; among equals the one with the lowest
+            # mark, since it can serve only the early ranges
+            hw, source = min(((hw, h) for hw, h in holders if hw >= first), key=lambda x: (load[x[1]], x[0], x[1]))
+            last = min(first + batch - 1, hw)
+            out.append(PullRequest(stream, source, first, last))
+            load[source] += 1
+            first = last + 1
+    return out

@@ -1,0 +1,82 @@
+"""Game streams, pure part: marks on gossip, durability on the origin, pull planning."""
+
+from hypothesis import given, strategies as st
+
+from ringmesh.core import catalog
+from ringmesh.core.manifest import Manifest
+from ringmesh.core.streams import Durability, PullRequest, encode_hw, hw_key, marks, parse_hw_key, pull_plan
+
+PERSISTENT = {"train-a", "train-b", "backup"}
+
+
+def persistent(h):
+    return h in PERSISTENT
+
+
+def test_marks_ride_on_gossip_as_each_holders_own_fact():
+    a, b = Manifest("vast-1", 1), Manifest("train-a", 1)
+    a.put(hw_key(("vast-1", "hex8_2p")), encode_hw(12))
+    b.put(hw_key(("vast-1", "hex8_2p")), encode_hw(9))
+    b.put("g/../etc", encode_hw(5))  # a malformed key is ignored, not fatal
+    b.put(hw_key(("vast-1", "sq8_2p")), catalog.pack({"hw": "lots"}))
+    b.apply(a.delta_for(b.digest(), 1 << 20))
+    assert marks(b) == {("vast-1", "hex8_2p"): {"vast-1": 12, "train-a": 9}}
+    assert parse_hw_key("g/a/b/c") is None and parse_hw_key("g/vast-1/hex8_2p") == ("vast-1", "hex8_2p")
+
+
+def test_durable_needs_min_copies_and_a_persistent_holder():
+    d = Durability("vast-1", 2, persistent)
+    assert d.stored("hex8_2p", 3) == []  # only the (ephemeral) origin holds them
+    assert d.acked("hex8_2p", "vast-2", [1, 2, 3]) == [], "two ephemeral copies are not durable"
+    assert d.pending("hex8_2p") == [1, 2, 3]
+    assert d.acked("hex8_2p", "train-a", [1, 2]) == [1, 2]
+    assert d.durable_through("hex8_2p") == 2 and not d.is_durable("hex8_2p", 3)
+    assert d.observe("hex8_2p", {"backup": 3}) == [3]
+    assert d.pending("hex8_2p") == []
+
+
+def test_durability_waits_for_the_local_fsync():
+    d = Durability("train-a", 2, persistent)
+    assert d.acked("hex8_2p", "train-b", [1]) == [], "a game is not durable before the origin itself stored it"
+    assert d.stored("hex8_2p", 1) == [1]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["ack", "mark", "store"]), st.sampled_from(sorted(PERSISTENT | {"vast-2", "vast-3"})),
+                          st.integers(1, 20)), max_size=60), st.integers(1, 3))
+def test_never_durable_with_fewer_holders_than_asked(events, k):
+    """Whatever order acks, marks and stores come in, a game reported durable really has
+    min_copies holders, one persistent, and durability is a prefix that never shrinks."""
+    d = Durability("vast-1", k, persistent)
+    truth: dict[int, set[str]] = {}
+    last = 0
+    for kind, host, n in events:
+        if kind == "store":
+            d.stored("s", n)
+            for q in range(1, n + 1):
+                truth.setdefault(q, set()).add("vast-1")
+        elif kind == "ack":
+            d.acked("s", host, [n])
+            truth.setdefault(n, set()).add(host)
+        else:
+            d.observe("s", {host: n})
+            for q in range(1, n + 1):
+                truth.setdefault(q, set()).add(host)
+        assert d.durable_through("s") >= last
+        last = d.durable_through("s")
+        for q in range(1, last + 1):
+            hs = truth.get(q, set())
+            assert len(hs) >= k and hs & PERSISTENT and "vast-1" in hs
+
+
+def test_pull_plan_splits_a_backlog_over_healthy_holders():
+    stream = ("vast-1", "hex8_2p")
+    m = {stream: {"vast-1": 1000, "train-b": 900, "backup": 400, "sick": 1000, "train-a": 10}}
+    plan = pull_plan("train-a", m, {stream: 10}, should_hold=lambda s: True, healthy=lambda h: h != "sick", batch=200)
+    assert plan[0] == PullRequest(stream, "backup", 11, 210)
+    covered = [q for r in plan for q in range(r.first, r.last + 1)]
+    assert covered == list(range(11, 11 + len(covered))), "consecutive, no gap, no overlap"
+    assert {r.source for r in plan} == {"vast-1", "train-b", "backup"}
+    assert all(r.last <= m[stream][r.source] for r in plan), "nobody is asked for what it lacks"
+    assert pull_plan("train-a", m, {stream: 10}, should_hold=lambda s: False, healthy=lambda h: True) == []
+    assert pull_plan("train-a", m, {stream: 1000}, should_hold=lambda s: True, healthy=lambda h: True) == []
+    assert pull_plan("train-a", m, {}, should_hold=lambda s: True, healthy=lambda h: True, busy=[stream]) == []
