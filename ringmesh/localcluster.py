@@ -80,7 +80,9 @@ class LocalCluster:
         roles = roles or {}
         self.config_path = self.root / "distributed_hosts.yaml"
         self.config_path.write_text(yaml.safe_dump({
-            "sync_routing": {"gossip_interval_seconds": gossip_interval, "min_copies": 2, **(routing or {})},
+            # Loopback: a generous limit (MB/s) instead of the 20 MB/s built-in default.
+            "sync_routing": {"gossip_interval_seconds": gossip_interval, "min_copies": 2, "bandwidth_limit_mbps": 400,
+                             **(routing or {})},
             "hosts": {nd.name: {"address": nd.address, "provider": "local", "role": roles.get(nd.name, "selfplay")}
                       for nd in self.nodes.values()},
         }, sort_keys=False))
