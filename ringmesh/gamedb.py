@@ -1,0 +1,600 @@
+"""Adapter for the cluster's self-play game databases (SQLite, WAL, foreign keys on).
+
+Blocking code: the daemon calls it from worker threads.  Each call opens its own
+connection, so nothing here is shared between threads.
+
+* :func:`create_db` — a database with the exact self-play schema (:mod:`gamedb_schema`).
+* :func:`generate_games` / :class:`FixtureWriter` — a realistic, seeded fixture written the
+  way the cluster's writer does (game ``active`` first, players, initial state, moves with
+  history entries and snapshots every 20 moves, then finalised ``completed``).
+* :func:`read_completed_games` — intake: take completed games out of a *live* self-play
+  database without locking out its writer and without taking a game twice (a cursor).
+* :func:`open_consumer_db` / :func:`append_games` — consumption: append game records into a
+  local database of the same schema, deduplicated by ``game_id``, byte-identical rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import random
+import sqlite3
+import struct
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .gamedb_schema import CHILD_TABLES, COMPLETED_STATUSES, OPEN_STATUSES, SCHEMA, SCHEMA_VERSION
+
+__all__ = [
+    "SCHEMA", "SCHEMA_VERSION", "CLUSTER_MIN_MOVES", "create_db", "generate_games", "FixtureWriter",
+    "read_completed_games", "open_consumer_db", "append_games", "min_moves_for", "BOARDS",
+]
+
+log = logging.getLogger(__name__)
+
+BOARDS = ("square8", "square19", "hex8", "hexagonal")
+
+#: The cluster's minimum-move filter: board -> {num_players: min total_moves}.
+CLUSTER_MIN_MOVES = {
+    "hex8": {2: 20, 3: 30, 4: 40},
+    "square8": {2: 20, 3: 30, 4: 40},
+    "square19": {2: 50, 3: 80, 4: 100},
+    "hexagonal": {2: 50, 3: 80, 4: 100},
+}
+
+
+def parse_config_key(config_key: str) -> tuple[str, int]:
+    board, _, players = config_key.rpartition("_")
+    if board not in BOARDS or players not in ("2p", "3p", "4p"):
+        raise ValueError(f"bad config_key {config_key!r} (want {{{'|'.join(BOARDS)}}}_{{2|3|4}}p)")
+    return board, int(players[0])
+
+
+def min_moves_for(board: str, num_players: int, min_moves: int | str | None) -> int:
+    """The minimum ``total_moves`` for a game of this board/players under ``min_moves``."""
+    if min_moves is None:
+        return 0
+    if min_moves == "cluster":
+        return CLUSTER_MIN_MOVES.get(board, {}).get(int(num_players), 0)
+    if isinstance(min_moves, int) and not isinstance(min_moves, bool):
+        return min_moves
+    raise ValueError(f"min_moves must be None, 'cluster' or an int, not {min_moves!r}")
+
+
+# ----------------------------------------------------------------------------- connections
+
+def _connect_rw(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+def _connect_ro(path: str | Path) -> sqlite3.Connection:
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def create_db(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """Create (or open) a self-play database with the schema; WAL, foreign keys on."""
+    conn = _connect_rw(path, synchronous=synchronous)
+    conn.executescript(SCHEMA)
+    conn.execute("INSERT OR IGNORE INTO schema_metadata(key, value) VALUES ('schema_version', ?)",
+                 (str(SCHEMA_VERSION),))
+    return conn
+
+
+# ----------------------------------------------------------------------------- fixture
+
+_PHASES = ("ring_placement", "movement", "capture", "line_processing", "territory_processing")
+_MOVE_TYPES = {
+    "ring_placement": ("place_ring", "skip_placement"),
+    "movement": ("move_stack", "move_ring"),
+    "capture": ("overtaking_capture", "continue_capture_segment"),
+    "line_processing": ("process_line", "choose_line_reward"),
+    "territory_processing": ("process_territory_region", "eliminate_rings_from_stack"),
+}
+_RINGS = {"square8": 18, "square19": 36, "hex8": 18, "hexagonal": 48}
+_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _cells(board: str) -> list[str]:
+    if board.startswith("square"):
+        n = 8 if board == "square8" else 19
+        return [f"{x},{y}" for x in range(n) for y in range(n)]
+    r = 4 if board == "hex8" else 12
+    return [f"{x},{y},{-x - y}" for x in range(-r, r + 1) for y in range(-r, r + 1) if abs(x + y) <= r]
+
+
+def _gz(text: str) -> bytes:
+    return gzip.compress(text.encode(), compresslevel=6, mtime=0)
+
+
+def _h(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds")
+
+
+class _Game:
+    """One simulated game's evolving state (a RingRift-like GameState)."""
+
+    def __init__(self, rng: random.Random, board: str, players: int, created: datetime):
+        self.rng = rng
+        self.board = board
+        self.players = players
+        self.game_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        self.rng_seed = rng.getrandbits(31)
+        self.created = created
+        self.clock = created
+        self.cells = _cells(board)
+        rings = _RINGS[board]
+        self.state: dict[str, Any] = {
+            "id": self.game_id, "boardType": board, "rngSeed": self.rng_seed,
+            "board": {"type": board, "size": len(self.cells), "stacks": {}, "markers": {},
+                      "collapsedSpaces": {}, "eliminatedRings": {str(p): 0 for p in range(1, players + 1)}},
+            "players": [{"playerNumber": p, "type": "ai", "ringsInHand": rings, "eliminatedRings": 0,
+                         "territorySpaces": 0, "aiProfile": {"difficulty": 8, "aiType": "gumbel_mcts"}}
+                        for p in range(1, players + 1)],
+            "currentPhase": "ring_placement", "currentPlayer": 1, "gameStatus": "active",
+            "moveHistory": [], "timeControl": {"type": "none", "initialTime": 0, "increment": 0},
+            "victoryThreshold": rings // 2 + 1, "territoryVictoryThreshold": len(self.cells) // 2 + 1,
+            "totalRingsInPlay": rings * players, "totalRingsEliminated": 0,
+        }
+        self.moves = 0
+        self.turns = 0
+        self.state_text = json.dumps(self.state, separators=(",", ":"))
+
+    def progress(self) -> str:
+        b = self.state["board"]
+        return json.dumps({"markers": len(b["markers"]), "collapsed": len(b["collapsedSpaces"]),
+                           "eliminated": self.state["totalRingsEliminated"]}, separators=(",", ":"))
+
+    def summary(self) -> str:
+        b = self.state["board"]
+        return json.dumps({"stacks": len(b["stacks"]), "markers": len(b["markers"]),
+                           "collapsedSpaces": len(b["collapsedSpaces"]),
+                           "ringsInHand": [p["ringsInHand"] for p in self.state["players"]]}, separators=(",", ":"))
+
+    def step(self) -> tuple[tuple, tuple, tuple | None]:
+        """Play one move; returns (game_moves row, game_history_entries row, game_choices row|None)."""
+        rng, st, b = self.rng, self.state, self.state["board"]
+        n = self.moves
+        player = st["currentPlayer"]
+        phase_before = st["currentPhase"]
+        before_text, before_hash, progress_before, summary_before = self.state_text, _h(self.state_text), self.progress(), self.summary()
+        move_type = rng.choice(_MOVE_TYPES[phase_before])
+        to = rng.choice(self.cells)
+        frm = rng.choice(self.cells)
+        stack = b["stacks"].setdefault(to, {"rings": [], "stackHeight": 0, "capHeight": 0, "controllingPlayer": player})
+        stack["rings"].append(player)
+        stack["stackHeight"] = len(stack["rings"])
+        stack["capHeight"] = 1 + rng.randrange(stack["stackHeight"])
+        stack["controllingPlayer"] = player
+        pl = st["players"][player - 1]
+        if pl["ringsInHand"] > 0 and phase_before == "ring_placement":
+            pl["ringsInHand"] -= 1
+        if phase_before != "ring_placement":
+            b["markers"][frm] = {"player": player, "position": frm, "type": "regular"}
+        if rng.random() < 0.15:
+            b["collapsedSpaces"][rng.choice(self.cells)] = player
+            pl["territorySpaces"] += 1
+        if rng.random() < 0.1:
+            st["totalRingsEliminated"] += 1
+            pl["eliminatedRings"] += 1
+            b["eliminatedRings"][str(player)] += 1
+        move = {"id": f"m{n}", "type": move_type, "player": player, "from": frm if phase_before != "ring_placement" else None,
+                "to": to, "placementCount": 1 if move_type == "place_ring" else None,
+                "moveNumber": n + 1, "thinkTime": rng.randrange(5, 900), "timestamp": _iso(self.clock)}
+        st["moveHistory"].append({"type": move_type, "player": player, "to": to})
+        del st["moveHistory"][:-12]
+        if n >= 2 * self.players * 3 or all(p["ringsInHand"] == 0 for p in st["players"]):
+            st["currentPhase"] = rng.choice(_PHASES[1:])
+        next_player = player % self.players + 1 if rng.random() < 0.8 else player
+        if next_player != player:
+            self.turns += 1
+        st["currentPlayer"] = next_player
+        self.state_text = after_text = json.dumps(st, separators=(",", ":"))
+        think = move["thinkTime"]
+        self.clock += timedelta(milliseconds=think)
+        evaluation = round(rng.uniform(-1, 1), 4)
+        k = rng.randrange(3, 12)
+        cand = rng.sample(self.cells, min(k, len(self.cells)))
+        probs = [rng.random() for _ in cand]
+        s = sum(probs)
+        move_probs = json.dumps({c: round(p / s, 5) for c, p in zip(cand, probs)}, separators=(",", ":"))
+        search = json.dumps({"simulations": 800, "q_values": [round(rng.uniform(-1, 1), 4) for _ in cand],
+                             "visit_counts": [rng.randrange(800) for _ in cand], "root_value": evaluation},
+                            separators=(",", ":"))
+        avail = json.dumps([{"type": move_type, "to": c} for c in cand], separators=(",", ":"))
+        features = struct.pack("<24f", *(rng.uniform(-1, 1) for _ in range(24)))
+        move_row = (self.game_id, n, self.turns, player, phase_before, move_type,
+                    json.dumps(move, separators=(",", ":")), _iso(self.clock), think, None, evaluation,
+                    "value", rng.randrange(1, 30), rng.randrange(100, 200000), " ".join(cand[:4]), think,
+                    move_probs, search, features)
+        hist_row = (self.game_id, n, player, phase_before, st["currentPhase"], "active", "active",
+                    progress_before, self.progress(), before_hash, _h(after_text), summary_before, self.summary(),
+                    before_text, after_text, 0, avail, len(cand), evaluation, rng.randrange(1, 30), 1, None)
+        choice_row = None
+        if phase_before in ("line_processing", "territory_processing") and rng.random() < 0.5:
+            ctype = "line_reward_option" if phase_before == "line_processing" else "region_order"
+            options = json.dumps([{"option": i, "positions": rng.sample(self.cells, 3)} for i in range(3)],
+                                 separators=(",", ":"))
+            choice_row = (self.game_id, n, ctype, player, options, json.dumps({"option": rng.randrange(3)}),
+                          "policy argmax")
+        self.moves += 1
+        return move_row, hist_row, choice_row
+
+
+class FixtureWriter:
+    """Writes games into a self-play database the way the cluster's writer does.
+
+    ``start()`` inserts the game ``active`` with its players and initial state (gzip JSON,
+    ``compressed=1``); ``play(game, k)`` writes k moves (+ history entries, choices and a
+    snapshot every 20 moves), committing per ``commit_every`` moves; ``finish(game)``
+    updates the game to ``completed`` with winner, totals and final player rows.  All
+    content is a function of the seed.
+    """
+
+    def __init__(self, path: str | Path, *, config_key: str = "hex8_2p", seed: int = 0,
+                 source: str = "self_play", commit_every: int = 10,
+                 writer_pause: float | Callable[[], None] | None = None):
+        self.board, self.players = parse_config_key(config_key)
+        self.rng = random.Random(seed)
+        self.source = source
+        self.commit_every = max(1, commit_every)
+        self.pause = writer_pause
+        self.conn = create_db(path)
+        self.clock = _EPOCH + timedelta(seconds=self.rng.randrange(86400 * 300))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _pause(self) -> None:
+        if self.pause is None:
+            return
+        if callable(self.pause):
+            self.pause()
+        elif self.pause > 0:
+            time.sleep(self.pause)
+
+    def start(self) -> _Game:
+        self.clock += timedelta(milliseconds=self.rng.randrange(50, 5000))
+        g = _Game(self.rng, self.board, self.players, self.clock)
+        meta = json.dumps({"source": self.source, "engine": "gumbel_mcts", "simulations": 800,
+                           "host": "gpu-%02d" % self.rng.randrange(40), "model": f"canonical_{self.board}_{self.players}p"})
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("INSERT INTO games (game_id, board_type, num_players, rng_seed, created_at, game_status,"
+                  " total_moves, total_turns, source, schema_version, time_control_type, metadata_json,"
+                  " engine_mode, opponent_type) VALUES (?,?,?,?,?,'active',0,0,?,?,'none',?,?,?)",
+                  (g.game_id, self.board, self.players, g.rng_seed, _iso(g.created), self.source,
+                   SCHEMA_VERSION, meta, "gumbel_mcts", "self"))
+        c.executemany("INSERT INTO game_players (game_id, player_number, player_type, ai_type, ai_difficulty,"
+                      " ai_profile_id) VALUES (?,?,?,?,?,?)",
+                      [(g.game_id, p, "ai", "gumbel_mcts", 8, f"gumbel_d8_v{self.rng.randrange(3, 9)}")
+                       for p in range(1, self.players + 1)])
+        c.execute("INSERT INTO game_initial_state (game_id, initial_state_json, compressed) VALUES (?,?,1)",
+                  (g.game_id, _gz(g.state_text)))
+        c.execute("COMMIT")
+        self._pause()
+        return g
+
+    def play(self, g: _Game, k: int) -> None:
+        c = self.conn
+        for i in range(k):
+            if i % self.commit_every == 0:
+                if i:
+                    c.execute("COMMIT")
+                    self._pause()
+                c.execute("BEGIN IMMEDIATE")
+            move_row, hist_row, choice_row = g.step()
+            c.execute(f"INSERT INTO game_moves VALUES ({','.join('?' * len(move_row))})", move_row)
+            c.execute(f"INSERT INTO game_history_entries VALUES ({','.join('?' * len(hist_row))})", hist_row)
+            if choice_row:
+                c.execute("INSERT INTO game_choices VALUES (?,?,?,?,?,?,?)", choice_row)
+            if g.moves % 20 == 0:
+                c.execute("INSERT INTO game_state_snapshots VALUES (?,?,?,1,?)",
+                          (g.game_id, g.moves, _gz(g.state_text), _h(g.state_text)))
+        if k:
+            c.execute("COMMIT")
+            self._pause()
+
+    def finish(self, g: _Game, *, status: str = "completed") -> None:
+        rng, st = self.rng, g.state
+        winner = rng.randrange(1, self.players + 1)
+        reason = rng.choice(("ring_elimination", "territory_control", "last_player_standing", "stalemate"))
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        for p in st["players"]:
+            c.execute("UPDATE game_players SET final_eliminated_rings=?, final_territory_spaces=?,"
+                      " final_rings_in_hand=? WHERE game_id=? AND player_number=?",
+                      (p["eliminatedRings"], p["territorySpaces"], p["ringsInHand"], g.game_id, p["playerNumber"]))
+        q = round(rng.uniform(0.3, 1.0), 4)
+        c.execute("UPDATE games SET game_status=?, completed_at=?, winner=?, termination_reason=?, total_moves=?,"
+                  " total_turns=?, duration_ms=?, quality_score=?, quality_category=? WHERE game_id=?",
+                  (status, _iso(g.clock), winner, reason, g.moves, g.turns,
+                   int((g.clock - g.created).total_seconds() * 1000), q,
+                   "high" if q > 0.7 else "medium" if q > 0.5 else "low", g.game_id))
+        c.execute("COMMIT")
+        self._pause()
+
+
+def generate_games(path: str | Path, n: int, *, config_key: str = "hex8_2p", seed: int = 0,
+                   moves: tuple[int, int] = (40, 120), writer_pause: float | Callable[[], None] | None = None,
+                   active: int = 0, source: str = "self_play", commit_every: int = 10) -> list[str]:
+    """Write ``n`` completed games (then ``active`` unfinished ones) into the DB at ``path``.
+
+    Deterministic from ``seed``.  Each game: ``active`` row + players + gzip initial state,
+    ``moves`` (uniform in the inclusive range) move rows with before/after state JSON in
+    ``game_history_entries`` (the bulk), snapshots every 20 moves, then ``completed``.
+    ``writer_pause`` (seconds or a callable) runs after every commit, to simulate a live
+    writer.  Unfinished games get half their moves and stay ``active``.  Returns the ids of
+    the completed games in write order.
+    """
+    w = FixtureWriter(path, config_key=config_key, seed=seed, source=source, commit_every=commit_every,
+                      writer_pause=writer_pause)
+    done = []
+    try:
+        for i in range(n + active):
+            g = w.start()
+            k = w.rng.randint(*moves)
+            if i >= n:
+                w.play(g, k // 2)
+                continue
+            w.play(g, k)
+            w.finish(g)
+            done.append(g.game_id)
+    finally:
+        w.close()
+    return done
+
+
+# ----------------------------------------------------------------------------- intake
+
+_TAIL_WINDOW = 256
+_FETCH_BATCH = 16
+
+
+def _child_tables(conn: sqlite3.Connection) -> list[tuple[str, list[str], list[str]]]:
+    """Every table with a foreign key to ``games``: (name, columns, primary-key columns)."""
+    out = []
+    names = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+    order = {t: i for i, t in enumerate(CHILD_TABLES)}
+    for name in sorted(names, key=lambda t: (order.get(t, len(order)), t)):
+        if name == "games":
+            continue
+        if not any(fk[2] == "games" for fk in conn.execute(f'PRAGMA foreign_key_list("{name}")')):
+            continue
+        info = list(conn.execute(f'PRAGMA table_info("{name}")'))
+        cols = [r[1] for r in info]
+        pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])] or ["rowid"]
+        out.append((name, cols, pk))
+    return out
+
+
+def _fetch_game(conn: sqlite3.Connection, game_id: str, games_cols: list[str],
+                children: list[tuple[str, list[str], list[str]]]) -> dict | None:
+    row = conn.execute("SELECT * FROM games WHERE game_id=?", (game_id,)).fetchone()
+    if row is None:
+        return None
+    g = dict(zip(games_cols, row))
+    rec = {"game_id": game_id, "config_key": f"{g.get('board_type')}_{g.get('num_players')}p",
+           "tables": {"games": [tuple(row)]}, "columns": {"games": list(games_cols)}}
+    for name, cols, pk in children:
+        order = ", ".join(f'"{c}"' for c in pk)
+        rows = conn.execute(f'SELECT * FROM "{name}" WHERE game_id=? ORDER BY {order}', (game_id,)).fetchall()
+        rec["tables"][name] = [tuple(r) for r in rows]
+        rec["columns"][name] = list(cols)
+    return rec
+
+
+def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_moves: int | str | None = None,
+                         limit: int | None = None) -> tuple[list[dict], dict]:
+    """Take the completed games not yet taken out of a (live) self-play database.
+
+    Returns ``(records, cursor)``; pass the cursor back on the next call (it is plain data,
+    msgpack/JSON-serialisable; persist it *after* the records are durable, so a crash
+    re-takes rather than loses — the consumer dedups by ``game_id``).
+
+    A record is every row of one game in every table that references ``games``::
+
+        {"game_id": str, "config_key": "hex8_2p",
+         "columns": {table: [column names]},
+         "tables": {table: [row tuples in primary-key order]}}   # "games" included; bytes stay bytes
+
+    Never locks out the writer: a read-only ``mode=ro`` URI connection, WAL, and short read
+    transactions (one to scan statuses, then one per batch of <= 16 games fetched).
+
+    **The cursor** ``{"v": 1, "hw": int, "tail": [[rowid, game_id], ...], "pending": [game_id, ...]}``:
+
+    * ``hw`` — the highest ``games.rowid`` examined.  Rows are examined in rowid order, and
+      SQLite gives a new row ``max(rowid)+1``, so new games appear above ``hw``.
+    * ``pending`` — games seen below ``hw`` while still open (waiting/active/paused).  Each
+      call looks them up by ``game_id``; once completed they are taken and removed, so a game
+      first seen active and completed later is taken exactly once.  Pending games that
+      vanish (deleted) or become ``abandoned`` are dropped.
+    * ``tail`` — ``(rowid, game_id)`` of the last 256 rows examined.  If the writer deletes its
+      newest games (an abandoned game, ``ON DELETE CASCADE``), SQLite reuses their rowids for
+      the next inserts; every call rescans the tail range and treats a row whose
+      ``(rowid, game_id)`` it has not seen as new.  (Limits: deleting more than 256 of the
+      newest rows at once, or ``VACUUM`` renumbering rowids, can make a game be missed or
+      re-taken — re-taking is harmless given dedup by ``game_id``.)
+
+    Each completed game is therefore taken exactly once: at the call that first sees it
+    completed, either as a new row above ``hw`` or as a pending one.  Games below the
+    ``min_moves`` filter (None, an int, or ``"cluster"`` = 20/30/40 moves for hex8/square8 at
+    2/3/4 players, 50/80/100 for square19/hexagonal) are consumed without being returned.
+    ``limit`` caps the records per call (the rest come on the next call).
+    """
+    cur = cursor or {}
+    hw = int(cur.get("hw", 0))
+    tail: dict[int, str] = {int(r): gid for r, gid in cur.get("tail", [])}
+    pending: set[str] = set(cur.get("pending", []))
+    floor = min(min(tail), hw + 1) - 1 if tail else hw
+
+    conn = _connect_ro(path)
+    try:
+        conn.execute("BEGIN")
+        try:
+            scanned = conn.execute("SELECT rowid, game_id, game_status FROM games WHERE rowid > ? ORDER BY rowid",
+                                   (floor,)).fetchall()
+            plist = sorted(pending)
+            found: dict[str, tuple[int, str]] = {}
+            for i in range(0, len(plist), 500):
+                chunk = plist[i:i + 500]
+                for rowid, gid, status in conn.execute(
+                        f"SELECT rowid, game_id, game_status FROM games WHERE game_id IN ({','.join('?' * len(chunk))})",
+                        chunk):
+                    found[gid] = (rowid, status)
+            games_cols = [r[1] for r in conn.execute("PRAGMA table_info(games)")]
+            children = _child_tables(conn)
+        finally:
+            conn.execute("COMMIT")
+
+        # Events in order: pending games first (by rowid), then rows not examined before.
+        events: list[tuple[str, int, str, str]] = []  # (kind, rowid, game_id, status)
+        for gid in plist:
+            if gid not in found:
+                pending.discard(gid)  # deleted
+            else:
+                events.append(("pending", found[gid][0], gid, found[gid][1]))
+        events.sort(key=lambda e: e[1])
+        for rowid, gid, status in scanned:
+            if rowid <= hw and tail.get(rowid) == gid:
+                continue
+            if gid in pending:
+                continue  # already handled as a pending event
+            events.append(("new", rowid, gid, status))
+
+        records: list[dict] = []
+        to_fetch: list[tuple[str, int, str]] = []
+        new_hw = hw
+
+        def flush() -> None:
+            if not to_fetch:
+                return
+            conn.execute("BEGIN")
+            try:
+                for kind, rowid, gid in to_fetch:
+                    rec = _fetch_game(conn, gid, games_cols, children)
+                    if rec is None:
+                        pending.discard(gid)
+                        continue
+                    g = dict(zip(rec["columns"]["games"], rec["tables"]["games"][0]))
+                    if g.get("game_status") not in COMPLETED_STATUSES:  # reopened: wait again
+                        pending.add(gid)
+                        continue
+                    pending.discard(gid)
+                    need = min_moves_for(g.get("board_type"), g.get("num_players") or 0, min_moves)
+                    if (g.get("total_moves") or 0) < need:
+                        continue
+                    records.append(rec)
+            finally:
+                conn.execute("COMMIT")
+            to_fetch.clear()
+
+        taken = 0
+        for kind, rowid, gid, status in events:
+            if limit is not None and taken >= limit:
+                break
+            if kind == "new":
+                tail[rowid] = gid
+                new_hw = max(new_hw, rowid)
+            if status in COMPLETED_STATUSES:
+                to_fetch.append((kind, rowid, gid))
+                taken += 1
+                if len(to_fetch) >= _FETCH_BATCH:
+                    flush()
+            elif status in OPEN_STATUSES or status is None:
+                pending.add(gid)
+            else:
+                pending.discard(gid)  # abandoned or unknown terminal status
+        flush()
+    finally:
+        conn.close()
+
+    keep = sorted(tail)[-_TAIL_WINDOW:]
+    new_cursor = {"v": 1, "hw": new_hw, "tail": [[r, tail[r]] for r in keep], "pending": sorted(pending)}
+    return records, new_cursor
+
+
+# ----------------------------------------------------------------------------- consumption
+
+def open_consumer_db(path: str | Path) -> sqlite3.Connection:
+    """A local consumer database of the self-play schema (WAL: readable while written)."""
+    return create_db(path, synchronous="FULL")
+
+
+def append_games(db: sqlite3.Connection, records: Iterable[dict], *,
+                 rejected: list | None = None) -> tuple[int, int]:
+    """Append game records in one transaction; returns ``(inserted, duplicates)``.
+
+    Rows go in the writer's order — the ``games`` row as ``active``, then each child table in
+    primary-key order, then the update to the record's status — so the triggers pass and the
+    final rows are identical to the source's.  A record whose ``game_id`` is already present
+    (or earlier in the batch) is a duplicate: counted, not inserted.  A record the database
+    refuses (trigger, constraint, unknown table/column) is rolled back alone and appended to
+    ``rejected`` as ``(game_id, error)`` if given.
+    """
+    inserted = duplicates = 0
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for rec in records:
+            gid = rec["game_id"]
+            if db.execute("SELECT 1 FROM games WHERE game_id=?", (gid,)).fetchone():
+                duplicates += 1
+                continue
+            db.execute("SAVEPOINT game")
+            try:
+                _insert_record(db, rec)
+            except sqlite3.Error as e:
+                db.execute("ROLLBACK TO game")
+                db.execute("RELEASE game")
+                log.warning("gamedb: game %s refused: %s", gid, e)
+                if rejected is not None:
+                    rejected.append((gid, str(e)))
+                continue
+            db.execute("RELEASE game")
+            inserted += 1
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return inserted, duplicates
+
+
+def _insert_record(db: sqlite3.Connection, rec: dict) -> None:
+    tables, columns = rec["tables"], rec["columns"]
+    gcols = list(columns["games"])
+    (grow,) = tables["games"]
+    grow = list(grow)
+    si = gcols.index("game_status")
+    final_status = grow[si]
+    if final_status in COMPLETED_STATUSES:
+        grow[si] = "active"
+    _insert_rows(db, "games", gcols, [grow])
+    for name, rows in tables.items():
+        if name != "games" and rows:
+            _insert_rows(db, name, list(columns[name]), rows)
+    if final_status in COMPLETED_STATUSES:
+        db.execute("UPDATE games SET game_status=? WHERE game_id=?", (final_status, rec["game_id"]))
+
+
+def _insert_rows(db: sqlite3.Connection, table: str, cols: list[str], rows: list) -> None:
+    if not table.replace("_", "").isalnum():
+        raise sqlite3.OperationalError(f"bad table name {table!r}")
+    names = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
+    db.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({",".join("?" * len(cols))})',
+                   [tuple(r) for r in rows])
