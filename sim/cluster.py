@@ -46,7 +46,9 @@ class Cluster:
 
     def __init__(
         self, n: int, *, seed: int, link: LinkModel = LinkModel(), config: PeerConfig = PeerConfig(), voters: int = 0,
+        roles: dict[str, str] | None = None, ephemeral: set[str] | None = None,
     ) -> None:
+        self.roles, self.ephemeral = roles or {}, ephemeral
         self.seed = seed
         self.config = config
         self.ids = node_ids(n)
@@ -79,15 +81,34 @@ class Cluster:
             config=self.config,
             seeds=self.ids,
             voters=self.voters,
-            node_record=node_record(self.ids.index(node), node),
+            node_record=self._record(node),
             manifest=disk.manifest(node, incarnation) if disk and not disk.empty else None,
             hlc=disk.hlc if disk else 0,
             vote=disk.vote if disk else (0, None),
         )
 
+    def _record(self, node: str) -> dict[str, object]:
+        rec = node_record(self.ids.index(node), node)
+        if node in self.roles:
+            rec["role"] = self.roles[node]
+        if self.ephemeral is not None:
+            rec["ephemeral"] = node in self.ephemeral
+        return rec
+
     def start(self) -> None:
         for node in self.ids:
             self.world.start(node)
+
+    def publish_games(self, node: str, config_key: str, payloads: list[bytes]) -> tuple[tuple[int, bytes], ...]:
+        """Self-play on `node` finished these games: its log takes them (fsynced), the peer is told."""
+        from ringmesh.core.messages import GamesStored
+
+        games, hw = self.world.disks[node].append_own(node, config_key, payloads)
+        if self.world.is_up(node):
+            self.world.interpret(node, self.peer(node).handle(
+                GamesStored(origin=node, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw, games=games),
+                self.now))
+        return games
 
     def crash(self, node: str) -> None:
         self.world.crash(node)

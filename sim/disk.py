@@ -16,6 +16,25 @@ class Disk:
     states: dict[str, OriginState] = field(default_factory=dict)
     vote: tuple[int, str | None] = (0, None)
     hlc: int = 0
+    games: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)  # the stream log
+
+    def store_games(self, origin: str, key: str, games) -> tuple[tuple[int, ...], int]:
+        """Append (fsynced at once, in the simulation); returns (new seqs, high-water mark)."""
+        log = self.games.setdefault((origin, key), {})
+        new = tuple(q for q, g in games if q not in log)
+        for q, g in games:
+            log.setdefault(q, g)
+        hw = 0
+        while hw + 1 in log:
+            hw += 1
+        return new, hw
+
+    def append_own(self, origin: str, key: str, payloads: list[bytes]) -> tuple[tuple[tuple[int, bytes], ...], int]:
+        """The origin's intake: the next seqs, never reused (the max survives a crash)."""
+        log = self.games.setdefault((origin, key), {})
+        start = max(log, default=0)
+        games = tuple((start + i + 1, p) for i, p in enumerate(payloads))
+        return games, self.store_games(origin, key, games)[1]
 
     def persist(self, eff: Persist) -> None:
         for ch in eff.changes:

@@ -28,6 +28,7 @@ from typing import Callable, Union
 from ringmesh.core import (
     Effect, Envelope, Event, MessageReceived, Peer, Persist, SaveVote, Send, SendFailed, SetTimer, TimerFired,
 )
+from ringmesh.core.messages import GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames
 
 from .disk import Disk
 from .network import Network
@@ -43,7 +44,7 @@ LIVELOCK_EVENTS = 100_000
 
 _TIMER = 0
 _MESSAGE = 1
-_FAILURE = 2
+_LOCAL = 2  # an event the node's own I/O produced: a failed send, a finished fsync, a read
 _ACTION = 3
 
 
@@ -59,6 +60,7 @@ class World:
         self.traffic = Traffic()
         self.persist_hooks: list[PersistHook] = []
         self.send_hooks: list[Callable[[str, str, Envelope], None]] = []  # (src, dst, envelope)
+        self.durable_hooks: list[Callable[[str, GamesDurable, float], None]] = []
         self.ignored: dict[str, int] = {}  # effects this world does not interpret, by type
         self.events = 0
         self._heap: list[tuple[float, int, int, str, object]] = []
@@ -205,6 +207,19 @@ class World:
                 self.persisted(node, eff)
             elif isinstance(eff, SaveVote):
                 self.disks[node].vote = (eff.term, eff.voted_for)
+            elif isinstance(eff, StoreGames):
+                seqs, hw = self.disks[node].store_games(eff.origin, eff.config_key, eff.games)
+                done = GamesStored(origin=eff.origin, config_key=eff.config_key, seqs=tuple(q for q, _ in eff.games),
+                                   hw=hw, ack_to=eff.ack_to)
+                self._push(self.now, _LOCAL, node, done)  # fsync done: the answer comes as an event
+            elif isinstance(eff, ReadGames):
+                log = self.disks[node].games.get((eff.origin, eff.config_key), {})
+                games = tuple((q, log[q]) for q in range(eff.first, eff.last + 1) if q in log)
+                self._push(self.now, _LOCAL, node, GamesRead(origin=eff.origin, config_key=eff.config_key,
+                                                                games=games, reply_to=eff.reply_to))
+            elif isinstance(eff, GamesDurable):
+                for hook in self.durable_hooks:
+                    hook(node, eff, self.now)
             else:
                 name = type(eff).__name__
                 self.ignored[name] = self.ignored.get(name, 0) + 1
@@ -219,14 +234,14 @@ class World:
         for hook in self.send_hooks:
             hook(src, dst, env)
         if dst not in self.nodes:
-            self._push(self.now + self.network.model.deadline, _FAILURE, src, SendFailed(peer=dst, reason="unknown host"))
+            self._push(self.now + self.network.model.deadline, _LOCAL, src, SendFailed(peer=dst, reason="unknown host"))
             return
         route = self.network.route(src, dst, size, self.now)
         if dst in self.down:  # connection refused, at once
-            self._push(self.now + self.network.model.latency, _FAILURE, src, SendFailed(peer=dst, reason="refused"))
+            self._push(self.now + self.network.model.latency, _LOCAL, src, SendFailed(peer=dst, reason="refused"))
             return
         if route.failed or dst in self.paused:
-            self._push(self.now + self.network.model.deadline, _FAILURE, src, SendFailed(peer=dst, reason="unreachable"))
+            self._push(self.now + self.network.model.deadline, _LOCAL, src, SendFailed(peer=dst, reason="unreachable"))
             return
         event = MessageReceived(envelope=env)
         for delay in route.delays:

@@ -88,7 +88,46 @@ class HeartbeatAck:
 
 ElectionMessage = Union[VoteRequest, VoteReply, LeaderHeartbeat, HeartbeatAck]
 
-Message = Union[Syn, SynAck, Ack, MembershipMessage, ElectionMessage]
+
+# -- game streams ----------------------------------------------------------------------------
+
+Games = tuple[tuple[int, bytes], ...]  # (seq, game record bytes), seq order
+
+
+@_frozen
+class PushGames:
+    """The origin's new games, sent at once to a few peers; each acks after its fsync."""
+
+    origin: str
+    config_key: str
+    games: Games
+
+
+@_frozen
+class GamesAck:
+    origin: str
+    config_key: str
+    seqs: tuple[int, ...]
+
+
+@_frozen
+class PullGames:
+    origin: str
+    config_key: str
+    first: int
+    last: int
+
+
+@_frozen
+class GamesBatch:
+    origin: str
+    config_key: str
+    games: Games
+
+
+StreamMessage = Union[PushGames, GamesAck, PullGames, GamesBatch]
+
+Message = Union[Syn, SynAck, Ack, MembershipMessage, ElectionMessage, StreamMessage]
 
 
 @_frozen
@@ -208,13 +247,36 @@ class BackupFinished:
 
 
 @_frozen
+class GamesStored:
+    """The shell appended and fsynced games of a stream; `hw` is the stream's high-water mark
+    here now. For our own stream `games` carries them (to push); `ack_to` is who to ack."""
+
+    origin: str
+    config_key: str
+    seqs: tuple[int, ...]
+    hw: int
+    games: Games = ()
+    ack_to: str | None = None
+
+
+@_frozen
+class GamesRead:
+    """The shell read games a peer asked for."""
+
+    origin: str
+    config_key: str
+    games: Games
+    reply_to: str
+
+
+@_frozen
 class LeaveRequested:
     """A local command: this host is shutting down and says so before it goes."""
 
 
 Event = Union[
     TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, PrioritySet,
-    SyncRequested, BackupFinished, LeaveRequested,
+    SyncRequested, BackupFinished, GamesStored, GamesRead, LeaveRequested,
 ]
 
 
@@ -250,6 +312,35 @@ class SaveVote:
 
 
 @_frozen
+class StoreGames:
+    """Append these games of a stream to the log and fsync; answer with `GamesStored`."""
+
+    origin: str
+    config_key: str
+    games: Games
+    ack_to: str | None = None
+
+
+@_frozen
+class ReadGames:
+    """Read games `first..last` of a stream (those held); answer with `GamesRead`."""
+
+    origin: str
+    config_key: str
+    first: int
+    last: int
+    reply_to: str
+
+
+@_frozen
+class GamesDurable:
+    """Our games of `config_key` numbered up to `through` are durable (min_copies holders)."""
+
+    config_key: str
+    through: int
+
+
+@_frozen
 class Emit:
     """Something an operator wants to read in the log: a member suspected or declared dead,
     a new leader. Interpreters log it; it changes nothing."""
@@ -272,4 +363,6 @@ class CancelTransfer:
     digest: str
 
 
-Effect = Union[Send, SetTimer, Persist, SaveVote, StartTransfer, CancelTransfer, Emit]
+Effect = Union[
+    Send, SetTimer, Persist, SaveVote, StartTransfer, CancelTransfer, StoreGames, ReadGames, GamesDurable, Emit,
+]

@@ -24,12 +24,15 @@ from typing import Iterable, Mapping
 from . import catalog, election as el, membership as mb
 from .bandwidth import Priority
 from .breaker import BreakerConfig, Breakers
-from .router import HostInfo, Placement, place
+from .replication import Out as ROut, Replication
+from .router import DataType, HostInfo, Placement, place
+from .streams import HW_PREFIX
 from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    Ack, BackupFinished, DiskMeasured, Effect, Emit, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
+    Ack, BackupFinished, DiskMeasured, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
+    PushGames, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
     SaveVote, Send, SendFailed, SetTimer, Syn, SynAck, TimerFired, TransferFailed,
 )
 from .transfers import TransferPlanner
@@ -96,6 +99,7 @@ class Peer:
         self.election = el.Election(me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1])
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
+        self.replication = Replication(me, self.manifest, min_copies=config.min_copies, persistent=self._persistent)
         self.transfers = TransferPlanner(
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
         )
@@ -136,6 +140,15 @@ class Peer:
             self.priorities[event.config_key] = Priority.parse(event.priority)
             self.transfers.touch()
             return self._plan_transfers(now)
+        if isinstance(event, GamesStored):
+            r = self.replication.stored(event.origin, event.config_key, event.seqs, event.hw, event.games, event.ack_to,
+                                        now, self.push_targets(now))
+            return self._replicated(r, now)
+        if isinstance(event, GamesRead):
+            if not event.games:
+                return []
+            msg = GamesBatch(origin=event.origin, config_key=event.config_key, games=event.games)
+            return [self._send(event.reply_to, msg, now)]
         if isinstance(event, BackupFinished):
             return self._on_backup(event, now)
         if isinstance(event, SyncRequested):
@@ -159,6 +172,14 @@ class Peer:
         body, sender = env.body, env.sender
         if isinstance(body, (mb.Ping, mb.PingAck, mb.PingReq)):
             return self._membership(self.membership.on_message(sender, body, now), now)
+        if isinstance(body, PushGames):
+            return self._replicated(self.replication.on_push(sender, body), now)
+        if isinstance(body, GamesAck):
+            return self._replicated(self.replication.on_ack(sender, body), now)
+        if isinstance(body, PullGames):
+            return self._replicated(self.replication.on_pull(sender, body), now)
+        if isinstance(body, GamesBatch):
+            return self._replicated(self.replication.on_batch(sender, body), now)
         if isinstance(body, (el.VoteRequest, el.VoteReply, el.LeaderHeartbeat, el.HeartbeatAck)):
             self.election.members = self.known_peers()
             return self._election(self.election.on_message(sender, body, now), now)
@@ -212,6 +233,10 @@ class Peer:
         digest = self.manifest.digest()
         out += [self._send(p, Syn(digest=digest), now) for p in self._gossip_targets(now)]
         out.append(SetTimer(name=GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
+        game_hosts = set(self.game_placement().targets)
+        out += self._replicated(self.replication.tick(
+            now, should_hold=lambda s: self.me in game_hosts, healthy=lambda h: self.healthy(h, now),
+            targets=self.push_targets(now)), now)
         out += self._plan_transfers(now)
         return out
 
@@ -241,6 +266,9 @@ class Peer:
         mout = self.membership.on_manifest_changed(changes, now)
         out: list[Effect] = [self._persist(changes + mout.changes, now)]
         out += self._membership(mout, now, persisted=True)
+        if any(ch.reset or any(k.startswith(HW_PREFIX) for k in [f.key for f in ch.upserts] + list(ch.removed))
+               for ch in changes):
+            out += self._replicated(self.replication.marks_changed(), now)
         if any(ch.reset or any(k.startswith(FILE_KEYS) for k in [f.key for f in ch.upserts] + list(ch.removed))
                for ch in changes):
             self.transfers.touch()
@@ -269,6 +297,29 @@ class Peer:
         self.node_record.update(disk_used_percent=round(ev.used_percent, 1), disk_free_bytes=int(ev.free_bytes))
         self.transfers.touch()  # a cap may have been crossed, one way or the other
         return self._changed([self.manifest.put(catalog.NODE_KEY, catalog.pack(self.node_record))], now)
+
+    # -- game streams ----------------------------------------------------------------------
+
+    def _persistent(self, host: str) -> bool:
+        rec = catalog.node_record(self.manifest, host) or {}
+        return not bool(rec.get("ephemeral", False))
+
+    def game_placement(self) -> Placement:
+        return place(DataType.GAME, self.host_infos(), min_copies=self.config.min_copies,
+                     cap_percent=self.config.max_disk_usage_percent)
+
+    def push_targets(self, now: float) -> list[str]:
+        """Where new games go at once: game hosts (router) that are healthy, persistent first."""
+        hosts = [h for h in self.game_placement().targets if h != self.me and self.healthy(h, now)]
+        return sorted(hosts, key=lambda h: (not self._persistent(h), hosts.index(h)))
+
+    def _replicated(self, r: ROut, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if r.changes:
+            out += self._changed(r.changes, now)
+        out += [self._send(to, msg, now) for to, msg in r.sends]
+        out += r.effects  # type: ignore[arg-type]
+        return out
 
     def _on_backup(self, ev: BackupFinished, now: float) -> list[Effect]:
         """Record a backup run in the manifest, fenced by the term it ran under."""

@@ -1,0 +1,138 @@
+"""Game stream replication: push new games to a few peers at once, pull the rest by range.
+
+    origin: GamesStored(own stream, games)  -> publish its mark, PushGames to `push_copies`
+                                               healthy persistent game hosts
+    peer:   PushGames                       -> StoreGames(ack_to=origin)
+            GamesStored(ack_to=origin)      -> publish its mark, GamesAck to the origin
+    origin: GamesAck / marks on gossip      -> Durability; GamesDurable when a prefix is durable
+    game hosts, every tick:                 -> pull_plan over the advertised marks: PullGames
+    holder: PullGames                       -> ReadGames -> GamesRead -> GamesBatch
+    puller: GamesBatch                      -> StoreGames(ack_to=None) -> GamesStored
+
+A push that is not acknowledged is not retried by itself: the game hosts pull what the
+origin's mark advertises, and the origin pushes its pending games again every
+`repush_after` seconds until they are durable (ephemeral hosts: the 5 s deadline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .manifest import Manifest, OriginChange
+from .messages import GamesAck, GamesBatch, GamesDurable, PullGames, PushGames, ReadGames, StoreGames
+from .streams import Durability, StreamKey, encode_hw, hw_key, marks, pull_plan
+
+
+@dataclass(slots=True)
+class Out:
+    sends: list[tuple[str, object]] = field(default_factory=list)
+    effects: list[object] = field(default_factory=list)  # StoreGames, ReadGames, GamesDurable
+    changes: list[OriginChange] = field(default_factory=list)
+
+
+class Replication:
+    def __init__(
+        self, me: str, manifest: Manifest, *, min_copies: int, persistent: Callable[[str], bool],
+        push_copies: int = 2, pull_timeout: float = 10.0, repush_after: float = 5.0, batch: int = 64,
+    ) -> None:
+        self.me, self.m = me, manifest
+        self.durability = Durability(me, min_copies, persistent)
+        self.push_copies, self.pull_timeout, self.repush_after, self.batch = push_copies, pull_timeout, repush_after, batch
+        self.pulling: dict[StreamKey, float] = {}  # stream -> deadline of the request under way
+        self.recent: dict[str, dict[int, bytes]] = {}  # our own games not yet durable: config_key -> seq -> bytes
+        self.pushed_at: dict[str, float] = {}
+
+    def hw(self, stream: StreamKey) -> int:
+        return marks(self.m).get(stream, {}).get(self.me, 0)
+
+    # -- the local log answered ----------------------------------------------------------
+
+    def stored(self, origin: str, key: str, seqs: tuple[int, ...], hw: int, games, ack_to: str | None, now: float,
+               targets: list[str]) -> Out:
+        out = Out()
+        if self.hw((origin, key)) != hw:
+            out.changes.append(self.m.put(hw_key((origin, key)), encode_hw(hw)))
+        if origin == self.me:
+            self.recent.setdefault(key, {}).update(games)
+            self._durable(out, key, self.durability.stored(key, hw))
+            if games:
+                self._push(out, key, tuple(games), targets, now)
+        else:
+            self.pulling.pop((origin, key), None)
+            if ack_to is not None and seqs:
+                out.sends.append((ack_to, GamesAck(origin=origin, config_key=key, seqs=tuple(seqs))))
+        return out
+
+    # -- messages ------------------------------------------------------------------------
+
+    def on_push(self, sender: str, msg: PushGames) -> Out:
+        out = Out()
+        if msg.origin != self.me and msg.games:
+            out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games, ack_to=sender))
+        return out
+
+    def on_ack(self, sender: str, msg: GamesAck) -> Out:
+        out = Out()
+        if msg.origin == self.me:
+            self._durable(out, msg.config_key, self.durability.acked(msg.config_key, sender, msg.seqs))
+        return out
+
+    def on_pull(self, sender: str, msg: PullGames) -> Out:
+        out = Out()
+        if 0 < msg.first <= msg.last and msg.last - msg.first < 4096:
+            out.effects.append(ReadGames(origin=msg.origin, config_key=msg.config_key, first=msg.first, last=msg.last,
+                                         reply_to=sender))
+        return out
+
+    def on_batch(self, sender: str, msg: GamesBatch) -> Out:
+        out = Out()
+        if msg.origin != self.me and msg.games:
+            out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games))
+        else:
+            self.pulling.pop((msg.origin, msg.config_key), None)
+        return out
+
+    # -- gossip and ticks ----------------------------------------------------------------
+
+    def marks_changed(self) -> Out:
+        """Gossip moved some high-water marks: our own streams may have become durable."""
+        out = Out()
+        all_marks = marks(self.m)
+        for key in list(self.durability.streams):
+            self._durable(out, key, self.durability.observe(key, all_marks.get((self.me, key), {})))
+        return out
+
+    def tick(self, now: float, *, should_hold: Callable[[StreamKey], bool], healthy: Callable[[str], bool],
+             targets: list[str]) -> Out:
+        out = Out()
+        for stream, deadline in list(self.pulling.items()):
+            if now >= deadline:
+                del self.pulling[stream]
+        all_marks = marks(self.m)
+        mine = {s: hs.get(self.me, 0) for s, hs in all_marks.items()}
+        for req in pull_plan(self.me, all_marks, mine, should_hold=should_hold, healthy=healthy,
+                             busy=self.pulling, batch=self.batch, max_sources=1):
+            out.sends.append((req.source, PullGames(origin=req.stream[0], config_key=req.stream[1], first=req.first,
+                                                    last=req.last)))
+            self.pulling[req.stream] = now + self.pull_timeout
+        for key in sorted(self.recent):
+            pending = self.durability.pending(key)
+            if pending and now - self.pushed_at.get(key, 0.0) >= self.repush_after:
+                games = tuple((q, self.recent[key][q]) for q in pending if q in self.recent[key])
+                if games:
+                    self._push(out, key, games, targets, now)
+        return out
+
+    def _push(self, out: Out, key: str, games, targets: list[str], now: float) -> None:
+        self.pushed_at[key] = now
+        for t in targets[: self.push_copies]:
+            out.sends.append((t, PushGames(origin=self.me, config_key=key, games=games)))
+
+    def _durable(self, out: Out, key: str, newly: list[int]) -> None:
+        if newly:
+            through = self.durability.durable_through(key)
+            out.effects.append(GamesDurable(config_key=key, through=through))
+            recent = self.recent.get(key, {})
+            for q in [q for q in recent if q <= through]:
+                del recent[q]
