@@ -51,6 +51,18 @@ class LocalClient:
     def ls(self) -> dict[str, Any]:
         return json.loads(self._call(self.stub.Get, codec.Query(what="ls")).json)
 
+    def publish_games(self, config_key: str, records: list[dict[str, Any]]) -> list[int]:
+        """Hand finished games (gamedb records) to the local peer; returns once they are fsynced."""
+        from .games import pack_record
+
+        req = codec.PublishGamesRequest(config_key=config_key, games=[pack_record(r) for r in records])
+        return list(self._call(self.stub.PublishGames, req).seqs)
+
+    def wait_durable(self, config_key: str, seq: int, timeout: float = 30.0) -> bool:
+        """Whether game `seq` of this host's stream `config_key` became durable within `timeout`."""
+        req = codec.WaitDurableRequest(config_key=config_key, seq=seq, timeout_s=timeout)
+        return self._call(self.stub.WaitDurable, req, timeout=timeout + 10).durable
+
     def get(self, what: str, **args: object) -> dict[str, Any]:
         """A report: status, ls, recommendations, cluster, replication_targets."""
         q = codec.Query(what=what, args={k: str(v) for k, v in args.items()})

@@ -12,7 +12,8 @@ from .core.catalog import is_node_id
 from .core.errors import RemoteProtocolError
 from .core.manifest import MAX_KEY_BYTES, MAX_VALUE_BYTES, Delta, Fact, OriginDelta, OriginDigest
 from .core.messages import (
-    Ack, Envelope, HeartbeatAck, LeaderHeartbeat, Ping, PingAck, PingReq, Syn, SynAck, VoteReply, VoteRequest,
+    Ack, Envelope, GamesAck, GamesBatch, HeartbeatAck, LeaderHeartbeat, Ping, PingAck, PingReq, PullGames, PushGames,
+    Syn, SynAck, VoteReply, VoteRequest,
 )
 from .core.recipe import DIGEST_BYTES
 from .v1 import mesh_pb2 as pb
@@ -27,6 +28,12 @@ Recipe = pb.Recipe
 ChunkRequest = pb.ChunkRequest
 Chunk = pb.Chunk
 PutRequest = pb.PutRequest
+PublishGamesRequest = pb.PublishGamesRequest
+PublishGamesReply = pb.PublishGamesReply
+WaitDurableRequest = pb.WaitDurableRequest
+WaitDurableReply = pb.WaitDurableReply
+MAX_GAMES = 4096
+MAX_GAME_BYTES = 6 * 1024 * 1024
 PutReply = pb.PutReply
 Query = pb.Query
 Document = pb.Document
@@ -82,6 +89,15 @@ def encode_envelope(env: Envelope, sender_address: str) -> pb.Envelope:
         out.syn_ack.delta.extend(_delta_pb(body.delta))
     elif isinstance(body, Ack):
         out.ack.delta.extend(_delta_pb(body.delta))
+    elif isinstance(body, (PushGames, GamesBatch)):
+        part = out.push_games if isinstance(body, PushGames) else out.games_batch
+        part.origin, part.config_key = body.origin, body.config_key
+        part.games.extend(pb.GameEntry(seq=q, data=g) for q, g in body.games)
+    elif isinstance(body, GamesAck):
+        out.games_ack.MergeFrom(pb.GamesAck(origin=body.origin, config_key=body.config_key, seqs=body.seqs))
+    elif isinstance(body, PullGames):
+        out.pull_games.MergeFrom(pb.PullGames(origin=body.origin, config_key=body.config_key, first=body.first,
+                                              last=body.last))
     elif type(body) in _SIMPLE:
         name, fields = _SIMPLE[type(body)]
         getattr(out, name).MergeFrom(getattr(pb, type(body).__name__)(**{f: getattr(body, f) for f in fields}))
@@ -141,6 +157,22 @@ def decode_envelope(msg: pb.Envelope) -> Envelope:
         body = SynAck(digest=_digest(msg.syn_ack.digest), delta=_delta(msg.syn_ack.delta))
     elif which == "ack":
         body = Ack(delta=_delta(msg.ack.delta))
+    elif which in ("push_games", "games_batch"):
+        part = getattr(msg, which)
+        if len(part.games) > MAX_GAMES or any(len(g.data) > MAX_GAME_BYTES or g.seq == 0 for g in part.games):
+            raise RemoteProtocolError("games out of bounds")
+        cls = PushGames if which == "push_games" else GamesBatch
+        body = cls(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),
+                   games=tuple((g.seq, g.data) for g in part.games))
+    elif which == "games_ack":
+        part = msg.games_ack
+        if len(part.seqs) > MAX_GAMES:
+            raise RemoteProtocolError("too many seqs")
+        body = GamesAck(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key), seqs=tuple(part.seqs))
+    elif which == "pull_games":
+        part = msg.pull_games
+        body = PullGames(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),
+                         first=part.first, last=part.last)
     elif which in _SIMPLE_BY_FIELD:
         cls, fields = _SIMPLE_BY_FIELD[which]
         part = getattr(msg, which)

@@ -30,12 +30,13 @@ from .core import election as el, membership as mb
 from .core.bandwidth import Priority
 from .core.breaker import BreakerConfig
 from .core.messages import (
-    CancelTransfer, DiskMeasured, Effect, Emit, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
+    CancelTransfer, DiskMeasured, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
     Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
 from .core.peer import Peer, PeerConfig
 from .backup import Backups
 from .files import FileStore
+from .games import Games
 from .links import SERVER_OPTIONS, Links
 from .server import LocalService, PeerService
 from .store import Store
@@ -93,6 +94,9 @@ class Daemon:
         self.store_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
         self.store = await self._in_store(Store, self.data_dir)
         self.files = await asyncio.to_thread(FileStore, self.data_dir)
+        self.games = await self._in_store(lambda: Games(self.data_dir, consume=self.host.role in ("training", "backup")))
+        self.durable: dict[str, int] = {}
+        self.durable_changed = asyncio.Condition()
         states = await self._in_store(self.store.load)
         hlc = await self._in_store(self.store.meta, "hlc") or 0
         vote = await self._in_store(self.store.vote)
@@ -158,6 +162,7 @@ class Daemon:
             t.cancel()
         await asyncio.gather(self._driver, *self._tasks, *(t for t, _v, _s in self.transfers.values()), return_exceptions=True)
         await self.links.close()
+        await self._in_store(self.games.close)
         await self._in_store(self.store.close)
         self.store_exec.shutdown()
         socket_path(self.data_dir).unlink(missing_ok=True)
@@ -213,6 +218,12 @@ class Daemon:
                 key = (e.version.item, e.version.digest)
                 task = asyncio.create_task(self._transfer(e.version, e.sources, Priority.parse(e.priority)))
                 self.transfers[key] = (task, e.version, time.time())
+            elif isinstance(e, StoreGames):
+                self._spawn(self._store_games(e))
+            elif isinstance(e, ReadGames):
+                self._spawn(self._read_games(e))
+            elif isinstance(e, GamesDurable):
+                self._spawn(self._mark_durable(e.config_key, e.through))
             elif isinstance(e, Emit):
                 self.events.append({"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail})
                 del self.events[:-50]
@@ -324,6 +335,46 @@ class Daemon:
         self._blocked = now_blocked
         self.counters["items_blocked"] = len(now_blocked)
 
+    # -- game streams --------------------------------------------------------------------
+
+    async def publish_games(self, config_key: str, payloads: list[bytes]) -> list[int]:
+        """Intake: append to our stream, fsync, then let the core push them; returns the seqs."""
+        me = self.peer.me
+        games, hw = await self._in_store(self.games.append_own, me, config_key, payloads)
+        self.count("games_published", len(games))
+        await self.submit(GamesStored(origin=me, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw,
+                                      games=games))
+        return [q for q, _ in games]
+
+    async def wait_durable(self, config_key: str, seq: int, timeout: float) -> bool:
+        async with self.durable_changed:
+            try:
+                await asyncio.wait_for(
+                    self.durable_changed.wait_for(lambda: self.durable.get(config_key, 0) >= seq), timeout)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def _mark_durable(self, config_key: str, through: int) -> None:
+        async with self.durable_changed:
+            self.durable[config_key] = max(self.durable.get(config_key, 0), through)
+            self.durable_changed.notify_all()
+
+    async def _store_games(self, e: StoreGames) -> None:
+        try:
+            hw = await self._in_store(self.games.store, e.origin, e.config_key, e.games)
+        except OSError as err:  # disk full or failing: no ack, the sender retries elsewhere
+            log.warning("cannot store games of %s/%s: %s", e.origin, e.config_key, err)
+            self.count("games_store_failed")
+            return
+        self.count("games_stored", len(e.games))
+        self.submit_nowait(GamesStored(origin=e.origin, config_key=e.config_key, seqs=tuple(q for q, _ in e.games),
+                                       hw=hw, ack_to=e.ack_to))
+
+    async def _read_games(self, e: ReadGames) -> None:
+        games = await self._in_store(self.games.read, e.origin, e.config_key, e.first, e.last)
+        self.submit_nowait(GamesRead(origin=e.origin, config_key=e.config_key, games=games, reply_to=e.reply_to))
+
     @staticmethod
     def now() -> float:
         return time.time()
@@ -361,6 +412,8 @@ class Daemon:
             "local_health": p.membership.health, "membership_stats": dict(p.membership.stats),
             "fingerprint": m.fingerprint(), "members": members, "disk": self.disk,
             "blocked_items": self.blocked_items(), "backups": p.backups(), "events": list(self.events),
+            "games": {"durable_through": dict(self.durable), "streams": {f"{o}/{k}": hw for (o, k), hw in self.games.log.streams().items()},
+                      **self.games.counts},
             "items": len(catalog.newest_versions(m)),
             "transfers": [
                 {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3)}

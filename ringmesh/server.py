@@ -110,6 +110,25 @@ class LocalService(mesh_pb2_grpc.LocalServicer):
         return codec.PutReply(type=item.type, name=item.name, digest=hashed.digest, size=hashed.size,
                               chunk_size=hashed.chunk_size, hlc=v.hlc if v else 0)
 
+    async def PublishGames(self, request, context):
+        try:
+            key = codec.check_node_id(request.config_key)
+        except RemoteProtocolError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad config_key {request.config_key[:40]!r}")
+        if not request.games or len(request.games) > codec.MAX_GAMES or any(
+                len(g) > codec.MAX_GAME_BYTES for g in request.games):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"1..{codec.MAX_GAMES} games of at most "
+                                f"{codec.MAX_GAME_BYTES} bytes each")
+        try:
+            seqs = await self.d.publish_games(key, list(request.games))
+        except OSError as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store the games: {e.strerror}")
+        return codec.PublishGamesReply(seqs=seqs)
+
+    async def WaitDurable(self, request, context):
+        ok = await self.d.wait_durable(request.config_key, request.seq, min(max(request.timeout_s, 0.0), 3600.0))
+        return codec.WaitDurableReply(durable=ok, durable_through=self.d.durable.get(request.config_key, 0))
+
     async def Get(self, request, context):
         readers = {
             "status": self.d.status, "ls": self.d.listing,

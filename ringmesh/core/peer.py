@@ -415,7 +415,9 @@ class Peer:
             used, free = rec.get("disk_used_percent"), rec.get("disk_free_bytes")
             out.append(HostInfo(
                 name=name, role=str(rec.get("role", "selfplay")), ephemeral=bool(rec.get("ephemeral", False)),
-                excluded=name in self.config.excluded, alive=self.membership.view(name) == mb.ALIVE,
+                # a suspected host still counts for placement (it most likely lives); it is not
+                # asked for data until it is alive again (see `healthy`)
+                excluded=name in self.config.excluded, alive=self.membership.view(name) in (mb.ALIVE, mb.SUSPECT),
                 nfs_group=self.config.nfs_groups.get(name),
                 disk_used_percent=float(used) if isinstance(used, (int, float)) else None,
                 disk_free_bytes=int(free) if isinstance(free, int) else None,

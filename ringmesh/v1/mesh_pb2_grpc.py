@@ -210,6 +210,16 @@ class LocalStub:
                 request_serializer=ringmesh_dot_v1_dot_mesh__pb2.Query.SerializeToString,
                 response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Document.FromString,
                 _registered_method=True)
+        self.PublishGames = channel.unary_unary(
+                '/ringmesh.v1.Local/PublishGames',
+                request_serializer=ringmesh_dot_v1_dot_mesh__pb2.PublishGamesRequest.SerializeToString,
+                response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.PublishGamesReply.FromString,
+                _registered_method=True)
+        self.WaitDurable = channel.unary_unary(
+                '/ringmesh.v1.Local/WaitDurable',
+                request_serializer=ringmesh_dot_v1_dot_mesh__pb2.WaitDurableRequest.SerializeToString,
+                response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.WaitDurableReply.FromString,
+                _registered_method=True)
 
 
 class LocalServicer:
@@ -235,6 +245,20 @@ class LocalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishGames(self, request, context):
+        """Take finished games into this host's stream of `config_key`; answers once they are fsynced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitDurable(self, request, context):
+        """Wait (up to timeout_s) until game `seq` of our stream `config_key` is durable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LocalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +276,16 @@ def add_LocalServicer_to_server(servicer, server):
                     servicer.Control,
                     request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Query.FromString,
                     response_serializer=ringmesh_dot_v1_dot_mesh__pb2.Document.SerializeToString,
+            ),
+            'PublishGames': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishGames,
+                    request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.PublishGamesRequest.FromString,
+                    response_serializer=ringmesh_dot_v1_dot_mesh__pb2.PublishGamesReply.SerializeToString,
+            ),
+            'WaitDurable': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitDurable,
+                    request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.WaitDurableRequest.FromString,
+                    response_serializer=ringmesh_dot_v1_dot_mesh__pb2.WaitDurableReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -335,6 +369,60 @@ class Local:
             '/ringmesh.v1.Local/Control',
             ringmesh_dot_v1_dot_mesh__pb2.Query.SerializeToString,
             ringmesh_dot_v1_dot_mesh__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishGames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringmesh.v1.Local/PublishGames',
+            ringmesh_dot_v1_dot_mesh__pb2.PublishGamesRequest.SerializeToString,
+            ringmesh_dot_v1_dot_mesh__pb2.PublishGamesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitDurable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringmesh.v1.Local/WaitDurable',
+            ringmesh_dot_v1_dot_mesh__pb2.WaitDurableRequest.SerializeToString,
+            ringmesh_dot_v1_dot_mesh__pb2.WaitDurableReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ from ringmesh import codec
 from ringmesh.core import Ack, Delta, Envelope, Fact, OriginDelta, OriginDigest, RemoteProtocolError, Syn, SynAck
 from ringmesh.core.election import HeartbeatAck, LeaderHeartbeat, VoteReply, VoteRequest
 from ringmesh.core.membership import Ping, PingAck, PingReq
+from ringmesh.core.messages import GamesAck, GamesBatch, PullGames, PushGames
 
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,19}", fullmatch=True)
 u64 = st.integers(0, 2**64 - 1)
@@ -23,6 +24,7 @@ def origin_deltas(draw):
                        (counters[-1] if counters else start) + draw(st.integers(0, 3)), facts)
 
 
+games = st.lists(st.tuples(st.integers(1, 2**64 - 1), st.binary(max_size=40)), max_size=4).map(tuple)
 deltas = st.builds(Delta, st.lists(origin_deltas(), max_size=4).map(tuple))
 bodies = st.one_of(
     st.builds(Syn, digest=digests), st.builds(SynAck, digest=digests, delta=deltas), st.builds(Ack, delta=deltas),
@@ -30,6 +32,10 @@ bodies = st.one_of(
     st.builds(VoteRequest, term=u64, pre=st.booleans()),
     st.builds(VoteReply, term=u64, granted=st.booleans(), pre=st.booleans()),
     st.builds(LeaderHeartbeat, term=u64, seq=u64), st.builds(HeartbeatAck, term=u64, seq=u64),
+    st.builds(PushGames, origin=names, config_key=names, games=games),
+    st.builds(GamesBatch, origin=names, config_key=names, games=games),
+    st.builds(GamesAck, origin=names, config_key=names, seqs=st.lists(u64, max_size=5).map(tuple)),
+    st.builds(PullGames, origin=names, config_key=names, first=u64, last=u64),
 )
 
 

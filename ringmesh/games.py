@@ -1,0 +1,91 @@
+"""The daemon's game streams: the stream log on disk and, on game hosts, the SQLite
+databases the training processes read (one per config, the self-play schema, WAL).
+
+Blocking; the daemon calls it from its store worker thread, one call at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from . import gamedb
+from .streamlog import StreamLog, StreamLogError
+
+log = logging.getLogger("ringmesh.games")
+
+
+def pack_record(record: dict[str, Any]) -> bytes:
+    return msgpack.packb(record, use_bin_type=True)
+
+
+def unpack_record(raw: bytes) -> dict[str, Any] | None:
+    try:
+        rec = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception:
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("game_id"), str) or not isinstance(rec.get("tables"), dict):
+        return None
+    return rec
+
+
+class Games:
+    def __init__(self, data_dir: str | Path, *, consume: bool) -> None:
+        self.root = Path(data_dir)
+        self.log = StreamLog(self.root / "streams")
+        self.consume = consume
+        self.dbs: dict[str, Any] = {}
+        self.counts = {"materialised": 0, "duplicates": 0, "rejected": 0, "undecodable": 0}
+
+    def close(self) -> None:
+        for db in self.dbs.values():
+            db.close()
+        self.log.close()
+
+    def append_own(self, me: str, config_key: str, payloads: list[bytes]) -> tuple[tuple[tuple[int, bytes], ...], int]:
+        seqs = self.log.append(me, config_key, payloads)
+        self.log.flush()  # group commit: one fsync for the whole batch, before anyone hears of it
+        self._materialise(config_key, payloads)
+        return tuple(zip(seqs, payloads)), self.log.high_water(me, config_key)
+
+    def store(self, origin: str, config_key: str, games) -> int:
+        fresh = []
+        for q, g in games:
+            try:
+                if self.log.append_at(origin, config_key, q, g):
+                    fresh.append(g)
+            except (StreamLogError, ValueError) as e:  # a peer sent a different game under a known seq
+                log.warning("game %s/%s #%d refused: %s", origin, config_key, q, e)
+                self.counts["rejected"] += 1
+        self.log.flush()
+        self._materialise(config_key, fresh)
+        return self.log.high_water(origin, config_key)
+
+    def read(self, origin: str, config_key: str, first: int, last: int) -> tuple[tuple[int, bytes], ...]:
+        return tuple(self.log.read(origin, config_key, first, last))
+
+    def _materialise(self, config_key: str, payloads: list[bytes]) -> None:
+        """Append the games to this host's database of `config_key` (game hosts only)."""
+        if not self.consume or not payloads:
+            return
+        records = []
+        for p in payloads:
+            rec = unpack_record(p)
+            if rec is None:
+                self.counts["undecodable"] += 1
+            else:
+                records.append(rec)
+        db = self.dbs.get(config_key)
+        if db is None:
+            (self.root / "games").mkdir(exist_ok=True)
+            db = self.dbs[config_key] = gamedb.open_consumer_db(self.root / "games" / f"{config_key}.db")
+        rejected: list = []
+        inserted, dups = gamedb.append_games(db, records, rejected=rejected)
+        self.counts["materialised"] += inserted
+        self.counts["duplicates"] += dups
+        self.counts["rejected"] += len(rejected)
+        for game_id, err in rejected:
+            log.warning("game %s of %s refused by the database: %s", game_id, config_key, err)

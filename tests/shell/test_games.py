@@ -1,0 +1,68 @@
+"""Game streams between real peers: self-play games taken from a real self-play database,
+published on a selfplay host, durable once acked, and materialised once, byte-identical,
+into the training and backup hosts' databases."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+
+from ringmesh import gamedb
+from ringmesh.gamedb_schema import CHILD_TABLES
+from ringmesh.localcluster import LocalCluster, wait_for
+
+
+def _rows(db_path, game_id):
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        out = {"games": con.execute("SELECT * FROM games WHERE game_id=?", (game_id,)).fetchall()}
+        for table, pk in CHILD_TABLES.items():
+            out[table] = con.execute(f"SELECT * FROM {table} WHERE game_id=? ORDER BY {', '.join(pk)}", (game_id,)).fetchall()
+        return out
+    finally:
+        con.close()
+
+
+def _count(db_path):
+    if not db_path.exists():
+        return 0
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM games").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        con.close()
+
+
+def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
+    source = tmp_path / "selfplay_hex8_2p.db"
+    ids = gamedb.generate_games(source, 6, config_key="hex8_2p", seed=3, moves=(20, 30), active=1)
+    records, cursor = gamedb.read_completed_games(source)
+    assert len(records) == 6
+    roles = {"node1": "training", "node2": "backup", "node3": "selfplay", "node4": "selfplay"}
+    c = LocalCluster(tmp_path / "c", 4, gossip_interval=0.2, roles=roles)
+    try:
+        c.start_all()
+        wait_for(c.converged, 30, what="a settled cluster")
+        with c.nodes["node3"].client() as cl:
+            seqs = cl.publish_games("hex8_2p", records[:4])
+            assert seqs == [1, 2, 3, 4]
+            assert cl.wait_durable("hex8_2p", 4, timeout=30), "acked by two game hosts"
+        # the selfplay host dies; its games are already on the game hosts
+        c.signal("node3", signal.SIGKILL)
+        with c.nodes["node4"].client() as cl:
+            assert cl.publish_games("hex8_2p", records[4:] + records[:1]) == [1, 2, 3]  # its own stream; one duplicate
+            assert cl.wait_durable("hex8_2p", 3, timeout=30)
+        dbs = {n: c.nodes[n].data_dir / "games" / "hex8_2p.db" for n in ("node1", "node2")}
+        wait_for(lambda: all(_count(p) == 6 for p in dbs.values()), 30, what="6 games in every game host's database")
+        for n, p in dbs.items():
+            for gid in [r["game_id"] for r in records]:
+                assert _rows(p, gid) == _rows(source, gid), (n, gid)
+            assert gamedb.open_consumer_db(p).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            st = c.nodes[n].query("status")["games"]
+            assert st["materialised"] == 6 and st["duplicates"] == 1, (n, st)
+        assert _count(source) == 7 and set(ids) == {r["game_id"] for r in records}, "the active game was not taken"
+    finally:
+        codes = c.stop_all()
+        assert all(code in (0, None) for code in codes.values())
