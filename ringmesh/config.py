@@ -184,6 +184,7 @@ TIMINGS = {
     "election_timeout_seconds": (1.0, 0.1, 120),
     "breaker_base_seconds": (1.0, 0.01, 600),
     "breaker_cap_seconds": (60.0, 0.01, 3600),
+    "drain_notice_seconds": (25.0, 0.0, 600),  # SIGTERM: time to make every game durable
 }
 
 # setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)

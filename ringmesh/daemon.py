@@ -30,7 +30,7 @@ from .core import election as el, membership as mb
 from .core.bandwidth import Priority
 from .core.breaker import BreakerConfig
 from .core.messages import (
-    CancelTransfer, DiskMeasured, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
+    CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
     Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
 from .core.peer import Peer, PeerConfig
@@ -136,6 +136,25 @@ class Daemon:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+    async def drain(self, notice: float) -> int:
+        """Before going: push every game not yet durable to persistent peers and wait, within
+        `notice` seconds, until they are durable. Returns how many are still not durable."""
+        deadline = time.monotonic() + notice
+        left = self.peer.replication.undurable()
+        while left and time.monotonic() < deadline:
+            await self.submit(DrainRequested())
+            async with self.durable_changed:
+                try:
+                    await asyncio.wait_for(self.durable_changed.wait(), min(1.0, max(0.0, deadline - time.monotonic())))
+                except asyncio.TimeoutError:
+                    pass
+            left = self.peer.replication.undurable()
+        if left:
+            log.warning("drain: %d game(s) not durable after %.0f s of notice", left, notice)
+        else:
+            log.info("drain: every game is durable")
+        return left
 
     async def leave(self, timeout: float = 1.0) -> None:
         """Tell the cluster we are going (graceful leave), waiting a little for the sends."""
@@ -466,6 +485,7 @@ async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: 
         loop.add_signal_handler(sig, d.stop)
     try:
         await d.wait()
+        await d.drain(config.timings.get("drain_notice_seconds", 25.0))
         await d.leave()
     finally:
         await d.close()

@@ -270,13 +270,19 @@ class GamesRead:
 
 
 @_frozen
+class DrainRequested:
+    """A local command: this host is going away (SIGTERM on a spot host): push every game
+    that is not durable yet to persistent peers now."""
+
+
+@_frozen
 class LeaveRequested:
     """A local command: this host is shutting down and says so before it goes."""
 
 
 Event = Union[
     TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, PrioritySet,
-    SyncRequested, BackupFinished, GamesStored, GamesRead, LeaveRequested,
+    SyncRequested, BackupFinished, GamesStored, GamesRead, DrainRequested, LeaveRequested,
 ]
 
 

@@ -31,7 +31,7 @@ from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    Ack, BackupFinished, DiskMeasured, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
+    Ack, BackupFinished, DiskMeasured, DrainRequested, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
     PushGames, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
     SaveVote, Send, SendFailed, SetTimer, Syn, SynAck, TimerFired, TransferFailed,
 )
@@ -144,6 +144,9 @@ class Peer:
             r = self.replication.stored(event.origin, event.config_key, event.seqs, event.hw, event.games, event.ack_to,
                                         now, self.push_targets(now))
             return self._replicated(r, now)
+        if isinstance(event, DrainRequested):
+            persistent = [h for h in self.push_targets(now) if self._persistent(h)]
+            return self._replicated(self.replication.drain(now, persistent), now)
         if isinstance(event, GamesRead):
             if not event.games:
                 return []

@@ -124,6 +124,18 @@ class Replication:
                     self._push(out, key, games, targets, now)
         return out
 
+    def drain(self, now: float, targets: list[str]) -> Out:
+        """Push every game not yet durable to the given (persistent) peers, now."""
+        out = Out()
+        for key in sorted(self.recent):
+            games = tuple((q, self.recent[key][q]) for q in self.durability.pending(key) if q in self.recent[key])
+            if games:
+                self._push(out, key, games, targets, now)
+        return out
+
+    def undurable(self) -> int:
+        return sum(len(self.durability.pending(k)) for k in self.durability.streams)
+
     def _push(self, out: Out, key: str, games, targets: list[str], now: float) -> None:
         self.pushed_at[key] = now
         for t in targets[: self.push_copies]:

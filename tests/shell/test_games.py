@@ -66,3 +66,30 @@ def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
     finally:
         codes = c.stop_all()
         assert all(code in (0, None) for code in codes.values())
+
+
+def test_sigterm_drains_games_that_are_not_durable_yet(tmp_path):
+    source = tmp_path / "selfplay_sq8_2p.db"
+    gamedb.generate_games(source, 3, config_key="square8_2p", seed=5, moves=(20, 25))
+    records, _ = gamedb.read_completed_games(source)
+    roles = {"node1": "training", "node2": "backup", "node3": "selfplay"}
+    c = LocalCluster(tmp_path / "c", 3, gossip_interval=0.2, roles=roles)
+    try:
+        c.start_all()
+        wait_for(c.converged, 30, what="a settled cluster")
+        for n in ("node1", "node2"):
+            c.signal(n, signal.SIGSTOP)  # the game hosts cannot ack for now
+        with c.nodes["node3"].client() as cl:
+            assert cl.publish_games("square8_2p", records) == [1, 2, 3]
+            assert not cl.wait_durable("square8_2p", 3, timeout=1.0)
+        for n in ("node1", "node2"):
+            c.signal(n, signal.SIGCONT)
+        assert c.signal("node3", signal.SIGTERM, timeout=40) == 0
+        assert "drain: every game is durable" in c.nodes["node3"].log_tail(40)
+        dbs = [c.nodes[n].data_dir / "games" / "square8_2p.db" for n in ("node1", "node2")]
+        wait_for(lambda: all(_count(p) == 3 for p in dbs), 30, what="the drained games on the game hosts")
+    finally:
+        for n in c.nodes:
+            c.signal(n, signal.SIGCONT)
+        codes = c.stop_all()
+        assert all(code in (0, None) for code in codes.values())
