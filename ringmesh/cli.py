@@ -103,6 +103,69 @@ def _sync(args) -> int:
     return 0
 
 
+def _games_ingest(args) -> int:
+    """Take the completed games of self-play databases into this host's streams, once each:
+    the cursor of every database is kept in the data dir and saved only after the peer has
+    fsynced the games it covers."""
+    from . import gamedb
+    from .client import LocalClient
+
+    min_moves = int(args.min_moves) if args.min_moves and args.min_moves.isdigit() else args.min_moves
+    if min_moves not in (None, "cluster") and not isinstance(min_moves, int):
+        print(f"ringmesh games ingest: --min-moves takes 'cluster' or a number, not {min_moves!r}", file=sys.stderr)
+        return 2
+    cursors_path = os.path.join(args.data_dir, "ingest-cursors.json")
+    try:
+        with open(cursors_path) as f:
+            cursors = json.load(f)
+    except (OSError, ValueError):
+        cursors = {}
+    total = 0
+    with LocalClient(args.data_dir) as c:
+        for path in args.paths:
+            key = os.path.abspath(path)
+            while True:
+                records, cursor = gamedb.read_completed_games(path, cursors.get(key), min_moves=min_moves, limit=64)
+                by_config: dict[str, list] = {}
+                for r in records:
+                    by_config.setdefault(r["config_key"], []).append(r)
+                for config_key, recs in sorted(by_config.items()):
+                    c.publish_games(config_key, recs)
+                    total += len(recs)
+                cursors[key] = cursor
+                tmp = cursors_path + ".tmp"
+                with open(tmp, "w") as f:
+                    json.dump(cursors, f)
+                os.replace(tmp, cursors_path)
+                if not records:
+                    break
+            print(f"{path}: ingested, {total} game(s) so far", file=sys.stderr)
+    print(json.dumps({"games": total}) if args.json else f"{total} game(s) taken in")
+    return 0
+
+
+def _games_add(args) -> int:
+    """One game record (msgpack or JSON on stdin) into this host's stream of --config-key."""
+    from .client import LocalClient
+    from .games import unpack_record
+
+    raw = sys.stdin.buffer.read()
+    record = unpack_record(raw)
+    if record is None:
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = None
+    if not isinstance(record, dict) or not isinstance(record.get("game_id"), str):
+        print("ringmesh games add: stdin is not a game record (msgpack or JSON with game_id and tables)", file=sys.stderr)
+        return 2
+    with LocalClient(args.data_dir) as c:
+        (seq,) = c.publish_games(args.config_key, [record])
+        durable = c.wait_durable(args.config_key, seq, args.wait) if args.wait else False
+    print(json.dumps({"seq": seq, "durable": durable}))
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -168,6 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_sync)
+
+    g = sub.add_parser("games", help="game streams").add_subparsers(dest="games_command", required=True)
+    s = g.add_parser("ingest", help="take completed games out of self-play databases (each once)")
+    s.add_argument("paths", nargs="+", metavar="DB")
+    s.add_argument("--min-moves", default=None, help="'cluster' for the cluster's filters, or a number")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_games_ingest)
+    s = g.add_parser("add", help="one game record on stdin")
+    s.add_argument("--config-key", required=True)
+    s.add_argument("--wait", type=float, default=0.0, help="seconds to wait until it is durable")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.set_defaults(fn=_games_add)
 
     s = sub.add_parser("demo", help="a local cluster of real peers on loopback")
     s.add_argument("--nodes", type=int, default=5)

@@ -93,3 +93,35 @@ def test_sigterm_drains_games_that_are_not_durable_yet(tmp_path):
             c.signal(n, signal.SIGCONT)
         codes = c.stop_all()
         assert all(code in (0, None) for code in codes.values())
+
+
+def test_games_ingest_and_add_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    from ringmesh.games import pack_record
+
+    source = tmp_path / "gumbel_hex8_3p.db"
+    gamedb.generate_games(source, 4, config_key="hex8_3p", seed=9, moves=(20, 25), active=1)
+    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles={"node1": "training", "node2": "selfplay"})
+    try:
+        c.start_all()
+        dd = str(c.nodes["node2"].data_dir)
+        cli = [sys.executable, "-m", "ringmesh", "games"]
+        r = subprocess.run(cli + ["ingest", str(source), "--data-dir", dd, "--json"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and '"games": 4' in r.stdout, r.stderr
+        r = subprocess.run(cli + ["ingest", str(source), "--data-dir", dd, "--json"], capture_output=True, text=True, timeout=60)
+        assert '"games": 0' in r.stdout, "a game is never taken twice"
+        extra = tmp_path / "extra.db"
+        gamedb.generate_games(extra, 1, config_key="hex8_3p", seed=10, moves=(20, 21))
+        (record,), _ = gamedb.read_completed_games(extra)
+        r = subprocess.run(cli + ["add", "--config-key", "hex8_3p", "--wait", "20", "--data-dir", dd],
+                           input=pack_record(record), capture_output=True, timeout=60)
+        assert r.returncode == 0 and b'"seq": 5' in r.stdout and b'"durable": true' in r.stdout, r.stderr
+        r = subprocess.run(cli + ["add", "--config-key", "hex8_3p", "--data-dir", dd], input=b"nonsense", capture_output=True)
+        assert r.returncode == 2 and b"not a game record" in r.stderr
+        db = c.nodes["node1"].data_dir / "games" / "hex8_3p.db"
+        wait_for(lambda: _count(db) == 5, 30, what="5 games on the training host")
+    finally:
+        codes = c.stop_all()
+        assert all(code in (0, None) for code in codes.values())
