@@ -73,6 +73,10 @@ def _status(args) -> int:
         hb = "-" if m["heartbeat"] is None else m["heartbeat"]
         print(f"{m['name']:20} {m['state']:8} {m['address'] or '-':22} {m['role'] or '-':12} {'yes' if m['voter'] else 'no':5} "
               f"{hb:>9} {m['breaker']['state']:9}")
+    for key, f in sorted(doc.get("freshness", {}).items()):
+        age = "-" if f["newest_age_s"] is None else f"{f['newest_age_s']:.1f} s"
+        print(f"games {key:12} {f['games']:>8} in {f['streams']} stream(s), newest {age} ago, "
+              f"hosts behind: {', '.join(f['hosts_behind']) or 'none'}")
     for ev in doc.get("events", [])[-5:]:
         print(f"event {time.strftime('%H:%M:%S', time.localtime(ev['at']))} {ev['kind']} {ev['subject']} {ev['detail']}")
     for b in doc.get("blocked_items", []):

@@ -26,7 +26,7 @@ from . import codec
 from .config import ClusterConfig, ConfigError, check_address
 from .core import catalog
 from .core.errors import RingmeshError
-from .core import election as el, membership as mb
+from .core import election as el, membership as mb, streams
 from .core.bandwidth import Priority
 from .core.breaker import BreakerConfig
 from .core.messages import (
@@ -431,6 +431,7 @@ class Daemon:
             "local_health": p.membership.health, "membership_stats": dict(p.membership.stats),
             "fingerprint": m.fingerprint(), "members": members, "disk": self.disk,
             "blocked_items": self.blocked_items(), "backups": p.backups(), "events": list(self.events),
+            "freshness": streams.freshness(m, p.game_placement().targets, now),
             "games": {"durable_through": dict(self.durable), "streams": {f"{o}/{k}": hw for (o, k), hw in self.games.log.streams().items()},
                       **self.games.counts},
             "items": len(catalog.newest_versions(m)),

@@ -52,7 +52,8 @@ class Replication:
                targets: list[str]) -> Out:
         out = Out()
         if self.hw((origin, key)) != hw:
-            out.changes.append(self.m.put(hw_key((origin, key)), encode_hw(hw)))
+            at = now if origin == self.me else None
+            out.changes.append(self.m.put(hw_key((origin, key)), encode_hw(hw, at)))
         if origin == self.me:
             self.recent.setdefault(key, {}).update(games)
             self._durable(out, key, self.durability.stored(key, hw))

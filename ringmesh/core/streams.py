@@ -38,8 +38,32 @@ def parse_hw_key(key: str) -> StreamKey | None:
     return parts[0], parts[1]
 
 
-def encode_hw(hw: int) -> bytes:
-    return catalog.pack({"hw": int(hw)})
+def encode_hw(hw: int, at: float | None = None) -> bytes:
+    """A holder's mark; the origin adds `t`, when its newest game was stored (ms, its clock)."""
+    value = {"hw": int(hw)}
+    if at is not None:
+        value["t"] = int(at * 1000)
+    return catalog.pack(value)
+
+
+def freshness(m: Manifest, game_hosts: Iterable[str], now: float) -> dict[str, dict]:
+    """Per config key: streams, games produced, the newest game's age, game hosts behind."""
+    out: dict[str, dict] = {}
+    hosts = set(game_hosts)
+    for (origin, key), holders in sorted(marks(m).items()):
+        top = holders.get(origin, max(holders.values()))
+        raw = m.get(origin, hw_key((origin, key)))
+        t = (catalog.unpack(raw) or {}).get("t") if raw is not None else None
+        c = out.setdefault(key, {"streams": 0, "games": 0, "newest_age_s": None, "hosts_behind": set()})
+        c["streams"] += 1
+        c["games"] += top
+        if isinstance(t, int):
+            age = round(max(0.0, now - t / 1000), 3)
+            c["newest_age_s"] = age if c["newest_age_s"] is None else min(c["newest_age_s"], age)
+        c["hosts_behind"].update(h for h in hosts if h != origin and holders.get(h, 0) < top)
+    for c in out.values():
+        c["hosts_behind"] = sorted(c["hosts_behind"])
+    return out
 
 
 def marks(m: Manifest) -> dict[StreamKey, dict[str, int]]:

@@ -62,6 +62,9 @@ def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
             assert gamedb.open_consumer_db(p).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             st = c.nodes[n].query("status")["games"]
             assert st["materialised"] == 6 and st["duplicates"] == 1, (n, st)
+        fresh = wait_for(lambda: (lambda f: f if f.get("hosts_behind") == [] else None)(
+            c.nodes["node1"].query("status")["freshness"].get("hex8_2p", {})), 20, what="no game host behind")
+        assert fresh["streams"] == 2 and fresh["games"] == 7 and fresh["newest_age_s"] is not None
         assert _count(source) == 7 and set(ids) == {r["game_id"] for r in records}, "the active game was not taken"
     finally:
         codes = c.stop_all()
