@@ -108,42 +108,18 @@ def _sync(args) -> int:
 
 
 def _games_ingest(args) -> int:
-    """Take the completed games of self-play databases into this host's streams, once each:
-    the cursor of every database is kept in the data dir and saved only after the peer has
-    fsynced the games it covers."""
-    from . import gamedb
+    """Take the completed games of self-play databases into this host's streams, once each
+    (the cursors live in the data dir; see `ringmesh.games.ingest`)."""
     from .client import LocalClient
+    from .games import ingest
 
     min_moves = int(args.min_moves) if args.min_moves and args.min_moves.isdigit() else args.min_moves
     if min_moves not in (None, "cluster") and not isinstance(min_moves, int):
         print(f"ringmesh games ingest: --min-moves takes 'cluster' or a number, not {min_moves!r}", file=sys.stderr)
         return 2
-    cursors_path = os.path.join(args.data_dir, "ingest-cursors.json")
-    try:
-        with open(cursors_path) as f:
-            cursors = json.load(f)
-    except (OSError, ValueError):
-        cursors = {}
-    total = 0
     with LocalClient(args.data_dir) as c:
-        for path in args.paths:
-            key = os.path.abspath(path)
-            while True:
-                records, cursor = gamedb.read_completed_games(path, cursors.get(key), min_moves=min_moves, limit=64)
-                by_config: dict[str, list] = {}
-                for r in records:
-                    by_config.setdefault(r["config_key"], []).append(r)
-                for config_key, recs in sorted(by_config.items()):
-                    c.publish_games(config_key, recs)
-                    total += len(recs)
-                cursors[key] = cursor
-                tmp = cursors_path + ".tmp"
-                with open(tmp, "w") as f:
-                    json.dump(cursors, f)
-                os.replace(tmp, cursors_path)
-                if not records:
-                    break
-            print(f"{path}: ingested, {total} game(s) so far", file=sys.stderr)
+        total = ingest(args.paths, os.path.join(args.data_dir, "ingest-cursors.json"), c.publish_games,
+                       min_moves=min_moves)
     print(json.dumps({"games": total}) if args.json else f"{total} game(s) taken in")
     return 0
 

@@ -97,6 +97,7 @@ class ClusterConfig:
     min_copies: int = 2
     max_disk_usage_percent: float = 70.0
     timings: Mapping[str, float] = field(default_factory=dict)
+    watch_games: tuple[str, ...] = ()  # globs of self-play databases the daemon takes games from
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     bandwidth_bytes_per_s: int = BUILTIN_MB_PER_S * MB  # global default limit (each direction), bytes/s
     exclude_from_sync: tuple[str, ...] = ()
@@ -185,6 +186,7 @@ TIMINGS = {
     "breaker_base_seconds": (1.0, 0.01, 600),
     "breaker_cap_seconds": (60.0, 0.01, 3600),
     "drain_notice_seconds": (25.0, 0.0, 600),  # SIGTERM: time to make every game durable
+    "watch_interval_seconds": (2.0, 0.05, 3600),  # how often watch_games databases are read
 }
 
 # setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)
@@ -235,7 +237,12 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
     _unknown(path, "", doc, _TOP, _TOP_IGNORED, warnings)
     routing, own = _section(path, doc, "sync_routing"), _section(path, doc, "ringmesh")
     _unknown(path, "sync_routing", routing, _ROUTING, _ROUTING_IGNORED, warnings)
-    _unknown(path, "ringmesh", own, set(TIMINGS) | {"paths"}, set(), warnings)
+    _unknown(path, "ringmesh", own, set(TIMINGS) | {"paths", "watch_games"}, set(), warnings)
+    watch = own.get("watch_games", [])
+    if isinstance(watch, str):
+        watch = [watch]
+    if not isinstance(watch, list) or not all(isinstance(w, str) and w for w in watch):
+        raise _err(path, "ringmesh.watch_games", "a list of paths or globs of self-play databases", watch)
     settings: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting, (key, default, names, lo, hi, integer) in _GLOBALS.items():
@@ -284,7 +291,7 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         path=path, hosts=hosts, timings=timings, raw=doc, exclude_from_sync=tuple(excluded),
         ephemeral_hosts=tuple(ephemeral_globs), nfs_sharing_groups=groups,
         external_storage=_storage(path, routing.get("allowed_external_storage", []), warnings),
-        paths=paths, sources=sources, warnings=tuple(warnings), **settings,
+        paths=paths, sources=sources, warnings=tuple(warnings), watch_games=tuple(watch), **settings,
     )
 
 

@@ -36,7 +36,7 @@ from .core.messages import (
 from .core.peer import Peer, PeerConfig
 from .backup import Backups
 from .files import FileStore
-from .games import Games
+from .games import Games, ingest, pack_record
 from .links import SERVER_OPTIONS, Links
 from .server import LocalService, PeerService
 from .store import Store
@@ -129,6 +129,9 @@ class Daemon:
         self._spawn(self._measure_disk())
         self.backups = Backups(self)
         self._spawn(self.backups.loop())
+        if self.config.watch_games:  # "{node}" in a pattern stands for this host's name
+            patterns = tuple(p.replace("{node}", self.peer.me) for p in self.config.watch_games)
+            self._spawn(self._watch_games(patterns, self.config.timings.get("watch_interval_seconds", 2.0)))
         log.info("node %s incarnation %d listening on %s (data %s)", me, incarnation, self.listen, self.data_dir)
 
     def stop(self) -> None:
@@ -373,6 +376,25 @@ class Daemon:
             except asyncio.TimeoutError:
                 return False
         return True
+
+    async def _watch_games(self, patterns: tuple[str, ...], every: float) -> None:
+        """Watch mode: take the completed games of the configured self-play databases, each once."""
+        loop = asyncio.get_running_loop()
+
+        def publish(config_key: str, records: list) -> None:  # called from the ingest thread
+            payloads = [pack_record(r) for r in records]
+            asyncio.run_coroutine_threadsafe(self.publish_games(config_key, payloads), loop).result(timeout=120)
+
+        cursors = self.data_dir / "ingest-cursors.json"
+        while True:
+            try:
+                n = await asyncio.to_thread(ingest, patterns, cursors, publish)
+                if n:
+                    log.info("watch: took %d game(s) from %s", n, ", ".join(patterns))
+            except Exception as e:  # a broken database must not stop the daemon
+                self.count("watch_errors")
+                log.warning("watch: %s: %s", type(e).__name__, e)
+            await asyncio.sleep(every)
 
     async def _mark_durable(self, config_key: str, through: int) -> None:
         async with self.durable_changed:

@@ -6,9 +6,12 @@ Blocking; the daemon calls it from its store worker thread, one call at a time.
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import msgpack
 
@@ -89,3 +92,49 @@ class Games:
         self.counts["rejected"] += len(rejected)
         for game_id, err in rejected:
             log.warning("game %s of %s refused by the database: %s", game_id, config_key, err)
+
+
+def load_cursors(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            cursors = json.load(f)
+        return cursors if isinstance(cursors, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_cursors(path: str | Path, cursors: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(cursors, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def ingest(
+    patterns: Iterable[str], cursors_path: str | Path, publish: Callable[[str, list[dict[str, Any]]], Any],
+    *, min_moves: int | str | None = None, batch: int = 64,
+) -> int:
+    """Take the completed games of the self-play databases matching `patterns` (paths or globs),
+    each once: a database's cursor is saved only after `publish` returned, i.e. after the peer
+    fsynced the games it covers. Returns how many games were taken. Blocking."""
+    cursors = load_cursors(cursors_path)
+    total = 0
+    paths = sorted({p for pat in patterns for p in (glob.glob(pat) or ([pat] if os.path.exists(pat) else []))})
+    for path in paths:
+        key = os.path.abspath(path)
+        while True:
+            records, cursor = gamedb.read_completed_games(path, cursors.get(key), min_moves=min_moves, limit=batch)
+            by_config: dict[str, list[dict[str, Any]]] = {}
+            for r in records:
+                by_config.setdefault(r["config_key"], []).append(r)
+            for config_key, recs in sorted(by_config.items()):
+                publish(config_key, recs)
+                total += len(recs)
+            if cursor != cursors.get(key):
+                cursors[key] = cursor
+                save_cursors(cursors_path, cursors)
+            if not records:
+                break
+    return total

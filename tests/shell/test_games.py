@@ -128,3 +128,91 @@ def test_games_ingest_and_add_from_the_command_line(tmp_path):
     finally:
         codes = c.stop_all()
         assert all(code in (0, None) for code in codes.values())
+
+
+def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
+    """3 selfplay peers in watch mode over real, growing self-play databases (node5 a spot
+    host) and 2 training peers. node5 is SIGKILLed mid-stream, node4 SIGTERMed (it drains).
+    Every game an origin reported durable is in both training databases, once, intact."""
+    import threading
+
+    from ringmesh.streamlog import StreamLog
+
+    from ringmesh.games import unpack_record
+
+    roles = {"node1": "training", "node2": "training", "node3": "selfplay", "node4": "selfplay", "node5": "selfplay"}
+    own = {"watch_games": [str(tmp_path / "{node}" / "selfplay_*.db")], "watch_interval_seconds": 0.2,
+           "drain_notice_seconds": 15}
+    c = LocalCluster(tmp_path / "c", 5, gossip_interval=0.2, roles=roles, own=own,
+                     routing={"ephemeral_hosts": ["node5"]})
+    origins = ["node3", "node4", "node5"]
+    sources = {n: tmp_path / n / "selfplay_hex8_2p.db" for n in origins}
+    for p in sources.values():
+        p.parent.mkdir()
+    seen: dict[str, int] = {n: 0 for n in origins}  # the last durable_through each origin reported
+    stop = threading.Event()
+
+    def monitor():
+        while not stop.is_set():
+            for n in origins:
+                st = c.nodes[n].query("status") if n in c.running() else None
+                if st:
+                    seen[n] = max(seen[n], st["games"]["durable_through"].get("hex8_2p", 0))
+            stop.wait(0.05)
+
+    try:
+        c.start_all()
+        wait_for(c.converged, 30, what="a settled cluster")
+        writers = [threading.Thread(target=gamedb.generate_games, args=(sources[n], 25),
+                                    kwargs=dict(config_key="hex8_2p", seed=i, moves=(20, 30), writer_pause=0.03,
+                                                commit_every=1)) for i, n in enumerate(origins)]
+        mon = threading.Thread(target=monitor)
+        mon.start()
+        for w in writers:
+            w.start()
+        wait_for(lambda: seen["node5"] >= 3, 30, what="node5's first durable games")
+        c.signal("node5", signal.SIGKILL)
+        wait_for(lambda: seen["node4"] >= 3, 30, what="node4's first durable games")
+        assert c.signal("node4", signal.SIGTERM, timeout=40) == 0
+        for w in writers:
+            w.join(60)
+        wait_for(lambda: seen["node3"] >= 25, 60, what="all of node3's games durable")
+        stop.set()
+        mon.join()
+        assert seen["node4"] >= 3 and seen["node5"] >= 3
+
+        durable_ids = set()
+        for n in ("node4", "node5"):  # their processes are gone: read their logs from disk
+            with StreamLog(c.nodes[n].data_dir / "streams") as log:
+                for q, raw in log.read(n, "hex8_2p", 1, seen[n]):
+                    durable_ids.add(unpack_record(raw)["game_id"])
+        assert len(durable_ids) == seen["node4"] + seen["node5"]
+        src_of = {}
+        for n, p in sources.items():
+            con = sqlite3.connect(p)
+            src_of.update({gid: p for (gid,) in con.execute("SELECT game_id FROM games WHERE game_status='completed'")})
+            con.close()
+        dbs = [c.nodes[n].data_dir / "games" / "hex8_2p.db" for n in ("node1", "node2")]
+
+        def all_there():
+            for p in dbs:
+                con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+                have = {gid for (gid,) in con.execute("SELECT game_id FROM games")}
+                con.close()
+                if not durable_ids <= have or not {g for g, s in src_of.items() if s == sources["node3"]} <= have:
+                    return False
+            return True
+
+        wait_for(all_there, 60, what="every durable game on both training hosts")
+        for p in dbs:
+            for gid in sorted(durable_ids)[:10] + sorted(durable_ids)[-5:]:
+                assert _rows(p, gid) == _rows(src_of[gid], gid)
+            con = sqlite3.connect(p)
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert con.execute("SELECT count(*), count(DISTINCT game_id) FROM games").fetchone()[0] == \
+                   con.execute("SELECT count(DISTINCT game_id) FROM games").fetchone()[0]
+            con.close()
+    finally:
+        stop.set()
+        codes = c.stop_all()
+        assert all(code in (0, None) for code in codes.values()), codes
