@@ -216,3 +216,35 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
         stop.set()
         codes = c.stop_all()
         assert all(code in (0, None) for code in codes.values()), codes
+
+
+def test_mesh_client_sync_and_async(tmp_path):
+    import asyncio
+
+    from ringmesh.mesh_client import AsyncMeshClient, MeshClient
+
+    source = tmp_path / "selfplay.db"
+    gamedb.generate_games(source, 3, config_key="hexagonal_2p", seed=4, moves=(20, 22))
+    records, _ = gamedb.read_completed_games(source)
+    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles={"node1": "training", "node2": "selfplay"})
+    try:
+        c.start_all()
+        with MeshClient(c.nodes["node2"].data_dir) as mesh:
+            assert mesh.publish_game("hexagonal_2p", records[0]["game_id"], records[0]) == 1
+            assert mesh.wait_durable(records[0]["game_id"], timeout=20)
+
+        async def publish_rest():
+            async with AsyncMeshClient(c.nodes["node2"].data_dir) as mesh:
+                for r in records[1:]:
+                    await mesh.publish_game("hexagonal_2p", r["game_id"], r)
+                return await mesh.wait_durable(records[-1]["game_id"], timeout=20)
+
+        assert asyncio.run(publish_rest())
+        with MeshClient(c.nodes["node1"].data_dir) as reader:
+            got = wait_for(lambda: (lambda g: g if len(g) == 3 else None)(list(reader.iter_games("hexagonal_2p"))), 20,
+                           what="three games on the training host")
+            assert [g["game_id"] for g in got] == [r["game_id"] for r in records]
+            assert list(reader.iter_games("hexagonal_2p", since=got[1]["cursor"]))[0]["game_id"] == records[2]["game_id"]
+            assert len(got[0]["tables"]["game_moves"]) == got[0]["total_moves"]
+    finally:
+        c.stop_all()
