@@ -187,6 +187,7 @@ TIMINGS = {
     "breaker_cap_seconds": (60.0, 0.01, 3600),
     "drain_notice_seconds": (25.0, 0.0, 600),  # SIGTERM: time to make every game durable
     "watch_interval_seconds": (2.0, 0.05, 3600),  # how often watch_games databases are read
+    "retention_seconds": (3600.0, 0.0, 30 * 86400),  # ephemeral hosts keep durable games this long
 }
 
 # setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)

@@ -96,6 +96,7 @@ class Daemon:
         self.files = await asyncio.to_thread(FileStore, self.data_dir)
         self.games = await self._in_store(lambda: Games(self.data_dir, consume=self.host.role in ("training", "backup")))
         self.durable: dict[str, int] = {}
+        self.stored_at: dict[str, dict[int, float]] = {}  # our games not yet dropped: seq -> when stored
         self.durable_changed = asyncio.Condition()
         states = await self._in_store(self.store.load)
         hlc = await self._in_store(self.store.meta, "hlc") or 0
@@ -129,6 +130,9 @@ class Daemon:
         self._spawn(self._measure_disk())
         self.backups = Backups(self)
         self._spawn(self.backups.loop())
+        if self.host.ephemeral:
+            retention = self.config.timings.get("retention_seconds", 3600.0)
+            self._spawn(self._retain(retention, every=max(0.2, min(5.0, retention / 2))))
         if self.config.watch_games:  # "{node}" in a pattern stands for this host's name
             patterns = tuple(p.replace("{node}", self.peer.me) for p in self.config.watch_games)
             self._spawn(self._watch_games(patterns, self.config.timings.get("watch_interval_seconds", 2.0)))
@@ -363,6 +367,8 @@ class Daemon:
         """Intake: append to our stream, fsync, then let the core push them; returns the seqs."""
         me = self.peer.me
         games, hw = await self._in_store(self.games.append_own, me, config_key, payloads)
+        at = time.time()
+        self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
         self.count("games_published", len(games))
         await self.submit(GamesStored(origin=me, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw,
                                       games=games))
@@ -395,6 +401,18 @@ class Daemon:
                 self.count("watch_errors")
                 log.warning("watch: %s: %s", type(e).__name__, e)
             await asyncio.sleep(every)
+
+    async def _retain(self, retention: float, every: float = 5.0) -> None:
+        """Ephemeral hosts drop their own games once durable elsewhere and older than `retention`."""
+        while True:
+            await asyncio.sleep(every)
+            for key, times in list(self.stored_at.items()):
+                floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention)
+                if floor:
+                    dropped = await self._in_store(self.games.log.drop_through, self.peer.me, key, floor)
+                    for q in [q for q in times if q <= floor]:
+                        del times[q]
+                    log.info("retention: dropped games of %s through #%d (%d segment(s))", key, floor, dropped)
 
     async def _mark_durable(self, config_key: str, through: int) -> None:
         async with self.durable_changed:

@@ -199,3 +199,15 @@ def pull_plan(
             load[source] += 1
             first = last + 1
     return out
+
+
+def retention_floor(durable_through: int, stored_at: Mapping[int, float], now: float, retention: float) -> int:
+    """How far an ephemeral origin may drop its own games: the highest seq that is durable
+    elsewhere *and* was stored at least `retention` seconds ago, with every seq below it so
+    too (a seq whose time is unknown counts as just stored). Never more than that."""
+    floor = 0
+    for q in range(1, durable_through + 1):
+        if q not in stored_at or now - stored_at[q] < retention:
+            break
+        floor = q
+    return floor

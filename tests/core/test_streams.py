@@ -80,3 +80,22 @@ def test_pull_plan_splits_a_backlog_over_healthy_holders():
     assert pull_plan("train-a", m, {stream: 10}, should_hold=lambda s: False, healthy=lambda h: True) == []
     assert pull_plan("train-a", m, {stream: 1000}, should_hold=lambda s: True, healthy=lambda h: True) == []
     assert pull_plan("train-a", m, {}, should_hold=lambda s: True, healthy=lambda h: True, busy=[stream]) == []
+
+
+def test_retention_drops_only_durable_games_older_than_the_retention():
+    from ringmesh.core.streams import retention_floor
+
+    times = {1: 0.0, 2: 10.0, 3: 50.0, 4: 90.0}
+    assert retention_floor(4, times, now=100.0, retention=30.0) == 3
+    assert retention_floor(2, times, now=100.0, retention=30.0) == 2, "never past what is durable"
+    assert retention_floor(4, times, now=100.0, retention=200.0) == 0
+    assert retention_floor(4, {1: 0.0, 3: 0.0, 4: 0.0}, now=100.0, retention=1.0) == 1, "an unknown time blocks"
+
+
+@given(st.integers(0, 30), st.dictionaries(st.integers(1, 30), st.floats(0, 100)), st.floats(0, 100), st.floats(0, 50))
+def test_retention_floor_is_safe(durable, times, now, retention):
+    from ringmesh.core.streams import retention_floor
+
+    f = retention_floor(durable, times, now, retention)
+    assert 0 <= f <= durable
+    assert all(q in times and now - times[q] >= retention for q in range(1, f + 1))

@@ -248,3 +248,26 @@ def test_mesh_client_sync_and_async(tmp_path):
             assert len(got[0]["tables"]["game_moves"]) == got[0]["total_moves"]
     finally:
         c.stop_all()
+
+
+def test_a_spot_host_drops_its_games_only_once_durable_and_old_enough(tmp_path):
+    source = tmp_path / "selfplay.db"
+    gamedb.generate_games(source, 3, config_key="square19_2p", seed=6, moves=(20, 22))
+    records, _ = gamedb.read_completed_games(source)
+    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles={"node1": "training", "node2": "selfplay"},
+                     routing={"ephemeral_hosts": ["node2"]}, own={"retention_seconds": 1.0})
+    try:
+        c.start_all()
+        c.signal("node1", signal.SIGSTOP)  # nobody can hold a second copy: nothing may be dropped
+        with c.nodes["node2"].client() as cl:
+            cl.publish_games("square19_2p", records)
+            assert not cl.wait_durable("square19_2p", 3, timeout=2.5)
+        assert "retention: dropped" not in c.nodes["node2"].log_tail(50)
+        c.signal("node1", signal.SIGCONT)
+        with c.nodes["node2"].client() as cl:
+            assert cl.wait_durable("square19_2p", 3, timeout=30)
+        wait_for(lambda: "retention: dropped games of square19_2p through #3" in c.nodes["node2"].log_tail(50), 20,
+                 what="the spot host to drop its durable games")
+    finally:
+        c.signal("node1", signal.SIGCONT)
+        c.stop_all()
