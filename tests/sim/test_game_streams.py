@@ -74,6 +74,22 @@ class GameStreamMachine(RuleBasedStateMachine):
                 self.retired.add(n)
             self.c.restart(n, wipe=wipe)
 
+    @rule(n=st.sampled_from(sorted(EPHEMERAL)), notice=st.booleans())
+    def spot_terminated(self, n, notice):
+        """A spot host vanishes with its disk (it counts against the one lost disk); with
+        notice it first drains: every game not durable yet goes to persistent peers."""
+        from ringmesh.core.messages import DrainRequested
+
+        if self.wiped or not self.c.world.is_up(n):
+            return
+        if notice:
+            self.c.world.interpret(n, self.c.peer(n).handle(DrainRequested(), self.c.now))
+            self.c.world.run(until=self.c.now + 3.0)
+        self.c.crash(n)
+        self.c.world.wipe(n)
+        self.wiped += 1
+        self.retired.add(n)
+
     @rule(side=st.sets(st.sampled_from(IDS), min_size=1, max_size=5))
     def partition(self, side):
         self.c.network.split(sorted(side), sorted(set(IDS) - side))
