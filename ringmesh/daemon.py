@@ -365,7 +365,7 @@ class Daemon:
 
     async def publish_games(self, config_key: str, payloads: list[bytes]) -> list[int]:
         """Intake: append to our stream, fsync, then let the core push them; returns the seqs."""
-        me = self.peer.me
+        me = self.peer.replication.origin  # our stream: this host in this incarnation
         games, hw = await self._in_store(self.games.append_own, me, config_key, payloads)
         at = time.time()
         self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
@@ -409,7 +409,7 @@ class Daemon:
             for key, times in list(self.stored_at.items()):
                 floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention)
                 if floor:
-                    dropped = await self._in_store(self.games.log.drop_through, self.peer.me, key, floor)
+                    dropped = await self._in_store(self.games.log.drop_through, self.peer.replication.origin, key, floor)
                     for q in [q for q in times if q <= floor]:
                         del times[q]
                     log.info("retention: dropped games of %s through #%d (%d segment(s))", key, floor, dropped)

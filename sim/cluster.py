@@ -103,10 +103,11 @@ class Cluster:
         """Self-play on `node` finished these games: its log takes them (fsynced), the peer is told."""
         from ringmesh.core.messages import GamesStored
 
-        games, hw = self.world.disks[node].append_own(node, config_key, payloads)
+        origin = self.peer(node).replication.origin
+        games, hw = self.world.disks[node].append_own(origin, config_key, payloads)
         if self.world.is_up(node):
             self.world.interpret(node, self.peer(node).handle(
-                GamesStored(origin=node, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw, games=games),
+                GamesStored(origin=origin, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw, games=games),
                 self.now))
         return games
 

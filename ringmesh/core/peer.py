@@ -99,7 +99,8 @@ class Peer:
         self.election = el.Election(me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1])
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
-        self.replication = Replication(me, self.manifest, min_copies=config.min_copies, persistent=self._persistent)
+        self.replication = Replication(me, self.manifest, origin=f"{me}.{self.manifest.own.incarnation}",
+                                       min_copies=config.min_copies, persistent=self._persistent)
         self.transfers = TransferPlanner(
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
         )

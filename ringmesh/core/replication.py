@@ -33,10 +33,12 @@ class Out:
 
 class Replication:
     def __init__(
-        self, me: str, manifest: Manifest, *, min_copies: int, persistent: Callable[[str], bool],
+        self, me: str, manifest: Manifest, *, origin: str, min_copies: int, persistent: Callable[[str], bool],
         push_copies: int = 2, pull_timeout: float = 10.0, repush_after: float = 5.0, batch: int = 64,
     ) -> None:
-        self.me, self.m = me, manifest
+        # `origin` names our own streams: the host and its incarnation, so that a host back
+        # with a wiped disk (seq counter gone) starts new streams instead of reusing numbers
+        self.me, self.m, self.origin = me, manifest, origin
         self.durability = Durability(me, min_copies, persistent)
         self.push_copies, self.pull_timeout, self.repush_after, self.batch = push_copies, pull_timeout, repush_after, batch
         self.pulling: dict[StreamKey, float] = {}  # stream -> deadline of the request under way
@@ -52,9 +54,9 @@ class Replication:
                targets: list[str]) -> Out:
         out = Out()
         if self.hw((origin, key)) != hw:
-            at = now if origin == self.me else None
+            at = now if origin == self.origin else None
             out.changes.append(self.m.put(hw_key((origin, key)), encode_hw(hw, at)))
-        if origin == self.me:
+        if origin == self.origin:
             self.recent.setdefault(key, {}).update(games)
             self._durable(out, key, self.durability.stored(key, hw))
             if games:
@@ -69,13 +71,13 @@ class Replication:
 
     def on_push(self, sender: str, msg: PushGames) -> Out:
         out = Out()
-        if msg.origin != self.me and msg.games:
+        if msg.origin != self.origin and msg.games:
             out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games, ack_to=sender))
         return out
 
     def on_ack(self, sender: str, msg: GamesAck) -> Out:
         out = Out()
-        if msg.origin == self.me:
+        if msg.origin == self.origin:
             self._durable(out, msg.config_key, self.durability.acked(msg.config_key, sender, msg.seqs))
         return out
 
@@ -88,7 +90,7 @@ class Replication:
 
     def on_batch(self, sender: str, msg: GamesBatch) -> Out:
         out = Out()
-        if msg.origin != self.me and msg.games:
+        if msg.origin != self.origin and msg.games:
             out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games))
         else:
             self.pulling.pop((msg.origin, msg.config_key), None)
@@ -101,7 +103,7 @@ class Replication:
         out = Out()
         all_marks = marks(self.m)
         for key in list(self.durability.streams):
-            self._durable(out, key, self.durability.observe(key, all_marks.get((self.me, key), {})))
+            self._durable(out, key, self.durability.observe(key, all_marks.get((self.origin, key), {})))
         return out
 
     def tick(self, now: float, *, should_hold: Callable[[StreamKey], bool], healthy: Callable[[str], bool],
@@ -140,7 +142,7 @@ class Replication:
     def _push(self, out: Out, key: str, games, targets: list[str], now: float) -> None:
         self.pushed_at[key] = now
         for t in targets[: self.push_copies]:
-            out.sends.append((t, PushGames(origin=self.me, config_key=key, games=games)))
+            out.sends.append((t, PushGames(origin=self.origin, config_key=key, games=games)))
 
     def _durable(self, out: Out, key: str, newly: list[int]) -> None:
         if newly:

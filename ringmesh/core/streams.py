@@ -46,13 +46,20 @@ def encode_hw(hw: int, at: float | None = None) -> bytes:
     return catalog.pack(value)
 
 
+def host_of(stream_origin: str) -> str:
+    """The host of a stream origin `<host>.<incarnation>`."""
+    host, _, inc = stream_origin.rpartition(".")
+    return host if host and inc.isdigit() else stream_origin
+
+
 def freshness(m: Manifest, game_hosts: Iterable[str], now: float) -> dict[str, dict]:
     """Per config key: streams, games produced, the newest game's age, game hosts behind."""
     out: dict[str, dict] = {}
     hosts = set(game_hosts)
     for (origin, key), holders in sorted(marks(m).items()):
-        top = holders.get(origin, max(holders.values()))
-        raw = m.get(origin, hw_key((origin, key)))
+        host = host_of(origin)
+        top = holders.get(host, max(holders.values()))
+        raw = m.get(host, hw_key((origin, key)))
         t = (catalog.unpack(raw) or {}).get("t") if raw is not None else None
         c = out.setdefault(key, {"streams": 0, "games": 0, "newest_age_s": None, "hosts_behind": set()})
         c["streams"] += 1
@@ -60,7 +67,7 @@ def freshness(m: Manifest, game_hosts: Iterable[str], now: float) -> dict[str, d
         if isinstance(t, int):
             age = round(max(0.0, now - t / 1000), 3)
             c["newest_age_s"] = age if c["newest_age_s"] is None else min(c["newest_age_s"], age)
-        c["hosts_behind"].update(h for h in hosts if h != origin and holders.get(h, 0) < top)
+        c["hosts_behind"].update(h for h in hosts if h != host and holders.get(h, 0) < top)
     for c in out.values():
         c["hosts_behind"] = sorted(c["hosts_behind"])
     return out

@@ -184,7 +184,8 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
         durable_ids = set()
         for n in ("node4", "node5"):  # their processes are gone: read their logs from disk
             with StreamLog(c.nodes[n].data_dir / "streams") as log:
-                for q, raw in log.read(n, "hex8_2p", 1, seen[n]):
+                (origin,) = [o for o, k in log.streams() if k == "hex8_2p" and o.startswith(n + ".")]
+                for q, raw in log.read(origin, "hex8_2p", 1, seen[n]):
                     durable_ids.add(unpack_record(raw)["game_id"])
         assert len(durable_ids) == seen["node4"] + seen["node5"]
         src_of = {}
