@@ -98,6 +98,7 @@ class ClusterConfig:
     max_disk_usage_percent: float = 70.0
     timings: Mapping[str, float] = field(default_factory=dict)
     watch_games: tuple[str, ...] = ()  # globs of self-play databases the daemon takes games from
+    watch_min_moves: int | str | None = None  # "cluster": the cluster's minimum-move filters
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     bandwidth_bytes_per_s: int = BUILTIN_MB_PER_S * MB  # global default limit (each direction), bytes/s
     exclude_from_sync: tuple[str, ...] = ()
@@ -238,7 +239,10 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
     _unknown(path, "", doc, _TOP, _TOP_IGNORED, warnings)
     routing, own = _section(path, doc, "sync_routing"), _section(path, doc, "ringmesh")
     _unknown(path, "sync_routing", routing, _ROUTING, _ROUTING_IGNORED, warnings)
-    _unknown(path, "ringmesh", own, set(TIMINGS) | {"paths", "watch_games"}, set(), warnings)
+    _unknown(path, "ringmesh", own, set(TIMINGS) | {"paths", "watch_games", "watch_min_moves"}, set(), warnings)
+    watch_min = own.get("watch_min_moves")
+    if watch_min is not None and watch_min != "cluster" and (isinstance(watch_min, bool) or not isinstance(watch_min, int) or watch_min < 0):
+        raise _err(path, "ringmesh.watch_min_moves", "'cluster' or a number of moves", watch_min)
     watch = own.get("watch_games", [])
     if isinstance(watch, str):
         watch = [watch]
@@ -292,7 +296,8 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         path=path, hosts=hosts, timings=timings, raw=doc, exclude_from_sync=tuple(excluded),
         ephemeral_hosts=tuple(ephemeral_globs), nfs_sharing_groups=groups,
         external_storage=_storage(path, routing.get("allowed_external_storage", []), warnings),
-        paths=paths, sources=sources, warnings=tuple(warnings), watch_games=tuple(watch), **settings,
+        paths=paths, sources=sources, warnings=tuple(warnings), watch_games=tuple(watch), watch_min_moves=watch_min,
+        **settings,
     )
 
 

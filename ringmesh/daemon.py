@@ -394,7 +394,7 @@ class Daemon:
         cursors = self.data_dir / "ingest-cursors.json"
         while True:
             try:
-                n = await asyncio.to_thread(ingest, patterns, cursors, publish)
+                n = await asyncio.to_thread(ingest, patterns, cursors, publish, min_moves=self.config.watch_min_moves)
                 if n:
                     log.info("watch: took %d game(s) from %s", n, ", ".join(patterns))
             except Exception as e:  # a broken database must not stop the daemon

@@ -274,3 +274,13 @@ def test_config_check_fails_with_exit_2(tmp_path):
     assert r.returncode == 2 and "--node nope: not a host under hosts" in r.stderr
     r = _check(str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_watch_games_settings():
+    c = parse_config({"ringmesh": {"watch_games": ["/data/{node}/selfplay_*.db"], "watch_min_moves": "cluster"},
+                      "hosts": {"a": {"address": "127.0.0.1:1"}}}, "x.yaml")
+    assert c.watch_games == ("/data/{node}/selfplay_*.db",) and c.watch_min_moves == "cluster"
+    with pytest.raises(ConfigError, match=r"ringmesh\.watch_min_moves: expected 'cluster' or a number"):
+        parse_config({"ringmesh": {"watch_min_moves": "lots"}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"ringmesh\.watch_games: expected a list"):
+        parse_config({"ringmesh": {"watch_games": [3]}}, "x.yaml")
