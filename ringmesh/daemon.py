@@ -335,7 +335,9 @@ class Daemon:
             else:
                 total = st.f_blocks * st.f_frsize
                 free = st.f_bavail * st.f_frsize
-                used = 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0.0
+                # as df counts it: used / (used + available to us), reserved blocks aside
+                used_blocks = st.f_blocks - st.f_bfree
+                used = 100.0 * used_blocks / (used_blocks + st.f_bavail) if used_blocks + st.f_bavail else 0.0
                 self.disk = {"total_bytes": total, "free_bytes": free, "used_percent": round(used, 1)}
                 self.submit_nowait(DiskMeasured(used_percent=used, free_bytes=free))
             self._warn_blocked()
@@ -508,6 +510,8 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
         min_copies=c.min_copies, max_disk_usage_percent=c.max_disk_usage_percent,
         excluded=frozenset(n for n, h in c.hosts.items() if h.excluded),
         nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
+        roles={n: h.role for n, h in c.hosts.items()},
+        ephemeral=frozenset(n for n, h in c.hosts.items() if h.ephemeral),
         membership=mb.MembershipConfig(probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]),
         election=el.ElectionConfig(heartbeat_interval=t["leader_heartbeat_seconds"], lease=t["leader_lease_seconds"],
                                    election_timeout=t["election_timeout_seconds"]),

@@ -1,13 +1,13 @@
-"""Pulling one file version from a peer: recipe, streamed chunks, verification, atomic install.
-
-One source at a time, in the order the core gave; a source that fails or sends a chunk that
-does not verify is dropped and the next one is tried. (The multi-source swarm replaces this.)
+"""Pulling one file version from several peers at once: recipe, chunks streamed from every
+source in parallel, each verified before it is written, atomic install.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from typing import AsyncIterator
 
 import grpc
@@ -17,6 +17,7 @@ from .core import recipe
 from .core.bandwidth import Priority
 from .core.errors import RemoteProtocolError, RingmeshError
 from .core.messages import FileVersion
+from .core.swarm import Swarm
 from .files import FileStore
 from .links import Links
 from .throttle import Throttle, priority_metadata
@@ -30,48 +31,97 @@ class TransferError(RingmeshError):
 
 
 async def pull(v: FileVersion, sources: tuple[str, ...], links: Links, files: FileStore, *,
-               priority: Priority = Priority.NORMAL, throttle: Throttle | None = None) -> str:
-    """Fetch `v` from the first source that can serve it; returns that source.
+               priority: Priority = Priority.NORMAL, throttle: Throttle | None = None, per_peer: int = 2) -> str:
+    """Fetch `v` from all its sources at once, chunk by chunk (`core/swarm.py` decides which
+    chunk to ask whom for); returns the sources that delivered, comma-separated.
 
-    `priority` is the transfer's class: it goes to the source in the call metadata (its egress
-    limit) and to `throttle`, this host's ingress limit, which every frame received waits for.
+    Every chunk is verified against the recipe before it is written; a source whose chunk
+    does not verify, or whose call fails, loses its requests and is left alone while the
+    others finish. `priority` goes to each source in the call metadata (its egress limit) and
+    to `throttle`, this host's ingress limit, which every frame received waits for.
     """
-    errors = []
+    errors: list[str] = []
+    stubs = {}
     for src in sources:
         stub = links.stub(src)
         if stub is None:
             errors.append(f"{src}: address unknown")
-            continue
+        else:
+            stubs[src] = stub
+    digests = await _recipe(v, stubs, links, errors)
+    swarm = Swarm(len(digests), random.Random(), per_peer=per_peer)
+    for src in stubs:
+        swarm.source(src, None)
+    tasks: dict[asyncio.Task, tuple[str, int, float]] = {}
+    delivered: set[str] = set()
+    try:
+        while not swarm.done:
+            for peer, chunk in swarm.plan(time.monotonic()):
+                task = asyncio.create_task(_fetch(stubs[peer], v, chunk, digests, links, files, priority, throttle))
+                tasks[task] = (peer, chunk, time.monotonic())
+            if not tasks:
+                raise TransferError("; ".join(errors[-8:]) or "no source left to ask")
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                peer, chunk, t0 = tasks.pop(task)
+                if task.cancelled():
+                    continue
+                err = task.exception()
+                if err is None:
+                    delivered.add(peer)
+                    for loser in swarm.received(peer, chunk, task.result(), time.monotonic() - t0):
+                        for other, (p, c, _) in list(tasks.items()):
+                            if (p, c) == (loser, chunk):
+                                other.cancel()
+                elif isinstance(err, (grpc.aio.AioRpcError, RemoteProtocolError, OSError)):
+                    msg = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
+                    code = err.code().name if isinstance(err, grpc.aio.AioRpcError) else type(err).__name__
+                    errors.append(f"{peer}: {code} {msg}")
+                    log.warning("pull %s %s: chunk %d from %s failed: %s %s", v.item, v.digest[:12], chunk, peer, code, msg)
+                    swarm.failed(peer, time.monotonic(), chunk)
+                else:
+                    raise err
+    except BaseException:
+        await asyncio.to_thread(files.discard, v.digest)
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.to_thread(files.finish, v, digests)
+    return ",".join(sorted(delivered))
+
+
+async def _recipe(v: FileVersion, stubs: dict, links: Links, errors: list[str]) -> list[bytes]:
+    """The chunk digests, from the first source whose recipe matches the published digest."""
+    for src, stub in stubs.items():
         try:
-            await _pull_from(stub, v, links, files, priority, throttle)
-            return src
-        except (grpc.aio.AioRpcError, RemoteProtocolError, OSError) as e:
-            msg = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
-            code = e.code().name if isinstance(e, grpc.aio.AioRpcError) else type(e).__name__
-            errors.append(f"{src}: {code} {msg}")
-            log.warning("pull %s %s from %s failed: %s %s", v.item, v.digest[:12], src, code, msg)
-            await asyncio.to_thread(files.discard, v.digest)
+            rec = await stub.GetRecipe(codec.RecipeRequest(digest=v.digest), timeout=links.deadlines.recipe)
+            digests = codec.recipe_digests(rec)
+            recipe.check_recipe(v.digest, v.size, v.chunk_size, digests)
+            return digests
+        except (grpc.aio.AioRpcError, RemoteProtocolError) as e:
+            errors.append(f"{src}: recipe: {e.details() if isinstance(e, grpc.aio.AioRpcError) else e}")
     raise TransferError("; ".join(errors) or "no source")
 
 
-async def _pull_from(stub, v: FileVersion, links: Links, files: FileStore, priority: Priority,
-                     throttle: Throttle | None) -> None:
-    rec = await stub.GetRecipe(codec.RecipeRequest(digest=v.digest), timeout=links.deadlines.recipe)
-    digests = codec.recipe_digests(rec)
-    recipe.check_recipe(v.digest, v.size, v.chunk_size, digests)
+async def _fetch(stub, v: FileVersion, chunk: int, digests: list[bytes], links: Links, files: FileStore,
+                 priority: Priority, throttle: Throttle | None) -> int:
+    """One chunk from one source: streamed, verified, written in place. Returns its size."""
     call = stub.FetchChunks(
-        codec.ChunkRequest(digest=v.digest, indices=range(len(digests))),
-        timeout=links.deadlines.transfer(v.size), metadata=priority_metadata(priority),
+        codec.ChunkRequest(digest=v.digest, indices=[chunk]),
+        timeout=links.deadlines.transfer(v.chunk_size), metadata=priority_metadata(priority),
     )
-    done = 0
+    got = 0
     async for index, data in _assemble(call, v, priority, throttle):
-        if index != done:
-            raise RemoteProtocolError(f"chunk {index} arrived, expected {done}")
+        if index != chunk:
+            raise RemoteProtocolError(f"chunk {index} arrived, asked for {chunk}")
         await asyncio.to_thread(files.write_chunk, v, digests, index, data)
-        done += 1
-    if done != len(digests):
-        raise RemoteProtocolError(f"stream ended after {done} of {len(digests)} chunks")
-    await asyncio.to_thread(files.finish, v, digests)
+        got += 1
+    if got != 1:
+        raise RemoteProtocolError(f"stream ended without chunk {chunk}")
+    return recipe.chunk_span(chunk, v.size, v.chunk_size)[1]
 
 
 async def _assemble(frames, v: FileVersion, priority: Priority = Priority.NORMAL,

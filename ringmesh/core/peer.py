@@ -57,6 +57,9 @@ class PeerConfig:
     max_disk_usage_percent: float = 70.0
     excluded: frozenset[str] = frozenset()  # exclude_from_sync
     nfs_groups: Mapping[str, str] = field(default_factory=dict)  # host -> group name
+    # what the config says of each host, until its own node record arrives by gossip
+    roles: Mapping[str, str] = field(default_factory=dict)
+    ephemeral: frozenset[str] = frozenset()
     membership: mb.MembershipConfig = field(default_factory=mb.MembershipConfig)
     election: el.ElectionConfig = field(default_factory=el.ElectionConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -306,7 +309,7 @@ class Peer:
 
     def _persistent(self, host: str) -> bool:
         rec = catalog.node_record(self.manifest, host) or {}
-        return not bool(rec.get("ephemeral", False))
+        return not bool(rec.get("ephemeral", host in self.config.ephemeral))
 
     def game_placement(self) -> Placement:
         return place(DataType.GAME, self.host_infos(), min_copies=self.config.min_copies,
@@ -417,8 +420,9 @@ class Peer:
         for name in sorted(set(self.known_peers()) | {self.me}):
             rec = catalog.node_record(self.manifest, name) or {}
             used, free = rec.get("disk_used_percent"), rec.get("disk_free_bytes")
+            role = rec.get("role", self.config.roles.get(name, "selfplay"))
             out.append(HostInfo(
-                name=name, role=str(rec.get("role", "selfplay")), ephemeral=bool(rec.get("ephemeral", False)),
+                name=name, role=str(role), ephemeral=bool(rec.get("ephemeral", name in self.config.ephemeral)),
                 # a suspected host still counts for placement (it most likely lives); it is not
                 # asked for data until it is alive again (see `healthy`)
                 excluded=name in self.config.excluded, alive=self.membership.view(name) in (mb.ALIVE, mb.SUSPECT),
