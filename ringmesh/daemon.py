@@ -345,10 +345,10 @@ class Daemon:
 
     def blocked_items(self) -> list[dict[str, Any]]:
         """Items that no eligible host can take (every host of the right role is left out)."""
-        hosts = self.peer.host_infos()
+        placement = self.peer.placer()
         out = []
         for item, v in sorted(catalog.newest_versions(self.peer.manifest).items()):
-            p = self.peer.placement(v, hosts)
+            p = placement(v)
             if p.blocked:
                 out.append({"item": str(item), "digest": v.digest, "size_bytes": v.size, "left_out": dict(p.left_out)})
         return out
@@ -488,11 +488,11 @@ class Daemon:
     def listing(self) -> dict[str, Any]:
         m = self.peer.manifest
         held = catalog.holders(m)
-        hosts = self.peer.host_infos()
+        placement = self.peer.placer()
         items = []
         for item, v in sorted(catalog.newest_versions(m).items()):
             others = {d: hs for (it, d), hs in held.items() if it == item and d != v.digest}
-            p = self.peer.placement(v, hosts)
+            p = placement(v)
             items.append({
                 "targets": list(p.targets), "left_out": dict(p.left_out), "nfs_covered": dict(p.covered),
                 "blocked": p.blocked, "shortfall": p.shortfall,

@@ -25,11 +25,11 @@ def _rate(d: Daemon, host: str, direction: str) -> int:
 def recommendations(d: Daemon) -> dict[str, Any]:
     """Which host should pull what, from whom, why, and about how long it takes."""
     p = d.peer
-    hosts = p.host_infos()
+    hosts, place_of = p.host_infos(), p.placer()
     held = catalog.holders(p.manifest)
     recs = []
     for item, v in sorted(catalog.newest_versions(p.manifest).items()):
-        placement = p.placement(v, hosts)
+        placement = place_of(v)
         holders = held.get((item, v.digest), [])
         for host in placement.targets:
             if host in holders:
@@ -52,11 +52,11 @@ def recommendations(d: Daemon) -> dict[str, Any]:
 def cluster_data(d: Daemon) -> dict[str, Any]:
     """Per item: holders, targets, shortfall; per config key: items and their freshness."""
     p = d.peer
-    hosts = p.host_infos()
+    hosts, place_of = p.host_infos(), p.placer()
     held = catalog.holders(p.manifest)
     items, by_config = [], {}
     for item, v in sorted(catalog.newest_versions(p.manifest).items()):
-        placement = p.placement(v, hosts)
+        placement = place_of(v)
         holders = held.get((item, v.digest), [])
         behind = [h for h in placement.targets if h not in holders]
         items.append({

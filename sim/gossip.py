@@ -46,7 +46,7 @@ class GossipParams:
     max_rounds: float = 100.0  # per phase
 
     def link(self) -> LinkModel:
-        return LinkModel(latency=self.latency_ms / 1000, jitter=self.jitter_ms / 1000, loss=self.loss, duplicate=self.duplicate)
+        return LinkModel.from_ms(self.latency_ms, self.jitter_ms, self.loss, self.duplicate)
 
     def config(self) -> PeerConfig:
         return PeerConfig(gossip_interval=self.gossip_interval, fanout=self.fanout)

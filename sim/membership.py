@@ -42,7 +42,7 @@ class MembershipParams:
     bound: float = 120.0  # seconds per measurement
 
     def link(self) -> LinkModel:
-        return LinkModel(latency=self.latency_ms / 1000, jitter=self.jitter_ms / 1000, loss=self.loss)
+        return LinkModel.from_ms(self.latency_ms, self.jitter_ms, self.loss)
 
     def config(self) -> PeerConfig:
         return PeerConfig(gossip_interval=self.gossip_interval)

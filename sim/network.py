@@ -26,6 +26,10 @@ class LinkModel:
     deadline: float = 1.0  # when the sender learns that a blocked link failed
     egress_bytes_per_s: float | None = None  # each host's uplink; None: unlimited
 
+    @classmethod
+    def from_ms(cls, latency_ms: float, jitter_ms: float, loss: float = 0.0, duplicate: float = 0.0) -> LinkModel:
+        return cls(latency=latency_ms / 1000, jitter=jitter_ms / 1000, loss=loss, duplicate=duplicate)
+
     def __post_init__(self) -> None:
         if self.latency < 0 or self.jitter < 0 or self.deadline < 0:
             raise ValueError("latency, jitter and deadline must be non-negative")

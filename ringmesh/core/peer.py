@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from . import catalog, election as el, membership as mb
 from .bandwidth import Priority
@@ -432,24 +432,33 @@ class Peer:
             ))
         return out
 
-    def placement(self, v: FileVersion, hosts: list[HostInfo] | None = None) -> Placement:
-        holders = catalog.holders(self.manifest).get((v.item, v.digest), [])
-        return place(
-            v.item.type, self.host_infos() if hosts is None else hosts, item_size=v.size,
-            min_copies=self.config.min_copies, cap_percent=self.config.max_disk_usage_percent, holders=holders,
-        )
+    def placer(self) -> Callable[[FileVersion], Placement]:
+        """Placement of any version against one snapshot of the hosts and their holdings, both
+        computed once (each is a pass over the manifest): use it for every version in a loop."""
+        hosts, held = self.host_infos(), catalog.holders(self.manifest)
+
+        def placement(v: FileVersion) -> Placement:
+            return place(
+                v.item.type, hosts, item_size=v.size, min_copies=self.config.min_copies,
+                cap_percent=self.config.max_disk_usage_percent, holders=held.get((v.item, v.digest), []),
+            )
+
+        return placement
+
+    def placement(self, v: FileVersion) -> Placement:
+        return self.placer()(v)
 
     def wanted(self) -> list[FileVersion]:
-        hosts = self.host_infos()
-        return self.transfers.wanted(self.manifest, lambda v: self.me in self.placement(v, hosts).targets)
+        placement = self.placer()
+        return self.transfers.wanted(self.manifest, lambda v: self.me in placement(v).targets)
 
     def _plan_transfers(self, now: float) -> list[Effect]:
-        hosts: list[HostInfo] = []
+        placers: list[Callable[[FileVersion], Placement]] = []  # built only if something is wanted
 
         def should_hold(v: FileVersion) -> bool:
-            if not hosts:
-                hosts.extend(self.host_infos())
-            return self.me in self.placement(v, hosts).targets
+            if not placers:
+                placers.append(self.placer())
+            return self.me in placers[0](v).targets
 
         return self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold, self.priority_of)
 
