@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
-from .core.catalog import is_node_id
-from .core.errors import RemoteProtocolError
+from .core.catalog import check_item, is_node_id
+from .core.errors import LocalProtocolError, RemoteProtocolError
 from .core.manifest import MAX_KEY_BYTES, MAX_VALUE_BYTES, Delta, Fact, OriginDelta, OriginDigest
 from .core.messages import (
-    Ack, Envelope, GamesAck, GamesBatch, HeartbeatAck, LeaderHeartbeat, Ping, PingAck, PingReq, PullGames, PushGames,
+    Ack, BroadcastOrder, Envelope, GamesAck, GamesBatch, HeartbeatAck, LeaderHeartbeat, Ping, PingAck, PingReq, PullGames, PushGames,
     Syn, SynAck, VoteReply, VoteRequest,
 )
 from .core.recipe import DIGEST_BYTES
@@ -27,6 +27,7 @@ RecipeRequest = pb.RecipeRequest
 Recipe = pb.Recipe
 ChunkRequest = pb.ChunkRequest
 Chunk = pb.Chunk
+ChunkMap = pb.ChunkMap
 PutRequest = pb.PutRequest
 PublishGamesRequest = pb.PublishGamesRequest
 PublishGamesReply = pb.PublishGamesReply
@@ -38,6 +39,13 @@ PutReply = pb.PutReply
 Query = pb.Query
 Document = pb.Document
 EnvelopePB = pb.Envelope
+
+
+def check_digest(digest: str) -> str:
+    """A file digest as the wire carries it: 32 lowercase hex digits (xxh3-128)."""
+    if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
+        raise RemoteProtocolError(f"bad digest {digest[:40]!r}")
+    return digest
 
 
 def check_node_id(node: str) -> str:
@@ -55,6 +63,7 @@ _SIMPLE = {
     VoteReply: ("vote_reply", ("term", "granted", "pre")),
     LeaderHeartbeat: ("leader_heartbeat", ("term", "seq")),
     HeartbeatAck: ("heartbeat_ack", ("term", "seq")),
+    BroadcastOrder: ("broadcast_order", ("type", "name", "digest", "term")),
 }
 _SIMPLE_BY_FIELD = {name: (cls, fields) for cls, (name, fields) in _SIMPLE.items()}
 
@@ -179,6 +188,12 @@ def decode_envelope(msg: pb.Envelope) -> Envelope:
         body = cls(**{f: getattr(part, f) for f in fields})
         if isinstance(body, PingReq):
             check_node_id(body.target)
+        elif isinstance(body, BroadcastOrder):
+            check_digest(body.digest)
+            try:
+                check_item(body.item)
+            except LocalProtocolError as e:
+                raise RemoteProtocolError(str(e)) from None
     else:
         raise RemoteProtocolError("envelope without a body")
     return Envelope(sender=sender, hlc=msg.hlc, body=body)

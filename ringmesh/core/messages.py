@@ -127,7 +127,22 @@ class GamesBatch:
 
 StreamMessage = Union[PushGames, GamesAck, PullGames, GamesBatch]
 
-Message = Union[Syn, SynAck, Ack, MembershipMessage, ElectionMessage, StreamMessage]
+
+@_frozen
+class BroadcastOrder:
+    """The leader of `term` tells a host to pull this version now, at CRITICAL priority."""
+
+    type: str
+    name: str
+    digest: str
+    term: int
+
+    @property
+    def item(self) -> ItemKey:
+        return ItemKey(self.type, self.name)
+
+
+Message = Union[Syn, SynAck, Ack, MembershipMessage, ElectionMessage, StreamMessage, BroadcastOrder]
 
 
 @_frozen

@@ -49,6 +49,11 @@ class PeerStub:
                 request_serializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.SerializeToString,
                 response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Chunk.FromString,
                 _registered_method=True)
+        self.WatchChunks = channel.unary_stream(
+                '/ringmesh.v1.Peer/WatchChunks',
+                request_serializer=ringmesh_dot_v1_dot_mesh__pb2.RecipeRequest.SerializeToString,
+                response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkMap.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -62,14 +67,21 @@ class PeerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRecipe(self, request, context):
-        """The chunk digests of a file version this peer holds.
+        """The chunk digests of a file version this peer holds or is pulling.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FetchChunks(self, request, context):
-        """Chunks of a file version this peer holds, in the order asked.
+        """Chunks of a file version this peer holds (or has verified so far), in the order asked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchChunks(self, request, context):
+        """The chunks of a version this peer is in the middle of, as it verifies them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,6 +104,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.FetchChunks,
                     request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.FromString,
                     response_serializer=ringmesh_dot_v1_dot_mesh__pb2.Chunk.SerializeToString,
+            ),
+            'WatchChunks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchChunks,
+                    request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RecipeRequest.FromString,
+                    response_serializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkMap.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class Peer:
             '/ringmesh.v1.Peer/FetchChunks',
             ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.SerializeToString,
             ringmesh_dot_v1_dot_mesh__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ringmesh.v1.Peer/WatchChunks',
+            ringmesh_dot_v1_dot_mesh__pb2.RecipeRequest.SerializeToString,
+            ringmesh_dot_v1_dot_mesh__pb2.ChunkMap.FromString,
             options,
             channel_credentials,
             insecure,
