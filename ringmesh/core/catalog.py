@@ -4,6 +4,7 @@ Fact keys of an origin:
     node              its node record (address, role, provider, ...)
     v/<type>/<name>   a version of a named file it published
     h/<type>/<name>   the version of that file it holds, complete and verified
+    p/<type>/<name>   the version of that file it is pulling (it serves the chunks it verified)
 
 Values are msgpack maps. A value a peer got wrong is skipped when read, never fatal.
 """
@@ -70,6 +71,13 @@ def version_key(item: ItemKey) -> str:
 
 def holding_key(item: ItemKey) -> str:
     return f"h/{item.type}/{item.name}"
+
+
+def pulling_key(item: ItemKey) -> str:
+    return f"p/{item.type}/{item.name}"
+
+
+HOLDING, PULLING = "h/", "p/"
 
 
 def pack(value: Mapping[str, Any]) -> bytes:
@@ -143,26 +151,27 @@ def newest_versions(m: Manifest) -> dict[ItemKey, FileVersion]:
     return best
 
 
-def holdings(m: Manifest, origin: str) -> dict[ItemKey, str]:
-    """The digest `origin` holds of each item, as it announced."""
+def holdings(m: Manifest, origin: str, prefix: str = HOLDING) -> dict[ItemKey, str]:
+    """The digest `origin` holds of each item, as it announced (with `PULLING`: the digest it
+    is in the middle of)."""
     st = m.origins.get(origin)
     out: dict[ItemKey, str] = {}
     if st is None:
         return out
     for key, f in st.facts.items():
-        if f.tombstone or not key.startswith("h/"):
+        if f.tombstone or not key.startswith(prefix):
             continue
-        item, v = _item_of(key, "h/"), unpack(f.value)
+        item, v = _item_of(key, prefix), unpack(f.value)
         if item is not None and v is not None and isinstance(v.get("d"), str):
             out[item] = v["d"]
     return out
 
 
-def holders(m: Manifest) -> dict[tuple[ItemKey, str], list[str]]:
-    """`{(item, digest): [hosts holding it]}`, hosts sorted by name."""
+def holders(m: Manifest, prefix: str = HOLDING) -> dict[tuple[ItemKey, str], list[str]]:
+    """`{(item, digest): [hosts holding it]}` (with `PULLING`: hosts pulling it), sorted by name."""
     out: dict[tuple[ItemKey, str], list[str]] = {}
     for origin in sorted(m.origins):
-        for item, digest in holdings(m, origin).items():
+        for item, digest in holdings(m, origin, prefix).items():
             out.setdefault((item, digest), []).append(origin)
     return out
 

@@ -31,9 +31,10 @@ from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
+    ItemKey,
     Ack, BackupFinished, DiskMeasured, DrainRequested, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
     PushGames, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
-    SaveVote, Send, SendFailed, SetTimer, Syn, SynAck, TimerFired, TransferFailed,
+    SaveVote, Send, SendFailed, SetTimer, StartTransfer, CancelTransfer, Syn, SynAck, TimerFired, TransferFailed,
 )
 from .transfers import TransferPlanner
 
@@ -112,6 +113,11 @@ class Peer:
 
     def start(self, now: float) -> list[Effect]:
         out: list[Effect] = []
+        # transfers of a past life are planned afresh below (their partial files resume)
+        stale = [self.manifest.delete(k, self.clock.now(now)) for k, f in list(self.manifest.own.facts.items())
+                 if k.startswith(catalog.PULLING) and not f.tombstone]
+        if stale:
+            out.append(self._persist([c for c in stale if c is not None], now))
         record = catalog.pack(self.node_record)
         if self.manifest.get(self.me, catalog.NODE_KEY) != record:
             out.append(self._persist([self.manifest.put(catalog.NODE_KEY, record)], now))
@@ -135,7 +141,7 @@ class Peer:
             return self._on_stored(event, now)
         if isinstance(event, TransferFailed):
             self.transfers.failed(event.item, event.digest, now)
-            return self._plan_transfers(now)
+            return self._not_pulling(event.item, now) + self._plan_transfers(now)
         if isinstance(event, LeaveRequested):
             return self._on_leave(now)
         if isinstance(event, DiskMeasured):
@@ -409,10 +415,15 @@ class Peer:
         v = self.transfers.finished(ev.item, ev.digest)
         if v is None:
             v = next((x for x in catalog.newest_versions(self.manifest).values() if (x.item, x.digest) == (ev.item, ev.digest)), None)
-        out: list[Effect] = []
+        changes = [self.manifest.delete(catalog.pulling_key(ev.item), self.clock.now(now))]
         if v is not None and catalog.holdings(self.manifest, self.me).get(ev.item) != ev.digest:
-            out.append(self._persist([self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v))], now))
-        return out + self._plan_transfers(now)
+            changes.append(self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)))
+        changes = [c for c in changes if c is not None]
+        return ([self._persist(changes, now)] if changes else []) + self._plan_transfers(now)
+
+    def _not_pulling(self, item: ItemKey, now: float) -> list[Effect]:
+        change = self.manifest.delete(catalog.pulling_key(item), self.clock.now(now))
+        return [self._persist([change], now)] if change is not None else []
 
     def host_infos(self) -> list[HostInfo]:
         """What the router needs to know of every host: its record, our view of it, the config."""
@@ -460,7 +471,17 @@ class Peer:
                 placers.append(self.placer())
             return self.me in placers[0](v).targets
 
-        return self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold, self.priority_of)
+        effects = self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold, self.priority_of)
+        # announce what we pull, so that others pulling the same version ask us for the chunks
+        # we have verified (DESIGN.md "Named files"); a finished, failed or cancelled pull retracts it
+        changes = []
+        for e in effects:
+            if isinstance(e, StartTransfer):
+                changes.append(self.manifest.put(catalog.pulling_key(e.version.item), catalog.encode_holding(e.version)))
+            elif isinstance(e, CancelTransfer):
+                changes.append(self.manifest.delete(catalog.pulling_key(e.item), self.clock.now(now)))
+        changes = [c for c in changes if c is not None]
+        return ([self._persist(changes, now)] if changes else []) + effects
 
     def priority_of(self, v: FileVersion) -> Priority:
         return self.priorities.get(catalog.config_key_of(v) or "", Priority.NORMAL)

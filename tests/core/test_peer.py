@@ -286,8 +286,11 @@ def test_a_stored_file_is_published_as_a_holding_and_not_pulled_again():
         m.tick()
     out = m.event("b", FileStored(item=ITEM, digest=D1))
     (persist,) = [e for e in out if isinstance(e, Persist)]
-    assert [f.key for ch in persist.changes for f in ch.upserts] == [catalog.holding_key(ITEM)]
+    facts = {f.key: f for ch in persist.changes for f in ch.upserts}
+    assert sorted(facts) == [catalog.holding_key(ITEM), catalog.pulling_key(ITEM)]
+    assert facts[catalog.pulling_key(ITEM)].tombstone  # no longer pulling it
     b = m.peers["b"]
+    assert catalog.holders(b.manifest, catalog.PULLING) == {}
     assert catalog.holdings(b.manifest, "b") == {ITEM: D1}
     assert b.wanted() == []
     for _ in range(3):
@@ -340,3 +343,19 @@ def test_bad_config_is_a_local_error(config):
 def test_an_unknown_event_is_a_local_error():
     with pytest.raises(LocalProtocolError):
         peer("a").handle(object(), 0.0)  # type: ignore[arg-type]
+
+
+def test_a_pull_is_announced_while_it_runs_and_retracted_when_it_fails():
+    m = pair()
+    m.event("a", published())
+    for _ in range(3):
+        m.tick()
+    assert m.of("b", StartTransfer)
+    b = m.peers["b"]
+    assert catalog.holders(b.manifest, catalog.PULLING) == {(ITEM, D1): ["b"]}
+    for _ in range(3):
+        m.tick()
+    # the others learn it by gossip, so that they can ask b for the chunks it verified
+    assert catalog.holders(m.peers["a"].manifest, catalog.PULLING) == {(ITEM, D1): ["b"]}
+    m.event("b", TransferFailed(item=ITEM, digest=D1, reason="source gone"))
+    assert catalog.holders(b.manifest, catalog.PULLING) == {}
