@@ -41,7 +41,7 @@ from .links import SERVER_OPTIONS, Links
 from .server import LocalService, PeerService
 from .store import Store
 from .throttle import EGRESS_ENV, INGRESS_ENV, Throttle, rate_setting
-from .transfer import pull
+from .transfer import DiskFull, Progress, pull
 from .v1 import mesh_pb2_grpc
 
 log = logging.getLogger("ringmesh.daemon")
@@ -74,6 +74,7 @@ class Daemon:
         self.ingress = Throttle(rate_setting(INGRESS_ENV, self.host.ingress_bytes_per_s))
         self.inbox: asyncio.Queue[tuple[Event, asyncio.Future | None]] = asyncio.Queue()
         self.transfers: dict[tuple[ItemKey, str], tuple[asyncio.Task, FileVersion, float]] = {}
+        self.pulling: dict[str, Progress] = {}  # digest -> a pull under way, served to peers
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopped = asyncio.Event()
@@ -93,7 +94,7 @@ class Daemon:
             raise DaemonError(f"{self.data_dir}: another ringmesh daemon is running on this data dir") from None
         self.store_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
         self.store = await self._in_store(Store, self.data_dir)
-        self.files = await asyncio.to_thread(FileStore, self.data_dir)
+        self.files = await asyncio.to_thread(FileStore, self.data_dir, self.host.paths)
         self.games = await self._in_store(lambda: Games(self.data_dir, consume=self.host.role in ("training", "backup")))
         self.durable: dict[str, int] = {}
         self.stored_at: dict[str, dict[int, float]] = {}  # our games not yet dropped: seq -> when stored
@@ -255,10 +256,11 @@ class Daemon:
                 del self.events[:-50]
                 log.log(logging.WARNING if e.kind == "declared-dead" else logging.INFO,
                         "%s %s %s", e.kind, e.subject or "(none)", e.detail)
-            elif isinstance(e, CancelTransfer):
+            elif isinstance(e, CancelTransfer):  # superseded by a newer version: drop its partial file
                 entry = self.transfers.pop((e.item, e.digest), None)
                 if entry:
                     entry[0].cancel()
+                    self._spawn(self._discard_after(entry[0], e.digest))
 
     def _spawn(self, coro) -> None:
         t = asyncio.create_task(coro)
@@ -307,23 +309,36 @@ class Daemon:
             self.submit_nowait(SendFailed(peer=to, reason=e.code().name))
 
     async def _transfer(self, v: FileVersion, sources: tuple[str, ...], priority: Priority) -> None:
+        """Pull one version (cancelled at shutdown: its partial file stays, to resume)."""
         key = (v.item, v.digest)
         try:
-            src = await pull(v, sources, self.links, self.files, priority=priority, throttle=self.ingress)
-        except asyncio.CancelledError:
-            await asyncio.to_thread(self.files.discard, v.digest)
-            raise
+            got = await pull(v, lambda: self.sources_of(v), self.links, self.files, self.pulling, priority=priority,
+                             throttle=self.ingress, stored=lambda: self.submit(FileStored(item=v.item, digest=v.digest)))
         except (RingmeshError, OSError) as e:
             self.transfers.pop(key, None)
-            self.count("transfers_failed")
+            self.count("transfers_disk_full" if isinstance(e, DiskFull) else "transfers_failed")
             log.warning("transfer of %s %s failed: %s", v.item, v.digest[:12], e)
             self.submit_nowait(TransferFailed(item=v.item, digest=v.digest, reason=str(e)))
             return
         started = self.transfers.pop(key, (None, None, time.time()))[2]
         self.count("transfers_done")
-        self.count("bytes_received", v.size)
-        log.info("got %s %s (%d bytes) from %s in %.2fs", v.item, v.digest[:12], v.size, src, time.time() - started)
-        self.submit_nowait(FileStored(item=v.item, digest=v.digest))
+        self.count("bytes_received", got.fetched_bytes)
+        self.count("bytes_resumed", got.resumed_bytes)
+        log.info("got %s %s (%d bytes%s) from %s in %.2fs", v.item, v.digest[:12], v.size,
+                 f", {got.resumed_bytes} resumed" if got.resumed_bytes else "", ",".join(got.sources) or "disk",
+                 time.time() - started)
+
+    def sources_of(self, v: FileVersion) -> tuple[list[str], list[str]]:
+        """Healthy peers holding `v` whole, and healthy peers in the middle of it."""
+        now, m, key = time.time(), self.peer.manifest, (v.item, v.digest)
+        ok = [h for h in catalog.holders(m).get(key, []) if h != self.peer.me and self.peer.healthy(h, now)]
+        mid = [h for h in catalog.holders(m, catalog.PULLING).get(key, []) if h != self.peer.me and self.peer.healthy(h, now)]
+        return ok, mid
+
+    async def _discard_after(self, task: asyncio.Task, digest: str) -> None:
+        await asyncio.gather(task, return_exceptions=True)
+        if digest not in self.pulling:
+            await asyncio.to_thread(self.files.discard, digest)
 
     async def _measure_disk(self, every: float = 30.0) -> None:
         """Tell the core how full our disk is, now and every `every` seconds."""
@@ -478,12 +493,20 @@ class Daemon:
                       **self.games.counts},
             "items": len(catalog.newest_versions(m)),
             "transfers": [
-                {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3)}
+                {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3),
+                 **self._progress(v)}
                 for _t, v, t0 in self.transfers.values()
             ],
             "counters": dict(sorted(self.counters.items())),
             "bandwidth": {"egress": self.egress.report(), "ingress": self.ingress.report()},
         }
+
+    def _progress(self, v: FileVersion) -> dict[str, Any]:
+        pr = self.pulling.get(v.digest)
+        if pr is None:
+            return {}
+        p = pr.partial
+        return {"chunks_verified": len(p.have), "chunks": p.n_chunks, "resumed_bytes": p.resumed_bytes}
 
     def listing(self) -> dict[str, Any]:
         m = self.peer.manifest

@@ -69,7 +69,8 @@ class Node:
 
 class LocalCluster:
     def __init__(self, root: str | Path, n: int, *, gossip_interval: float = 0.25, roles: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None, routing: dict | None = None, own: dict | None = None) -> None:
+                 env: dict[str, str] | None = None, routing: dict | None = None, own: dict | None = None,
+                 hosts: dict[str, dict] | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(n)
@@ -84,7 +85,8 @@ class LocalCluster:
             "sync_routing": {"gossip_interval_seconds": gossip_interval, "min_copies": 2, "bandwidth_limit_mbps": 400,
                              **(routing or {})},
             **({"ringmesh": own} if own else {}),
-            "hosts": {nd.name: {"address": nd.address, "provider": "local", "role": roles.get(nd.name, "selfplay")}
+            "hosts": {nd.name: {"address": nd.address, "provider": "local", "role": roles.get(nd.name, "selfplay"),
+                                **(hosts or {}).get(nd.name, {})}
                       for nd in self.nodes.values()},
         }, sort_keys=False))
         self.env = {**os.environ, **(env or {})}

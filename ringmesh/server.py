@@ -18,7 +18,6 @@ from . import codec, reports
 from .core import catalog, recipe
 from .core.bandwidth import Priority
 from .core.errors import LocalProtocolError, RemoteProtocolError
-from .core.bandwidth import Priority
 from .core.messages import FilePublished, ItemKey, MessageReceived, PrioritySet, SyncRequested
 from .throttle import priority_from_metadata
 from .transfer import frames
@@ -50,24 +49,32 @@ class PeerService(mesh_pb2_grpc.PeerServicer):
         return codec.Delivered()
 
     def _held(self, digest: str):
-        held = catalog.held_versions(self.d.peer.manifest, self.d.peer.me).get(digest)
-        if held is None:
-            return None
-        return held
+        return catalog.held_versions(self.d.peer.manifest, self.d.peer.me).get(digest)
 
     async def GetRecipe(self, request, context):
-        held = self._held(request.digest)
-        digests = await asyncio.to_thread(self.d.files.load_recipe, request.digest) if held else None
+        held, pulling = self._held(request.digest), self.d.pulling.get(request.digest)
+        if held:
+            digests = await asyncio.to_thread(self.d.files.load_recipe, request.digest)
+            _item, size, chunk_size = held
+        elif pulling:
+            v = pulling.partial.v
+            digests, size, chunk_size = pulling.partial.digests, v.size, v.chunk_size
+        else:
+            digests = None
         if digests is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.digest[:40]!r} here")
-        _item, size, chunk_size = held
         return codec.Recipe(digest=request.digest, size=size, chunk_size=chunk_size, chunk_digests=digests)
 
     async def FetchChunks(self, request, context):
-        held = self._held(request.digest)
-        if held is None:
+        """Chunks of a version held whole, or verified so far by a pull under way."""
+        held, pulling = self._held(request.digest), self.d.pulling.get(request.digest)
+        if held is not None:
+            item, size, chunk_size = held
+        elif pulling is not None:
+            v = pulling.partial.v
+            item, size, chunk_size = v.item, v.size, v.chunk_size
+        else:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.digest[:40]!r} here")
-        item, size, chunk_size = held
         n = recipe.chunk_count(size, chunk_size)
         if len(request.indices) > MAX_INDICES or any(i >= n for i in request.indices):
             self.d.count("rejected_messages")
@@ -78,7 +85,12 @@ class PeerService(mesh_pb2_grpc.PeerServicer):
             cls = Priority.NORMAL
         for index in request.indices:
             try:
-                data = await asyncio.to_thread(self.d.files.read_chunk, item, index, size, chunk_size)
+                if held is None and not pulling.complete:
+                    if index not in pulling.partial.have:
+                        await context.abort(grpc.StatusCode.NOT_FOUND, f"chunk {index} is not verified here yet")
+                    data = await asyncio.to_thread(pulling.partial.read, index)
+                else:
+                    data = await asyncio.to_thread(self.d.files.read_chunk, item, index, size, chunk_size)
             except OSError as e:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read {item}: {e.strerror}")
             if self.d.corrupt_chunks and data:  # test hook: a lying holder
@@ -87,6 +99,33 @@ class PeerService(mesh_pb2_grpc.PeerServicer):
                 await self.d.egress.acquire(len(part), cls)
                 yield codec.Chunk(index=idx, offset=off, data=part)
             self.d.count("bytes_served", len(data))
+
+    async def WatchChunks(self, request, context):
+        """The chunks of a version this host pulls, now and as it verifies them; `complete`
+        once it holds the version whole."""
+        if self._held(request.digest) is not None:
+            yield codec.ChunkMap(complete=True)
+            return
+        pulling = self.d.pulling.get(request.digest)
+        if pulling is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"not pulling {request.digest[:40]!r}")
+        q = pulling.subscribe()
+        try:
+            yield codec.ChunkMap(indices=sorted(pulling.partial.have))
+            while True:
+                batch = [await q.get()]
+                while not q.empty() and batch[-1] is not None:  # whatever else arrived meanwhile
+                    batch.append(q.get_nowait())
+                verified = [i for e in batch if e is not None and e[0] for i in [e[1]]]
+                asked = [i for e in batch if e is not None and not e[0] for i in [e[1]]]
+                if verified or asked:
+                    yield codec.ChunkMap(indices=verified, fetching=asked)
+                if batch[-1] is None:  # the pull ended
+                    if pulling.complete:
+                        yield codec.ChunkMap(complete=True)
+                    return
+        finally:
+            pulling.unsubscribe(q)
 
 
 class LocalService(mesh_pb2_grpc.LocalServicer):

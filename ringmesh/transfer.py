@@ -1,5 +1,7 @@
 """Pulling one file version from several peers at once: recipe, chunks streamed from every
-source in parallel, each verified before it is written, atomic install.
+source in parallel (complete holders and peers in the middle of the same version), each
+verified before it is written and announced at once to the peers watching this pull;
+progress kept on disk so that a restart resumes; atomic install.
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import AsyncIterator
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -18,84 +21,200 @@ from .core.bandwidth import Priority
 from .core.errors import RemoteProtocolError, RingmeshError
 from .core.messages import FileVersion
 from .core.swarm import Swarm
-from .files import FileStore
+from .files import FileStore, Partial, disk_full
 from .links import Links
 from .throttle import Throttle, priority_metadata
 
 log = logging.getLogger("ringmesh.transfer")
 FRAME = 1 << 20
+ENDGAME_AFTER = 2.0  # seconds a chunk request may take before another source is asked too
 
 
 class TransferError(RingmeshError):
     """No source could deliver the version."""
 
 
-async def pull(v: FileVersion, sources: tuple[str, ...], links: Links, files: FileStore, *,
-               priority: Priority = Priority.NORMAL, throttle: Throttle | None = None, per_peer: int = 2) -> str:
-    """Fetch `v` from all its sources at once, chunk by chunk (`core/swarm.py` decides which
-    chunk to ask whom for); returns the sources that delivered, comma-separated.
+class DiskFull(TransferError):
+    """This host's disk filled while a version was written; the partial file is dropped."""
 
-    Every chunk is verified against the recipe before it is written; a source whose chunk
-    does not verify, or whose call fails, loses its requests and is left alone while the
-    others finish. `priority` goes to each source in the call metadata (its egress limit) and
-    to `throttle`, this host's ingress limit, which every frame received waits for.
+
+class Progress:
+    """A pull under way as other peers see it: the chunks verified so far (`partial.have`),
+    and the WatchChunks streams that want to hear of each new one at once."""
+
+    def __init__(self, partial: Partial) -> None:
+        self.partial = partial
+        self.complete = False
+        self._watchers: set[asyncio.Queue[tuple[bool, int] | None]] = set()
+
+    def subscribe(self) -> asyncio.Queue[tuple[bool, int] | None]:
+        """A queue of `(verified, index)`: True for a chunk verified, False for one asked for."""
+        q: asyncio.Queue[tuple[bool, int] | None] = asyncio.Queue()
+        self._watchers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self._watchers.discard(q)
+
+    def verified(self, index: int) -> None:
+        for q in self._watchers:
+            q.put_nowait((True, index))
+
+    def fetching(self, index: int) -> None:
+        for q in self._watchers:
+            q.put_nowait((False, index))
+
+    def close(self, complete: bool) -> None:
+        """The pull ended: watchers hear `None` (then `complete` says how)."""
+        self.complete = complete
+        for q in self._watchers:
+            q.put_nowait(None)
+
+
+@dataclass(slots=True)
+class Pulled:
+    sources: list[str]  # who delivered chunks
+    fetched_bytes: int  # chunk bytes received and verified in this pull
+    resumed_bytes: int  # verified bytes a previous pull had left on disk
+
+
+Sources = Callable[[], tuple[list[str], list[str]]]  # -> (complete holders, peers pulling it)
+
+
+async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore, registry: dict[str, Progress], *,
+               stored: Callable[[], Awaitable[None]], priority: Priority = Priority.NORMAL,
+               throttle: Throttle | None = None, per_peer: int = 2, stall: float = 60.0) -> Pulled:
+    """Fetch `v` from every source at once, chunk by chunk (`core/swarm.py` decides which chunk
+    to ask whom for), resuming from the chunks a previous pull verified.
+
+    `sources()` is asked again every second: complete holders are asked for any chunk; peers in
+    the middle of the same version are watched (WatchChunks) and asked only for the chunks they
+    announced. Every chunk is verified against the recipe before it is written, and announced
+    at once to whoever watches this pull (`registry[v.digest]`). A source whose chunk does not
+    verify, or whose call fails, loses its requests and is left alone while the others finish.
+    `priority` goes to each source in the call metadata (its egress limit) and to `throttle`,
+    this host's ingress limit. Once the file is whole, checked and renamed into place,
+    `stored()` is awaited (it records the holding) before the pull stops serving as a partial.
+
+    On failure the partial file stays for the next pull, unless the disk filled (`DiskFull`).
     """
     errors: list[str] = []
-    stubs = {}
-    for src in sources:
-        stub = links.stub(src)
-        if stub is None:
-            errors.append(f"{src}: address unknown")
-        else:
-            stubs[src] = stub
-    digests = await _recipe(v, stubs, links, errors)
-    swarm = Swarm(len(digests), random.Random(), per_peer=per_peer)
-    for src in stubs:
-        swarm.source(src, None)
+    complete, pulling = sources()
+    digests = await _own_recipe(v, files) or await _recipe(v, complete + pulling, links, errors)
+    partial = await asyncio.to_thread(files.open_partial, v, digests)
+    if partial.have:
+        log.info("resuming %s %s: %d of %d chunks verified on disk", v.item, v.digest[:12], len(partial.have), partial.n_chunks)
+    progress = registry[v.digest] = Progress(partial)
+    swarm = Swarm(len(digests), random.Random(), per_peer=per_peer, endgame_after=ENDGAME_AFTER)
+    swarm.have |= partial.have
+    kick = asyncio.Event()  # set by watchers when a peer announces a chunk
+    kicked = asyncio.ensure_future(kick.wait())
+    watchers: dict[str, asyncio.Task] = {}
     tasks: dict[asyncio.Task, tuple[str, int, float]] = {}
     delivered: set[str] = set()
+    fetched, refreshed, last_progress = 0, float("-inf"), time.monotonic()
+    ok = False
     try:
         while not swarm.done:
-            for peer, chunk in swarm.plan(time.monotonic()):
-                task = asyncio.create_task(_fetch(stubs[peer], v, chunk, digests, links, files, priority, throttle))
-                tasks[task] = (peer, chunk, time.monotonic())
-            if not tasks:
+            now = time.monotonic()
+            if now - refreshed >= 1.0:
+                refreshed = now
+                complete, pulling = sources()
+                for src in complete:
+                    if swarm.sources.get(src, ()) is not None and links.stub(src) is not None:
+                        swarm.source(src, None)
+                for src in pulling:
+                    w = watchers.get(src)
+                    if src not in complete and (w is None or w.done()) and (stub := links.stub(src)) is not None:
+                        watchers[src] = asyncio.create_task(_watch(src, stub, v, swarm, kick, links))
+            for peer, chunk in swarm.plan(now):
+                stub = links.stub(peer)
+                if stub is None:
+                    swarm.failed(peer, now, chunk)
+                    continue
+                task = asyncio.create_task(_fetch(stub, v, chunk, partial, links, priority, throttle))
+                tasks[task] = (peer, chunk, now)
+                progress.fetching(chunk)
+            if not tasks and not any(not w.done() for w in watchers.values()):
                 raise TransferError("; ".join(errors[-8:]) or "no source left to ask")
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if now - last_progress > stall:
+                raise TransferError(f"no chunk arrived in {stall:.0f} s; " + "; ".join(errors[-4:]))
+            done, _ = await asyncio.wait([*tasks, kicked], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            if kicked.done():
+                kick.clear()
+                kicked = asyncio.ensure_future(kick.wait())
             for task in done:
+                if task is kicked or task not in tasks:
+                    continue
                 peer, chunk, t0 = tasks.pop(task)
                 if task.cancelled():
                     continue
                 err = task.exception()
                 if err is None:
+                    size = task.result()
                     delivered.add(peer)
-                    for loser in swarm.received(peer, chunk, task.result(), time.monotonic() - t0):
+                    if chunk in swarm.have:  # an endgame copy that lost the race by a hair
+                        continue
+                    fetched += size
+                    last_progress = time.monotonic()
+                    progress.verified(chunk)
+                    for loser in swarm.received(peer, chunk, size, time.monotonic() - t0):
                         for other, (p, c, _) in list(tasks.items()):
                             if (p, c) == (loser, chunk):
                                 other.cancel()
-                elif isinstance(err, (grpc.aio.AioRpcError, RemoteProtocolError, OSError)):
+                elif isinstance(err, (grpc.aio.AioRpcError, RemoteProtocolError)):
                     msg = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
                     code = err.code().name if isinstance(err, grpc.aio.AioRpcError) else type(err).__name__
                     errors.append(f"{peer}: {code} {msg}")
                     log.warning("pull %s %s: chunk %d from %s failed: %s %s", v.item, v.digest[:12], chunk, peer, code, msg)
                     swarm.failed(peer, time.monotonic(), chunk)
+                elif disk_full(err):
+                    raise DiskFull(f"disk full writing {v.item}: {err}") from err
                 else:
                     raise err
-    except BaseException:
-        await asyncio.to_thread(files.discard, v.digest)
+        for t in [*tasks, *watchers.values(), kicked]:
+            t.cancel()
+        try:
+            await asyncio.to_thread(files.finish, partial)
+        except OSError as e:
+            if disk_full(e):
+                raise DiskFull(f"disk full installing {v.item}: {e}") from e
+            raise
+        progress.complete = True
+        await stored()
+        ok = True
+        return Pulled(sorted(delivered), fetched, partial.resumed_bytes)
+    except DiskFull:
+        await asyncio.to_thread(files.discard, v.digest)  # give the space back; retried later
         raise
     finally:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.to_thread(files.finish, v, digests)
-    return ",".join(sorted(delivered))
+        for t in [*tasks, *watchers.values(), kicked]:
+            t.cancel()
+        await asyncio.gather(*tasks, *watchers.values(), kicked, return_exceptions=True)
+        progress.close(ok)
+        if registry.get(v.digest) is progress:
+            del registry[v.digest]
 
 
-async def _recipe(v: FileVersion, stubs: dict, links: Links, errors: list[str]) -> list[bytes]:
+async def _own_recipe(v: FileVersion, files: FileStore) -> list[bytes] | None:
+    """The recipe a previous pull of `v` saved, if it still checks."""
+    digests = await asyncio.to_thread(files.load_recipe, v.digest)
+    if digests is None:
+        return None
+    try:
+        recipe.check_recipe(v.digest, v.size, v.chunk_size, digests)
+    except RingmeshError:
+        return None
+    return digests
+
+
+async def _recipe(v: FileVersion, sources: list[str], links: Links, errors: list[str]) -> list[bytes]:
     """The chunk digests, from the first source whose recipe matches the published digest."""
-    for src, stub in stubs.items():
+    for src in sources:
+        stub = links.stub(src)
+        if stub is None:
+            errors.append(f"{src}: address unknown")
+            continue
         try:
             rec = await stub.GetRecipe(codec.RecipeRequest(digest=v.digest), timeout=links.deadlines.recipe)
             digests = codec.recipe_digests(rec)
@@ -106,7 +225,30 @@ async def _recipe(v: FileVersion, stubs: dict, links: Links, errors: list[str]) 
     raise TransferError("; ".join(errors) or "no source")
 
 
-async def _fetch(stub, v: FileVersion, chunk: int, digests: list[bytes], links: Links, files: FileStore,
+async def _watch(peer: str, stub, v: FileVersion, swarm: Swarm, kick: asyncio.Event, links: Links) -> None:
+    """Follow a peer in the middle of `v`: every chunk it verifies becomes askable of it."""
+    n = swarm.n_chunks
+    try:
+        call = stub.WatchChunks(codec.RecipeRequest(digest=v.digest), timeout=links.deadlines.transfer(v.size))
+        async for m in call:
+            if m.complete:
+                swarm.source(peer, None)
+            else:
+                for i in m.indices:
+                    if i < n:
+                        swarm.announce(peer, i)
+                t = time.monotonic()
+                for i in m.fetching:
+                    if i < n:
+                        swarm.expect(peer, i, t)
+            kick.set()
+            if m.complete:
+                return
+    except grpc.aio.AioRpcError as e:  # not (or no longer) pulling it: asked again at the next refresh
+        log.debug("watching %s for %s: %s", peer, v.digest[:12], e.code().name)
+
+
+async def _fetch(stub, v: FileVersion, chunk: int, partial: Partial, links: Links,
                  priority: Priority, throttle: Throttle | None) -> int:
     """One chunk from one source: streamed, verified, written in place. Returns its size."""
     call = stub.FetchChunks(
@@ -117,7 +259,7 @@ async def _fetch(stub, v: FileVersion, chunk: int, digests: list[bytes], links: 
     async for index, data in _assemble(call, v, priority, throttle):
         if index != chunk:
             raise RemoteProtocolError(f"chunk {index} arrived, asked for {chunk}")
-        await asyncio.to_thread(files.write_chunk, v, digests, index, data)
+        await asyncio.to_thread(partial.write, index, data)
         got += 1
     if got != 1:
         raise RemoteProtocolError(f"stream ended without chunk {chunk}")

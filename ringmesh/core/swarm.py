@@ -2,13 +2,16 @@
 
 Sources are complete holders and peers in the middle of the same version (they serve the
 chunks they verified and announce new ones). The policy is BitTorrent's:
-  * the first `random_first` chunks are drawn at random (a fresh swarm spreads out at once);
-  * then rarest first: the chunk the fewest sources have, so that rare chunks multiply;
+  * rarest first: the chunk the fewest sources have or are fetching (peers in the middle
+    announce what they ask for, `expect`), so that rare chunks multiply and two pullers do not
+    ask the publisher for the same chunk; ties are broken by this host's own random order, so
+    a fresh swarm (every chunk equally rare) starts at random places and spreads out at once;
   * at most `per_peer` requests in flight per source, faster sources (by measured
     throughput) preferred among those that have the chunk;
-  * endgame: once every missing chunk is requested, the outstanding ones are asked again from
-    other sources (at most `endgame_copies` in all); the first copy to arrive wins and the
-    others are cancelled;
+  * endgame: once every missing chunk is requested, the ones outstanding for `endgame_after`
+    seconds or more are asked again from other sources (at most `endgame_copies` in all); the
+    first copy to arrive wins and the others are cancelled (a small file is not fetched twice
+    just because it is one chunk);
   * a source that fails or sends a chunk that does not verify loses its requests and is not
     asked again for `penalty` seconds.
 `now` is passed in; `rng` is the caller's seeded random.Random.
@@ -25,14 +28,18 @@ class Swarm:
     n_chunks: int
     rng: random.Random
     per_peer: int = 4
-    random_first: int = 4
     endgame_copies: int = 2
     penalty: float = 30.0
+    endgame_after: float = 0.0
     have: set[int] = field(default_factory=set)
     sources: dict[str, set[int] | None] = field(default_factory=dict)  # None: the whole file
     in_flight: dict[int, set[str]] = field(default_factory=dict)  # chunk -> peers asked
+    asked_at: dict[int, float] = field(default_factory=dict)  # chunk -> when it was first asked for
     rate: dict[str, float] = field(default_factory=dict)  # peer -> bytes/s, measured
     banned_until: dict[str, float] = field(default_factory=dict)
+    expected: dict[str, dict[int, float]] = field(default_factory=dict)  # peer -> chunk it fetches -> since
+    expect_ttl: float = 10.0  # a fetch announced this long ago and not finished no longer counts
+    _order: list[int] = field(default_factory=list)  # chunk -> this host's random rank
 
     # -- what the sources say ---------------------------------------------------------------
 
@@ -45,6 +52,12 @@ class Swarm:
         held = self.sources.setdefault(peer, set())
         if held is not None:
             held.add(chunk)
+        self.expected.get(peer, {}).pop(chunk, None)
+
+    def expect(self, peer: str, chunk: int, now: float) -> None:
+        """A peer in the middle of the version asked a source for `chunk`: it will have it soon."""
+        if not self._has(peer, chunk):
+            self.expected.setdefault(peer, {})[chunk] = now
 
     def _has(self, peer: str, chunk: int) -> bool:
         held = self.sources.get(peer, set())
@@ -59,6 +72,7 @@ class Swarm:
             r = nbytes / seconds
             self.rate[peer] = r if peer not in self.rate else 0.7 * self.rate[peer] + 0.3 * r
         asked = self.in_flight.pop(chunk, set())
+        self.asked_at.pop(chunk, None)
         return sorted(asked - {peer})
 
     def failed(self, peer: str, now: float, chunk: int | None = None) -> list[int]:
@@ -71,6 +85,7 @@ class Swarm:
                 lost.append(c)
                 if not asked:
                     del self.in_flight[c]
+                    self.asked_at.pop(c, None)
         return sorted(lost)
 
     @property
@@ -99,21 +114,27 @@ class Swarm:
                 return None
             return max(able, key=lambda p: (self.rate.get(p, 0.0), -load.get(p, 0), p))
 
-        if len(self.have) < self.random_first:
-            self.rng.shuffle(want)
-        else:
-            rarity = {c: sum(1 for p in usable if self._has(p, c)) for c in want}
-            want.sort(key=lambda c: (rarity[c], c))
+        if len(self._order) != self.n_chunks:
+            self._order = list(range(self.n_chunks))
+            self.rng.shuffle(self._order)
+        coming: dict[int, int] = {}
+        for p, chunks in self.expected.items():
+            for c, since in chunks.items():
+                if now - since < self.expect_ttl:
+                    coming[c] = coming.get(c, 0) + 1
+        rarity = {c: sum(1 for p in usable if self._has(p, c)) + coming.get(c, 0) for c in want}
+        want.sort(key=lambda c: (rarity[c], self._order[c]))
         for c in want:
             p = pick(c, set())
             if p is not None:
                 out.append((p, c))
                 self.in_flight.setdefault(c, set()).add(p)
+                self.asked_at[c] = now
                 load[p] = load.get(p, 0) + 1
         if not any(c not in self.in_flight for c in missing):  # endgame: everything is asked for
             for c in sorted(self.in_flight):
                 asked = self.in_flight[c]
-                if len(asked) < self.endgame_copies:
+                if len(asked) < self.endgame_copies and now - self.asked_at.get(c, now) >= self.endgame_after:
                     p = pick(c, asked)
                     if p is not None:
                         out.append((p, c))

@@ -9,13 +9,38 @@ from ringmesh.core.swarm import Swarm
 
 
 def test_rarest_first_after_the_random_start():
-    s = Swarm(6, random.Random(1), per_peer=1, random_first=0)
+    s = Swarm(6, random.Random(1), per_peer=1)
     s.source("a", None)
     s.source("b", {0, 1, 2, 3, 4})
     s.source("c", {0, 1, 2, 3})
     plan = dict((c, p) for p, c in s.plan(0.0))
     assert 5 in plan and plan[5] == "a", "chunk 5 (only a has it) goes first, to a"
     assert 4 in plan and plan[4] == "b", "then chunk 4 (a and b), to the free one"
+
+
+def test_a_chunk_another_puller_is_fetching_is_asked_of_the_publisher_last():
+    s = Swarm(3, random.Random(4), per_peer=1)
+    s.source("publisher", None)
+    s.source("peer", set())
+    s.expect("peer", 0, now=0.0)
+    s.expect("peer", 1, now=0.0)
+    assert s.plan(0.0) == [("publisher", 2)], "the one chunk nobody is fetching yet"
+    s.announce("peer", 0)
+    assert ("peer", 0) in s.plan(0.1), "then from the peer that fetched it"
+    s2 = Swarm(2, random.Random(4), per_peer=1, expect_ttl=5.0)
+    s2.source("publisher", None)
+    s2.expect("peer", 0, now=0.0)
+    s2.expect("peer", 1, now=4.0)
+    assert s2.plan(6.0) == [("publisher", 0)], "an announced fetch that never finished stops counting"
+
+
+def test_each_host_starts_a_fresh_swarm_at_its_own_random_place():
+    firsts = set()
+    for seed in range(20):
+        s = Swarm(50, random.Random(seed), per_peer=1)
+        s.source("publisher", None)
+        firsts.add(s.plan(0.0)[0][1])
+    assert len(firsts) > 10
 
 
 def test_endgame_duplicates_the_last_requests_and_cancels_losers():
@@ -27,6 +52,16 @@ def test_endgame_duplicates_the_last_requests_and_cancels_losers():
     cancel = s.received("a", 0, 100, 0.01)
     assert cancel == ["b"]
     assert s.plan(0.0) == [] and not s.done
+
+
+def test_endgame_waits_for_a_request_to_be_late_before_duplicating_it():
+    s = Swarm(1, random.Random(2), per_peer=4, endgame_copies=2, endgame_after=2.0)
+    s.source("a", None)
+    s.source("b", None)
+    (first,) = s.plan(0.0)
+    assert s.plan(1.9) == [], "on time: not asked twice"
+    (second,) = s.plan(2.0)
+    assert second[1] == first[1] and second[0] != first[0], "late: asked of the other source too"
 
 
 def test_a_failing_source_loses_its_requests_and_is_left_alone():
