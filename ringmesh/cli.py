@@ -33,11 +33,12 @@ def _put(args) -> int:
     from .client import LocalClient
 
     with LocalClient(args.data_dir) as c:
-        r = c.put(args.file, args.type, args.name or "", dict(args.attr))
+        r = c.put(args.file, args.type, args.name or "", dict(args.attr), broadcast=args.broadcast)
     if args.json:
         print(json.dumps(r, sort_keys=True))
     else:
-        print(f"published {r['type']}/{r['name']} {r['digest']} ({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)")
+        print(f"published {r['type']}/{r['name']} {r['digest']} ({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)"
+              + (", broadcast by the leader" if args.broadcast else ""))
     return 0
 
 
@@ -81,6 +82,13 @@ def _status(args) -> int:
         print(f"event {time.strftime('%H:%M:%S', time.localtime(ev['at']))} {ev['kind']} {ev['subject']} {ev['detail']}")
     for b in doc.get("blocked_items", []):
         print(f"BLOCKED {b['item']}: " + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
+    for b in doc.get("broadcasts", []):
+        by = f"term {b['term']} by {b['leader']}" if b["leader"] else "no directive"
+        print(f"broadcast {b['item']} {b['digest'][:12]} ({by}): {b['delivered']}/{b['eligible']} delivered, {b['state']}")
+        for h, state in b["hosts"].items():
+            print(f"  {h:20} {state}")
+        for h, why in b["ineligible"].items():
+            print(f"  {h:20} not eligible: {why}")
     for t in doc["transfers"]:
         print(f"transfer {t['item']} {t['digest'][:12]} {t['size_bytes']} bytes, running {t['running_s']} s")
     return 0
@@ -195,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--type", required=True, choices=FILE_TYPES)
     s.add_argument("--name", help="item name (default: the file's base name)")
     s.add_argument("--attr", action="append", default=[], type=_attr, metavar="KEY=VALUE")
+    s.add_argument("--broadcast", action="store_true",
+                   help="promote it: the leader has every eligible host pull it now, at critical priority")
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_put)

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import grpc
 
 from . import codec
+from .core.broadcast import ATTR as BROADCAST_ATTR
 from .core.errors import RingmeshError
 from .daemon import socket_path
 from .v1 import mesh_pb2_grpc
@@ -39,8 +40,11 @@ class LocalClient:
         except grpc.RpcError as e:
             raise ClientError(f"{e.code().name}: {e.details()}") from None
 
-    def put(self, path: str | Path, type: str, name: str = "", attrs: Mapping[str, str] | None = None) -> dict[str, Any]:
-        req = codec.PutRequest(path=str(Path(path).resolve()), type=type, name=name, attrs=dict(attrs or {}))
+    def put(self, path: str | Path, type: str, name: str = "", attrs: Mapping[str, str] | None = None,
+            broadcast: bool = False) -> dict[str, Any]:
+        """Publish a file version; `broadcast`: the leader pushes it to every eligible host at once."""
+        attrs = {**(attrs or {}), **({BROADCAST_ATTR: "1"} if broadcast else {})}
+        req = codec.PutRequest(path=str(Path(path).resolve()), type=type, name=name, attrs=attrs)
         r = self._call(self.stub.Put, req, timeout=3600)
         return {"type": r.type, "name": r.name, "digest": r.digest, "size_bytes": r.size,
                 "chunk_size_bytes": r.chunk_size, "hlc": r.hlc}

@@ -488,6 +488,7 @@ class Daemon:
             "local_health": p.membership.health, "membership_stats": dict(p.membership.stats),
             "fingerprint": m.fingerprint(), "members": members, "disk": self.disk,
             "blocked_items": self.blocked_items(), "backups": p.backups(), "events": list(self.events),
+            "broadcasts": p.broadcasts(), "broadcast_stats": dict(p.broadcast.stats),
             "freshness": streams.freshness(m, p.game_placement().targets, now),
             "games": {"durable_through": dict(self.durable), "streams": {f"{o}/{k}": hw for (o, k), hw in self.games.log.streams().items()},
                       **self.games.counts},

@@ -3,6 +3,7 @@
     from ringmesh.mesh_client import MeshClient
     with MeshClient("/var/lib/ringmesh") as mesh:
         mesh.publish_game("hex8_2p", game_id, record)       # returns once fsynced on this host
+        mesh.publish_file("/models/canonical_hex8_2p.pth", "model", broadcast=True)  # promote a model
         mesh.wait_durable(game_id, timeout=30)              # True once min_copies hosts hold it
         for game in mesh.iter_games("hex8_2p", since=cursor): ...   # on a training host
 
@@ -52,6 +53,13 @@ class MeshClient:
         config_key, seq = self._seqs[game_id]
         return self._local.wait_durable(config_key, seq, timeout)
 
+    def publish_file(self, path: str | Path, type: str, name: str = "", attrs: dict[str, str] | None = None,
+                     broadcast: bool = False) -> dict[str, Any]:
+        """Publish a file version (a model, an NPZ archive, a checkpoint) from this host; with
+        `broadcast=True` the leader has every eligible host pull it at once (a promoted model).
+        Returns its digest, size and chunk size once the local peer offers it."""
+        return self._local.put(path, type, name, attrs, broadcast=broadcast)
+
     def status(self) -> dict[str, Any]:
         return self._local.status()
 
@@ -95,6 +103,10 @@ class AsyncMeshClient:
 
     async def wait_durable(self, game_id: str, timeout: float = 30.0) -> bool:
         return await asyncio.to_thread(self._sync.wait_durable, game_id, timeout)
+
+    async def publish_file(self, path: str | Path, type: str, name: str = "", attrs: dict[str, str] | None = None,
+                           broadcast: bool = False) -> dict[str, Any]:
+        return await asyncio.to_thread(self._sync.publish_file, path, type, name, attrs, broadcast)
 
     async def status(self) -> dict[str, Any]:
         return await asyncio.to_thread(self._sync.status)

@@ -10,9 +10,10 @@ When a checker says "done", the scenario confirms it with the core's own `finger
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
-from ringmesh.core import Persist
+from ringmesh.core import Peer, Persist, StartTransfer
+from ringmesh.core import broadcast as bc, catalog
 
 
 class VectorConvergence:
@@ -107,3 +108,42 @@ class Rumour:
                 i += 1
             out.append(i)
         return out
+
+
+class BroadcastFencing:
+    """Term fencing of the leader's broadcast (DESIGN.md "Roles of the hosts"), checked as it
+    happens: a directive is written only by the leader of its term while it holds its lease,
+    and every pull a broadcast made CRITICAL rests on a directive of the highest term its host
+    knows at that moment, or on an order of at least that term. Fed by the persist hook and
+    the file pulls' start hook; `peers(name)` is the node's current process."""
+
+    def __init__(self, peers: Callable[[str], Peer]) -> None:
+        self.peers = peers
+        self.directives: list[tuple[float, str, int]] = []  # (when, leader, term) of each directive written
+        self.critical = 0  # CRITICAL pulls checked
+
+    def on_persist(self, node: str, eff: Persist, now: float) -> None:
+        for ch in eff.changes:
+            if ch.origin != node or ch.reset:  # a reincarnation rewrites the facts of a past life as they were
+                continue
+            for f in ch.upserts:
+                if not f.key.startswith(bc.PREFIX) or f.tombstone:
+                    continue
+                e = self.peers(node).election
+                term = (catalog.unpack(f.value) or {}).get("t")
+                assert e.is_leader(now) and e.term == term, (
+                    f"{node} wrote directive {f.key} of term {term} at {now:.3f} as {e.role} of term {e.term}")
+                self.directives.append((now, node, term))
+
+    def on_start(self, node: str, start: StartTransfer, now: float) -> None:
+        if start.priority != "critical":
+            return
+        p, v = self.peers(node), start.version
+        known = p.leader()[1]
+        directive = any(d.item == v.item and d.digest == v.digest and d.term == known
+                        and catalog.leader_term(p.manifest, d.leader) == known for d in bc.directives(p.manifest))
+        order = p.broadcast.orders.get(v.item)
+        assert directive or (order is not None and order[0] == v.digest and order[1] >= known), (
+            f"{node} pulls {v.item} {v.digest[:8]} at CRITICAL at {now:.3f} with no directive of term {known} "
+            f"(the highest it knows) and no order of that term or later ({order})")
+        self.critical += 1

@@ -2,9 +2,11 @@
 
 Fact keys of an origin:
     node              its node record (address, role, provider, ...)
+    leader            (a leader) the term it was elected in: {t: term}
     v/<type>/<name>   a version of a named file it published
     h/<type>/<name>   the version of that file it holds, complete and verified
     p/<type>/<name>   the version of that file it is pulling (it serves the chunks it verified)
+    b/<type>/<name>   (a leader) its broadcast directive for that file (see broadcast.py)
 
 Values are msgpack maps. A value a peer got wrong is skipped when read, never fatal.
 """
@@ -23,6 +25,7 @@ from .messages import FileVersion, ItemKey
 
 FILE_TYPES = ("model", "npz", "checkpoint", "gamedb")
 NODE_KEY = "node"
+LEADER_KEY = "leader"
 MAX_NAME_BYTES = 200
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")
 
@@ -108,7 +111,7 @@ def held_versions(m: Manifest, origin: str) -> dict[str, tuple[ItemKey, int, int
     for key, f in (st.facts.items() if st else ()):
         if f.tombstone or not key.startswith("h/"):
             continue
-        item, v = _item_of(key, "h/"), unpack(f.value)
+        item, v = item_of(key, "h/"), unpack(f.value)
         try:
             if item is not None and v is not None:
                 out[str(v["d"])] = (item, int(v["s"]), int(v["c"]))
@@ -117,7 +120,8 @@ def held_versions(m: Manifest, origin: str) -> dict[str, tuple[ItemKey, int, int
     return out
 
 
-def _item_of(key: str, prefix: str) -> ItemKey | None:
+def item_of(key: str, prefix: str) -> ItemKey | None:
+    """The item a fact key names after `prefix` (`v/`, `h/`, ...), or None if it names none."""
     parts = key[len(prefix) :].split("/", 1)
     if len(parts) != 2:
         return None
@@ -128,7 +132,7 @@ def _item_of(key: str, prefix: str) -> ItemKey | None:
 
 
 def decode_version(origin: str, key: str, raw: bytes) -> FileVersion | None:
-    item, v = _item_of(key, "v/"), unpack(raw)
+    item, v = item_of(key, "v/"), unpack(raw)
     if item is None or v is None:
         return None
     try:
@@ -161,7 +165,7 @@ def holdings(m: Manifest, origin: str, prefix: str = HOLDING) -> dict[ItemKey, s
     for key, f in st.facts.items():
         if f.tombstone or not key.startswith(prefix):
             continue
-        item, v = _item_of(key, prefix), unpack(f.value)
+        item, v = item_of(key, prefix), unpack(f.value)
         if item is not None and v is not None and isinstance(v.get("d"), str):
             out[item] = v["d"]
     return out
@@ -179,3 +183,10 @@ def holders(m: Manifest, prefix: str = HOLDING) -> dict[tuple[ItemKey, str], lis
 def node_record(m: Manifest, origin: str) -> dict[str, Any] | None:
     raw = m.get(origin, NODE_KEY)
     return unpack(raw) if raw is not None else None
+
+
+def leader_term(m: Manifest, origin: str) -> int | None:
+    """The term `origin` last announced it leads (its `leader` fact), if any."""
+    raw = m.get(origin, LEADER_KEY)
+    t = (unpack(raw) or {}).get("t") if raw is not None else None
+    return t if isinstance(t, int) and not isinstance(t, bool) else None

@@ -9,7 +9,9 @@ The peer composes the protocol's parts around one `Manifest`:
   * election (`election.py`): one leader per term among the voters, with a lease; the leader
     publishes a `leader` fact so that every host learns it through gossip too;
   * breakers (`breaker.py`): failed calls to a peer open its breaker;
-  * transfers (`transfers.py`): newest file versions this host lacks, pulled from healthy holders.
+  * transfers (`transfers.py`): newest file versions this host lacks, pulled from healthy holders;
+  * broadcast (`broadcast.py`): the leader's term-fenced directives and orders for versions a
+    publisher marked; a version under one is pulled at CRITICAL priority.
 
 `now` is seconds (wall time under the daemon, virtual time under the simulator). The peer
 never reads a clock, never does I/O, and draws every random choice from `rng`.
@@ -21,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from . import catalog, election as el, membership as mb
+from . import broadcast as bc, catalog, election as el, membership as mb
 from .bandwidth import Priority
 from .breaker import BreakerConfig, Breakers
 from .replication import Out as ROut, Replication
@@ -31,7 +33,7 @@ from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    ItemKey,
+    ItemKey, BroadcastOrder,
     Ack, BackupFinished, DiskMeasured, DrainRequested, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
     PushGames, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
     SaveVote, Send, SendFailed, SetTimer, StartTransfer, CancelTransfer, Syn, SynAck, TimerFired, TransferFailed,
@@ -39,8 +41,9 @@ from .messages import (
 from .transfers import TransferPlanner
 
 GOSSIP = "gossip"
-LEADER_KEY = "leader"
+LEADER_KEY = catalog.LEADER_KEY
 FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
+DELIVERY_KEYS = ("v/", "h/", "p/")  # fact keys a broadcasting leader reads
 GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
 
 
@@ -55,6 +58,7 @@ class PeerConfig:
     retry_base: float = 1.0
     retry_cap: float = 60.0
     min_copies: int = 2
+    reorder_interval: float = 5.0  # a broadcasting leader orders a host that still lacks it again after this
     max_disk_usage_percent: float = 70.0
     excluded: frozenset[str] = frozenset()  # exclude_from_sync
     nfs_groups: Mapping[str, str] = field(default_factory=dict)  # host -> group name
@@ -74,6 +78,8 @@ class PeerConfig:
             raise LocalProtocolError(f"delta_budget must be at least {MIN_BUDGET} bytes")
         if self.max_transfers < 1:
             raise LocalProtocolError("max_transfers must be at least 1")
+        if self.reorder_interval <= 0:
+            raise LocalProtocolError("reorder_interval must be positive")
 
 
 class Peer:
@@ -108,6 +114,7 @@ class Peer:
         self.transfers = TransferPlanner(
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
         )
+        self.broadcast = bc.Broadcasts(me, self.manifest, reorder_interval=config.reorder_interval)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -176,7 +183,10 @@ class Peer:
             return self._membership(self.membership.on_timer(name, now, self.known_peers()), now)
         if name in (el.ELECTION_TIMER, el.HEARTBEAT_TIMER):
             self.election.members = self.known_peers()
-            return self._election(self.election.on_timer(name, now), now)
+            return self._election(self.election.on_timer(name, now), now) + self._maybe_lead(now)
+        if name == bc.TIMER:
+            self.broadcast.timer_at = None
+            return self._lead(now)
         return []
 
     def _on_message(self, env: Envelope, now: float) -> list[Effect]:
@@ -195,7 +205,9 @@ class Peer:
             return self._replicated(self.replication.on_batch(sender, body), now)
         if isinstance(body, (el.VoteRequest, el.VoteReply, el.LeaderHeartbeat, el.HeartbeatAck)):
             self.election.members = self.known_peers()
-            return self._election(self.election.on_message(sender, body, now), now)
+            return self._election(self.election.on_message(sender, body, now), now) + self._maybe_lead(now)
+        if isinstance(body, BroadcastOrder):
+            return self._on_order(sender, body, now)
         out: list[Effect] = []
         if isinstance(body, (Syn, SynAck)):
             out += self._check_own_incarnation(body.digest, now)
@@ -243,6 +255,10 @@ class Peer:
             changes = self.manifest.purge_tombstones(self.clock.now(now), int(self.config.tombstone_grace * 1000))
             if changes:
                 out.append(self._persist(changes, now))
+        retired = self.broadcast.retire(lambda: self.leader()[1], lambda: self.clock.now(now))
+        if retired:
+            out += self._changed(retired, now)
+        out += self._maybe_lead(now)
         digest = self.manifest.digest()
         out += [self._send(p, Syn(digest=digest), now) for p in self._gossip_targets(now)]
         out.append(SetTimer(name=GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
@@ -279,11 +295,21 @@ class Peer:
         mout = self.membership.on_manifest_changed(changes, now)
         out: list[Effect] = [self._persist(changes + mout.changes, now)]
         out += self._membership(mout, now, persisted=True)
-        if any(ch.reset or any(k.startswith(HW_PREFIX) for k in [f.key for f in ch.upserts] + list(ch.removed))
-               for ch in changes):
+        keys = {k for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)}
+        reset = any(ch.reset for ch in changes)
+
+        def touched(prefixes) -> bool:
+            return reset or any(k.startswith(prefixes) for k in keys)
+
+        if touched(HW_PREFIX):
             out += self._replicated(self.replication.marks_changed(), now)
-        if any(ch.reset or any(k.startswith(FILE_KEYS) for k in [f.key for f in ch.upserts] + list(ch.removed))
-               for ch in changes):
+        directives = touched(bc.PREFIX)
+        if directives:  # a directive that came into force resets its backoff: pull it now
+            for item, digest in self.broadcast.fresh(self._in_force()):
+                self.transfers.retry_now(item, digest)
+        if touched(DELIVERY_KEYS) and self.election.is_leader(now):
+            out += self._lead(now)  # first: our own pull of a new version is planned under its directive
+        if directives or touched(FILE_KEYS):
             self.transfers.touch()
             out += self._plan_transfers(now)
         return out
@@ -409,7 +435,7 @@ class Peer:
             self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)),
         ]
         self.transfers.touch()
-        return [self._persist(changes, now)] + self._plan_transfers(now)
+        return [self._persist(changes, now)] + self._plan_transfers(now) + self._lead(now)
 
     def _on_stored(self, ev: FileStored, now: float) -> list[Effect]:
         v = self.transfers.finished(ev.item, ev.digest)
@@ -484,4 +510,57 @@ class Peer:
         return ([self._persist(changes, now)] if changes else []) + effects
 
     def priority_of(self, v: FileVersion) -> Priority:
+        if (v.item, v.digest) in self._in_force():
+            return Priority.CRITICAL  # a broadcast in force
         return self.priorities.get(catalog.config_key_of(v) or "", Priority.NORMAL)
+
+    # -- broadcast ---------------------------------------------------------------------------
+
+    def _in_force(self) -> Mapping[tuple[ItemKey, str], tuple[int, str]]:
+        """The broadcast directives and orders that count here now (see broadcast.py)."""
+        return self.broadcast.in_force(self.manifest.digest(), self.election.term, lambda: self.leader()[1])
+
+    def _maybe_lead(self, now: float) -> list[Effect]:
+        """Lead the broadcasts at once when we hold a lease in a term we have not led in yet, or
+        when our broadcast timer is not running (it runs for as long as we lead)."""
+        e = self.election
+        if e.is_leader(now) and (self.broadcast.term != e.term or self.broadcast.timer_at is None):
+            return self._lead(now)
+        return []
+
+    def _lead(self, now: float) -> list[Effect]:
+        if not self.election.is_leader(now):
+            return []
+        o = self.broadcast.lead(now, self.election.term, lambda: self.clock.now(now),
+                                catalog.newest_versions(self.manifest), self.placer,
+                                lambda h: self.breakers.allow(h, now))
+        for item, digest in o.retry:
+            self.transfers.retry_now(item, digest)
+        out = self._changed(o.changes, now) if o.changes else []
+        out += self._plan_transfers(now) if o.retry else []
+        out += [self._send(to, msg, now) for to, msg in o.sends]
+        if o.timer is not None:
+            out.append(SetTimer(name=bc.TIMER, at=o.timer))
+        return out
+
+    def _leader_of(self, term: int) -> str | None:
+        """Who leads `term`, if this host knows (its election, or the leader's own fact)."""
+        if self.election.term == term and self.election.leader is not None:
+            return self.election.leader
+        for origin, f in self.manifest.live_facts(LEADER_KEY):
+            if f.key == LEADER_KEY and catalog.leader_term(self.manifest, origin) == term:
+                return origin
+        return None
+
+    def _on_order(self, sender: str, order: BroadcastOrder, now: float) -> list[Effect]:
+        if not self.broadcast.on_order(sender, order, self.leader()[1], self._leader_of(order.term)):
+            return []  # a stale leader's (or a stranger's) order: counted, nothing else
+        self.broadcast.fresh(self._in_force())
+        self.transfers.retry_now(order.item, order.digest)  # every (re-)order means: now
+        return self._plan_transfers(now)
+
+    def broadcasts(self) -> list[dict]:
+        """For status: each broadcast, its directive and term, delivery per eligible host, and
+        the hosts left out with the reason."""
+        return self.broadcast.report(self.leader()[1], catalog.newest_versions(self.manifest), self.placer(),
+                                     self._in_force())

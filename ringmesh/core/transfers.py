@@ -44,6 +44,11 @@ class TransferPlanner:
         self.backoff[(item, digest)] = (failures, now + delay * self.rng.uniform(0.5, 1.0))
         self._dirty = True
 
+    def retry_now(self, item: ItemKey, digest: str) -> None:
+        """Forget the backoff of a version (a broadcast wants it now) and plan again."""
+        self.backoff.pop((item, digest), None)
+        self._dirty = True
+
     def touch(self) -> None:
         """File facts (versions, holdings) changed: plan again."""
         self._dirty = True
