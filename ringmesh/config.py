@@ -189,6 +189,7 @@ TIMINGS = {
     "drain_notice_seconds": (25.0, 0.0, 600),  # SIGTERM: time to make every game durable
     "watch_interval_seconds": (2.0, 0.05, 3600),  # how often watch_games databases are read
     "retention_seconds": (3600.0, 0.0, 30 * 86400),  # ephemeral hosts keep durable games this long
+    "broadcast_reorder_seconds": (5.0, 0.1, 3600),  # a broadcasting leader orders laggards again this often
 }
 
 # setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)

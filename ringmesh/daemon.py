@@ -27,7 +27,6 @@ from .config import ClusterConfig, ConfigError, check_address
 from .core import catalog
 from .core.errors import RingmeshError
 from .core import election as el, membership as mb, streams
-from .core.bandwidth import Priority
 from .core.breaker import BreakerConfig
 from .core.messages import (
     CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
@@ -243,7 +242,7 @@ class Daemon:
                 self._set_timer(e.name, e.at)
             elif isinstance(e, StartTransfer):
                 key = (e.version.item, e.version.digest)
-                task = asyncio.create_task(self._transfer(e.version, e.sources, Priority.parse(e.priority)))
+                task = asyncio.create_task(self._transfer(e.version))
                 self.transfers[key] = (task, e.version, time.time())
             elif isinstance(e, StoreGames):
                 self._spawn(self._store_games(e))
@@ -308,11 +307,13 @@ class Daemon:
             log.debug("send to %s failed: %s", to, e.code().name)
             self.submit_nowait(SendFailed(peer=to, reason=e.code().name))
 
-    async def _transfer(self, v: FileVersion, sources: tuple[str, ...], priority: Priority) -> None:
+    async def _transfer(self, v: FileVersion) -> None:
         """Pull one version (cancelled at shutdown: its partial file stays, to resume)."""
         key = (v.item, v.digest)
         try:
-            got = await pull(v, lambda: self.sources_of(v), self.links, self.files, self.pulling, priority=priority,
+            # the class is asked per chunk: a pull that a broadcast reaches mid-way turns CRITICAL
+            got = await pull(v, lambda: self.sources_of(v), self.links, self.files, self.pulling,
+                             priority=lambda: self.peer.priority_of(v),
                              throttle=self.ingress, stored=lambda: self.submit(FileStored(item=v.item, digest=v.digest)))
         except (RingmeshError, OSError) as e:
             self.transfers.pop(key, None)
@@ -532,6 +533,7 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
     return PeerConfig(
         gossip_interval=c.gossip_interval, max_transfers=c.max_concurrent_syncs,
         min_copies=c.min_copies, max_disk_usage_percent=c.max_disk_usage_percent,
+        reorder_interval=t["broadcast_reorder_seconds"],
         excluded=frozenset(n for n, h in c.hosts.items() if h.excluded),
         nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
         roles={n: h.role for n, h in c.hosts.items()},

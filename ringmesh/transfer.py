@@ -82,7 +82,7 @@ Sources = Callable[[], tuple[list[str], list[str]]]  # -> (complete holders, pee
 
 
 async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore, registry: dict[str, Progress], *,
-               stored: Callable[[], Awaitable[None]], priority: Priority = Priority.NORMAL,
+               stored: Callable[[], Awaitable[None]], priority: Priority | Callable[[], Priority] = Priority.NORMAL,
                throttle: Throttle | None = None, per_peer: int = 2, stall: float = 60.0) -> Pulled:
     """Fetch `v` from every source at once, chunk by chunk (`core/swarm.py` decides which chunk
     to ask whom for), resuming from the chunks a previous pull verified.
@@ -92,8 +92,9 @@ async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore,
     announced. Every chunk is verified against the recipe before it is written, and announced
     at once to whoever watches this pull (`registry[v.digest]`). A source whose chunk does not
     verify, or whose call fails, loses its requests and is left alone while the others finish.
-    `priority` goes to each source in the call metadata (its egress limit) and to `throttle`,
-    this host's ingress limit. Once the file is whole, checked and renamed into place,
+    `priority` (a class, or a function asked for each chunk request, so that a pull can turn
+    CRITICAL mid-way) goes to each source in the call metadata (its egress limit) and to
+    `throttle`, this host's ingress limit. Once the file is whole, checked and renamed into place,
     `stored()` is awaited (it records the holding) before the pull stops serving as a partial.
 
     On failure the partial file stays for the next pull, unless the disk filled (`DiskFull`).
@@ -132,7 +133,8 @@ async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore,
                 if stub is None:
                     swarm.failed(peer, now, chunk)
                     continue
-                task = asyncio.create_task(_fetch(stub, v, chunk, partial, links, priority, throttle))
+                cls = priority() if callable(priority) else priority
+                task = asyncio.create_task(_fetch(stub, v, chunk, partial, links, cls, throttle))
                 tasks[task] = (peer, chunk, now)
                 progress.fetching(chunk)
             if not tasks and not any(not w.done() for w in watchers.values()):
