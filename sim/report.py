@@ -76,3 +76,26 @@ def membership_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> 
         f"{s['false_deaths']} false deaths, {s['leader_changes']} leader changes",
         "OK" if r["ok"] else "FAILED",
     ] + ([f"wall time   {wall_seconds:.2f} s"] if wall_seconds is not None else []))
+
+
+def broadcast_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> str:
+    """The broadcast scenario (`sim/flows.py`) in a few lines."""
+    p, t, mb = r["params"], r["completion_s"], 1e6
+    pub = "all" if p["publisher_peers"] is None else p["publisher_peers"]
+    lines = [
+        f"broadcast: {p['size'] / mb:g} MB in {p['chunks']} chunks of {p['chunk'] / 2**20:g} MiB to "
+        f"{p['nodes']} receivers, seed {p['seed']}; links {p['link_bytes_per_s'] / mb:g} MB/s, latency "
+        f"{p['latency_ms']:g} ms, per_peer {p['per_peer']}, uploads {p['uploads']}, peer set {r['mean_peer_set']:g}, "
+        f"publisher known to {pub}",
+        f"last done   {r['last_completion_s']:.3f} s = {r['ratio_to_bound']:.3f} x S/B ({r['bound_s']:.3f} s) = "
+        f"{r['ratio_to_log_bound']:.3f} x (S/B + log2 N chunk/B) ({r['bound_log_s']:.3f} s)",
+        f"completion  mean {t['mean']:.3f} s, p50 {t['p50']:.3f} s, p99 {t['p99']:.3f} s, first {t['min']:.3f} s; "
+        f"every chunk held by some receiver at {r['whole_file_in_swarm_s']:.3f} s",
+        f"bytes       {r['bytes_moved'] / mb:,.1f} MB moved ({r['bytes_moved_per_copy_needed']:.4f} x N x S); "
+        f"publisher sent {r['publisher_copies']:.2f} copies",
+        "counts      " + ", ".join(f"{k} {v}" for k, v in r["counts"].items()),
+        f"trace       {r['trace']}",
+    ]
+    if wall_seconds is not None:
+        lines.append(f"wall time   {wall_seconds:.2f} s")
+    return "\n".join(lines)

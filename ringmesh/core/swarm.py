@@ -23,6 +23,9 @@ import random
 from dataclasses import dataclass, field
 
 
+_NOTHING: frozenset[int] = frozenset()
+
+
 @dataclass(slots=True)
 class Swarm:
     n_chunks: int
@@ -60,7 +63,7 @@ class Swarm:
             self.expected.setdefault(peer, {})[chunk] = now
 
     def _has(self, peer: str, chunk: int) -> bool:
-        held = self.sources.get(peer, set())
+        held = self.sources.get(peer, _NOTHING)
         return held is None or chunk in held
 
     # -- outcomes ----------------------------------------------------------------------------
