@@ -26,8 +26,9 @@ from .links import Links
 from .throttle import Throttle, priority_metadata
 
 log = logging.getLogger("ringmesh.transfer")
-FRAME = 1 << 20
+FRAME = 4 << 20  # gRPC messages are capped at 8 MiB (links.MAX_MESSAGE)
 ENDGAME_AFTER = 2.0  # seconds a chunk request may take before another source is asked too
+CALLER_METADATA = "ringmesh-caller"  # the host asking for chunks, as it says (TLS: its certificate says)
 
 
 class TransferError(RingmeshError):
@@ -83,7 +84,8 @@ Sources = Callable[[], tuple[list[str], list[str]]]  # -> (complete holders, pee
 
 async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore, registry: dict[str, Progress], *,
                stored: Callable[[], Awaitable[None]], priority: Priority | Callable[[], Priority] = Priority.NORMAL,
-               throttle: Throttle | None = None, per_peer: int = 2, stall: float = 60.0) -> Pulled:
+               throttle: Throttle | None = None, per_peer: int = 4, stall: float = 60.0,
+               me: str | None = None, received: Callable[[str, int], None] | None = None) -> Pulled:
     """Fetch `v` from every source at once, chunk by chunk (`core/swarm.py` decides which chunk
     to ask whom for), resuming from the chunks a previous pull verified.
 
@@ -98,6 +100,9 @@ async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore,
     `stored()` is awaited (it records the holding) before the pull stops serving as a partial.
 
     On failure the partial file stays for the next pull, unless the disk filled (`DiskFull`).
+
+    `me` names this host to the sources (call metadata, for their per-peer byte counts);
+    `received(peer, nbytes)` hears of every verified chunk and who sent it.
     """
     errors: list[str] = []
     complete, pulling = sources()
@@ -134,7 +139,7 @@ async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore,
                     swarm.failed(peer, now, chunk)
                     continue
                 cls = priority() if callable(priority) else priority
-                task = asyncio.create_task(_fetch(stub, v, chunk, partial, links, cls, throttle))
+                task = asyncio.create_task(_fetch(stub, v, chunk, partial, links, cls, throttle, me))
                 tasks[task] = (peer, chunk, now)
                 progress.fetching(chunk)
             if not tasks and not any(not w.done() for w in watchers.values()):
@@ -158,6 +163,8 @@ async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore,
                     if chunk in swarm.have:  # an endgame copy that lost the race by a hair
                         continue
                     fetched += size
+                    if received is not None:
+                        received(peer, size)
                     last_progress = time.monotonic()
                     progress.verified(chunk)
                     for loser in swarm.received(peer, chunk, size, time.monotonic() - t0):
@@ -251,11 +258,12 @@ async def _watch(peer: str, stub, v: FileVersion, swarm: Swarm, kick: asyncio.Ev
 
 
 async def _fetch(stub, v: FileVersion, chunk: int, partial: Partial, links: Links,
-                 priority: Priority, throttle: Throttle | None) -> int:
+                 priority: Priority, throttle: Throttle | None, me: str | None = None) -> int:
     """One chunk from one source: streamed, verified, written in place. Returns its size."""
+    metadata = priority_metadata(priority) + (((CALLER_METADATA, me),) if me else ())
     call = stub.FetchChunks(
         codec.ChunkRequest(digest=v.digest, indices=[chunk]),
-        timeout=links.deadlines.transfer(v.chunk_size), metadata=priority_metadata(priority),
+        timeout=links.deadlines.transfer(v.chunk_size), metadata=metadata,
     )
     got = 0
     async for index, data in _assemble(call, v, priority, throttle):
@@ -270,27 +278,40 @@ async def _fetch(stub, v: FileVersion, chunk: int, partial: Partial, links: Link
 
 async def _assemble(frames, v: FileVersion, priority: Priority = Priority.NORMAL,
                     throttle: Throttle | None = None) -> AsyncIterator[tuple[int, bytes]]:
-    """Join 1 MiB frames into whole chunks, checking each frame's place; each frame received
-    waits for the ingress throttle before the next is read."""
-    buf, index, want = bytearray(), -1, 0
+    """Join frames into whole chunks, checking each frame's place; each frame received waits
+    for the ingress throttle before the next is read. A chunk that comes as one frame (the
+    usual case: chunks of up to 4 MiB) is passed on as received, without a copy."""
+    buf: bytearray | None = None
+    index, want, filled = -1, 0, 0
     async for fr in frames:
-        if not buf:
+        data = fr.data  # each read of a bytes field makes a new object: read it once
+        if buf is None:
             index = fr.index
             want = recipe.chunk_span(index, v.size, v.chunk_size)[1]
-        if fr.index != index or fr.offset != len(buf) or len(buf) + len(fr.data) > want:
+            if fr.offset != 0 or len(data) > want:
+                raise RemoteProtocolError(f"frame out of place: chunk {fr.index} offset {fr.offset}")
+            if throttle is not None:
+                await throttle.acquire(len(data), priority)
+            if len(data) == want:
+                yield index, data
+                continue
+            buf, filled = bytearray(want), 0
+        elif fr.index != index or fr.offset != filled or filled + len(data) > want:
             raise RemoteProtocolError(f"frame out of place: chunk {fr.index} offset {fr.offset}")
-        if throttle is not None:
-            await throttle.acquire(len(fr.data), priority)
-        buf += fr.data
-        if len(buf) == want:
+        elif throttle is not None:
+            await throttle.acquire(len(data), priority)
+        buf[filled : filled + len(data)] = data
+        filled += len(data)
+        if filled == want:
             yield index, bytes(buf)
-            buf = bytearray()
-    if buf:
+            buf = None
+    if buf is not None:
         raise RemoteProtocolError(f"stream ended inside chunk {index}")
 
 
 def frames(index: int, data: bytes) -> list[tuple[int, int, bytes]]:
-    """How a server cuts one chunk into frames (an empty chunk is one empty frame)."""
-    if not data:
-        return [(index, 0, b"")]
+    """How a server cuts one chunk into frames: one frame up to `FRAME` (no copy), else
+    `FRAME`-sized pieces (an empty chunk is one empty frame)."""
+    if len(data) <= FRAME:
+        return [(index, 0, data)]
     return [(index, off, data[off : off + FRAME]) for off in range(0, len(data), FRAME)]
