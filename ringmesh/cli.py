@@ -1,14 +1,12 @@
-"""`ringmesh` command line: serve, put, ls, status, demo."""
+"""`ringmesh` command line: serve, put, ls, status, doctor, demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
-import time
 
 from .config import ConfigError, load_config
 from .core.catalog import FILE_TYPES
@@ -20,12 +18,11 @@ DEFAULT_DATA_DIR = os.environ.get("RINGMESH_DATA_DIR", os.path.expanduser("~/.ri
 def _serve(args) -> int:
     from .daemon import serve
 
+    from .logs import setup
+
     config = load_config(args.config)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format=f"%(asctime)s %(levelname)s {args.node} %(name)s: %(message)s",
-    )
-    asyncio.run(serve(config, args.node, args.data_dir, args.listen))
+    setup(args.node, json_lines=args.log_json or config.log_json, verbose=args.verbose)
+    asyncio.run(serve(config, args.node, args.data_dir, args.listen, args.metrics_listen))
     return 0
 
 
@@ -33,13 +30,49 @@ def _put(args) -> int:
     from .client import LocalClient
 
     with LocalClient(args.data_dir) as c:
-        r = c.put(args.file, args.type, args.name or "", dict(args.attr), broadcast=args.broadcast)
+        r = _with_import_progress(args, lambda: c.put(args.file, args.type, args.name or "", dict(args.attr),
+                                                      broadcast=args.broadcast))
     if args.json:
         print(json.dumps(r, sort_keys=True))
     else:
         print(f"published {r['type']}/{r['name']} {r['digest']} ({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)"
               + (", broadcast by the leader" if args.broadcast else ""))
     return 0
+
+
+def _with_import_progress(args, put):
+    """Run `put()`; on a terminal, show on stderr how far the daemon has copied and hashed the file."""
+    import concurrent.futures
+    from pathlib import Path
+
+    from .core.messages import ItemKey
+    from .files import import_progress
+    from .progress import Progress
+
+    bar = Progress(f"importing {args.name or Path(args.file).name}", None)
+    if not bar.enabled:
+        return put()
+    try:
+        bar.total = os.path.getsize(args.file)
+    except OSError:
+        return put()  # the daemon says why
+    item = ItemKey(args.type, args.name or Path(args.file).name)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(put)
+        while True:
+            try:
+                r = fut.result(timeout=0.1)
+                break
+            except concurrent.futures.TimeoutError:
+                done = import_progress(args.data_dir, item)
+                if done is not None:
+                    bar.update(done, "copied and hashed" if done >= bar.total else "")
+            except BaseException:
+                bar.close()
+                raise
+    bar.update(bar.total, "published")
+    bar.close()
+    return r
 
 
 def _ls(args) -> int:
@@ -58,39 +91,16 @@ def _ls(args) -> int:
 
 def _status(args) -> int:
     from .client import LocalClient
+    from .statusview import render
 
     with LocalClient(args.data_dir) as c:
         doc = c.status()
+        cluster = None if args.json else c.get("cluster")
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    e = doc["election"]
-    print(f"node {doc['node']} at {doc['address']}  incarnation {doc['incarnation']}  "
-          f"manifest {doc['fingerprint']}  gossip rounds {doc['gossip_rounds']}  items {doc['items']}")
-    print(f"leader {doc['leader'] or '(none known)'}  term {doc['term']}  this host: {e['role']}"
-          f"{' with lease ' + str(e['lease_left_s']) + ' s' if e['is_leader'] else ''}  local health {doc['local_health']}")
-    print(f"{'member':20} {'state':8} {'address':22} {'role':12} {'voter':5} {'heartbeat':>9} {'breaker':9}")
-    for m in doc["members"]:
-        hb = "-" if m["heartbeat"] is None else m["heartbeat"]
-        print(f"{m['name']:20} {m['state']:8} {m['address'] or '-':22} {m['role'] or '-':12} {'yes' if m['voter'] else 'no':5} "
-              f"{hb:>9} {m['breaker']['state']:9}")
-    for key, f in sorted(doc.get("freshness", {}).items()):
-        age = "-" if f["newest_age_s"] is None else f"{f['newest_age_s']:.1f} s"
-        print(f"games {key:12} {f['games']:>8} in {f['streams']} stream(s), newest {age} ago, "
-              f"hosts behind: {', '.join(f['hosts_behind']) or 'none'}")
-    for ev in doc.get("events", [])[-5:]:
-        print(f"event {time.strftime('%H:%M:%S', time.localtime(ev['at']))} {ev['kind']} {ev['subject']} {ev['detail']}")
-    for b in doc.get("blocked_items", []):
-        print(f"BLOCKED {b['item']}: " + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
-    for b in doc.get("broadcasts", []):
-        by = f"term {b['term']} by {b['leader']}" if b["leader"] else "no directive"
-        print(f"broadcast {b['item']} {b['digest'][:12]} ({by}): {b['delivered']}/{b['eligible']} delivered, {b['state']}")
-        for h, state in b["hosts"].items():
-            print(f"  {h:20} {state}")
-        for h, why in b["ineligible"].items():
-            print(f"  {h:20} not eligible: {why}")
-    for t in doc["transfers"]:
-        print(f"transfer {t['item']} {t['digest'][:12]} {t['size_bytes']} bytes, running {t['running_s']} s")
+    color = {"auto": sys.stdout.isatty() and not os.environ.get("NO_COLOR"), "always": True, "never": False}[args.color]
+    sys.stdout.write(render(doc, cluster, color=color))
     return 0
 
 
@@ -125,9 +135,16 @@ def _games_ingest(args) -> int:
     if min_moves not in (None, "cluster") and not isinstance(min_moves, int):
         print(f"ringmesh games ingest: --min-moves takes 'cluster' or a number, not {min_moves!r}", file=sys.stderr)
         return 2
-    with LocalClient(args.data_dir) as c:
+    from .progress import Progress
+
+    bar = Progress("ingesting", None, unit="rows")
+    with LocalClient(args.data_dir) as c, bar:
+        def progress(rows: int, todo: int, games: int) -> None:
+            bar.total = todo
+            bar.update(rows, f"{games:,} game(s) taken")
+
         total = ingest(args.paths, os.path.join(args.data_dir, "ingest-cursors.json"), c.publish_games,
-                       min_moves=min_moves)
+                       min_moves=min_moves, progress=progress if bar.enabled else None)
     print(json.dumps({"games": total}) if args.json else f"{total} game(s) taken in")
     return 0
 
@@ -166,6 +183,31 @@ def _config_check(args) -> int:
     return run_check(args.file, node=args.node, as_json=args.json)
 
 
+def _certs_init(args) -> int:
+    from .tls import init_ca
+
+    key, cert = init_ca(args.dir, days=args.days)
+    print(f"cluster CA made: {cert} (certificate, give it to every host) and {key} (private key, mode 0600: "
+          f"keep it off the hosts, it makes certificates)")
+    return 0
+
+
+def _certs_issue(args) -> int:
+    from .tls import issue
+
+    key, cert = issue(args.dir, args.node, args.out, days=args.days)
+    print(f"certificate for {args.node}: {cert} and its key {key} (mode 0600); copy both, with the CA's ca.crt, "
+          f"to {args.node} where ringmesh.tls points")
+    return 0
+
+
+def _doctor(args) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(args.config, args.node, args.data_dir, as_json=args.json, deadline=args.deadline,
+                      max_skew=args.max_skew)
+
+
 def _size(text: str) -> int:
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
@@ -195,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--node", required=True, help="this host's name in the config")
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--listen", help="HOST:PORT to listen on (default: the host's address)")
+    s.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default: ringmesh.metrics_listen; off)")
+    s.add_argument("--log-json", action="store_true", help="one JSON object per log line (also: ringmesh.log_json)")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(fn=_serve)
 
@@ -213,7 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=hlp)
         s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
         s.add_argument("--json", action="store_true")
+        if name == "status":
+            s.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                           help="colour the states (auto: on a terminal, unless NO_COLOR is set)")
         s.set_defaults(fn=fn)
+
+    s = sub.add_parser("doctor", help="check this host: config, certificates, daemon, disk, peers, clock skew")
+    s.add_argument("--config", required=True, help="distributed_hosts.yaml")
+    s.add_argument("--node", required=True, help="this host's name in the config")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.add_argument("--deadline", type=float, default=3.0, help="seconds each peer has to answer (default 3)")
+    s.add_argument("--max-skew", type=float, default=1.0, help="clock skew that fails the check, s (default 1)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_doctor)
 
     s = sub.add_parser("sync", help="plan transfers now; with --config-key, move that config's data to the front")
     s.add_argument("--config-key", help="e.g. hex8_2p")
@@ -249,6 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--node", help="show only this host")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_config_check)
+
+    s = sub.add_parser("certs", help="the cluster CA and host certificates for mutual TLS between peers")
+    csub = s.add_subparsers(dest="certs_command", required=True)
+    s = csub.add_parser("init", help="make the cluster CA (ca.key, ca.crt) in --dir; never overwrites")
+    s.add_argument("--dir", required=True, help="folder for the CA's files")
+    s.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
+    s.set_defaults(fn=_certs_init)
+    s = csub.add_parser("issue", help="make NODE.key and NODE.crt, signed by the CA in --dir")
+    s.add_argument("node", metavar="NODE", help="the host's name in the config")
+    s.add_argument("--dir", required=True, help="the CA's folder (from certs init)")
+    s.add_argument("--out", help="folder for the host's files (default: --dir)")
+    s.add_argument("--days", type=int, default=825, help="validity in days (default 825; never past the CA's)")
+    s.set_defaults(fn=_certs_issue)
     return p
 
 

@@ -12,7 +12,24 @@ from . import codec
 from .core.broadcast import ATTR as BROADCAST_ATTR
 from .core.errors import RingmeshError
 from .daemon import socket_path
+from .links import CHANNEL_OPTIONS
 from .v1 import mesh_pb2_grpc
+
+
+REQUEST_BUDGET = 7 << 20  # bytes of games per PublishGames request, under the 8 MiB message limit
+
+
+def _batches(payloads: list[bytes], budget: int) -> list[list[bytes]]:
+    """Consecutive runs of payloads of at most `budget` bytes (a larger one goes alone)."""
+    out: list[list[bytes]] = []
+    size = 0
+    for p in payloads:
+        if not out or (size + len(p) > budget and out[-1]):
+            out.append([])
+            size = 0
+        out[-1].append(p)
+        size += len(p)
+    return out
 
 
 class ClientError(RingmeshError):
@@ -24,7 +41,7 @@ class LocalClient:
         sock = socket_path(data_dir)
         if not sock.exists():
             raise ClientError(f"no ringmesh daemon on {data_dir} (no socket {sock}); is `ringmesh serve` running?")
-        self.channel = grpc.insecure_channel(f"unix:{sock}")
+        self.channel = grpc.insecure_channel(f"unix:{sock}", options=CHANNEL_OPTIONS)
         self.stub = mesh_pb2_grpc.LocalStub(self.channel)
         self.timeout = timeout
 
@@ -59,8 +76,11 @@ class LocalClient:
         """Hand finished games (gamedb records) to the local peer; returns once they are fsynced."""
         from .games import pack_record
 
-        req = codec.PublishGamesRequest(config_key=config_key, games=[pack_record(r) for r in records])
-        return list(self._call(self.stub.PublishGames, req).seqs)
+        seqs: list[int] = []
+        for batch in _batches([pack_record(r) for r in records], REQUEST_BUDGET):
+            req = codec.PublishGamesRequest(config_key=config_key, games=batch)
+            seqs += self._call(self.stub.PublishGames, req).seqs
+        return seqs
 
     def wait_durable(self, config_key: str, seq: int, timeout: float = 30.0) -> bool:
         """Whether game `seq` of this host's stream `config_key` became durable within `timeout`."""

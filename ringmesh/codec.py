@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
-from .core.catalog import check_item, is_node_id
+from .core.catalog import check_fact_key, check_item, is_node_id
 from .core.errors import LocalProtocolError, RemoteProtocolError
-from .core.manifest import MAX_KEY_BYTES, MAX_VALUE_BYTES, Delta, Fact, OriginDelta, OriginDigest
+from .core.manifest import MAX_KEY_BYTES, MAX_NUMBER, MAX_VALUE_BYTES, Delta, Fact, OriginDelta, OriginDigest
 from .core.messages import (
     Ack, BroadcastOrder, Envelope, GamesAck, GamesBatch, HeartbeatAck, LeaderHeartbeat, Ping, PingAck, PingReq, PullGames, PushGames,
     Syn, SynAck, VoteReply, VoteRequest,
 )
 from .core.recipe import DIGEST_BYTES
+from .core.streams import host_of
 from .v1 import mesh_pb2 as pb
 
 MAX_ORIGINS = 100_000
@@ -52,6 +53,42 @@ def check_node_id(node: str) -> str:
     if not is_node_id(node):
         raise RemoteProtocolError(f"bad node id {node[:40]!r}")
     return node
+
+
+def check_number(*values: int) -> None:
+    """Counts, terms and seqs of a peer's message: at most `MAX_NUMBER` (HLC fields, `hlc` and
+    `deleted_at`, are times, not counts, and may use the whole u64 range)."""
+    if any(v > MAX_NUMBER for v in values):
+        raise RemoteProtocolError(f"number out of range (limit 2^62): {max(values)}")
+
+
+class Malformed:
+    """A request whose bytes do not parse as its message type. The servicers receive it in
+    place of the message and answer INVALID_ARGUMENT (gRPC itself would answer UNKNOWN and
+    log a traceback per message)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def request_parser(cls):
+    """`bytes -> message`, or `Malformed` for bytes that are not one (for the servers)."""
+    def parse(raw: bytes):
+        try:
+            return cls.FromString(raw)
+        except (DecodeError, RuntimeWarning, ValueError, RecursionError) as e:
+            return Malformed(f"undecodable {cls.DESCRIPTOR.name}: {e}")
+    return parse
+
+
+def service_methods(service: str) -> tuple[str, list[tuple[str, type, type, bool]]]:
+    """The full name of `service` ("Peer", "Local") and `(method, request class, reply class,
+    server streaming)` of each of its methods."""
+    desc = pb.DESCRIPTOR.services_by_name[service]
+    return desc.full_name, [(m.name, getattr(pb, m.input_type.name), getattr(pb, m.output_type.name),
+                             m.server_streaming) for m in desc.methods]
 
 
 # Small messages whose fields map one to one: core type -> (oneof field, field names).
@@ -123,6 +160,7 @@ def _digest(entries) -> dict[str, OriginDigest]:
         raise RemoteProtocolError(f"digest has {len(entries)} origins (limit {MAX_ORIGINS})")
     out = {}
     for e in entries:
+        check_number(e.incarnation, e.heartbeat, e.max_counter, e.floor)
         out[check_node_id(e.origin)] = OriginDigest(e.incarnation, e.heartbeat, e.max_counter, e.floor)
     return out
 
@@ -132,6 +170,11 @@ def _fact(f: pb.Fact) -> Fact:
         raise RemoteProtocolError("fact key or value out of bounds")
     if f.counter == 0:
         raise RemoteProtocolError("fact counter 0")
+    check_number(f.counter)
+    try:
+        check_fact_key(f.key)
+    except LocalProtocolError as e:
+        raise RemoteProtocolError(str(e)) from None
     return Fact(f.key, f.value, f.counter, f.deleted_at)
 
 
@@ -140,6 +183,7 @@ def _delta(entries) -> Delta:
         raise RemoteProtocolError(f"delta has {len(entries)} origins (limit {MAX_ORIGINS})")
     out = []
     for od in entries:
+        check_number(od.incarnation, od.heartbeat, od.floor, od.from_counter, od.max_counter)
         facts = tuple(_fact(f) for f in od.facts)
         counters = [f.counter for f in facts]
         if counters != sorted(counters) or len(set(counters)) != len(counters):
@@ -168,24 +212,30 @@ def decode_envelope(msg: pb.Envelope) -> Envelope:
         body = Ack(delta=_delta(msg.ack.delta))
     elif which in ("push_games", "games_batch"):
         part = getattr(msg, which)
-        if len(part.games) > MAX_GAMES or any(len(g.data) > MAX_GAME_BYTES or g.seq == 0 for g in part.games):
+        if len(part.games) > MAX_GAMES or any(len(g.data) > MAX_GAME_BYTES or not 0 < g.seq <= MAX_NUMBER
+                                              for g in part.games):
             raise RemoteProtocolError("games out of bounds")
         cls = PushGames if which == "push_games" else GamesBatch
+        if cls is PushGames and host_of(part.origin) != sender:
+            raise RemoteProtocolError(f"{sender} pushes games of another host's stream {part.origin[:40]!r}")
         body = cls(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),
                    games=tuple((g.seq, g.data) for g in part.games))
     elif which == "games_ack":
         part = msg.games_ack
         if len(part.seqs) > MAX_GAMES:
             raise RemoteProtocolError("too many seqs")
+        check_number(*part.seqs)
         body = GamesAck(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key), seqs=tuple(part.seqs))
     elif which == "pull_games":
         part = msg.pull_games
+        check_number(part.first, part.last)
         body = PullGames(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),
                          first=part.first, last=part.last)
     elif which in _SIMPLE_BY_FIELD:
         cls, fields = _SIMPLE_BY_FIELD[which]
         part = getattr(msg, which)
         body = cls(**{f: getattr(part, f) for f in fields})
+        check_number(*(getattr(part, f) for f in ("seq", "term") if f in fields))
         if isinstance(body, PingReq):
             check_node_id(body.target)
         elif isinstance(body, BroadcastOrder):

@@ -46,7 +46,7 @@ _ROUTING = {"auto_sync_interval_seconds", "gossip_interval_seconds", "max_concur
 _ROUTING_IGNORED = {"target_disk_usage_percent", "min_free_disk_percent", "priority_hosts", "underserved_configs"}
 _SEED_SYNONYMS = {"excluded_hosts": "exclude_from_sync", "replication_target": "min_copies"}
 _HOST = {"address", "provider", "role", "sync_priority", "bandwidth_limit_mbps", "egress_limit", "ingress_limit",
-         "voter", "ephemeral", "disk_cap_percent", "paths"}
+         "voter", "ephemeral", "disk_cap_percent", "paths", "tls"}
 _HOST_IGNORED = {"ssh_host", "ssh_user", "ssh_port", "ssh_key", "ringrift_path", "venv_activate", "memory_gb", "cpus",
                  "gpu", "gpu_vram_gb", "status", "selfplay_enabled", "training_enabled", "gauntlet_enabled",
                  "export_enabled", "p2p_enabled", "p2p_public_port", "p2p_voter", "storage_paths", "use_external_storage",
@@ -54,11 +54,26 @@ _HOST_IGNORED = {"ssh_host", "ssh_user", "ssh_port", "ssh_key", "ringrift_path",
                  "vultr_id", "nebius_id", "hetzner_id", "aws_instance_id", "region", "note", "max_parallel_jobs",
                  "tailscale_ip"}
 _STORAGE = {"host", "path", "schedule"}
+_TLS_FILES = ("ca", "cert", "key")
+_TLS_EXPECTED = "off, or a mapping of ca, cert and key to PEM file paths ('{node}' stands for the host's name)"
 _STORAGE_IGNORED = {"receive_games", "receive_npz", "receive_models", "subdirs"}
 
 
 class ConfigError(RingmeshError):
     """The config file or an override is invalid; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPaths:
+    """Where a host's TLS files are: the cluster CA's certificate, the host's certificate and key.
+    `sources`: file -> the config key it came from."""
+    ca: str
+    cert: str
+    key: str
+    sources: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def files(self) -> dict[str, str]:
+        return {"ca": self.ca, "cert": self.cert, "key": self.key}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,7 @@ class HostConfig:
     disk_cap_percent: float = 70.0                     # effective disk-use cap, percent
     paths: Mapping[str, str] = field(default_factory=dict, hash=False)    # file type -> directory
     sources: Mapping[str, str] = field(default_factory=dict, hash=False)  # field -> where its value came from
+    tls: TlsPaths | None = None                        # this host's TLS files ({node} expanded); None: plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +124,9 @@ class ClusterConfig:
     paths: Mapping[str, str] = field(default_factory=dict)    # `ringmesh.paths`: file type -> directory
     sources: Mapping[str, str] = field(default_factory=dict)  # global setting -> where its value came from
     warnings: tuple[str, ...] = ()
+    tls: TlsPaths | None = None  # `ringmesh.tls` as written ('{node}' not expanded); None: plaintext
+    metrics_listen: str | None = None  # `ringmesh.metrics_listen`: HOST:PORT for /metrics (port 0: any); None: off
+    log_json: bool = False             # `ringmesh.log_json`: one JSON object per log line
 
     def members(self) -> dict[str, HostConfig]:
         """The hosts ringmesh runs on: those with an address."""
@@ -240,7 +259,13 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
     _unknown(path, "", doc, _TOP, _TOP_IGNORED, warnings)
     routing, own = _section(path, doc, "sync_routing"), _section(path, doc, "ringmesh")
     _unknown(path, "sync_routing", routing, _ROUTING, _ROUTING_IGNORED, warnings)
-    _unknown(path, "ringmesh", own, set(TIMINGS) | {"paths", "watch_games", "watch_min_moves"}, set(), warnings)
+    _unknown(path, "ringmesh", own, set(TIMINGS) | {"paths", "watch_games", "watch_min_moves", "tls", "metrics_listen", "log_json"}, set(), warnings)
+    metrics_listen = own.get("metrics_listen")
+    if metrics_listen is not None and not (isinstance(metrics_listen, str) and (hp := _HOSTPORT.match(metrics_listen))
+                                           and int(hp["port"]) < 65536):
+        raise _err(path, "ringmesh.metrics_listen", "host:port for the metrics endpoint (port 0: any free one)", metrics_listen)
+    if not isinstance(own.get("log_json", False), bool):
+        raise _err(path, "ringmesh.log_json", "true or false", own.get("log_json"))
     watch_min = own.get("watch_min_moves")
     if watch_min is not None and watch_min != "cluster" and (isinstance(watch_min, bool) or not isinstance(watch_min, int) or watch_min < 0):
         raise _err(path, "ringmesh.watch_min_moves", "'cluster' or a number of moves", watch_min)
@@ -279,6 +304,8 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         raise ConfigError(f"{path}: ringmesh: need probe_timeout_seconds < probe_interval_seconds")
     paths = _paths(path, "ringmesh.paths", own.get("paths"), warnings)
     sources.update({f"paths.{t}": f"ringmesh.paths.{t}" for t in paths})
+    tls = _tls(path, "ringmesh.tls", own.get("tls"), None, warnings)
+    sources["tls"] = "ringmesh.tls" if "tls" in own else BUILTIN
 
     excluded = _names(path, "sync_routing.exclude_from_sync", routing.get("exclude_from_sync", []))
     ephemeral_globs = _names(path, "sync_routing.ephemeral_hosts", routing.get("ephemeral_hosts", []))
@@ -292,17 +319,17 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
     group_of = {n: g for g in groups for n in g}
     hosts = {}
     for name, h in hosts_doc.items():
-        hosts[name] = _host(path, name, h, settings, sources, paths, excluded, ephemeral_globs, group_of, warnings)
+        hosts[name] = _host(path, name, h, settings, sources, paths, excluded, ephemeral_globs, group_of, warnings, tls)
     return ClusterConfig(
         path=path, hosts=hosts, timings=timings, raw=doc, exclude_from_sync=tuple(excluded),
         ephemeral_hosts=tuple(ephemeral_globs), nfs_sharing_groups=groups,
         external_storage=_storage(path, routing.get("allowed_external_storage", []), warnings),
         paths=paths, sources=sources, warnings=tuple(warnings), watch_games=tuple(watch), watch_min_moves=watch_min,
-        **settings,
+        tls=tls, metrics_listen=metrics_listen, log_json=own.get("log_json", False), **settings,
     )
 
 
-def _host(path, name, h, settings, gsources, gpaths, excluded, ephemeral_globs, group_of, warnings) -> HostConfig:
+def _host(path, name, h, settings, gsources, gpaths, excluded, ephemeral_globs, group_of, warnings, gtls=None) -> HostConfig:
     key = f"hosts.{name}"
     if not isinstance(name, str) or not is_node_id(name):
         raise _err(path, key, "a host name of letters, digits, '.', '_' or '-'", name)
@@ -363,10 +390,46 @@ def _host(path, name, h, settings, gsources, gpaths, excluded, ephemeral_globs, 
     own_paths = _paths(path, f"{key}.paths", h.get("paths"), warnings)
     src.update({f"paths.{t}": f"ringmesh.paths.{t}" for t in gpaths})
     src.update({f"paths.{t}": f"{key}.paths.{t}" for t in own_paths})
+    if "tls" in h and gtls is None:
+        raise ConfigError(f"{path}: {key}.tls: set ringmesh.tls first (every peer of a cluster talks TLS, or none does); "
+                          f"a host may only move its files")
+    tls = _tls(path, f"{key}.tls", h["tls"], gtls, warnings) if "tls" in h else gtls
+    if tls is not None:
+        tls = _expand_tls(path, tls, name)
     return HostConfig(name, address, role, provider, bool(ephemeral), is_excluded, bool(voter),
                       egress_bytes_per_s=rates["egress"], ingress_bytes_per_s=rates["ingress"], sync_priority=priority,
                       nfs_group=group_of.get(name, ()), disk_cap_percent=disk_cap, paths={**gpaths, **own_paths},
-                      sources=src)
+                      sources=src, tls=tls)
+
+
+def _tls(path: str, key: str, v: Any, base: TlsPaths | None, warnings: list[str]) -> TlsPaths | None:
+    """`ringmesh.tls` (base None): absent or off -> None (plaintext), else all three files;
+    `hosts.X.tls` (base given): any of the three, over the global ones."""
+    if base is None and (v is None or v is False or v == "off"):
+        return None
+    if not isinstance(v, dict):
+        raise _err(path, key, _TLS_EXPECTED if base is None else "a mapping of any of ca, cert, key to file paths", v)
+    _unknown(path, key, v, set(_TLS_FILES), set(), warnings)
+    files = base.files() if base else {}
+    srcs = dict(base.sources) if base else {}
+    for k in _TLS_FILES:
+        if k in v:
+            if not isinstance(v[k], str) or not v[k].strip():
+                raise _err(path, f"{key}.{k}", "a file path (a non-empty string)", v[k])
+            files[k], srcs[k] = v[k], f"{key}.{k}"
+        elif base is None:
+            raise _err(path, f"{key}.{k}", f"a file path ({key} needs ca, cert and key)", None)
+    return TlsPaths(**files, sources=srcs)
+
+
+def _expand_tls(path: str, t: TlsPaths, node: str) -> TlsPaths:
+    """'{node}' -> the host's name, '~' -> home; relative paths are relative to the config's folder."""
+    base = Path(path).parent
+    out = {}
+    for k, p in t.files().items():
+        q = Path(os.path.expanduser(p.replace("{node}", node)))
+        out[k] = str(q if q.is_absolute() else base / q)
+    return TlsPaths(**out, sources=t.sources)
 
 
 def _paths(path: str, key: str, v: Any, warnings: list[str]) -> dict[str, str]:

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from .config import BUILTIN, ClusterConfig, ConfigError, HostConfig, format_rate, load_config
+from .tls import PLAINTEXT_WARNING, TlsError, load_node
 
 # global setting -> (label, unit)
 _GLOBAL_UNITS = {
@@ -52,6 +53,7 @@ def _host(h: HostConfig) -> dict:
         "ingress": _rate(h.ingress_bytes_per_s, s["ingress_bytes_per_s"]),
         "disk_cap_percent": _setting(h.disk_cap_percent, "%", s["disk_cap_percent"]),
         "paths": {t: {"path": p, "source": s.get(f"paths.{t}")} for t, p in h.paths.items()},
+        "tls": {k: {"path": p, "source": h.tls.sources.get(k)} for k, p in h.tls.files().items()} if h.tls else None,
     }
 
 
@@ -73,6 +75,23 @@ def describe(c: ClusterConfig, node: str | None = None, now: datetime | None = N
         glob[f"paths.{t}"] = {"label": f"{t} directory", **_setting(p, "", c.sources[f"paths.{t}"])}
     hosts = {n: _host(h) for n, h in c.hosts.items() if node is None or n == node}
     warnings = list(c.warnings)
+    mode = "mutual TLS" if c.tls else "off: PLAINTEXT"
+    glob["tls"] = {"label": "peer TLS", **_setting(mode, "", c.sources["tls"]), "display": mode}
+    metrics = c.metrics_listen or "off"
+    glob["metrics_listen"] = {"label": "Prometheus metrics (GET /metrics)", "display": metrics,
+                              **_setting(metrics, "", "ringmesh.metrics_listen" if c.metrics_listen else BUILTIN)}
+    logs = "JSON lines" if c.log_json else "plain"
+    glob["log_json"] = {"label": "log format", "display": logs, **_setting(logs, "", "ringmesh.log_json" if c.log_json else BUILTIN)}
+    if c.tls is None:
+        warnings.append(f"{c.path}: ringmesh.tls: {PLAINTEXT_WARNING}")
+    if node is not None and c.hosts[node].tls is not None:  # the files as this machine sees them
+        try:
+            creds = load_node(c.hosts[node].tls.files(), node, c.hosts[node].tls.sources)
+        except TlsError as e:
+            warnings.append(f"{c.path}: {e}")
+        else:
+            if creds.key_mode_warning:
+                warnings.append(creds.key_mode_warning)
     if node is not None and not c.hosts[node].address:
         warnings.append(f"{c.path}: hosts.{node}.address: not set; this host cannot run a ringmesh peer")
     return {
@@ -128,6 +147,8 @@ def render(doc: dict) -> str:
         out.append(f"  {'disk cap':14} {_num(h['disk_cap_percent']['value']) + ' %':>16}  {_src(h['disk_cap_percent'])}")
         for t, p in h["paths"].items():
             out.append(f"  {t + ' dir':14} {p['path']}  [file: {p['source']}]")
+        for k, p in (h.get("tls") or {}).items():
+            out.append(f"  {'tls ' + k:14} {p['path']}  [file: {p['source']}]")
     out += ["", f"warnings ({len(doc['warnings'])})"] + [f"  {w}" for w in doc["warnings"]]
     return "\n".join(out)
 

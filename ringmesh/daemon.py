@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fcntl
 import logging
 import os
 import random
@@ -36,12 +35,16 @@ from .core.peer import Peer, PeerConfig
 from .backup import Backups
 from .files import FileStore
 from .games import Games, ingest, pack_record
+from .datalock import DataDirBusy, DataDirLock
+from .health import Health
 from .links import SERVER_OPTIONS, Links
-from .server import LocalService, PeerService
+from .logs import about
+from .metrics import IN, OUT, MetricsServer, Telemetry, listen_setting
+from .server import LocalService, PeerService, register
 from .store import Store
 from .throttle import EGRESS_ENV, INGRESS_ENV, Throttle, rate_setting
+from .tls import PLAINTEXT_WARNING, load_node, server_credentials
 from .transfer import DiskFull, Progress, pull
-from .v1 import mesh_pb2_grpc
 
 log = logging.getLogger("ringmesh.daemon")
 MAX_INBOX = 10_000
@@ -56,7 +59,8 @@ def socket_path(data_dir: str | Path) -> Path:
 
 
 class Daemon:
-    def __init__(self, config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None) -> None:
+    def __init__(self, config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None,
+                 metrics_listen: str | None = None) -> None:
         members = config.members()
         if node not in members:
             raise DaemonError(f"{config.path}: no host {node!r} with an address (hosts: {', '.join(sorted(members)) or 'none'})")
@@ -64,7 +68,13 @@ class Daemon:
         self.host = members[node]
         self.address = self.host.address
         self.listen = check_address("--listen", "address", listen) if listen else self.address
+        # peer TLS: this host's files are checked now, so that a bad one stops the start with a clear error
+        self.tls = load_node(self.host.tls.files(), node, {k: f"{config.path}: {v}" for k, v in self.host.tls.sources.items()}) \
+            if self.host.tls else None
         self.data_dir = Path(data_dir)
+        self.metrics_listen = listen_setting(config.metrics_listen, metrics_listen)  # None: no /metrics
+        self.metrics: MetricsServer | None = None
+        self.telemetry = Telemetry()
         self.counters: Counter[str] = Counter()
         self.learned: dict[str, str] = {}
         self.corrupt_chunks = os.environ.get("RINGMESH_TEST_CORRUPT_CHUNKS") == "1"
@@ -86,11 +96,11 @@ class Daemon:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.data_dir / "lock", "w")
+        self._lock = DataDirLock(self.data_dir)
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DaemonError(f"{self.data_dir}: another ringmesh daemon is running on this data dir") from None
+            self._lock.acquire()  # released by the kernel however we die: never stale
+        except DataDirBusy as e:
+            raise DaemonError(str(e)) from None
         self.store_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
         self.store = await self._in_store(Store, self.data_dir)
         self.files = await asyncio.to_thread(FileStore, self.data_dir, self.host.paths)
@@ -112,15 +122,26 @@ class Daemon:
         )
         for origin, st in states.items():
             self.peer.manifest.load(origin, st)
-        self.links = Links(self.resolve)
+        self.links = Links(self.resolve, tls=self.tls)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
-        mesh_pb2_grpc.add_PeerServicer_to_server(PeerService(self), self.server)
-        if self.server.add_insecure_port(self.listen) == 0:
+        register(self.server, PeerService(self))
+        self.health = Health(self.server, me)  # grpc.health.v1 and reflection; SERVING once started
+        await self.health.start_not_serving()
+        if self.tls is None:
+            log.warning(PLAINTEXT_WARNING)
+            port = self.server.add_insecure_port(self.listen)
+        else:
+            if self.tls.key_mode_warning:
+                log.warning(self.tls.key_mode_warning)
+            log.info("mutual TLS: peers need a certificate from the cluster CA (%s); this host's expires %s",
+                     self.host.tls.ca, f"{self.tls.not_after:%Y-%m-%d}")
+            port = self.server.add_secure_port(self.listen, server_credentials(self.tls))
+        if port == 0:
             raise DaemonError(f"cannot listen on {self.listen}")
         sock = socket_path(self.data_dir)
         sock.unlink(missing_ok=True)
-        self.local = grpc.aio.server()
-        mesh_pb2_grpc.add_LocalServicer_to_server(LocalService(self), self.local)
+        self.local = grpc.aio.server(options=SERVER_OPTIONS)  # a 6 MiB game must fit
+        register(self.local, LocalService(self))
         self.local.add_insecure_port(f"unix:{sock}")
         await self.server.start()
         await self.local.start()
@@ -136,6 +157,10 @@ class Daemon:
         if self.config.watch_games:  # "{node}" in a pattern stands for this host's name
             patterns = tuple(p.replace("{node}", self.peer.me) for p in self.config.watch_games)
             self._spawn(self._watch_games(patterns, self.config.timings.get("watch_interval_seconds", 2.0)))
+        self._spawn(self.telemetry.watch(self))
+        if self.metrics_listen:
+            self.metrics = MetricsServer(self, self.metrics_listen)
+        await self.health.set_serving()
         log.info("node %s incarnation %d listening on %s (data %s)", me, incarnation, self.listen, self.data_dir)
 
     def stop(self) -> None:
@@ -147,6 +172,7 @@ class Daemon:
     async def drain(self, notice: float) -> int:
         """Before going: push every game not yet durable to persistent peers and wait, within
         `notice` seconds, until they are durable. Returns how many are still not durable."""
+        await self.health.set_not_serving()
         deadline = time.monotonic() + notice
         left = self.peer.replication.undurable()
         while left and time.monotonic() < deadline:
@@ -175,6 +201,9 @@ class Daemon:
 
     async def close(self) -> None:
         log.info("stopping")
+        await self.health.set_not_serving()
+        if self.metrics is not None:
+            await self.metrics.close()
         await self.local.stop(grace=0.5)
         await self.server.stop(grace=1.0)
         self._driver.cancel()
@@ -192,7 +221,7 @@ class Daemon:
         await self._in_store(self.store.close)
         self.store_exec.shutdown()
         socket_path(self.data_dir).unlink(missing_ok=True)
-        self._lock.close()
+        self._lock.release()
 
     # -- feeding the core ------------------------------------------------------------------
 
@@ -254,7 +283,7 @@ class Daemon:
                 self.events.append({"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail})
                 del self.events[:-50]
                 log.log(logging.WARNING if e.kind == "declared-dead" else logging.INFO,
-                        "%s %s %s", e.kind, e.subject or "(none)", e.detail)
+                        "%s %s %s", e.kind, e.subject or "(none)", e.detail, extra=about(peer=e.subject or None))
             elif isinstance(e, CancelTransfer):  # superseded by a newer version: drop its partial file
                 entry = self.transfers.pop((e.item, e.digest), None)
                 if entry:
@@ -302,9 +331,10 @@ class Daemon:
             await stub.Deliver(msg, timeout=self.links.deadlines.deliver)
             self.count("messages_sent")
             self.count("bytes_sent", msg.ByteSize())
+            self.telemetry.message(to, OUT, msg)
         except grpc.aio.AioRpcError as e:
             self.count("send_failures")
-            log.debug("send to %s failed: %s", to, e.code().name)
+            log.debug("send to %s failed: %s", to, e.code().name, extra=about(peer=to))
             self.submit_nowait(SendFailed(peer=to, reason=e.code().name))
 
     async def _transfer(self, v: FileVersion) -> None:
@@ -314,20 +344,24 @@ class Daemon:
             # the class is asked per chunk: a pull that a broadcast reaches mid-way turns CRITICAL
             got = await pull(v, lambda: self.sources_of(v), self.links, self.files, self.pulling,
                              priority=lambda: self.peer.priority_of(v),
-                             throttle=self.ingress, stored=lambda: self.submit(FileStored(item=v.item, digest=v.digest)))
+                             throttle=self.ingress, stored=lambda: self.submit(FileStored(item=v.item, digest=v.digest)),
+                             me=self.peer.me, received=lambda peer, n: self.telemetry.chunks(peer, IN, n))
         except (RingmeshError, OSError) as e:
             self.transfers.pop(key, None)
             self.count("transfers_disk_full" if isinstance(e, DiskFull) else "transfers_failed")
-            log.warning("transfer of %s %s failed: %s", v.item, v.digest[:12], e)
+            self.telemetry.transfer(self.peer.priority_of(v).label, "failed")
+            log.warning("transfer of %s %s failed: %s", v.item, v.digest[:12], e,
+                        extra=about(item=str(v.item), digest=v.digest))
             self.submit_nowait(TransferFailed(item=v.item, digest=v.digest, reason=str(e)))
             return
         started = self.transfers.pop(key, (None, None, time.time()))[2]
         self.count("transfers_done")
+        self.telemetry.transfer(self.peer.priority_of(v).label, "done")
         self.count("bytes_received", got.fetched_bytes)
         self.count("bytes_resumed", got.resumed_bytes)
         log.info("got %s %s (%d bytes%s) from %s in %.2fs", v.item, v.digest[:12], v.size,
                  f", {got.resumed_bytes} resumed" if got.resumed_bytes else "", ",".join(got.sources) or "disk",
-                 time.time() - started)
+                 time.time() - started, extra=about(item=str(v.item), digest=v.digest, peer=",".join(got.sources) or None))
 
     def sources_of(self, v: FileVersion) -> tuple[list[str], list[str]]:
         """Healthy peers holding `v` whole, and healthy peers in the middle of it."""
@@ -375,7 +409,7 @@ class Daemon:
         for b in blocked:
             if b["item"] not in self._blocked:
                 log.warning("BLOCKED: no host can take %s (%d bytes): %s", b["item"], b["size_bytes"],
-                            "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
+                            "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())), extra=about(item=b["item"]))
         self._blocked = now_blocked
         self.counters["items_blocked"] = len(now_blocked)
 
@@ -469,6 +503,7 @@ class Daemon:
         for origin in sorted(set(m.origins) | set(p.known_peers())):
             st = m.origins.get(origin)
             rec = catalog.node_record(m, origin) or {}
+            lag = self.telemetry.lag(origin, m, now)  # changes it reported that we lack, for how long
             members.append({
                 "name": origin, "state": p.membership.view(origin), "address": rec.get("address") or self.resolve(origin),
                 "role": rec.get("role"), "provider": rec.get("provider"), "ephemeral": rec.get("ephemeral"),
@@ -476,6 +511,8 @@ class Daemon:
                 "max_counter": st.max_counter if st else None,
                 "alive_incarnation": mb.alive_incarnation(m, origin),
                 "breaker": breakers.get(origin, {"state": "closed"}),
+                "heartbeat_age_s": None if (age := self.telemetry.heartbeat_age(origin, now)) is None else round(age, 3),
+                "lag_changes": lag[0], "lag_s": round(lag[1], 3),
                 "voter": origin in p.election.voters,
             })
         leader, term = p.leader()
@@ -496,10 +533,12 @@ class Daemon:
             "items": len(catalog.newest_versions(m)),
             "transfers": [
                 {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3),
+                 "priority": self.peer.priority_of(v).label,
                  **self._progress(v)}
                 for _t, v, t0 in self.transfers.values()
             ],
             "counters": dict(sorted(self.counters.items())),
+            "metrics": {"listen": self.metrics.address} if self.metrics else None,
             "bandwidth": {"egress": self.egress.report(), "ingress": self.ingress.report()},
         }
 
@@ -545,11 +584,12 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
     )
 
 
-async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None) -> None:
+async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None,
+                metrics_listen: str | None = None) -> None:
     """Run a daemon until SIGTERM/SIGINT, then stop cleanly."""
     import signal
 
-    d = Daemon(config, node, data_dir, listen)
+    d = Daemon(config, node, data_dir, listen, metrics_listen)
     await d.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

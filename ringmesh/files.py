@@ -17,6 +17,7 @@ All functions block; the daemon runs them in worker threads.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import struct
 import time
@@ -147,7 +148,7 @@ class FileStore:
         size = src.stat().st_size
         cs = recipe.chunk_size_for(size, base_chunk)
         digests: list[bytes] = []
-        tmp = self.root / "tmp" / f"import-{os.getpid()}-{item.type}-{item.name}.part"
+        tmp = import_part(self.root, item, os.getpid())
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
             for chunk in _chunks(fin, cs):
                 digests.append(recipe.chunk_digest(chunk))
@@ -247,6 +248,24 @@ def _check_digest(digest: str) -> str:
     if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
         raise RemoteProtocolError(f"bad digest {digest[:40]!r}")
     return digest
+
+
+def import_part(data_dir: str | Path, item: ItemKey, pid: int | str = "*") -> Path:
+    """The temporary file an import of `item` is copied and hashed into (pid "*": a glob for
+    any daemon's), which grows as the import goes: what `ringmesh put` shows progress of."""
+    return Path(data_dir) / "tmp" / f"import-{pid}-{item.type}-{item.name}.part"
+
+
+def import_progress(data_dir: str | Path, item: ItemKey) -> int | None:
+    """Bytes an import of `item` under way has copied and hashed so far; None if none is seen."""
+    tmp = Path(data_dir) / "tmp"
+    sizes = []
+    for p in tmp.glob(f"import-*-{glob.escape(item.type)}-{glob.escape(item.name)}.part"):
+        try:
+            sizes.append(p.stat().st_size)
+        except OSError:
+            pass
+    return max(sizes) if sizes else None
 
 
 def hash_file(path: str | Path, chunk_size: int) -> str:

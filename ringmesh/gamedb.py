@@ -83,6 +83,15 @@ def _connect_ro(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def max_rowid(path: str | Path) -> int:
+    """The highest `games.rowid` now (0 for none): how far `read_completed_games` examines."""
+    conn = _connect_ro(path)
+    try:
+        return conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM games").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def create_db(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
     """Create (or open) a self-play database with the schema; WAL, foreign keys on."""
     conn = _connect_rw(path, synchronous=synchronous)
@@ -559,7 +568,8 @@ def append_games(db: sqlite3.Connection, records: Iterable[dict], *,
             db.execute("SAVEPOINT game")
             try:
                 _insert_record(db, rec)
-            except sqlite3.Error as e:
+            # a record that is not shaped as `read_completed_games` makes them (a peer's fault)
+            except (sqlite3.Error, LookupError, TypeError, ValueError, OverflowError, AttributeError) as e:
                 db.execute("ROLLBACK TO game")
                 db.execute("RELEASE game")
                 log.warning("gamedb: game %s refused: %s", gid, e)

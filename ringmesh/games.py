@@ -10,6 +10,7 @@ import glob
 import json
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -19,6 +20,7 @@ from . import gamedb
 from .streamlog import StreamLog, StreamLogError
 
 log = logging.getLogger("ringmesh.games")
+MAX_OPEN_DBS = 32  # consumer databases kept open (the cluster has 12 configs)
 
 
 def pack_record(record: dict[str, Any]) -> bytes:
@@ -26,8 +28,19 @@ def pack_record(record: dict[str, Any]) -> bytes:
 
 
 def unpack_record(raw: bytes) -> dict[str, Any] | None:
+    """A game record, or None if `raw` is none. Bounded: lengths by the size of `raw` (msgpack's
+    default), nesting by msgpack's stack, and maps and arrays, which cost far more in memory
+    than in msgpack, to one per 16 bytes (a real record has a few hundred in megabytes)."""
+    budget = [64 + len(raw) // 16]
+
+    def spend(container):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError("too many maps and arrays for a game record")
+        return container
+
     try:
-        rec = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        rec = msgpack.unpackb(raw, raw=False, strict_map_key=False, list_hook=spend, object_hook=spend)
     except Exception:
         return None
     if not isinstance(rec, dict) or not isinstance(rec.get("game_id"), str) or not isinstance(rec.get("tables"), dict):
@@ -42,6 +55,7 @@ class Games:
         self.consume = consume
         self.dbs: dict[str, Any] = {}
         self.counts = {"materialised": 0, "duplicates": 0, "rejected": 0, "undecodable": 0}
+        self.by_config: Counter[str] = Counter()  # config_key -> games materialised since start
 
     def close(self) -> None:
         for db in self.dbs.values():
@@ -81,13 +95,19 @@ class Games:
                 self.counts["undecodable"] += 1
             else:
                 records.append(rec)
-        db = self.dbs.get(config_key)
+        if not records:
+            return
+        db = self.dbs.pop(config_key, None)
         if db is None:
+            while len(self.dbs) >= MAX_OPEN_DBS:  # peers may name many configs: bound the open files
+                self.dbs.pop(next(iter(self.dbs))).close()
             (self.root / "games").mkdir(exist_ok=True)
-            db = self.dbs[config_key] = gamedb.open_consumer_db(self.root / "games" / f"{config_key}.db")
+            db = gamedb.open_consumer_db(self.root / "games" / f"{config_key}.db")
+        self.dbs[config_key] = db  # the most recently used last
         rejected: list = []
         inserted, dups = gamedb.append_games(db, records, rejected=rejected)
         self.counts["materialised"] += inserted
+        self.by_config[config_key] += inserted
         self.counts["duplicates"] += dups
         self.counts["rejected"] += len(rejected)
         for game_id, err in rejected:
@@ -114,14 +134,27 @@ def save_cursors(path: str | Path, cursors: dict[str, Any]) -> None:
 
 def ingest(
     patterns: Iterable[str], cursors_path: str | Path, publish: Callable[[str, list[dict[str, Any]]], Any],
-    *, min_moves: int | str | None = None, batch: int = 64,
+    *, min_moves: int | str | None = None, batch: int = 64, progress: Callable[[int, int, int], None] | None = None,
 ) -> int:
     """Take the completed games of the self-play databases matching `patterns` (paths or globs),
     each once: a database's cursor is saved only after `publish` returned, i.e. after the peer
-    fsynced the games it covers. Returns how many games were taken. Blocking."""
+    fsynced the games it covers. Returns how many games were taken. Blocking.
+
+    `progress(rows_examined, rows_to_examine, games_taken)` hears after every batch how far the
+    scan of the databases' `games` rows (as many as there were at the start) has come."""
     cursors = load_cursors(cursors_path)
     total = 0
     paths = sorted({p for pat in patterns for p in (glob.glob(pat) or ([pat] if os.path.exists(pat) else []))})
+    start = {p: int((cursors.get(os.path.abspath(p)) or {}).get("hw", 0)) for p in paths}
+    ends = {p: gamedb.max_rowid(p) for p in paths} if progress else {}
+    todo = sum(max(0, ends[p] - start[p]) for p in ends)
+
+    def report() -> None:
+        if progress:
+            done = sum(max(0, min(ends[p], int((cursors.get(os.path.abspath(p)) or {}).get("hw", 0))) - start[p])
+                       for p in ends)
+            progress(done, todo, total)
+
     for path in paths:
         key = os.path.abspath(path)
         while True:
@@ -135,6 +168,7 @@ def ingest(
             if cursor != cursors.get(key):
                 cursors[key] = cursor
                 save_cursors(cursors_path, cursors)
+            report()
             if not records:
                 break
     return total

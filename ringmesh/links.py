@@ -4,11 +4,14 @@ deadlines and size limits every call carries."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import grpc
 
 from .v1 import mesh_pb2_grpc
+
+if TYPE_CHECKING:
+    from .tls import NodeCredentials
 
 MAX_MESSAGE = 8 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -44,20 +47,33 @@ class Deadlines:
 
 
 class Links:
-    """Resolves a host to its address and keeps one channel per address."""
+    """Resolves a host to its address and keeps one channel per address (with TLS: per address
+    and host, since the host's certificate must name the host dialled)."""
 
-    def __init__(self, resolve: Callable[[str], str | None]) -> None:
+    def __init__(self, resolve: Callable[[str], str | None], tls: NodeCredentials | None = None) -> None:
         self._resolve = resolve
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, str | None], grpc.aio.Channel] = {}
         self.deadlines = Deadlines()
+        self._tls = tls
+        if tls is not None:
+            from .tls import channel_credentials
+
+            self._creds = channel_credentials(tls)
 
     def stub(self, node: str) -> mesh_pb2_grpc.PeerStub | None:
         address = self._resolve(node)
         if address is None:
             return None
-        ch = self._channels.get(address)
+        key = (address, node if self._tls is not None else None)
+        ch = self._channels.get(key)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if self._tls is None:
+                ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                from .tls import channel_options
+
+                ch = grpc.aio.secure_channel(address, self._creds, options=CHANNEL_OPTIONS + channel_options(node))
+            self._channels[key] = ch
         return mesh_pb2_grpc.PeerStub(ch)
 
     async def close(self) -> None:

@@ -70,7 +70,9 @@ class Node:
 class LocalCluster:
     def __init__(self, root: str | Path, n: int, *, gossip_interval: float = 0.25, roles: dict[str, str] | None = None,
                  env: dict[str, str] | None = None, routing: dict | None = None, own: dict | None = None,
-                 hosts: dict[str, dict] | None = None) -> None:
+                 hosts: dict[str, dict] | None = None, tls: bool = False) -> None:
+        """`tls`: a cluster CA and one certificate per node in <root>/tls, and peers that talk
+        mutual TLS (`ringmesh.tls` in the config); otherwise plaintext."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(n)
@@ -79,6 +81,14 @@ class LocalCluster:
             for i, p in enumerate(ports)
         }
         roles = roles or {}
+        self.tls_dir = self.root / "tls" if tls else None
+        if self.tls_dir is not None:
+            from .tls import init_ca, issue
+
+            init_ca(self.tls_dir)
+            for name in self.nodes:
+                issue(self.tls_dir, name)
+            own = {**(own or {}), "tls": {"ca": "tls/ca.crt", "cert": "tls/{node}.crt", "key": "tls/{node}.key"}}
         self.config_path = self.root / "distributed_hosts.yaml"
         self.config_path.write_text(yaml.safe_dump({
             # Loopback: a generous limit (MB/s) instead of the 20 MB/s built-in default.

@@ -87,5 +87,6 @@ class Store:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)", (_i64(hlc),))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL at COMMIT):
+                db.execute("ROLLBACK")  # a second ROLLBACK would raise and hide the error that matters
             raise

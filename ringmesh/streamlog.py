@@ -175,6 +175,7 @@ class StreamLog:
         self.segment_bytes = int(segment_bytes)
         self.compress_level = compress_level
         self.max_open_readers = max_open_readers
+        self.max_open_writers = max_open_readers
         self.recovered: list[Recovery] = []
         self._lock = threading.RLock()
         self._streams: dict[tuple[str, str], _Stream] = {}
@@ -454,6 +455,11 @@ class StreamLog:
             for fd in list(self._dirty_files):
                 os.fdatasync(fd)
                 del self._dirty_files[fd]
+            # every segment is synced: close the oldest streams' files beyond the bound (peers
+            # may send many streams; a closed one is reopened by its next append)
+            writing = [st for st in self._streams.values() if st.active_fd is not None]
+            for st in writing[: max(0, len(writing) - self.max_open_writers)]:
+                self._close_active(st)
             for d in sorted(self._dirty_dirs, key=lambda p: len(p.parts), reverse=True):
                 dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
                 try:

@@ -23,6 +23,7 @@ from .core.messages import FileVersion
 from .core.swarm import Swarm
 from .files import FileStore, Partial, disk_full
 from .links import Links
+from .logs import about
 from .throttle import Throttle, priority_metadata
 
 log = logging.getLogger("ringmesh.transfer")
@@ -175,7 +176,8 @@ async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore,
                     msg = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
                     code = err.code().name if isinstance(err, grpc.aio.AioRpcError) else type(err).__name__
                     errors.append(f"{peer}: {code} {msg}")
-                    log.warning("pull %s %s: chunk %d from %s failed: %s %s", v.item, v.digest[:12], chunk, peer, code, msg)
+                    log.warning("pull %s %s: chunk %d from %s failed: %s %s", v.item, v.digest[:12], chunk, peer, code, msg,
+                                extra=about(peer=peer, item=str(v.item), digest=v.digest))
                     swarm.failed(peer, time.monotonic(), chunk)
                 elif disk_full(err):
                     raise DiskFull(f"disk full writing {v.item}: {err}") from err

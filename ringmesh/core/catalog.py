@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import weakref
 from typing import Any, Mapping
 
 import msgpack
@@ -68,6 +69,24 @@ def check_item(item: ItemKey) -> ItemKey:
     return item
 
 
+#: Fact keys that name an item after the prefix: `<prefix><type>/<name>`.
+ITEM_PREFIXES = ("v/", "h/", "p/", "b/")
+
+
+def check_fact_key(key: str) -> str:
+    """A fact key as a peer may send it: no control characters, and a key that names an item
+    names a confined one (the type a plain word, so that newer types pass; the name as
+    `check_name` allows)."""
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in key):
+        raise LocalProtocolError(f"fact key {key[:60]!r} contains a control character")
+    if key.startswith(ITEM_PREFIXES):
+        type_, _, name = key[2:].partition("/")
+        if not is_node_id(type_):
+            raise LocalProtocolError(f"fact key {key[:60]!r} names no item type")
+        check_name(name)
+    return key
+
+
 def version_key(item: ItemKey) -> str:
     return f"v/{item.type}/{item.name}"
 
@@ -87,12 +106,27 @@ def pack(value: Mapping[str, Any]) -> bytes:
     return msgpack.packb(dict(value), use_bin_type=True)
 
 
+#: How deep maps and arrays may nest in a fact value (ours nest two deep).
+MAX_VALUE_DEPTH = 8
+
+
+def _sane(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, (dict, list)):
+        if depth >= MAX_VALUE_DEPTH:
+            return False
+        items = [x for kv in v.items() for x in kv] if isinstance(v, dict) else v
+        return all(_sane(x, depth + 1) for x in items)
+    return True
+
+
 def unpack(raw: bytes) -> dict[str, Any] | None:
+    """A fact value as a map, or None if it is not a well-formed, bounded one."""
     try:
-        v = msgpack.unpackb(raw, raw=False, max_bin_len=1 << 16, max_str_len=1 << 16, max_map_len=256, max_array_len=256)
+        v = msgpack.unpackb(raw, raw=False, max_bin_len=1 << 16, max_str_len=1 << 16, max_map_len=256,
+                            max_array_len=256, max_ext_len=0)
     except Exception:
         return None
-    return v if isinstance(v, dict) else None
+    return v if isinstance(v, dict) and _sane(v) else None
 
 
 def encode_version(v: FileVersion) -> bytes:
@@ -181,8 +215,23 @@ def holders(m: Manifest, prefix: str = HOLDING) -> dict[tuple[ItemKey, str], lis
 
 
 def node_record(m: Manifest, origin: str) -> dict[str, Any] | None:
-    raw = m.get(origin, NODE_KEY)
-    return unpack(raw) if raw is not None else None
+    """`origin`'s node record (a fresh dict), decoded once per fact: the router asks for every
+    host's record several times a gossip round, and decoding each was most of a simulated
+    cluster's time."""
+    st = m.origins.get(origin)
+    f = st.facts.get(NODE_KEY) if st is not None else None
+    if f is None or f.tombstone:
+        return None
+    cache = _RECORDS.get(m)
+    if cache is None:
+        cache = _RECORDS[m] = {}
+    hit = cache.get(origin)
+    if hit is None or hit[0] is not f:
+        hit = cache[origin] = (f, unpack(f.value))
+    return dict(hit[1]) if hit[1] is not None else None
+
+
+_RECORDS: "weakref.WeakKeyDictionary[Manifest, dict[str, tuple[Any, dict[str, Any] | None]]]" = weakref.WeakKeyDictionary()
 
 
 def leader_term(m: Manifest, origin: str) -> int | None:

@@ -49,6 +49,12 @@ FACT_OVERHEAD = 24
 ORIGIN_OVERHEAD = 48
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 64 * 1024
+#: Counters, incarnations, heartbeats, terms and seqs count up by one from 0 (incarnations from
+#: a ms timestamp) and never come near this. The codec refuses larger ones from peers, so that
+#: one more still fits the u64 wire fields and SQLite's signed integers; what a host must be
+#: able to count past (its own incarnation, a claim against it) it never takes from a peer at
+#: this limit or above.
+MAX_NUMBER = 1 << 62
 #: The smallest budget that always lets one fact through.
 MAX_ORIGIN_BYTES = 128  # as catalog.is_node_id allows
 MIN_BUDGET = ORIGIN_OVERHEAD + MAX_ORIGIN_BYTES + MAX_KEY_BYTES + MAX_VALUE_BYTES + FACT_OVERHEAD

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from . import catalog
 from .errors import LocalProtocolError
 from .hlc import HybridClock
-from .manifest import Manifest, OriginChange
+from .manifest import MAX_NUMBER, Manifest, OriginChange
 from .messages import MembershipMessage, Ping, PingAck, PingReq
 
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
@@ -75,7 +75,7 @@ def _inc(m: Manifest, origin: str, key: str) -> int | None:
     raw = m.get(origin, key)
     v = catalog.unpack(raw) if raw is not None else None
     i = v.get("i") if v else None
-    return i if isinstance(i, int) and i >= 0 else None
+    return i if isinstance(i, int) and 0 <= i <= MAX_NUMBER else None
 
 
 def alive_incarnation(m: Manifest, x: str) -> int:
@@ -91,7 +91,8 @@ def claims_about(m: Manifest, x: str, claimers: set[str] | None = None) -> list[
     for origin in sorted(m.origins if claimers is None else claimers & m.origins.keys()):
         raw = m.get(origin, key)
         v = catalog.unpack(raw) if raw is not None else None
-        if v and v.get("s") in (SUSPECT, DEAD) and isinstance(v.get("i"), int) and v["i"] >= inc:
+        # a claim at MAX_NUMBER or above could not be refuted (by a higher alive incarnation)
+        if v and v.get("s") in (SUSPECT, DEAD) and isinstance(v.get("i"), int) and inc <= v["i"] < MAX_NUMBER:
             out.append((origin, v["s"], v["i"]))
     return out
 

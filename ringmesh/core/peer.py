@@ -31,7 +31,7 @@ from .router import DataType, HostInfo, Placement, place
 from .streams import HW_PREFIX
 from .errors import LocalProtocolError
 from .hlc import HybridClock
-from .manifest import MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
+from .manifest import MAX_NUMBER, MIN_BUDGET, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
     ItemKey, BroadcastOrder,
     Ack, BackupFinished, DiskMeasured, DrainRequested, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
@@ -44,6 +44,7 @@ GOSSIP = "gossip"
 LEADER_KEY = catalog.LEADER_KEY
 FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
 DELIVERY_KEYS = ("v/", "h/", "p/")  # fact keys a broadcasting leader reads
+DISK_FIELDS = ("disk_used_percent", "disk_free_bytes")  # node record fields from DiskMeasured
 GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
 
 
@@ -115,6 +116,10 @@ class Peer:
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
         )
         self.broadcast = bc.Broadcasts(me, self.manifest, reorder_interval=config.reorder_interval)
+        self._known: tuple[int, list[str]] | None = None  # known_peers(), by the number of origins
+        self._names: tuple[int, list[str]] | None = None
+        self._hosts: tuple | None = None  # host_infos(): (names, what it was built from, the list)
+        self._games_placed: tuple[list[HostInfo], Placement] | None = None
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -125,6 +130,13 @@ class Peer:
                  if k.startswith(catalog.PULLING) and not f.tombstone]
         if stale:
             out.append(self._persist([c for c in stale if c is not None], now))
+        # The disk figures of our last life stand until the shell measures again: a host that
+        # restarts with its disk above the cap must not start pulls before it knows (found by
+        # the simulator's disk-full scenario: a restart erased them and pulls began at once).
+        before = catalog.node_record(self.manifest, self.me) or {}
+        for k in DISK_FIELDS:
+            if k not in self.node_record and k in before:
+                self.node_record[k] = before[k]
         record = catalog.pack(self.node_record)
         if self.manifest.get(self.me, catalog.NODE_KEY) != record:
             out.append(self._persist([self.manifest.put(catalog.NODE_KEY, record)], now))
@@ -224,7 +236,10 @@ class Peer:
 
     def known_peers(self) -> list[str]:
         """Every other host we know of: the configured seeds and every origin in the manifest."""
-        return sorted((set(self.seeds) | set(self.manifest.origins)) - {self.me})
+        n = len(self.manifest.origins)  # origins are added or replaced, never removed
+        if self._known is None or self._known[0] != n:
+            self._known = (n, sorted((set(self.seeds) | set(self.manifest.origins)) - {self.me}))
+        return list(self._known[1])
 
     def healthy(self, peer: str, now: float) -> bool:
         """Fit to be a transfer source or a push target: alive and breaker closed."""
@@ -317,7 +332,7 @@ class Peer:
     def _check_own_incarnation(self, digest: Mapping[str, OriginDigest], now: float) -> list[Effect]:
         """Someone remembers a life of ours we do not: start a higher incarnation."""
         seen, own = digest.get(self.me), self.manifest.own
-        if seen is None:
+        if seen is None or seen.incarnation >= MAX_NUMBER:  # no incarnation is left above it
             return []
         if seen.incarnation > own.incarnation or (
             seen.incarnation == own.incarnation and seen.max_counter > own.max_counter
@@ -344,8 +359,11 @@ class Peer:
         return not bool(rec.get("ephemeral", host in self.config.ephemeral))
 
     def game_placement(self) -> Placement:
-        return place(DataType.GAME, self.host_infos(), min_copies=self.config.min_copies,
-                     cap_percent=self.config.max_disk_usage_percent)
+        hosts = self.host_infos()
+        if self._games_placed is None or self._games_placed[0] is not hosts:  # hosts unchanged: so is this
+            self._games_placed = (hosts, place(DataType.GAME, hosts, min_copies=self.config.min_copies,
+                                               cap_percent=self.config.max_disk_usage_percent))
+        return self._games_placed[1]
 
     def push_targets(self, now: float) -> list[str]:
         """Where new games go at once: game hosts (router) that are healthy, persistent first."""
@@ -452,9 +470,31 @@ class Peer:
         return [self._persist([change], now)] if change is not None else []
 
     def host_infos(self) -> list[HostInfo]:
-        """What the router needs to know of every host: its record, our view of it, the config."""
+        """What the router needs to know of every host: its record, our view of it, the config.
+
+        The answer depends only on each host's node record and our view of it (the config
+        aside), so it is built again only when one of those changed: the router asks several
+        times a gossip round, and building it was most of a simulated cluster's time. The list
+        is shared: do not modify it."""
+        names = self._host_names()
+        origins = self.manifest.origins
+        sig = ([st.facts.get(catalog.NODE_KEY) if (st := origins.get(n)) is not None else None for n in names],
+               [self.membership.view(n) for n in names])
+        if self._hosts is not None and self._hosts[0] is names and self._hosts[1] == sig:
+            return self._hosts[2]
+        out = self._build_host_infos(names)
+        self._hosts = (names, sig, out)
+        return out
+
+    def _host_names(self) -> list[str]:
+        n = len(self.manifest.origins)
+        if self._names is None or self._names[0] != n:
+            self._names = (n, sorted(set(self.known_peers()) | {self.me}))
+        return self._names[1]
+
+    def _build_host_infos(self, names: list[str]) -> list[HostInfo]:
         out = []
-        for name in sorted(set(self.known_peers()) | {self.me}):
+        for name in names:
             rec = catalog.node_record(self.manifest, name) or {}
             used, free = rec.get("disk_used_percent"), rec.get("disk_free_bytes")
             role = rec.get("role", self.config.roles.get(name, "selfplay"))

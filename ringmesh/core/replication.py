@@ -90,7 +90,8 @@ class Replication:
 
     def on_batch(self, sender: str, msg: GamesBatch) -> Out:
         out = Out()
-        if msg.origin != self.origin and msg.games:
+        # only the games we asked for: an unasked batch would make us store (and advertise) any stream
+        if msg.origin != self.origin and msg.games and (msg.origin, msg.config_key) in self.pulling:
             out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games))
         else:
             self.pulling.pop((msg.origin, msg.config_key), None)

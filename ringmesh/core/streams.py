@@ -17,6 +17,7 @@ the daemon do.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -24,6 +25,10 @@ from . import catalog
 from .manifest import Manifest
 
 StreamKey = tuple[str, str]  # (origin, config_key)
+#: Bounds on what acks from peers can make an origin keep: acks may come before our own fsync
+#: of a game is reported, but not thousands of games ahead of it, and for a few dozen configs.
+MAX_ACKS_AHEAD = 4096
+MAX_STREAMS = 256
 HW_PREFIX = "g/"
 
 
@@ -74,14 +79,91 @@ def freshness(m: Manifest, game_hosts: Iterable[str], now: float) -> dict[str, d
 
 
 def marks(m: Manifest) -> dict[StreamKey, dict[str, int]]:
-    """`{stream: {holder: high-water mark}}` as every holder advertised it."""
-    out: dict[StreamKey, dict[str, int]] = {}
-    for holder, f in m.live_facts(HW_PREFIX):
-        stream, v = parse_hw_key(f.key), catalog.unpack(f.value)
-        hw = v.get("hw") if v else None
-        if stream is not None and isinstance(hw, int) and hw >= 0:
-            out.setdefault(stream, {})[holder] = hw
-    return out
+    """`{stream: {holder: high-water mark}}` as every holder advertised it.
+
+    Kept current per manifest (`_MarksIndex`): only the origins whose state changed since the
+    last call are read again. The answer is shared and changes with the manifest: read it, do
+    not modify it, and do not keep it across a change of the manifest."""
+    ix = _INDEX.get(m)
+    if ix is None:
+        ix = _INDEX[m] = _MarksIndex()
+    return ix.update(m)
+
+
+def _hw_of(key: str, f) -> tuple[StreamKey | None, int | None]:
+    """The stream a g/ fact is about and the mark it advertises (None where it says none)."""
+    stream = parse_hw_key(key)
+    if stream is None or f.tombstone:
+        return stream, None
+    v = catalog.unpack(f.value)
+    hw = v.get("hw") if v else None
+    return stream, hw if isinstance(hw, int) and not isinstance(hw, bool) and hw >= 0 else None
+
+
+class _MarksIndex:
+    """`marks(m)` of one manifest, kept current fact by fact. Every change of an origin's facts
+    moves its state object, incarnation, `max_counter`, floor or fact count; an origin whose
+    five are as they were is not looked at again (heartbeats do not count), and when only its
+    `max_counter` moved, only its facts numbered above the old one are decoded. Decoding every
+    g/ fact of every origin at each change cost O(streams x holders) per game stored, in the
+    daemon as in the simulator (found by the simulator's steady scenario: 90% of its time)."""
+
+    __slots__ = ("seen", "of", "merged")
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple] = {}  # origin -> (state, incarnation, max_counter, floor, facts)
+        self.of: dict[str, dict[StreamKey, int]] = {}  # origin -> its marks
+        self.merged: dict[StreamKey, dict[str, int]] = {}
+
+    def update(self, m: Manifest) -> dict[StreamKey, dict[str, int]]:
+        origins = m.origins
+        if len(self.seen) != len(origins) or any(o not in origins for o in self.seen):
+            for o in [o for o in self.seen if o not in origins]:
+                del self.seen[o]
+                for stream in list(self.of.get(o, ())):
+                    self._put(o, stream, None)
+        for o, st in origins.items():
+            key = (st, st.incarnation, st.max_counter, st.floor, len(st.facts))
+            old = self.seen.get(o)
+            if old is not None and old[0] is st and old[1:] == key[1:]:
+                continue
+            self.seen[o] = key
+            if old is not None and old[0] is st and old[1] == key[1] and old[3] == key[3] and old[2] < key[2]:
+                since = old[2]  # only facts written since: a key keeps its newest fact
+                for k, f in st.facts.items():
+                    if f.counter > since and k.startswith(HW_PREFIX):
+                        stream, hw = _hw_of(k, f)
+                        if stream is not None:
+                            self._put(o, stream, hw)
+                continue
+            new: dict[StreamKey, int] = {}
+            for k, f in st.facts.items():
+                if k.startswith(HW_PREFIX):
+                    stream, hw = _hw_of(k, f)
+                    if stream is not None and hw is not None:
+                        new[stream] = hw
+            for stream in [s for s in self.of.get(o, ()) if s not in new]:
+                self._put(o, stream, None)
+            for stream, hw in sorted(new.items()):
+                self._put(o, stream, hw)
+        return self.merged
+
+    def _put(self, origin: str, stream: StreamKey, hw: int | None) -> None:
+        mine = self.of.setdefault(origin, {})
+        if hw is None:
+            if mine.pop(stream, None) is not None:
+                holders = self.merged[stream]
+                del holders[origin]
+                if not holders:
+                    del self.merged[stream]
+        else:
+            mine[stream] = hw
+            self.merged.setdefault(stream, {})[origin] = hw
+        if not mine:
+            del self.of[origin]
+
+
+_INDEX: "weakref.WeakKeyDictionary[Manifest, _MarksIndex]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -111,9 +193,11 @@ class Durability:
         return self._advance(config_key)
 
     def acked(self, config_key: str, holder: str, seqs: Iterable[int]) -> list[int]:
+        if config_key not in self.streams and len(self.streams) >= MAX_STREAMS:
+            return []  # a confused (or hostile) peer's acks for configs we never made games of
         s = self._s(config_key)
         for q in seqs:
-            if q > s.durable:
+            if s.durable < q <= s.stored + MAX_ACKS_AHEAD:
                 s.acks.setdefault(q, set()).add(holder)
         return self._advance(config_key)
 

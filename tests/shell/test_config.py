@@ -241,7 +241,9 @@ def test_config_check_json_and_text():
     r = _check(str(FIXTURE), "--json", env={"RINGRIFT_GOSSIP_INTERVAL": "5"})
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["valid"] and doc["warnings"] == [] and doc["environment_overrides"] == ["RINGRIFT_GOSSIP_INTERVAL"]
+    # the fixture has no ringmesh.tls: its one warning is that peers would talk plaintext
+    assert doc["valid"] and [w.split(": ")[1] for w in doc["warnings"]] == ["ringmesh.tls"]
+    assert doc["environment_overrides"] == ["RINGRIFT_GOSSIP_INTERVAL"]
     g = doc["global"]
     assert g["gossip_interval"] == {"label": "gossip interval", "value": 5.0, "unit": "s",
                                          "source": "environment RINGRIFT_GOSSIP_INTERVAL", "source_kind": "environment"}
@@ -260,7 +262,7 @@ def test_config_check_json_and_text():
     assert "host gh200-a" in r.stdout and "host gh200-b" not in r.stdout
     assert "1500 MB/s (1500000000 B/s)  [file: hosts.gh200-a.egress_limit]" in r.stdout
     assert "100 MB/s (100000000 B/s)  [provider default (lambda)]" in r.stdout
-    assert "warnings (4)" in r.stdout and "hosts.vast-29129529.colour: unknown key, ignored" in r.stdout
+    assert "warnings (5)" in r.stdout and "PLAINTEXT: peers talk without TLS" in r.stdout and "hosts.vast-29129529.colour: unknown key, ignored" in r.stdout
 
 
 def test_config_check_fails_with_exit_2(tmp_path):

@@ -104,10 +104,10 @@ def test_peers_in_the_middle_of_a_version_serve_each_other(tmp_path):
     roles = {f"node{i}": "training" for i in range(1, 4)}
     c = LocalCluster(tmp_path / "c", 3, gossip_interval=0.2, roles=roles)
     try:
-        c.start("node1", env={EGRESS_ENV: str(10_000_000)})  # the publisher's uplink: 10 MB/s
+        c.start("node1", env={EGRESS_ENV: str(20_000_000)})  # the publisher's uplink: 20 MB/s
         c.wait_ready("node1")
         f = tmp_path / "hex8_2p.npz"
-        f.write_bytes(os.urandom(10 * CHUNK))
+        f.write_bytes(os.urandom(20 * CHUNK))
         with c.nodes["node1"].client() as cl:
             put = cl.put(f, "npz")
         for name in ("node2", "node3"):
