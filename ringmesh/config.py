@@ -23,8 +23,11 @@ from typing import Any, Mapping
 
 import yaml
 
+from .core import election as el, membership as mb
+from .core.breaker import BreakerConfig
 from .core.catalog import FILE_TYPES, is_node_id
 from .core.errors import RingmeshError
+from .core.peer import PeerConfig
 from .cron import Cron, CronError, parse_cron
 
 ROLES = ("training", "selfplay", "coordinator", "backup")
@@ -498,3 +501,21 @@ def _names(path: str, key: str, v: Any) -> list[str]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise _err(path, key, "a list of host names", v)
     return v
+
+
+def peer_config(c: ClusterConfig) -> PeerConfig:
+    """What the config means for the protocol core of every host."""
+    t = c.timings
+    return PeerConfig(
+        gossip_interval=c.gossip_interval, max_transfers=c.max_concurrent_syncs,
+        min_copies=c.min_copies, max_disk_usage_percent=c.max_disk_usage_percent,
+        reorder_interval=t["broadcast_reorder_seconds"],
+        excluded=frozenset(n for n, h in c.hosts.items() if h.excluded),
+        nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
+        roles={n: h.role for n, h in c.hosts.items()},
+        ephemeral=frozenset(n for n, h in c.hosts.items() if h.ephemeral),
+        membership=mb.MembershipConfig(probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]),
+        election=el.ElectionConfig(heartbeat_interval=t["leader_heartbeat_seconds"], lease=t["leader_lease_seconds"],
+                                   election_timeout=t["election_timeout_seconds"]),
+        breaker=BreakerConfig(base=t["breaker_base_seconds"], cap=t["breaker_cap_seconds"]),
+    )

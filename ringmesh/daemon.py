@@ -22,16 +22,15 @@ from typing import Any
 import grpc
 
 from . import codec
-from .config import ClusterConfig, ConfigError, check_address
+from .config import ClusterConfig, ConfigError, check_address, peer_config
 from .core import catalog
 from .core.errors import RingmeshError
-from .core import election as el, membership as mb, streams
-from .core.breaker import BreakerConfig
+from .core import membership as mb, streams
 from .core.messages import (
     CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
     Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
-from .core.peer import Peer, PeerConfig
+from .core.peer import Peer
 from .backup import Backups
 from .files import FileStore
 from .games import Games, ingest, pack_record
@@ -565,23 +564,6 @@ class Daemon:
                 "holders": held.get((item, v.digest), []), "older_versions": others,
             })
         return {"node": self.peer.me, "fingerprint": m.fingerprint(), "items": items}
-
-
-def peer_config(c: ClusterConfig) -> PeerConfig:
-    t = c.timings
-    return PeerConfig(
-        gossip_interval=c.gossip_interval, max_transfers=c.max_concurrent_syncs,
-        min_copies=c.min_copies, max_disk_usage_percent=c.max_disk_usage_percent,
-        reorder_interval=t["broadcast_reorder_seconds"],
-        excluded=frozenset(n for n, h in c.hosts.items() if h.excluded),
-        nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
-        roles={n: h.role for n, h in c.hosts.items()},
-        ephemeral=frozenset(n for n, h in c.hosts.items() if h.ephemeral),
-        membership=mb.MembershipConfig(probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]),
-        election=el.ElectionConfig(heartbeat_interval=t["leader_heartbeat_seconds"], lease=t["leader_lease_seconds"],
-                                   election_timeout=t["election_timeout_seconds"]),
-        breaker=BreakerConfig(base=t["breaker_base_seconds"], cap=t["breaker_cap_seconds"]),
-    )
 
 
 async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None,
