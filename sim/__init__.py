@@ -1,7 +1,10 @@
 """A deterministic discrete-event simulator that drives the unchanged `ringmesh.core` peers.
 
-`python -m sim gossip --nodes N --seed S [--json]` runs the gossip scenario. One seed
-reproduces a run exactly: every random choice comes from a `random.Random` derived from it.
+`python -m sim gossip --nodes N --seed S [--json]` runs the gossip scenario;
+`python -m sim run SCENARIO --seed S` a scenario of `sim/scenarios/` (workload, a fault plan,
+the checkers of `sim/invariants/`, then heal and converge); `python -m sim sweep` many seeds.
+One seed reproduces a run exactly: every random choice comes from a `random.Random` derived
+from it.
 """
 
 from .checkers import Rumour, VectorConvergence

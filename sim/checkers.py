@@ -117,8 +117,9 @@ class BroadcastFencing:
     knows at that moment, or on an order of at least that term. Fed by the persist hook and
     the file pulls' start hook; `peers(name)` is the node's current process."""
 
-    def __init__(self, peers: Callable[[str], Peer]) -> None:
+    def __init__(self, peers: Callable[[str], Peer], local: Callable[[str], float] | None = None) -> None:
         self.peers = peers
+        self.local = local  # a node's own clock now (with drift), when it differs from the world's
         self.directives: list[tuple[float, str, int]] = []  # (when, leader, term) of each directive written
         self.critical = 0  # CRITICAL pulls checked
 
@@ -131,7 +132,8 @@ class BroadcastFencing:
                     continue
                 e = self.peers(node).election
                 term = (catalog.unpack(f.value) or {}).get("t")
-                assert e.is_leader(now) and e.term == term, (
+                at = self.local(node) if self.local is not None else now  # the lease runs on its own clock
+                assert e.is_leader(at) and e.term == term, (
                     f"{node} wrote directive {f.key} of term {term} at {now:.3f} as {e.role} of term {e.term}")
                 self.directives.append((now, node, term))
 

@@ -6,7 +6,8 @@ Random sources, all derived from the run's seed and never from the global `rando
     scenario choices   random.Random(f"{seed}/scenario")
 (`random.Random` seeds a str through SHA-512, independent of PYTHONHASHSEED.)
 
-With `files=True` the world also carries out file pulls, whole files at a time (`FilePulls`).
+With `files=True` the world also carries out file pulls (`sim/files.py`): whole files at a
+time (`FilePulls`), or, given `pulls`, any model built from the world (`LimitedPulls`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable
 
-from ringmesh.core import CancelTransfer, Effect, FilePublished, FileStored, ItemKey, Peer, PeerConfig, Persist
-from ringmesh.core import StartTransfer, TransferFailed
+from ringmesh.core import FilePublished, ItemKey, Peer, PeerConfig, Persist
 from ringmesh.core.broadcast import ATTR as BROADCAST_ATTR
 from ringmesh.core.messages import Event
 
 from .checkers import VectorConvergence
+from .files import FilePulls, FileWorld  # noqa: F401  (FilePulls: where tests look for it)
 from .network import LinkModel, Network
 from .world import World
 
@@ -46,81 +47,29 @@ def node_record(i: int, node: str) -> dict[str, object]:
     }
 
 
-class FilePulls:
-    """File pulls at the level of whole files: a pull takes `size / rate` seconds and then
-    succeeds if one of its sources is still up in the process it had at the start, else fails
-    (its connections broke). A pull dies with its own process (a crash, a restart) or with a
-    `CancelTransfer`. `started` keeps every `StartTransfer` with its time and node; `hooks`
-    hear of each as it starts."""
-
-    def __init__(self, world: World, rate: float) -> None:
-        self.world, self.rate = world, rate
-        self.started: list[tuple[float, str, StartTransfer]] = []
-        self.hooks: list[Callable[[str, StartTransfer, float], None]] = []
-        self.running: dict[tuple[str, ItemKey, str], int] = {}  # -> token
-        self._tokens = 0
-
-    def start(self, node: str, e: StartTransfer) -> None:
-        self.started.append((self.world.now, node, e))
-        for hook in self.hooks:
-            hook(node, e, self.world.now)
-        self._tokens += 1
-        key, token = (node, e.version.item, e.version.digest), self._tokens
-        self.running[key] = token
-        procs = {n: self.world.nodes.get(n) for n in (node, *e.sources)}  # the processes at the start
-        self.world.at(self.world.now + e.version.size / self.rate, lambda: self._finish(key, token, procs, e))
-
-    def cancel(self, node: str, e: CancelTransfer) -> None:
-        self.running.pop((node, e.item, e.digest), None)
-
-    def _finish(self, key: tuple[str, ItemKey, str], token: int, procs: dict[str, Peer | None],
-                e: StartTransfer) -> None:
-        node = key[0]
-        if self.running.get(key) != token or self.world.nodes[node] is not procs[node] or not self.world.is_up(node):
-            return  # cancelled, or its process is gone
-        del self.running[key]
-        v = e.version
-        if any(self.world.is_up(s) and self.world.nodes.get(s) is procs[s] for s in e.sources):
-            done: Event = FileStored(item=v.item, digest=v.digest)
-        else:
-            done = TransferFailed(item=v.item, digest=v.digest, reason="every source is down")
-        self.world.interpret(node, self.world.nodes[node].handle(done, self.world.now))
-
-
-class FileWorld(World):
-    """The world, carrying out file pulls too."""
-
-    def __init__(self, network: Network, rate: float) -> None:
-        super().__init__(network)
-        self.pulls = FilePulls(self, rate)
-
-    def interpret(self, node: str, effects: list[Effect]) -> None:
-        rest = []
-        for eff in effects:
-            if isinstance(eff, StartTransfer):
-                self.pulls.start(node, eff)
-            elif isinstance(eff, CancelTransfer):
-                self.pulls.cancel(node, eff)
-            else:
-                rest.append(eff)
-        super().interpret(node, rest)
-
-
 class Cluster:
     """N peers, each configured with every other node as a seed (as the config file does)."""
 
     def __init__(
-        self, n: int, *, seed: int, link: LinkModel = LinkModel(), config: PeerConfig = PeerConfig(), voters: int = 0,
-        roles: dict[str, str] | None = None, ephemeral: set[str] | None = None, files: bool = False,
-        file_rate: float = 100e6,
+        self, n: int, *, seed: int, link: LinkModel = LinkModel(), config: PeerConfig = PeerConfig(),
+        voters: int | Iterable[str] = 0, roles: dict[str, str] | None = None, ephemeral: set[str] | None = None,
+        files: bool = False, file_rate: float = 100e6, ids: Iterable[str] | None = None,
+        records: dict[str, dict[str, object]] | None = None, pulls: Callable[[World], object] | None = None,
+        peer_factory: Callable[..., Peer] = Peer,
     ) -> None:
-        self.roles, self.ephemeral = roles or {}, ephemeral
+        """`ids`: the hosts' names (default `node_ids(n)`); `records`: node record fields per host
+        over the generated ones; `voters`: how many of the first hosts vote, or their names;
+        `peer_factory`: the class of every process (a test's deliberately broken subclass)."""
+        self.roles, self.ephemeral, self.records = roles or {}, ephemeral, records or {}
         self.seed = seed
         self.config = config
-        self.ids = node_ids(n)
-        self.voters = self.ids[:voters]
+        self.peer_factory = peer_factory
+        self.ids = sorted(ids) if ids is not None else node_ids(n)
+        if len(set(self.ids)) != len(self.ids) or not self.ids:
+            raise ValueError("host names must be distinct, and there must be at least one")
+        self.voters = self.ids[:voters] if isinstance(voters, int) else sorted(voters)
         network = Network(random.Random(f"{seed}/network"), link)
-        self.world = FileWorld(network, file_rate) if files else World(network)
+        self.world = FileWorld(network, file_rate, pulls) if files else World(network)
         self.rng = random.Random(f"{seed}/scenario")
         self.lives: dict[str, int] = {node: 0 for node in self.ids}
         for node in self.ids:
@@ -141,7 +90,7 @@ class Cluster:
         life = self.lives[node]
         disk = self.world.disks.get(node)
         incarnation = 1 + life  # a wiped disk comes back as a later life
-        return Peer(
+        return self.peer_factory(
             node,
             incarnation=incarnation,
             rng=random.Random(f"{self.seed}/node/{node}" + (f"/{life}" if life else "")),
@@ -156,6 +105,7 @@ class Cluster:
 
     def _record(self, node: str) -> dict[str, object]:
         rec = node_record(self.ids.index(node), node)
+        rec.update(self.records.get(node, {}))
         if node in self.roles:
             rec["role"] = self.roles[node]
         if self.ephemeral is not None:
@@ -172,25 +122,29 @@ class Cluster:
 
         origin = self.peer(node).replication.origin
         games, hw = self.world.disks[node].append_own(origin, config_key, payloads)
-        if self.world.is_up(node):
-            self.world.interpret(node, self.peer(node).handle(
-                GamesStored(origin=origin, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw, games=games),
-                self.now))
+        for hook in self.world.store_hooks:
+            hook(node, origin, config_key, tuple(q for q, _ in games), self.now)
+        self.world.deliver(node, GamesStored(origin=origin, config_key=config_key, seqs=tuple(q for q, _ in games),
+                                             hw=hw, games=games))
         return games
 
     def command(self, node: str, event: Event) -> None:
         """A local command or report on `node` (a disk measurement, a sync request, ...)."""
-        if self.world.is_up(node):
-            self.world.interpret(node, self.peer(node).handle(event, self.now))
+        self.world.deliver(node, event)
 
     def publish_file(self, node: str, item: ItemKey, digest: str, size: int, *, chunk_size: int = 4 << 20,
                      broadcast: bool = False) -> None:
         """`node` publishes a version of a named file (`broadcast`: marked for the leader's broadcast)."""
         attrs = {BROADCAST_ATTR: "1"} if broadcast else {}
+        if self.world.is_up(node):
+            self.world.disks[node].install(item, digest, size)
         self.command(node, FilePublished(item=item, digest=digest, size=size, chunk_size=chunk_size, attrs=attrs))
 
     def crash(self, node: str) -> None:
         self.world.crash(node)
+        pulls = getattr(self.world, "pulls", None)
+        if pulls is not None:
+            pulls.node_down(node)
 
     def restart(self, node: str, *, wipe: bool = False) -> None:
         """Start `node` again, from its disk, or with an empty one if `wipe`."""

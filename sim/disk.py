@@ -1,14 +1,17 @@
-"""A simulated disk: what a node made durable (manifest changes, its vote, its clock).
+"""A simulated disk: what a node made durable (manifest changes, its vote, its clock, its
+stream log, the files it installed) and how full it is.
 
 A crash keeps exactly this; a restarted peer is rebuilt from it, as the daemon rebuilds
-itself from SQLite. `wipe` (a lost disk) replaces it with an empty one.
+itself from SQLite. `wipe` (a lost disk) replaces it with a blank one of the same size.
+Usage is `base` (everything that is not ringmesh's) + `filler` (a disk filling up) + the
+files and games held; `capacity` 0 means the size is not modelled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ringmesh.core import Manifest, OriginState, Persist
+from ringmesh.core import ItemKey, Manifest, OriginState, Persist
 
 
 @dataclass
@@ -17,13 +20,38 @@ class Disk:
     vote: tuple[int, str | None] = (0, None)
     hlc: int = 0
     games: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)  # the stream log
+    files: dict[ItemKey, tuple[str, int]] = field(default_factory=dict)  # installed: item -> (digest, size)
+    capacity: int = 0
+    base: int = 0
+    filler: int = 0
+    game_bytes: int = 0
+
+    def blank(self) -> "Disk":
+        """A new, empty disk of the same size (the old one was lost)."""
+        return Disk(capacity=self.capacity, base=self.base)
+
+    @property
+    def used(self) -> int:
+        return self.base + self.filler + self.game_bytes + sum(size for _, size in self.files.values())
+
+    def used_percent(self) -> float:
+        return 100.0 * self.used / self.capacity if self.capacity else 0.0
+
+    def free(self) -> int:
+        return max(0, self.capacity - self.used)
+
+    def install(self, item: ItemKey, digest: str, size: int) -> None:
+        """A verified file renamed into place (replacing the older version)."""
+        self.files[item] = (digest, size)
 
     def store_games(self, origin: str, key: str, games) -> tuple[tuple[int, ...], int]:
         """Append (fsynced at once, in the simulation); returns (new seqs, high-water mark)."""
         log = self.games.setdefault((origin, key), {})
         new = tuple(q for q, g in games if q not in log)
         for q, g in games:
-            log.setdefault(q, g)
+            if q not in log:
+                log[q] = g
+                self.game_bytes += len(g)
         hw = 0
         while hw + 1 in log:
             hw += 1

@@ -6,6 +6,10 @@ run's seed), in the order the world asks, so one seed gives one schedule of faul
 A partition is a set of blocked directed links `(src, dst)`. A message on a blocked link is
 not delivered and its sender is told (`Route.failed`), as a gRPC channel would report an
 unreachable peer after its deadline. A lost message vanishes silently.
+
+Links may differ by the hosts' groups (providers): `models[(group of src, group of dst)]`
+overrides `model`; `extra_loss` adds to every link's loss (a lossy spell); `egress[host]`
+overrides the model's uplink rate of one host.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ class Network:
         self.rng = rng
         self.model = model
         self.blocked: set[tuple[str, str]] = set()
+        self.models: dict[tuple[str, str], LinkModel] = {}  # (group of src, group of dst) -> link
+        self.group: dict[str, str] = {}  # host -> its group (provider)
+        self.egress: dict[str, float] = {}  # host -> uplink bytes/s, overriding the model's
+        self.extra_loss = 0.0
         self.uplink_free: dict[str, float] = {}  # when each host's uplink is next idle
         self.uplink_bytes: dict[str, int] = {}
         self.stats = NetworkStats()
@@ -71,12 +79,13 @@ class Network:
         """What happens to a message of `size` bytes sent at `now`. With an egress limit, the
         sender's uplink serialises its messages: each leaves when the previous one has, and
         takes size / rate to do so (a FIFO link; the limit is never exceeded)."""
-        m, rng, stats = self.model, self.rng, self.stats
+        m, rng, stats = self.model_for(src, dst), self.rng, self.stats
         stats.sent += 1
         if (src, dst) in self.blocked:
             stats.blocked += 1
             return Route(failed=True)
-        if m.loss and rng.random() < m.loss:
+        loss = m.loss + self.extra_loss if self.extra_loss else m.loss
+        if loss and rng.random() < loss:
             stats.lost += 1
             return Route()
         copies = 2 if m.duplicate and rng.random() < m.duplicate else 1
@@ -84,12 +93,18 @@ class Network:
             stats.duplicated += 1
         stats.delivered += copies
         queued = 0.0
-        if m.egress_bytes_per_s:
+        egress = self.egress.get(src, m.egress_bytes_per_s) if self.egress else m.egress_bytes_per_s
+        if egress:
             start = max(now, self.uplink_free.get(src, 0.0))
-            self.uplink_free[src] = start + size / m.egress_bytes_per_s
+            self.uplink_free[src] = start + size / egress
             queued = self.uplink_free[src] - now
             self.uplink_bytes[src] = self.uplink_bytes.get(src, 0) + size
         return Route(delays=tuple(queued + m.latency + rng.uniform(0.0, m.jitter) for _ in range(copies)))
+
+    def model_for(self, src: str, dst: str) -> LinkModel:
+        if not self.models:
+            return self.model
+        return self.models.get((self.group.get(src, ""), self.group.get(dst, "")), self.model)
 
     # -- partitions ----------------------------------------------------------------------------
 

@@ -99,3 +99,109 @@ def broadcast_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> s
     if wall_seconds is not None:
         lines.append(f"wall time   {wall_seconds:.2f} s")
     return "\n".join(lines)
+
+
+def epidemic_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> str:
+    p = r["params"]
+    state = f"every host informed after {r['rounds']:.2f} rounds" if r["converged"] else \
+        f"NOT converged: {r['informed']} of {p['nodes']} informed"
+    lines = [
+        f"epidemic: {p['nodes']} hosts, seed {p['seed']}, fanout {p['fanout']}, loss {p['loss']}, latency "
+        f"{p['latency_ms']}+{p['jitter_ms']} ms, interval {p['interval']} s (one rumour, the peer's rounds, no manifests)",
+        f"rumour      {state} (theory log3 N + ln ln N = {r['theory_rounds']:.2f})",
+        f"per round   {r['informed_per_round']}",
+        f"counts      {r['events']} events, {r['messages']} messages",
+    ]
+    if wall_seconds is not None:
+        lines.append(f"wall time   {wall_seconds:.2f} s")
+    return "\n".join(lines)
+
+
+def scenario_text(r: Mapping[str, Any], plan=None, name: str = "", wall: float | None = None,
+                  cpu: float | None = None) -> str:
+    """A scenario run (`sim/runner.py`): phases, the violation if any, the figures."""
+    p, m = r["params"], r["metrics"]
+    pl = r["plan"]
+    kinds = ", ".join(f"{v} {k}" for k, v in pl["by_kind"].items()) or "none"
+    lines = [
+        f"scenario {r['scenario']}: {r['hosts']} hosts ({r['voters']} voters), seed {r['seed']}; safety phase "
+        f"{p['seconds']:g} s, liveness bound {p['liveness_bound']:g} s; gossip {p['gossip_interval_s']:g} s",
+        f"faults      {pl['events']} planned ({kinds}); {m['faults']['applied']} applied, "
+        f"{m['faults']['skipped']} found their host in no state to take them",
+    ]
+    if plan is not None:
+        lines += [f"  {e.describe()}" for e in plan]
+    v = r["safety"]["violation"]
+    if v is not None:
+        lines += [
+            f"VIOLATION   {v['checker']}: {v['message']}",
+            f"  seed {v['seed']}, step {v['step']} (events processed), t = {v['time']:.6f} s",
+            f"  replay: python -m sim run {name or r['scenario']} --seed {v['seed']} --trace trace.txt"
+            + ("  (with the same --plan)" if plan is not None else ""),
+            f"  faults applied ({v['faults_applied_count']}), the last ones:",
+            *[f"    {f}" for f in v["faults_applied"][-8:]],
+            "  the last events:",
+            *[f"    {line}" for line in v["trace"][-20:]],
+        ]
+    else:
+        lines.append(f"safety      no violation in {p['seconds']:g} s")
+    live = r["liveness"]
+    if live is not None:
+        if live["converged"]:
+            lines.append(f"liveness    converged {live['seconds']:.2f} s ({live['rounds']:.1f} rounds) after heal")
+        else:
+            lines.append(f"liveness    NOT converged within {live['bound_s']:g} s:")
+            for cond, why in live["not_converged"].items():
+                detail = {k: v for k, v in why.items() if k != "ok"}
+                lines.append(f"  {cond}: {json.dumps(detail, sort_keys=True)[:600]}")
+    t, d, f, g = m["traffic"], m["detection"], m["failover"], m["games"]
+    lines += [
+        f"traffic     {t['gossip_and_games_bytes_per_host_per_s'] / 1000:.1f} kB/s per host of messages (gossip, "
+        f"probes, votes, games), {t['file_bytes_per_host_per_s'] / 1e6:.2f} MB/s per host of file data",
+        f"detection   {d['detected']} of {d['outages']} outages claimed dead; first claim p50 "
+        f"{d['first_dead_claim_s'].get('p50')} s, held per observer p50 {d['dead_claim_held_per_observer_s'].get('p50')} s",
+        f"failover    {f['leader_outages']} leader outages; new leader elected p50 {f['new_leader_elected_s'].get('p50')} s "
+        f"(max {f['new_leader_elected_s'].get('max')} s); {f['terms']} terms",
+        f"games       {g['published']} published, {g['durable']} durable; to durable p50 {g['to_durable_s'].get('p50')} s "
+        f"p99 {g['to_durable_s'].get('p99')} s; to every game host p50 {g['to_every_game_host_s'].get('p50')} s "
+        f"p99 {g['to_every_game_host_s'].get('p99')} s",
+    ]
+    for fv in m["files"]["versions"][:12]:
+        last = f"last of {fv['hosts_stored']} hosts after {fv['last_stored_s']:.2f} s = {fv['ratio_to_S/B']:.1f} x S/B" \
+            if "last_stored_s" in fv else "stored by no other host"
+        lines.append(f"file        {fv['item']} {fv['size_mb']:g} MB at t={fv['at']:g} s"
+                     f"{' (broadcast)' if fv['broadcast'] else ''}: {last}")
+    tot = r["totals"]
+    lines.append(f"totals      {tot['events']} events, {tot['messages']} messages, {tot['simulated_seconds']:.1f} s "
+                 f"simulated; lost {tot['network']['lost']}, blocked {tot['network']['blocked']}")
+    lines.append(f"trace       {r['trace']}")
+    lines.append("OK" if r["ok"] else "FAILED")
+    if wall is not None:
+        lines.append(f"wall time   {wall:.2f} s" + (f" (cpu {cpu:.2f} s)" if cpu is not None else ""))
+    return "\n".join(lines)
+
+
+def sweep_text(s: Mapping[str, Any]) -> str:
+    lv = s["liveness_s"]
+    lines = [
+        f"sweep {s['scenario']} seeds {s['seeds']}: {s['passed']} of {s['runs']} passed, {s['failed']} failed",
+        f"  liveness after heal: p50 {lv['p50']} s, max {lv['max']} s over {lv['n']} runs; "
+        f"{s['faults_per_run']} faults and {s['events_per_run']} events per run",
+        f"  cpu {s['cpu_s']} s, wall {s['wall_s']} s",
+    ]
+    for f in s["failures"]:
+        v = f.get("violation")
+        why = f"{v['checker']}: {v['message']} (step {v['step']}, t={v['time']})" if v else \
+            f"not converged: {', '.join(f.get('not_converged', []))}"
+        lines.append(f"  seed {f['seed']}: {why}")
+    sh = s.get("shrunk")
+    if sh:
+        lines.append(f"shrunk seed {sh['seed']} ({sh['failure']}): {sh['from_events']} -> {sh['to_events']} fault events "
+                     f"in {sh['runs']} runs; the plan:")
+        lines.append(json.dumps(sh["plan"], sort_keys=True))
+        if sh.get("plan_file"):
+            lines.append(f"  written to {sh['plan_file']}: python -m sim run {s['scenario']} --seed {sh['seed']} "
+                         f"--plan {sh['plan_file']}")
+    if "command" in s:
+        lines.append(f"command: {s['command']}")
+    return "\n".join(lines)

@@ -11,11 +11,20 @@ holds `Peer` instances of `ringmesh.core`, unchanged, and feeds them events at v
                    (the earlier heap entry stays and is skipped when it comes up);
   * `Persist`   -> written to the node's simulated disk (`sim/disk.py`) and handed to the
                    persist hooks (checkers); `SaveVote` goes to the disk too;
-  * transfers   -> counted and ignored (no file data moves in this simulator yet).
+  * `StoreGames`-> appended to the node's stream log after `fsync_latency` (a crash of the
+                   process before then loses the write), then `GamesStored` comes back;
+  * transfers   -> counted and ignored here; `sim/files.py` carries them out.
 
 Events are ordered by (time, insertion sequence), so ties are broken by the order in which
 they were scheduled, never by luck. Nodes live in a dict filled in sorted order. Nothing
 here draws a random number: the network and the peers own seeded `random.Random`s.
+
+Each node may have its own clock (`set_clock`: an offset and a rate, i.e. drift): the peer is
+handed its local time and its timers are set in it; the heap runs on true (world) time.
+A paused node (SIGSTOP) keeps its timers and its local completions (fsyncs, reads) until it is
+resumed; messages to it are lost. Every event processed is one line of the trace: its hash is
+the run's fingerprint, the last `RECENT` lines are kept for reports, and `trace_sink` (if set)
+gets every line.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+from collections import deque
 from typing import Callable, Union
 
 from ringmesh.core import (
@@ -46,6 +56,10 @@ _TIMER = 0
 _MESSAGE = 1
 _LOCAL = 2  # an event the node's own I/O produced: a failed send, a finished fsync, a read
 _ACTION = 3
+_FSYNC = 4  # a stream-log write of one process, completing
+
+#: Trace lines kept for a violation's report.
+RECENT = 40
 
 
 class SimulationError(Exception):
@@ -71,6 +85,12 @@ class World:
         self.disks: dict[str, Disk] = {}
         self.down: set[str] = set()  # crashed: events for it are dropped
         self.paused: dict[str, list[tuple[int, object]]] = {}  # stopped: its events wait here
+        self.event_hooks: list[Callable[[str, float], None]] = []  # (node, now) after each event a node handled
+        self.store_hooks: list[Callable[[str, str, str, tuple[int, ...], float], None]] = []  # node, origin, key, new seqs
+        self.fsync_latency = 0.0  # seconds from StoreGames to the write being durable
+        self.clocks: dict[str, tuple[float, float]] = {}  # node -> (offset, rate) of its local clock
+        self.recent: deque[str] = deque(maxlen=RECENT)
+        self.trace_sink: Callable[[str], None] | None = None
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -82,7 +102,7 @@ class World:
         self.traffic.add_node(peer.me)
 
     def start(self, node: str) -> None:
-        self.interpret(node, self.nodes[node].start(self.now))
+        self.interpret(node, self.nodes[node].start(self.local_now(node)))
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -92,34 +112,37 @@ class World:
         self.paused.pop(node, None)
         for key in [k for k in self._timers if k[0] == node]:
             del self._timers[key]
-        self._trace.update(f"{self.now!r} crash {node}\n".encode())
+        self._record(f"{self.now!r} crash {node}")
 
     def restart(self, peer: Peer) -> None:
         """A new process for a crashed node (built by the caller, usually from its disk)."""
         self.down.discard(peer.me)
         self.nodes[peer.me] = peer
-        self._trace.update(f"{self.now!r} restart {peer.me}\n".encode())
+        self._record(f"{self.now!r} restart {peer.me}")
         self.start(peer.me)
 
     def wipe(self, node: str) -> None:
         """The node's disk is lost (a spot host replaced, a disk failure)."""
-        self.disks[node] = Disk()
+        self.disks[node] = self.disks[node].blank()
+        self._record(f"{self.now!r} wipe {node}")
 
     def pause(self, node: str) -> None:
         """SIGSTOP: the process keeps its state but runs nothing until `resume`."""
         self.paused.setdefault(node, [])
-        self._trace.update(f"{self.now!r} pause {node}\n".encode())
+        self._record(f"{self.now!r} pause {node}")
 
     def resume(self, node: str) -> None:
         """SIGCONT: timers that fell due while stopped fire now, in their order."""
         held = self.paused.pop(node, [])
-        self._trace.update(f"{self.now!r} resume {node}\n".encode())
+        self._record(f"{self.now!r} resume {node}")
         for kind, payload in held:
             if kind == _TIMER:
                 key = (node, payload.name)  # type: ignore[union-attr]
                 if key in self._timers:
                     continue  # replaced meanwhile
                 self._timers[key] = self._push(self.now, _TIMER, node, payload)
+            else:
+                self._push(self.now, kind, node, payload)
 
     def is_up(self, node: str) -> bool:
         return node not in self.down and node not in self.paused
@@ -127,6 +150,36 @@ class World:
     def at(self, when: float, action: Action) -> None:
         """Run a scenario action at virtual time `when`."""
         self._push(max(when, self.now), _ACTION, "", action)
+
+    # -- clocks ------------------------------------------------------------------------------
+
+    def set_clock(self, node: str, offset: float = 0.0, rate: float = 1.0) -> None:
+        """`node`'s clock reads `offset + rate * t` at world time t (rate 1 + 1e-4: 100 ppm fast)."""
+        if rate <= 0:
+            raise SimulationError("a clock rate must be positive")
+        if (offset, rate) == (0.0, 1.0):
+            self.clocks.pop(node, None)
+        else:
+            self.clocks[node] = (offset, rate)
+
+    def local_now(self, node: str) -> float:
+        c = self.clocks.get(node)
+        return self.now if c is None else c[0] + c[1] * self.now
+
+    def _world_time(self, node: str, local: float) -> float:
+        c = self.clocks.get(node)
+        return local if c is None else (local - c[0]) / c[1]
+
+    def deliver(self, node: str, event: Event) -> bool:
+        """Hand `node` a local event (a command, a finished transfer) now; a stopped process
+        gets it when it is resumed, a dead one never (False)."""
+        if node in self.down:
+            return False
+        if node in self.paused:
+            self.paused[node].append((_LOCAL, event))
+            return True
+        self.interpret(node, self.nodes[node].handle(event, self.local_now(node)))
+        return True
 
     # -- running -----------------------------------------------------------------------------
 
@@ -174,7 +227,7 @@ class World:
         if kind != _ACTION and node in self.down:
             return False
         if kind != _ACTION and node in self.paused:
-            if kind == _TIMER:
+            if kind != _MESSAGE:
                 self.paused[node].append((kind, payload))  # fires on resume
             return False  # a message to a stopped process times out at its sender
         if at == self.now:
@@ -186,13 +239,35 @@ class World:
         self.now = at
         self.events += 1
         if kind == _ACTION:
-            self._trace.update(f"{at!r} action\n".encode())
+            self._record(f"{at!r} action")
             payload()  # type: ignore[operator]
             return True
-        event: Event = payload  # type: ignore[assignment]
-        self._trace.update(f"{at!r} {node} {_describe(event)}\n".encode())
-        self.interpret(node, self.nodes[node].handle(event, at))
+        if kind == _FSYNC:
+            proc, eff = payload  # type: ignore[misc]
+            if self.nodes[node] is not proc:
+                return True  # the process that wrote it is gone: so is the write
+            event: Event = self._store(node, eff)
+        else:
+            event = payload  # type: ignore[assignment]
+        self._record(f"{at!r} {node} {_describe(event)}")
+        peer = self.nodes[node]
+        self.interpret(node, peer.handle(event, at if node not in self.clocks else self.local_now(node)))
+        for hook in self.event_hooks:
+            hook(node, at)
         return True
+
+    def _record(self, line: str) -> None:
+        self._trace.update(line.encode() + b"\n")
+        self.recent.append(line)
+        if self.trace_sink is not None:
+            self.trace_sink(line)
+
+    def _store(self, node: str, eff: StoreGames) -> GamesStored:
+        seqs, hw = self.disks[node].store_games(eff.origin, eff.config_key, eff.games)
+        for hook in self.store_hooks:
+            hook(node, eff.origin, eff.config_key, seqs, self.now)
+        return GamesStored(origin=eff.origin, config_key=eff.config_key, seqs=tuple(q for q, _ in eff.games),
+                           hw=hw, ack_to=eff.ack_to)
 
     def interpret(self, node: str, effects: list[Effect]) -> None:
         """Carry out `node`'s effects at the current virtual time."""
@@ -201,17 +276,18 @@ class World:
                 self._send(node, eff.to, eff.envelope)
             elif isinstance(eff, SetTimer):
                 key = (node, eff.name)
-                self._timers[key] = self._push(max(eff.at, self.now), _TIMER, node, TimerFired(name=eff.name))
+                at = eff.at if node not in self.clocks else self._world_time(node, eff.at)
+                self._timers[key] = self._push(max(at, self.now), _TIMER, node, TimerFired(name=eff.name))
             elif isinstance(eff, Persist):
                 self.disks[node].persist(eff)
                 self.persisted(node, eff)
             elif isinstance(eff, SaveVote):
                 self.disks[node].vote = (eff.term, eff.voted_for)
             elif isinstance(eff, StoreGames):
-                seqs, hw = self.disks[node].store_games(eff.origin, eff.config_key, eff.games)
-                done = GamesStored(origin=eff.origin, config_key=eff.config_key, seqs=tuple(q for q, _ in eff.games),
-                                   hw=hw, ack_to=eff.ack_to)
-                self._push(self.now, _LOCAL, node, done)  # fsync done: the answer comes as an event
+                if self.fsync_latency:  # the write is durable, and the process told, only then
+                    self._push(self.now + self.fsync_latency, _FSYNC, node, (self.nodes[node], eff))
+                else:
+                    self._push(self.now, _LOCAL, node, self._store(node, eff))  # the answer comes as an event
             elif isinstance(eff, ReadGames):
                 log = self.disks[node].games.get((eff.origin, eff.config_key), {})
                 games = tuple((q, log[q]) for q in range(eff.first, eff.last + 1) if q in log)
@@ -238,10 +314,12 @@ class World:
             return
         route = self.network.route(src, dst, size, self.now)
         if dst in self.down:  # connection refused, at once
-            self._push(self.now + self.network.model.latency, _LOCAL, src, SendFailed(peer=dst, reason="refused"))
+            self._push(self.now + self.network.model_for(src, dst).latency, _LOCAL, src,
+                       SendFailed(peer=dst, reason="refused"))
             return
         if route.failed or dst in self.paused:
-            self._push(self.now + self.network.model.deadline, _LOCAL, src, SendFailed(peer=dst, reason="unreachable"))
+            self._push(self.now + self.network.model_for(src, dst).deadline, _LOCAL, src,
+                       SendFailed(peer=dst, reason="unreachable"))
             return
         event = MessageReceived(envelope=env)
         for delay in route.delays:

@@ -10,39 +10,22 @@ from __future__ import annotations
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from ringmesh.core import PeerConfig, VoteReply
-from ringmesh.core import election as el, membership as mb
+from ringmesh.core import PeerConfig
+from ringmesh.core import membership as mb
 from sim.cluster import Cluster
+from sim.invariants.election import OneLeaderPerTerm
 from sim.membership import agreed_leader
 from sim.network import LinkModel
 
 N, VOTERS = 5, 3
 
 
-class SafetyLog:
-    def __init__(self) -> None:
-        self.leaders: dict[int, str] = {}
-        self.grants: dict[tuple[str, int], str] = {}
-
-    def on_send(self, src, dst, env) -> None:
-        b = env.body
-        if isinstance(b, VoteReply) and b.granted and not b.pre:
-            prior = self.grants.setdefault((src, b.term), dst)
-            assert prior == dst, f"{src} granted term {b.term} to {prior} and to {dst}"
-
-    def look(self, cluster: Cluster) -> None:
-        for n in cluster.ids:
-            e = cluster.peer(n).election
-            if e.role == el.LEADER:
-                prior = self.leaders.setdefault(e.term, n)
-                assert prior == n, f"two leaders in term {e.term}: {prior} and {n}"
-
-
 class ClusterMachine(RuleBasedStateMachine):
     @initialize(seed=st.integers(0, 10_000))
     def setup(self, seed):
         self.c = Cluster(N, seed=seed, link=LinkModel(loss=0.0), config=PeerConfig(gossip_interval=0.5), voters=VOTERS)
-        self.log = SafetyLog()
+        self.log = OneLeaderPerTerm(self.c.peer)  # checked on every event and every vote sent
+        self.c.world.event_hooks.append(self.log.on_event)
         self.c.world.send_hooks.append(self.log.on_send)
         self.c.start()
 
@@ -98,8 +81,10 @@ class ClusterMachine(RuleBasedStateMachine):
 
     @invariant()
     def safe(self):
-        if hasattr(self, "c"):
-            self.log.look(self.c)
+        if hasattr(self, "c"):  # the hooks raise at the event itself; here: every leader was seen
+            for n in self.c.ids:
+                e = self.c.peer(n).election
+                assert e.role != "leader" or self.log.leaders.get(e.term) == n
 
     def teardown(self):
         if not hasattr(self, "c"):
@@ -114,7 +99,6 @@ class ClusterMachine(RuleBasedStateMachine):
         deadline = c.now + 120
         while c.now < deadline:
             c.world.run(until=c.now + 0.5)
-            self.log.look(c)
             views_ok = all(c.peer(o).membership.view(x) == mb.ALIVE for o in c.ids for x in c.ids)
             if views_ok and agreed_leader(c) is not None and c.vectors_equal():
                 return

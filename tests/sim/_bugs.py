@@ -1,0 +1,62 @@
+"""Deliberately broken copies of core rules, for tests that show the checkers catch them."""
+
+from __future__ import annotations
+
+import types
+
+from ringmesh.core import Peer
+from ringmesh.core import election as el
+from ringmesh.core.bandwidth import Limiter
+from ringmesh.core.messages import GamesAck, StoreGames
+from ringmesh.core.replication import Out
+
+
+class DoubleVoteElection(el.Election):
+    """A voter that grants every vote request of its term or a later one, having voted or not."""
+
+    def _on_vote_request(self, out, sender, msg, now):
+        if msg.pre or not self.is_voter or sender not in self.voters:
+            return super()._on_vote_request(out, sender, msg, now)
+        if msg.term > self.term:
+            self._adopt_term(out, msg.term, now)
+        granted = msg.term == self.term
+        if granted:
+            self.voted_for = sender
+            out.save_vote = True
+        out.sends.append((sender, el.VoteReply(term=self.term, granted=granted, pre=False)))
+
+
+class DoubleVotePeer(Peer):
+    def __init__(self, me, **kw):
+        super().__init__(me, **kw)
+        e = self.election
+        self.election = DoubleVoteElection(me, e.voters, self.rng, e.config, term=e.term, voted_for=e.voted_for)
+
+
+def _ack_before_fsync(self, sender, msg):
+    """Acknowledge a push as it arrives, before the write is durable."""
+    out = Out()
+    if msg.origin != self.origin and msg.games:
+        out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games))
+        out.sends.append((sender, GamesAck(origin=msg.origin, config_key=msg.config_key,
+                                           seqs=tuple(q for q, _ in msg.games))))
+    return out
+
+
+class EarlyAckPeer(Peer):
+    def __init__(self, me, **kw):
+        super().__init__(me, **kw)
+        self.replication.on_push = types.MethodType(_ack_before_fsync, self.replication)
+
+
+class CapBlindPeer(Peer):
+    """A router that does not look at disk use: every host's figures dropped before placing."""
+
+    def host_infos(self):
+        from dataclasses import replace
+        return [replace(h, disk_used_percent=None) for h in super().host_infos()]
+
+
+def mbps_limiter(rate: int, burst: int) -> Limiter:
+    """The seed's unit mistake: a limit in MB/s taken for kB/s and multiplied by 1000."""
+    return Limiter(rate * 1000, burst)
