@@ -217,6 +217,7 @@ class NetLab:
         self.procs: list[subprocess.Popen] = []
         self.limits: dict[int, dict[str, int | None]] = {}
         self._firewall: set[int] = set()
+        self._loss: dict[tuple[int, int | None], float] = {}  # (receiver, sender or None: anyone) -> p
         self._up = False
         self._closed = False
         self._lock = threading.RLock()
@@ -362,15 +363,34 @@ class NetLab:
             self._ipt(host, "-A", "INPUT", "-j", chain)
         self._firewall.add(host)
 
-    def loss(self, host: int, p: float) -> None:
-        """Drop each packet arriving at `host` with probability p (0 removes the loss)."""
+    def loss(self, host: int, p: float, both_ways: bool = False) -> None:
+        """Drop each packet arriving at `host` with probability p (0 removes the loss). With
+        `both_ways`, packets `host` sends are dropped too, with the same p, at every other host
+        (a lossy link, not a lossy receiver). Another host's own loss setting is kept."""
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
-        self._chains(host)
-        self._ipt(host, "-F", "NETLAB-LOSS")
-        if p > 0:
-            self._ipt(host, "-A", "NETLAB-LOSS", "-m", "statistic", "--mode", "random", "--probability", f"{p:.6f}",
-                      "-j", "DROP")
+        rules = {(host, None): p}
+        if both_ways or p == 0:  # p == 0 also lifts the loss on what `host` sends
+            rules.update({(dst, host): (p if both_ways else 0.0) for dst in self.hosts() if dst != host})
+        touched = set()
+        for (dst, src), q in rules.items():
+            if q > 0:
+                self._loss[(dst, src)] = q
+            elif self._loss.pop((dst, src), None) is None and src is not None:
+                continue  # nothing was set there
+            touched.add(dst)
+        for dst in sorted(touched):
+            self._chains(dst)
+            self._ipt(dst, "-F", "NETLAB-LOSS")
+            for (d, src), q in sorted(self._loss.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1])):
+                if d == dst:
+                    match = [] if src is None else ["-s", self.address(src)]
+                    self._ipt(dst, "-A", "NETLAB-LOSS", *match, "-m", "statistic", "--mode", "random",
+                              "--probability", f"{q:.6f}", "-j", "DROP")
+
+    def losses(self) -> dict[tuple[int, int | None], float]:
+        """The loss rules in place: (receiving host, sending host or None for any) -> p."""
+        return dict(self._loss)
 
     def partition(self, group_a: Iterable[int], group_b: Iterable[int], one_way: bool = False) -> None:
         """Cut `group_a` off from `group_b`. Two-way: every packet between them is dropped.
@@ -388,6 +408,7 @@ class NetLab:
 
     def heal(self) -> None:
         """Remove every partition and every loss rule."""
+        self._loss.clear()
         for h in sorted(self._firewall):
             self._ipt(h, "-F", "NETLAB-PART")
             self._ipt(h, "-F", "NETLAB-LOSS")

@@ -1,0 +1,64 @@
+"""Chaos scenarios on real peers in network namespaces (tests/chaos/scenarios.py): real
+`ringmesh serve` processes, real TCP, links shaped, cut and lossy, processes killed, stopped and
+replaced. Each prints its seed first (CHAOS_SEED=N replays or varies it); a failure names the
+check, the seed and each peer's last log lines. Needs root (namespaces, iptables, tc, mount);
+skipped elsewhere with the reason. `.ci/run` runs as root, so there they always run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ringmesh.netlab import available, cleanup_stale
+
+from . import scenarios
+from .cluster import ChaosFailure
+
+REASON = available(("tc", "iptables", "mount"))
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(240)]
+PREFIX = "rmch"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stale():
+    cleanup_stale(PREFIX)  # namespaces of an earlier run that was killed before its teardown
+    yield
+
+
+def run(name, tmp_path, **kw):
+    t = time.monotonic()
+    report = scenarios.SCENARIOS[name](tmp_path, scenarios.seed_for(name), prefix=PREFIX, **kw)
+    for k in ("events", "rss", "producers"):
+        report.pop(k, None)
+    print(f"{name}: {time.monotonic() - t:.1f} s", json.dumps(report, default=str, sort_keys=True))
+    return report
+
+
+def test_spot_storm(tmp_path):
+    r = run("spot_storm", tmp_path)
+    assert r["kills"] == 3 and r["games"]["lost"] == 0 and r["games"]["durable"] > 0
+
+
+def test_partition_during_promotion(tmp_path):
+    r = run("partition", tmp_path, partition_s=scenarios.PARTITION_SECONDS_CI)
+    assert r["converged_after_heal_s"] <= scenarios.CONVERGE_BOUND_S and r["lease_samples"] > 0
+
+
+def test_leader_loss(tmp_path):
+    r = run("leader_loss", tmp_path)
+    assert len({term for _, term in r["leaders"]}) >= 3
+
+
+def test_disk_full_at_the_destination_mid_pull(tmp_path):
+    r = run("disk_full", tmp_path, where="dest")
+    assert r["disk_full_failures"] >= 1
+
+
+@pytest.mark.xfail(strict=True, raises=ChaosFailure,
+                   reason="daemon bug: with the data dir full, a failed manifest write drops the rest of its step "
+                          "(internal errors; see tests/chaos/test_store_full.py)")
+def test_disk_full_data_dir_mid_pull(tmp_path):
+    r = run("disk_full", tmp_path, where="data_dir")
+    assert r["disk_full_failures"] >= 1
