@@ -419,7 +419,8 @@ class Daemon:
         me = self.peer.replication.origin  # our stream: this host in this incarnation
         games, hw = await self._in_store(self.games.append_own, me, config_key, payloads)
         at = time.time()
-        self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
+        if self.host.ephemeral:  # only ephemeral hosts drop their own games (`_retain`)
+            self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
         self.count("games_published", len(games))
         await self.submit(GamesStored(origin=me, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw,
                                       games=games))
@@ -455,12 +456,14 @@ class Daemon:
 
     async def _retain(self, retention: float, every: float = 5.0) -> None:
         """Ephemeral hosts drop their own games once durable elsewhere and older than `retention`."""
+        done: dict[str, int] = {}  # config_key -> seqs dropped through (gone from `stored_at`)
         while True:
             await asyncio.sleep(every)
             for key, times in list(self.stored_at.items()):
-                floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention)
-                if floor:
+                floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0))
+                if floor > done.get(key, 0):
                     dropped = await self._in_store(self.games.log.drop_through, self.peer.replication.origin, key, floor)
+                    done[key] = floor
                     for q in [q for q in times if q <= floor]:
                         del times[q]
                     log.info("retention: dropped games of %s through #%d (%d segment(s))", key, floor, dropped)

@@ -292,12 +292,14 @@ def pull_plan(
     return out
 
 
-def retention_floor(durable_through: int, stored_at: Mapping[int, float], now: float, retention: float) -> int:
+def retention_floor(durable_through: int, stored_at: Mapping[int, float], now: float, retention: float,
+                    dropped_through: int = 0) -> int:
     """How far an ephemeral origin may drop its own games: the highest seq that is durable
     elsewhere *and* was stored at least `retention` seconds ago, with every seq below it so
-    too (a seq whose time is unknown counts as just stored). Never more than that."""
-    floor = 0
-    for q in range(1, durable_through + 1):
+    too (a seq whose time is unknown counts as just stored). Never more than that. Seqs up to
+    `dropped_through` are gone already (and no longer in `stored_at`)."""
+    floor = dropped_through
+    for q in range(dropped_through + 1, durable_through + 1):
         if q not in stored_at or now - stored_at[q] < retention:
             break
         floor = q

@@ -4,6 +4,7 @@ from hypothesis import given, strategies as st
 
 from ringmesh.core import catalog
 from ringmesh.core.manifest import Manifest
+from ringmesh.core import streams
 from ringmesh.core.streams import Durability, PullRequest, encode_hw, hw_key, marks, parse_hw_key, pull_plan
 
 PERSISTENT = {"train-a", "train-b", "backup"}
@@ -99,3 +100,10 @@ def test_retention_floor_is_safe(durable, times, now, retention):
     f = retention_floor(durable, times, now, retention)
     assert 0 <= f <= durable
     assert all(q in times and now - times[q] >= retention for q in range(1, f + 1))
+
+
+def test_retention_goes_on_after_a_first_drop():
+    # seqs 1..3 were dropped already and are gone from stored_at; 4..6 are durable and old
+    stored_at = {4: 0.0, 5: 0.0, 6: 180.0}  # 6 is only 20 s old
+    assert streams.retention_floor(6, stored_at, now=200.0, retention=60.0, dropped_through=3) == 5
+    assert streams.retention_floor(6, stored_at, now=200.0, retention=60.0) == 0, "without it: stuck at seq 1"
