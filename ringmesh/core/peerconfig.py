@@ -1,0 +1,46 @@
+"""What a peer is configured with: timings, placement rules and the parts' own configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from . import election as el, membership as mb
+from .breaker import BreakerConfig
+from .errors import LocalProtocolError
+from .manifest import MIN_BUDGET
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConfig:
+    gossip_interval: float = 1.0
+    fanout: int = 3
+    delta_budget: int = 512 * 1024
+    tombstone_grace: float = 3600.0
+    purge_every: int = 60  # gossip rounds between tombstone purges
+    max_transfers: int = 4
+    retry_base: float = 1.0
+    retry_cap: float = 60.0
+    min_copies: int = 2
+    reorder_interval: float = 5.0  # a broadcasting leader orders a host that still lacks it again after this
+    max_disk_usage_percent: float = 70.0
+    excluded: frozenset[str] = frozenset()  # exclude_from_sync
+    nfs_groups: Mapping[str, str] = field(default_factory=dict)  # host -> group name
+    # what the config says of each host, until its own node record arrives by gossip
+    roles: Mapping[str, str] = field(default_factory=dict)
+    ephemeral: frozenset[str] = frozenset()
+    membership: mb.MembershipConfig = field(default_factory=mb.MembershipConfig)
+    election: el.ElectionConfig = field(default_factory=el.ElectionConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+    def __post_init__(self) -> None:
+        if self.gossip_interval <= 0:
+            raise LocalProtocolError("gossip_interval must be positive")
+        if self.fanout < 1:
+            raise LocalProtocolError("fanout must be at least 1")
+        if self.delta_budget < MIN_BUDGET:
+            raise LocalProtocolError(f"delta_budget must be at least {MIN_BUDGET} bytes")
+        if self.max_transfers < 1:
+            raise LocalProtocolError("max_transfers must be at least 1")
+        if self.reorder_interval <= 0:
+            raise LocalProtocolError("reorder_interval must be positive")
