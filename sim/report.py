@@ -167,7 +167,8 @@ def scenario_text(r: Mapping[str, Any], plan=None, name: str = "", wall: float |
         f"p99 {g['to_every_game_host_s'].get('p99')} s",
     ]
     for fv in m["files"]["versions"][:12]:
-        last = f"last of {fv['hosts_stored']} hosts after {fv['last_stored_s']:.2f} s = {fv['ratio_to_S/B']:.1f} x S/B" \
+        last = (f"{fv['hosts_stored']} hosts stored it, half by {fv['p50_stored_s']:.2f} s, the last after "
+                f"{fv['last_stored_s']:.2f} s = {fv['ratio_to_S/B']:.1f} x S/B") \
             if "last_stored_s" in fv else "stored by no other host"
         lines.append(f"file        {fv['item']} {fv['size_mb']:g} MB at t={fv['at']:g} s"
                      f"{' (broadcast)' if fv['broadcast'] else ''}: {last}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+import math
 from collections import deque
 from typing import Callable, Union
 
@@ -167,8 +168,15 @@ class World:
         return self.now if c is None else c[0] + c[1] * self.now
 
     def _world_time(self, node: str, local: float) -> float:
+        """The first world time at which `node`'s clock reads `local` or later (a timer never
+        fires before its time on the clock that set it, as a monotonic clock passes it)."""
         c = self.clocks.get(node)
-        return local if c is None else (local - c[0]) / c[1]
+        if c is None:
+            return local
+        t = (local - c[0]) / c[1]
+        while c[0] + c[1] * t < local:
+            t = math.nextafter(t, math.inf)
+        return t
 
     def deliver(self, node: str, event: Event) -> bool:
         """Hand `node` a local event (a command, a finished transfer) now; a stopped process

@@ -215,27 +215,34 @@ def holders(m: Manifest, prefix: str = HOLDING) -> dict[tuple[ItemKey, str], lis
 
 
 def node_record(m: Manifest, origin: str) -> dict[str, Any] | None:
-    """`origin`'s node record (a fresh dict), decoded once per fact: the router asks for every
-    host's record several times a gossip round, and decoding each was most of a simulated
-    cluster's time."""
+    """`origin`'s node record (a fresh dict)."""
+    v = fact_value(m, origin, NODE_KEY)
+    return dict(v) if v is not None else None
+
+
+def fact_value(m: Manifest, origin: str, key: str) -> dict[str, Any] | None:
+    """The decoded value of `origin`'s live fact `key` (None: no such fact, or not a map),
+    decoded once per fact and shared: read it, do not modify it. The router and the leader
+    lookup ask for every host's record or leader fact several times a gossip round, and
+    decoding each was most of a simulated cluster's time."""
     st = m.origins.get(origin)
-    f = st.facts.get(NODE_KEY) if st is not None else None
+    f = st.facts.get(key) if st is not None else None
     if f is None or f.tombstone:
         return None
-    cache = _RECORDS.get(m)
+    cache = _DECODED.get(m)
     if cache is None:
-        cache = _RECORDS[m] = {}
-    hit = cache.get(origin)
+        cache = _DECODED[m] = {}
+    hit = cache.get((origin, key))
     if hit is None or hit[0] is not f:
-        hit = cache[origin] = (f, unpack(f.value))
-    return dict(hit[1]) if hit[1] is not None else None
+        hit = cache[(origin, key)] = (f, unpack(f.value))
+    return hit[1]
 
 
-_RECORDS: "weakref.WeakKeyDictionary[Manifest, dict[str, tuple[Any, dict[str, Any] | None]]]" = weakref.WeakKeyDictionary()
+_DECODED: "weakref.WeakKeyDictionary[Manifest, dict[tuple[str, str], tuple[Any, dict[str, Any] | None]]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def leader_term(m: Manifest, origin: str) -> int | None:
     """The term `origin` last announced it leads (its `leader` fact), if any."""
-    raw = m.get(origin, LEADER_KEY)
-    t = (unpack(raw) or {}).get("t") if raw is not None else None
+    t = (fact_value(m, origin, LEADER_KEY) or {}).get("t")
     return t if isinstance(t, int) and not isinstance(t, bool) else None

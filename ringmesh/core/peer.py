@@ -213,10 +213,9 @@ class Peer:
     def leader(self) -> tuple[str | None, int]:
         """The newest leader this host knows of, `(host, term)`, from the election or gossip."""
         best: tuple[int, str | None] = (self.election.term, self.election.leader)
-        for origin, f in self.manifest.live_facts(LEADER_KEY):
-            v = catalog.unpack(f.value) or {}
-            t = v.get("t")
-            if f.key == LEADER_KEY and isinstance(t, int) and (t > best[0] or (t == best[0] and best[1] is None)):
+        for origin in sorted(self.manifest.origins):  # one fact per origin: looked up, not scanned for
+            t = (catalog.fact_value(self.manifest, origin, LEADER_KEY) or {}).get("t")
+            if isinstance(t, int) and (t > best[0] or (t == best[0] and best[1] is None)):
                 best = (t, origin)
         term, host = best
         if host is not None and host != self.me and self.membership.view(host) in (mb.DEAD, mb.LEFT):

@@ -36,7 +36,7 @@ class DurableGames:
         self.durable: dict[Stream, int] = {}  # stream -> durable through (as its origin said)
         self.published: dict[Stream, dict[int, float]] = {}
         self.durable_at: dict[Stream, dict[int, float]] = {}
-        self.at_game_hosts: dict[Stream, dict[int, list[float]]] = {}  # when each game host stored it
+        self.at_game_hosts: dict[Stream, dict[int, dict[str, float]]] = {}  # when each game host stored it
         self.lost_beyond_model = 0  # durable games lost with every persistent copy (not in the fault model)
 
     def on_store(self, node: str, origin: str, key: str, seqs: tuple[int, ...], now: float) -> None:
@@ -48,7 +48,7 @@ class DurableGames:
             if own:
                 self.published.setdefault(stream, {}).setdefault(q, now)
             elif node in self.game_hosts:
-                self.at_game_hosts.setdefault(stream, {}).setdefault(q, []).append(now)
+                self.at_game_hosts.setdefault(stream, {}).setdefault(q, {}).setdefault(node, now)
 
     def on_durable(self, node: str, eff: GamesDurable, now: float) -> None:
         stream = (self.origin_of(node), eff.config_key)

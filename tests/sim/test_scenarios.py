@@ -204,6 +204,13 @@ def test_leader_churn_seed_1_judges_the_lease_on_the_leaders_own_clock():
     assert r["metrics"]["checks"]["broadcast_directives"] >= 3
 
 
+def test_spot_storm_seed_40_no_longer_livelocks_the_leaders_broadcast_timer():
+    """spot-storm, seed 40: at its timer's instant the leader computed `now - last < 5.0` true by
+    rounding and re-armed the broadcast timer for that same instant, forever (a livelock)."""
+    r = run_scenario(replace(load("spot-storm"), seconds=68), 40, liveness=False)
+    assert r["safety"]["violation"] is None, r["safety"]["violation"]
+
+
 def test_a_paused_host_learns_how_its_pull_ended_when_it_resumes(tiny):
     """tiny, seed 3: a pull finished while its host was stopped; the simulator dropped the news
     and the host waited on it forever (liveness: "v-02 lacks model/... (pulling)")."""

@@ -100,3 +100,32 @@ def test_the_trace_digest_follows_the_events():
 
     assert run(1.0) == run(1.0)
     assert run(1.0) != run(2.0)
+
+
+def test_a_timer_on_a_drifting_clock_fires_once_that_clock_reads_its_time():
+    w = _world()
+    p = ScriptedPeer("a")
+    w.add(p)
+    w.set_clock("a", offset=0.3, rate=1.0001)
+    times = [1.1, 2.7, 65.23926618323303, 70.0 + 1e-9]
+    for i, at in enumerate(times):
+        w.interpret("a", [SetTimer(name=f"t{i}", at=at)])
+    w.run(until=100.0)
+    fired = {ev.name: now for now, ev in p.seen}
+    assert len(fired) == len(times)
+    for i, at in enumerate(times):
+        assert fired[f"t{i}"] >= at  # never early on its own clock (rounding included)
+        assert fired[f"t{i}"] - at < 1e-9
+
+
+def test_a_stopped_process_gets_its_local_events_when_resumed_and_a_dead_one_never():
+    w = _world()
+    a, b = ScriptedPeer("a"), ScriptedPeer("b")
+    w.add(a), w.add(b)
+    w.pause("a")
+    assert w.deliver("a", TimerFired(name="done")) is True and a.seen == []
+    w.at(2.0, lambda: w.resume("a"))
+    w.crash("b")
+    assert w.deliver("b", TimerFired(name="done")) is False
+    w.run(until=3.0)
+    assert a.seen == [(2.0, TimerFired(name="done"))] and b.seen == []
