@@ -14,6 +14,7 @@ import concurrent.futures
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,11 +22,10 @@ from typing import Any
 
 import grpc
 
-from . import codec
+from . import codec, statusreport
 from .config import ClusterConfig, ConfigError, check_address, peer_config
-from .core import catalog
+from .core import catalog, streams
 from .core.errors import RingmeshError
-from .core import membership as mb, streams
 from .core.messages import (
     CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
     Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
@@ -90,6 +90,7 @@ class Daemon:
         self.disk: dict[str, Any] = {}
         self._blocked: set[str] = set()
         self.events: list[dict[str, Any]] = []  # the last membership and leadership changes
+        self.paused: str | None = None  # why no event is handled now (state cannot be written)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -175,7 +176,10 @@ class Daemon:
         deadline = time.monotonic() + notice
         left = self.peer.replication.undurable()
         while left and time.monotonic() < deadline:
-            await self.submit(DrainRequested())
+            try:  # bounded: the driver may be waiting for room on a full disk
+                await asyncio.wait_for(self.submit(DrainRequested()), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
             async with self.durable_changed:
                 try:
                     await asyncio.wait_for(self.durable_changed.wait(), min(1.0, max(0.0, deadline - time.monotonic())))
@@ -259,10 +263,10 @@ class Daemon:
         persists = [e for e in effects if isinstance(e, Persist)]
         if persists:
             changes = tuple(ch for p in persists for ch in p.changes)
-            await self._in_store(self.store.apply, changes, persists[-1].hlc)
+            await self._write_state(self.store.apply, changes, persists[-1].hlc)
         votes = [e for e in effects if isinstance(e, SaveVote)]
         if votes:
-            await self._in_store(self.store.save_vote, votes[-1].term, votes[-1].voted_for)
+            await self._write_state(self.store.save_vote, votes[-1].term, votes[-1].voted_for)
         for e in effects:
             if isinstance(e, Send):
                 self._spawn(self._send(e.to, e.envelope))
@@ -303,6 +307,30 @@ class Daemon:
 
     async def _in_store(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.store_exec, fn, *args)
+
+    async def _write_state(self, fn, *args) -> None:
+        """A manifest or vote write, which must land before any other effect of its step is
+        carried out (the core already counts them done). A full or failing disk is waited out:
+        the write is retried until it lands and meanwhile no further event is handled — the
+        host pauses (health NOT_SERVING; to the others as if stopped). Nothing is carried out
+        without its state on disk, and nothing is dropped."""
+        delay, since = 0.05, None
+        while True:
+            try:
+                await self._in_store(fn, *args)
+                break
+            except (OSError, sqlite3.Error) as e:
+                self.count("state_write_retries")
+                if since is None:
+                    since, self.paused = time.monotonic(), f"cannot write state: {e}"
+                    log.warning("cannot write the manifest state (%s): this host pauses until it can", e)
+                    await self.health.set_not_serving()
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
+        if since is not None:
+            self.paused = None
+            log.warning("state written again after %.1f s: resuming", time.monotonic() - since)
+            await self.health.set_serving()
 
     # -- the network -----------------------------------------------------------------------
 
@@ -498,75 +526,10 @@ class Daemon:
     # -- reports ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        now = time.time()
-        p, m = self.peer, self.peer.manifest
-        breakers = p.breakers.report(now)
-        members = []
-        for origin in sorted(set(m.origins) | set(p.known_peers())):
-            st = m.origins.get(origin)
-            rec = catalog.node_record(m, origin) or {}
-            lag = self.telemetry.lag(origin, m, now)  # changes it reported that we lack, for how long
-            members.append({
-                "name": origin, "state": p.membership.view(origin), "address": rec.get("address") or self.resolve(origin),
-                "role": rec.get("role"), "provider": rec.get("provider"), "ephemeral": rec.get("ephemeral"),
-                "incarnation": st.incarnation if st else None, "heartbeat": st.heartbeat if st else None,
-                "max_counter": st.max_counter if st else None,
-                "alive_incarnation": mb.alive_incarnation(m, origin),
-                "breaker": breakers.get(origin, {"state": "closed"}),
-                "heartbeat_age_s": None if (age := self.telemetry.heartbeat_age(origin, now)) is None else round(age, 3),
-                "lag_changes": lag[0], "lag_s": round(lag[1], 3),
-                "voter": origin in p.election.voters,
-            })
-        leader, term = p.leader()
-        e = p.election
-        return {
-            "node": p.me, "address": self.address, "incarnation": m.own.incarnation,
-            "uptime_s": round(now - self.started_at, 3), "gossip_rounds": p.rounds,
-            "leader": leader, "term": term,
-            "election": {"role": e.role, "term": e.term, "voted_for": e.voted_for, "is_leader": e.is_leader(now),
-                         "lease_left_s": round(max(0.0, e.lease_until - now), 3), "elections_started": e.elections_started},
-            "local_health": p.membership.health, "membership_stats": dict(p.membership.stats),
-            "fingerprint": m.fingerprint(), "members": members, "disk": self.disk,
-            "blocked_items": self.blocked_items(), "backups": p.backups(), "events": list(self.events),
-            "broadcasts": p.broadcasts(), "broadcast_stats": dict(p.broadcast.stats),
-            "freshness": streams.freshness(m, p.game_placement().targets, now),
-            "games": {"durable_through": dict(self.durable), "streams": {f"{o}/{k}": hw for (o, k), hw in self.games.log.streams().items()},
-                      **self.games.counts},
-            "items": len(catalog.newest_versions(m)),
-            "transfers": [
-                {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3),
-                 "priority": self.peer.priority_of(v).label,
-                 **self._progress(v)}
-                for _t, v, t0 in self.transfers.values()
-            ],
-            "counters": dict(sorted(self.counters.items())),
-            "metrics": {"listen": self.metrics.address} if self.metrics else None,
-            "bandwidth": {"egress": self.egress.report(), "ingress": self.ingress.report()},
-        }
-
-    def _progress(self, v: FileVersion) -> dict[str, Any]:
-        pr = self.pulling.get(v.digest)
-        if pr is None:
-            return {}
-        p = pr.partial
-        return {"chunks_verified": len(p.have), "chunks": p.n_chunks, "resumed_bytes": p.resumed_bytes}
+        return statusreport.status(self)
 
     def listing(self) -> dict[str, Any]:
-        m = self.peer.manifest
-        held = catalog.holders(m)
-        placement = self.peer.placer()
-        items = []
-        for item, v in sorted(catalog.newest_versions(m).items()):
-            others = {d: hs for (it, d), hs in held.items() if it == item and d != v.digest}
-            p = placement(v)
-            items.append({
-                "targets": list(p.targets), "left_out": dict(p.left_out), "nfs_covered": dict(p.covered),
-                "blocked": p.blocked, "shortfall": p.shortfall,
-                "type": item.type, "name": item.name, "digest": v.digest, "size_bytes": v.size,
-                "chunk_size_bytes": v.chunk_size, "hlc": v.hlc, "origin": v.origin, "attrs": dict(v.attrs),
-                "holders": held.get((item, v.digest), []), "older_versions": others,
-            })
-        return {"node": self.peer.me, "fingerprint": m.fingerprint(), "items": items}
+        return statusreport.listing(self)
 
 
 async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None,

@@ -14,7 +14,6 @@ import pytest
 from ringmesh.netlab import available, cleanup_stale
 
 from . import scenarios
-from .cluster import ChaosFailure
 
 REASON = available(("tc", "iptables", "mount"))
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(240)]
@@ -56,9 +55,6 @@ def test_disk_full_at_the_destination_mid_pull(tmp_path):
     assert r["disk_full_failures"] >= 1
 
 
-@pytest.mark.xfail(strict=True, raises=ChaosFailure,
-                   reason="daemon bug: with the data dir full, a failed manifest write drops the rest of its step "
-                          "(internal errors; see tests/chaos/test_store_full.py)")
 def test_disk_full_data_dir_mid_pull(tmp_path):
     r = run("disk_full", tmp_path, where="data_dir")
     assert r["disk_full_failures"] >= 1

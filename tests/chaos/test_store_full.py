@@ -2,11 +2,11 @@
 one data dir on a 8 MiB tmpfs): while the disk is full, another host publishes a model; once the
 space is back, the peer must pull it, and its log must show no internal error.
 
-Known daemon bug (xfail, strict: remove the mark once fixed): `Daemon._interpret` persists a
-step's manifest changes first and, when `Store.apply` raises (SQLITE_FULL), every other effect
-of that step is dropped — its StartTransfer among them — while the core already counts the pull
-as running (`TransferPlanner.running`), so the version is never pulled until a restart; a
-dropped SetTimer would likewise stop that timer for good. Root needed (mount)."""
+The bug this pins (found by the chaos suite): `Daemon._interpret` persisted a step's manifest
+changes first and, when `Store.apply` raised SQLITE_FULL, dropped the step's other effects — its
+StartTransfer among them — while the core already counted the pull as running, so the version
+was never pulled until a restart. Now the write is retried until it lands and the host pauses
+meanwhile (health NOT_SERVING, `status.paused` says why). Root needed (mount)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ REASON = available(("mount",))
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(120)]
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: a failed manifest write drops the step's other effects "
-                                       "(tests/chaos/test_store_full.py docstring)")
 def test_a_version_learned_while_the_store_is_full_is_pulled_once_there_is_room(tmp_path):
     c = LocalCluster(tmp_path / "c", 3, gossip_interval=0.2,
                      roles={"node1": "training", "node2": "training", "node3": "selfplay"})
@@ -47,11 +45,14 @@ def test_a_version_learned_while_the_store_is_full_is_pulled_once_there_is_room(
             return any(it["digest"] == digest for it in doc.get("items", []))
 
         wait_for(learned, 20, what="node2 to learn of the new version")
+        wait_for(lambda: (c.nodes["node2"].query("status") or {}).get("paused"), 20,
+                 what="node2 to report that it pauses for a full disk")
         filler.unlink()
         held = dd / "files" / "model" / model.name
         wait_for(held.exists, 15, what="node2 to pull the version once there is room")
         log = c.nodes["node2"].log_path.read_text()
-        assert "internal error" not in log, log[-3000:]
+        assert "internal error" not in log and "resuming" in log, log[-3000:]
+        assert not c.nodes["node2"].query("status")["paused"]
     finally:
         c.stop_all()
         subprocess.run(["umount", "-l", str(dd)], capture_output=True, timeout=20)
