@@ -49,6 +49,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class PeerGone(logging.Filter):
+    """grpcio logs an ERROR with a traceback when a servicer's answer cannot be sent because the
+    caller went away (a peer killed or cut off mid-call, a client that gave up): grpc/grpc#32551
+    logs it instead of raising it. That is ordinary churn for a peer, not a failure of ours, so
+    it becomes one DEBUG line without the traceback; other records pass unchanged."""
+
+    PREFIX = "ExecuteBatchError raised in core by servicer method"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno >= logging.ERROR and type(exc).__name__ == "ExecuteBatchError" \
+                and str(record.msg).startswith(self.PREFIX):
+            method = record.getMessage()[len(self.PREFIX):].strip()
+            record.msg, record.args, record.exc_info, record.exc_text = \
+                f"the caller went away before the answer to {method} was sent", None, None, None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+GRPC_LOGGER = "grpc._cython.cygrpc"
+
+
 def setup(host: str, *, json_lines: bool = False, verbose: bool = False, stream=None) -> None:
     """Configure the root logger for a daemon: level, format, one handler on stderr."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -61,3 +84,6 @@ def setup(host: str, *, json_lines: bool = False, verbose: bool = False, stream=
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    grpc_log = logging.getLogger(GRPC_LOGGER)
+    if not any(isinstance(f, PeerGone) for f in grpc_log.filters):
+        grpc_log.addFilter(PeerGone())

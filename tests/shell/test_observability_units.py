@@ -12,7 +12,7 @@ import pytest
 from ringmesh.config import ConfigError
 from ringmesh.core.manifest import Manifest, OriginState
 from ringmesh.datalock import DataDirBusy, DataDirLock, holder
-from ringmesh.logs import JsonFormatter, about
+from ringmesh.logs import GRPC_LOGGER, JsonFormatter, about, setup
 from ringmesh.metrics import Telemetry, listen_setting
 from ringmesh.progress import Progress
 from ringmesh.statusview import bar, duration, render, size, visible_len
@@ -118,6 +118,38 @@ def test_json_log_lines_carry_host_peer_and_item():
     assert doc["peer"] == "b" and doc["item"] == "model/x" and "digest" not in doc and doc["time"].endswith("Z")
     with pytest.raises(TypeError):
         about(host="x")
+
+
+def test_grpc_peer_gone_noise_is_one_debug_line_and_other_grpc_errors_pass():
+    from grpc._cython.cygrpc import ExecuteBatchError
+
+    out = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup("h1", stream=out)
+        grpc_log = logging.getLogger(GRPC_LOGGER)
+        for verbose in (False, True):
+            root.setLevel(logging.DEBUG if verbose else logging.INFO)
+            try:
+                raise ExecuteBatchError('Failed "execute_batch": (<grpc._cython.cygrpc.SendMessageOperation>,)')
+            except ExecuteBatchError:
+                grpc_log.exception("ExecuteBatchError raised in core by servicer method [%s]", "/ringmesh.v1.Peer/Gossip")
+            try:
+                raise ValueError("a real fault")
+            except ValueError:
+                grpc_log.exception("Unexpected [%s] raised by servicer method [%s]", "ValueError", "/ringmesh.v1.Peer/Sync")
+        lines = out.getvalue()
+        assert "ExecuteBatchError" not in lines and lines.count("Traceback") == 2, lines
+        assert lines.count("ERROR h1 grpc._cython.cygrpc: Unexpected [ValueError]") == 2
+        assert lines.count("DEBUG h1 grpc._cython.cygrpc: the caller went away before the answer to "
+                           "[/ringmesh.v1.Peer/Gossip] was sent") == 1  # shown only at DEBUG (--verbose)
+    finally:
+        for h in root.handlers[:]:
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
 
 
 def test_lag_is_what_an_origin_reported_that_we_lack_and_for_how_long():
