@@ -9,14 +9,23 @@ converged, no daemon crashed, no partial files).
 
 Reports games produced, durable and lost (must be 0), and each daemon's RSS over time (sampled
 every 30 s): start / middle / end, and the slope of a least-squares line through the samples
-after the first 2 minutes (warm-up), in MiB per hour.
+after the first 2 minutes (warm-up), in MiB per hour. For each persistent daemon (one life over
+the whole run) also the first half's max, the second half's max and the slope over the second
+half. Memory is *flat* when, for every persistent daemon, the median RSS of the last quarter
+of the run exceeds the median of the second quarter (the first is warm-up) by at most
+FLAT_RISE of it or FLAT_SLACK_MIB, whichever is more.
+Medians, because a promotion's transfer buffers show as single samples tens of MiB high; the
+maxima and the slope are printed for information, too noisy to judge on (a 24-minute loopback
+storm under glibc's default malloc: every daemon's second-half max within 10 % of its first
+half's, while the quarter medians of three of five rose 11-28 %, 11-32 MiB; with ringmesh's malloc
+settings they moved by -3 to +7 MiB, at 50-60 MiB). Exit status 1 also when memory is not flat.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--seed N] [--json] [--workdir /work/tmp] [--keep]
     .venv/bin/python bench/soak.py --scenario partition     # one chaos scenario, the issue's timings
                                                              # (a 30 s partition), its report as JSON
     .venv/bin/python bench/soak.py --scenario disk_full --disk-where data_dir
-Root only (network namespaces, iptables, tc, mount). Exit status 1 if a check failed or a game
-was lost.
+Root only (network namespaces, iptables, tc, mount). Exit status 1 if a check failed, a game
+was lost or memory was not flat.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +49,9 @@ from tests.chaos.cluster import ChaosFailure  # noqa: E402
 PREFIX = "rmsk"
 MiB = 1 << 20
 WARMUP_S = 120.0
+FLAT_RISE, FLAT_SLACK_MIB = 0.10, 8.0  # a persistent daemon's last-quarter median RSS may exceed its
+                                       # second-quarter median by this share or these MiB (the larger)
+PERSISTENT_SHARE = 0.8  # a daemon whose samples span this share of the run counts as persistent
 
 
 def slope_mib_per_h(points: list[tuple[float, int]]) -> float | None:
@@ -60,17 +73,35 @@ def memory_table(rss: list[tuple[float, str, int, int]]) -> list[dict]:
     lives: dict[tuple[str, int], list[tuple[float, int]]] = {}
     for t, host, life, b in rss:
         lives.setdefault((host, life), []).append((t, b))
+    span = (max(t for t, *_ in rss) - min(t for t, *_ in rss)) if rss else 0.0
     out = []
     for (host, life), pts in sorted(lives.items()):
         warm = [p for p in pts if p[0] - pts[0][0] >= WARMUP_S]
-        out.append({
+        row = {
             "host": host, "life": life, "samples": len(pts), "from_s": pts[0][0], "to_s": pts[-1][0],
             "start_mib": round(pts[0][1] / MiB, 1), "mid_mib": round(pts[len(pts) // 2][1] / MiB, 1),
             "end_mib": round(pts[-1][1] / MiB, 1), "max_mib": round(max(b for _, b in pts) / MiB, 1),
             "warm_mib": round(warm[0][1] / MiB, 1) if warm else None,
             "slope_after_warmup_mib_per_h": None if (s := slope_mib_per_h(warm)) is None else round(s, 2),
-        })
+        }
+        t0, t1 = pts[0][0], pts[-1][0]
+        q2 = [b for t, b in pts if t0 + (t1 - t0) / 4 <= t < (t0 + t1) / 2]
+        q4 = [b for t, b in pts if t >= t1 - (t1 - t0) / 4]
+        if q2 and q4 and len(pts) >= 8 and t1 - t0 >= PERSISTENT_SHARE * span:
+            first, second = [p for p in pts if p[0] < (t0 + t1) / 2], [p for p in pts if p[0] >= (t0 + t1) / 2]
+            row.update(persistent=True, first_half_max_mib=round(max(b for _, b in first) / MiB, 1),
+                       second_half_max_mib=round(max(b for _, b in second) / MiB, 1),
+                       second_half_slope_mib_per_h=None if (s := slope_mib_per_h(second)) is None else round(s, 2),
+                       q2_median_mib=round(statistics.median(q2) / MiB, 1), q4_median_mib=round(statistics.median(q4) / MiB, 1))
+            row["flat"] = row["q4_median_mib"] - row["q2_median_mib"] <= max(FLAT_RISE * row["q2_median_mib"], FLAT_SLACK_MIB)
+        out.append(row)
     return out
+
+
+def memory_flat(memory: list[dict]) -> bool | None:
+    """Every persistent daemon's RSS flat (see FLAT_RISE); None when no daemon is persistent."""
+    rows = [m for m in memory if m.get("persistent")]
+    return all(m["flat"] for m in rows) if rows else None
 
 
 def show(doc: dict) -> None:
@@ -86,6 +117,15 @@ def show(doc: dict) -> None:
         if m["samples"] >= 3:
             print(f"  {m['host']:>6}({m['life']:>2})  {m['samples']:>7}  {m['start_mib']:>6} {m['mid_mib']:>6} {m['end_mib']:>6} "
                   f"{m['max_mib']:>6}   {m['slope_after_warmup_mib_per_h']}")
+    persistent = [m for m in doc.get("memory", []) if m.get("persistent")]
+    if persistent:
+        print(f"\npersistent daemons, RSS (MiB): host  1st-half max  2nd-half max  2nd-half slope (MiB/h)  "
+              f"median 2nd quarter  median 4th quarter  flat (4th - 2nd <= max({FLAT_RISE:.0%}, {FLAT_SLACK_MIB:.0f} MiB))")
+        for m in persistent:
+            print(f"  {m['host']:>6}  {m['first_half_max_mib']:>12}  {m['second_half_max_mib']:>12}  "
+                  f"{m['second_half_slope_mib_per_h']!s:>22}  {m['q2_median_mib']:>18}  {m['q4_median_mib']:>18}  "
+                  f"{'yes' if m['flat'] else 'NO'}")
+        print(f"memory flat: {'yes' if doc.get('memory_flat') else 'NO'}")
     short = [m for m in doc.get("memory", []) if m["samples"] < 3]
     if short:
         print(f"  ({len(short)} short-lived spot lives with < 3 samples left out; their max "
@@ -153,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         doc.pop("producers", None)
         doc["wall_s"] = round(time.monotonic() - t0, 1)
         doc["memory"] = memory_table(doc.get("rss", []))
+        doc["memory_flat"] = memory_flat(doc["memory"])
+        ok = ok and doc["memory_flat"] is not False
         if args.json:
             print(json.dumps({k: v for k, v in doc.items() if k != "rss"}, indent=2, default=str))
         else:

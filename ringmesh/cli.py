@@ -16,12 +16,14 @@ DEFAULT_DATA_DIR = os.environ.get("RINGMESH_DATA_DIR", os.path.expanduser("~/.ri
 
 
 def _serve(args) -> int:
+    from . import malloc
     from .daemon import serve
 
     from .logs import setup
 
     config = load_config(args.config)
     setup(args.node, json_lines=args.log_json or config.log_json, verbose=args.verbose)
+    malloc.tune()  # before the daemon's threads: RSS that stays flat across model transfers
     asyncio.run(serve(config, args.node, args.data_dir, args.listen, args.metrics_listen))
     return 0
 

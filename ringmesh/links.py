@@ -3,6 +3,7 @@ deadlines and size limits every call carries."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -27,6 +28,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+# A channel no host resolves to any more (the host came back at another address) is closed this
+# many seconds later: calls still under way on it may finish.
+RETIRE_GRACE = 30.0
 SERVER_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -48,11 +52,16 @@ class Deadlines:
 
 class Links:
     """Resolves a host to its address and keeps one channel per address (with TLS: per address
-    and host, since the host's certificate must name the host dialled)."""
+    and host, since the host's certificate must name the host dialled). When a host resolves to
+    another address than before (a spot host replaced by a new instance), the channel to its old
+    address is closed unless another host still resolves to it: channels do not pile up with
+    address churn."""
 
     def __init__(self, resolve: Callable[[str], str | None], tls: NodeCredentials | None = None) -> None:
         self._resolve = resolve
         self._channels: dict[tuple[str, str | None], grpc.aio.Channel] = {}
+        self._dialled: dict[str, tuple[str, str | None]] = {}  # host -> the channel key it last resolved to
+        self._retiring: dict[asyncio.Task, grpc.aio.Channel] = {}  # closing within RETIRE_GRACE
         self.deadlines = Deadlines()
         self._tls = tls
         if tls is not None:
@@ -65,6 +74,11 @@ class Links:
         if address is None:
             return None
         key = (address, node if self._tls is not None else None)
+        old = self._dialled.get(node)
+        if old != key:
+            self._dialled[node] = key
+            if old is not None and old not in self._dialled.values():
+                self._retire(old)
         ch = self._channels.get(key)
         if ch is None:
             if self._tls is None:
@@ -76,7 +90,18 @@ class Links:
             self._channels[key] = ch
         return mesh_pb2_grpc.PeerStub(ch)
 
+    def _retire(self, key: tuple[str, str | None]) -> None:
+        ch = self._channels.pop(key, None)
+        if ch is not None:
+            t = asyncio.get_running_loop().create_task(ch.close(grace=RETIRE_GRACE))
+            self._retiring[t] = ch
+            t.add_done_callback(lambda t: self._retiring.pop(t, None))
+
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        retiring, self._retiring = self._retiring, {}
+        for t, ch in retiring.items():
+            t.cancel()
+            channels.append(ch)
         for ch in channels:
             await ch.close(grace=None)
