@@ -110,6 +110,8 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
     lease = f", lease {e['lease_left_s']:.2f} s left" if e["is_leader"] else ""
     out.append(f"leader {leader}  term {st['term']}  this host: {e['role']}{lease}  "
                f"elections started here {e['elections_started']}  local health {st['local_health']}")
+    if st.get("paused"):
+        out.append(paint(f"PAUSED: {st['paused']} (no event is handled until the write succeeds)", "bad"))
 
     # -- members -----------------------------------------------------------------------------
     members = st["members"]

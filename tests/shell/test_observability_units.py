@@ -77,6 +77,9 @@ def test_status_view_of_a_lone_new_peer():
                   leader=None, games={})
     text = render(doc, {"items": []})
     assert "no game streams yet" in text and "(none known)" in text and "disk not measured yet" in text
+    assert "PAUSED" not in text
+    paused = render(_status(paused="cannot write state: database or disk is full"), CLUSTER)
+    assert "PAUSED: cannot write state: database or disk is full" in paused
 
 
 def test_units():
