@@ -108,13 +108,7 @@ def init_ca(directory: str | os.PathLike, days: int = CA_DAYS) -> tuple[Path, Pa
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_new(key_path, _key_pem(key), 0o600)
-    try:
-        _write_new(cert_path, _cert_pem(cert), 0o644)
-    except TlsError:
-        key_path.unlink(missing_ok=True)
-        raise
-    return key_path, cert_path
+    return _write_pair(key_path, key, cert_path, cert)
 
 
 def issue(ca_dir: str | os.PathLike, node: str, out_dir: str | os.PathLike | None = None,
@@ -157,6 +151,11 @@ def issue(ca_dir: str | os.PathLike, node: str, out_dir: str | os.PathLike | Non
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return _write_pair(key_path, key, cert_path, cert)
+
+
+def _write_pair(key_path: Path, key, cert_path: Path, cert) -> tuple[Path, Path]:
+    """The key (0600) and then its certificate, both new files; no key is left without its certificate."""
     _write_new(key_path, _key_pem(key), 0o600)
     try:
         _write_new(cert_path, _cert_pem(cert), 0o644)

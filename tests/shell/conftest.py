@@ -1,5 +1,6 @@
-"""Shared fixtures: a running 3-peer loopback cluster."""
+"""Shared fixtures: a running 3-peer loopback cluster, and `serving` for clusters of other shapes."""
 
+import contextlib
 import signal
 
 import pytest
@@ -7,9 +8,10 @@ import pytest
 from ringmesh.localcluster import LocalCluster
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    c = LocalCluster(tmp_path / "cluster", 3, gossip_interval=0.2, roles={f"node{i}": "training" for i in (1, 2, 3)})
+@contextlib.contextmanager
+def serving(c: LocalCluster):
+    """Start every peer of `c`; at the end stop them, print the log of any peer that exited
+    other than cleanly or by our SIGKILL, and assert every peer stopped with exit code 0."""
     try:
         c.start_all()
         yield c
@@ -19,3 +21,10 @@ def cluster(tmp_path):
             if any(code not in (0, -signal.SIGKILL) for code in nd.exits):
                 print(f"--- {name} ---\n{nd.log_tail(40)}")
         assert all(code in (0, None) for code in codes.values()), codes
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with serving(LocalCluster(tmp_path / "cluster", 3, gossip_interval=0.2,
+                              roles={f"node{i}": "training" for i in (1, 2, 3)})) as c:
+        yield c

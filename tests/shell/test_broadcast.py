@@ -7,7 +7,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -17,6 +16,8 @@ from ringmesh.core.router import EXCLUDED
 from ringmesh.localcluster import LocalCluster, wait_for
 from ringmesh.mesh_client import MeshClient
 
+from .conftest import serving
+
 MiB = 1 << 20
 ELIGIBLE = ("node1", "node2", "node3")
 
@@ -24,15 +25,8 @@ ELIGIBLE = ("node1", "node2", "node3")
 @pytest.fixture
 def four(tmp_path):
     c = LocalCluster(tmp_path / "c4", 4, gossip_interval=0.2, routing={"exclude_from_sync": ["node4"]})
-    try:
-        c.start_all()
+    with serving(c):
         yield c
-    finally:
-        codes = c.stop_all()
-        for name, nd in c.nodes.items():
-            if any(code not in (0, -signal.SIGKILL) for code in nd.exits):
-                print(f"--- {name} ---\n{nd.log_tail(40)}")
-        assert all(code in (0, None) for code in codes.values()), codes
 
 
 def _ringmesh(*args: str) -> subprocess.CompletedProcess:

@@ -10,9 +10,7 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.localcluster import wait_for
 
 MiB = 1 << 20
 

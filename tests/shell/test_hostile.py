@@ -3,7 +3,6 @@
 The tests share one 3-peer cluster (each looks at the counters it moved, not at totals)."""
 
 import os
-import signal
 
 import grpc
 import msgpack
@@ -14,6 +13,8 @@ from ringmesh.daemon import socket_path
 from ringmesh.localcluster import LocalCluster, wait_for
 from ringmesh.v1 import mesh_pb2_grpc
 
+from .conftest import serving
+
 INVALID, TOO_LARGE = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
 # names that must never become a path, a stream, a config or a fact key
 HOSTILE_NAMES = ["../../etc/passwd", "/etc/passwd", "a\x00b", "n" * 10_240, "..", ".hidden"]
@@ -23,15 +24,8 @@ HOSTILE_NAMES = ["../../etc/passwd", "/etc/passwd", "a\x00b", "n" * 10_240, ".."
 def cluster(tmp_path_factory):
     c = LocalCluster(tmp_path_factory.mktemp("hostile") / "cluster", 3, gossip_interval=0.2,
                      roles={f"node{i}": "training" for i in (1, 2, 3)})
-    try:
-        c.start_all()
+    with serving(c):
         yield c
-    finally:
-        codes = c.stop_all()
-        for name, nd in c.nodes.items():
-            if any(code not in (0, -signal.SIGKILL) for code in nd.exits):
-                print(f"--- {name} ---\n{nd.log_tail(40)}")
-        assert all(code in (0, None) for code in codes.values()), codes
 
 
 @pytest.fixture(scope="module")

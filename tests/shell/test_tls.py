@@ -25,6 +25,8 @@ from ringmesh.localcluster import LocalCluster, wait_for
 from ringmesh.tls import TlsError, channel_options, init_ca, issue, load_node
 from ringmesh.v1 import mesh_pb2_grpc
 
+from .conftest import serving
+
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
 
@@ -33,15 +35,8 @@ MiB = 1 << 20
 def tls_cluster(tmp_path_factory):
     c = LocalCluster(tmp_path_factory.mktemp("tls") / "c", 3, gossip_interval=0.2, tls=True,
                      roles={f"node{i}": "training" for i in (1, 2, 3)})
-    try:
-        c.start_all()
+    with serving(c):
         yield c
-    finally:
-        codes = c.stop_all()
-        for name, nd in c.nodes.items():
-            if any(code != 0 for code in nd.exits):
-                print(f"--- {name} ---\n{nd.log_tail(40)}")
-        assert all(code in (0, None) for code in codes.values()), codes
 
 
 def _pem(path) -> bytes:
