@@ -122,7 +122,8 @@ def test_metrics_are_scraped_over_http_with_every_family_and_real_values(obs):
     assert chunks_in == put["size_bytes"]
     assert _value(s2, "ringmesh_throttle_bytes_total", direction="in", **{"class": "normal"}) >= put["size_bytes"]
     # what node2 and node3 received of the model, node1 and the other counted as sent to them
-    served = sum(v for (n, labels), v in {**s1, **_scrape(c, "node3")[1]}.items()
+    # (summed per scrape: both have the same series name and labels, so a merged dict would keep one)
+    served = sum(v for scrape in (s1, _scrape(c, "node3")[1]) for (n, labels), v in scrape.items()
                  if n == "ringmesh_peer_bytes_total" and ("direction", "out") in labels and ("what", "chunks") in labels
                  and dict(labels)["peer"] == "node2")
     assert served >= put["size_bytes"]
