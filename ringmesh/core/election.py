@@ -112,6 +112,16 @@ class Election:
             self._arm(out, now)
         return out
 
+    def rearm(self, now: float) -> Out:
+        """The timers this part runs on, set afresh (after a step whose effects were lost).
+        An election timer that fires early only re-arms itself: nothing is decided sooner."""
+        out = Out()
+        if self.is_voter:
+            out.timers.append((ELECTION_TIMER, now + self.config.heartbeat_interval))
+        if self.role == LEADER:
+            out.timers.append((HEARTBEAT_TIMER, now))
+        return out
+
     def on_timer(self, name: str, now: float) -> Out:
         out = Out()
         if name == ELECTION_TIMER and self.is_voter:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from . import hlc as _hlc
 from .errors import LocalProtocolError
@@ -162,6 +162,15 @@ class Manifest:
         # (messages in flight hold it), only the entries of origins that moved are redone.
         self._digest: dict[str, OriginDigest] = {}
         self._dirty: set[str] = {me}
+        self._observers: list[Callable[[OriginChange], None]] = []
+
+    def watch(self, observer: Callable[[OriginChange], None]) -> None:
+        """Call `observer` with every change, at the moment it is made, whoever makes it.
+
+        A part that keeps an index or a cache of facts (membership's claims and views) watches
+        instead of relying on every caller to pass the changes on: a write that reached the
+        manifest some other way (a restart's `load`, a simulator's fault) cannot leave it stale."""
+        self._observers.append(observer)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -391,7 +400,16 @@ class Manifest:
         """Install a state read back from disk (the shell's restart path)."""
         self.origins[origin] = state
         self._touch(origin)
+        self.snapshot(origin)
+
+    def snapshot(self, origin: str) -> OriginChange:
+        """The origin's whole state as one change (`reset`, every fact, tombstones included):
+        what rewrites a store that may have missed some of its changes."""
+        return self._change(origin, True, tuple(sorted(self.origins[origin].facts.values(), key=lambda f: f.counter)), ())
 
     def _change(self, origin: str, reset: bool, upserts: tuple[Fact, ...], removed: tuple[str, ...]) -> OriginChange:
         st = self.origins[origin]
-        return OriginChange(origin, st.incarnation, st.heartbeat, st.max_counter, st.floor, reset, upserts, removed)
+        ch = OriginChange(origin, st.incarnation, st.heartbeat, st.max_counter, st.floor, reset, upserts, removed)
+        for observe in self._observers:
+            observe(ch)
+        return ch

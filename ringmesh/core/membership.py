@@ -111,10 +111,13 @@ class Membership:
         config: MembershipConfig = MembershipConfig(),
     ) -> None:
         self.me, self.m, self.clock, self.rng, self.config = me, manifest, clock, rng, config
+        # Both kept by `_observe`, which the manifest calls on every change, whoever makes it:
         self.claimers: dict[str, set[str]] = {}  # member -> origins holding a claim about it
-        self._views: dict[str, str] = {}  # cached; dropped for members whose facts change
+        self._views: dict[str, str] = {}  # member -> its view, dropped when a fact it reads changes
+        self._touched: set[str] = set()  # members whose facts changed since `_react` last looked
         for origin, f in manifest.live_facts(CLAIM_PREFIX):
             self.claimers.setdefault(f.key[len(CLAIM_PREFIX):], set()).add(origin)
+        manifest.watch(self._observe)
         self.health = 0
         self.seq = 0
         self.order: list[str] = []
@@ -152,6 +155,15 @@ class Membership:
         self._schedule_probe(out, now, now + self.rng.uniform(0, self.config.probe_interval))
         return out
 
+    def rearm(self, now: float) -> Out:
+        """The timers this part runs on, set afresh (after a step whose effects were lost)."""
+        out = Out()
+        self.probe = None
+        self._schedule_probe(out, now, now + self.config.probe_interval * self.rng.random())
+        if self.suspect_since:
+            out.timers.append((SUSPICION_TIMER, now))
+        return out
+
     def leave(self, now: float) -> Out:
         out = Out()
         out.changes.append(self.m.put(LEFT_KEY, catalog.pack({"i": alive_incarnation(self.m, self.me)})))
@@ -159,6 +171,7 @@ class Membership:
 
     def on_timer(self, name: str, now: float, known: list[str]) -> Out:
         out = Out()
+        self._react(out, now)
         if name == PROBE_TIMER:
             late = now - self.next_probe_at > self.config.probe_interval
             self._finish_probe(out, now, stalled=late)
@@ -191,33 +204,48 @@ class Membership:
                 self.health = max(0, self.health - 1)
         return out
 
-    def on_manifest_changed(self, changes: list[OriginChange], now: float) -> Out:
+    def on_manifest_changed(self, now: float) -> Out:
         """Claims or incarnations changed: refute claims about us, retire our stale claims,
         and look again at the members concerned."""
         out = Out()
+        self._react(out, now)
+        return out
+
+    def _observe(self, ch: OriginChange) -> None:
+        """Keep the claim index and the view cache exact. A member's view reads its own
+        `alive` and `left` facts and every `m/<member>` claim: any change to one of them drops
+        the cached view. A reset replaces the origin's whole state, so every claim it held and
+        its own facts count as changed."""
         touched: set[str] = set()
-        for ch in changes:
-            if ch.reset:
-                for x, origins in self.claimers.items():
-                    if ch.origin in origins:
-                        origins.discard(ch.origin)
-                        touched.add(x)
-                st = self.m.origins.get(ch.origin)
-                keys = [k for k, f in (st.facts.items() if st else ()) if not f.tombstone]
-            else:
-                keys = [f.key for f in ch.upserts]
-            for key in keys + list(ch.removed):
-                if key in (ALIVE_KEY, LEFT_KEY):
-                    touched.add(ch.origin)
-                elif key.startswith(CLAIM_PREFIX):
-                    x = key[len(CLAIM_PREFIX):]
+        if ch.reset:
+            touched.add(ch.origin)
+            for x, origins in self.claimers.items():
+                if ch.origin in origins:
+                    origins.discard(ch.origin)
                     touched.add(x)
-                    if self.m.get(ch.origin, key) is None:
-                        self.claimers.get(x, set()).discard(ch.origin)
-                    else:
-                        self.claimers.setdefault(x, set()).add(ch.origin)
+            st = self.m.origins.get(ch.origin)
+            keys = [k for k, f in (st.facts.items() if st else ()) if not f.tombstone]
+        else:
+            keys = [f.key for f in ch.upserts] + list(ch.removed)
+        for key in keys:
+            if key in (ALIVE_KEY, LEFT_KEY):
+                touched.add(ch.origin)
+            elif key.startswith(CLAIM_PREFIX):
+                x = key[len(CLAIM_PREFIX):]
+                touched.add(x)
+                if self.m.get(ch.origin, key) is None:
+                    self.claimers.get(x, set()).discard(ch.origin)
+                else:
+                    self.claimers.setdefault(x, set()).add(ch.origin)
         for x in touched:
             self._views.pop(x, None)
+        self._touched |= touched
+
+    def _react(self, out: Out, now: float) -> None:
+        """Act on the members whose facts changed since the last look."""
+        touched, self._touched = self._touched, set()
+        if not touched:
+            return
         if self.me in touched:
             against_me = [i for _, _, i in self.claims(self.me)]
             if against_me:
@@ -230,7 +258,6 @@ class Membership:
             if v is not None and (not isinstance(v.get("i"), int) or v["i"] < alive_incarnation(self.m, x)):
                 self._retract(out, x)
         self._check_suspicions(out, now, sorted(touched))
-        return out
 
     # -- probing ---------------------------------------------------------------------------
 
@@ -319,16 +346,12 @@ class Membership:
         if self.m.get(self.me, CLAIM_PREFIX + x) == value:
             return False
         out.changes.append(self.m.put(CLAIM_PREFIX + x, value))
-        self.claimers.setdefault(x, set()).add(self.me)
-        self._views.pop(x, None)
         return True
 
     def _retract(self, out: Out, x: str) -> None:
         ch = self.m.delete(CLAIM_PREFIX + x, self.clock.last)
         if ch:
             out.changes.append(ch)
-        self.claimers.get(x, set()).discard(self.me)
-        self._views.pop(x, None)
 
     def _publish_alive(self, out: Out, inc: int) -> None:
         out.changes.append(self.m.put(ALIVE_KEY, catalog.pack({"i": inc})))

@@ -111,6 +111,19 @@ class Peer:
         out += self._plan_transfers(now)
         return out
 
+    def recover(self, now: float) -> list[Effect]:
+        """What keeps this host live after a step that raised (a bug: that step's effects are
+        lost, the next timers of the loops it would have re-armed among them): our own facts
+        persisted whole, in case a write of the lost step had not been, and every periodic
+        timer set again — gossip, probes and suspicions, the election and the leader's
+        heartbeat; the broadcast timer restarts with the next heartbeat (`_maybe_lead`)."""
+        out: list[Effect] = [self._persist([self.manifest.snapshot(self.me)], now)]
+        out.append(SetTimer(name=GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
+        out += self._membership(self.membership.rearm(now), now)
+        out += self._election(self.election.rearm(now), now)
+        self.broadcast.timer_at = None
+        return out
+
     def handle(self, event: Event, now: float) -> list[Effect]:
         if isinstance(event, TimerFired):
             return self._on_timer(event.name, now)
@@ -271,7 +284,7 @@ class Peer:
 
     def _changed(self, changes: list[OriginChange], now: float) -> list[Effect]:
         """Persist manifest changes and let the parts that read the manifest react."""
-        mout = self.membership.on_manifest_changed(changes, now)
+        mout = self.membership.on_manifest_changed(now)
         out: list[Effect] = [self._persist(changes + mout.changes, now)]
         out += self._membership(mout, now, persisted=True)
         keys = {k for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)}

@@ -34,8 +34,8 @@ def test_views_follow_claims_and_incarnations():
     assert view_of(ma, "x") == SUSPECT
     ma.put("m/x", catalog.pack({"s": "dead", "i": 1}))
     assert view_of(ma, "x") == DEAD
-    changes = mx.apply(ma.delta_for(mx.digest(), 1 << 20))
-    out = x.on_manifest_changed(changes, 1.0)
+    assert mx.apply(ma.delta_for(mx.digest(), 1 << 20))
+    out = x.on_manifest_changed(1.0)
     assert out.changes and x.stats["refutations"] == 1, "x refutes the claim about itself"
     _sync(ma, mx)
     assert view_of(ma, "x") == ALIVE, "a higher alive incarnation overrides older claims"
@@ -50,9 +50,11 @@ def test_a_stale_claim_is_retracted_once_the_member_refuted():
     a.start(0.0), x.start(0.0)
     _sync(ma, mx)
     a._claim(Out(), "x", SUSPECT)
-    x.on_manifest_changed(mx.apply(ma.delta_for(mx.digest(), 1 << 20)), 0.5)
+    mx.apply(ma.delta_for(mx.digest(), 1 << 20))
+    x.on_manifest_changed(0.5)
     assert x.stats["refutations"] == 1
-    a.on_manifest_changed(ma.apply(mx.delta_for(ma.digest(), 1 << 20)), 1.0)
+    ma.apply(mx.delta_for(ma.digest(), 1 << 20))
+    a.on_manifest_changed(1.0)
     assert ma.get("a", "m/x") is None, "a's claim about x is withdrawn (tombstoned)"
     assert view_of(ma, "x") == ALIVE
 

@@ -117,6 +117,18 @@ def test_start_writes_the_node_record_and_sets_the_gossip_timer():
     assert catalog.NODE_KEY not in upserted_keys(p.start(6.0))  # same record: nothing to write
 
 
+def test_recover_sets_every_periodic_timer_again_and_persists_our_facts_whole():
+    p = Peer("a", incarnation=1, rng=random.Random(0), seeds=["b", "c"], voters=["a", "b", "c"],
+             node_record={"addr": "a:7070", "role": "training"})
+    p.start(0.0)
+    out = p.recover(10.0)
+    timers = {e.name: e.at for e in out if isinstance(e, SetTimer)}
+    assert set(timers) >= {GOSSIP, "probe", "election"} and all(10.0 <= at <= 11.0 for at in timers.values())
+    (persist,) = [e for e in out if isinstance(e, Persist)]
+    (snap,) = persist.changes
+    assert snap.origin == "a" and snap.reset and {f.key for f in snap.upserts} == set(p.manifest.own.facts)
+
+
 def test_two_peers_converge_after_a_few_rounds():
     m = pair()
     for _ in range(3):
