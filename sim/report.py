@@ -136,6 +136,8 @@ def scenario_text(r: Mapping[str, Any], plan=None, name: str = "", wall: float |
         lines += [
             f"VIOLATION   {v['checker']}: {v['message']}",
             f"  seed {v['seed']}, step {v['step']} (events processed), t = {v['time']:.6f} s",
+            *([f"  host {v['host']}, handling {v['event']}: {v['exception']}", *[f"    at {f}" for f in v["frames"]]]
+              if "frames" in v else []),
             f"  replay: python -m sim run {name or r['scenario']} --seed {v['seed']} --trace trace.txt"
             + ("  (with the same --plan)" if plan is not None else ""),
             f"  faults applied ({v['faults_applied_count']}), the last ones:",

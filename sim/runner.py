@@ -40,7 +40,7 @@ from .invariants.links import LinkLimits
 from .checkers import BroadcastFencing
 from .plan import FaultEvent, Plan, describe, dumps, generate
 from .scenario import MB, Scenario
-from .world import SimulationError
+from .world import CoreRaised, SimulationError
 
 BLOBS = 24  # distinct game payloads (shared objects: sizes are real, memory is not)
 
@@ -173,8 +173,11 @@ class Run:
         name = checker or getattr(e, "checker", "assertion")
         message = getattr(e, "message", None) or str(e)
         faults = [self.plan[i].describe() for i in self.applied]
-        return {"checker": name, "message": message, "seed": self.seed, "step": w.events, "time": round(w.now, 6),
-                "faults_applied": faults[-20:], "faults_applied_count": len(faults), "trace": list(w.recent)}
+        out = {"checker": name, "message": message, "seed": self.seed, "step": w.events, "time": round(w.now, 6),
+               "faults_applied": faults[-20:], "faults_applied_count": len(faults), "trace": list(w.recent)}
+        if isinstance(e, CoreRaised):
+            out.update(host=e.node, event=e.event, exception=e.error, frames=e.frames)
+        return out
 
     # -- scheduling -----------------------------------------------------------------------------
 

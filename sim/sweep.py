@@ -44,7 +44,7 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
                            "faults": report["plan"]["events"], "events": report["totals"]["events"],
                            "liveness_s": live.get("seconds"), "trace": report["trace"]}
     if v is not None:
-        out["violation"] = {k: v[k] for k in ("checker", "message", "step", "time")}
+        out["violation"] = {k: v[k] for k in ("checker", "message", "step", "time", "host", "event") if k in v}
     if live and not live.get("converged", True):
         out["not_converged"] = sorted(live.get("not_converged", {}))
     return out
@@ -60,20 +60,27 @@ def scenario_of(path: str, seconds: float | None = None, hosts: int | None = Non
     return sc
 
 
-def _one(args: tuple[str, int, float | None, int | None]) -> dict[str, Any]:
-    path, seed, seconds, hosts = args
+def _one(args: tuple[str, int, float | None, int | None, Callable[..., dict[str, Any]]]) -> dict[str, Any]:
+    path, seed, seconds, hosts, run = args
     started = time.process_time()
-    r = summary_of(run_scenario(scenario_of(path, seconds, hosts), seed))
+    try:
+        r = summary_of(run(scenario_of(path, seconds, hosts), seed))
+    except Exception as e:  # the simulator's own bug: this seed fails, the sweep goes on
+        r = {"seed": seed, "ok": False, "failure": f"error:{type(e).__name__}", "faults": 0, "events": 0,
+             "liveness_s": None, "trace": None, "violation": {"checker": "simulator", "message": f"{type(e).__name__}: {e}", "step": None, "time": None}}
     r["cpu_s"] = round(time.process_time() - started, 2)
     return r
 
 
 def sweep(path: str, seeds: list[int], *, jobs: int = 1, seconds: float | None = None, hosts: int | None = None,
-          progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run every seed; the summary (deterministic but for the cpu and wall figures)."""
+          progress: Callable[[dict[str, Any]], None] | None = None,
+          run: Callable[..., dict[str, Any]] = run_scenario) -> dict[str, Any]:
+    """Run every seed; the summary (deterministic but for the cpu and wall figures). A seed
+    whose run fails in any way, a core's exception included, is that seed's failure.
+    `run`: how to run one seed (a test's `run_scenario` with a broken rule; picklable for jobs > 1)."""
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
-    for r in _map(_one, [(path, s, seconds, hosts) for s in seeds], jobs):
+    for r in _map(_one, [(path, s, seconds, hosts, run) for s in seeds], jobs):
         results.append(r)
         if progress is not None:
             progress(r)

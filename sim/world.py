@@ -33,6 +33,7 @@ import hashlib
 import heapq
 import itertools
 import math
+import traceback
 from collections import deque
 from typing import Callable, Union
 
@@ -42,6 +43,7 @@ from ringmesh.core import (
 from ringmesh.core.messages import GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames
 
 from .disk import Disk
+from .invariants import Violation
 from .network import Network
 from .traffic import Traffic
 
@@ -65,6 +67,17 @@ RECENT = 40
 
 class SimulationError(Exception):
     """The simulator was misused or found itself in an impossible state."""
+
+
+class CoreRaised(Violation):
+    """A host's core raised while handling an event: a bug, and a failure of the run."""
+
+    def __init__(self, node: str, what: str, now: float, error: Exception) -> None:
+        frames = traceback.extract_tb(error.__traceback__)[-4:]
+        self.node, self.event, self.error = node, what, f"{type(error).__name__}: {error}"
+        self.frames = [f"{'/'.join(f.filename.split('/')[-3:])}:{f.lineno} in {f.name}: {f.line}" for f in frames]
+        super().__init__("core-exception", f"{node} raised {self.error} handling {what} at {now:.3f} s "
+                                           f"({self.frames[-1] if self.frames else 'no frame'})")
 
 
 class World:
@@ -103,7 +116,16 @@ class World:
         self.traffic.add_node(peer.me)
 
     def start(self, node: str) -> None:
-        self.interpret(node, self.nodes[node].start(self.local_now(node)))
+        peer = self.nodes[node]
+        self.interpret(node, self._core(node, "start", lambda: peer.start(self.local_now(node))))
+
+    def _core(self, node: str, what: str, call: Callable[[], list[Effect]]) -> list[Effect]:
+        """Run one step of `node`'s core. An exception in it is a bug of the core, reported
+        like a checker's violation (the run stops with the host, the event and the frames)."""
+        try:
+            return call()
+        except Exception as e:
+            raise CoreRaised(node, what, self.now, e) from e
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -186,7 +208,8 @@ class World:
         if node in self.paused:
             self.paused[node].append((_LOCAL, event))
             return True
-        self.interpret(node, self.nodes[node].handle(event, self.local_now(node)))
+        peer = self.nodes[node]
+        self.interpret(node, self._core(node, _describe(event), lambda: peer.handle(event, self.local_now(node))))
         return True
 
     # -- running -----------------------------------------------------------------------------
@@ -259,7 +282,8 @@ class World:
             event = payload  # type: ignore[assignment]
         self._record(f"{at!r} {node} {_describe(event)}")
         peer = self.nodes[node]
-        self.interpret(node, peer.handle(event, at if node not in self.clocks else self.local_now(node)))
+        now = at if node not in self.clocks else self.local_now(node)
+        self.interpret(node, self._core(node, _describe(event), lambda: peer.handle(event, now)))
         for hook in self.event_hooks:
             hook(node, at)
         return True

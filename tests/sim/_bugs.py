@@ -60,3 +60,14 @@ class CapBlindPeer(Peer):
 def mbps_limiter(rate: int, burst: int) -> Limiter:
     """The seed's unit mistake: a limit in MB/s taken for kB/s and multiplied by 1000."""
     return Limiter(rate * 1000, burst)
+
+
+class RaisingPeer(Peer):
+    """A core with a bug that raises now and then on a probe timer (about once in a thousand)."""
+
+    def handle(self, event, now):
+        from ringmesh.core.messages import TimerFired
+
+        if isinstance(event, TimerFired) and event.name == "probe" and self.rng.random() < 0.001:
+            raise ValueError("max() arg is an empty sequence (a deliberate bug)")
+        return super().handle(event, now)

@@ -25,7 +25,7 @@ from sim.runner import run_scenario
 from sim.scenario import ScenarioError, library, load, parse
 from sim.sweep import failure_of, shrink, sweep
 
-from ._bugs import CapBlindPeer, DoubleVotePeer, EarlyAckPeer, mbps_limiter
+from ._bugs import CapBlindPeer, DoubleVotePeer, EarlyAckPeer, RaisingPeer, mbps_limiter
 
 TINY = os.path.join(os.path.dirname(__file__), "tiny.yaml")
 
@@ -167,6 +167,26 @@ def test_shrinking_keeps_only_the_faults_the_failure_needs(tiny):
     assert 1 <= len(s.plan) < len(s.original) and s.runs <= 60
     assert any(e.kind == "disk_fill" for e in s.plan)
     assert failure_of(run(replace(tiny, seconds=30), 1, plan=s.plan)) == "violation:disk-cap"
+
+
+def test_a_core_that_raises_is_a_violation_with_its_host_and_event_and_the_sweep_goes_on(tiny):
+    """An exception in a host's core stops that run like a checker's violation (seed, step,
+    time, host, event, exception, frames); a sweep records it as that seed's failure and runs
+    the other seeds; shrinking treats it like any other failure."""
+    run = partial(run_scenario, peer_factory=RaisingPeer)
+    s = sweep(TINY, [1, 2, 3, 4, 5, 6], run=run)
+    assert s["runs"] == 6 and s["passed"] and s["failed"], "some seeds meet the bug, some do not"
+    assert {f["failure"] for f in s["failures"]} == {"violation:core-exception"}
+    seed = s["failures"][0]["seed"]
+    v = s["failures"][0]["violation"]
+    assert v["host"] in tiny.ids and v["event"] == "timer probe" and v["step"] > 0
+    assert "raised ValueError" in v["message"] and "_bugs.py" in v["message"]
+    r = run(tiny, seed)
+    full = r["safety"]["violation"]
+    assert full["seed"] == seed and full["exception"].startswith("ValueError") and full["trace"] and full["frames"]
+    assert f"host {full['host']}, handling timer probe" in scenario_text(r, name=TINY)
+    shrunk = shrink(tiny, seed, run=run, max_runs=3)
+    assert shrunk.failure == "violation:core-exception" and len(shrunk.plan) <= len(shrunk.original)
 
 
 # -- regressions: seeds that found bugs ----------------------------------------------------------------
