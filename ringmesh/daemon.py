@@ -26,6 +26,7 @@ from . import codec, statusreport
 from .config import ClusterConfig, ConfigError, check_address, peer_config
 from .core import catalog, streams
 from .core.errors import RingmeshError
+from .core.manifest import Manifest
 from .core.messages import (
     CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
     Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
@@ -91,6 +92,7 @@ class Daemon:
         self._blocked: set[str] = set()
         self.events: list[dict[str, Any]] = []  # the last membership and leadership changes
         self.paused: str | None = None  # why no event is handled now (state cannot be written)
+        self.core_errors: list[tuple[float, str]] = []  # the last steps that raised: (when, what)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -113,15 +115,16 @@ class Daemon:
         vote = await self._in_store(self.store.vote)
         me = self.host.name
         incarnation = states[me].incarnation if me in states else int(time.time() * 1000)
+        manifest = Manifest(me, incarnation)
+        for origin, st in states.items():
+            manifest.load(origin, st)
         self.peer = Peer(
-            me, incarnation=incarnation, rng=random.Random(), hlc=hlc, vote=vote,
+            me, incarnation=incarnation, rng=random.Random(), hlc=hlc, vote=vote, manifest=manifest,
             config=peer_config(self.config), seeds=self.config.members(),
             voters=[n for n, h in self.config.members().items() if h.voter],
             node_record={"address": self.address, "role": self.host.role, "provider": self.host.provider,
                          "ephemeral": self.host.ephemeral},
         )
-        for origin, st in states.items():
-            self.peer.manifest.load(origin, st)
         self.links = Links(self.resolve, tls=self.tls)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         register(self.server, PeerService(self))
@@ -251,13 +254,24 @@ class Daemon:
                 if fut is not None and not fut.done():
                     fut.set_exception(e)
             except Exception as e:  # a bug of ours: log it loudly, keep serving
-                self.count("internal_errors")
-                log.exception("internal error handling %s", type(event).__name__)
                 if fut is not None and not fut.done():
                     fut.set_exception(e)
+                await self._recover(event, e)
             else:
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+
+    async def _recover(self, event: Event, error: Exception) -> None:
+        """A step raised: its effects are lost, the next timers of the core's loops among
+        them. Count it, keep it for `status` and `doctor`, and have the core re-arm them."""
+        self.count("core_errors")
+        self.core_errors.append((time.time(), f"{type(event).__name__}: {type(error).__name__}: {error}"))
+        del self.core_errors[:-20]
+        log.error("internal error handling %s", type(event).__name__, exc_info=error)
+        try:
+            await self._interpret(self.peer.recover(time.time()))
+        except Exception:
+            log.exception("internal error while recovering from it")
 
     async def _interpret(self, effects: list[Effect]) -> None:
         persists = [e for e in effects if isinstance(e, Persist)]

@@ -5,7 +5,8 @@ One line per check, `ok`, `warn` or `FAIL`; exit status 1 if any check failed, e
   config        the file loads and names this host with an address (its warnings are warnings)
   certificates  with `ringmesh.tls`: this host's files load, match, name it, are signed by the
                 CA and valid (warn within 30 days of expiry); without: a warning (plaintext)
-  daemon        whether a daemon holds the data dir (its pid) and answers on its socket
+  daemon        whether a daemon holds the data dir (its pid) and answers on its socket; FAIL
+                while its protocol core raised in the last 10 minutes (warn for older ones)
   disk          use of the data dir's file system against this host's cap (FAIL above it)
   peer X        every other host of the config: the standard gRPC health check on its address,
                 with a deadline; it must answer SERVING, as X (FAIL if unreachable)
@@ -86,9 +87,17 @@ def _daemon(data_dir: Path) -> Check:
             st = lc.status()
     except ClientError as e:
         return Check(FAIL, "daemon", f"a daemon (pid {pid or '?'}) holds {data_dir} but does not answer on its socket: {e}")
-    return Check(OK, "daemon", f"pid {pid or '?'} on {data_dir}: node {st['node']}, up {duration(st['uptime_s'])}, "
-                               f"leader {st['leader'] or '(none known)'} (term {st['term']})",
-                 {"pid": pid, "node": st["node"]})
+    text = (f"pid {pid or '?'} on {data_dir}: node {st['node']}, up {duration(st['uptime_s'])}, "
+            f"leader {st['leader'] or '(none known)'} (term {st['term']})")
+    errors = st.get("core_errors") or {}
+    if errors.get("last_10_min"):
+        last = errors["recent"][-1]["what"] if errors.get("recent") else "?"
+        return Check(FAIL, "daemon", f"{text}; its core raised {errors['last_10_min']} time(s) in the last 10 minutes "
+                                     f"(a bug: see its log; last: {last})", {"pid": pid, "node": st["node"], **errors})
+    if errors.get("total"):
+        text += f"; its core raised {errors['total']} time(s), none in the last 10 minutes"
+        return Check(WARN, "daemon", text, {"pid": pid, "node": st["node"], **errors})
+    return Check(OK, "daemon", text, {"pid": pid, "node": st["node"]})
 
 
 def _disk(data_dir: Path, host: HostConfig) -> Check:

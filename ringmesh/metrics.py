@@ -287,9 +287,12 @@ def _families(d: Daemon) -> list:
     gauge("ringmesh_disk_cap_percent", "Disk use above which this host takes no new data, percent.",
           value=d.host.disk_cap_percent)
 
+    counter("ringmesh_core_errors", "Steps of the protocol core that raised (a bug; the core's timers were re-armed).",
+            value=d.counters.get("core_errors", 0))
+
     # everything else the daemon counts
     counter("ringmesh_events", "The daemon's other counters (send failures, rejected messages, ...).", ["event"],
-            [((k,), n) for k, n in sorted(d.counters.items()) if k not in GAUGE_COUNTERS])
+            [((k,), n) for k, n in sorted(d.counters.items()) if k not in GAUGE_COUNTERS | {"core_errors"}])
     return out
 
 

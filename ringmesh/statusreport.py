@@ -12,6 +12,9 @@ from .core.messages import FileVersion
 if TYPE_CHECKING:
     from .daemon import Daemon
 
+#: A core error this recent makes `doctor` fail: it recurs, or has just happened.
+CORE_ERROR_WINDOW_S = 600.0
+
 
 def status(d: "Daemon") -> dict[str, Any]:
     """`ringmesh status --json`: the peer's view of the cluster, its transfers and counters."""
@@ -39,6 +42,9 @@ def status(d: "Daemon") -> dict[str, Any]:
     return {
         "node": p.me, "address": d.address, "incarnation": m.own.incarnation,
         "uptime_s": round(now - d.started_at, 3), "gossip_rounds": p.rounds, "paused": d.paused,
+        "core_errors": {"total": d.counters.get("core_errors", 0),
+                        "last_10_min": sum(1 for at, _ in d.core_errors if now - at < CORE_ERROR_WINDOW_S),
+                        "recent": [{"at": round(at, 3), "what": what} for at, what in d.core_errors[-5:]]},
         "leader": leader, "term": term,
         "election": {"role": e.role, "term": e.term, "voted_for": e.voted_for, "is_leader": e.is_leader(now),
                      "lease_left_s": round(max(0.0, e.lease_until - now), 3), "elections_started": e.elections_started},

@@ -112,6 +112,11 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
                f"elections started here {e['elections_started']}  local health {st['local_health']}")
     if st.get("paused"):
         out.append(paint(f"PAUSED: {st['paused']} (no event is handled until the write succeeds)", "bad"))
+    errors = st.get("core_errors") or {}
+    if errors.get("total"):
+        last = errors["recent"][-1]["what"] if errors.get("recent") else "?"
+        out.append(paint(f"CORE ERRORS: {errors['total']} step(s) raised, {errors['last_10_min']} in the last 10 min "
+                         f"(timers re-armed; a bug: see the log). Last: {last}", "bad"))
 
     # -- members -----------------------------------------------------------------------------
     members = st["members"]
