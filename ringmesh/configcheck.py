@@ -14,7 +14,6 @@ from .tls import PLAINTEXT_WARNING, TlsError, load_node
 
 # global setting -> (label, unit)
 _GLOBAL_UNITS = {
-    "sync_interval": ("sync interval", "s"),
     "gossip_interval": ("gossip interval", "s"),
     "max_concurrent_syncs": ("max concurrent syncs", "transfers"),
     "min_copies": ("min copies", "copies"),
@@ -43,7 +42,11 @@ def _rate(bytes_per_s: int, source: str) -> dict:
 
 def _host(h: HostConfig) -> dict:
     s = h.sources
+    why_not = h.inactive or (None if h.address else "no address")
     return {
+        "member": why_not is None, "why_not": why_not, "their_role": h.their_role, "role_source": s.get("role"),
+        "address_source": s.get("address"), "produces_games": h.produces_games, "nat_blocked": h.nat_blocked,
+        "games_dir": h.games_dir,
         "address": h.address, "role": h.role, "provider": h.provider,
         "ephemeral": h.ephemeral, "ephemeral_source": s.get("ephemeral"),
         "voter": h.voter, "voter_source": s.get("voter"), "excluded": h.excluded,
@@ -92,8 +95,8 @@ def describe(c: ClusterConfig, node: str | None = None, now: datetime | None = N
         else:
             if creds.key_mode_warning:
                 warnings.append(creds.key_mode_warning)
-    if node is not None and not c.hosts[node].address:
-        warnings.append(f"{c.path}: hosts.{node}.address: not set; this host cannot run a ringmesh peer")
+    if node is not None and (why := c.hosts[node].inactive or (None if c.hosts[node].address else "no address")):
+        warnings.append(f"{c.path}: hosts.{node}: takes no part ({why}); this host cannot run a ringmesh peer")
     return {
         "file": c.path, "valid": True, "node": node,
         "global": glob,
@@ -106,6 +109,9 @@ def describe(c: ClusterConfig, node: str | None = None, now: datetime | None = N
             for e in c.external_storage
         ],
         "hosts": hosts,
+        "members": sum(1 for h in hosts.values() if h["member"]),
+        "not_used": [{"key": k, "why": why} for k, why in c.not_used],
+        "unread": list(c.unread),
         "warnings": warnings,
     }
 
@@ -135,7 +141,9 @@ def render(doc: dict) -> str:
         when = f"schedule '{e['schedule']}', next run {e['next_run_utc']}" if e["schedule"] else "no schedule"
         out.append(f"  external storage {e['host']}:{e['path']} ({when})")
     yn = {True: "yes", False: "no"}
-    for name, h in doc["hosts"].items():
+    if doc["node"] is None:
+        out += ["", _table(doc["hosts"])]
+    for name, h in doc["hosts"].items() if doc["node"] is not None else ():
         out += ["", f"host {name}",
                 f"  address {h['address'] or '(none: not a ringmesh peer)'}  role {h['role']}  provider {h['provider'] if h['provider'] != 'default' else '(none)'}  "
                 f"priority {h['sync_priority']}",
@@ -149,8 +157,29 @@ def render(doc: dict) -> str:
             out.append(f"  {t + ' dir':14} {p['path']}  [file: {p['source']}]")
         for k, p in (h.get("tls") or {}).items():
             out.append(f"  {'tls ' + k:14} {p['path']}  [file: {p['source']}]")
+    if doc["not_used"]:
+        out += ["", "in this file but not used by ringmesh"] + [f"  {u['key']}: {u['why']}" for u in doc["not_used"]]
+    if doc["unread"]:
+        out += ["", f"not read by ringmesh ({len(doc['unread'])} keys: other tools' settings, descriptive host keys)",
+                "  " + ", ".join(doc["unread"])]
     out += ["", f"warnings ({len(doc['warnings'])})"] + [f"  {w}" for w in doc["warnings"]]
     return "\n".join(out)
+
+
+def _table(hosts: dict) -> str:
+    """One line per host: member or why not, role -> placement role, address, voter, rate, paths."""
+    rows = [("host", "member", "role -> placement", "address", "voter", "limit (each way)", "paths")]
+    for name, h in hosts.items():
+        role = f"{h['their_role'] or '-'} -> {h['role']}"
+        rate = f"{h['egress']['display']} [{h['egress']['source']}]"
+        paths = ", ".join(f"{t}={p['path']}" for t, p in h["paths"].items()) or "-"
+        rows.append((name, "yes" if h["member"] else f"no: {h['why_not']}", role, h["address"] or "-",
+                     "yes" if h["voter"] else "no", rate, paths))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    n = sum(1 for h in hosts.values() if h["member"])
+    lines = [f"hosts ({n} of {len(hosts)} take part)"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    return "\n".join(lines)
 
 
 def run_check(file: str, node: str | None = None, as_json: bool = False, env: Mapping[str, str] | None = None) -> int:

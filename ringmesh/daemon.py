@@ -17,6 +17,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,8 @@ class Daemon:
         self.store_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
         self.store = await self._in_store(Store, self.data_dir)
         self.files = await asyncio.to_thread(FileStore, self.data_dir, self.host.paths)
-        self.games = await self._in_store(lambda: Games(self.data_dir, consume=self.host.role in ("training", "backup")))
+        self.games = await self._in_store(lambda: Games(self.data_dir, consume=self.host.role in ("training", "backup"),
+                                                        games_dir=self.host.games_dir))
         self.durable: dict[str, int] = {}
         self.stored_at: dict[str, dict[int, float]] = {}  # our games not yet dropped: seq -> when stored
         self.durable_changed = asyncio.Condition()
@@ -120,7 +122,7 @@ class Daemon:
             manifest.load(origin, st)
         self.peer = Peer(
             me, incarnation=incarnation, rng=random.Random(), hlc=hlc, vote=vote, manifest=manifest,
-            config=peer_config(self.config), seeds=self.config.members(),
+            config=replace(peer_config(self.config), pull_priority=self.host.sync_priority), seeds=self.config.members(),
             voters=[n for n, h in self.config.members().items() if h.voter],
             node_record={"address": self.address, "role": self.host.role, "provider": self.host.provider,
                          "ephemeral": self.host.ephemeral},

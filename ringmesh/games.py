@@ -49,8 +49,9 @@ def unpack_record(raw: bytes) -> dict[str, Any] | None:
 
 
 class Games:
-    def __init__(self, data_dir: str | Path, *, consume: bool) -> None:
+    def __init__(self, data_dir: str | Path, *, consume: bool, games_dir: str | Path | None = None) -> None:
         self.root = Path(data_dir)
+        self.games_dir = Path(games_dir) if games_dir else self.root / "games"  # the consumer databases
         self.log = StreamLog(self.root / "streams")
         self.consume = consume
         self.dbs: dict[str, Any] = {}
@@ -101,8 +102,8 @@ class Games:
         if db is None:
             while len(self.dbs) >= MAX_OPEN_DBS:  # peers may name many configs: bound the open files
                 self.dbs.pop(next(iter(self.dbs))).close()
-            (self.root / "games").mkdir(exist_ok=True)
-            db = gamedb.open_consumer_db(self.root / "games" / f"{config_key}.db")
+            self.games_dir.mkdir(parents=True, exist_ok=True)
+            db = gamedb.open_consumer_db(self.games_dir / f"{config_key}.db")
         self.dbs[config_key] = db  # the most recently used last
         rejected: list = []
         inserted, dups = gamedb.append_games(db, records, rejected=rejected)

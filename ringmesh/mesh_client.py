@@ -66,7 +66,7 @@ class MeshClient:
     def iter_games(self, config_key: str, since: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
         """Games materialised on this host after row `since`, oldest first, each with its
         `cursor` (pass the last one back as `since`) and its rows per table."""
-        path = self.data_dir / "games" / f"{config_key}.db"
+        path = Path(self.status()["games"].get("dir") or self.data_dir / "games") / f"{config_key}.db"
         if not path.exists():
             return
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

@@ -529,7 +529,7 @@ class Peer:
     def priority_of(self, v: FileVersion) -> Priority:
         if (v.item, v.digest) in self._in_force():
             return Priority.CRITICAL  # a broadcast in force
-        return self.priorities.get(catalog.config_key_of(v) or "", Priority.NORMAL)
+        return self.priorities.get(catalog.config_key_of(v) or "", Priority.parse(self.config.pull_priority))
 
     # -- broadcast ---------------------------------------------------------------------------
 
