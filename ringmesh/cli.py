@@ -173,6 +173,12 @@ def _games_add(args) -> int:
     return 0
 
 
+def _rehearse(args) -> int:
+    from .rehearse import run_rehearse
+
+    return run_rehearse(args.file, None if args.all else args.hosts, args.minutes, args.json, args.keep)
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -300,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--keep", action="store_true", help="keep the demo's data dirs")
     s.set_defaults(fn=_demo)
+
+    s = sub.add_parser("rehearse", help="run the members of a distributed_hosts.yaml as real peers on loopback")
+    s.add_argument("file", help="distributed_hosts.yaml")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--hosts", type=int, default=8, help="how many members (chosen to keep every role; default 8)")
+    how.add_argument("--all", action="store_true", help="every member of the file")
+    s.add_argument("--minutes", type=float, default=3.0, help="the rehearsal's time bound (default 3)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--keep", action="store_true", help="keep the rehearsal's folder (config, data dirs, logs)")
+    s.set_defaults(fn=_rehearse)
 
     s = sub.add_parser("config", help="inspect a distributed_hosts.yaml")
     csub = s.add_subparsers(dest="config_command", required=True)

@@ -681,6 +681,7 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
         nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
         roles={n: h.role for n, h in c.hosts.items()},
         ephemeral=frozenset(n for n, h in c.hosts.items() if h.ephemeral),
+        also_takes={e.host: frozenset(e.dirs) for e in c.external_storage if e.host in c.hosts and e.dirs},
         membership=mb.MembershipConfig(probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]),
         election=el.ElectionConfig(heartbeat_interval=t["leader_heartbeat_seconds"], lease=t["leader_lease_seconds"],
                                    election_timeout=t["election_timeout_seconds"]),

@@ -101,6 +101,16 @@ class LocalCluster:
         }, sort_keys=False))
         self.env = {**os.environ, **(env or {})}
 
+    @classmethod
+    def of(cls, root: str | Path, config_path: str | Path, addresses: dict[str, str],
+           env: dict[str, str] | None = None) -> LocalCluster:
+        """Peers of a config written elsewhere (`ringmesh rehearse`): `addresses` name -> host:port."""
+        c = cls.__new__(cls)
+        c.root, c.config_path, c.tls_dir = Path(root), Path(config_path), None
+        c.nodes = {n: Node(n, a, c.root / n, c.root / f"{n}.log") for n, a in addresses.items()}
+        c.env = {**os.environ, **(env or {})}
+        return c
+
     def __enter__(self) -> LocalCluster:
         return self
 

@@ -480,7 +480,7 @@ class Peer:
                 # a suspected host still counts for placement (it most likely lives); it is not
                 # asked for data until it is alive again (see `healthy`)
                 excluded=name in self.config.excluded, alive=self.membership.view(name) in (mb.ALIVE, mb.SUSPECT),
-                nfs_group=self.config.nfs_groups.get(name),
+                nfs_group=self.config.nfs_groups.get(name), also_takes=self.config.also_takes.get(name, frozenset()),
                 disk_used_percent=float(used) if isinstance(used, (int, float)) else None,
                 disk_free_bytes=int(free) if isinstance(free, int) else None,
             ))

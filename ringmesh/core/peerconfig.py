@@ -29,6 +29,7 @@ class PeerConfig:
     # what the config says of each host, until its own node record arrives by gossip
     roles: Mapping[str, str] = field(default_factory=dict)
     ephemeral: frozenset[str] = frozenset()
+    also_takes: Mapping[str, frozenset[str]] = field(default_factory=dict)  # host -> types beyond its role's
     pull_priority: str = "normal"  # this host's pulls' class where nothing else sets one (its sync_priority)
     membership: mb.MembershipConfig = field(default_factory=mb.MembershipConfig)
     election: el.ElectionConfig = field(default_factory=el.ElectionConfig)

@@ -3,7 +3,8 @@
 Rules, in order (DESIGN.md "Router"):
   1. by data type and role: games -> training and backup hosts; models -> selfplay and
      training hosts; NPZ archives -> training hosts; game databases -> training and backup
-     hosts; checkpoints -> `min_copies` persistent hosts (training and backup first);
+     hosts; checkpoints -> `min_copies` persistent hosts (training and backup first); a host
+     may take more types than its role's (`also_takes`: a backup drive that receives models);
   2. minus hosts in `exclude_from_sync`, hosts not alive, hosts above the disk cap and hosts
      without room for the item;
   3. a group of hosts sharing one file system (NFS) counts as one copy: one member (the
@@ -56,6 +57,7 @@ class HostInfo:
     nfs_group: str | None = None
     disk_used_percent: float | None = None  # None: unknown (not held against the host)
     disk_free_bytes: int | None = None
+    also_takes: frozenset[str] = frozenset()  # data types it takes beyond its role's (an external storage's receive_*)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,7 @@ def place(
     candidates: list[HostInfo] = []
     for name in sorted(by_name):
         h = by_name[name]
-        if h.role not in ROLES_FOR[dt]:
+        if h.role not in ROLES_FOR[dt] and dt.value not in h.also_takes:
             left_out[name] = WRONG_ROLE
         elif dt is DataType.CHECKPOINT and h.ephemeral:
             left_out[name] = EPHEMERAL

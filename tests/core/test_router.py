@@ -110,3 +110,11 @@ def test_replication_targets_rank_with_reasons():
     reasons = {r.host: r.reason for r in ranked}
     assert reasons["c"] == "already holds it" and reasons["d"].startswith(NFS_COVERED)
     assert "5.0 GB free" in reasons["a"] and reasons["b"] == "enough copies elsewhere"
+
+
+def test_a_host_may_take_more_types_than_its_role_says():
+    hosts = [HostInfo(name="drive", role="backup", also_takes=frozenset({"model"})), HostInfo(name="b", role="backup"),
+             HostInfo(name="s", role="selfplay")]
+    assert place(DataType.MODEL, hosts).targets == ("s", "drive")
+    assert place(DataType.MODEL, hosts).left_out == {"b": WRONG_ROLE}
+    assert place(DataType.NPZ, hosts).left_out == {"drive": WRONG_ROLE, "b": WRONG_ROLE, "s": WRONG_ROLE}
