@@ -9,7 +9,7 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from ringmesh.core.election import (
-    CANDIDATE, ELECTION_TIMER, HEARTBEAT_TIMER, LEADER, Election, ElectionConfig, VoteReply,
+    LEADER, Election, ElectionConfig, VoteReply,
 )
 
 CFG = ElectionConfig(heartbeat_interval=0.2, election_timeout=1.0, lease=0.8)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ringmesh.hostsfile import NOT_USED
 from ringmesh.config import ConfigError, format_rate, load_config, parse_config, parse_rate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -247,7 +248,9 @@ def test_config_check_json_and_text():
     g = doc["global"]
     assert g["gossip_interval"] == {"label": "gossip interval", "value": 5.0, "unit": "s",
                                          "source": "environment RINGRIFT_GOSSIP_INTERVAL", "source_kind": "environment"}
-    assert g["sync_interval"]["source_kind"] == "file" and g["timings.leader_lease_seconds"]["source_kind"] == "default"
+    assert "sync_interval" not in g and {"key": "sync_routing.auto_sync_interval_seconds",
+                                         "why": NOT_USED["sync_routing.auto_sync_interval_seconds"]} in doc["not_used"]
+    assert g["max_concurrent_syncs"]["source_kind"] == "file" and g["timings.leader_lease_seconds"]["source_kind"] == "default"
     assert g["bandwidth_bytes_per_s"]["bytes_per_s"] == 50_000_000 and g["bandwidth_bytes_per_s"]["unit"] == "MB/s (10^6 bytes/s)"
     h = doc["hosts"]["nebius-h100-1"]
     assert h["egress"] == {"bytes_per_s": 100_000_000, "mb_per_s": 100.0, "unit": "MB/s (10^6 bytes/s)", "display": "100 MB/s",
