@@ -5,7 +5,7 @@ Every member of the file (or N of them, chosen to keep every placement role, spo
 a majority of voters) runs as a real `ringmesh serve` on loopback with the file's roles,
 voters, limits, exclusions and routing; only what cannot be rehearsed here is rewritten:
 addresses (127.0.0.1, free ports), directories (under a scratch folder), TLS (off) and the
-gossip interval (0.5 s, so that a rehearsal takes seconds). Synthetic self-play games are
+gossip interval (1 s, ringmesh's own default, where their file's 15 s is their HTTP gossip's). Synthetic self-play games are
 published on the hosts that play, a model is promoted by broadcast, and the report says
 where each data type went and why (the router's reasons), who leads, and what `status` shows.
 Bounded in time; it stops every peer and removes its folder (unless --keep).
@@ -28,7 +28,7 @@ from . import gamedb
 from .config import ClusterConfig, HostConfig, load_config
 from .localcluster import LocalCluster, free_ports
 
-REHEARSAL_GOSSIP_S = 0.5
+REHEARSAL_GOSSIP_S = 1.0
 GAMES_PER_HOST = 3
 MODEL_BYTES = 2 << 20
 
@@ -106,13 +106,14 @@ def run_rehearse(path: str, hosts: int | None = 8, minutes: float = 3.0, as_json
     rc = load_config(config_path)
     cluster = LocalCluster.of(root, config_path, {n: h.address for n, h in rc.members().items()})
     say(f"rehearsing {len(chosen)} of the {len(members)} members of {path} on loopback ({root})")
+    poll = 0.2 + 0.03 * len(chosen)  # a status poll of every peer costs each a little CPU
     try:
         t0 = time.monotonic()
         cluster.start_all(timeout=max(30.0, 2.0 * len(chosen)))
         report["startup_s"] = round(time.monotonic() - t0, 2)
-        alive = _wait(lambda: _all_alive(cluster, chosen), deadline, "every member alive on every peer")
+        alive = _wait(lambda: _all_alive(cluster, chosen), deadline, "every member alive on every peer", poll)
         report["all_alive_s"] = round(time.monotonic() - t0, 2)
-        leader = _wait(lambda: _leader(cluster), deadline, "one leader known to every peer")
+        leader = _wait(lambda: _leader(cluster), deadline, "one leader known to every peer", poll)
         report["leader"] = leader
         report["checks"]["every member alive"] = bool(alive)
         report["checks"]["leader is a voter"] = rc.hosts[leader].voter
@@ -159,14 +160,15 @@ def _usage(cluster: LocalCluster) -> dict[str, Any]:
             "rss_mib_mean": round(sum(rss) / len(rss), 1), "rss_mib_max": max(rss), "per_peer": per}
 
 
-def _wait(cond, deadline: float, what: str):
+def _wait(cond, deadline: float, what: str, every: float = 0.2):
+    """Poll `cond` until it holds; `every` grows with the cluster (each poll asks every peer)."""
     while True:
         got = cond()
         if got:
             return got
         if time.monotonic() > deadline:
             raise TimeoutError(f"the rehearsal ran out of time waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(every)
 
 
 def _all_alive(cluster: LocalCluster, chosen: list[str]) -> bool:
