@@ -64,7 +64,9 @@ class Daemon:
                  metrics_listen: str | None = None) -> None:
         members = config.members()
         if node not in members:
-            raise DaemonError(f"{config.path}: no host {node!r} with an address (hosts: {', '.join(sorted(members)) or 'none'})")
+            h = config.hosts.get(node)
+            why = "no such host" if h is None else h.inactive or "no address, tailscale_ip or ssh_host"
+            raise DaemonError(f"{config.path}: host {node!r} takes no part ({why}); members: {', '.join(sorted(members)) or 'none'}")
         self.config = config
         self.host = members[node]
         self.address = self.host.address

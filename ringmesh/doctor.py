@@ -2,7 +2,7 @@
 
 One line per check, `ok`, `warn` or `FAIL`; exit status 1 if any check failed, else 0:
 
-  config        the file loads and names this host with an address (its warnings are warnings)
+  config        the file loads and this host is a member (active, with an address; warnings are warnings)
   certificates  with `ringmesh.tls`: this host's files load, match, name it, are signed by the
                 CA and valid (warn within 30 days of expiry); without: a warning (plaintext)
   daemon        whether a daemon holds the data dir (its pid) and answers on its socket; FAIL
@@ -51,9 +51,11 @@ def _config(path: str, node: str) -> tuple[list[Check], ClusterConfig | None, Ho
     host = c.members().get(node)
     if host is None:
         known = ", ".join(sorted(c.members())) or "none"
-        return [Check(FAIL, "config", f"{path}: no host {node!r} with an address (hosts with one: {known})")], c, None
+        h = c.hosts.get(node)
+        why = "no such host" if h is None else h.inactive or "no address, tailscale_ip or ssh_host"
+        return [Check(FAIL, "config", f"{path}: host {node!r} takes no part ({why}); members: {known}")], c, None
     checks = [Check(OK, "config", f"{path}: valid; {node} at {host.address}, role {host.role}; "
-                                  f"{len(c.members())} host(s) with an address")]
+                                  f"{len(c.members())} member host(s)")]
     checks += [Check(WARN, "config", w) for w in c.warnings]
     return checks, c, host
 
