@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from datetime import datetime, timezone
 
 from .config import ConfigError, load_config
 from .core.catalog import FILE_TYPES
@@ -149,6 +150,34 @@ def _games_ingest(args) -> int:
                        min_moves=min_moves, progress=progress if bar.enabled else None)
     print(json.dumps({"games": total}) if args.json else f"{total} game(s) taken in")
     return 0
+
+
+def _games_refused(args) -> int:
+    from .client import LocalClient
+
+    with LocalClient(args.data_dir) as c:
+        doc = c.get("games_held", **({"config_key": args.config_key} if args.config_key else {}))
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    if not doc["consumer"]:
+        print(f"{doc['node']} keeps no game databases (not a training or backup host)")
+        return 0
+    games = doc["games"]
+    print(f"{doc['node']}: {len(games)} game(s) held back" + (":" if games else ""))
+    for g in games:
+        seen = datetime.fromtimestamp(g["first_seen"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"  {g['kind']:8} {g['config_key']:12} {g['game_id'] or '?':38} {g['origin']} #{g['seq']}  since {seen}Z  {g['reason']}")
+    return 0
+
+
+def _games_retry(args) -> int:
+    from .client import LocalClient
+
+    with LocalClient(args.data_dir) as c:
+        got = c.control("games_retry", **({"config_key": args.config_key} if args.config_key else {}))
+    print(f"{got['landed']} game(s) landed; {got['held']} still held")
+    return 0 if got["held"] == 0 else 1
 
 
 def _games_add(args) -> int:
@@ -294,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_games_ingest)
+    s = g.add_parser("refused", help="games this host holds back from its databases (refused, or waiting for their schema)")
+    s.add_argument("--config-key", help="e.g. hex8_2p")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_games_refused)
+    s = g.add_parser("retry", help="put the held games into their databases again (after the cause is fixed)")
+    s.add_argument("--config-key", help="e.g. hex8_2p")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.set_defaults(fn=_games_retry)
     s = g.add_parser("add", help="one game record on stdin")
     s.add_argument("--config-key", required=True)
     s.add_argument("--wait", type=float, default=0.0, help="seconds to wait until it is durable")

@@ -72,13 +72,19 @@ class LocalClient:
     def ls(self) -> dict[str, Any]:
         return json.loads(self._call(self.stub.Get, codec.Query(what="ls")).json)
 
-    def publish_games(self, config_key: str, records: list[dict[str, Any]]) -> list[int]:
-        """Hand finished games (gamedb records) to the local peer; returns once they are fsynced."""
+    def publish_games(self, config_key: str, records: list[dict[str, Any]], schemas: Mapping[str, Any] | None = None) -> list[int]:
+        """Hand finished games (gamedb records) to the local peer; returns once they are fsynced.
+        `schemas`: `{fingerprint: gameschema.Schema}` of the schemas the records name; by default
+        those this process read them with (`read_completed_games`). Each is sent once per call."""
+        from .gameschema import recall
         from .games import pack_record
 
+        named = {r.get("schema") for r in records} - {None}
+        known = {fp: s for fp in named if (s := (schemas or {}).get(fp) or recall(fp)) is not None}
+        encoded = {fp: s.encode() for fp, s in known.items()}
         seqs: list[int] = []
-        for batch in _batches([pack_record(r) for r in records], REQUEST_BUDGET):
-            req = codec.PublishGamesRequest(config_key=config_key, games=batch)
+        for batch in _batches([pack_record(r) for r in records], REQUEST_BUDGET - sum(map(len, encoded.values()))):
+            req = codec.PublishGamesRequest(config_key=config_key, games=batch, schemas=encoded)
             seqs += self._call(self.stub.PublishGames, req).seqs
         return seqs
 

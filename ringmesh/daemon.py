@@ -23,14 +23,14 @@ from typing import Any
 
 import grpc
 
-from . import codec, statusreport
+from . import codec, gameschema, statusreport
 from .config import ClusterConfig, ConfigError, check_address, peer_config
 from .core import catalog, streams
 from .core.errors import RingmeshError
 from .core.manifest import Manifest
 from .core.messages import (
     CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
-    Persist, SaveVote, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
+    Persist, SaveVote, SchemaPublished, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
 from .core.peer import Peer
 from .backup import Backups
@@ -129,6 +129,7 @@ class Daemon:
             node_record={"address": self.address, "role": self.host.role, "provider": self.host.provider,
                          "ephemeral": self.host.ephemeral},
         )
+        self._learn_schemas(manifest.live_facts(catalog.SCHEMA_PREFIX))  # (and games that waited for one land)
         self.links = Links(self.resolve, tls=self.tls)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         register(self.server, PeerService(self))
@@ -282,6 +283,7 @@ class Daemon:
         if persists:
             changes = tuple(ch for p in persists for ch in p.changes)
             await self._write_state(self.store.apply, changes, persists[-1].hlc)
+            self._learn_schemas((ch.origin, f) for ch in changes for f in ch.upserts)
         votes = [e for e in effects if isinstance(e, SaveVote)]
         if votes:
             await self._write_state(self.store.save_vote, votes[-1].term, votes[-1].voted_for)
@@ -460,8 +462,14 @@ class Daemon:
 
     # -- game streams --------------------------------------------------------------------
 
-    async def publish_games(self, config_key: str, payloads: list[bytes]) -> list[int]:
-        """Intake: append to our stream, fsync, then let the core push them; returns the seqs."""
+    async def publish_games(self, config_key: str, payloads: list[bytes],
+                            schemas: dict[str, gameschema.Schema] | None = None) -> list[int]:
+        """Intake: append to our stream, fsync, then let the core push them; returns the seqs.
+        `schemas`: the game schemas the records name; each new one is published once (a fact)."""
+        for fp, schema in (schemas or {}).items():
+            if fp not in self.games.schemas:
+                self.games.schemas[fp] = schema
+                await self.submit(SchemaPublished(fingerprint=fp, schema=schema.encode()))
         me = self.peer.replication.origin  # our stream: this host in this incarnation
         games, hw = await self._in_store(self.games.append_own, me, config_key, payloads)
         at = time.time()
@@ -485,9 +493,9 @@ class Daemon:
         """Watch mode: take the completed games of the configured self-play databases, each once."""
         loop = asyncio.get_running_loop()
 
-        def publish(config_key: str, records: list) -> None:  # called from the ingest thread
+        def publish(config_key: str, records: list, schemas: dict) -> None:  # called from the ingest thread
             payloads = [pack_record(r) for r in records]
-            asyncio.run_coroutine_threadsafe(self.publish_games(config_key, payloads), loop).result(timeout=120)
+            asyncio.run_coroutine_threadsafe(self.publish_games(config_key, payloads, schemas), loop).result(timeout=120)
 
         cursors = self.data_dir / "ingest-cursors.json"
         while True:
@@ -507,6 +515,9 @@ class Daemon:
             await asyncio.sleep(every)
             for key, times in list(self.stored_at.items()):
                 floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0))
+                if self.games.held is not None:  # a game held back here (refused, waiting) stays in the log
+                    held = await self._in_store(self.games.held.floor, self.peer.replication.origin, key)
+                    floor = floor if held is None else min(floor, held - 1)
                 if floor > done.get(key, 0):
                     dropped = await self._in_store(self.games.log.drop_through, self.peer.replication.origin, key, floor)
                     done[key] = floor
@@ -529,6 +540,36 @@ class Daemon:
         self.count("games_stored", len(e.games))
         self.submit_nowait(GamesStored(origin=e.origin, config_key=e.config_key, seqs=tuple(q for q, _ in e.games),
                                        hw=hw, ack_to=e.ack_to))
+
+    def _learn_schemas(self, facts) -> None:
+        """Game schemas that reached the manifest (`gs/` facts, as `(origin, fact)`): known from
+        now on, and the games that waited for them land."""
+        fresh = set()
+        for origin, f in facts:
+            fp = f.key[len(catalog.SCHEMA_PREFIX):]
+            if f.key.startswith(catalog.SCHEMA_PREFIX) and not f.tombstone and fp not in self.games.schemas:
+                try:
+                    self.games.schemas[fp] = gameschema.Schema.decode(f.value, fp)
+                except gameschema.SchemaError as e:
+                    self.count("schemas_refused")
+                    log.warning("game schema %s from %s refused: %s", fp[:16], origin, e)
+                    continue
+                fresh.add(fp)
+        if fresh and self.games.held is not None:
+            self._spawn(self._retry_games(fingerprints=fresh))
+
+    async def _retry_games(self, config_key: str | None = None, fingerprints: set[str] | None = None) -> dict[str, int]:
+        got = await self._in_store(self.games.retry, config_key, fingerprints)
+        if got["landed"]:
+            log.info("%d held game(s) landed in their databases (%d still held)", got["landed"], got["held"])
+        return got
+
+    async def held_games(self, config_key: str | None = None) -> dict[str, Any]:
+        """`ringmesh games refused`: the games this host holds back, and why."""
+        if self.games.held is None:
+            return {"node": self.peer.me, "consumer": False, "games": []}
+        games = await self._in_store(self.games.held.listing, config_key)
+        return {"node": self.peer.me, "consumer": True, "games": games}
 
     async def _read_games(self, e: ReadGames) -> None:
         games = await self._in_store(self.games.read, e.origin, e.config_key, e.first, e.last)

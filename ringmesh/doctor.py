@@ -91,6 +91,12 @@ def _daemon(data_dir: Path) -> Check:
         return Check(FAIL, "daemon", f"a daemon (pid {pid or '?'}) holds {data_dir} but does not answer on its socket: {e}")
     text = (f"pid {pid or '?'} on {data_dir}: node {st['node']}, up {duration(st['uptime_s'])}, "
             f"leader {st['leader'] or '(none known)'} (term {st['term']})")
+    held = (st.get("games") or {}).get("held") or {}
+    refused = sum(k.get("refused", 0) for k in held.values())
+    if refused:
+        per = ", ".join(f"{key}: {k['refused']}" for key, k in sorted(held.items()) if k.get("refused"))
+        return Check(FAIL, "daemon", f"{text}; {refused} game(s) refused by its databases ({per}): "
+                                     f"see `ringmesh games refused`, then `ringmesh games retry`", {"pid": pid, "held": held})
     errors = st.get("core_errors") or {}
     if errors.get("last_10_min"):
         last = errors["recent"][-1]["what"] if errors.get("recent") else "?"

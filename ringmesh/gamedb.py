@@ -19,6 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable
 
+from . import gameschema
 from .gamedb_schema import CHILD_TABLES, COMPLETED_STATUSES, OPEN_STATUSES, SCHEMA, SCHEMA_VERSION
 
 __all__ = [
@@ -133,7 +134,7 @@ def _fetch_game(conn: sqlite3.Connection, game_id: str, games_cols: list[str],
 
 
 def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_moves: int | str | None = None,
-                         limit: int | None = None) -> tuple[list[dict], dict]:
+                         limit: int | None = None, schemas: dict | None = None) -> tuple[list[dict], dict]:
     """Take the completed games not yet taken out of a (live) self-play database.
 
     Returns ``(records, cursor)``; pass the cursor back on the next call (it is plain data,
@@ -142,9 +143,13 @@ def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_mo
 
     A record is every row of one game in every table that references ``games``::
 
-        {"game_id": str, "config_key": "hex8_2p",
+        {"game_id": str, "config_key": "hex8_2p", "schema": fingerprint,
          "columns": {table: [column names]},
          "tables": {table: [row tuples in primary-key order]}}   # "games" included; bytes stay bytes
+
+    ``schema`` names the source's game schema (:mod:`gameschema`), read in the same transaction
+    as the rows, so that a database mid-migration by its writer is read consistently; pass a
+    dict as ``schemas`` to receive ``{fingerprint: Schema}`` of the records returned.
 
     Never locks out the writer: a read-only ``mode=ro`` URI connection, WAL, and short read
     transactions (one to scan statuses, then one per batch of <= 16 games fetched).
@@ -190,8 +195,6 @@ def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_mo
                         f"SELECT rowid, game_id, game_status FROM games WHERE game_id IN ({','.join('?' * len(chunk))})",
                         chunk):
                     found[gid] = (rowid, status)
-            games_cols = [r[1] for r in conn.execute("PRAGMA table_info(games)")]
-            children = _child_tables(conn)
         finally:
             conn.execute("COMMIT")
 
@@ -218,7 +221,11 @@ def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_mo
             if not to_fetch:
                 return
             conn.execute("BEGIN")
-            try:
+            try:  # the shape of the tables as of this transaction (a writer may migrate between two)
+                games_cols = [r[1] for r in conn.execute("PRAGMA table_info(games)")]
+                children = _child_tables(conn)
+                schema = gameschema.of_source(conn)
+                fp = schema.fingerprint
                 for kind, rowid, gid in to_fetch:
                     rec = _fetch_game(conn, gid, games_cols, children)
                     if rec is None:
@@ -232,6 +239,9 @@ def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_mo
                     need = min_moves_for(g.get("board_type"), g.get("num_players") or 0, min_moves)
                     if (g.get("total_moves") or 0) < need:
                         continue
+                    rec["schema"] = fp
+                    if schemas is not None:
+                        schemas[fp] = schema
                     records.append(rec)
             finally:
                 conn.execute("COMMIT")
@@ -265,26 +275,58 @@ def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_mo
 # ----------------------------------------------------------------------------- consumption
 
 def open_consumer_db(path: str | Path) -> sqlite3.Connection:
-    """A local consumer database of the self-play schema (WAL: readable while written)."""
-    return create_db(path, synchronous="FULL")
+    """A local consumer database (WAL: readable while written). Its tables come from the
+    schemas of the records it takes in (`append_games`)."""
+    return _connect_rw(path, synchronous="FULL")
 
 
-def append_games(db: sqlite3.Connection, records: Iterable[dict], *,
-                 rejected: list | None = None) -> tuple[int, int]:
+_BUILTIN: list[gameschema.Schema] = []
+
+
+def builtin_schema() -> gameschema.Schema:
+    """The schema of records that name none (writers before schemas travelled): ringmesh's own copy."""
+    if not _BUILTIN:
+        mem = sqlite3.connect(":memory:")
+        mem.executescript(SCHEMA)
+        _BUILTIN.append(gameschema.of_source(mem))
+        mem.close()
+    return _BUILTIN[0]
+
+
+def append_games(db: sqlite3.Connection, records: Iterable[dict], *, rejected: list | None = None,
+                 schemas: dict | None = None, adapted: set | None = None,
+                 waiting: list | None = None) -> tuple[int, int]:
     """Append game records in one transaction; returns ``(inserted, duplicates)``.
 
     Rows go in the writer's order — the ``games`` row as ``active``, then each child table in
     primary-key order, then the update to the record's status — so the triggers pass and the
     final rows are identical to the source's.  A record whose ``game_id`` is already present
     (or earlier in the batch) is a duplicate: counted, not inserted.  A record the database
-    refuses (trigger, constraint, unknown table/column) is rolled back alone and appended to
+    refuses (trigger, constraint, corrupt rows) is rolled back alone and appended to
     ``rejected`` as ``(game_id, error)`` if given.
+
+    Before its rows, the database is adapted to the record's schema (``schemas``: fingerprint ->
+    :class:`gameschema.Schema`; ``adapted``: the fingerprints this database already took, kept
+    by the caller). A record naming a schema not in ``schemas`` is not inserted: it goes to
+    ``waiting`` as ``(record, fingerprint)``, to be appended once the schema is known.
     """
     inserted = duplicates = 0
+    schemas = schemas if schemas is not None else {}
+    adapted = adapted if adapted is not None else set()
     db.execute("BEGIN IMMEDIATE")
     try:
         for rec in records:
             gid = rec["game_id"]
+            fp = rec.get("schema")
+            schema = builtin_schema() if fp is None else schemas.get(fp)
+            if schema is None:
+                if waiting is not None:
+                    waiting.append((rec, fp))
+                continue
+            if schema.fingerprint not in adapted:
+                for change in gameschema.adapt(db, schema):
+                    log.info("gamedb: %s (schema %s)", change, schema.fingerprint[:12])
+                adapted.add(schema.fingerprint)
             if db.execute("SELECT 1 FROM games WHERE game_id=?", (gid,)).fetchone():
                 duplicates += 1
                 continue

@@ -287,6 +287,9 @@ def _families(d: Daemon) -> list:
     gauge("ringmesh_disk_cap_percent", "Disk use above which this host takes no new data, percent.",
           value=d.host.disk_cap_percent)
 
+    gauge("ringmesh_games_held", "Games this host holds back from its databases, by config and kind "
+          "(refused: see `ringmesh games refused`; waiting: for their schema).", ["config_key", "kind"],
+          [((key, kind), n) for key, kinds in sorted(d.games.held_summary.items()) for kind, n in sorted(kinds.items())])
     counter("ringmesh_core_errors", "Steps of the protocol core that raised (a bug; the core's timers were re-armed).",
             value=d.counters.get("core_errors", 0))
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from . import codec, reports
+from . import codec, gameschema, reports
 from .core import catalog, recipe
 from .core.bandwidth import Priority
 from .core.errors import LocalProtocolError, RemoteProtocolError
@@ -317,10 +317,16 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                 raise LocalProtocolError("no games")
             if len(request.games) > codec.MAX_GAMES or any(len(g) > codec.MAX_GAME_BYTES for g in request.games):
                 raise TooLarge(f"1..{codec.MAX_GAMES} games of at most {codec.MAX_GAME_BYTES} bytes each")
+            schemas = {}
+            for fp, raw in request.schemas.items():
+                try:
+                    schemas[fp] = gameschema.Schema.decode(raw, fp)
+                except gameschema.SchemaError as e:
+                    raise LocalProtocolError(f"schema {fp[:32]!r}: {e}") from None
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         try:
-            seqs = await self.d.publish_games(key, list(request.games))
+            seqs = await self.d.publish_games(key, list(request.games), schemas)
         except OSError as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store the games: {e.strerror}")
         return codec.PublishGamesReply(seqs=seqs)
@@ -346,6 +352,8 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
             "cluster": lambda: reports.cluster_data(self.d),
             "replication_targets": lambda: reports.targets_for(self.d, args),
         }
+        if request.what == "games_held":
+            return codec.Document(json=json.dumps(await self.d.held_games(args.get("config_key") or None), sort_keys=True))
         if request.what not in readers:
             await self.refuse(context, INVALID, f"unknown query {request.what[:60]!r}")
         try:
@@ -359,6 +367,12 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
             args = check_args(request.args)
             if request.what == "sync":
                 await self.d.submit(SyncRequested())
+            elif request.what == "games_retry":
+                key = args.get("config_key") or None
+                if key:
+                    check_config_key(key)
+                got = await self.d._retry_games(key) if self.d.games.held is not None else {"landed": 0, "held": 0}
+                return codec.Document(json=json.dumps(got, sort_keys=True))
             elif request.what == "priority":
                 key = args.get("config_key", "")
                 if not key:

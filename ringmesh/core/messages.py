@@ -248,6 +248,15 @@ class SyncRequested:
 
 
 @_frozen
+class SchemaPublished:
+    """This host took in games of a game schema: publish its statements once, by fingerprint
+    (`gs/<fingerprint>`), so that every consumer can adapt its database to them."""
+
+    fingerprint: str
+    schema: bytes  # gameschema.Schema.encode()
+
+
+@_frozen
 class BackupFinished:
     """The shell ran scheduled backup `index` as leader of `term` (recorded only if still so)."""
 
@@ -297,7 +306,7 @@ class LeaveRequested:
 
 Event = Union[
     TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, PrioritySet,
-    SyncRequested, BackupFinished, GamesStored, GamesRead, DrainRequested, LeaveRequested,
+    SyncRequested, BackupFinished, GamesStored, GamesRead, DrainRequested, LeaveRequested, SchemaPublished,
 ]
 
 

@@ -35,7 +35,7 @@ from .messages import (
     ItemKey, BroadcastOrder,
     Ack, BackupFinished, DiskMeasured, DrainRequested, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
     PushGames, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
-    SaveVote, Send, SendFailed, SetTimer, StartTransfer, CancelTransfer, Syn, SynAck, TimerFired, TransferFailed,
+    SaveVote, SchemaPublished, Send, SendFailed, SetTimer, StartTransfer, CancelTransfer, Syn, SynAck, TimerFired, TransferFailed,
 )
 from .peerconfig import PeerConfig
 from .transfers import TransferPlanner
@@ -164,6 +164,11 @@ class Peer:
         if isinstance(event, SyncRequested):
             self.transfers.touch()
             return self._plan_transfers(now)
+        if isinstance(event, SchemaPublished):
+            key = catalog.SCHEMA_PREFIX + event.fingerprint
+            if any(self.manifest.get(o, key) is not None for o in self.manifest.origins):
+                return []  # some host published it already: one copy travels
+            return self._changed([self.manifest.put(key, event.schema)], now)
         raise LocalProtocolError(f"unknown event {event!r}")
 
     def _on_timer(self, name: str, now: float) -> list[Effect]:

@@ -219,17 +219,18 @@ def test_intake_from_live_writer_process(tmp_path):
     proc.start()
     consumer = open_consumer_db(dst)
     taken: list[str] = []
+    schemas: dict = {}
     cur, polls, deadline, saw_active = None, 0, time.monotonic() + 20, 0
     try:
         while time.monotonic() < deadline:
             alive = proc.is_alive()
-            recs, cur = read_completed_games(src, msgpack.unpackb(msgpack.packb(cur)) if cur else None)
+            recs, cur = read_completed_games(src, msgpack.unpackb(msgpack.packb(cur)) if cur else None, schemas=schemas)
             polls += 1
             saw_active += bool(cur["pending"])
             assert all(r["tables"]["games"][0][6] == "completed" for r in recs)
             taken += [r["game_id"] for r in recs]
             recs = msgpack.unpackb(msgpack.packb(recs))  # as they travel
-            assert append_games(consumer, recs) == (len(recs), 0)
+            assert append_games(consumer, recs, schemas=schemas) == (len(recs), 0)
             if not alive:
                 break
             time.sleep(0.01)
@@ -251,11 +252,14 @@ def test_intake_from_live_writer_process(tmp_path):
 def test_append_identical_dedup_and_readable_while_written(tmp_path):
     src = tmp_path / "sp.db"
     generate_games(src, 8, config_key="square19_2p", moves=(50, 70), active=1)
-    recs, _ = read_completed_games(src)
+    schemas: dict = {}
+    recs, _ = read_completed_games(src, schemas=schemas)
     wire = msgpack.unpackb(msgpack.packb(recs))
     db = open_consumer_db(tmp_path / "canonical_square19_2p.db")
-    assert append_games(db, wire[:3] + wire[:1]) == (3, 1)  # duplicate inside the batch
-    assert append_games(db, wire) == (5, 3)
+    waiting: list = []
+    assert append_games(db, wire[:2], waiting=waiting) == (0, 0) and len(waiting) == 2  # its schema is not known yet
+    assert append_games(db, wire[:3] + wire[:1], schemas=schemas) == (3, 1)  # duplicate inside the batch
+    assert append_games(db, wire, schemas=schemas) == (5, 3)
     assert append_games(db, []) == (0, 0)
     s = sqlite3.connect(src)
     ids = {r["game_id"] for r in recs}
@@ -278,6 +282,6 @@ def test_append_identical_dedup_and_readable_while_written(tmp_path):
     bad["tables"]["games"][0][9] = 3
     good = {**wire[0]}
     rejected = []
-    assert append_games(db, [bad, good], rejected=rejected) == (0, 1)
+    assert append_games(db, [bad, good], rejected=rejected, schemas=schemas) == (0, 1)
     assert [g for g, _ in rejected] == ["bad"]
     assert db.execute("SELECT COUNT(*) FROM game_moves WHERE game_id='bad'").fetchone() == (0,)

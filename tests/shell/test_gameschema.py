@@ -1,0 +1,135 @@
+"""The schema travels with the games (issue 15): sources of the operators' schema versions feed
+one consumer database, every row of every game table identical to its source, in any order;
+a game that waits for its schema or that the database refuses is held, listed and lands on
+retry."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from ringmesh import gamedb, gameschema
+from ringmesh.games import Games, pack_record
+
+from ._schema_versions import make
+
+VERSIONS = ("v7", "v14", "v18", "v19")
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """One database per version (3 games each), its records as they travel, and its schema."""
+    root = tmp_path_factory.mktemp("versions")
+    out = {}
+    for i, v in enumerate(VERSIONS):
+        path = root / f"selfplay_{v}.db"
+        make(path, v, 3, seed=i)
+        schemas: dict = {}
+        recs, _ = gamedb.read_completed_games(path, schemas=schemas)
+        out[v] = (path, msgpack.unpackb(msgpack.packb(recs)), schemas)
+    return out
+
+
+def _rows(conn: sqlite3.Connection, table: str, ids: set[str]) -> list[dict]:
+    cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
+    rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
+    out = [dict(zip(cols, r)) for r in rows if r[cols.index("game_id")] in ids]
+    return sorted(out, key=lambda d: repr(sorted(d.items())))
+
+
+def _consumer_state(db: sqlite3.Connection) -> dict:
+    tables = gameschema.game_tables(db)
+    return {t: sorted(repr(sorted(d.items())) for d in _rows(db, t, {r[0] for r in db.execute("SELECT game_id FROM games")}))
+            for t in tables}
+
+
+def test_fingerprints_differ_by_version_and_schemas_round_trip(sources):
+    fps = {v: next(iter(s)) for v, (_, _, s) in sources.items()}
+    assert len(set(fps.values())) == 4
+    for v, (_, recs, schemas) in sources.items():
+        assert {r["schema"] for r in recs} == {fps[v]}
+        (schema,) = schemas.values()
+        assert gameschema.Schema.decode(schema.encode(), fps[v]) == schema
+        assert "orphaned_games" not in schema.tables() and "schema_metadata" not in schema.tables()
+    assert "game_nnue_features" in sources["v18"][2][fps["v18"]].tables()
+    with pytest.raises(gameschema.SchemaError, match="fingerprint"):
+        gameschema.Schema.decode(sources["v7"][2][fps["v7"]].encode(), fps["v18"])
+    with pytest.raises(gameschema.SchemaError, match="does not decode"):
+        gameschema.Schema.decode(b"garbage")
+
+
+def test_four_versions_one_consumer_every_row_identical(sources, tmp_path):
+    db = gamedb.open_consumer_db(tmp_path / "hex8_2p.db")
+    schemas = {fp: s for _, _, ss in sources.values() for fp, s in ss.items()}
+    adapted: set = set()
+    rejected: list = []
+    for v in ("v18", "v7", "v19", "v14"):  # a newer source first, then an older one
+        recs = sources[v][1]
+        assert gamedb.append_games(db, recs, schemas=schemas, adapted=adapted, rejected=rejected) == (3, 0), v
+    assert rejected == []
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    cons_cols = {t: {r[1] for r in db.execute(f'PRAGMA table_info("{t}")')} for t in gameschema.game_tables(db)}
+    assert "elo_delta" in cons_cols["games"] and "game_annotations" in cons_cols and "heuristic_features" in cons_cols["game_moves"]
+    for v, (path, recs, _) in sources.items():
+        src = sqlite3.connect(path)
+        ids = {r["game_id"] for r in recs}
+        for t in gameschema.game_tables(src):
+            want = _rows(src, t, ids)
+            got = [{c: row[c] for c in want[0]} for row in _rows(db, t, ids)] if want else _rows(db, t, ids)
+            assert got == want, (v, t)
+            extra = cons_cols[t] - set(want[0]) if want else set()
+            for row in _rows(db, t, ids):  # columns this version lacks: NULL or their default
+                assert all(row[c] in (None, 0, "pending", "none") for c in extra), (v, t, extra)
+        if v == "v7":
+            assert _rows(db, "game_nnue_features", ids) == []
+        else:
+            assert len(_rows(db, "game_nnue_features", ids)) == 18
+    assert db.execute("SELECT count(*) FROM games").fetchone() == (12,)
+    assert "orphaned_games" not in cons_cols
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.permutations(list(range(12))), st.integers(1, 5))
+def test_any_interleaving_of_versions_gives_the_same_database(sources, tmp_path_factory, order, batch):
+    schemas = {fp: s for _, _, ss in sources.values() for fp, s in ss.items()}
+    records = [r for v in VERSIONS for r in sources[v][1]]
+    states = []
+    for seq in (list(range(12)), order):
+        db = gamedb.open_consumer_db(tmp_path_factory.mktemp("perm") / "c.db")
+        adapted: set = set()
+        picked = [records[i] for i in seq]
+        for i in range(0, len(picked), batch):
+            gamedb.append_games(db, picked[i:i + batch], schemas=schemas, adapted=adapted)
+        states.append(_consumer_state(db))
+        db.close()
+    assert states[0] == states[1]
+
+
+def test_games_wait_for_their_schema_and_a_refused_one_is_held_across_a_restart(sources, tmp_path):
+    path, recs, schemas = sources["v19"]
+    (fp,) = schemas
+    g = Games(tmp_path / "data", consume=True)
+    payloads = [pack_record(r) for r in recs]
+    bad = dict(recs[0], game_id="broken")
+    bad["tables"] = {"games": [[*recs[0]["tables"]["games"][0]]]}
+    bad["columns"] = {"games": recs[0]["columns"]["games"]}
+    bad["tables"]["games"][0][0] = "broken"
+    bad["tables"]["games"][0][bad["columns"]["games"].index("total_moves")] = 3  # the triggers refuse it
+    payloads.append(pack_record(bad))
+    g.store("selfplay-a.1", "hex8_2p", list(enumerate(payloads, start=1)))
+    assert g.held.count("waiting") == 4 and g.counts["materialised"] == 0  # the schema is not known here yet
+    g.schemas[fp] = schemas[fp]
+    assert g.retry(fingerprints={fp}) == {"landed": 3, "held": 1}
+    (held,) = g.held.listing()
+    assert (held["game_id"], held["kind"], held["origin"], held["seq"]) == ("broken", "refused", "selfplay-a.1", 4)
+    assert "total_moves < 5" in held["reason"] and g.held_summary == {"hex8_2p": {"refused": 1}}
+    g.close()
+    g = Games(tmp_path / "data", consume=True)  # a restart: still held, still in the stream log
+    g.schemas[fp] = schemas[fp]
+    assert g.held.count("refused") == 1 and g.read("selfplay-a.1", "hex8_2p", 4, 4)
+    assert g.retry("hex8_2p") == {"landed": 0, "held": 1}
+    g.close()
