@@ -324,7 +324,7 @@ def append_games(db: sqlite3.Connection, records: Iterable[dict], *, rejected: l
                     waiting.append((rec, fp))
                 continue
             if schema.fingerprint not in adapted:
-                for change in gameschema.adapt(db, schema):
+                for change in gameschema.adapt_once(db, schema):
                     log.info("gamedb: %s (schema %s)", change, schema.fingerprint[:12])
                 adapted.add(schema.fingerprint)
             if db.execute("SELECT 1 FROM games WHERE game_id=?", (gid,)).fetchone():

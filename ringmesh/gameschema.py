@@ -29,7 +29,6 @@ from __future__ import annotations
 import sqlite3
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
 
 import msgpack
 import xxhash
@@ -167,8 +166,13 @@ def adapt(db: sqlite3.Connection, schema: Schema) -> list[str]:
     return done
 
 
-def adapt_all(db: sqlite3.Connection, schemas: Iterable[Schema]) -> list[str]:
-    out: list[str] = []
-    for s in schemas:
-        out += adapt(db, s)
-    return out
+def adapt_once(db: sqlite3.Connection, schema: Schema) -> list[str]:
+    """`adapt`, once per schema per database: the fingerprints a database took are kept in it
+    (`ringmesh_schemas`, not game data), so that what an operator changed afterwards (a trigger
+    dropped, an index removed) stays as they left it."""
+    db.execute("CREATE TABLE IF NOT EXISTS ringmesh_schemas (fingerprint TEXT PRIMARY KEY, tables TEXT, adapted_at TEXT)")
+    if db.execute("SELECT 1 FROM ringmesh_schemas WHERE fingerprint=?", (schema.fingerprint,)).fetchone():
+        return []
+    done = adapt(db, schema)
+    db.execute("INSERT INTO ringmesh_schemas VALUES (?, ?, datetime('now'))", (schema.fingerprint, ",".join(schema.tables())))
+    return done
