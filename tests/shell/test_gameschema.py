@@ -133,3 +133,34 @@ def test_games_wait_for_their_schema_and_a_refused_one_is_held_across_a_restart(
     assert g.held.count("refused") == 1 and g.read("selfplay-a.1", "hex8_2p", 4, 4)
     assert g.retry("hex8_2p") == {"landed": 0, "held": 1}
     g.close()
+
+
+def test_a_source_migrated_between_two_reads_is_read_with_the_schema_of_each_read(tmp_path):
+    path = tmp_path / "selfplay.db"
+    make(path, "v14", 2, seed=5)
+    s1: dict = {}
+    first, cur = gamedb.read_completed_games(path, schemas=s1)
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE games ADD COLUMN opponent_type TEXT")  # the writer migrates (v16)
+    row = con.execute("SELECT * FROM games LIMIT 1").fetchone()
+    cols = [r[1] for r in con.execute("PRAGMA table_info(games)")]
+    moved = dict(zip(cols, row), game_id="after-migration", opponent_type="nn", game_status="active")
+    con.execute(f"INSERT INTO games ({','.join(moved)}) VALUES ({','.join('?' * len(moved))})", list(moved.values()))
+    src_id = row[0]
+    for t in ("game_moves", "game_players"):
+        tc = [r[1] for r in con.execute(f"PRAGMA table_info({t})")]
+        for r in con.execute(f"SELECT * FROM {t} WHERE game_id=?", (src_id,)).fetchall():
+            d = dict(zip(tc, r), game_id="after-migration")
+            con.execute(f"INSERT INTO {t} ({','.join(d)}) VALUES ({','.join('?' * len(d))})", list(d.values()))
+    con.execute("UPDATE games SET game_status='completed' WHERE game_id='after-migration'")
+    con.commit()
+    con.close()
+    s2: dict = {}
+    second, _ = gamedb.read_completed_games(path, cur, schemas=s2)
+    (rec,) = second
+    assert rec["schema"] != first[0]["schema"] and set(s1) != set(s2)
+    assert "opponent_type" in rec["columns"]["games"] and "opponent_type" not in first[0]["columns"]["games"]
+    assert len(rec["tables"]["games"][0]) == len(rec["columns"]["games"])
+    db = gamedb.open_consumer_db(tmp_path / "c.db")
+    assert gamedb.append_games(db, first + second, schemas={**s1, **s2}) == (3, 0)
+    assert db.execute("SELECT opponent_type FROM games WHERE game_id='after-migration'").fetchone() == ("nn",)
