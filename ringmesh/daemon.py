@@ -30,7 +30,7 @@ from .core.errors import RingmeshError
 from .core.manifest import Manifest
 from .core.messages import (
     CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
-    Persist, SaveVote, SchemaPublished, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
+    GamesHeld, Persist, SaveVote, SchemaPublished, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
 )
 from .core.peer import Peer
 from .backup import Backups
@@ -96,6 +96,7 @@ class Daemon:
         self.events: list[dict[str, Any]] = []  # the last membership and leadership changes
         self.paused: str | None = None  # why no event is handled now (state cannot be written)
         self.core_errors: list[tuple[float, str]] = []  # the last steps that raised: (when, what)
+        self._held_published: tuple[int, dict] = (-1, {})  # (Games.held_version, what gh/ facts say)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -476,6 +477,7 @@ class Daemon:
         if self.host.ephemeral:  # only ephemeral hosts drop their own games (`_retain`)
             self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
         self.count("games_published", len(games))
+        await self._publish_held()
         await self.submit(GamesStored(origin=me, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw,
                                       games=games))
         return [q for q, _ in games]
@@ -538,6 +540,7 @@ class Daemon:
             self.count("games_store_failed")
             return
         self.count("games_stored", len(e.games))
+        await self._publish_held()
         self.submit_nowait(GamesStored(origin=e.origin, config_key=e.config_key, seqs=tuple(q for q, _ in e.games),
                                        hw=hw, ack_to=e.ack_to))
 
@@ -558,8 +561,20 @@ class Daemon:
         if fresh and self.games.held is not None:
             self._spawn(self._retry_games(fingerprints=fresh))
 
+    async def _publish_held(self) -> None:
+        """Tell the cluster which games this host holds back, per config, when that changed."""
+        if self.games.held is None or self.games.held_version == self._held_published[0]:
+            return
+        version = self.games.held_version
+        now = await self._in_store(self.games.held.streams)
+        for key in sorted(set(now) | set(self._held_published[1])):
+            if now.get(key, {}) != self._held_published[1].get(key, {}):
+                await self.submit(GamesHeld(config_key=key, held=now.get(key, {})))
+        self._held_published = (version, now)
+
     async def _retry_games(self, config_key: str | None = None, fingerprints: set[str] | None = None) -> dict[str, int]:
         got = await self._in_store(self.games.retry, config_key, fingerprints)
+        await self._publish_held()
         if got["landed"]:
             log.info("%d held game(s) landed in their databases (%d still held)", got["landed"], got["held"])
         return got

@@ -62,6 +62,7 @@ class Games:
         self.adapted: dict[str, set[str]] = {}  # config_key -> fingerprints its database took
         self.held = Held(self.root / "games-held.db") if consume else None
         self.held_summary = self.held.per_config() if self.held else {}  # config_key -> {kind: n}, for status
+        self.held_version = 0  # moves whenever a game is held or released (the daemon publishes then)
         self.by_config: Counter[str] = Counter()  # config_key -> games materialised since start
 
     def close(self) -> None:
@@ -141,6 +142,7 @@ class Games:
         kept = {where[g] for g, _ in rejected} | {where[r["game_id"]] for r, _ in waiting}
         if kept:
             self.held_summary = self.held.per_config()
+            self.held_version += 1
         return [w for w in where.values() if w not in kept]
 
     def retry(self, config_key: str | None = None, fingerprints: set[str] | None = None) -> dict[str, int]:
@@ -159,6 +161,7 @@ class Games:
             self.held.release(key, done)
             landed += len(done)
         self.held_summary = self.held.per_config()
+        self.held_version += 1
         return {"landed": landed, "held": self.held.count()}
 
 
@@ -275,6 +278,13 @@ class Held:
         for key, kind, n in self.db.execute("SELECT config_key, kind, count(*) FROM held GROUP BY config_key, kind"):
             out.setdefault(key, {})[kind] = n
         return out
+
+    def streams(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """`{config_key: {origin: held seqs}}` (what `gh/` facts publish)."""
+        out: dict[str, dict[str, list[int]]] = {}
+        for key, origin, seq in self.db.execute("SELECT config_key, origin, seq FROM held ORDER BY config_key, origin, seq"):
+            out.setdefault(key, {}).setdefault(origin, []).append(seq)
+        return {k: {o: tuple(qs) for o, qs in v.items()} for k, v in out.items()}
 
     def floor(self, origin: str, config_key: str) -> int | None:
         """The lowest held seq of a stream (retention keeps it and what follows)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .client import ClientError, LocalClient
-from .gamedb_schema import CHILD_TABLES
+from .gameschema import game_tables
 
 
 class MeshClient:
@@ -71,6 +71,11 @@ class MeshClient:
             return
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
+            tables = game_tables(con)  # whatever game tables the schemas of its sources brought
+            if "games" not in tables:
+                return
+            order = {t: ", ".join(f'"{r[1]}"' for r in sorted((r for r in con.execute(f'PRAGMA table_info("{t}")') if r[5]),
+                                                              key=lambda r: r[5])) or "rowid" for t in tables}
             con.row_factory = sqlite3.Row
             q = "SELECT rowid AS cursor, * FROM games WHERE rowid > ? ORDER BY rowid"
             rows = con.execute(q + (f" LIMIT {int(limit)}" if limit else ""), (since,)).fetchall()
@@ -78,8 +83,8 @@ class MeshClient:
                 game = dict(row)
                 gid = game["game_id"]
                 game["tables"] = {
-                    t: [dict(r) for r in con.execute(f"SELECT * FROM {t} WHERE game_id=? ORDER BY {', '.join(pk)}", (gid,))]
-                    for t, pk in CHILD_TABLES.items()
+                    t: [dict(r) for r in con.execute(f'SELECT * FROM "{t}" WHERE game_id=? ORDER BY {order[t]}', (gid,))]
+                    for t in tables if t != "games"
                 }
                 yield game
         finally:

@@ -53,7 +53,9 @@ def status(d: "Daemon") -> dict[str, Any]:
         "blocked_items": d.blocked_items(), "backups": p.backups(), "events": list(d.events),
         "broadcasts": p.broadcasts(), "broadcast_stats": dict(p.broadcast.stats),
         "freshness": streams.freshness(m, p.game_placement().targets, now),
-        "games": {"dir": str(d.games.games_dir), "held": d.games.held_summary, "durable_through": dict(d.durable), "streams": {f"{o}/{k}": hw for (o, k), hw in d.games.log.streams().items()},
+        "games": {"dir": str(d.games.games_dir), "held": d.games.held_summary, "durable_through": dict(d.durable),
+                  "materialised_through": {k: streams.materialised_through(m, (p.replication.origin, k), p.game_placement().targets)
+                                           for k in d.durable}, "streams": {f"{o}/{k}": hw for (o, k), hw in d.games.log.streams().items()},
                   **d.games.counts},
         "items": len(catalog.newest_versions(m)),
         "transfers": [

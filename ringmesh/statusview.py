@@ -155,6 +155,8 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
         key = stream.rpartition("/")[2]
         held[key] = held.get(key, 0) + hw
     durable = games.get("durable_through") or {}
+    landed = games.get("materialised_through") or {}
+    held_back = games.get("held") or {}
     section("GAMES PER CONFIG", "cluster-wide, from every stream's high-water marks")
     if fresh:
         rows = []
@@ -162,10 +164,12 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
             behind = f["hosts_behind"]
             rows.append([key, str(f["games"]), str(f["streams"]), duration(f["newest_age_s"]) + " ago"
                          if f["newest_age_s"] is not None else "-", str(held.get(key, 0)),
-                         str(durable.get(key, "-")),
+                         str(durable.get(key, "-")), str(landed.get(key, "-")),
+                         paint(", ".join(f"{n} {kind}" for kind, n in sorted(held_back[key].items())), "bad")
+                         if held_back.get(key) else "-",
                          paint(", ".join(behind), "warn") if behind else paint("none", "ok")])
-        out += table(["CONFIG", "GAMES", "STREAMS", "NEWEST GAME", "HELD HERE", "DURABLE (OURS)", "HOSTS BEHIND"],
-                     rows, paint, right={1, 2, 3, 4, 5})
+        out += table(["CONFIG", "GAMES", "STREAMS", "NEWEST GAME", "IN LOG HERE", "DURABLE (OURS)", "IN EVERY DB (OURS)",
+                      "HELD BACK HERE", "HOSTS BEHIND"], rows, paint, right={1, 2, 3, 4, 5, 6})
     else:
         out.append("  no game streams yet")
 

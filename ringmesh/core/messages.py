@@ -248,6 +248,17 @@ class SyncRequested:
 
 
 @_frozen
+class GamesHeld:
+    """This game host holds games of `config_key` back from its database (refused, or waiting
+    for their schema): `held` maps each stream's origin to the seqs held (empty: none). It is
+    published (`gh/<config_key>`), so that "materialised on every game host" can be told apart
+    from "durable" anywhere."""
+
+    config_key: str
+    held: Mapping[str, tuple[int, ...]]
+
+
+@_frozen
 class SchemaPublished:
     """This host took in games of a game schema: publish its statements once, by fingerprint
     (`gs/<fingerprint>`), so that every consumer can adapt its database to them."""
@@ -307,6 +318,7 @@ class LeaveRequested:
 Event = Union[
     TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, PrioritySet,
     SyncRequested, BackupFinished, GamesStored, GamesRead, DrainRequested, LeaveRequested, SchemaPublished,
+    GamesHeld,
 ]
 
 

@@ -35,7 +35,7 @@ from .messages import (
     ItemKey, BroadcastOrder,
     Ack, BackupFinished, DiskMeasured, DrainRequested, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
     PushGames, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
-    SaveVote, SchemaPublished, Send, SendFailed, SetTimer, StartTransfer, CancelTransfer, Syn, SynAck, TimerFired, TransferFailed,
+    SaveVote, GamesHeld, SchemaPublished, Send, SendFailed, SetTimer, StartTransfer, CancelTransfer, Syn, SynAck, TimerFired, TransferFailed,
 )
 from .peerconfig import PeerConfig
 from .transfers import TransferPlanner
@@ -45,7 +45,8 @@ LEADER_KEY = catalog.LEADER_KEY
 FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
 DELIVERY_KEYS = ("v/", "h/", "p/")  # fact keys a broadcasting leader reads
 DISK_FIELDS = ("disk_used_percent", "disk_free_bytes")  # node record fields from DiskMeasured
-GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
+GOSSIP_TO_THE_DEAD = 0.1
+HELD_LISTED = 256  # held seqs a gh/ fact lists per stream (the lowest; beyond, a host counts as behind from there)  # chance, per round, that one gossip target is a host believed dead
 
 
 class Peer:
@@ -164,6 +165,14 @@ class Peer:
         if isinstance(event, SyncRequested):
             self.transfers.touch()
             return self._plan_transfers(now)
+        if isinstance(event, GamesHeld):
+            key = catalog.HELD_PREFIX + event.config_key
+            held = {o: sorted(qs)[:HELD_LISTED] for o, qs in sorted(event.held.items()) if qs}
+            if not held:
+                change = self.manifest.delete(key, self.clock.now(now))
+                return self._changed([change], now) if change is not None else []
+            value = catalog.pack({"s": held})
+            return [] if self.manifest.get(self.me, key) == value else self._changed([self.manifest.put(key, value)], now)
         if isinstance(event, SchemaPublished):
             key = catalog.SCHEMA_PREFIX + event.fingerprint
             if any(self.manifest.get(o, key) is not None for o in self.manifest.origins):

@@ -78,6 +78,21 @@ def freshness(m: Manifest, game_hosts: Iterable[str], now: float) -> dict[str, d
     return out
 
 
+def materialised_through(m: Manifest, stream: StreamKey, hosts: Iterable[str]) -> int:
+    """The highest seq up to which every one of `hosts` holds the stream's games *in its
+    database*: its mark, lowered to below the first game of the stream it holds back (`gh/`)."""
+    origin, key = stream
+    holders = marks(m).get(stream, {})
+    through = None
+    for h in hosts:
+        held = (catalog.fact_value(m, h, catalog.HELD_PREFIX + key) or {}).get("s") or {}
+        seqs = held.get(origin) if isinstance(held, dict) else None
+        first = min((q for q in seqs if isinstance(q, int)), default=None) if isinstance(seqs, list) else None
+        top = holders.get(h, 0) if first is None else min(holders.get(h, 0), first - 1)
+        through = top if through is None else min(through, top)
+    return through or 0
+
+
 def marks(m: Manifest) -> dict[StreamKey, dict[str, int]]:
     """`{stream: {holder: high-water mark}}` as every holder advertised it.
 

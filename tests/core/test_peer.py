@@ -129,6 +129,18 @@ def test_recover_sets_every_periodic_timer_again_and_persists_our_facts_whole():
     assert snap.origin == "a" and snap.reset and {f.key for f in snap.upserts} == set(p.manifest.own.facts)
 
 
+def test_games_held_back_are_published_and_withdrawn():
+    from ringmesh.core.messages import GamesHeld
+
+    p = peer("a")
+    p.start(0.0)
+    out = p.handle(GamesHeld(config_key="hex8_2p", held={"o.1": (9, 4)}), 1.0)
+    assert catalog.fact_value(p.manifest, "a", "gh/hex8_2p") == {"s": {"o.1": [4, 9]}} and out
+    assert p.handle(GamesHeld(config_key="hex8_2p", held={"o.1": (4, 9)}), 2.0) == []  # unchanged: nothing written
+    p.handle(GamesHeld(config_key="hex8_2p", held={}), 3.0)
+    assert p.manifest.get("a", "gh/hex8_2p") is None
+
+
 def test_two_peers_converge_after_a_few_rounds():
     m = pair()
     for _ in range(3):

@@ -107,3 +107,21 @@ def test_retention_goes_on_after_a_first_drop():
     stored_at = {4: 0.0, 5: 0.0, 6: 180.0}  # 6 is only 20 s old
     assert streams.retention_floor(6, stored_at, now=200.0, retention=60.0, dropped_through=3) == 5
     assert streams.retention_floor(6, stored_at, now=200.0, retention=60.0) == 0, "without it: stuck at seq 1"
+
+
+def test_materialised_through_stops_below_the_first_game_a_host_holds_back():
+    from ringmesh.core import catalog
+    from ringmesh.core.manifest import Manifest
+    from ringmesh.core.streams import encode_hw, hw_key, materialised_through
+
+    m = Manifest("a", 1)
+    stream = ("o.1", "hex8_2p")
+    for host, hw in (("a", 10), ("b", 8)):
+        other = m if host == "a" else Manifest(host, 1)
+        other.put(hw_key(stream), encode_hw(hw))
+        if host == "b":
+            other.put(catalog.HELD_PREFIX + "hex8_2p", catalog.pack({"s": {"o.1": [5, 7]}}))
+            m.apply(other.delta_for(m.digest(), 1 << 20))
+    assert materialised_through(m, stream, ["a"]) == 10
+    assert materialised_through(m, stream, ["a", "b"]) == 4  # b holds #5 back
+    assert materialised_through(m, stream, ["a", "c"]) == 0  # c has none

@@ -101,15 +101,26 @@ def test_three_schema_versions_into_one_config_over_real_peers(tmp_path):
         (held,) = wait_for(refused, 30, what="the corrupt game listed on node1")
         assert held["game_id"] == rec["game_id"] and "total_moves < 5" in held["reason"]
         assert c.nodes["node1"].query("status")["games"]["held"] == {"hex8_2p": {"refused": 1}}
+
+        def origin_view() -> tuple | None:  # on the game's origin: durable, but not in every game host's database
+            g = (c.nodes["node3"].query("status") or {}).get("games") or {}
+            d, m = g.get("durable_through", {}).get("hex8_2p"), g.get("materialised_through", {}).get("hex8_2p")
+            return (d, m) if d == seq and m == seq - 1 else None
+
+        wait_for(origin_view, 30, what="node3 to see its game durable but held back on node1")
         c.signal("node1", signal.SIGTERM)
         c.start("node1")
         c.wait_ready("node1")
         assert [g["game_id"] for g in refused()] == [rec["game_id"]]
         assert _cli(c.nodes["node1"].data_dir, "games", "retry").returncode == 1  # still refused: the cause stands
-        # the cause fixed: the operator relaxes the trigger on node1's database, then retries
-        con = sqlite3.connect(dbs["node1"])
-        con.execute("DROP TRIGGER enforce_moves_on_complete")
-        con.close()
-        r = _cli(c.nodes["node1"].data_dir, "games", "retry")
-        assert r.returncode == 0 and "1 game(s) landed; 0 still held" in r.stdout, r.stdout + r.stderr
-        assert _count(dbs["node1"]) == 13 and refused() == []
+        # the cause fixed: the operator relaxes the trigger on both game hosts' databases, then retries
+        for node in ("node1", "node2"):
+            con = sqlite3.connect(dbs[node])
+            con.execute("DROP TRIGGER enforce_moves_on_complete")
+            con.close()
+            r = _cli(c.nodes[node].data_dir, "games", "retry")
+            assert r.returncode == 0 and "1 game(s) landed; 0 still held" in r.stdout, r.stdout + r.stderr
+            assert _count(dbs[node]) == 13
+        assert refused() == []
+        wait_for(lambda: (c.nodes["node3"].query("status") or {}).get("games", {}).get("materialised_through", {})
+                 .get("hex8_2p") == seq, 30, what="node3 to see the game in every game host's database")
