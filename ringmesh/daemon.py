@@ -516,10 +516,10 @@ class Daemon:
         while True:
             await asyncio.sleep(every)
             for key, times in list(self.stored_at.items()):
-                floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0))
-                if self.games.held is not None:  # a game held back here (refused, waiting) stays in the log
-                    held = await self._in_store(self.games.held.floor, self.peer.replication.origin, key)
-                    floor = floor if held is None else min(floor, held - 1)
+                held = None if self.games.held is None else \
+                    await self._in_store(self.games.held.floor, self.peer.replication.origin, key)
+                floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0),
+                                                held_from=held)
                 if floor > done.get(key, 0):
                     dropped = await self._in_store(self.games.log.drop_through, self.peer.replication.origin, key, floor)
                     done[key] = floor

@@ -308,13 +308,15 @@ def pull_plan(
 
 
 def retention_floor(durable_through: int, stored_at: Mapping[int, float], now: float, retention: float,
-                    dropped_through: int = 0) -> int:
+                    dropped_through: int = 0, held_from: int | None = None) -> int:
     """How far an ephemeral origin may drop its own games: the highest seq that is durable
     elsewhere *and* was stored at least `retention` seconds ago, with every seq below it so
-    too (a seq whose time is unknown counts as just stored). Never more than that. Seqs up to
-    `dropped_through` are gone already (and no longer in `stored_at`)."""
+    too (a seq whose time is unknown counts as just stored). Never more than that, and never
+    a game this host holds back from its own database (`held_from`: the lowest such seq), so
+    that `games retry` finds it. Seqs up to `dropped_through` are gone already."""
     floor = dropped_through
-    for q in range(dropped_through + 1, durable_through + 1):
+    top = durable_through if held_from is None else min(durable_through, held_from - 1)
+    for q in range(dropped_through + 1, top + 1):
         if q not in stored_at or now - stored_at[q] < retention:
             break
         floor = q

@@ -91,6 +91,8 @@ def test_retention_drops_only_durable_games_older_than_the_retention():
     assert retention_floor(2, times, now=100.0, retention=30.0) == 2, "never past what is durable"
     assert retention_floor(4, times, now=100.0, retention=200.0) == 0
     assert retention_floor(4, {1: 0.0, 3: 0.0, 4: 0.0}, now=100.0, retention=1.0) == 1, "an unknown time blocks"
+    assert retention_floor(4, times, now=100.0, retention=30.0, held_from=2) == 1, "a game held back stays"
+    assert retention_floor(4, times, now=100.0, retention=30.0, held_from=9) == 3
 
 
 @given(st.integers(0, 30), st.dictionaries(st.integers(1, 30), st.floats(0, 100)), st.floats(0, 100), st.floats(0, 50))
