@@ -26,6 +26,7 @@ rather than silently changed.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import zlib
 from dataclasses import dataclass
@@ -35,6 +36,11 @@ import xxhash
 
 KINDS = ("table", "index", "trigger")
 MAX_SCHEMA_BYTES = 60 * 1024  # fits one manifest fact
+MAX_PLAIN_BYTES = 1 << 20  # what one decompresses to at most
+_STATEMENT = {"table": re.compile(r"\s*CREATE\s+TABLE\s", re.I), "index": re.compile(r"\s*CREATE\s+(UNIQUE\s+)?INDEX\s", re.I),
+              "trigger": re.compile(r"\s*CREATE\s+TRIGGER\s", re.I)}
+#: A trigger that changes rows is not taken from a source: a consumer keeps exactly the rows it was sent.
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE|DROP|ALTER|ATTACH|DETACH|PRAGMA|VACUUM)\b", re.I)
 
 
 class SchemaError(ValueError):
@@ -61,12 +67,16 @@ class Schema:
     @classmethod
     def decode(cls, raw: bytes, fingerprint: str | None = None) -> Schema:
         try:
-            objs = msgpack.unpackb(zlib.decompress(raw, bufsize=1 << 16), raw=False, max_array_len=4096, max_str_len=1 << 16)
+            z = zlib.decompressobj()
+            plain = z.decompress(raw, MAX_PLAIN_BYTES)
+            if z.unconsumed_tail:
+                raise SchemaError(f"more than {MAX_PLAIN_BYTES} bytes of statements")
+            objs = msgpack.unpackb(plain, raw=False, max_array_len=4096, max_str_len=1 << 16)
             s = cls(tuple((str(k), str(n), str(t), str(q)) for k, n, t, q in objs))
         except Exception as e:
             raise SchemaError(f"schema does not decode: {e}") from None
-        if any(k not in KINDS for k, _, _, _ in s.objects) or "games" not in s.tables():
-            raise SchemaError("schema without a games table, or with an object that is not a table, index or trigger")
+        if any(k not in KINDS or not _STATEMENT[k].match(q) for k, _, _, q in s.objects) or "games" not in s.tables():
+            raise SchemaError("schema without a games table, or with an object that is not a CREATE TABLE, INDEX or TRIGGER")
         if fingerprint is not None and s.fingerprint != fingerprint:
             raise SchemaError(f"schema's fingerprint is {s.fingerprint}, not {fingerprint}")
         return s
@@ -157,6 +167,9 @@ def adapt(db: sqlite3.Connection, schema: Schema) -> list[str]:
                            + (f" DEFAULT {default}" if default is not None else ""))
                 done.append(f"added column {name}.{col}")
     for kind, name, table, sql in schema.objects:
+        if kind == "trigger" and name not in have and _WRITES.search(sql.split("BEGIN", 1)[-1] if "BEGIN" in sql.upper() else ""):
+            done.append(f"skipped trigger {name}: it changes rows (a consumer keeps exactly the rows it was sent)")
+            continue
         if kind != "table" and name not in have:
             try:
                 db.execute(sql)

@@ -164,3 +164,20 @@ def test_a_source_migrated_between_two_reads_is_read_with_the_schema_of_each_rea
     db = gamedb.open_consumer_db(tmp_path / "c.db")
     assert gamedb.append_games(db, first + second, schemas={**s1, **s2}) == (3, 0)
     assert db.execute("SELECT opponent_type FROM games WHERE game_id='after-migration'").fetchone() == ("nn",)
+
+
+def test_hostile_schemas_are_refused_and_row_changing_triggers_are_not_taken():
+    c = sqlite3.connect(":memory:")
+    c.execute("CREATE TABLE games (game_id TEXT PRIMARY KEY, x INT)")
+    c.execute("CREATE TRIGGER wipe AFTER INSERT ON games BEGIN DELETE FROM games; END")
+    c.execute("CREATE TRIGGER check_x AFTER INSERT ON games WHEN NEW.x < 0 BEGIN SELECT RAISE(ABORT, 'neg'); END")
+    s = gameschema.of_source(c)
+    done = gameschema.adapt(sqlite3.connect(":memory:"), gameschema.Schema.decode(s.encode(), s.fingerprint))
+    assert "created trigger check_x" in done and any(d.startswith("skipped trigger wipe: it changes rows") for d in done)
+    import zlib
+    with pytest.raises(gameschema.SchemaError, match="more than"):
+        gameschema.Schema.decode(zlib.compress(b"\0" * (5 << 20)))
+    evil = gameschema.Schema((("table", "games", "games", "CREATE TABLE games (game_id TEXT)"),
+                              ("index", "x", "games", "DROP TABLE games")))
+    with pytest.raises(gameschema.SchemaError, match="not a CREATE"):
+        gameschema.Schema.decode(evil.encode())
