@@ -75,6 +75,22 @@ def _connect_ro(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def count_games(path: str | Path) -> int:
+    """How many games a database holds (0 if it does not exist or has no games table yet)."""
+    if not Path(path).exists():
+        return 0
+    try:
+        conn = _connect_ro(path)
+    except sqlite3.Error:
+        return 0
+    try:
+        return conn.execute("SELECT count(*) FROM games").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
 def max_rowid(path: str | Path) -> int:
     """The highest `games.rowid` now (0 for none): how far `read_completed_games` examines."""
     conn = _connect_ro(path)

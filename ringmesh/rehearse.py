@@ -26,7 +26,7 @@ import yaml
 
 from . import gamedb
 from .config import ClusterConfig, HostConfig, load_config
-from .localcluster import LocalCluster, free_ports
+from .localcluster import LocalCluster, free_ports, wait_for
 
 REHEARSAL_GOSSIP_S = 1.0
 GAMES_PER_HOST = 3
@@ -161,14 +161,8 @@ def _usage(cluster: LocalCluster) -> dict[str, Any]:
 
 
 def _wait(cond, deadline: float, what: str, every: float = 0.2):
-    """Poll `cond` until it holds; `every` grows with the cluster (each poll asks every peer)."""
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the rehearsal ran out of time waiting for {what}")
-        time.sleep(every)
+    """`cond()` once it holds, polled every `every` s; TimeoutError at the rehearsal's deadline."""
+    return wait_for(cond, max(0.0, deadline - time.monotonic()), every, f"{what} (the rehearsal's time bound)")
 
 
 def _all_alive(cluster: LocalCluster, chosen: list[str]) -> bool:
@@ -218,19 +212,7 @@ def _why_games(h: HostConfig) -> str:
 
 
 def _game_count(h: HostConfig, cluster: LocalCluster) -> int:
-    path = Path(h.games_dir) if h.games_dir else cluster.nodes[h.name].data_dir / "games"
-    db = path / "hex8_2p.db"
-    if not db.exists():
-        return 0
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT count(*) FROM games").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-    finally:
-        con.close()
+    return gamedb.count_games((Path(h.games_dir) if h.games_dir else cluster.nodes[h.name].data_dir / "games") / "hex8_2p.db")
 
 
 def _model(cluster: LocalCluster, rc: ClusterConfig, root: Path, deadline: float) -> dict[str, Any]:

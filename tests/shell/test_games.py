@@ -23,18 +23,6 @@ def _rows(db_path, game_id):
         con.close()
 
 
-def _count(db_path):
-    if not db_path.exists():
-        return 0
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT count(*) FROM games").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-    finally:
-        con.close()
-
-
 def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
     source = tmp_path / "selfplay_hex8_2p.db"
     ids = gamedb.generate_games(source, 6, config_key="hex8_2p", seed=3, moves=(20, 30), active=1)
@@ -55,7 +43,7 @@ def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
             assert cl.publish_games("hex8_2p", records[4:] + records[:1]) == [1, 2, 3]  # its own stream; one duplicate
             assert cl.wait_durable("hex8_2p", 3, timeout=30)
         dbs = {n: c.nodes[n].data_dir / "games" / "hex8_2p.db" for n in ("node1", "node2")}
-        wait_for(lambda: all(_count(p) == 6 for p in dbs.values()), 30, what="6 games in every game host's database")
+        wait_for(lambda: all(gamedb.count_games(p) == 6 for p in dbs.values()), 30, what="6 games in every game host's database")
         for n, p in dbs.items():
             for gid in [r["game_id"] for r in records]:
                 assert _rows(p, gid) == _rows(source, gid), (n, gid)
@@ -65,7 +53,7 @@ def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
         fresh = wait_for(lambda: (lambda f: f if f.get("hosts_behind") == [] else None)(
             c.nodes["node1"].query("status")["freshness"].get("hex8_2p", {})), 20, what="no game host behind")
         assert fresh["streams"] == 2 and fresh["games"] == 7 and fresh["newest_age_s"] is not None
-        assert _count(source) == 7 and set(ids) == {r["game_id"] for r in records}, "the active game was not taken"
+        assert gamedb.count_games(source) == 7 and set(ids) == {r["game_id"] for r in records}, "the active game was not taken"
     finally:
         codes = c.stop_all()
         assert all(code in (0, None) for code in codes.values())
@@ -90,7 +78,7 @@ def test_sigterm_drains_games_that_are_not_durable_yet(tmp_path):
         assert c.signal("node3", signal.SIGTERM, timeout=40) == 0
         assert "drain: every game is durable" in c.nodes["node3"].log_tail(40)
         dbs = [c.nodes[n].data_dir / "games" / "square8_2p.db" for n in ("node1", "node2")]
-        wait_for(lambda: all(_count(p) == 3 for p in dbs), 30, what="the drained games on the game hosts")
+        wait_for(lambda: all(gamedb.count_games(p) == 3 for p in dbs), 30, what="the drained games on the game hosts")
     finally:
         for n in c.nodes:
             c.signal(n, signal.SIGCONT)
@@ -124,7 +112,7 @@ def test_games_ingest_and_add_from_the_command_line(tmp_path):
         r = subprocess.run(cli + ["add", "--config-key", "hex8_3p", "--data-dir", dd], input=b"nonsense", capture_output=True)
         assert r.returncode == 2 and b"not a game record" in r.stderr
         db = c.nodes["node1"].data_dir / "games" / "hex8_3p.db"
-        wait_for(lambda: _count(db) == 5, 30, what="5 games on the training host")
+        wait_for(lambda: gamedb.count_games(db) == 5, 30, what="5 games on the training host")
     finally:
         codes = c.stop_all()
         assert all(code in (0, None) for code in codes.values())

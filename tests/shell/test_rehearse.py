@@ -78,8 +78,8 @@ def test_the_real_shape_has_every_role_and_choose_keeps_them():
 def test_rehearse_eight_hosts_of_a_real_shaped_file(tmp_path):
     path = tmp_path / "distributed_hosts.yaml"
     path.write_text(yaml.safe_dump(real_shape(), sort_keys=False))
-    r = subprocess.run([sys.executable, "-m", "ringmesh", "rehearse", str(path), "--hosts", "8", "--minutes", "3", "--json"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    r = subprocess.run([sys.executable, "-m", "ringmesh", "rehearse", str(path), "--hosts", "8", "--minutes", "4", "--json"],
+                       capture_output=True, text=True, timeout=330, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(r.stdout)
     c = parse_config(real_shape(), "f.yaml")

@@ -30,19 +30,6 @@ def _rows(path, table: str, ids: set[str]) -> list[dict]:
     return sorted((r for r in rows if r["game_id"] in ids), key=lambda d: repr(sorted(d.items())))
 
 
-def _count(path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return 0
-    try:
-        return con.execute("SELECT count(*) FROM games").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-    finally:
-        con.close()
-
-
 def _cli(data_dir, *args) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ringmesh", *args, "--data-dir", str(data_dir)],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
@@ -67,7 +54,7 @@ def test_three_schema_versions_into_one_config_over_real_peers(tmp_path):
                 else:
                     assert cl.wait_durable("hex8_2p", seqs[-1], timeout=30)
         dbs = {n: c.nodes[n].data_dir / "games" / "hex8_2p.db" for n in ("node1", "node2")}
-        wait_for(lambda: all(_count(p) == 12 for p in dbs.values()), 60, what="12 games on both training hosts")
+        wait_for(lambda: all(gamedb.count_games(p) == 12 for p in dbs.values()), 60, what="12 games on both training hosts")
         for node, db in dbs.items():
             con = sqlite3.connect(db)
             assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -120,7 +107,7 @@ def test_three_schema_versions_into_one_config_over_real_peers(tmp_path):
             con.close()
             r = _cli(c.nodes[node].data_dir, "games", "retry")
             assert r.returncode == 0 and "1 game(s) landed; 0 still held" in r.stdout, r.stdout + r.stderr
-            assert _count(dbs[node]) == 13
+            assert gamedb.count_games(dbs[node]) == 13
         assert refused() == []
         wait_for(lambda: (c.nodes["node3"].query("status") or {}).get("games", {}).get("materialised_through", {})
                  .get("hex8_2p") == seq, 30, what="node3 to see the game in every game host's database")
