@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from ringmesh import gamedb, gameschema
+from ringmesh.doctor import FAIL, run_checks
 from ringmesh.localcluster import LocalCluster, wait_for
 
 from ._schema_versions import make
@@ -95,6 +96,8 @@ def test_three_schema_versions_into_one_config_over_real_peers(tmp_path):
             return (d, m) if d == seq and m == seq - 1 else None
 
         wait_for(origin_view, 30, what="node3 to see its game durable but held back on node1")
+        (daemon,) = [ch for ch in run_checks(str(c.config_path), "node1", c.nodes["node1"].data_dir) if ch.name == "daemon"]
+        assert daemon.status == FAIL and "1 game(s) refused by its databases (hex8_2p: 1)" in daemon.detail
         c.signal("node1", signal.SIGTERM)
         c.start("node1")
         c.wait_ready("node1")
