@@ -468,8 +468,7 @@ class Daemon:
         """Intake: append to our stream, fsync, then let the core push them; returns the seqs.
         `schemas`: the game schemas the records name; each new one is published once (a fact)."""
         for fp, schema in (schemas or {}).items():
-            if fp not in self.games.schemas:
-                self.games.schemas[fp] = schema
+            if self._know_schema(fp, schema):
                 await self.submit(SchemaPublished(fingerprint=fp, schema=schema.encode()))
         me = self.peer.replication.origin  # our stream: this host in this incarnation
         games, hw = await self._in_store(self.games.append_own, me, config_key, payloads)
@@ -547,19 +546,24 @@ class Daemon:
     def _learn_schemas(self, facts) -> None:
         """Game schemas that reached the manifest (`gs/` facts, as `(origin, fact)`): known from
         now on, and the games that waited for them land."""
-        fresh = set()
         for origin, f in facts:
             fp = f.key[len(catalog.SCHEMA_PREFIX):]
             if f.key.startswith(catalog.SCHEMA_PREFIX) and not f.tombstone and fp not in self.games.schemas:
                 try:
-                    self.games.schemas[fp] = gameschema.Schema.decode(f.value, fp)
+                    self._know_schema(fp, gameschema.Schema.decode(f.value, fp))
                 except gameschema.SchemaError as e:
                     self.count("schemas_refused")
                     log.warning("game schema %s from %s refused: %s", fp[:16], origin, e)
-                    continue
-                fresh.add(fp)
-        if fresh and self.games.held is not None:
-            self._spawn(self._retry_games(fingerprints=fresh))
+
+    def _know_schema(self, fp: str, schema: gameschema.Schema) -> bool:
+        """A game schema known from now on (from our own intake or a peer's fact); the games
+        that waited for it land. Whether it was new here."""
+        if fp in self.games.schemas:
+            return False
+        self.games.schemas[fp] = schema
+        if self.games.held is not None:
+            self._spawn(self._retry_games(fingerprints={fp}))
+        return True
 
     async def _publish_held(self) -> None:
         """Tell the cluster which games this host holds back, per config, when that changed."""
