@@ -6,7 +6,8 @@ One v18-shaped self-play database (the fixture writer's games rewritten into v18
 with `game_nnue_features` rows) is made in a scratch folder; then, in the same run:
 
   copy         the floor: ATTACH the source and `INSERT INTO ... SELECT` every game table into an
-               empty database of the same schema, one transaction (no decoding, no per-row Python)
+               empty database of the same tables and indexes, one transaction (no decoding, no
+               per-row Python)
   materialise  ringmesh's consumer path, batched: records as they travel (msgpack) unpacked,
                the consumer adapted to their schema, `append_games` in batches of --batch
   store        the whole game-host intake: stream log append + fsync, then materialise (`Games.store`)
@@ -50,7 +51,9 @@ def main() -> int:
     dst = root / "copy.db"
     con = sqlite3.connect(src)
     tables = gameschema.game_tables(con)
-    ddl = [sql for kind, name, _, sql in gameschema.of_source(con).objects if kind == "table"]
+    # the same tables and indexes as the consumer keeps (the triggers would refuse a completed
+    # game inserted before its moves, which is why the consumer inserts it active, then completes it)
+    ddl = [sql for kind, name, _, sql in gameschema.of_source(con).objects if kind in ("table", "index")]
     con.close()
     out = sqlite3.connect(dst, isolation_level=None)
     out.execute("PRAGMA journal_mode=WAL")

@@ -331,6 +331,8 @@ def append_games(db: sqlite3.Connection, records: Iterable[dict], *, rejected: l
     adapted = adapted if adapted is not None else set()
     db.execute("BEGIN IMMEDIATE")
     try:
+        fresh: list[dict] = []
+        seen: set[str] = set()
         for rec in records:
             gid = rec["game_id"]
             fp = rec.get("schema")
@@ -343,22 +345,35 @@ def append_games(db: sqlite3.Connection, records: Iterable[dict], *, rejected: l
                 for change in gameschema.adapt_once(db, schema):
                     log.info("gamedb: %s (schema %s)", change, schema.fingerprint[:12])
                 adapted.add(schema.fingerprint)
-            if db.execute("SELECT 1 FROM games WHERE game_id=?", (gid,)).fetchone():
+            if gid in seen or db.execute("SELECT 1 FROM games WHERE game_id=?", (gid,)).fetchone():
                 duplicates += 1
                 continue
-            db.execute("SAVEPOINT game")
-            try:
-                _insert_record(db, rec)
-            # a record that is not shaped as `read_completed_games` makes them (a peer's fault)
-            except (sqlite3.Error, LookupError, TypeError, ValueError, OverflowError, AttributeError) as e:
-                db.execute("ROLLBACK TO game")
+            seen.add(gid)
+            fresh.append(rec)
+        # the whole batch at once (one statement per table and shape); if any record is refused,
+        # each goes alone, so that only the refused ones are left out
+        db.execute("SAVEPOINT batch")
+        try:
+            _insert_many(db, fresh)
+        except _INSERT_ERRORS:
+            db.execute("ROLLBACK TO batch")
+            db.execute("RELEASE batch")
+            for rec in fresh:
+                db.execute("SAVEPOINT game")
+                try:
+                    _insert_many(db, [rec])
+                except _INSERT_ERRORS as e:  # a record not shaped as `read_completed_games` makes them: a peer's fault
+                    db.execute("ROLLBACK TO game")
+                    db.execute("RELEASE game")
+                    log.warning("gamedb: game %s refused: %s", rec["game_id"], e)
+                    if rejected is not None:
+                        rejected.append((rec["game_id"], str(e)))
+                    continue
                 db.execute("RELEASE game")
-                log.warning("gamedb: game %s refused: %s", gid, e)
-                if rejected is not None:
-                    rejected.append((gid, str(e)))
-                continue
-            db.execute("RELEASE game")
-            inserted += 1
+                inserted += 1
+        else:
+            db.execute("RELEASE batch")
+            inserted += len(fresh)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -366,21 +381,32 @@ def append_games(db: sqlite3.Connection, records: Iterable[dict], *, rejected: l
     return inserted, duplicates
 
 
-def _insert_record(db: sqlite3.Connection, rec: dict) -> None:
-    tables, columns = rec["tables"], rec["columns"]
-    gcols = list(columns["games"])
-    (grow,) = tables["games"]
-    grow = list(grow)
-    si = gcols.index("game_status")
-    final_status = grow[si]
-    if final_status in COMPLETED_STATUSES:
-        grow[si] = "active"
-    _insert_rows(db, "games", gcols, [grow])
-    for name, rows in tables.items():
-        if name != "games" and rows:
-            _insert_rows(db, name, list(columns[name]), rows)
-    if final_status in COMPLETED_STATUSES:
-        db.execute("UPDATE games SET game_status=? WHERE game_id=?", (final_status, rec["game_id"]))
+_INSERT_ERRORS = (sqlite3.Error, LookupError, TypeError, ValueError, OverflowError, AttributeError)
+
+
+def _insert_many(db: sqlite3.Connection, recs: list[dict]) -> None:
+    """The writer's order for a batch: every `games` row as `active`, then each child table's
+    rows, then the updates to their final status (so that the triggers pass)."""
+    groups: dict[tuple[str, tuple[str, ...]], list] = {}
+    finals: list[tuple[str, str]] = []
+    for rec in recs:
+        tables, columns = rec["tables"], rec["columns"]
+        gcols = tuple(columns["games"])
+        (grow,) = tables["games"]
+        grow = list(grow)
+        si = gcols.index("game_status")
+        if grow[si] in COMPLETED_STATUSES:
+            finals.append((grow[si], rec["game_id"]))
+            grow[si] = "active"
+        groups.setdefault(("games", gcols), []).append(grow)
+    for rec in recs:
+        for name, rows in rec["tables"].items():
+            if name != "games" and rows:
+                groups.setdefault((name, tuple(rec["columns"][name])), []).extend(rows)
+    for (table, cols), rows in groups.items():  # games first: insertion order
+        _insert_rows(db, table, list(cols), rows)
+    if finals:
+        db.executemany("UPDATE games SET game_status=? WHERE game_id=?", finals)
 
 
 def _insert_rows(db: sqlite3.Connection, table: str, cols: list[str], rows: list) -> None:
