@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgpack  # noqa: E402
 
-from ringmesh.gamedb import append_games, generate_games, open_consumer_db, read_completed_games  # noqa: E402
+from ringmesh.node.games.gamedb import append_games, open_consumer_db, read_completed_games  # noqa: E402
+from ringmesh.ops.selfplay import generate_games
 
 
 def _size(p: Path) -> int:

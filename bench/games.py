@@ -19,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ringmesh import gamedb  # noqa: E402
-from ringmesh.localcluster import LocalCluster, wait_for  # noqa: E402
+from ringmesh.node.games import gamedb  # noqa: E402
+from ringmesh.ops import selfplay  # noqa: E402
+from ringmesh.ops.localcluster import LocalCluster, wait_for  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -51,7 +52,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="ringmesh-bench-games-"))
     try:
         src = root / "selfplay_hex8_2p.db"
-        gamedb.generate_games(src, args.games, config_key="hex8_2p", seed=1, moves=(lo, hi))
+        selfplay.generate_games(src, args.games, config_key="hex8_2p", seed=1, moves=(lo, hi))
         src_bytes = src.stat().st_size
         t0 = time.perf_counter()
         records, _ = gamedb.read_completed_games(src)

@@ -39,7 +39,7 @@ def _free_port() -> int:
 def serve(port: int) -> None:
     import grpc
 
-    from ringmesh import codec
+    from ringmesh.node.wire import codec
     from ringmesh.v1 import mesh_pb2_grpc
 
     data = os.urandom(CHUNK)
@@ -63,7 +63,7 @@ def serve(port: int) -> None:
 async def fetch(port: int, n: int, inflight: int) -> int:
     import grpc
 
-    from ringmesh import codec
+    from ringmesh.node.wire import codec
     from ringmesh.v1 import mesh_pb2_grpc
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=OPTS) as ch:

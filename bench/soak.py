@@ -1,5 +1,5 @@
 """Soak: the spot storm of tests/chaos/scenarios.py for a long stretch (default 10 min) on real
-`ringmesh serve` peers in network namespaces (ringmesh/netlab.py): 8 hosts (2 training, 3
+`ringmesh serve` peers in network namespaces (ringmesh/testing/netlab.py): 8 hosts (2 training, 3
 persistent selfplay, 3 ephemeral selfplay on links with 10 % loss each way); every selfplay host
 produces games the whole time; one spot host, chosen by the seed, is killed (SIGKILL, or SIGTERM:
 drain) every 20-40 s and replaced by a fresh one (new data dir, new incarnation); a new model
@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ringmesh.netlab import available, cleanup_stale  # noqa: E402
+from ringmesh.testing.netlab import available, cleanup_stale  # noqa: E402
 from tests.chaos import scenarios  # noqa: E402
 from tests.chaos.cluster import ChaosFailure  # noqa: E402
 

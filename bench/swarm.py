@@ -1,5 +1,5 @@
 """Swarm benchmarks: real `ringmesh serve` peers, one per network namespace, links shaped with tc tbf
-(`ringmesh/netlab.py`); each figure is a ratio to a bound or a baseline measured in the same run.
+(`ringmesh/testing/netlab.py`); each figure is a ratio to a bound or a baseline measured in the same run.
 
 (a) many-to-one: one model held by 4 holders, each capped at 25 MB/s egress; a sink joins and
     pulls it from all 4 at once. Sink throughput vs the 100 MB/s aggregate, and vs aria2c
@@ -40,9 +40,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ringmesh.localcluster import wait_for  # noqa: E402
-from ringmesh.netlab import NetLab, available, cleanup_stale  # noqa: E402
-from ringmesh.throttle import EGRESS_ENV, INGRESS_ENV  # noqa: E402
+from ringmesh.ops.localcluster import wait_for  # noqa: E402
+from ringmesh.testing.netlab import NetLab, available, cleanup_stale  # noqa: E402
+from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV  # noqa: E402
 
 MB, MiB = 1_000_000, 1 << 20
 PY = sys.executable

@@ -25,9 +25,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from ringmesh import gamedb  # noqa: E402
-from ringmesh.localcluster import LocalCluster, wait_for  # noqa: E402
-from ringmesh.statusview import render  # noqa: E402
+from ringmesh.node.games import gamedb  # noqa: E402
+from ringmesh.ops import selfplay  # noqa: E402
+from ringmesh.ops.localcluster import LocalCluster, wait_for  # noqa: E402
+from ringmesh.ops.statusview import render  # noqa: E402
 
 MiB = 1 << 20
 FONT_DIRS = ["/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/local/share/fonts"]
@@ -46,7 +47,7 @@ def snapshot(root: Path) -> tuple[dict, dict]:
         wait_for(c.converged, 30, what="a settled cluster")
         for host, key, n, seed in (("node4", "hex8_2p", 40, 1), ("node5", "square8_2p", 24, 2), ("node4", "square8_2p", 12, 3)):
             db = root / f"selfplay_{host}_{key}.db"
-            gamedb.generate_games(db, n, config_key=key, seed=seed, moves=(20, 40))
+            selfplay.generate_games(db, n, config_key=key, seed=seed, moves=(20, 40))
             records, _ = gamedb.read_completed_games(db)
             with c.nodes[host].client() as cl:
                 seqs = [q for i in range(0, len(records), 8) for q in cl.publish_games(key, records[i:i + 8])]

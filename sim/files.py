@@ -31,12 +31,12 @@ from ringmesh.core.messages import Event
 from .world import World
 
 EGRESS, INGRESS = "egress", "ingress"
-MIN_BURST = 64 * 1024  # as ringmesh.throttle.default_burst
+MIN_BURST = 64 * 1024  # as ringmesh.node.files.throttle.default_burst
 PullKey = tuple[str, ItemKey, str]  # (node, item, digest)
 
 
 def default_burst(rate: int) -> int:
-    """A tenth of a second's worth of bytes, at least 64 KiB (`ringmesh.throttle.default_burst`)."""
+    """A tenth of a second's worth of bytes, at least 64 KiB (`ringmesh.node.files.throttle.default_burst`)."""
     return max(MIN_BURST, rate // 10)
 
 

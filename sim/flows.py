@@ -2,7 +2,7 @@
 
 One publisher holds a file of `size` bytes in chunks (`recipe.chunk_size_for`, 4 MiB). Each of
 N receivers runs the real scheduler, `ringmesh.core.swarm.Swarm`, unchanged, driven as
-`ringmesh.transfer.pull` drives it (per_peer 2, endgame_after 2 s; a plan after every
+`ringmesh.node.files.transfer.pull` drives it (per_peer 2, endgame_after 2 s; a plan after every
 delivery and announcement, and at least once a second). Its sources are the publisher (the
 whole file) and its peer set, which tell it each chunk they verify (`Swarm.announce`) and each
 chunk they ask for (`Swarm.expect`); every message takes one `latency`.
@@ -162,8 +162,8 @@ class BroadcastParams:
     link_bytes_per_s: float = 100 * MB  # B: every uplink and downlink
     receiver_uplink_bytes_per_s: float | None = None  # None: B
     latency_ms: float = 20.0  # one way
-    per_peer: int = 2  # Swarm.per_peer, as ringmesh.transfer.pull sets it
-    endgame_after: float = 2.0  # Swarm.endgame_after, as ringmesh.transfer.pull sets it
+    per_peer: int = 2  # Swarm.per_peer, as ringmesh.node.files.transfer.pull sets it
+    endgame_after: float = 2.0  # Swarm.endgame_after, as ringmesh.node.files.transfer.pull sets it
     uploads: int = 4  # flows a sender serves at once; further requests queue
     peers: int = 8  # average peer-set size
     publisher_peers: int | None = None  # receivers that have the publisher as a source; None: all
@@ -173,7 +173,7 @@ class BroadcastParams:
 
 
 _REQUEST, _DONE, _DELIVER, _ANNOUNCE, _EXPECT, _CANCEL, _TICK = range(7)
-TICK = 1.0  # a pull plans at least this often (ringmesh.transfer.pull waits 1 s at most)
+TICK = 1.0  # a pull plans at least this often (ringmesh.node.files.transfer.pull waits 1 s at most)
 _S, _D, _C, _LEFT, _SINCE, _RATE, _VER = range(7)  # a flow: [.., bytes left at `since`, .., DONE version]
 
 

@@ -1,7 +1,7 @@
 """The pure protocol core: no I/O, no wall clock, no global random.
 
 Inputs are events with `now` passed in; outputs are effects. The gRPC daemon
-(`ringmesh.daemon`) and the simulator (`sim`) interpret the same effects.
+(`ringmesh.node.runtime`) and the simulator (`sim`) interpret the same effects.
 """
 
 from .errors import LocalProtocolError, RemoteProtocolError, RingmeshError

@@ -27,7 +27,7 @@ from .messages import FileVersion, ItemKey
 FILE_TYPES = ("model", "npz", "checkpoint", "gamedb")
 NODE_KEY = "node"
 LEADER_KEY = "leader"
-SCHEMA_PREFIX = "gs/"  # gs/<fingerprint> -> a game schema's statements (ringmesh/gameschema.py)
+SCHEMA_PREFIX = "gs/"  # gs/<fingerprint> -> a game schema's statements (ringmesh/node/games/gameschema.py)
 HELD_PREFIX = "gh/"  # gh/<config_key> -> {"s": {origin: [seqs]}}: games a game host holds back from its database
 MAX_NAME_BYTES = 200
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")

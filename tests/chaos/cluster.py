@@ -1,5 +1,5 @@
 """A ringmesh cluster for chaos runs: real `ringmesh serve` processes, one per network namespace
-of a `ringmesh.netlab.NetLab` (its own address in 198.18.0.0/15, its own data dir), real TCP
+of a `ringmesh.testing.netlab.NetLab` (its own address in 198.18.0.0/15, its own data dir), real TCP
 between them, links shaped with tc, lossy or cut with iptables, processes killed, stopped and
 replaced. Used by tests/chaos/ and bench/soak.py. Root only (`netlab.available()`).
 
@@ -37,11 +37,12 @@ from typing import Any, Callable
 
 import yaml
 
-from ringmesh import gamedb
-from ringmesh.client import ClientError, LocalClient
-from ringmesh.mesh_client import MeshClient
-from ringmesh.netlab import NetLab
-from ringmesh.throttle import EGRESS_ENV, INGRESS_ENV
+from ringmesh.node.games import gamedb
+from ringmesh.ops import selfplay
+from ringmesh.api.client import ClientError, LocalClient
+from ringmesh.api.mesh_client import MeshClient
+from ringmesh.testing.netlab import NetLab
+from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV
 
 PY = sys.executable
 PORT = 7800
@@ -637,12 +638,12 @@ def log_problems(path: Path) -> tuple[list[str], int]:
 
 class GameFactory:
     """Distinct, valid self-play game records, cheaply: a few real ones generated once (the
-    self-play schema, gamedb.generate_games), cloned under fresh game ids drawn from the seed."""
+    self-play schema, selfplay.generate_games), cloned under fresh game ids drawn from the seed."""
 
     def __init__(self, workdir: Path, seed: int, templates: int = 6, moves: tuple[int, int] = (6, 10)) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         db = workdir / f"templates-{seed}.db"
-        gamedb.generate_games(db, templates, config_key=CONFIG_KEY, seed=seed, moves=moves)
+        selfplay.generate_games(db, templates, config_key=CONFIG_KEY, seed=seed, moves=moves)
         self.templates, _ = gamedb.read_completed_games(db)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ringmesh.netlab import available, cleanup_stale
+from ringmesh.testing.netlab import available, cleanup_stale
 
 from . import scenarios
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringmesh.netlab import NetLab, available, cleanup_stale
+from ringmesh.testing.netlab import NetLab, available, cleanup_stale
 from tests.shell.test_netlab import eventually, reaches, start_server
 
 REASON = available(("iptables",))

@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from ringmesh.localcluster import LocalCluster, wait_for
-from ringmesh.netlab import available
+from ringmesh.ops.localcluster import LocalCluster, wait_for
+from ringmesh.testing.netlab import available
 
 from .scenarios import fill
 

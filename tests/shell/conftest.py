@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from ringmesh.localcluster import LocalCluster
+from ringmesh.ops.localcluster import LocalCluster
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed (.ci/run installs it)")
 

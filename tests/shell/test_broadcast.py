@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from ringmesh.core.router import EXCLUDED
-from ringmesh.localcluster import LocalCluster, wait_for
-from ringmesh.mesh_client import MeshClient
+from ringmesh.ops.localcluster import LocalCluster, wait_for
+from ringmesh.api.mesh_client import MeshClient
 
 from .conftest import serving
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from ringmesh.localcluster import wait_for
+from ringmesh.ops.localcluster import wait_for
 
 MiB = 1 << 20
 

@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ringmesh import codec
+from ringmesh.node.wire import codec
 from ringmesh.core import Ack, Delta, Envelope, Fact, OriginDelta, OriginDigest, RemoteProtocolError, Syn, SynAck
 from ringmesh.core.manifest import MAX_NUMBER
 from ringmesh.core.election import HeartbeatAck, LeaderHeartbeat, VoteReply, VoteRequest

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from ringmesh import compat
-from ringmesh.client import ClientError
-from ringmesh.localcluster import wait_for
+from ringmesh.api import compat
+from ringmesh.api.client import ClientError
+from ringmesh.ops.localcluster import wait_for
 
 
 def _dd(cluster, name):

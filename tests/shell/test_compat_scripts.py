@@ -1,6 +1,6 @@
 """The operators' scripts, as they write them: `async def main()` awaiting the awaited calls
 and reading the fields they read, run as a separate process (`python script.py`, import path
-`ringmesh.compat` only, the peer found through RINGMESH_DATA_DIR) against real running peers."""
+`ringmesh.api.compat` only, the peer found through RINGMESH_DATA_DIR) against real running peers."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ import threading
 import time
 from pathlib import Path
 
-from ringmesh import gamedb
-from ringmesh.localcluster import wait_for
+from ringmesh.node.games import gamedb
+from ringmesh.ops import selfplay
+from ringmesh.ops.localcluster import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = ("canonical_hex8_2p.pth", "canonical_square8_2p.pth")
 
 TRAINING_HOST_SCRIPT = '''
 import asyncio, json, sys, time
-from ringmesh.compat import (AutoSyncConfig, AutoSyncDaemon, DataType, DistributedSyncCoordinator, SyncPriority,
+from ringmesh.api.compat import (AutoSyncConfig, AutoSyncDaemon, DataType, DistributedSyncCoordinator, SyncPriority,
                              check_sqlite_integrity, compute_file_checksum, create_ephemeral_sync_daemon,
                              get_cluster_data_status, get_replication_targets, get_sync_orchestrator,
                              get_sync_recommendations, schedule_priority_sync, verify_sync_integrity)
@@ -80,7 +81,7 @@ asyncio.run(main())
 
 PLAIN_SCRIPT = '''
 import json
-from ringmesh.compat import DistributedSyncCoordinator, get_cluster_data_status, get_sync_orchestrator
+from ringmesh.api.compat import DistributedSyncCoordinator, get_cluster_data_status, get_sync_orchestrator
 
 orchestrator = get_sync_orchestrator()
 orchestrator.initialize_blocking()
@@ -96,7 +97,7 @@ print("RESULT " + json.dumps({"full": [full.files_synced, full.bytes_transferred
 # wait that lasts until the test lets the hosts go on; a ticker shows the loop runs meanwhile.
 WAITING_SCRIPT = '''
 import asyncio, json, sys, time
-from ringmesh.compat import DistributedSyncCoordinator, SyncPriority, get_sync_recommendations, schedule_priority_sync
+from ringmesh.api.compat import DistributedSyncCoordinator, SyncPriority, get_sync_recommendations, schedule_priority_sync
 
 
 async def main():
@@ -154,7 +155,7 @@ def test_a_training_hosts_async_script_as_written(cluster, tmp_path):
     n1, n2 = cluster.nodes["node1"], cluster.nodes["node2"]
     wait_for(cluster.converged, 30, what="a settled cluster")
     source = tmp_path / "selfplay_hex8_2p.db"
-    gamedb.generate_games(source, 5, config_key="hex8_2p", seed=7, moves=(20, 24))
+    selfplay.generate_games(source, 5, config_key="hex8_2p", seed=7, moves=(20, 24))
     records, _ = gamedb.read_completed_games(source)
     npz = tmp_path / "square8_2p.npz"
     npz.write_bytes(os.urandom(1024 * 1024))

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ringmesh import statusreport
+from ringmesh.ops import statusreport
 from ringmesh.config import load_config
 from ringmesh.core.messages import TimerFired
-from ringmesh.daemon import Daemon
-from ringmesh.doctor import FAIL, _daemon
-from ringmesh.localcluster import LocalCluster
-from ringmesh.metrics import _families
+from ringmesh.node.runtime import Daemon
+from ringmesh.ops.doctor import FAIL, _daemon
+from ringmesh.ops.localcluster import LocalCluster
+from ringmesh.ops.metrics import _families
 
 from .conftest import serving
 

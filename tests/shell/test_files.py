@@ -8,7 +8,7 @@ import pytest
 from ringmesh.core import recipe
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.messages import FileVersion, ItemKey
-from ringmesh.files import FileStore, disk_full, hash_file
+from ringmesh.node.files.store import FileStore, disk_full, hash_file
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, 4096, 3 * 4096 + 5])

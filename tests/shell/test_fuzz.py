@@ -33,12 +33,12 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ringmesh import codec
+from ringmesh.node.wire import codec
 from ringmesh.core.catalog import FILE_TYPES
 from ringmesh.core.manifest import MAX_NUMBER
-from ringmesh.daemon import socket_path
-from ringmesh.games import pack_record
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.node.runtime import socket_path
+from ringmesh.node.games.games import pack_record
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 pb = codec.pb
 CASES = int(os.environ.get("RINGMESH_FUZZ_CASES", "10000"))

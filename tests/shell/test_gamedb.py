@@ -9,10 +9,10 @@ import time
 import msgpack
 import pytest
 
-from ringmesh import gamedb
-from ringmesh.gamedb import (FixtureWriter, append_games, create_db, generate_games, min_moves_for,
-                             open_consumer_db, read_completed_games)
-from ringmesh.gamedb_schema import CHILD_TABLES
+from ringmesh.node.games import gamedb
+from ringmesh.node.games.gamedb import append_games, create_db, min_moves_for, open_consumer_db, read_completed_games
+from ringmesh.ops.selfplay import FixtureWriter, generate_games
+from ringmesh.node.games.gamedb_schema import CHILD_TABLES
 
 ALL_TABLES = ("games",) + tuple(CHILD_TABLES)
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import signal
 import sqlite3
 
-from ringmesh import gamedb
-from ringmesh.gamedb_schema import CHILD_TABLES
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.node.games import gamedb
+from ringmesh.ops import selfplay
+from ringmesh.node.games.gamedb_schema import CHILD_TABLES
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 
 def _rows(db_path, game_id):
@@ -25,7 +26,7 @@ def _rows(db_path, game_id):
 
 def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
     source = tmp_path / "selfplay_hex8_2p.db"
-    ids = gamedb.generate_games(source, 6, config_key="hex8_2p", seed=3, moves=(20, 30), active=1)
+    ids = selfplay.generate_games(source, 6, config_key="hex8_2p", seed=3, moves=(20, 30), active=1)
     records, cursor = gamedb.read_completed_games(source)
     assert len(records) == 6
     roles = {"node1": "training", "node2": "backup", "node3": "selfplay", "node4": "selfplay"}
@@ -61,7 +62,7 @@ def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
 
 def test_sigterm_drains_games_that_are_not_durable_yet(tmp_path):
     source = tmp_path / "selfplay_sq8_2p.db"
-    gamedb.generate_games(source, 3, config_key="square8_2p", seed=5, moves=(20, 25))
+    selfplay.generate_games(source, 3, config_key="square8_2p", seed=5, moves=(20, 25))
     records, _ = gamedb.read_completed_games(source)
     roles = {"node1": "training", "node2": "backup", "node3": "selfplay"}
     c = LocalCluster(tmp_path / "c", 3, gossip_interval=0.2, roles=roles)
@@ -90,10 +91,10 @@ def test_games_ingest_and_add_from_the_command_line(tmp_path):
     import subprocess
     import sys
 
-    from ringmesh.games import pack_record
+    from ringmesh.node.games.games import pack_record
 
     source = tmp_path / "gumbel_hex8_3p.db"
-    gamedb.generate_games(source, 4, config_key="hex8_3p", seed=9, moves=(20, 25), active=1)
+    selfplay.generate_games(source, 4, config_key="hex8_3p", seed=9, moves=(20, 25), active=1)
     c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles={"node1": "training", "node2": "selfplay"})
     try:
         c.start_all()
@@ -104,7 +105,7 @@ def test_games_ingest_and_add_from_the_command_line(tmp_path):
         r = subprocess.run(cli + ["ingest", str(source), "--data-dir", dd, "--json"], capture_output=True, text=True, timeout=60)
         assert '"games": 0' in r.stdout, "a game is never taken twice"
         extra = tmp_path / "extra.db"
-        gamedb.generate_games(extra, 1, config_key="hex8_3p", seed=10, moves=(20, 21))
+        selfplay.generate_games(extra, 1, config_key="hex8_3p", seed=10, moves=(20, 21))
         (record,), _ = gamedb.read_completed_games(extra)
         r = subprocess.run(cli + ["add", "--config-key", "hex8_3p", "--wait", "20", "--data-dir", dd],
                            input=pack_record(record), capture_output=True, timeout=60)
@@ -124,9 +125,9 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
     Every game an origin reported durable is in both training databases, once, intact."""
     import threading
 
-    from ringmesh.streamlog import StreamLog
+    from ringmesh.node.games.streamlog import StreamLog
 
-    from ringmesh.games import unpack_record
+    from ringmesh.node.games.games import unpack_record
 
     roles = {"node1": "training", "node2": "training", "node3": "selfplay", "node4": "selfplay", "node5": "selfplay"}
     own = {"watch_games": [str(tmp_path / "{node}" / "selfplay_*.db")], "watch_interval_seconds": 0.2,
@@ -151,7 +152,7 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
     try:
         c.start_all()
         wait_for(c.converged, 30, what="a settled cluster")
-        writers = [threading.Thread(target=gamedb.generate_games, args=(sources[n], 25),
+        writers = [threading.Thread(target=selfplay.generate_games, args=(sources[n], 25),
                                     kwargs=dict(config_key="hex8_2p", seed=i, moves=(20, 30), writer_pause=0.03,
                                                 commit_every=1)) for i, n in enumerate(origins)]
         mon = threading.Thread(target=monitor)
@@ -210,10 +211,10 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
 def test_mesh_client_sync_and_async(tmp_path):
     import asyncio
 
-    from ringmesh.mesh_client import AsyncMeshClient, MeshClient
+    from ringmesh.api.mesh_client import AsyncMeshClient, MeshClient
 
     source = tmp_path / "selfplay.db"
-    gamedb.generate_games(source, 3, config_key="hexagonal_2p", seed=4, moves=(20, 22))
+    selfplay.generate_games(source, 3, config_key="hexagonal_2p", seed=4, moves=(20, 22))
     records, _ = gamedb.read_completed_games(source)
     c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles={"node1": "training", "node2": "selfplay"})
     try:
@@ -241,7 +242,7 @@ def test_mesh_client_sync_and_async(tmp_path):
 
 def test_a_spot_host_drops_its_games_only_once_durable_and_old_enough(tmp_path):
     source = tmp_path / "selfplay.db"
-    gamedb.generate_games(source, 3, config_key="square19_2p", seed=6, moves=(20, 22))
+    selfplay.generate_games(source, 3, config_key="square19_2p", seed=6, moves=(20, 22))
     records, _ = gamedb.read_completed_games(source)
     c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles={"node1": "training", "node2": "selfplay"},
                      routing={"ephemeral_hosts": ["node2"]}, own={"retention_seconds": 1.0})

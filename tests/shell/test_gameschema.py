@@ -11,10 +11,10 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ringmesh import gamedb, gameschema
-from ringmesh.games import Games, pack_record
+from ringmesh.node.games import gamedb, gameschema
+from ringmesh.node.games.games import Games, pack_record
 
-from ._schema_versions import make
+from ringmesh.testing.schema_versions import make
 
 VERSIONS = ("v7", "v14", "v18", "v19")
 

@@ -8,9 +8,9 @@ import grpc
 import msgpack
 import pytest
 
-from ringmesh import codec
-from ringmesh.daemon import socket_path
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.node.wire import codec
+from ringmesh.node.runtime import socket_path
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 from ringmesh.v1 import mesh_pb2_grpc
 
 from .conftest import serving
@@ -242,8 +242,8 @@ def test_a_broadcast_order_is_not_a_version_vector(cluster, stub):
 
 def test_what_peers_can_make_a_host_keep_is_bounded(tmp_path):
     from ringmesh.core.streams import MAX_ACKS_AHEAD, MAX_STREAMS, Durability
-    from ringmesh.games import unpack_record
-    from ringmesh.streamlog import StreamLog
+    from ringmesh.node.games.games import unpack_record
+    from ringmesh.node.games.streamlog import StreamLog
 
     # acks for games we never made, or for configs we never had, are kept nowhere
     d = Durability("a", 2, lambda h: True)

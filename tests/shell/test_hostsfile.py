@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ringmesh.config import ConfigError, parse_config
-from ringmesh.hostsfile import ROLE_TABLE
+from ringmesh.config.hostsfile import ROLE_TABLE
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "ringrift"
 REAL = FIXTURES / "distributed_hosts.2025-12-31.yaml"

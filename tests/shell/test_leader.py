@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 
 def _acting(cluster, nodes):

@@ -2,8 +2,8 @@
 
 import asyncio
 
-from ringmesh import links as links_mod
-from ringmesh.links import Links
+from ringmesh.node.wire import links as links_mod
+from ringmesh.node.wire.links import Links
 
 
 def run(coro):

@@ -1,4 +1,4 @@
-"""ringmesh.malloc: the daemon's glibc settings, and the operator's environment winning."""
+"""ringmesh.ops.malloc: the daemon's glibc settings, and the operator's environment winning."""
 
 import json
 import os
@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from ringmesh import malloc
+from ringmesh.ops import malloc
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 
 PROBE = """
 import json
-from ringmesh import malloc
+from ringmesh.ops import malloc
 print(json.dumps(malloc.tune()))
 """
 

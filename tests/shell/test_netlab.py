@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ringmesh import netlab
-from ringmesh.netlab import NetLab, available, cleanup_stale
+from ringmesh.testing import netlab
+from ringmesh.testing.netlab import NetLab, available, cleanup_stale
 
 REASON = available(("tc", "iptables"))
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(60)]

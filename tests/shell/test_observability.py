@@ -16,8 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client.parser import text_string_to_metric_families
 
-from ringmesh import gamedb
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.node.games import gamedb
+from ringmesh.ops import selfplay
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 MiB = 1 << 20
 FAMILIES = [
@@ -43,7 +44,7 @@ def obs(tmp_path_factory):
         c.start_all()
         model = root / "canonical_hex8_2p.pth"
         model.write_bytes(os.urandom(5 * MiB))
-        gamedb.generate_games(root / "selfplay.db", 5, config_key="hex8_2p", seed=1, moves=(20, 24))
+        selfplay.generate_games(root / "selfplay.db", 5, config_key="hex8_2p", seed=1, moves=(20, 24))
         records, _ = gamedb.read_completed_games(root / "selfplay.db")
         with c.nodes["node1"].client() as cl:
             put = cl.put(model, "model")
@@ -186,5 +187,5 @@ def test_doctor_passes_on_a_healthy_cluster(obs):
     by_name = {ln[6:].split("  ")[0].strip(): ln[:4].strip() for ln in lines[:-1]}
     assert by_name["peer node2"] == "ok" and by_name["peer node3"] == "ok", r.stdout
     assert by_name["daemon"] == "ok" and by_name["disk"] in ("ok", "warn") and by_name["clock"] == "ok"
-    assert by_name["certificates"] == "warn" and "PLAINTEXT" in r.stdout  # no ringmesh.tls here
+    assert by_name["certificates"] == "warn" and "PLAINTEXT" in r.stdout  # no ringmesh.node.wire.tls here
     assert lines[-1].startswith("doctor: node1: healthy")

@@ -11,11 +11,11 @@ import pytest
 
 from ringmesh.config import ConfigError
 from ringmesh.core.manifest import Manifest, OriginState
-from ringmesh.datalock import DataDirBusy, DataDirLock, holder
-from ringmesh.logs import GRPC_LOGGER, JsonFormatter, about, setup
-from ringmesh.metrics import Telemetry, listen_setting
-from ringmesh.progress import Progress
-from ringmesh.statusview import bar, duration, render, size, visible_len
+from ringmesh.node.state import DataDirBusy, DataDirLock, holder
+from ringmesh.ops.logs import GRPC_LOGGER, JsonFormatter, about, setup
+from ringmesh.ops.metrics import Telemetry, listen_setting
+from ringmesh.ops.progress import Progress
+from ringmesh.ops.statusview import bar, duration, render, size, visible_len
 
 
 def _status(**over):
@@ -113,7 +113,7 @@ def test_progress_draws_only_on_a_terminal():
 
 
 def test_json_log_lines_carry_host_peer_and_item():
-    rec = logging.LogRecord("ringmesh.daemon", logging.WARNING, __file__, 1, "got %s from %s", ("x", "b"), None)
+    rec = logging.LogRecord("ringmesh.node.runtime", logging.WARNING, __file__, 1, "got %s from %s", ("x", "b"), None)
     for k, v in about(peer="b", item="model/x", digest=None).items():
         setattr(rec, k, v)
     doc = json.loads(JsonFormatter("gh200-a").format(rec))

@@ -11,7 +11,7 @@ import sys
 import yaml
 
 from ringmesh.config import parse_config
-from ringmesh.rehearse import choose
+from ringmesh.ops.rehearse import choose
 
 
 def real_shape(n_vast: int = 14) -> dict:

@@ -16,9 +16,10 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ringmesh import gamedb
-from ringmesh.datalock import holder
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.node.games import gamedb
+from ringmesh.ops import selfplay
+from ringmesh.node.state import holder
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "ringmesh"]
@@ -75,7 +76,7 @@ def test_doctor_fails_on_a_peer_that_is_down_and_health_is_not_serving_while_dra
         assert r.stdout.splitlines()[-1].startswith("doctor: node1: 1 check(s) FAILED")
 
         source = tmp_path / "selfplay.db"
-        gamedb.generate_games(source, 1, config_key="hex8_2p", seed=2, moves=(20, 21))
+        selfplay.generate_games(source, 1, config_key="hex8_2p", seed=2, moves=(20, 21))
         records, _ = gamedb.read_completed_games(source)
         with nd.client() as cl:
             cl.publish_games("hex8_2p", records)

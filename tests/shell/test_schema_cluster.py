@@ -13,11 +13,11 @@ import sqlite3
 import subprocess
 import sys
 
-from ringmesh import gamedb, gameschema
-from ringmesh.doctor import FAIL, run_checks
-from ringmesh.localcluster import LocalCluster, wait_for
+from ringmesh.node.games import gamedb, gameschema
+from ringmesh.ops.doctor import FAIL, run_checks
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 
-from ._schema_versions import make
+from ringmesh.testing.schema_versions import make
 from .conftest import serving
 
 

@@ -1,7 +1,7 @@
 """The manifest written to SQLite reads back as the same replica."""
 
 from ringmesh.core.manifest import Manifest
-from ringmesh.store import Store
+from ringmesh.node.state import Store
 
 
 def test_changes_read_back_after_reopen(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from ringmesh.streamlog import (
+from ringmesh.node.games.streamlog import (
     HEADER_SIZE,
     BadName,
     ConflictingDuplicate,

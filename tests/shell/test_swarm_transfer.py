@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from ringmesh.localcluster import LocalCluster, wait_for
-from ringmesh.throttle import EGRESS_ENV, INGRESS_ENV
+from ringmesh.ops.localcluster import LocalCluster, wait_for
+from ringmesh.testing import faults
+from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV
 
 
 def test_pull_from_three_holders_with_one_corrupting(tmp_path):
@@ -19,7 +20,7 @@ def test_pull_from_three_holders_with_one_corrupting(tmp_path):
     c = LocalCluster(tmp_path / "c", 4, gossip_interval=0.2, roles=roles)
     try:
         for name in ("node1", "node2", "node3"):
-            c.start(name, env={"RINGMESH_TEST_CORRUPT_CHUNKS": "1"} if name == "node2" else None)
+            c.start(name, launcher=faults.launcher("lying-holder") if name == "node2" else ("-m", "ringmesh"))
         for name in ("node1", "node2", "node3"):
             c.wait_ready(name)
         f = tmp_path / "hex8_2p.npz"

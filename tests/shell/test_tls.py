@@ -1,7 +1,7 @@
 """Mutual TLS between peers: real `ringmesh serve` processes with certificates from a cluster CA
 converge and move files; a client without a certificate, with one from another CA, or with a
 valid one that claims to be another host is refused, and the peer goes on serving. Plus the
-`certs` commands and the `ringmesh.tls` config checks."""
+`certs` commands and the `ringmesh.node.wire.tls` config checks."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ import grpc
 import pytest
 import yaml
 
-from ringmesh import cli, codec
+from ringmesh.api import cli
+from ringmesh.node.wire import codec
 from ringmesh.config import ConfigError, parse_config
-from ringmesh.localcluster import LocalCluster, wait_for
-from ringmesh.tls import TlsError, channel_options, init_ca, issue, load_node
+from ringmesh.ops.localcluster import LocalCluster, wait_for
+from ringmesh.node.wire.tls import TlsError, channel_options, init_ca, issue, load_node
 from ringmesh.v1 import mesh_pb2_grpc
 
 from .conftest import serving
@@ -191,7 +192,7 @@ def test_loading_checks_every_file(tmp_path):
 
     def load(node="a", **kw):
         files = {"ca": ca / "ca.crt", "cert": ca / "a.crt", "key": ca / "a.key", **kw}
-        return load_node(files, node, {k: f"ringmesh.tls.{k}" for k in files})
+        return load_node(files, node, {k: f"ringmesh.node.wire.tls.{k}" for k in files})
 
     load()
     cases = [
@@ -218,7 +219,7 @@ def test_loading_checks_every_file(tmp_path):
 
 
 def _doc(g=None, **host_a):
-    """A config with `ringmesh.tls: g` (absent if None) and host a's settings `host_a`."""
+    """A config with `ringmesh.node.wire.tls: g` (absent if None) and host a's settings `host_a`."""
     return {**({"ringmesh": {"tls": g}} if g is not None else {}),
             "hosts": {"a": {"address": "127.0.0.1:1", **host_a}, "b": {"address": "127.0.0.1:2"}}}
 
@@ -232,14 +233,14 @@ def test_tls_config_values():
     a, b = c.hosts["a"].tls, c.hosts["b"].tls
     assert (a.ca, a.cert, a.key) == ("/etc/rm/certs/ca.crt", "/etc/rm/certs/a.crt", "/k/a.key")
     assert (b.cert, b.key) == ("/etc/rm/certs/b.crt", "/k/b.key")
-    assert a.sources["cert"] == "ringmesh.tls.cert"
+    assert a.sources["cert"] == "ringmesh.node.wire.tls.cert"
     # a host may move its own files
     c = parse_config(_doc({"ca": "/c/ca.crt", "cert": "/c/{node}.crt", "key": "/c/{node}.key"},
                           tls={"key": "/secure/{node}.pem"}), "x.yaml")
     assert (c.hosts["a"].tls.key, c.hosts["a"].tls.cert, c.hosts["b"].tls.key) == ("/secure/a.pem", "/c/a.crt", "/c/b.key")
     assert c.hosts["a"].tls.sources["key"] == "hosts.a.tls.key"
     c = parse_config(_doc({"ca": "/c", "cert": "/c", "key": "/c", "cetr": "/x"}), "x.yaml")
-    assert "x.yaml: ringmesh.tls.cetr: unknown key, ignored" in c.warnings
+    assert "x.yaml: ringmesh.node.wire.tls.cetr: unknown key, ignored" in c.warnings
 
 
 @pytest.mark.parametrize("doc, message", [
@@ -272,7 +273,7 @@ def test_serve_with_bad_tls_files_stops_with_a_clear_error(tmp_path):
                                    "hosts": {"a": {"address": "127.0.0.1:1"}, "b": {"address": "127.0.0.1:2"}}}))
     r = _run("serve", "--config", str(cfg), "--node", "a", "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert f"ringmesh: {cfg}: ringmesh.tls.cert: {certs / 'a.crt'}: cannot read this host's certificate" in r.stderr
+    assert f"ringmesh: {cfg}: ringmesh.node.wire.tls.cert: {certs / 'a.crt'}: cannot read this host's certificate" in r.stderr
     cfg.write_text(cfg.read_text().replace("certs/{node}.crt", "certs/b.crt").replace("certs/{node}.key", "certs/b.key"))
     r = _run("serve", "--config", str(cfg), "--node", "a", "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -290,9 +291,9 @@ def test_plaintext_is_loud(tmp_path):
     cfg.write_text(yaml.safe_dump({"hosts": {"a": {"address": "127.0.0.1:1"}}}))
     r = _run("config", "check", str(cfg))
     assert r.returncode == 0 and "off: PLAINTEXT" in r.stdout
-    assert "ringmesh.tls: PLAINTEXT: peers talk without TLS" in r.stdout
+    assert "ringmesh.node.wire.tls: PLAINTEXT: peers talk without TLS" in r.stdout
     with LocalCluster(tmp_path / "c", 1, gossip_interval=0.2) as c:
         c.start_all()
-        wait_for(lambda: "WARNING node1 ringmesh.daemon: PLAINTEXT: peers talk without TLS" in c.nodes["node1"].log_path.read_text(),
+        wait_for(lambda: "WARNING node1 ringmesh.node.runtime: PLAINTEXT: peers talk without TLS" in c.nodes["node1"].log_path.read_text(),
                  10, what="the plaintext warning in the log")
         assert c.signal("node1", signal.SIGTERM) == 0

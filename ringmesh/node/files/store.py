@@ -1,0 +1,285 @@
+"""Named files on disk: chunk hashing, recipes, partial files and atomic materialisation.
+
+Layout under the data dir:
+    files/<type>/<name>      the version this host holds (complete, verified), unless the
+                             config gives the type a directory of its own (`paths:`)
+    recipes/<digest>         its chunk digests, 16 bytes each
+    tmp/<digest>.part        a version being assembled, chunks written in place
+    tmp/<digest>.have        the chunks of it verified so far, 4-byte indices, appended
+
+A pull that stops (a crash, a restart, a failed source) keeps its partial file: the next pull of
+the same version re-reads the chunks the `.have` list names, keeps those that still verify, and
+fetches only the rest. Nothing is trusted without verification, so the list needs no fsync.
+
+All functions block; the daemon runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ringmesh.core import recipe
+from ringmesh.core.catalog import check_item
+from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
+from ringmesh.core.messages import FileVersion, ItemKey
+
+READ_BLOCK = 1 << 20
+STALE_PARTIAL = 7 * 24 * 3600.0  # partial files untouched this long are removed at start
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    digest: str
+    size: int
+    chunk_size: int
+    chunk_digests: list[bytes]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(slots=True)
+class Partial:
+    """A version being assembled: its recipe and the chunks verified so far."""
+
+    v: FileVersion
+    digests: list[bytes]
+    part: Path
+    have_path: Path
+    have: set[int] = field(default_factory=set)
+    resumed_bytes: int = 0  # verified bytes found on disk when the pull (re)started
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.digests)
+
+    def write(self, index: int, data: bytes) -> None:
+        """Verify one received chunk against the recipe, write it in place, record it."""
+        if not 0 <= index < len(self.digests):
+            raise RemoteProtocolError(f"chunk index {index} out of range")
+        off, length = recipe.chunk_span(index, self.v.size, self.v.chunk_size)
+        if len(data) != length or recipe.chunk_digest(data) != self.digests[index]:
+            raise RemoteProtocolError(f"chunk {index} of {self.v.item} failed verification")
+        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, data, off)
+        finally:
+            os.close(fd)
+        with open(self.have_path, "ab") as f:
+            f.write(struct.pack("<I", index))
+        self.have.add(index)
+
+    def read(self, index: int) -> bytes:
+        """A chunk verified earlier (to serve it to peers pulling the same version)."""
+        if index not in self.have:
+            raise LocalProtocolError(f"chunk {index} is not verified here yet")
+        off, length = recipe.chunk_span(index, self.v.size, self.v.chunk_size)
+        with open(self.part, "rb") as f:
+            f.seek(off)
+            return f.read(length)
+
+
+class FileStore:
+    def __init__(self, data_dir: str | Path, paths: Mapping[str, str | Path] | None = None) -> None:
+        self.root = Path(data_dir)
+        self.paths = {t: Path(d) for t, d in (paths or {}).items()}
+        for d in ("files", "recipes", "tmp"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        for d in self.paths.values():
+            d.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - STALE_PARTIAL
+        for stale in (self.root / "tmp").iterdir():
+            if stale.name.startswith("import-") or stale.stat().st_mtime < cutoff:
+                stale.unlink(missing_ok=True)  # an interrupted import, or a pull nobody resumed
+
+    def path_of(self, item: ItemKey) -> Path:
+        """Where `item` lives: the directory its type is configured to (`paths:`), else
+        `files/<type>/` in the data dir."""
+        check_item(item)
+        if item.type in self.paths:
+            return self.paths[item.type] / item.name
+        return self.root / "files" / item.type / item.name
+
+    def part_path(self, digest: str) -> Path:
+        return self.root / "tmp" / f"{_check_digest(digest)}.part"
+
+    def have_path(self, digest: str) -> Path:
+        return self.root / "tmp" / f"{_check_digest(digest)}.have"
+
+    # -- recipes ---------------------------------------------------------------------------
+
+    def save_recipe(self, digest: str, chunk_digests: list[bytes]) -> None:
+        tmp = self.root / "recipes" / f".{_check_digest(digest)}.tmp"
+        tmp.write_bytes(b"".join(chunk_digests))
+        os.replace(tmp, self.root / "recipes" / digest)
+
+    def load_recipe(self, digest: str) -> list[bytes] | None:
+        try:
+            raw = (self.root / "recipes" / _check_digest(digest)).read_bytes()
+        except FileNotFoundError:
+            return None
+        n = recipe.DIGEST_BYTES
+        return [raw[i : i + n] for i in range(0, len(raw), n)]
+
+    # -- publishing a local file -----------------------------------------------------------
+
+    def import_file(self, source: str | Path, item: ItemKey, base_chunk: int = recipe.DEFAULT_CHUNK) -> Hashed:
+        """Copy `source` into the store as `item`, hashing it on the way; atomic."""
+        dest = self.path_of(item)
+        src = Path(source)
+        if not src.is_file():
+            raise LocalProtocolError(f"{src}: not a regular file")
+        size = src.stat().st_size
+        cs = recipe.chunk_size_for(size, base_chunk)
+        digests: list[bytes] = []
+        tmp = import_part(self.root, item, os.getpid())
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            for chunk in _chunks(fin, cs):
+                digests.append(recipe.chunk_digest(chunk))
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        hashed = Hashed(recipe.file_digest(digests), size, cs, digests)
+        self.save_recipe(hashed.digest, digests)
+        self._install(tmp, dest)
+        return hashed
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def read_chunk(self, item: ItemKey, index: int, size: int, chunk_size: int) -> bytes:
+        off, length = recipe.chunk_span(index, size, chunk_size)
+        with open(self.path_of(item), "rb") as f:
+            f.seek(off)
+            return f.read(length)
+
+    # -- assembling a transfer -------------------------------------------------------------
+
+    def open_partial(self, v: FileVersion, chunk_digests: list[bytes]) -> Partial:
+        """Start or resume assembling `v`: the chunks a previous pull verified and that still
+        verify on disk are kept; the list of them is rewritten to exactly those."""
+        self.save_recipe(v.digest, chunk_digests)
+        p = Partial(v, chunk_digests, self.part_path(v.digest), self.have_path(v.digest))
+        try:
+            raw = p.have_path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        claimed = {i for (i,) in struct.iter_unpack("<I", raw[: len(raw) // 4 * 4])}
+        if claimed and p.part.exists():
+            with open(p.part, "rb") as f:
+                for i in sorted(claimed):
+                    if i >= len(chunk_digests):
+                        continue
+                    off, length = recipe.chunk_span(i, v.size, v.chunk_size)
+                    f.seek(off)
+                    data = f.read(length)
+                    if len(data) == length and recipe.chunk_digest(data) == chunk_digests[i]:
+                        p.have.add(i)
+                        p.resumed_bytes += length
+        tmp = p.have_path.with_suffix(".have.tmp")
+        tmp.write_bytes(b"".join(struct.pack("<I", i) for i in sorted(p.have)))
+        os.replace(tmp, p.have_path)
+        return p
+
+    def finish(self, p: Partial) -> Path:
+        """fsync the assembled file, check it whole, and rename it into place; the version it
+        replaces stays readable until the rename."""
+        if len(p.have) != p.n_chunks:
+            raise LocalProtocolError(f"{p.v.item}: {p.n_chunks - len(p.have)} chunk(s) still missing")
+        fd = os.open(p.part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, p.v.size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if hash_file(p.part, p.v.chunk_size) != p.v.digest:  # chunks verified one by one; and whole
+            self.discard(p.v.digest)
+            raise RemoteProtocolError(f"{p.v.item}: the assembled file does not match {p.v.digest}")
+        dest = self.path_of(p.v.item)
+        self._install(p.part, dest)
+        p.have_path.unlink(missing_ok=True)
+        return dest
+
+    def discard(self, digest: str) -> None:
+        self.part_path(digest).unlink(missing_ok=True)
+        self.have_path(digest).unlink(missing_ok=True)
+
+    def partials(self) -> list[str]:
+        """Digests of the versions with a partial file here."""
+        return sorted(f.stem for f in (self.root / "tmp").glob("*.part") if len(f.stem) == 32)
+
+    def _install(self, tmp: Path, dest: Path) -> None:
+        """Rename `tmp` over `dest`, atomically. A destination on another file system gets a
+        copy beside it first (fsynced), so the rename there is atomic too."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if os.stat(tmp).st_dev != os.stat(dest.parent).st_dev:
+            staged = dest.parent / f".{dest.name}.ringmesh-tmp"
+            try:
+                with open(tmp, "rb") as fin, open(staged, "wb") as fout:
+                    while block := fin.read(READ_BLOCK * 8):
+                        fout.write(block)
+                    fout.flush()
+                    os.fsync(fout.fileno())
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
+            os.unlink(tmp)
+            tmp = staged
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+
+
+def _check_digest(digest: str) -> str:
+    if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
+        raise RemoteProtocolError(f"bad digest {digest[:40]!r}")
+    return digest
+
+
+def import_part(data_dir: str | Path, item: ItemKey, pid: int | str = "*") -> Path:
+    """The temporary file an import of `item` is copied and hashed into (pid "*": a glob for
+    any daemon's), which grows as the import goes: what `ringmesh put` shows progress of."""
+    return Path(data_dir) / "tmp" / f"import-{pid}-{item.type}-{item.name}.part"
+
+
+def import_progress(data_dir: str | Path, item: ItemKey) -> int | None:
+    """Bytes an import of `item` under way has copied and hashed so far; None if none is seen."""
+    tmp = Path(data_dir) / "tmp"
+    sizes = []
+    for p in tmp.glob(f"import-*-{glob.escape(item.type)}-{glob.escape(item.name)}.part"):
+        try:
+            sizes.append(p.stat().st_size)
+        except OSError:
+            pass
+    return max(sizes) if sizes else None
+
+
+def hash_file(path: str | Path, chunk_size: int) -> str:
+    """The ringmesh digest of a file on disk (used to verify copies)."""
+    with open(path, "rb") as f:
+        return recipe.file_digest([recipe.chunk_digest(c) for c in _chunks(f, chunk_size)])
+
+
+def _chunks(f, chunk_size: int):
+    """The file's chunks; an empty file is one empty chunk."""
+    chunk = f.read(chunk_size)
+    yield chunk
+    while len(chunk) == chunk_size:
+        chunk = f.read(chunk_size)
+        if not chunk:
+            return
+        yield chunk

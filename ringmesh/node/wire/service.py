@@ -1,0 +1,387 @@
+"""gRPC servicers: `Peer` (what other hosts call) and `Local` (what the CLI calls).
+
+Every handler validates its input before it allocates; a peer's malformed message is answered
+INVALID_ARGUMENT, counted, and the daemon goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from ringmesh.node.wire import codec
+from ringmesh.node.games import gameschema
+from ringmesh.ops import reports
+from ringmesh.core import catalog, recipe
+from ringmesh.core.bandwidth import Priority
+from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
+from ringmesh.core.messages import FilePublished, ItemKey, MessageReceived, PrioritySet, SyncRequested
+from ringmesh.node.files.throttle import priority_from_metadata
+from ringmesh.node.wire.tls import peer_identity
+from ringmesh.ops.metrics import IN, OUT
+from ringmesh.node.files.transfer import CALLER_METADATA, frames
+from ringmesh.v1 import mesh_pb2_grpc
+
+if TYPE_CHECKING:
+    from ringmesh.node.runtime import Daemon
+
+log = logging.getLogger("ringmesh.node.wire.service")
+MAX_INDICES = 1_000_000
+MAX_LEARNED = 1024  # addresses learned from senders that neither the config nor the manifest places
+MAX_PATH_BYTES = 4096
+MAX_ATTRS, MAX_ATTR_KEY_BYTES, MAX_ATTR_VALUE_BYTES = 64, 64, 512  # packed, well below a fact's limit
+MAX_ARGS, MAX_ARG_BYTES = 16, 1024
+MAX_WAIT_S = 3600.0
+INVALID, TOO_LARGE = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def register(server, servicer: PeerService | LocalService) -> None:
+    """Add `servicer` to `server`, parsing each request ourselves: bytes that are no valid
+    message are refused like any other malformed request (INVALID_ARGUMENT, counted), where
+    gRPC's own parsing would answer UNKNOWN and log a traceback per message."""
+    service, methods = codec.service_methods(servicer.SERVICE)
+    handlers = {}
+    for name, request, reply, streaming in methods:
+        make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+        handlers[name] = make(_parsed(servicer, getattr(servicer, name), streaming),
+                              request_deserializer=codec.request_parser(request),
+                              response_serializer=reply.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
+def _parsed(servicer, fn, streaming: bool):
+    if streaming:
+        async def stream(request, context):
+            if isinstance(request, codec.Malformed):
+                await servicer.refuse(context, INVALID, request.error)
+            async for reply in fn(request, context):
+                yield reply
+        return stream
+
+    async def unary(request, context):
+        if isinstance(request, codec.Malformed):
+            await servicer.refuse(context, INVALID, request.error)
+        return await fn(request, context)
+    return unary
+
+
+class TooLarge(LocalProtocolError):
+    """A request over a size or count limit: refused RESOURCE_EXHAUSTED."""
+
+
+class _Refusing:
+    SERVICE = ""
+    COUNTERS: dict[grpc.StatusCode, str] = {}
+    d: Daemon
+
+    async def refuse(self, context, code: grpc.StatusCode, why: str) -> None:
+        """Answer `code` (INVALID_ARGUMENT: malformed; RESOURCE_EXHAUSTED: too large) and count it."""
+        self.d.count(self.COUNTERS[code])
+        await context.abort(code, why[:500])
+
+    async def refuse_error(self, context, e: LocalProtocolError | RemoteProtocolError) -> None:
+        await self.refuse(context, TOO_LARGE if isinstance(e, TooLarge) else INVALID, str(e))
+
+
+def _text(what: str, value: str, limit: int) -> str:
+    """A bounded string without NUL or other control characters."""
+    if len(value.encode()) > limit:
+        raise TooLarge(f"{what} is over {limit} bytes")
+    if any(c < " " or c == "\x7f" for c in value):
+        raise LocalProtocolError(f"{what} {value[:60]!r} contains a control character")
+    return value
+
+
+def check_config_key(key: str) -> str:
+    if not catalog.is_node_id(key):
+        raise LocalProtocolError(f"bad config_key {key[:60]!r}: letters, digits, '.', '_', '-' (at most 128)")
+    return key
+
+
+def check_args(args) -> dict[str, str]:
+    """The arguments of a query or an order: few, bounded, and the names in them confined."""
+    if len(args) > MAX_ARGS:
+        raise TooLarge(f"at most {MAX_ARGS} arguments")
+    out = {_text("argument name", k, MAX_ARG_BYTES): _text(f"argument {k[:40]!r}", v, MAX_ARG_BYTES)
+           for k, v in args.items()}
+    if "config_key" in out:
+        check_config_key(out["config_key"])
+    if "item" in out:  # "name" or "type/name"
+        catalog.check_name(out["item"].split("/", 1)[-1])
+    if "min_copies" in out and not (out["min_copies"].isdigit() and 1 <= int(out["min_copies"][:6]) <= 1000):
+        raise LocalProtocolError(f"min_copies must be 1..1000, not {out['min_copies'][:20]!r}")
+    return out
+
+
+def check_put(request) -> tuple[Path, ItemKey, dict[str, str]]:
+    path = Path(_text("path", request.path, MAX_PATH_BYTES))
+    if not path.is_absolute():
+        raise LocalProtocolError(f"{path}: give an absolute path")
+    item = catalog.check_item(ItemKey(request.type, request.name or path.name))
+    if len(request.attrs) > MAX_ATTRS:
+        raise TooLarge(f"at most {MAX_ATTRS} attributes")
+    attrs = {_text("attribute name", k, MAX_ATTR_KEY_BYTES): _text(f"attribute {k[:40]!r}", v, MAX_ATTR_VALUE_BYTES)
+             for k, v in request.attrs.items()}
+    if not all(attrs):
+        raise LocalProtocolError("an attribute without a name")
+    if "config_key" in attrs:
+        check_config_key(attrs["config_key"])
+    return path, item, attrs
+
+
+def _caller(context) -> str:
+    """The host a plaintext caller says it is (`transfer.CALLER_METADATA`), for byte counts only."""
+    for key, value in context.invocation_metadata() or ():
+        if key == CALLER_METADATA and isinstance(value, str) and catalog.is_node_id(value):
+            return value
+    return "unknown"
+
+
+class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
+    SERVICE = "Peer"
+    COUNTERS = {INVALID: "rejected_messages", TOO_LARGE: "oversized_messages"}
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self._logged: set[tuple[str, str]] = set()  # identity events logged once each
+
+    def _log_once(self, key: tuple[str, str], msg: str, *args) -> None:
+        if key not in self._logged and len(self._logged) < 10_000:
+            self._logged.add(key)
+            log.warning(msg, *args)
+
+    async def _identity(self, context, claimed: str | None = None) -> str | None:
+        """With TLS: the host the caller's verified certificate names (PERMISSION_DENIED when it
+        names none, or another host than `claimed`). Plaintext: None, no check."""
+        if self.d.tls is None:
+            return None
+        who = peer_identity(context.auth_context())
+        if who is None:
+            self.d.count("rejected_identity")
+            self._log_once(("?", context.peer()), "refused %s: its certificate names no host", context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the client certificate names no host")
+        if claimed is not None and claimed != who:
+            self.d.count("rejected_identity")
+            self._log_once((who, claimed), "refused a message from %s (certificate) claiming to come from %s", who, claimed)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"the sender {claimed[:128]!r} is not the host of the client certificate {who!r}")
+        if who not in self.d.config.hosts and who not in self.d.peer.manifest.origins:
+            self._log_once((who, ""), "host %s is in neither the config nor the manifest; its certificate is from "
+                           "our CA, so it is let in (a new host?)", who)
+        return who
+
+    async def Deliver(self, request, context):
+        try:
+            env = codec.decode_envelope(request)
+        except RemoteProtocolError as e:
+            await self.refuse_error(context, e)
+        await self._identity(context, env.sender)
+        if request.sender_address and env.sender not in self.d.learned and len(self.d.learned) >= MAX_LEARNED:
+            self.d.count("rejected_addresses")
+        elif request.sender_address:
+            try:
+                self.d.learn_address(env.sender, request.sender_address)
+            except Exception:
+                self.d.count("rejected_addresses")
+        self.d.telemetry.message(env.sender, IN, request, env.body, self.d.peer.manifest)
+        self.d.submit_nowait(MessageReceived(envelope=env))
+        return codec.Delivered()
+
+    def _held(self, digest: str):
+        return catalog.held_versions(self.d.peer.manifest, self.d.peer.me).get(digest)
+
+    async def _digest(self, context, digest: str) -> str:
+        try:
+            return codec.check_digest(digest)
+        except RemoteProtocolError as e:
+            await self.refuse_error(context, e)
+
+    async def GetRecipe(self, request, context):
+        await self._identity(context)
+        await self._digest(context, request.digest)
+        held, pulling = self._held(request.digest), self.d.pulling.get(request.digest)
+        if held:
+            digests = await asyncio.to_thread(self.d.files.load_recipe, request.digest)
+            _item, size, chunk_size = held
+        elif pulling:
+            v = pulling.partial.v
+            digests, size, chunk_size = pulling.partial.digests, v.size, v.chunk_size
+        else:
+            digests = None
+        if digests is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.digest[:40]!r} here")
+        return codec.Recipe(digest=request.digest, size=size, chunk_size=chunk_size, chunk_digests=digests)
+
+    async def FetchChunks(self, request, context):
+        """Chunks of a version held whole, or verified so far by a pull under way."""
+        caller = await self._identity(context) or _caller(context)  # TLS: the certificate's host
+        await self._digest(context, request.digest)
+        held, pulling = self._held(request.digest), self.d.pulling.get(request.digest)
+        if held is not None:
+            item, size, chunk_size = held
+        elif pulling is not None:
+            v = pulling.partial.v
+            item, size, chunk_size = v.item, v.size, v.chunk_size
+        else:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.digest[:40]!r} here")
+        n = recipe.chunk_count(size, chunk_size)
+        if len(request.indices) > min(n, MAX_INDICES):
+            await self.refuse(context, TOO_LARGE, f"at most {n} chunk indices")
+        if any(i >= n for i in request.indices) or len(set(request.indices)) < len(request.indices):
+            await self.refuse(context, INVALID, f"chunk indices must be distinct and below {n}")
+        cls = priority_from_metadata(context.invocation_metadata())
+        if cls is None:  # a class this version does not know (a newer peer?): serve it as NORMAL
+            self.d.count("unknown_priorities")
+            cls = Priority.NORMAL
+        for index in request.indices:
+            try:
+                if held is None and not pulling.complete:
+                    if index not in pulling.partial.have:
+                        await context.abort(grpc.StatusCode.NOT_FOUND, f"chunk {index} is not verified here yet")
+                    data = await asyncio.to_thread(pulling.partial.read, index)
+                else:
+                    data = await asyncio.to_thread(self.d.files.read_chunk, item, index, size, chunk_size)
+            except OSError as e:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read {item}: {e.strerror}")
+            for idx, off, part in frames(index, data):
+                await self.d.egress.acquire(len(part), cls)
+                yield codec.Chunk(index=idx, offset=off, data=part)
+            self.d.count("bytes_served", len(data))
+            self.d.telemetry.chunks(caller, OUT, len(data))
+
+    async def WatchChunks(self, request, context):
+        """The chunks of a version this host pulls, now and as it verifies them; `complete`
+        once it holds the version whole."""
+        await self._identity(context)
+        await self._digest(context, request.digest)
+        if self._held(request.digest) is not None:
+            yield codec.ChunkMap(complete=True)
+            return
+        pulling = self.d.pulling.get(request.digest)
+        if pulling is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"not pulling {request.digest[:40]!r}")
+        q = pulling.subscribe()
+        try:
+            yield codec.ChunkMap(indices=sorted(pulling.partial.have))
+            while True:
+                batch = [await q.get()]
+                while not q.empty() and batch[-1] is not None:  # whatever else arrived meanwhile
+                    batch.append(q.get_nowait())
+                verified = [i for e in batch if e is not None and e[0] for i in [e[1]]]
+                asked = [i for e in batch if e is not None and not e[0] for i in [e[1]]]
+                if verified or asked:
+                    yield codec.ChunkMap(indices=verified, fetching=asked)
+                if batch[-1] is None:  # the pull ended
+                    if pulling.complete:
+                        yield codec.ChunkMap(complete=True)
+                    return
+        finally:
+            pulling.unsubscribe(q)
+
+
+class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
+    SERVICE = "Local"
+    COUNTERS = {INVALID: "rejected_requests", TOO_LARGE: "oversized_requests"}
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    async def Put(self, request, context):
+        try:
+            path, item, attrs = check_put(request)
+        except LocalProtocolError as e:
+            await self.refuse_error(context, e)
+        try:
+            hashed = await asyncio.to_thread(self.d.files.import_file, path, item)
+        except LocalProtocolError as e:
+            await self.refuse_error(context, e)
+        except OSError as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{path}: {e.strerror}")
+        await self.d.submit(FilePublished(item=item, digest=hashed.digest, size=hashed.size,
+                                          chunk_size=hashed.chunk_size, attrs=attrs))
+        v = catalog.newest_versions(self.d.peer.manifest).get(item)
+        return codec.PutReply(type=item.type, name=item.name, digest=hashed.digest, size=hashed.size,
+                              chunk_size=hashed.chunk_size, hlc=v.hlc if v else 0)
+
+    async def PublishGames(self, request, context):
+        try:
+            key = check_config_key(request.config_key)
+            if not request.games:
+                raise LocalProtocolError("no games")
+            if len(request.games) > codec.MAX_GAMES or any(len(g) > codec.MAX_GAME_BYTES for g in request.games):
+                raise TooLarge(f"1..{codec.MAX_GAMES} games of at most {codec.MAX_GAME_BYTES} bytes each")
+            schemas = {}
+            for fp, raw in request.schemas.items():
+                try:
+                    schemas[fp] = gameschema.Schema.decode(raw, fp)
+                except gameschema.SchemaError as e:
+                    raise LocalProtocolError(f"schema {fp[:32]!r}: {e}") from None
+        except LocalProtocolError as e:
+            await self.refuse_error(context, e)
+        try:
+            seqs = await self.d.publish_games(key, list(request.games), schemas)
+        except OSError as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store the games: {e.strerror}")
+        return codec.PublishGamesReply(seqs=seqs)
+
+    async def WaitDurable(self, request, context):
+        try:
+            check_config_key(request.config_key)
+            if not math.isfinite(request.timeout_s):
+                raise LocalProtocolError(f"timeout_s must be a number of seconds, not {request.timeout_s}")
+        except LocalProtocolError as e:
+            await self.refuse_error(context, e)
+        ok = await self.d.wait_durable(request.config_key, request.seq, min(max(request.timeout_s, 0.0), MAX_WAIT_S))
+        return codec.WaitDurableReply(durable=ok, durable_through=self.d.durable.get(request.config_key, 0))
+
+    async def Get(self, request, context):
+        try:
+            args = check_args(request.args)
+        except LocalProtocolError as e:
+            await self.refuse_error(context, e)
+        readers = {
+            "status": self.d.status, "ls": self.d.listing,
+            "recommendations": lambda: reports.recommendations(self.d),
+            "cluster": lambda: reports.cluster_data(self.d),
+            "replication_targets": lambda: reports.targets_for(self.d, args),
+        }
+        if request.what == "games_held":
+            return codec.Document(json=json.dumps(await self.d.held_games(args.get("config_key") or None), sort_keys=True))
+        if request.what not in readers:
+            await self.refuse(context, INVALID, f"unknown query {request.what[:60]!r}")
+        try:
+            doc = readers[request.what]()
+        except LocalProtocolError as e:
+            await self.refuse_error(context, e)
+        return codec.Document(json=json.dumps(doc, sort_keys=True))
+
+    async def Control(self, request, context):
+        try:
+            args = check_args(request.args)
+            if request.what == "sync":
+                await self.d.submit(SyncRequested())
+            elif request.what == "games_retry":
+                key = args.get("config_key") or None
+                if key:
+                    check_config_key(key)
+                got = await self.d._retry_games(key) if self.d.games.held is not None else {"landed": 0, "held": 0}
+                return codec.Document(json=json.dumps(got, sort_keys=True))
+            elif request.what == "priority":
+                key = args.get("config_key", "")
+                if not key:
+                    raise LocalProtocolError("priority needs a config_key")
+                check_config_key(key)
+                prio = Priority.parse(args.get("priority", "high"))
+                await self.d.submit(PrioritySet(config_key=key, priority=prio.label))
+            else:
+                raise LocalProtocolError(f"unknown order {request.what[:60]!r}")
+        except LocalProtocolError as e:
+            await self.refuse_error(context, e)
+        return codec.Document(json=json.dumps(reports.recommendations(self.d), sort_keys=True))
