@@ -234,7 +234,7 @@ def _certs_issue(args) -> int:
 
     key, cert = issue(args.dir, args.node, args.out, days=args.days)
     print(f"certificate for {args.node}: {cert} and its key {key} (mode 0600); copy both, with the CA's ca.crt, "
-          f"to {args.node} where ringmesh.node.wire.tls points")
+          f"to {args.node} where ringmesh.tls points")
     return 0
 
 

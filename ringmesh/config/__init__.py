@@ -113,7 +113,7 @@ class ClusterConfig:
     paths: Mapping[str, str] = field(default_factory=dict)    # `ringmesh.paths`: file type -> directory
     sources: Mapping[str, str] = field(default_factory=dict)  # global setting -> where its value came from
     warnings: tuple[str, ...] = ()
-    tls: TlsPaths | None = None  # `ringmesh.node.wire.tls` as written ('{node}' not expanded); None: plaintext
+    tls: TlsPaths | None = None  # `ringmesh.tls` as written ('{node}' not expanded); None: plaintext
     metrics_listen: str | None = None  # `ringmesh.metrics_listen`: HOST:PORT for /metrics (port 0: any); None: off
     log_json: bool = False             # `ringmesh.log_json`: one JSON object per log line
 
@@ -251,8 +251,8 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         raise ConfigError(f"{path}: ringmesh: need probe_timeout_seconds < probe_interval_seconds")
     paths = _paths(path, "ringmesh.paths", own.get("paths"), warnings)
     sources.update({f"paths.{t}": f"ringmesh.paths.{t}" for t in paths})
-    tls = _tls(path, "ringmesh.node.wire.tls", own.get("tls"), None, warnings)
-    sources["tls"] = "ringmesh.node.wire.tls" if "tls" in own else BUILTIN
+    tls = _tls(path, "ringmesh.tls", own.get("tls"), None, warnings)
+    sources["tls"] = "ringmesh.tls" if "tls" in own else BUILTIN
 
     hosts_doc = doc.get("hosts") or {}
     if not isinstance(hosts_doc, dict):
@@ -428,7 +428,7 @@ def _host(path: str, name: Any, h: Any, ctx: _HostContext) -> HostConfig:
         disk_cap, src["disk_cap_percent"] = settings["max_disk_usage_percent"], gsources["max_disk_usage_percent"]
     host_paths, games_dir = _host_paths(path, name, h, ctx, src)
     if "tls" in h and ctx.tls is None:
-        raise ConfigError(f"{path}: {key}.tls: set ringmesh.node.wire.tls first (every peer of a cluster talks TLS, or none does); "
+        raise ConfigError(f"{path}: {key}.tls: set ringmesh.tls first (every peer of a cluster talks TLS, or none does); "
                           f"a host may only move its files")
     tls = _tls(path, f"{key}.tls", h["tls"], ctx.tls, warnings) if "tls" in h else ctx.tls
     if tls is not None:

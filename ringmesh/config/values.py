@@ -100,7 +100,7 @@ def format_rate(bytes_per_s: int) -> str:
     return f"{whole}.{rest:06d}".rstrip("0").rstrip(".") + " MB/s"
 
 def _tls(path: str, key: str, v: Any, base: TlsPaths | None, warnings: list[str]) -> TlsPaths | None:
-    """`ringmesh.node.wire.tls` (base None): absent or off -> None (plaintext), else all three files;
+    """`ringmesh.tls` (base None): absent or off -> None (plaintext), else all three files;
     `hosts.X.tls` (base given): any of the three, over the global ones."""
     if base is None and (v is None or v is False or v == "off"):
         return None

@@ -58,7 +58,7 @@ class Backups:
             election = self.d.peer.election
             if election.is_leader(time.time()):
                 self.running.add(i)
-                self.d._spawn(self._run(i, target, election.term))
+                self.d.spawn(self._run(i, target, election.term))
 
     async def _run(self, i: int, target: ExternalStorage, term: int) -> None:
         started = time.time()

@@ -23,31 +23,32 @@ from typing import Any
 
 import grpc
 
-from ringmesh.node.wire import codec
-from ringmesh.node.games import gameschema
-from ringmesh.ops import statusreport
 from ringmesh.config import ClusterConfig, ConfigError, check_address, peer_config
-from ringmesh.core import catalog, streams
+from ringmesh.core import catalog
 from ringmesh.core.errors import RingmeshError
 from ringmesh.core.manifest import Manifest
 from ringmesh.core.messages import (
-    CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames, Envelope, Event, FileStored, FileVersion, ItemKey, LeaveRequested, MessageReceived,
-    GamesHeld, Persist, SaveVote, SchemaPublished, Send, SendFailed, SetTimer, StartTransfer, TimerFired, TransferFailed,
+    CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, Envelope, Event, GamesDurable, LeaveRequested,
+    MessageReceived, Persist, ReadGames, SaveVote, Send, SendFailed, SetTimer, StartTransfer, StoreGames, TimerFired,
 )
 from ringmesh.core.peer import Peer
 from ringmesh.node.backup import Backups
+from ringmesh.node.files.executor import Transfers
 from ringmesh.node.files.store import FileStore
-from ringmesh.node.games.games import Games, ingest, pack_record
-from ringmesh.node.state import DataDirBusy, DataDirLock
+from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV, Throttle, rate_setting
+from ringmesh.node.games.executor import GameStreams
+from ringmesh.node.games.games import Games
+from ringmesh.node.state import DataDirBusy, DataDirLock, Store
+from ringmesh.node.telemetry import OUT, Telemetry
+from ringmesh.node.view import NodeView
+from ringmesh.node.wire import codec
 from ringmesh.node.wire.health import Health
 from ringmesh.node.wire.links import SERVER_OPTIONS, Links
-from ringmesh.ops.logs import about
-from ringmesh.ops.metrics import IN, OUT, MetricsServer, Telemetry, listen_setting
 from ringmesh.node.wire.service import LocalService, PeerService, register
-from ringmesh.node.state import Store
-from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV, Throttle, rate_setting
 from ringmesh.node.wire.tls import PLAINTEXT_WARNING, load_node, server_credentials
-from ringmesh.node.files.transfer import DiskFull, Progress, pull
+from ringmesh.ops import statusreport
+from ringmesh.ops.logs import about
+from ringmesh.ops.metrics import MetricsServer, listen_setting
 
 log = logging.getLogger("ringmesh.node.runtime")
 MAX_INBOX = 10_000
@@ -80,14 +81,13 @@ class Daemon:
         self.metrics_listen = listen_setting(config.metrics_listen, metrics_listen)  # None: no /metrics
         self.metrics: MetricsServer | None = None
         self.telemetry = Telemetry()
+        self.view = NodeView(self)
         self.counters: Counter[str] = Counter()
         self.learned: dict[str, str] = {}
         # one byte budget per direction, shared by every transfer (bytes/s; None: no limit)
         self.egress = Throttle(rate_setting(EGRESS_ENV, self.host.egress_bytes_per_s))
         self.ingress = Throttle(rate_setting(INGRESS_ENV, self.host.ingress_bytes_per_s))
         self.inbox: asyncio.Queue[tuple[Event, asyncio.Future | None]] = asyncio.Queue()
-        self.transfers: dict[tuple[ItemKey, str], tuple[asyncio.Task, FileVersion, float]] = {}
-        self.pulling: dict[str, Progress] = {}  # digest -> a pull under way, served to peers
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopped = asyncio.Event()
@@ -97,7 +97,6 @@ class Daemon:
         self.events: list[dict[str, Any]] = []  # the last membership and leadership changes
         self.paused: str | None = None  # why no event is handled now (state cannot be written)
         self.core_errors: list[tuple[float, str]] = []  # the last steps that raised: (when, what)
-        self._held_published: tuple[int, dict] = (-1, {})  # (Games.held_version, what gh/ facts say)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -109,16 +108,15 @@ class Daemon:
         except DataDirBusy as e:
             raise DaemonError(str(e)) from None
         self.store_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
-        self.store = await self._in_store(Store, self.data_dir)
-        self.files = await asyncio.to_thread(FileStore, self.data_dir, self.host.paths)
-        self.games = await self._in_store(lambda: Games(self.data_dir, consume=self.host.role in ("training", "backup"),
-                                                        games_dir=self.host.games_dir))
-        self.durable: dict[str, int] = {}
-        self.stored_at: dict[str, dict[int, float]] = {}  # our games not yet dropped: seq -> when stored
-        self.durable_changed = asyncio.Condition()
-        states = await self._in_store(self.store.load)
-        hlc = await self._in_store(self.store.meta, "hlc") or 0
-        vote = await self._in_store(self.store.vote)
+        self.store = await self.in_store(Store, self.data_dir)
+        files = await asyncio.to_thread(FileStore, self.data_dir, self.host.paths)
+        self.transfers = Transfers(self, files, self.ingress)
+        games = await self.in_store(lambda: Games(self.data_dir, consume=self.host.role in ("training", "backup"),
+                                                  games_dir=self.host.games_dir))
+        self.games = GameStreams(self, games)
+        states = await self.in_store(self.store.load)
+        hlc = await self.in_store(self.store.meta, "hlc") or 0
+        vote = await self.in_store(self.store.vote)
         me = self.host.name
         incarnation = states[me].incarnation if me in states else int(time.time() * 1000)
         manifest = Manifest(me, incarnation)
@@ -131,7 +129,6 @@ class Daemon:
             node_record={"address": self.address, "role": self.host.role, "provider": self.host.provider,
                          "ephemeral": self.host.ephemeral},
         )
-        self._learn_schemas(manifest.live_facts(catalog.SCHEMA_PREFIX))  # (and games that waited for one land)
         self.links = Links(self.resolve, tls=self.tls)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         register(self.server, PeerService(self))
@@ -158,18 +155,13 @@ class Daemon:
         os.chmod(sock, 0o600)
         await self._interpret(self.peer.start(time.time()))
         self._driver = asyncio.create_task(self._drive())
-        self._spawn(self._measure_disk())
+        self.spawn(self._measure_disk())
         self.backups = Backups(self)
-        self._spawn(self.backups.loop())
-        if self.host.ephemeral:
-            retention = self.config.timings.get("retention_seconds", 3600.0)
-            self._spawn(self._retain(retention, every=max(0.2, min(5.0, retention / 2))))
-        if self.config.watch_games:  # "{node}" in a pattern stands for this host's name
-            patterns = tuple(p.replace("{node}", self.peer.me) for p in self.config.watch_games)
-            self._spawn(self._watch_games(patterns, self.config.timings.get("watch_interval_seconds", 2.0)))
-        self._spawn(self.telemetry.watch(self))
+        self.spawn(self.backups.loop())
+        self.games.start()
+        self.spawn(self.telemetry.watch(self.peer.manifest, max(0.05, min(1.0, self.config.gossip_interval / 4))))
         if self.metrics_listen:
-            self.metrics = MetricsServer(self, self.metrics_listen)
+            self.metrics = MetricsServer(self.view, self.metrics_listen)
         await self.health.set_serving()
         log.info("node %s incarnation %d listening on %s (data %s)", me, incarnation, self.listen, self.data_dir)
 
@@ -190,11 +182,7 @@ class Daemon:
                 await asyncio.wait_for(self.submit(DrainRequested()), max(0.1, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 break
-            async with self.durable_changed:
-                try:
-                    await asyncio.wait_for(self.durable_changed.wait(), min(1.0, max(0.0, deadline - time.monotonic())))
-                except asyncio.TimeoutError:
-                    pass
+            await self.games.wait_changed(min(1.0, max(0.0, deadline - time.monotonic())))
             left = self.peer.replication.undurable()
         if left:
             log.warning("drain: %d game(s) not durable after %.0f s of notice", left, notice)
@@ -224,14 +212,12 @@ class Daemon:
             h.cancel()
         self.egress.close()
         self.ingress.close()
-        for task, _v, _t in self.transfers.values():
-            task.cancel()
         for t in list(self._tasks):
             t.cancel()
-        await asyncio.gather(self._driver, *self._tasks, *(t for t, _v, _s in self.transfers.values()), return_exceptions=True)
+        await asyncio.gather(self._driver, *self._tasks, self.transfers.close(), return_exceptions=True)
         await self.links.close()
-        await self._in_store(self.games.close)
-        await self._in_store(self.store.close)
+        await self.in_store(self.games.games.close)
+        await self.in_store(self.store.close)
         self.store_exec.shutdown()
         socket_path(self.data_dir).unlink(missing_ok=True)
         self._lock.release()
@@ -285,37 +271,33 @@ class Daemon:
         if persists:
             changes = tuple(ch for p in persists for ch in p.changes)
             await self._write_state(self.store.apply, changes, persists[-1].hlc)
-            self._learn_schemas((ch.origin, f) for ch in changes for f in ch.upserts)
+            self.games.learn_schemas((ch.origin, f) for ch in changes for f in ch.upserts)
         votes = [e for e in effects if isinstance(e, SaveVote)]
         if votes:
             await self._write_state(self.store.save_vote, votes[-1].term, votes[-1].voted_for)
         for e in effects:
             if isinstance(e, Send):
-                self._spawn(self._send(e.to, e.envelope))
+                self.spawn(self._send(e.to, e.envelope))
             elif isinstance(e, SetTimer):
                 self._set_timer(e.name, e.at)
             elif isinstance(e, StartTransfer):
-                key = (e.version.item, e.version.digest)
-                task = asyncio.create_task(self._transfer(e.version))
-                self.transfers[key] = (task, e.version, time.time())
+                self.transfers.start(e)
             elif isinstance(e, StoreGames):
-                self._spawn(self._store_games(e))
+                self.spawn(self.games.store(e))
             elif isinstance(e, ReadGames):
-                self._spawn(self._read_games(e))
+                self.spawn(self.games.read(e))
             elif isinstance(e, GamesDurable):
-                self._spawn(self._mark_durable(e.config_key, e.through))
+                self.spawn(self.games.mark_durable(e.config_key, e.through))
             elif isinstance(e, Emit):
                 self.events.append({"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail})
                 del self.events[:-50]
                 log.log(logging.WARNING if e.kind == "declared-dead" else logging.INFO,
                         "%s %s %s", e.kind, e.subject or "(none)", e.detail, extra=about(peer=e.subject or None))
-            elif isinstance(e, CancelTransfer):  # superseded by a newer version: drop its partial file
-                entry = self.transfers.pop((e.item, e.digest), None)
-                if entry:
-                    entry[0].cancel()
-                    self._spawn(self._discard_after(entry[0], e.digest))
+            elif isinstance(e, CancelTransfer):
+                self.transfers.cancel(e)
 
-    def _spawn(self, coro) -> None:
+    def spawn(self, coro) -> None:
+        """Run `coro` as a task of this node's (cancelled at `close`)."""
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
@@ -327,7 +309,8 @@ class Daemon:
         delay = max(0.0, at - time.time())
         self._timers[name] = asyncio.get_running_loop().call_later(delay, self.submit_nowait, TimerFired(name=name))
 
-    async def _in_store(self, fn, *args):
+    async def in_store(self, fn, *args):
+        """`fn(*args)` on the store thread (SQLite, the stream log): in the order asked."""
         return await asyncio.get_running_loop().run_in_executor(self.store_exec, fn, *args)
 
     async def _write_state(self, fn, *args) -> None:
@@ -339,7 +322,7 @@ class Daemon:
         delay, since = 0.05, None
         while True:
             try:
-                await self._in_store(fn, *args)
+                await self.in_store(fn, *args)
                 break
             except (OSError, sqlite3.Error) as e:
                 self.count("state_write_retries")
@@ -386,44 +369,6 @@ class Daemon:
             log.debug("send to %s failed: %s", to, e.code().name, extra=about(peer=to))
             self.submit_nowait(SendFailed(peer=to, reason=e.code().name))
 
-    async def _transfer(self, v: FileVersion) -> None:
-        """Pull one version (cancelled at shutdown: its partial file stays, to resume)."""
-        key = (v.item, v.digest)
-        try:
-            # the class is asked per chunk: a pull that a broadcast reaches mid-way turns CRITICAL
-            got = await pull(v, lambda: self.sources_of(v), self.links, self.files, self.pulling,
-                             priority=lambda: self.peer.priority_of(v),
-                             throttle=self.ingress, stored=lambda: self.submit(FileStored(item=v.item, digest=v.digest)),
-                             me=self.peer.me, received=lambda peer, n: self.telemetry.chunks(peer, IN, n))
-        except (RingmeshError, OSError) as e:
-            self.transfers.pop(key, None)
-            self.count("transfers_disk_full" if isinstance(e, DiskFull) else "transfers_failed")
-            self.telemetry.transfer(self.peer.priority_of(v).label, "failed")
-            log.warning("transfer of %s %s failed: %s", v.item, v.digest[:12], e,
-                        extra=about(item=str(v.item), digest=v.digest))
-            self.submit_nowait(TransferFailed(item=v.item, digest=v.digest, reason=str(e)))
-            return
-        started = self.transfers.pop(key, (None, None, time.time()))[2]
-        self.count("transfers_done")
-        self.telemetry.transfer(self.peer.priority_of(v).label, "done")
-        self.count("bytes_received", got.fetched_bytes)
-        self.count("bytes_resumed", got.resumed_bytes)
-        log.info("got %s %s (%d bytes%s) from %s in %.2fs", v.item, v.digest[:12], v.size,
-                 f", {got.resumed_bytes} resumed" if got.resumed_bytes else "", ",".join(got.sources) or "disk",
-                 time.time() - started, extra=about(item=str(v.item), digest=v.digest, peer=",".join(got.sources) or None))
-
-    def sources_of(self, v: FileVersion) -> tuple[list[str], list[str]]:
-        """Healthy peers holding `v` whole, and healthy peers in the middle of it."""
-        now, m, key = time.time(), self.peer.manifest, (v.item, v.digest)
-        ok = [h for h in catalog.holders(m).get(key, []) if h != self.peer.me and self.peer.healthy(h, now)]
-        mid = [h for h in catalog.holders(m, catalog.PULLING).get(key, []) if h != self.peer.me and self.peer.healthy(h, now)]
-        return ok, mid
-
-    async def _discard_after(self, task: asyncio.Task, digest: str) -> None:
-        await asyncio.gather(task, return_exceptions=True)
-        if digest not in self.pulling:
-            await asyncio.to_thread(self.files.discard, digest)
-
     async def _measure_disk(self, every: float = 30.0) -> None:
         """Tell the core how full our disk is, now and every `every` seconds."""
         while True:
@@ -462,139 +407,6 @@ class Daemon:
         self._blocked = now_blocked
         self.counters["items_blocked"] = len(now_blocked)
 
-    # -- game streams --------------------------------------------------------------------
-
-    async def publish_games(self, config_key: str, payloads: list[bytes],
-                            schemas: dict[str, gameschema.Schema] | None = None) -> list[int]:
-        """Intake: append to our stream, fsync, then let the core push them; returns the seqs.
-        `schemas`: the game schemas the records name; each new one is published once (a fact)."""
-        for fp, schema in (schemas or {}).items():
-            if self._know_schema(fp, schema):
-                await self.submit(SchemaPublished(fingerprint=fp, schema=schema.encode()))
-        me = self.peer.replication.origin  # our stream: this host in this incarnation
-        games, hw = await self._in_store(self.games.append_own, me, config_key, payloads)
-        at = time.time()
-        if self.host.ephemeral:  # only ephemeral hosts drop their own games (`_retain`)
-            self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
-        self.count("games_published", len(games))
-        await self._publish_held()
-        await self.submit(GamesStored(origin=me, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw,
-                                      games=games))
-        return [q for q, _ in games]
-
-    async def wait_durable(self, config_key: str, seq: int, timeout: float) -> bool:
-        async with self.durable_changed:
-            try:
-                await asyncio.wait_for(
-                    self.durable_changed.wait_for(lambda: self.durable.get(config_key, 0) >= seq), timeout)
-            except asyncio.TimeoutError:
-                return False
-        return True
-
-    async def _watch_games(self, patterns: tuple[str, ...], every: float) -> None:
-        """Watch mode: take the completed games of the configured self-play databases, each once."""
-        loop = asyncio.get_running_loop()
-
-        def publish(config_key: str, records: list, schemas: dict) -> None:  # called from the ingest thread
-            payloads = [pack_record(r) for r in records]
-            asyncio.run_coroutine_threadsafe(self.publish_games(config_key, payloads, schemas), loop).result(timeout=120)
-
-        cursors = self.data_dir / "ingest-cursors.json"
-        while True:
-            try:
-                n = await asyncio.to_thread(ingest, patterns, cursors, publish, min_moves=self.config.watch_min_moves)
-                if n:
-                    log.info("watch: took %d game(s) from %s", n, ", ".join(patterns))
-            except Exception as e:  # a broken database must not stop the daemon
-                self.count("watch_errors")
-                log.warning("watch: %s: %s", type(e).__name__, e)
-            await asyncio.sleep(every)
-
-    async def _retain(self, retention: float, every: float = 5.0) -> None:
-        """Ephemeral hosts drop their own games once durable elsewhere and older than `retention`."""
-        done: dict[str, int] = {}  # config_key -> seqs dropped through (gone from `stored_at`)
-        while True:
-            await asyncio.sleep(every)
-            for key, times in list(self.stored_at.items()):
-                held = None if self.games.held is None else \
-                    await self._in_store(self.games.held.floor, self.peer.replication.origin, key)
-                floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0),
-                                                held_from=held)
-                if floor > done.get(key, 0):
-                    dropped = await self._in_store(self.games.log.drop_through, self.peer.replication.origin, key, floor)
-                    done[key] = floor
-                    for q in [q for q in times if q <= floor]:
-                        del times[q]
-                    log.info("retention: dropped games of %s through #%d (%d segment(s))", key, floor, dropped)
-
-    async def _mark_durable(self, config_key: str, through: int) -> None:
-        async with self.durable_changed:
-            self.durable[config_key] = max(self.durable.get(config_key, 0), through)
-            self.durable_changed.notify_all()
-
-    async def _store_games(self, e: StoreGames) -> None:
-        try:
-            hw = await self._in_store(self.games.store, e.origin, e.config_key, e.games)
-        except OSError as err:  # disk full or failing: no ack, the sender retries elsewhere
-            log.warning("cannot store games of %s/%s: %s", e.origin, e.config_key, err)
-            self.count("games_store_failed")
-            return
-        self.count("games_stored", len(e.games))
-        await self._publish_held()
-        self.submit_nowait(GamesStored(origin=e.origin, config_key=e.config_key, seqs=tuple(q for q, _ in e.games),
-                                       hw=hw, ack_to=e.ack_to))
-
-    def _learn_schemas(self, facts) -> None:
-        """Game schemas that reached the manifest (`gs/` facts, as `(origin, fact)`): known from
-        now on, and the games that waited for them land."""
-        for origin, f in facts:
-            fp = f.key[len(catalog.SCHEMA_PREFIX):]
-            if f.key.startswith(catalog.SCHEMA_PREFIX) and not f.tombstone and fp not in self.games.schemas:
-                try:
-                    self._know_schema(fp, gameschema.Schema.decode(f.value, fp))
-                except gameschema.SchemaError as e:
-                    self.count("schemas_refused")
-                    log.warning("game schema %s from %s refused: %s", fp[:16], origin, e)
-
-    def _know_schema(self, fp: str, schema: gameschema.Schema) -> bool:
-        """A game schema known from now on (from our own intake or a peer's fact); the games
-        that waited for it land. Whether it was new here."""
-        if fp in self.games.schemas:
-            return False
-        self.games.schemas[fp] = schema
-        if self.games.held is not None:
-            self._spawn(self._retry_games(fingerprints={fp}))
-        return True
-
-    async def _publish_held(self) -> None:
-        """Tell the cluster which games this host holds back, per config, when that changed."""
-        if self.games.held is None or self.games.held_version == self._held_published[0]:
-            return
-        version = self.games.held_version
-        now = await self._in_store(self.games.held.streams)
-        for key in sorted(set(now) | set(self._held_published[1])):
-            if now.get(key, {}) != self._held_published[1].get(key, {}):
-                await self.submit(GamesHeld(config_key=key, held=now.get(key, {})))
-        self._held_published = (version, now)
-
-    async def _retry_games(self, config_key: str | None = None, fingerprints: set[str] | None = None) -> dict[str, int]:
-        got = await self._in_store(self.games.retry, config_key, fingerprints)
-        await self._publish_held()
-        if got["landed"]:
-            log.info("%d held game(s) landed in their databases (%d still held)", got["landed"], got["held"])
-        return got
-
-    async def held_games(self, config_key: str | None = None) -> dict[str, Any]:
-        """`ringmesh games refused`: the games this host holds back, and why."""
-        if self.games.held is None:
-            return {"node": self.peer.me, "consumer": False, "games": []}
-        games = await self._in_store(self.games.held.listing, config_key)
-        return {"node": self.peer.me, "consumer": True, "games": games}
-
-    async def _read_games(self, e: ReadGames) -> None:
-        games = await self._in_store(self.games.read, e.origin, e.config_key, e.first, e.last)
-        self.submit_nowait(GamesRead(origin=e.origin, config_key=e.config_key, games=games, reply_to=e.reply_to))
-
     @staticmethod
     def now() -> float:
         return time.time()
@@ -605,10 +417,10 @@ class Daemon:
     # -- reports ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return statusreport.status(self)
+        return statusreport.status(self.view)
 
     def listing(self) -> dict[str, Any]:
-        return statusreport.listing(self)
+        return statusreport.listing(self.view)
 
 
 async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None,

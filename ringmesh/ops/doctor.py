@@ -3,7 +3,7 @@
 One line per check, `ok`, `warn` or `FAIL`; exit status 1 if any check failed, else 0:
 
   config        the file loads and this host is a member (active, with an address; warnings are warnings)
-  certificates  with `ringmesh.node.wire.tls`: this host's files load, match, name it, are signed by the
+  certificates  with `ringmesh.tls`: this host's files load, match, name it, are signed by the
                 CA and valid (warn within 30 days of expiry); without: a warning (plaintext)
   daemon        whether a daemon holds the data dir (its pid) and answers on its socket; FAIL
                 while its protocol core raised in the last 10 minutes (warn for older ones)

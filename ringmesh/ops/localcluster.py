@@ -72,7 +72,7 @@ class LocalCluster:
                  env: dict[str, str] | None = None, routing: dict | None = None, own: dict | None = None,
                  hosts: dict[str, dict] | None = None, tls: bool = False) -> None:
         """`tls`: a cluster CA and one certificate per node in <root>/tls, and peers that talk
-        mutual TLS (`ringmesh.node.wire.tls` in the config); otherwise plaintext."""
+        mutual TLS (`ringmesh.tls` in the config); otherwise plaintext."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(n)

@@ -34,119 +34,31 @@ import concurrent.futures
 import logging
 import os
 import time
-from collections import Counter, deque
-from typing import TYPE_CHECKING, Any, Iterable
+from collections import Counter
+from typing import TYPE_CHECKING, Iterable
 
 from ringmesh.config import ConfigError
-from ringmesh.core import membership as mb
+from ringmesh.core import membership
 from ringmesh.core.bandwidth import Priority
 from ringmesh.core.breaker import CLOSED, HALF_OPEN, OPEN
+from ringmesh.node.telemetry import IN, OUT
 
 if TYPE_CHECKING:
-    from ringmesh.node.runtime import Daemon
+    from ringmesh.node.view import NodeView
 
 log = logging.getLogger("ringmesh.ops.metrics")
 LISTEN_ENV = "RINGMESH_METRICS_LISTEN"
-IN, OUT = "in", "out"
-STATES = (mb.ALIVE, mb.SUSPECT, mb.DEAD, mb.LEFT)
+STATES = (membership.ALIVE, membership.SUSPECT, membership.DEAD, membership.LEFT)
 BREAKER_STATES = (CLOSED, HALF_OPEN, OPEN)
 SCRAPE_TIMEOUT = 10.0  # seconds a scrape waits for the event loop's snapshot
 GAUGE_COUNTERS = {"items_blocked"}  # daemon counters that are levels, not counts
 
 
-class Telemetry:
-    """The few figures the daemon keeps only for observability. Touched on the event loop."""
-
-    def __init__(self) -> None:
-        self.peer_bytes: Counter[tuple[str, str, str]] = Counter()  # (peer, direction, what) -> bytes
-        self.messages: Counter[tuple[str, str]] = Counter()  # (direction, kind) -> messages
-        self.delta_bytes: Counter[str] = Counter()  # direction -> bytes of manifest deltas
-        self.transfers: Counter[tuple[str, str]] = Counter()  # (class, outcome) -> transfers
-        self._heard: dict[str, tuple[int, int, float]] = {}  # origin -> (incarnation, heartbeat, when it advanced)
-        # origin -> its own reports, (incarnation, max_counter, when first reported), that we do not hold yet
-        self._reports: dict[str, deque[tuple[int, int, float]]] = {}
-        self.catch_up: dict[str, list[float]] = {}  # origin -> [reports met, seconds they took in all]
-
-    def message(self, peer: str, direction: str, msg: Any, body: Any = None, manifest: Any = None) -> None:
-        """One gossip/membership/... envelope (protobuf) sent to or received from `peer`; given
-        the decoded `body` and our `manifest`, the sender's report of its own counter is noted."""
-        digest = getattr(body, "digest", None)  # Syn/SynAck: a version vector (BroadcastOrder's is a str)
-        if isinstance(digest, dict) and manifest is not None and (own := digest.get(peer)) is not None:
-            self.reported(peer, own.incarnation, own.max_counter, manifest, time.time())
-        size = msg.ByteSize()
-        kind = msg.WhichOneof("body") or "none"
-        self.peer_bytes[(peer, direction, "messages")] += size
-        self.messages[(direction, kind)] += 1
-        if kind in ("syn_ack", "ack"):
-            self.delta_bytes[direction] += sum(d.ByteSize() for d in getattr(msg, kind).delta)
-
-    def chunks(self, peer: str, direction: str, n: int) -> None:
-        self.peer_bytes[(peer, direction, "chunks")] += n
-
-    def transfer(self, cls: str, outcome: str) -> None:
-        self.transfers[(cls, outcome)] += 1
-
-    def reported(self, origin: str, incarnation: int, max_counter: int, manifest, now: float) -> None:
-        """`origin` says it is at (incarnation, max_counter): note it unless we hold that already."""
-        st = manifest.origins.get(origin)
-        mark = (incarnation, max_counter)
-        if st is not None and (st.incarnation, st.max_counter) >= mark:
-            return
-        q = self._reports.setdefault(origin, deque())
-        if q and mark <= q[-1][:2]:
-            return
-        if len(q) >= 64:  # keep the oldest times; the newest report stands for the rest
-            q[-1] = (incarnation, max_counter, q[-1][2])
-        else:
-            q.append((incarnation, max_counter, now))
-
-    def lag(self, origin: str, manifest, now: float) -> tuple[int, float]:
-        """(changes of `origin` it reported that we lack, seconds we have lacked the oldest)."""
-        q = self._reports.get(origin)
-        if not q:
-            return 0, 0.0
-        st = manifest.origins.get(origin)
-        inc, top, _ = q[-1]
-        have = st.max_counter if st is not None and st.incarnation == inc else 0
-        return max(0, top - have), max(0.0, now - q[0][2])
-
-    def sample(self, manifest, now: float) -> None:
-        """Note every origin whose heartbeat (or incarnation) moved since the last sample, and
-        every origin's report our replica now meets."""
-        for origin, q in list(self._reports.items()):
-            st = manifest.origins.get(origin)
-            have = (st.incarnation, st.max_counter) if st is not None else (-1, -1)
-            while q and q[0][:2] <= have:
-                met = self.catch_up.setdefault(origin, [0, 0.0])
-                met[0] += 1
-                met[1] += now - q.popleft()[2]
-            if not q:
-                del self._reports[origin]
-        for origin, st in manifest.origins.items():
-            seen = self._heard.get(origin)
-            if seen is None or (st.incarnation, st.heartbeat) != seen[:2]:
-                self._heard[origin] = (st.incarnation, st.heartbeat, now)
-        if len(self._heard) > len(manifest.origins):
-            for gone in set(self._heard) - set(manifest.origins):
-                del self._heard[gone]
-
-    def heartbeat_age(self, origin: str, now: float) -> float | None:
-        seen = self._heard.get(origin)
-        return None if seen is None else max(0.0, now - seen[2])
-
-    async def watch(self, d: Daemon) -> None:
-        """Sample the heartbeats a few times per gossip interval (at most every second)."""
-        every = max(0.05, min(1.0, d.config.gossip_interval / 4))
-        while True:
-            self.sample(d.peer.manifest, time.time())
-            await asyncio.sleep(every)
-
-
 # -- the families ---------------------------------------------------------------------------------
 
 
-def _families(d: Daemon) -> list:
-    """Every metric family, read from the daemon now. Runs on the event loop."""
+def _families(view: NodeView) -> list:
+    """Every metric family, read from the node now. Runs on the event loop."""
     from prometheus_client.core import (
         CounterMetricFamily as C, GaugeMetricFamily as G, InfoMetricFamily as I, SummaryMetricFamily as S,
     )
@@ -155,7 +67,7 @@ def _families(d: Daemon) -> list:
     from ringmesh.core import streams
 
     now = time.time()
-    p, m, t = d.peer, d.peer.manifest, d.telemetry
+    core, m, t = view.core, view.manifest, view.telemetry
     t.sample(m, now)
     out: list = []
 
@@ -175,23 +87,23 @@ def _families(d: Daemon) -> list:
 
     # this host
     out.append(I("ringmesh_node", "This host: name, address, role, provider (value 1).",
-                 value={"node": p.me, "address": d.address, "role": d.host.role, "provider": d.host.provider,
-                        "ephemeral": str(d.host.ephemeral).lower()}))
-    gauge("ringmesh_uptime_seconds", "Seconds since the daemon started.", value=now - d.started_at)
+                 value={"node": view.name, "address": view.address, "role": view.host.role, "provider": view.host.provider,
+                        "ephemeral": str(view.host.ephemeral).lower()}))
+    gauge("ringmesh_uptime_seconds", "Seconds since the daemon started.", value=now - view.started_at)
     gauge("ringmesh_incarnation", "This host's incarnation (a new life after a wiped disk).", value=m.own.incarnation)
 
     # gossip
-    counter("ringmesh_gossip_rounds", "Gossip rounds this host started.", value=p.rounds)
+    counter("ringmesh_gossip_rounds", "Gossip rounds this host started.", value=core.rounds)
     counter("ringmesh_gossip_delta_bytes", "Bytes of manifest deltas (in SynAck and Ack messages) sent and received.",
             ["direction"], [((k,), t.delta_bytes[k]) for k in (OUT, IN)])
     counter("ringmesh_messages", "Peer messages sent and received, by kind.", ["direction", "kind"],
             [(k, n) for k, n in sorted(t.messages.items())])
-    gauge("ringmesh_inbox_events", "Events waiting for the core.", value=d.inbox.qsize())
+    gauge("ringmesh_inbox_events", "Events waiting for the core.", value=view.inbox_size)
     gauge("ringmesh_origin_heartbeat", "Each origin's heartbeat as this host knows it.", ["origin"],
           [((o,), st.heartbeat) for o, st in sorted(m.origins.items())])
     gauge("ringmesh_origin_max_counter", "Each origin's highest change counter as this host knows it.", ["origin"],
           [((o,), st.max_counter) for o, st in sorted(m.origins.items())])
-    lags = {o: t.lag(o, m, now) for o in sorted(m.origins) if o != p.me}
+    lags = {o: t.lag(o, m, now) for o in sorted(m.origins) if o != core.me}
     gauge("ringmesh_origin_lag_changes", "Convergence lag: changes each origin reported (its own digest entry) "
           "that this host does not hold yet.", ["origin"], [((o,), n) for o, (n, _s) in lags.items()])
     gauge("ringmesh_origin_lag_seconds", "Convergence lag: seconds this host has lacked the oldest change an "
@@ -207,18 +119,18 @@ def _families(d: Daemon) -> list:
           [((o,), age) for o in sorted(m.origins) if (age := t.heartbeat_age(o, now)) is not None])
 
     # membership
-    known = sorted(set(m.origins) | set(p.known_peers()))
-    views = {h: p.membership.view(h) for h in known}
+    known = sorted(set(m.origins) | set(core.known_peers()))
+    views = {h: core.membership.view(h) for h in known}
     by_state = Counter(views.values())
     gauge("ringmesh_members", "Members by state, as this host sees them (itself included).", ["state"],
           [((s,), by_state.get(s, 0)) for s in STATES])
     gauge("ringmesh_member_state", "1 for each member's current state, 0 for the others.", ["member", "state"],
           [((h, s), float(v == s)) for h, v in views.items() for s in STATES])
-    gauge("ringmesh_local_health", "Lifeguard local health multiplier (0 = healthy).", value=p.membership.health)
+    gauge("ringmesh_local_health", "Lifeguard local health multiplier (0 = healthy).", value=core.membership.health)
 
     # leader
-    leader, term = p.leader()
-    e = p.election
+    leader, term = core.leader()
+    e = core.election
     gauge("ringmesh_leader_term", "The newest term this host knows.", value=term)
     gauge("ringmesh_leader", "1 for the leader this host knows, labelled with it and its term.", ["leader", "term"],
           [((leader, str(term)), 1)] if leader else [])
@@ -228,7 +140,7 @@ def _families(d: Daemon) -> list:
     counter("ringmesh_elections_started", "Elections this host started.", value=e.elections_started)
 
     # transfers
-    running = Counter(p.priority_of(v).label for _t, v, _s in d.transfers.values())
+    running = Counter(core.priority_of(v).label for v, _started in view.transfers())
     classes = [c.label for c in sorted(Priority, reverse=True)]
     gauge("ringmesh_transfers_running", "Pulls under way, by priority class.", ["class"],
           [((c,), running.get(c, 0)) for c in classes])
@@ -236,15 +148,15 @@ def _families(d: Daemon) -> list:
             [((c, o), t.transfers.get((c, o), 0)) for c in classes for o in ("done", "failed")])
     counter("ringmesh_throttle_bytes", "Bytes let through this host's byte budget, by direction and class.",
             ["direction", "class"],
-            [((direction, c.label), th.granted[c]) for direction, th in ((OUT, d.egress), (IN, d.ingress))
+            [((direction, c.label), th.granted[c]) for direction, th in ((OUT, view.egress), (IN, view.ingress))
              for c in sorted(Priority, reverse=True)])
     gauge("ringmesh_throttle_rate_bytes_per_second", "This host's byte budget per direction (0: no limit).",
-          ["direction"], [((OUT,), d.egress.rate or 0), ((IN,), d.ingress.rate or 0)])
+          ["direction"], [((OUT,), view.egress.rate or 0), ((IN,), view.ingress.rate or 0)])
 
     # peers
     counter("ringmesh_peer_bytes", "Bytes to and from each peer: messages, and file chunks.", ["peer", "direction", "what"],
             [(k, n) for k, n in sorted(t.peer_bytes.items())])
-    breakers = p.breakers.report(now)
+    breakers = core.breakers.report(now)
     gauge("ringmesh_breaker_state", "1 for each peer's breaker state (closed, half-open, open), 0 for the others.",
           ["peer", "state"],
           [((h, s), float(b["state"] == s)) for h, b in breakers.items() for s in BREAKER_STATES])
@@ -252,17 +164,17 @@ def _families(d: Daemon) -> list:
             [((h,), b["failures"]) for h, b in breakers.items()])
 
     # games
-    own = p.replication.origin
-    produced = {k: hw for (o, k), hw in d.games.log.streams().items() if o == own}
-    materialised = dict(d.games.by_config)
-    keys = sorted(set(produced) | set(d.durable) | set(materialised))
+    own = core.replication.origin
+    produced = {k: hw for (o, k), hw in view.games.log.streams().items() if o == own}
+    materialised = dict(view.games.by_config)
+    keys = sorted(set(produced) | set(view.durable) | set(materialised))
     counter("ringmesh_games_published", "Games this host took in (its own streams, this life), per config.",
             ["config_key"], [((k,), produced.get(k, 0)) for k in keys])
     counter("ringmesh_games_durable", "Of those, how many are durable (held by enough hosts), per config.",
-            ["config_key"], [((k,), d.durable.get(k, 0)) for k in keys])
+            ["config_key"], [((k,), view.durable.get(k, 0)) for k in keys])
     counter("ringmesh_games_materialised", "Games appended to this host's game databases since start, per config.",
             ["config_key"], [((k,), materialised.get(k, 0)) for k in keys])
-    fresh = streams.freshness(m, p.game_placement().targets, now)
+    fresh = streams.freshness(m, core.game_placement().targets, now)
     gauge("ringmesh_config_games", "Games the cluster produced, per config (all streams).", ["config_key"],
           [((k, ), f["games"]) for k, f in sorted(fresh.items())])
     gauge("ringmesh_config_newest_game_age_seconds", "Age of the newest game, per config.", ["config_key"],
@@ -271,41 +183,41 @@ def _families(d: Daemon) -> list:
           [((k,), len(f["hosts_behind"])) for k, f in sorted(fresh.items())])
 
     # items
-    cluster = reports.cluster_data(d)
+    cluster = reports.cluster_data(view)
     under = [it for it in cluster["items"] if it["hosts_behind"] or it["copies"] < it["wanted_copies"]]
     gauge("ringmesh_items", "Named file items (newest versions) in the manifest.", value=len(cluster["items"]))
     gauge("ringmesh_items_under_replicated", "Items some target host does not hold yet.", value=len(under))
     gauge("ringmesh_items_blocked", "Items no eligible host can take.", value=sum(it["blocked"] for it in cluster["items"]))
 
     # disk
-    disk = d.disk or {}
+    disk = view.disk or {}
     for key, name, doc in (("used_percent", "ringmesh_disk_used_percent", "Disk use of the data dir's file system, percent."),
                            ("free_bytes", "ringmesh_disk_free_bytes", "Bytes free for this host on the data dir's file system."),
                            ("total_bytes", "ringmesh_disk_total_bytes", "Size of the data dir's file system, bytes.")):
         if key in disk:
             gauge(name, doc, value=disk[key])
     gauge("ringmesh_disk_cap_percent", "Disk use above which this host takes no new data, percent.",
-          value=d.host.disk_cap_percent)
+          value=view.host.disk_cap_percent)
 
     gauge("ringmesh_games_held", "Games this host holds back from its databases, by config and kind "
           "(refused: see `ringmesh games refused`; waiting: for their schema).", ["config_key", "kind"],
-          [((key, kind), n) for key, kinds in sorted(d.games.held_summary.items()) for kind, n in sorted(kinds.items())])
+          [((key, kind), n) for key, kinds in sorted(view.games.held_summary.items()) for kind, n in sorted(kinds.items())])
     counter("ringmesh_core_errors", "Steps of the protocol core that raised (a bug; the core's timers were re-armed).",
-            value=d.counters.get("core_errors", 0))
+            value=view.counters.get("core_errors", 0))
 
     # everything else the daemon counts
     counter("ringmesh_events", "The daemon's other counters (send failures, rejected messages, ...).", ["event"],
-            [((k,), n) for k, n in sorted(d.counters.items()) if k not in GAUGE_COUNTERS | {"core_errors"}])
+            [((k,), n) for k, n in sorted(view.counters.items()) if k not in GAUGE_COUNTERS | {"core_errors"}])
     return out
 
 
 class _Collector:
-    def __init__(self, d: Daemon, loop: asyncio.AbstractEventLoop) -> None:
-        self.d, self.loop = d, loop
+    def __init__(self, view: NodeView, loop: asyncio.AbstractEventLoop) -> None:
+        self.view, self.loop = view, loop
 
     def collect(self):
         async def snapshot():
-            return _families(self.d)
+            return _families(self.view)
 
         fut = asyncio.run_coroutine_threadsafe(snapshot(), self.loop)
         try:
@@ -336,13 +248,13 @@ def check_listen(where: str, v: object) -> str:
 class MetricsServer:
     """`GET /metrics` on `listen` (HOST:PORT; port 0: any free one, see `address`)."""
 
-    def __init__(self, d: Daemon, listen: str) -> None:
+    def __init__(self, view: NodeView, listen: str) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
 
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(d, asyncio.get_running_loop()))
+        registry.register(_Collector(view, asyncio.get_running_loop()))
         try:
             self._httpd, self._thread = start_http_server(int(port), addr=host, registry=registry)
         except OSError as e:

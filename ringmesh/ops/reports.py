@@ -11,51 +11,51 @@ from ringmesh.core.messages import ItemKey
 from ringmesh.core.router import DataType, replication_targets
 
 if TYPE_CHECKING:
-    from ringmesh.node.runtime import Daemon
+    from ringmesh.node.view import NodeView
 
 DEFAULT_RATE = 20_000_000  # bytes/s, the built-in default limit, when a host's is unknown
 
 
-def _rate(d: Daemon, host: str, direction: str) -> int:
-    h = d.config.hosts.get(host)
+def _rate(view: NodeView, host: str, direction: str) -> int:
+    h = view.config.hosts.get(host)
     r = getattr(h, f"{direction}_bytes_per_s", None) if h else None
     return int(r) if isinstance(r, (int, float)) and r > 0 else DEFAULT_RATE
 
 
-def recommendations(d: Daemon) -> dict[str, Any]:
+def recommendations(view: NodeView) -> dict[str, Any]:
     """Which host should pull what, from whom, why, and about how long it takes."""
-    p = d.peer
-    hosts, place_of = p.host_infos(), p.placer()
-    held = catalog.holders(p.manifest)
+    core = view.core
+    hosts, place_of = core.host_infos(), core.placer()
+    held = catalog.holders(core.manifest)
     recs = []
-    for item, v in sorted(catalog.newest_versions(p.manifest).items()):
+    for item, v in sorted(catalog.newest_versions(core.manifest).items()):
         placement = place_of(v)
         holders = held.get((item, v.digest), [])
         for host in placement.targets:
             if host in holders:
                 continue
-            sources = [h for h in holders if p.healthy(h, d.now()) or h == p.me]
-            rate = min([_rate(d, host, "ingress")] + [_rate(d, s, "egress") for s in sources[:1]])
+            sources = [h for h in holders if core.healthy(h, view.now()) or h == core.me]
+            rate = min([_rate(view, host, "ingress")] + [_rate(view, s, "egress") for s in sources[:1]])
             recs.append({
                 "host": host, "item": str(item), "digest": v.digest, "sources": sources,
-                "priority": p.priority_of(v).label, "config_key": catalog.config_key_of(v),
+                "priority": core.priority_of(v).label, "config_key": catalog.config_key_of(v),
                 "reason": f"{item.type} belongs on {next(h.role for h in hosts if h.name == host)} hosts; "
                           f"newest version {v.digest[:12]} not held",
                 "bytes": v.size, "estimated_seconds": round(v.size / rate, 3) if sources else None,
                 "rate_bytes_per_s": rate,
             })
     recs.sort(key=lambda r: (-["background", "low", "normal", "high", "critical"].index(r["priority"]), r["host"], r["item"]))
-    return {"node": p.me, "recommendations": recs,
-            "blocked_items": d.blocked_items(), "priorities": {k: v.label for k, v in sorted(p.priorities.items())}}
+    return {"node": core.me, "recommendations": recs,
+            "blocked_items": view.blocked_items(), "priorities": {k: v.label for k, v in sorted(core.priorities.items())}}
 
 
-def cluster_data(d: Daemon) -> dict[str, Any]:
+def cluster_data(view: NodeView) -> dict[str, Any]:
     """Per item: holders, targets, shortfall; per config key: items and their freshness."""
-    p = d.peer
-    hosts, place_of = p.host_infos(), p.placer()
-    held = catalog.holders(p.manifest)
+    core = view.core
+    hosts, place_of = core.host_infos(), core.placer()
+    held = catalog.holders(core.manifest)
     items, by_config = [], {}
-    for item, v in sorted(catalog.newest_versions(p.manifest).items()):
+    for item, v in sorted(catalog.newest_versions(core.manifest).items()):
         placement = place_of(v)
         holders = held.get((item, v.digest), [])
         behind = [h for h in placement.targets if h not in holders]
@@ -74,24 +74,24 @@ def cluster_data(d: Daemon) -> dict[str, Any]:
     for c in by_config.values():
         c["hosts_behind"] = sorted(c["hosts_behind"])
     disks = {h.name: {"used_percent": h.disk_used_percent, "free_bytes": h.disk_free_bytes} for h in hosts}
-    return {"node": p.me, "items": items, "configs": dict(sorted(by_config.items())), "disks": disks,
-            "members": {h.name: p.membership.view(h.name) for h in hosts}}
+    return {"node": core.me, "items": items, "configs": dict(sorted(by_config.items())), "disks": disks,
+            "members": {h.name: core.membership.view(h.name) for h in hosts}}
 
 
-def targets_for(d: Daemon, args: dict[str, str]) -> dict[str, Any]:
+def targets_for(view: NodeView, args: dict[str, str]) -> dict[str, Any]:
     """`get_replication_targets(data_id, data_type, min_copies)`: ranked hosts with reasons."""
     try:
         dt = DataType(args.get("type", "model"))
-        min_copies = int(args.get("min_copies", d.config.min_copies))
+        min_copies = int(args.get("min_copies", view.config.min_copies))
     except ValueError as e:
         raise LocalProtocolError(f"bad replication_targets query: {e}") from None
-    p = d.peer
+    core = view.core
     data_id = args.get("item", "")
     size, holders = 0, []
-    for item, v in catalog.newest_versions(p.manifest).items():
+    for item, v in catalog.newest_versions(core.manifest).items():
         if item == ItemKey(dt.value, data_id) or str(item) == data_id:
-            size, holders = v.size, catalog.holders(p.manifest).get((item, v.digest), [])
-    ranked = replication_targets(dt, p.host_infos(), item_size=size, min_copies=min_copies,
-                                 cap_percent=d.config.max_disk_usage_percent, holders=holders)
+            size, holders = v.size, catalog.holders(core.manifest).get((item, v.digest), [])
+    ranked = replication_targets(dt, core.host_infos(), item_size=size, min_copies=min_copies,
+                                 cap_percent=view.config.max_disk_usage_percent, holders=holders)
     return {"data_id": data_id, "data_type": dt.value, "min_copies": min_copies,
             "targets": [{"host": r.host, "rank": r.rank, "reason": r.reason} for r in ranked]}

@@ -242,8 +242,8 @@ def test_config_check_json_and_text():
     r = _check(str(FIXTURE), "--json", env={"RINGRIFT_GOSSIP_INTERVAL": "5"})
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    # the fixture has no ringmesh.node.wire.tls: its one warning is that peers would talk plaintext
-    assert doc["valid"] and [w.split(": ")[1] for w in doc["warnings"]] == ["ringmesh.node.wire.tls"]
+    # the fixture has no ringmesh.tls: its one warning is that peers would talk plaintext
+    assert doc["valid"] and [w.split(": ")[1] for w in doc["warnings"]] == ["ringmesh.tls"]
     assert doc["environment_overrides"] == ["RINGRIFT_GOSSIP_INTERVAL"]
     g = doc["global"]
     assert g["gossip_interval"] == {"label": "gossip interval", "value": 5.0, "unit": "s",

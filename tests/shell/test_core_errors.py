@@ -49,10 +49,10 @@ async def _run(c: LocalCluster) -> None:
         await _until(lambda: d.peer.membership.stats["probes"] >= probes + 3, 20, "probing to go on")
         await _until(lambda: d.peer.rounds >= rounds + 3, 20, "gossip to go on")
         await _until(lambda: d.peer.membership.view("node2") == "alive", 20, "node2 seen alive")
-        st = statusreport.status(d)
+        st = statusreport.status(d.view)
         assert st["core_errors"]["total"] == 1 and st["core_errors"]["last_10_min"] == 1
         assert "TimerFired: ValueError: max() arg" in st["core_errors"]["recent"][0]["what"]
-        families = {f.name: f for f in _families(d)}
+        families = {f.name: f for f in _families(d.view)}
         assert families["ringmesh_core_errors"].samples[0].value == 1
         check = await asyncio.to_thread(_daemon, d.data_dir)
         assert check.status == FAIL and "raised 1 time(s) in the last 10 minutes" in check.detail

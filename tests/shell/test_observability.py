@@ -187,5 +187,5 @@ def test_doctor_passes_on_a_healthy_cluster(obs):
     by_name = {ln[6:].split("  ")[0].strip(): ln[:4].strip() for ln in lines[:-1]}
     assert by_name["peer node2"] == "ok" and by_name["peer node3"] == "ok", r.stdout
     assert by_name["daemon"] == "ok" and by_name["disk"] in ("ok", "warn") and by_name["clock"] == "ok"
-    assert by_name["certificates"] == "warn" and "PLAINTEXT" in r.stdout  # no ringmesh.node.wire.tls here
+    assert by_name["certificates"] == "warn" and "PLAINTEXT" in r.stdout  # no ringmesh.tls here
     assert lines[-1].startswith("doctor: node1: healthy")

@@ -1,7 +1,7 @@
 """Mutual TLS between peers: real `ringmesh serve` processes with certificates from a cluster CA
 converge and move files; a client without a certificate, with one from another CA, or with a
 valid one that claims to be another host is refused, and the peer goes on serving. Plus the
-`certs` commands and the `ringmesh.node.wire.tls` config checks."""
+`certs` commands and the `ringmesh.tls` config checks."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_loading_checks_every_file(tmp_path):
 
     def load(node="a", **kw):
         files = {"ca": ca / "ca.crt", "cert": ca / "a.crt", "key": ca / "a.key", **kw}
-        return load_node(files, node, {k: f"ringmesh.node.wire.tls.{k}" for k in files})
+        return load_node(files, node, {k: f"ringmesh.tls.{k}" for k in files})
 
     load()
     cases = [
@@ -219,7 +219,7 @@ def test_loading_checks_every_file(tmp_path):
 
 
 def _doc(g=None, **host_a):
-    """A config with `ringmesh.node.wire.tls: g` (absent if None) and host a's settings `host_a`."""
+    """A config with `ringmesh.tls: g` (absent if None) and host a's settings `host_a`."""
     return {**({"ringmesh": {"tls": g}} if g is not None else {}),
             "hosts": {"a": {"address": "127.0.0.1:1", **host_a}, "b": {"address": "127.0.0.1:2"}}}
 
@@ -233,14 +233,14 @@ def test_tls_config_values():
     a, b = c.hosts["a"].tls, c.hosts["b"].tls
     assert (a.ca, a.cert, a.key) == ("/etc/rm/certs/ca.crt", "/etc/rm/certs/a.crt", "/k/a.key")
     assert (b.cert, b.key) == ("/etc/rm/certs/b.crt", "/k/b.key")
-    assert a.sources["cert"] == "ringmesh.node.wire.tls.cert"
+    assert a.sources["cert"] == "ringmesh.tls.cert"
     # a host may move its own files
     c = parse_config(_doc({"ca": "/c/ca.crt", "cert": "/c/{node}.crt", "key": "/c/{node}.key"},
                           tls={"key": "/secure/{node}.pem"}), "x.yaml")
     assert (c.hosts["a"].tls.key, c.hosts["a"].tls.cert, c.hosts["b"].tls.key) == ("/secure/a.pem", "/c/a.crt", "/c/b.key")
     assert c.hosts["a"].tls.sources["key"] == "hosts.a.tls.key"
     c = parse_config(_doc({"ca": "/c", "cert": "/c", "key": "/c", "cetr": "/x"}), "x.yaml")
-    assert "x.yaml: ringmesh.node.wire.tls.cetr: unknown key, ignored" in c.warnings
+    assert "x.yaml: ringmesh.tls.cetr: unknown key, ignored" in c.warnings
 
 
 @pytest.mark.parametrize("doc, message", [
@@ -273,7 +273,7 @@ def test_serve_with_bad_tls_files_stops_with_a_clear_error(tmp_path):
                                    "hosts": {"a": {"address": "127.0.0.1:1"}, "b": {"address": "127.0.0.1:2"}}}))
     r = _run("serve", "--config", str(cfg), "--node", "a", "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert f"ringmesh: {cfg}: ringmesh.node.wire.tls.cert: {certs / 'a.crt'}: cannot read this host's certificate" in r.stderr
+    assert f"ringmesh: {cfg}: ringmesh.tls.cert: {certs / 'a.crt'}: cannot read this host's certificate" in r.stderr
     cfg.write_text(cfg.read_text().replace("certs/{node}.crt", "certs/b.crt").replace("certs/{node}.key", "certs/b.key"))
     r = _run("serve", "--config", str(cfg), "--node", "a", "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -291,7 +291,7 @@ def test_plaintext_is_loud(tmp_path):
     cfg.write_text(yaml.safe_dump({"hosts": {"a": {"address": "127.0.0.1:1"}}}))
     r = _run("config", "check", str(cfg))
     assert r.returncode == 0 and "off: PLAINTEXT" in r.stdout
-    assert "ringmesh.node.wire.tls: PLAINTEXT: peers talk without TLS" in r.stdout
+    assert "ringmesh.tls: PLAINTEXT: peers talk without TLS" in r.stdout
     with LocalCluster(tmp_path / "c", 1, gossip_interval=0.2) as c:
         c.start_all()
         wait_for(lambda: "WARNING node1 ringmesh.node.runtime: PLAINTEXT: peers talk without TLS" in c.nodes["node1"].log_path.read_text(),

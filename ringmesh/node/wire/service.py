@@ -24,7 +24,7 @@ from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.messages import FilePublished, ItemKey, MessageReceived, PrioritySet, SyncRequested
 from ringmesh.node.files.throttle import priority_from_metadata
 from ringmesh.node.wire.tls import peer_identity
-from ringmesh.ops.metrics import IN, OUT
+from ringmesh.node.telemetry import IN, OUT
 from ringmesh.node.files.transfer import CALLER_METADATA, frames
 from ringmesh.v1 import mesh_pb2_grpc
 
@@ -206,9 +206,9 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
     async def GetRecipe(self, request, context):
         await self._identity(context)
         await self._digest(context, request.digest)
-        held, pulling = self._held(request.digest), self.d.pulling.get(request.digest)
+        held, pulling = self._held(request.digest), self.d.transfers.pulling.get(request.digest)
         if held:
-            digests = await asyncio.to_thread(self.d.files.load_recipe, request.digest)
+            digests = await asyncio.to_thread(self.d.transfers.files.load_recipe, request.digest)
             _item, size, chunk_size = held
         elif pulling:
             v = pulling.partial.v
@@ -223,7 +223,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         """Chunks of a version held whole, or verified so far by a pull under way."""
         caller = await self._identity(context) or _caller(context)  # TLS: the certificate's host
         await self._digest(context, request.digest)
-        held, pulling = self._held(request.digest), self.d.pulling.get(request.digest)
+        held, pulling = self._held(request.digest), self.d.transfers.pulling.get(request.digest)
         if held is not None:
             item, size, chunk_size = held
         elif pulling is not None:
@@ -247,7 +247,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
                         await context.abort(grpc.StatusCode.NOT_FOUND, f"chunk {index} is not verified here yet")
                     data = await asyncio.to_thread(pulling.partial.read, index)
                 else:
-                    data = await asyncio.to_thread(self.d.files.read_chunk, item, index, size, chunk_size)
+                    data = await asyncio.to_thread(self.d.transfers.files.read_chunk, item, index, size, chunk_size)
             except OSError as e:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read {item}: {e.strerror}")
             for idx, off, part in frames(index, data):
@@ -264,7 +264,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         if self._held(request.digest) is not None:
             yield codec.ChunkMap(complete=True)
             return
-        pulling = self.d.pulling.get(request.digest)
+        pulling = self.d.transfers.pulling.get(request.digest)
         if pulling is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"not pulling {request.digest[:40]!r}")
         q = pulling.subscribe()
@@ -299,7 +299,7 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         try:
-            hashed = await asyncio.to_thread(self.d.files.import_file, path, item)
+            hashed = await asyncio.to_thread(self.d.transfers.files.import_file, path, item)
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         except OSError as e:
@@ -326,7 +326,7 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         try:
-            seqs = await self.d.publish_games(key, list(request.games), schemas)
+            seqs = await self.d.games.publish(key, list(request.games), schemas)
         except OSError as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store the games: {e.strerror}")
         return codec.PublishGamesReply(seqs=seqs)
@@ -338,8 +338,8 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                 raise LocalProtocolError(f"timeout_s must be a number of seconds, not {request.timeout_s}")
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
-        ok = await self.d.wait_durable(request.config_key, request.seq, min(max(request.timeout_s, 0.0), MAX_WAIT_S))
-        return codec.WaitDurableReply(durable=ok, durable_through=self.d.durable.get(request.config_key, 0))
+        ok = await self.d.games.wait_durable(request.config_key, request.seq, min(max(request.timeout_s, 0.0), MAX_WAIT_S))
+        return codec.WaitDurableReply(durable=ok, durable_through=self.d.games.durable.get(request.config_key, 0))
 
     async def Get(self, request, context):
         try:
@@ -348,12 +348,12 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
             await self.refuse_error(context, e)
         readers = {
             "status": self.d.status, "ls": self.d.listing,
-            "recommendations": lambda: reports.recommendations(self.d),
-            "cluster": lambda: reports.cluster_data(self.d),
-            "replication_targets": lambda: reports.targets_for(self.d, args),
+            "recommendations": lambda: reports.recommendations(self.d.view),
+            "cluster": lambda: reports.cluster_data(self.d.view),
+            "replication_targets": lambda: reports.targets_for(self.d.view, args),
         }
         if request.what == "games_held":
-            return codec.Document(json=json.dumps(await self.d.held_games(args.get("config_key") or None), sort_keys=True))
+            return codec.Document(json=json.dumps(await self.d.games.held_games(args.get("config_key") or None), sort_keys=True))
         if request.what not in readers:
             await self.refuse(context, INVALID, f"unknown query {request.what[:60]!r}")
         try:
@@ -371,7 +371,7 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                 key = args.get("config_key") or None
                 if key:
                     check_config_key(key)
-                got = await self.d._retry_games(key) if self.d.games.held is not None else {"landed": 0, "held": 0}
+                got = await self.d.games.retry(key)
                 return codec.Document(json=json.dumps(got, sort_keys=True))
             elif request.what == "priority":
                 key = args.get("config_key", "")
@@ -384,4 +384,4 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                 raise LocalProtocolError(f"unknown order {request.what[:60]!r}")
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
-        return codec.Document(json=json.dumps(reports.recommendations(self.d), sort_keys=True))
+        return codec.Document(json=json.dumps(reports.recommendations(self.d.view), sort_keys=True))

@@ -28,7 +28,7 @@ CA_KEY, CA_CERT = "ca.key", "ca.crt"
 CA_DAYS = 3650
 NODE_DAYS = 825
 MAX_CN = 64  # X.509's upper bound for a common name; the SAN carries longer names
-PLAINTEXT_WARNING = ("PLAINTEXT: peers talk without TLS (ringmesh.node.wire.tls is off or absent): anyone who can reach a "
+PLAINTEXT_WARNING = ("PLAINTEXT: peers talk without TLS (ringmesh.tls is off or absent): anyone who can reach a "
                      "peer's port can read the cluster's data and pose as any host; use this only for tests and "
                      "private networks (see `ringmesh certs init`)")
 

@@ -1,0 +1,194 @@
+"""The executor of the core's game-stream effects: intake, storage, reads, durability, retention,
+watch mode, game schemas and the games a game host holds back.
+
+It owns the stream log and game databases (`Games`) and every figure about our own games
+(durable through, stored at); the runtime hands it `StoreGames`, `ReadGames`, `GamesDurable`,
+and each manifest change that may carry a game schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ringmesh.core import catalog, streams
+from ringmesh.core.manifest import Fact
+from ringmesh.core.messages import GamesHeld, GamesRead, GamesStored, ReadGames, SchemaPublished, StoreGames
+from ringmesh.node.games import gameschema
+from ringmesh.node.games.games import Games, ingest, pack_record
+
+if TYPE_CHECKING:
+    from ringmesh.node.runtime import Daemon
+
+log = logging.getLogger("ringmesh.node.games")
+
+
+class GameStreams:
+    def __init__(self, node: Daemon, games: Games) -> None:
+        self.node = node
+        self.games = games
+        self.durable: dict[str, int] = {}  # config_key -> our games durable through
+        self.stored_at: dict[str, dict[int, float]] = {}  # our games not yet dropped: seq -> when stored
+        self.durable_changed = asyncio.Condition()
+        self._held_published: tuple[int, dict] = (-1, {})  # (Games.held_version, what gh/ facts say)
+
+    def start(self) -> None:
+        node, config = self.node, self.node.config
+        self.learn_schemas(node.peer.manifest.live_facts(catalog.SCHEMA_PREFIX))  # (and games that waited for one land)
+        if node.host.ephemeral:
+            retention = config.timings.get("retention_seconds", 3600.0)
+            node.spawn(self._retain(retention, every=max(0.2, min(5.0, retention / 2))))
+        if config.watch_games:  # "{node}" in a pattern stands for this host's name
+            patterns = tuple(p.replace("{node}", node.peer.me) for p in config.watch_games)
+            node.spawn(self._watch(patterns, config.timings.get("watch_interval_seconds", 2.0)))
+
+    # -- effects ---------------------------------------------------------------------------
+
+    async def store(self, e: StoreGames) -> None:
+        try:
+            hw = await self.node.in_store(self.games.store, e.origin, e.config_key, e.games)
+        except OSError as err:  # disk full or failing: no ack, the sender retries elsewhere
+            log.warning("cannot store games of %s/%s: %s", e.origin, e.config_key, err)
+            self.node.count("games_store_failed")
+            return
+        self.node.count("games_stored", len(e.games))
+        await self._publish_held()
+        self.node.submit_nowait(GamesStored(origin=e.origin, config_key=e.config_key,
+                                            seqs=tuple(q for q, _ in e.games), hw=hw, ack_to=e.ack_to))
+
+    async def read(self, e: ReadGames) -> None:
+        games = await self.node.in_store(self.games.read, e.origin, e.config_key, e.first, e.last)
+        self.node.submit_nowait(GamesRead(origin=e.origin, config_key=e.config_key, games=games, reply_to=e.reply_to))
+
+    async def mark_durable(self, config_key: str, through: int) -> None:
+        async with self.durable_changed:
+            self.durable[config_key] = max(self.durable.get(config_key, 0), through)
+            self.durable_changed.notify_all()
+
+    # -- intake ----------------------------------------------------------------------------
+
+    async def publish(self, config_key: str, payloads: list[bytes],
+                      schemas: dict[str, gameschema.Schema] | None = None) -> list[int]:
+        """Intake: append to our stream, fsync, then let the core push them; returns the seqs.
+        `schemas`: the game schemas the records name; each new one is published once (a fact)."""
+        node = self.node
+        for fp, schema in (schemas or {}).items():
+            if self._know_schema(fp, schema):
+                await node.submit(SchemaPublished(fingerprint=fp, schema=schema.encode()))
+        me = node.peer.replication.origin  # our stream: this host in this incarnation
+        games, hw = await node.in_store(self.games.append_own, me, config_key, payloads)
+        at = time.time()
+        if node.host.ephemeral:  # only ephemeral hosts drop their own games (`_retain`)
+            self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
+        node.count("games_published", len(games))
+        await self._publish_held()
+        await node.submit(GamesStored(origin=me, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw,
+                                      games=games))
+        return [q for q, _ in games]
+
+    async def wait_durable(self, config_key: str, seq: int, timeout: float) -> bool:
+        async with self.durable_changed:
+            try:
+                await asyncio.wait_for(
+                    self.durable_changed.wait_for(lambda: self.durable.get(config_key, 0) >= seq), timeout)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Until durability moves (or `timeout` seconds)."""
+        async with self.durable_changed:
+            try:
+                await asyncio.wait_for(self.durable_changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _watch(self, patterns: tuple[str, ...], every: float) -> None:
+        """Watch mode: take the completed games of the configured self-play databases, each once."""
+        loop = asyncio.get_running_loop()
+
+        def publish(config_key: str, records: list, schemas: dict) -> None:  # called from the ingest thread
+            payloads = [pack_record(r) for r in records]
+            asyncio.run_coroutine_threadsafe(self.publish(config_key, payloads, schemas), loop).result(timeout=120)
+
+        cursors = self.node.data_dir / "ingest-cursors.json"
+        while True:
+            try:
+                n = await asyncio.to_thread(ingest, patterns, cursors, publish, min_moves=self.node.config.watch_min_moves)
+                if n:
+                    log.info("watch: took %d game(s) from %s", n, ", ".join(patterns))
+            except Exception as e:  # a broken database must not stop the daemon
+                self.node.count("watch_errors")
+                log.warning("watch: %s: %s", type(e).__name__, e)
+            await asyncio.sleep(every)
+
+    async def _retain(self, retention: float, every: float = 5.0) -> None:
+        """Ephemeral hosts drop their own games once durable elsewhere and older than `retention`."""
+        done: dict[str, int] = {}  # config_key -> seqs dropped through (gone from `stored_at`)
+        origin = self.node.peer.replication.origin
+        while True:
+            await asyncio.sleep(every)
+            for key, times in list(self.stored_at.items()):
+                held = None if self.games.held is None else await self.node.in_store(self.games.held.floor, origin, key)
+                floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0),
+                                                held_from=held)
+                if floor > done.get(key, 0):
+                    dropped = await self.node.in_store(self.games.log.drop_through, origin, key, floor)
+                    done[key] = floor
+                    for q in [q for q in times if q <= floor]:
+                        del times[q]
+                    log.info("retention: dropped games of %s through #%d (%d segment(s))", key, floor, dropped)
+
+    # -- schemas and held games --------------------------------------------------------------
+
+    def learn_schemas(self, facts: Iterable[tuple[str, Fact]]) -> None:
+        """Game schemas that reached the manifest (`gs/` facts, as `(origin, fact)`): known from
+        now on, and the games that waited for them land."""
+        for origin, f in facts:
+            fp = f.key[len(catalog.SCHEMA_PREFIX):]
+            if f.key.startswith(catalog.SCHEMA_PREFIX) and not f.tombstone and fp not in self.games.schemas:
+                try:
+                    self._know_schema(fp, gameschema.Schema.decode(f.value, fp))
+                except gameschema.SchemaError as e:
+                    self.node.count("schemas_refused")
+                    log.warning("game schema %s from %s refused: %s", fp[:16], origin, e)
+
+    def _know_schema(self, fp: str, schema: gameschema.Schema) -> bool:
+        """A game schema known from now on (from our own intake or a peer's fact); the games
+        that waited for it land. Whether it was new here."""
+        if fp in self.games.schemas:
+            return False
+        self.games.schemas[fp] = schema
+        if self.games.held is not None:
+            self.node.spawn(self.retry(fingerprints={fp}))
+        return True
+
+    async def _publish_held(self) -> None:
+        """Tell the cluster which games this host holds back, per config, when that changed."""
+        if self.games.held is None or self.games.held_version == self._held_published[0]:
+            return
+        version = self.games.held_version
+        now = await self.node.in_store(self.games.held.streams)
+        for key in sorted(set(now) | set(self._held_published[1])):
+            if now.get(key, {}) != self._held_published[1].get(key, {}):
+                await self.node.submit(GamesHeld(config_key=key, held=now.get(key, {})))
+        self._held_published = (version, now)
+
+    async def retry(self, config_key: str | None = None, fingerprints: set[str] | None = None) -> dict[str, int]:
+        """Held games whose cause is gone land in their databases (`ringmesh games retry`)."""
+        if self.games.held is None:
+            return {"landed": 0, "held": 0}
+        got = await self.node.in_store(self.games.retry, config_key, fingerprints)
+        await self._publish_held()
+        if got["landed"]:
+            log.info("%d held game(s) landed in their databases (%d still held)", got["landed"], got["held"])
+        return got
+
+    async def held_games(self, config_key: str | None = None) -> dict[str, Any]:
+        """`ringmesh games refused`: the games this host holds back, and why."""
+        if self.games.held is None:
+            return {"node": self.node.peer.me, "consumer": False, "games": []}
+        games = await self.node.in_store(self.games.held.listing, config_key)
+        return {"node": self.node.peer.me, "consumer": True, "games": games}
