@@ -21,7 +21,7 @@ of the origin's reported changes it still lacks, `ringmesh_origin_lag_seconds{or
 it has lacked the oldest of them (0: up to date), and the summary
 `ringmesh_origin_catch_up_seconds{origin}` how long each report took to be met (measured a few
 times per gossip interval, at most once a second). With every host scraped,
-`max by (origin) (ringmesh_origin_max_counter) - ringmesh_origin_max_counter` compares the
+`max by (origin) (ringmesh_origin_max_change) - ringmesh_origin_max_change` compares the
 replicas directly. `ringmesh_origin_heartbeat_age_seconds` is how long ago an origin's heartbeat
 last advanced here (heartbeats travel with facts, or once they are 10 beats ahead: a coarse
 sign of life, not a lag).
@@ -101,7 +101,7 @@ def _families(view: NodeView) -> list:
     gauge("ringmesh_inbox_events", "Events waiting for the core.", value=view.inbox_size)
     gauge("ringmesh_origin_heartbeat", "Each origin's heartbeat as this host knows it.", ["origin"],
           [((o,), st.heartbeat) for o, st in sorted(m.origins.items())])
-    gauge("ringmesh_origin_max_counter", "Each origin's highest change counter as this host knows it.", ["origin"],
+    gauge("ringmesh_origin_max_change", "Each origin's highest change counter as this host knows it.", ["origin"],
           [((o,), st.max_counter) for o, st in sorted(m.origins.items())])
     lags = {o: t.lag(o, m, now) for o in sorted(m.origins) if o != core.me}
     gauge("ringmesh_origin_lag_changes", "Convergence lag: changes each origin reported (its own digest entry) "

@@ -24,7 +24,7 @@ MiB = 1 << 20
 FAMILIES = [
     "ringmesh_node_info", "ringmesh_gossip_rounds", "ringmesh_gossip_delta_bytes", "ringmesh_messages",
     "ringmesh_origin_lag_changes", "ringmesh_origin_lag_seconds", "ringmesh_origin_catch_up_seconds",
-    "ringmesh_origin_heartbeat_age_seconds", "ringmesh_origin_max_counter", "ringmesh_members",
+    "ringmesh_origin_heartbeat_age_seconds", "ringmesh_origin_max_change", "ringmesh_members",
     "ringmesh_member_state", "ringmesh_leader_term", "ringmesh_leader", "ringmesh_is_leader",
     "ringmesh_transfers_running", "ringmesh_transfers", "ringmesh_throttle_bytes", "ringmesh_peer_bytes",
     "ringmesh_breaker_state", "ringmesh_games_published", "ringmesh_games_durable", "ringmesh_games_materialised",
@@ -97,7 +97,7 @@ def test_metrics_are_scraped_over_http_with_every_family_and_real_values(obs):
     assert _value(s1, "ringmesh_gossip_delta_bytes_total", direction="out") > 0
     for other in ("node2", "node3"):
         assert _value(s1, "ringmesh_origin_lag_changes", origin=other) is not None
-        assert _value(s1, "ringmesh_origin_max_counter", origin=other) >= 1
+        assert _value(s1, "ringmesh_origin_max_change", origin=other) >= 1
         assert _value(s1, "ringmesh_peer_bytes_total", peer=other, direction="out", what="messages") > 0
         assert _value(s1, "ringmesh_breaker_state", peer=other, state="closed") == 1
     (leader_labels,) = [dict(labels) for (n, labels), v in s1.items() if n == "ringmesh_leader" and v == 1]
