@@ -83,7 +83,7 @@ class _Refusing:
 
     async def refuse(self, context, code: grpc.StatusCode, why: str) -> None:
         """Answer `code` (INVALID_ARGUMENT: malformed; RESOURCE_EXHAUSTED: too large) and count it."""
-        self.d.count(self.COUNTERS[code])
+        self.node.count(self.COUNTERS[code])
         await context.abort(code, why[:500])
 
     async def refuse_error(self, context, e: LocalProtocolError | RemoteProtocolError) -> None:
@@ -148,8 +148,8 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
     SERVICE = "Peer"
     COUNTERS = {INVALID: "rejected_messages", TOO_LARGE: "oversized_messages"}
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, node: Daemon) -> None:
+        self.node = node
         self._logged: set[tuple[str, str]] = set()  # identity events logged once each
 
     def _log_once(self, key: tuple[str, str], msg: str, *args) -> None:
@@ -160,19 +160,19 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
     async def _identity(self, context, claimed: str | None = None) -> str | None:
         """With TLS: the host the caller's verified certificate names (PERMISSION_DENIED when it
         names none, or another host than `claimed`). Plaintext: None, no check."""
-        if self.d.tls is None:
+        if self.node.tls is None:
             return None
         who = peer_identity(context.auth_context())
         if who is None:
-            self.d.count("rejected_identity")
+            self.node.count("rejected_identity")
             self._log_once(("?", context.peer()), "refused %s: its certificate names no host", context.peer())
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the client certificate names no host")
         if claimed is not None and claimed != who:
-            self.d.count("rejected_identity")
+            self.node.count("rejected_identity")
             self._log_once((who, claimed), "refused a message from %s (certificate) claiming to come from %s", who, claimed)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"the sender {claimed[:128]!r} is not the host of the client certificate {who!r}")
-        if who not in self.d.config.hosts and who not in self.d.peer.manifest.origins:
+        if who not in self.node.config.hosts and who not in self.node.peer.manifest.origins:
             self._log_once((who, ""), "host %s is in neither the config nor the manifest; its certificate is from "
                            "our CA, so it is let in (a new host?)", who)
         return who
@@ -183,19 +183,19 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         except RemoteProtocolError as e:
             await self.refuse_error(context, e)
         await self._identity(context, env.sender)
-        if request.sender_address and env.sender not in self.d.learned and len(self.d.learned) >= MAX_LEARNED:
-            self.d.count("rejected_addresses")
+        if request.sender_address and env.sender not in self.node.learned and len(self.node.learned) >= MAX_LEARNED:
+            self.node.count("rejected_addresses")
         elif request.sender_address:
             try:
-                self.d.learn_address(env.sender, request.sender_address)
+                self.node.learn_address(env.sender, request.sender_address)
             except Exception:
-                self.d.count("rejected_addresses")
-        self.d.telemetry.message(env.sender, IN, request, env.body, self.d.peer.manifest)
-        self.d.submit_nowait(MessageReceived(envelope=env))
+                self.node.count("rejected_addresses")
+        self.node.telemetry.message(env.sender, IN, request, env.body, self.node.peer.manifest)
+        self.node.submit_nowait(MessageReceived(envelope=env))
         return codec.Delivered()
 
     def _held(self, digest: str):
-        return catalog.held_versions(self.d.peer.manifest, self.d.peer.me).get(digest)
+        return catalog.held_versions(self.node.peer.manifest, self.node.peer.me).get(digest)
 
     async def _digest(self, context, digest: str) -> str:
         try:
@@ -206,9 +206,9 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
     async def GetRecipe(self, request, context):
         await self._identity(context)
         await self._digest(context, request.digest)
-        held, pulling = self._held(request.digest), self.d.transfers.pulling.get(request.digest)
+        held, pulling = self._held(request.digest), self.node.transfers.pulling.get(request.digest)
         if held:
-            digests = await asyncio.to_thread(self.d.transfers.files.load_recipe, request.digest)
+            digests = await asyncio.to_thread(self.node.transfers.files.load_recipe, request.digest)
             _item, size, chunk_size = held
         elif pulling:
             v = pulling.partial.v
@@ -223,7 +223,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         """Chunks of a version held whole, or verified so far by a pull under way."""
         caller = await self._identity(context) or _caller(context)  # TLS: the certificate's host
         await self._digest(context, request.digest)
-        held, pulling = self._held(request.digest), self.d.transfers.pulling.get(request.digest)
+        held, pulling = self._held(request.digest), self.node.transfers.pulling.get(request.digest)
         if held is not None:
             item, size, chunk_size = held
         elif pulling is not None:
@@ -238,7 +238,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
             await self.refuse(context, INVALID, f"chunk indices must be distinct and below {n}")
         cls = priority_from_metadata(context.invocation_metadata())
         if cls is None:  # a class this version does not know (a newer peer?): serve it as NORMAL
-            self.d.count("unknown_priorities")
+            self.node.count("unknown_priorities")
             cls = Priority.NORMAL
         for index in request.indices:
             try:
@@ -247,14 +247,14 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
                         await context.abort(grpc.StatusCode.NOT_FOUND, f"chunk {index} is not verified here yet")
                     data = await asyncio.to_thread(pulling.partial.read, index)
                 else:
-                    data = await asyncio.to_thread(self.d.transfers.files.read_chunk, item, index, size, chunk_size)
+                    data = await asyncio.to_thread(self.node.transfers.files.read_chunk, item, index, size, chunk_size)
             except OSError as e:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read {item}: {e.strerror}")
             for idx, off, part in frames(index, data):
-                await self.d.egress.acquire(len(part), cls)
+                await self.node.egress.acquire(len(part), cls)
                 yield codec.Chunk(index=idx, offset=off, data=part)
-            self.d.count("bytes_served", len(data))
-            self.d.telemetry.chunks(caller, OUT, len(data))
+            self.node.count("bytes_served", len(data))
+            self.node.telemetry.chunks(caller, OUT, len(data))
 
     async def WatchChunks(self, request, context):
         """The chunks of a version this host pulls, now and as it verifies them; `complete`
@@ -264,7 +264,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         if self._held(request.digest) is not None:
             yield codec.ChunkMap(complete=True)
             return
-        pulling = self.d.transfers.pulling.get(request.digest)
+        pulling = self.node.transfers.pulling.get(request.digest)
         if pulling is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"not pulling {request.digest[:40]!r}")
         q = pulling.subscribe()
@@ -290,8 +290,8 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
     SERVICE = "Local"
     COUNTERS = {INVALID: "rejected_requests", TOO_LARGE: "oversized_requests"}
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, node: Daemon) -> None:
+        self.node = node
 
     async def Put(self, request, context):
         try:
@@ -299,14 +299,14 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         try:
-            hashed = await asyncio.to_thread(self.d.transfers.files.import_file, path, item)
+            hashed = await asyncio.to_thread(self.node.transfers.files.import_file, path, item)
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         except OSError as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{path}: {e.strerror}")
-        await self.d.submit(FilePublished(item=item, digest=hashed.digest, size=hashed.size,
+        await self.node.submit(FilePublished(item=item, digest=hashed.digest, size=hashed.size,
                                           chunk_size=hashed.chunk_size, attrs=attrs))
-        v = catalog.newest_versions(self.d.peer.manifest).get(item)
+        v = catalog.newest_versions(self.node.peer.manifest).get(item)
         return codec.PutReply(type=item.type, name=item.name, digest=hashed.digest, size=hashed.size,
                               chunk_size=hashed.chunk_size, hlc=v.hlc if v else 0)
 
@@ -326,7 +326,7 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         try:
-            seqs = await self.d.games.publish(key, list(request.games), schemas)
+            seqs = await self.node.games.publish(key, list(request.games), schemas)
         except OSError as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store the games: {e.strerror}")
         return codec.PublishGamesReply(seqs=seqs)
@@ -338,8 +338,8 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                 raise LocalProtocolError(f"timeout_s must be a number of seconds, not {request.timeout_s}")
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
-        ok = await self.d.games.wait_durable(request.config_key, request.seq, min(max(request.timeout_s, 0.0), MAX_WAIT_S))
-        return codec.WaitDurableReply(durable=ok, durable_through=self.d.games.durable.get(request.config_key, 0))
+        ok = await self.node.games.wait_durable(request.config_key, request.seq, min(max(request.timeout_s, 0.0), MAX_WAIT_S))
+        return codec.WaitDurableReply(durable=ok, durable_through=self.node.games.durable.get(request.config_key, 0))
 
     async def Get(self, request, context):
         try:
@@ -347,13 +347,13 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         readers = {
-            "status": self.d.status, "ls": self.d.listing,
-            "recommendations": lambda: reports.recommendations(self.d.view),
-            "cluster": lambda: reports.cluster_data(self.d.view),
-            "replication_targets": lambda: reports.targets_for(self.d.view, args),
+            "status": self.node.status, "ls": self.node.listing,
+            "recommendations": lambda: reports.recommendations(self.node.view),
+            "cluster": lambda: reports.cluster_data(self.node.view),
+            "replication_targets": lambda: reports.targets_for(self.node.view, args),
         }
         if request.what == "games_held":
-            return codec.Document(json=json.dumps(await self.d.games.held_games(args.get("config_key") or None), sort_keys=True))
+            return codec.Document(json=json.dumps(await self.node.games.held_games(args.get("config_key") or None), sort_keys=True))
         if request.what not in readers:
             await self.refuse(context, INVALID, f"unknown query {request.what[:60]!r}")
         try:
@@ -366,12 +366,12 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         try:
             args = check_args(request.args)
             if request.what == "sync":
-                await self.d.submit(SyncRequested())
+                await self.node.submit(SyncRequested())
             elif request.what == "games_retry":
                 key = args.get("config_key") or None
                 if key:
                     check_config_key(key)
-                got = await self.d.games.retry(key)
+                got = await self.node.games.retry(key)
                 return codec.Document(json=json.dumps(got, sort_keys=True))
             elif request.what == "priority":
                 key = args.get("config_key", "")
@@ -379,9 +379,9 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                     raise LocalProtocolError("priority needs a config_key")
                 check_config_key(key)
                 prio = Priority.parse(args.get("priority", "high"))
-                await self.d.submit(PrioritySet(config_key=key, priority=prio.label))
+                await self.node.submit(PrioritySet(config_key=key, priority=prio.label))
             else:
                 raise LocalProtocolError(f"unknown order {request.what[:60]!r}")
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
-        return codec.Document(json=json.dumps(reports.recommendations(self.d.view), sort_keys=True))
+        return codec.Document(json=json.dumps(reports.recommendations(self.node.view), sort_keys=True))
