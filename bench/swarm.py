@@ -40,9 +40,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV  # noqa: E402
 from ringmesh.ops.localcluster import wait_for  # noqa: E402
 from ringmesh.testing.netlab import NetLab, available, cleanup_stale  # noqa: E402
-from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV  # noqa: E402
 
 MB, MiB = 1_000_000, 1 << 20
 PY = sys.executable

@@ -22,19 +22,40 @@ from typing import Any, Mapping
 
 import yaml
 
-from ringmesh.core import election as el, membership as mb
+from ringmesh.config.hostsfile import (
+    EXTERNAL_TYPES,
+    NOT_USED,
+    OTHER_SECTIONS,
+    PLACEMENT_ROLES,
+    ROLE_TABLE,
+    STORAGE_PATHS,
+    host_address,
+    inactive_reason,
+    placement_role,
+)
+from ringmesh.config.values import (  # noqa: F401  (ConfigError, parse_rate, format_rate, check_address: the config's API)
+    _HOSTPORT,
+    BUILTIN,
+    BUILTIN_MB_PER_S,
+    MB,
+    ConfigError,
+    TlsPaths,
+    _err,
+    _expand_tls,
+    _names,
+    _number,
+    _paths,
+    _tls,
+    check_address,
+    format_rate,
+    parse_rate,
+)
+from ringmesh.core import election as el
+from ringmesh.core import membership as mb
 from ringmesh.core.breaker import BreakerConfig
 from ringmesh.core.catalog import is_node_id
 from ringmesh.core.peer import PeerConfig
-from ringmesh.config.values import (  # noqa: F401  (ConfigError, parse_rate, format_rate, check_address: the config's API)
-    BUILTIN, BUILTIN_MB_PER_S, MB, ConfigError, TlsPaths, _HOSTPORT, _err, _expand_tls, _names, _number, _paths, _tls,
-    check_address, format_rate, parse_rate,
-)
 from ringmesh.node.cron import Cron, CronError, parse_cron
-from ringmesh.config.hostsfile import (
-    EXTERNAL_TYPES, NOT_USED, OTHER_SECTIONS, PLACEMENT_ROLES, ROLE_TABLE, STORAGE_PATHS, host_address, inactive_reason,
-    placement_role,
-)
 
 ROLES = PLACEMENT_ROLES
 PRIORITIES = ("critical", "high", "normal", "low", "background")

@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
+from ringmesh.config import ClusterConfig, HostConfig, load_config
 from ringmesh.node.games import gamedb
 from ringmesh.ops import selfplay
-from ringmesh.config import ClusterConfig, HostConfig, load_config
 from ringmesh.ops.localcluster import LocalCluster, free_ports, wait_for
 
 REHEARSAL_GOSSIP_S = 1.0

@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 import grpc
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ringmesh.node.wire import codec
 from ringmesh.core.catalog import FILE_TYPES
 from ringmesh.core.manifest import MAX_NUMBER
-from ringmesh.node.runtime import socket_path
 from ringmesh.node.games.games import pack_record
+from ringmesh.node.runtime import socket_path
+from ringmesh.node.wire import codec
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 pb = codec.pb

@@ -8,8 +8,8 @@ import grpc
 import msgpack
 import pytest
 
-from ringmesh.node.wire import codec
 from ringmesh.node.runtime import socket_path
+from ringmesh.node.wire import codec
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 from ringmesh.v1 import mesh_pb2_grpc
 

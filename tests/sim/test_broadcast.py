@@ -6,7 +6,8 @@ highest term its host knows, or on an order of at least that term."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ringmesh.core import ItemKey, PeerConfig, catalog
 from ringmesh.core import broadcast as bc

@@ -12,8 +12,22 @@ from ringmesh.core.catalog import check_fact_key, check_item, is_node_id
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.manifest import MAX_KEY_BYTES, MAX_NUMBER, MAX_VALUE_BYTES, Delta, Fact, OriginDelta, OriginDigest
 from ringmesh.core.messages import (
-    Ack, BroadcastOrder, Envelope, GamesAck, GamesBatch, HeartbeatAck, LeaderHeartbeat, Ping, PingAck, PingReq, PullGames, PushGames,
-    Syn, SynAck, VoteReply, VoteRequest,
+    Ack,
+    BroadcastOrder,
+    Envelope,
+    GamesAck,
+    GamesBatch,
+    HeartbeatAck,
+    LeaderHeartbeat,
+    Ping,
+    PingAck,
+    PingReq,
+    PullGames,
+    PushGames,
+    Syn,
+    SynAck,
+    VoteReply,
+    VoteRequest,
 )
 from ringmesh.core.recipe import DIGEST_BYTES
 from ringmesh.core.streams import host_of
