@@ -518,7 +518,9 @@ def test_the_peer_is_unharmed_and_correct_afterwards(target, tmp_path):
     # every refusal a fuzz case got was counted, once (the Local API has no other caller; the
     # Peer service also hears node2, which gossips back what the fuzzing planted, and under load
     # a case can time out on the client after the server counted it: allow 1 % for both)
-    delta = lambda *keys: sum(counters.get(k, 0) - before.get(k, 0) for k in keys)
+    def delta(*keys):
+        return sum(counters.get(k, 0) - before.get(k, 0) for k in keys)
+
     peer = delta("rejected_messages", "oversized_messages")
     assert target.refused["Peer"] > 0 and target.refused["Peer"] <= peer <= 1.01 * target.refused["Peer"]
     assert delta("rejected_requests", "oversized_requests") == target.refused["Local"] > 0
