@@ -78,7 +78,7 @@ class LocalClient:
         from ringmesh.node.games.games import pack_record
         from ringmesh.node.games.gameschema import recall
 
-        named = {r.get("schema") for r in records} - {None}
+        named = {fp for r in records if (fp := r.get("schema")) is not None}
         known = {fp: s for fp in named if (s := (schemas or {}).get(fp) or recall(fp)) is not None}
         encoded = {fp: s.encode() for fp, s in known.items()}
         seqs: list[int] = []
