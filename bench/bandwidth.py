@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ringmesh.core.bandwidth import US, WEIGHTS, Limiter, Priority  # noqa: E402
-from ringmesh.ops.localcluster import LocalCluster, wait_for  # noqa: E402
 from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV  # noqa: E402
+from ringmesh.ops.localcluster import LocalCluster, wait_for  # noqa: E402
 
 MB, MiB = 1_000_000, 1 << 20
 CLASSES = sorted(Priority, reverse=True)

@@ -28,8 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ringmesh.node.games import gamedb
-from ringmesh.node.games import gameschema  # noqa: E402
+from ringmesh.node.games import gamedb, gameschema  # noqa: E402
 from ringmesh.node.games.games import Games, pack_record, unpack_record  # noqa: E402
 from ringmesh.testing.schema_versions import make  # noqa: E402
 

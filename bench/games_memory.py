@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ringmesh.ops.localcluster import LocalCluster, wait_for  # noqa: E402
 from ringmesh.node.games.streamlog import StreamLog  # noqa: E402
+from ringmesh.ops.localcluster import LocalCluster  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -40,9 +40,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV  # noqa: E402
 from ringmesh.ops.localcluster import wait_for  # noqa: E402
 from ringmesh.testing.netlab import NetLab, available, cleanup_stale  # noqa: E402
-from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV  # noqa: E402
 
 MB, MiB = 1_000_000, 1 << 20
 PY = sys.executable
@@ -469,8 +469,9 @@ def bench_c(root: Path, src: Path, digest: str) -> dict:
 
 def show(key: str, r: dict) -> None:
     mb = lambda x: f"{x / MB:.1f} MB/s"  # noqa: E731
-    cpu = lambda d: ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + (f"; all ours {d['ours_cpu_s']:.1f}; machine {d['machine_busy_cpu_s']:.1f} ({d['machine_busy']:.0%} of {d['cores']} cores; "
-                                                                             f"{d['busy_share_before']:.0%} busy before)")  # noqa: E731
+    def cpu(d: dict) -> str:
+        return ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + (f"; all ours {d['ours_cpu_s']:.1f}; machine {d['machine_busy_cpu_s']:.1f} ({d['machine_busy']:.0%} of {d['cores']} cores; "
+                                                                            f"{d['busy_share_before']:.0%} busy before)")
     if key == "a":
         g, a = r["ringmesh"], r["aria2c"]
         print(f"(a) {r['size_bytes'] / MiB:.0f} MiB from {r['holders']} holders at {r['holder_egress_bytes_per_s'] / MB:.0f} MB/s egress each "

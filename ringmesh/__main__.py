@@ -1,4 +1,5 @@
 import sys
+
 from ringmesh.api.cli import main
 
 sys.exit(main())

@@ -17,9 +17,8 @@ DEFAULT_DATA_DIR = os.environ.get("RINGMESH_DATA_DIR", os.path.expanduser("~/.ri
 
 
 def _serve(args) -> int:
-    from ringmesh.ops import malloc
     from ringmesh.node.runtime import serve
-
+    from ringmesh.ops import malloc
     from ringmesh.ops.logs import setup
 
     config = load_config(args.config)

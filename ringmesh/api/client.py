@@ -8,13 +8,12 @@ from typing import Any, Mapping
 
 import grpc
 
-from ringmesh.node.wire import codec
 from ringmesh.core.broadcast import ATTR as BROADCAST_ATTR
 from ringmesh.core.errors import RingmeshError
 from ringmesh.node.runtime import socket_path
+from ringmesh.node.wire import codec
 from ringmesh.node.wire.links import CHANNEL_OPTIONS
 from ringmesh.v1 import mesh_pb2_grpc
-
 
 REQUEST_BUDGET = 7 << 20  # bytes of games per PublishGames request, under the 8 MiB message limit
 
@@ -76,10 +75,10 @@ class LocalClient:
         """Hand finished games (gamedb records) to the local peer; returns once they are fsynced.
         `schemas`: `{fingerprint: gameschema.Schema}` of the schemas the records name; by default
         those this process read them with (`read_completed_games`). Each is sent once per call."""
-        from ringmesh.node.games.gameschema import recall
         from ringmesh.node.games.games import pack_record
+        from ringmesh.node.games.gameschema import recall
 
-        named = {r.get("schema") for r in records} - {None}
+        named = {fp for r in records if (fp := r.get("schema")) is not None}
         known = {fp: s for fp in named if (s := (schemas or {}).get(fp) or recall(fp)) is not None}
         encoded = {fp: s.encode() for fp, s in known.items()}
         seqs: list[int] = []

@@ -221,7 +221,7 @@ class IntegrityReport:
 
 def verify_sync_integrity(source_path: str | os.PathLike, dest_path: str | os.PathLike) -> IntegrityReport:
     errors = []
-    sums = []
+    sums: list[str | None] = []
     for label, p in (("source", source_path), ("dest", dest_path)):
         try:
             sums.append(compute_file_checksum(p))

@@ -22,19 +22,40 @@ from typing import Any, Mapping
 
 import yaml
 
-from ringmesh.core import election as el, membership as mb
+from ringmesh.config.hostsfile import (
+    EXTERNAL_TYPES,
+    NOT_USED,
+    OTHER_SECTIONS,
+    PLACEMENT_ROLES,
+    ROLE_TABLE,
+    STORAGE_PATHS,
+    host_address,
+    inactive_reason,
+    placement_role,
+)
+from ringmesh.config.values import (  # noqa: F401  (ConfigError, parse_rate, format_rate, check_address: the config's API)
+    _HOSTPORT,
+    BUILTIN,
+    BUILTIN_MB_PER_S,
+    MB,
+    ConfigError,
+    TlsPaths,
+    _err,
+    _expand_tls,
+    _names,
+    _number,
+    _paths,
+    _tls,
+    check_address,
+    format_rate,
+    parse_rate,
+)
+from ringmesh.core import election as el
+from ringmesh.core import membership as mb
 from ringmesh.core.breaker import BreakerConfig
 from ringmesh.core.catalog import is_node_id
 from ringmesh.core.peer import PeerConfig
-from ringmesh.config.values import (  # noqa: F401  (ConfigError, parse_rate, format_rate, check_address: the config's API)
-    BUILTIN, BUILTIN_MB_PER_S, MB, ConfigError, TlsPaths, _HOSTPORT, _err, _expand_tls, _names, _number, _paths, _tls,
-    check_address, format_rate, parse_rate,
-)
-from ringmesh.node.cron import Cron, CronError, parse_cron
-from ringmesh.config.hostsfile import (
-    EXTERNAL_TYPES, NOT_USED, OTHER_SECTIONS, PLACEMENT_ROLES, ROLE_TABLE, STORAGE_PATHS, host_address, inactive_reason,
-    placement_role,
-)
+from ringmesh.node.cron import Cron, CronError, Every, parse_cron
 
 ROLES = PLACEMENT_ROLES
 PRIORITIES = ("critical", "high", "normal", "low", "background")
@@ -86,7 +107,7 @@ class ExternalStorage:
     host: str
     path: str
     schedule: str | None = None          # 5-field cron expression, or None: no schedule given
-    cron: Cron | None = field(default=None, compare=False, repr=False)
+    cron: Cron | Every | None = field(default=None, compare=False, repr=False)
     dirs: Mapping[str, str] = field(default_factory=dict, hash=False)  # receive_* types -> path/subdir
 
 
@@ -138,7 +159,7 @@ TIMINGS = {
 }
 
 # setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)
-_GLOBALS = {
+_GLOBALS: dict[str, tuple[str, float, tuple[str, ...], float, float, bool]] = {
     "gossip_interval": ("gossip_interval_seconds", 30, ("RINGRIFT_GOSSIP_INTERVAL", "RINGMESH_GOSSIP_INTERVAL"), 0.05, 3600, False),
     "sync_interval": ("auto_sync_interval_seconds", 60, ("RINGRIFT_SYNC_INTERVAL", "RINGMESH_SYNC_INTERVAL"), 0.05, 86400, False),
     "max_concurrent_syncs": ("max_concurrent_syncs", 4, ("RINGRIFT_SYNC_MAX_CONCURRENT", "RINGMESH_SYNC_MAX_CONCURRENT"), 1, 256, True),
@@ -215,7 +236,7 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         raise _err(path, "ringmesh.watch_games", "a list of paths or globs of self-play databases", watch)
     settings: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for setting, (key, default, names, lo, hi, integer) in _GLOBALS.items():
+    for setting, (key, default, env_names, lo, hi, integer) in _GLOBALS.items():
         settings[setting], sources[setting] = default, BUILTIN
         alt = {"min_copies": ("sync_routing", routing, "replication_target")}.get(
             setting, ("auto_sync", auto, {"auto_sync_interval_seconds": "interval_seconds"}.get(key, key)))
@@ -225,7 +246,7 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         if key in routing:
             settings[setting] = _number(path, f"sync_routing.{key}", routing[key], lo=lo, hi=hi, integer=integer)
             sources[setting] = f"sync_routing.{key}"
-        for name in names:
+        for name in env_names:
             if name in env:
                 settings[setting] = _number("environment", name, env[name], lo=lo, hi=hi, integer=integer)
                 sources[setting] = f"environment {name}"

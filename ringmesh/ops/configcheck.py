@@ -87,9 +87,9 @@ def describe(c: ClusterConfig, node: str | None = None, now: datetime | None = N
     glob["log_json"] = {"label": "log format", "display": logs, **_setting(logs, "", "ringmesh.log_json" if c.log_json else BUILTIN)}
     if c.tls is None:
         warnings.append(f"{c.path}: ringmesh.tls: {PLAINTEXT_WARNING}")
-    if node is not None and c.hosts[node].tls is not None:  # the files as this machine sees them
+    if node is not None and (node_tls := c.hosts[node].tls) is not None:  # the files as this machine sees them
         try:
-            creds = load_node(c.hosts[node].tls.files(), node, c.hosts[node].tls.sources)
+            creds = load_node(node_tls.files(), node, node_tls.sources)
         except TlsError as e:
             warnings.append(f"{c.path}: {e}")
         else:

@@ -30,7 +30,8 @@ class _Screen:
     """Redraws a block of lines in place on a terminal; prints only changes elsewhere."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled, self.tty, self.drawn, self.last = enabled, sys.stdout.isatty(), 0, None
+        self.enabled, self.tty, self.drawn = enabled, sys.stdout.isatty(), 0
+        self.last: list[str] | None = None
 
     def show(self, lines: list[str]) -> None:
         if not self.enabled or lines == self.last:
@@ -99,6 +100,7 @@ def run_demo(nodes: int = 5, file_size: int = 64 * MiB, as_json: bool = False, k
             if now > deadline:
                 raise TimeoutError(f"not every peer holds the model after {now - t_put:.1f} s")
             time.sleep(0.1)
+        assert known_at is not None  # every peer that holds the version knows it
         summary["version_known_everywhere_s"] = round(known_at, 3)
         summary["copies_everywhere_s"] = round(held_at, 3)
         summary["manifests_identical_s"] = round(time.monotonic() - t_put, 3)

@@ -208,7 +208,7 @@ def run_checks(config: str, node: str, data_dir: str | Path, *, deadline: float 
     data_dir = Path(data_dir)
     checks.append(_daemon(data_dir))
     checks.append(_disk(data_dir, host))
-    peers = {n: h.address for n, h in sorted(c.members().items()) if n != node}
+    peers = {n: h.address for n, h in sorted(c.members().items()) if n != node and h.address}  # members have one
     if host.tls is not None and creds is None:
         checks += [Check(FAIL, f"peer {n}", f"{a} not checked: this host has no usable certificate") for n, a in peers.items()]
         return checks

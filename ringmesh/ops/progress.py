@@ -11,7 +11,8 @@ import sys
 import time
 from typing import TextIO
 
-from ringmesh.ops.statusview import bar as draw_bar, duration, size
+from ringmesh.ops.statusview import bar as draw_bar
+from ringmesh.ops.statusview import duration, size
 
 
 class Progress:

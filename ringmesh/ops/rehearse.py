@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
+from ringmesh.config import ClusterConfig, HostConfig, load_config
 from ringmesh.node.games import gamedb
 from ringmesh.ops import selfplay
-from ringmesh.config import ClusterConfig, HostConfig, load_config
 from ringmesh.ops.localcluster import LocalCluster, free_ports, wait_for
 
 REHEARSAL_GOSSIP_S = 1.0
@@ -105,7 +105,7 @@ def run_rehearse(path: str, hosts: int | None = 8, minutes: float = 3.0, as_json
     config_path = root / "distributed_hosts.yaml"
     config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     rc = load_config(config_path)
-    cluster = LocalCluster.of(root, config_path, {n: h.address for n, h in rc.members().items()})
+    cluster = LocalCluster.of(root, config_path, {n: h.address for n, h in rc.members().items() if h.address})
     say(f"rehearsing {len(chosen)} of the {len(members)} members of {path} on loopback ({root})")
     poll = 0.2 + 0.03 * len(chosen)  # a status poll of every peer costs each a little CPU
     try:
@@ -156,9 +156,9 @@ def _usage(cluster: LocalCluster) -> dict[str, Any]:
         per[name] = {"cpu_s": round((int(stat[11]) + int(stat[12])) / tick, 2), "rss_mib": round(rss / 1024, 1)}
     if not per:
         return {}
-    cpu, rss = [v["cpu_s"] for v in per.values()], [v["rss_mib"] for v in per.values()]
+    cpu, rss_mib = [v["cpu_s"] for v in per.values()], [v["rss_mib"] for v in per.values()]
     return {"peers": len(per), "cpu_s_total": round(sum(cpu), 1), "cpu_s_max": max(cpu),
-            "rss_mib_mean": round(sum(rss) / len(rss), 1), "rss_mib_max": max(rss), "per_peer": per}
+            "rss_mib_mean": round(sum(rss_mib) / len(rss_mib), 1), "rss_mib_max": max(rss_mib), "per_peer": per}
 
 
 def _wait(cond, deadline: float, what: str, every: float = 0.2):

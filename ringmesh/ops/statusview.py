@@ -99,7 +99,7 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
 
     # -- header ------------------------------------------------------------------------------
     disk = st.get("disk") or {}
-    me = next((m for m in st["members"] if m["name"] == st["node"]), {})
+    me: dict[str, Any] = next((m for m in st["members"] if m["name"] == st["node"]), {})
     out.append(paint(f"ringmesh {st['node']}", "bold") + f"  {st['address']}  role {me.get('role') or '-'}  "
                f"incarnation {st['incarnation']}  up {duration(st.get('uptime_s'))}")
     disk_txt = (f"disk {disk['used_percent']:.1f} % used, {size(disk.get('free_bytes'))} free" if disk else "disk not measured yet")

@@ -369,7 +369,7 @@ class NetLab:
         (a lossy link, not a lossy receiver). Another host's own loss setting is kept."""
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
-        rules = {(host, None): p}
+        rules: dict[tuple[int, int | None], float] = {(host, None): p}
         if both_ways or p == 0:  # p == 0 also lifts the loss on what `host` sends
             rules.update({(dst, host): (p if both_ways else 0.0) for dst in self.hosts() if dst != host})
         touched = set()

@@ -37,12 +37,12 @@ from typing import Any, Callable
 
 import yaml
 
-from ringmesh.node.games import gamedb
-from ringmesh.ops import selfplay
 from ringmesh.api.client import ClientError, LocalClient
 from ringmesh.api.mesh_client import MeshClient
-from ringmesh.testing.netlab import NetLab
 from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV
+from ringmesh.node.games import gamedb
+from ringmesh.ops import selfplay
+from ringmesh.testing.netlab import NetLab
 
 PY = sys.executable
 PORT = 7800

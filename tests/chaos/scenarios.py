@@ -30,8 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cluster import (MODEL, GameFactory, NetCluster, Producer, check_games, overlapping_leases, random_file,
-                      standard_hosts)
+from .cluster import (
+    MODEL,
+    GameFactory,
+    NetCluster,
+    Producer,
+    check_games,
+    overlapping_leases,
+    random_file,
+    standard_hosts,
+)
 
 MiB, MB = 1 << 20, 1_000_000
 SEEDS = {"spot_storm": 1108, "partition": 2208, "leader_loss": 3308, "disk_full": 4408}

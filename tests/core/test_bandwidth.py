@@ -10,7 +10,8 @@ import itertools
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ringmesh.core.bandwidth import US, WEIGHTS, Limiter, Priority
 from ringmesh.core.errors import LocalProtocolError

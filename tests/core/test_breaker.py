@@ -2,7 +2,8 @@
 
 import random
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ringmesh.core.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, Breakers
 

@@ -8,13 +8,27 @@ from collections import deque
 
 import pytest
 
-from ringmesh.core import broadcast as bc, catalog
+from ringmesh.core import broadcast as bc
+from ringmesh.core import catalog
 from ringmesh.core.bandwidth import Priority
-from ringmesh.core.messages import (
-    BroadcastOrder, DiskMeasured, Envelope, FilePublished, FileStored, FileVersion, ItemKey, LeaderHeartbeat,
-    MessageReceived, Persist, Send, SetTimer, StartTransfer, TimerFired, TransferFailed,
-)
 from ringmesh.core.errors import LocalProtocolError
+from ringmesh.core.messages import (
+    BroadcastOrder,
+    DiskMeasured,
+    Envelope,
+    FilePublished,
+    FileStored,
+    FileVersion,
+    ItemKey,
+    LeaderHeartbeat,
+    MessageReceived,
+    Persist,
+    Send,
+    SetTimer,
+    StartTransfer,
+    TimerFired,
+    TransferFailed,
+)
 from ringmesh.core.peer import Peer, PeerConfig
 from ringmesh.core.router import EXCLUDED, NFS_COVERED, OVER_CAP, WRONG_ROLE
 

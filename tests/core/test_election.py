@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from ringmesh.core.election import (
-    LEADER, Election, ElectionConfig, VoteReply,
+    LEADER,
+    Election,
+    ElectionConfig,
+    VoteReply,
 )
 
 CFG = ElectionConfig(heartbeat_interval=0.2, election_timeout=1.0, lease=0.8)

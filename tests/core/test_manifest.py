@@ -13,8 +13,8 @@ import pytest
 from ringmesh.core.errors import LocalProtocolError
 from ringmesh.core.hlc import pack
 from ringmesh.core.manifest import (
-    HEARTBEAT_LAG,
     FACT_OVERHEAD,
+    HEARTBEAT_LAG,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
     MIN_BUDGET,

@@ -6,8 +6,20 @@ from ringmesh.core import catalog
 from ringmesh.core.hlc import HybridClock
 from ringmesh.core.manifest import Manifest
 from ringmesh.core.membership import (
-    ALIVE, DEAD, INDIRECT_TIMER, LEFT, PROBE_TIMER, SUSPECT, SUSPICION_TIMER, Membership, MembershipConfig, Out, Ping,
-    PingAck, PingReq, view_of,
+    ALIVE,
+    DEAD,
+    INDIRECT_TIMER,
+    LEFT,
+    PROBE_TIMER,
+    SUSPECT,
+    SUSPICION_TIMER,
+    Membership,
+    MembershipConfig,
+    Out,
+    Ping,
+    PingAck,
+    PingReq,
+    view_of,
 )
 
 CFG = MembershipConfig(probe_interval=1.0, probe_timeout=0.4, indirect_probes=3)

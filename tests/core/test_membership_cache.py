@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ringmesh.core import catalog
 from ringmesh.core.hlc import HybridClock
 from ringmesh.core.manifest import Fact, Manifest, OriginState
-from ringmesh.core.membership import ALIVE_KEY, CLAIM_PREFIX, LEFT_KEY, SUSPICION_TIMER, Membership, claims_about, view_of
+from ringmesh.core.membership import (
+    ALIVE_KEY,
+    CLAIM_PREFIX,
+    LEFT_KEY,
+    SUSPICION_TIMER,
+    Membership,
+    claims_about,
+    view_of,
+)
 
 from ._world import World
 

@@ -1,10 +1,19 @@
 """Router laws: never an excluded host, a host over the cap, or two members of one NFS group;
 the same answer for the same inputs; min_copies met whenever enough eligible hosts exist."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ringmesh.core.router import (
-    EXCLUDED, NFS_COVERED, NO_ROOM, OVER_CAP, WRONG_ROLE, DataType, HostInfo, place, replication_targets,
+    EXCLUDED,
+    NFS_COVERED,
+    NO_ROOM,
+    OVER_CAP,
+    WRONG_ROLE,
+    DataType,
+    HostInfo,
+    place,
+    replication_targets,
 )
 
 ROLES = ["training", "selfplay", "coordinator", "backup"]

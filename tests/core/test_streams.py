@@ -1,10 +1,10 @@
 """Game streams, pure part: marks on gossip, durability on the origin, pull planning."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ringmesh.core import catalog
+from ringmesh.core import catalog, streams
 from ringmesh.core.manifest import Manifest
-from ringmesh.core import streams
 from ringmesh.core.streams import Durability, PullRequest, encode_hw, hw_key, marks, parse_hw_key, pull_plan
 
 PERSISTENT = {"train-a", "train-b", "backup"}

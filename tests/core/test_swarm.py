@@ -3,7 +3,8 @@ failing sources lose their requests; and a simulated download always completes."
 
 import random
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ringmesh.core.swarm import Swarm
 

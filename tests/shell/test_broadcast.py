@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
+from ringmesh.api.mesh_client import MeshClient
 from ringmesh.core.router import EXCLUDED
 from ringmesh.ops.localcluster import LocalCluster, wait_for
-from ringmesh.api.mesh_client import MeshClient
 
 from .conftest import serving
 

@@ -1,14 +1,15 @@
 """Core messages survive the protobuf round trip; malformed input is a RemoteProtocolError."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ringmesh.node.wire import codec
 from ringmesh.core import Ack, Delta, Envelope, Fact, OriginDelta, OriginDigest, RemoteProtocolError, Syn, SynAck
-from ringmesh.core.manifest import MAX_NUMBER
 from ringmesh.core.election import HeartbeatAck, LeaderHeartbeat, VoteReply, VoteRequest
+from ringmesh.core.manifest import MAX_NUMBER
 from ringmesh.core.membership import Ping, PingAck, PingReq
 from ringmesh.core.messages import GamesAck, GamesBatch, PullGames, PushGames
+from ringmesh.node.wire import codec
 
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,19}", fullmatch=True)
 u64 = st.integers(0, 2**64 - 1)  # HLC fields

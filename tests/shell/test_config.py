@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ringmesh.config.hostsfile import NOT_USED
 from ringmesh.config import ConfigError, format_rate, load_config, parse_config, parse_rate
+from ringmesh.config.hostsfile import NOT_USED
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE = FIXTURES / "distributed_hosts.yaml"

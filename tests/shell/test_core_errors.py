@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ringmesh.ops import statusreport
 from ringmesh.config import load_config
 from ringmesh.core.messages import TimerFired
 from ringmesh.node.runtime import Daemon
+from ringmesh.ops import statusreport
 from ringmesh.ops.doctor import FAIL, _daemon
 from ringmesh.ops.localcluster import LocalCluster
 from ringmesh.ops.metrics import _families

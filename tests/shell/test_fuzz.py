@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 import grpc
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ringmesh.node.wire import codec
 from ringmesh.core.catalog import FILE_TYPES
 from ringmesh.core.manifest import MAX_NUMBER
-from ringmesh.node.runtime import socket_path
 from ringmesh.node.games.games import pack_record
+from ringmesh.node.runtime import socket_path
+from ringmesh.node.wire import codec
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 pb = codec.pb
@@ -517,7 +518,9 @@ def test_the_peer_is_unharmed_and_correct_afterwards(target, tmp_path):
     # every refusal a fuzz case got was counted, once (the Local API has no other caller; the
     # Peer service also hears node2, which gossips back what the fuzzing planted, and under load
     # a case can time out on the client after the server counted it: allow 1 % for both)
-    delta = lambda *keys: sum(counters.get(k, 0) - before.get(k, 0) for k in keys)
+    def delta(*keys):
+        return sum(counters.get(k, 0) - before.get(k, 0) for k in keys)
+
     peer = delta("rejected_messages", "oversized_messages")
     assert target.refused["Peer"] > 0 and target.refused["Peer"] <= peer <= 1.01 * target.refused["Peer"]
     assert delta("rejected_requests", "oversized_requests") == target.refused["Local"] > 0

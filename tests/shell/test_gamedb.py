@@ -11,8 +11,8 @@ import pytest
 
 from ringmesh.node.games import gamedb
 from ringmesh.node.games.gamedb import append_games, create_db, min_moves_for, open_consumer_db, read_completed_games
-from ringmesh.ops.selfplay import FixtureWriter, generate_games
 from ringmesh.node.games.gamedb_schema import CHILD_TABLES
+from ringmesh.ops.selfplay import FixtureWriter, generate_games
 
 ALL_TABLES = ("games",) + tuple(CHILD_TABLES)
 

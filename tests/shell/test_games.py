@@ -8,8 +8,8 @@ import signal
 import sqlite3
 
 from ringmesh.node.games import gamedb
-from ringmesh.ops import selfplay
 from ringmesh.node.games.gamedb_schema import CHILD_TABLES
+from ringmesh.ops import selfplay
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 
@@ -125,9 +125,8 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
     Every game an origin reported durable is in both training databases, once, intact."""
     import threading
 
-    from ringmesh.node.games.streamlog import StreamLog
-
     from ringmesh.node.games.games import unpack_record
+    from ringmesh.node.games.streamlog import StreamLog
 
     roles = {"node1": "training", "node2": "training", "node3": "selfplay", "node4": "selfplay", "node5": "selfplay"}
     own = {"watch_games": [str(tmp_path / "{node}" / "selfplay_*.db")], "watch_interval_seconds": 0.2,

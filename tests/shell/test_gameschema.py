@@ -9,11 +9,11 @@ import sqlite3
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ringmesh.node.games import gamedb, gameschema
 from ringmesh.node.games.games import Games, pack_record
-
 from ringmesh.testing.schema_versions import make
 
 VERSIONS = ("v7", "v14", "v18", "v19")

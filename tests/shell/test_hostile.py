@@ -8,8 +8,8 @@ import grpc
 import msgpack
 import pytest
 
-from ringmesh.node.wire import codec
 from ringmesh.node.runtime import socket_path
+from ringmesh.node.wire import codec
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 from ringmesh.v1 import mesh_pb2_grpc
 
@@ -90,7 +90,9 @@ def test_chunk_requests_are_checked(cluster, stub, tmp_path):
     unknown = "0" * 32
     assert _code(lambda: s.GetRecipe(codec.RecipeRequest(digest=unknown), timeout=5)) == grpc.StatusCode.NOT_FOUND
     assert _code(lambda: s.GetRecipe(codec.RecipeRequest(digest="../../etc"), timeout=5)) == INVALID
-    fetch = lambda *indices: list(s.FetchChunks(codec.ChunkRequest(digest=put["digest"], indices=indices), timeout=5))
+    def fetch(*indices):
+        return list(s.FetchChunks(codec.ChunkRequest(digest=put["digest"], indices=indices), timeout=5))
+
     assert _code(lambda: fetch(1)) == INVALID
     assert _code(lambda: fetch(0, 0)) == TOO_LARGE, "more indices than the version has chunks"
     chunks = fetch(0)
@@ -111,7 +113,9 @@ def test_hostile_names_are_refused_at_every_entry_point(cluster, stub, local, tm
     before = _all_files(cluster.root)
     passwd = os.stat("/etc/passwd")
     n1 = cluster.nodes["node1"]
-    published = lambda: {(i["type"], i["name"], i["digest"]) for i in n1.query("ls")["items"]}
+    def published():
+        return {(i["type"], i["name"], i["digest"]) for i in n1.query("ls")["items"]}
+
     items, counted = published(), _counters(cluster)
     refused = {"local": 0, "peer": 0}
 
@@ -162,7 +166,9 @@ def test_hostile_names_are_refused_at_every_entry_point(cluster, stub, local, tm
         refuse("peer", lambda: list(s.WatchChunks(codec.RecipeRequest(digest=bad), timeout=5)))
 
     counters = _counters(cluster)
-    delta = lambda *keys: sum(counters.get(k, 0) - counted.get(k, 0) for k in keys)
+    def delta(*keys):
+        return sum(counters.get(k, 0) - counted.get(k, 0) for k in keys)
+
     assert delta("rejected_requests", "oversized_requests") == refused["local"]
     assert delta("rejected_messages", "oversized_messages") == refused["peer"]
     created = _all_files(cluster.root) - before
@@ -188,8 +194,10 @@ def test_numbers_at_the_limits_break_nothing(cluster, stub):
     n1, n2 = cluster.nodes["node1"], cluster.nodes["node2"]
     inc = n1.query("status")["incarnation"]
     top = 2**64 - 1
-    syn = lambda i: codec.EnvelopePB(sender="node2", hlc=1, syn=codec.pb.Syn(digest=[
-        codec.pb.OriginDigest(origin="node1", incarnation=i, max_counter=1)]))
+    def syn(i):
+        return codec.EnvelopePB(sender="node2", hlc=1, syn=codec.pb.Syn(digest=[
+            codec.pb.OriginDigest(origin="node1", incarnation=i, max_counter=1)]))
+
     assert _code(lambda: s.Deliver(syn(top), timeout=5)) == INVALID
     s.Deliver(syn(codec.MAX_NUMBER), timeout=5)  # within the wire's limit, but no incarnation is left above it
     heartbeat = codec.EnvelopePB(sender="node2", hlc=1, leader_heartbeat=codec.pb.LeaderHeartbeat(term=top, seq=1))
@@ -207,7 +215,9 @@ def test_numbers_at_the_limits_break_nothing(cluster, stub):
     st1 = n1.query("status")
     assert st1["incarnation"] == inc, "node1 did not reincarnate"
     assert "internal_errors" not in st1["counters"]
-    node1_seen_by_node2 = lambda: {m["name"]: m for m in n2.query("status")["members"]}["node1"]
+    def node1_seen_by_node2():
+        return {m["name"]: m for m in n2.query("status")["members"]}["node1"]
+
     wait_for(lambda: node1_seen_by_node2()["alive_incarnation"] == codec.MAX_NUMBER, 20, what="node1 to refute")
     assert node1_seen_by_node2()["state"] == "alive"
 

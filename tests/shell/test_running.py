@@ -17,8 +17,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ringmesh.node.games import gamedb
-from ringmesh.ops import selfplay
 from ringmesh.node.state import holder
+from ringmesh.ops import selfplay
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ import sys
 from ringmesh.node.games import gamedb, gameschema
 from ringmesh.ops.doctor import FAIL, run_checks
 from ringmesh.ops.localcluster import LocalCluster, wait_for
-
 from ringmesh.testing.schema_versions import make
+
 from .conftest import serving
 
 

@@ -23,7 +23,7 @@ from ringmesh.node.games.streamlog import (
     StreamLogError,
 )
 
-O, K = "node1", "hex8_2p"
+O, K = "node1", "hex8_2p"  # noqa: E741  (O: the origin every test writes as)
 
 
 def game(i: int, size: int = 200) -> bytes:

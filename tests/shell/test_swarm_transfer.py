@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
+from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 from ringmesh.testing import faults
-from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV
 
 
 def test_pull_from_three_holders_with_one_corrupting(tmp_path):

@@ -11,8 +11,15 @@ import pytest
 
 from ringmesh.config import ConfigError
 from ringmesh.core.bandwidth import WEIGHTS, Priority
+from ringmesh.node.files.throttle import (
+    EGRESS_ENV,
+    INGRESS_ENV,
+    Throttle,
+    priority_from_metadata,
+    priority_metadata,
+    rate_setting,
+)
 from ringmesh.ops.localcluster import LocalCluster, wait_for
-from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV, Throttle, priority_from_metadata, priority_metadata, rate_setting
 
 P = Priority
 MiB = 1 << 20

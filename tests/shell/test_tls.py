@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from ringmesh.api import cli
-from ringmesh.node.wire import codec
 from ringmesh.config import ConfigError, parse_config
-from ringmesh.ops.localcluster import LocalCluster, wait_for
+from ringmesh.node.wire import codec
 from ringmesh.node.wire.tls import TlsError, channel_options, init_ca, issue, load_node
+from ringmesh.ops.localcluster import LocalCluster, wait_for
 from ringmesh.v1 import mesh_pb2_grpc
 
 from .conftest import serving

@@ -6,7 +6,8 @@ highest term its host knows, or on an order of at least that term."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ringmesh.core import ItemKey, PeerConfig, catalog
 from ringmesh.core import broadcast as bc
@@ -92,7 +93,7 @@ def test_the_leader_crashes_mid_broadcast_and_the_next_one_finishes_it_under_its
     new = agreed_leader(c)
     new_term = c.peer(new).election.term
     assert new_term > old_term
-    run_until(c, lambda: any(l == new and t == new_term for _w, l, t in fencing.directives), 10, "the re-issue")
+    run_until(c, lambda: any(lead == new and t == new_term for _w, lead, t in fencing.directives), 10, "the re-issue")
     reissued_at = c.now
     c.world.run(until=c.now + 3)  # the new directive reaches every host by gossip
     c.restart("n04")

@@ -7,7 +7,8 @@ on the same membership (everyone alive), and the manifests converge."""
 
 from __future__ import annotations
 
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from ringmesh.core import PeerConfig

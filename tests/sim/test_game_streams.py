@@ -4,7 +4,8 @@ durable game exactly once (a stream log keyed by seq holds a game once by constr
 
 from __future__ import annotations
 
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from ringmesh.core import PeerConfig

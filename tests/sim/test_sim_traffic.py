@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ringmesh.core import Ack, Envelope, Manifest, Syn, SynAck
-
 from sim.traffic import DIGEST_ENTRY_BYTES, ENVELOPE_BYTES, Traffic, message_size
 
 

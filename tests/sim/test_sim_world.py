@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 from ringmesh.core import Ack, Delta, Envelope, MessageReceived, Send, SendFailed, SetTimer, TimerFired
-
 from sim.network import LinkModel, Network
 from sim.world import World
 

@@ -101,8 +101,8 @@ class FileStore:
         self.paths = {t: Path(d) for t, d in (paths or {}).items()}
         for d in ("files", "recipes", "tmp"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
-        for d in self.paths.values():
-            d.mkdir(parents=True, exist_ok=True)
+        for typed_dir in self.paths.values():
+            typed_dir.mkdir(parents=True, exist_ok=True)
         cutoff = time.time() - STALE_PARTIAL
         for stale in (self.root / "tmp").iterdir():
             if stale.name.startswith("import-") or stale.stat().st_mtime < cutoff:
@@ -268,7 +268,7 @@ def import_progress(data_dir: str | Path, item: ItemKey) -> int | None:
     return max(sizes) if sizes else None
 
 
-def hash_file(path: str | Path, chunk_size: int) -> str:
+def hash_file(path: str | os.PathLike, chunk_size: int) -> str:
     """The ringmesh digest of a file on disk (used to verify copies)."""
     with open(path, "rb") as f:
         return recipe.file_digest([recipe.chunk_digest(c) for c in _chunks(f, chunk_size)])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from ringmesh.node.games import gameschema
 from ringmesh.node.games.gamedb_schema import CHILD_TABLES, COMPLETED_STATUSES, OPEN_STATUSES, SCHEMA, SCHEMA_VERSION
@@ -139,7 +139,7 @@ def _fetch_game(conn: sqlite3.Connection, game_id: str, games_cols: list[str],
     if row is None:
         return None
     g = dict(zip(games_cols, row))
-    rec = {"game_id": game_id, "config_key": f"{g.get('board_type')}_{g.get('num_players')}p",
+    rec: dict[str, Any] = {"game_id": game_id, "config_key": f"{g.get('board_type')}_{g.get('num_players')}p",
            "tables": {"games": [tuple(row)]}, "columns": {"games": list(games_cols)}}
     for name, cols, pk in children:
         order = ", ".join(f'"{c}"' for c in pk)
@@ -252,7 +252,7 @@ def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_mo
                         pending.add(gid)
                         continue
                     pending.discard(gid)
-                    need = min_moves_for(g.get("board_type"), g.get("num_players") or 0, min_moves)
+                    need = min_moves_for(g.get("board_type", ""), g.get("num_players") or 0, min_moves)
                     if (g.get("total_moves") or 0) < need:
                         continue
                     rec["schema"] = fp

@@ -101,7 +101,8 @@ class Games:
         if not self.consume or not items:
             return []
         assert self.held is not None
-        records, where = [], {}
+        records: list[dict[str, Any]] = []
+        where: dict[str, tuple[str, int]] = {}
         for origin, q, p in items:
             rec = unpack_record(p)
             if rec is None:

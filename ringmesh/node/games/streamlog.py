@@ -50,11 +50,12 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 import xxhash
 
 try:  # optional; the stdlib zlib is what we write
-    import zstandard as _zstd  # type: ignore
+    import zstandard as _zstd
 except ImportError:  # pragma: no cover - depends on the environment
     _zstd = None
 
@@ -124,7 +125,7 @@ def encode_record(seq: int, payload: bytes, level: int | None = 1) -> bytes:
     return HEADER.pack(MAGIC, codec, len(body), seq, _checksum(head, body)) + body
 
 
-def _decode_body(codec: int, body: bytes) -> bytes:
+def _decode_body(codec: int, body: bytes | memoryview) -> bytes:
     if codec == CODEC_RAW:
         return bytes(body)
     if codec == CODEC_ZLIB:
@@ -277,6 +278,10 @@ class StreamLog:
 
     # ------------------------------------------------------------------ helpers
 
+    @overload
+    def _stream(self, origin: str, config_key: str, create: Literal[True]) -> _Stream: ...
+    @overload
+    def _stream(self, origin: str, config_key: str, create: Literal[False]) -> _Stream | None: ...
     def _stream(self, origin: str, config_key: str, create: bool) -> _Stream | None:
         if self._closed:
             raise StreamLogError("StreamLog is closed")
@@ -363,7 +368,8 @@ class StreamLog:
         while i < len(records):
             seg = self._active_for(st, len(records[i][1]))
             # Take as many records as fit into this segment (at least one).
-            batch, size = [], seg.size
+            batch: list[tuple[int, bytes]] = []
+            size = seg.size
             while i < len(records) and (not batch or size + len(records[i][1]) <= self.segment_bytes):
                 batch.append(records[i])
                 size += len(records[i][1])
@@ -372,13 +378,15 @@ class StreamLog:
                     break
             blob = b"".join(r for _, r in batch)
             mv, done = memoryview(blob), 0
-            self._dirty_files[st.active_fd] = st.active_fd
+            fd = st.active_fd
+            assert fd is not None  # _active_for opened it
+            self._dirty_files[fd] = fd
             try:
                 while done < len(blob):
-                    done += os.pwrite(st.active_fd, mv[done:], seg.size + done)
+                    done += os.pwrite(fd, mv[done:], seg.size + done)
             except OSError:  # e.g. disk full: leave no partial record behind
                 try:
-                    os.ftruncate(st.active_fd, seg.size)
+                    os.ftruncate(fd, seg.size)
                 except OSError:
                     pass  # the next open truncates it
                 raise
