@@ -233,8 +233,7 @@ def _groups(v: Any, where: str) -> list[Host]:
 
 def _from_config(path: str) -> tuple[list[Host], PeerConfig]:
     """Hosts and peer settings as `ringmesh serve` would take them from a distributed_hosts.yaml."""
-    from ringmesh.config import load_config
-    from ringmesh.node.runtime import peer_config
+    from ringmesh.config import load_config, peer_config
 
     c = load_config(path, env={})
     hosts = [Host(name=n, role=h.role, provider=h.provider, ephemeral=h.ephemeral, voter=h.voter, excluded=h.excluded,

@@ -8,11 +8,14 @@ simulator are the two interpreters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Mapping, Union, dataclass_transform
 
 from .manifest import Delta, OriginChange, OriginDigest
 
-_frozen = dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+def _frozen(cls):
+    return dataclass(frozen=True, slots=True, kw_only=True)(cls)
 
 
 # -- gossip (Scuttlebutt push-pull: Syn -> SynAck -> Ack) -----------------------------------

@@ -30,10 +30,10 @@ class NodeView:
     # this host and its configuration
     @property
     def name(self) -> str:
-        return self._node.host.name
+        return self._node.peer.me
 
     @property
-    def address(self) -> str:
+    def address(self) -> str | None:
         return self._node.address
 
     @property

@@ -12,8 +12,8 @@ import pytest
 from ringmesh.config import ConfigError
 from ringmesh.core.manifest import Manifest, OriginState
 from ringmesh.node.state import DataDirBusy, DataDirLock, holder
-from ringmesh.ops.logs import GRPC_LOGGER, JsonFormatter, about, setup
 from ringmesh.node.telemetry import Telemetry
+from ringmesh.ops.logs import GRPC_LOGGER, JsonFormatter, about, setup
 from ringmesh.ops.metrics import listen_setting
 from ringmesh.ops.progress import Progress
 from ringmesh.ops.statusview import bar, duration, render, size, visible_len

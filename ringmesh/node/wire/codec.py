@@ -216,18 +216,16 @@ def _delta(entries) -> Delta:
     return Delta(tuple(out))
 
 
-# The call-arg ignores below: mypy does not see through `_frozen = dataclass(...)` in core.messages, so the
-# messages seem to take no arguments; drop these once that module uses a `dataclass_transform` decorator.
 def decode_envelope(msg: pb.Envelope) -> Envelope:
     sender = check_node_id(msg.sender)
     which = msg.WhichOneof("body")
     body: Message
     if which == "syn":
-        body = Syn(digest=_digest(msg.syn.digest))  # type: ignore[call-arg]
+        body = Syn(digest=_digest(msg.syn.digest))
     elif which == "syn_ack":
-        body = SynAck(digest=_digest(msg.syn_ack.digest), delta=_delta(msg.syn_ack.delta))  # type: ignore[call-arg]
+        body = SynAck(digest=_digest(msg.syn_ack.digest), delta=_delta(msg.syn_ack.delta))
     elif which == "ack":
-        body = Ack(delta=_delta(msg.ack.delta))  # type: ignore[call-arg]
+        body = Ack(delta=_delta(msg.ack.delta))
     elif which in ("push_games", "games_batch"):
         part = getattr(msg, which)
         if len(part.games) > MAX_GAMES or any(len(g.data) > MAX_GAME_BYTES or not 0 < g.seq <= MAX_NUMBER
@@ -236,18 +234,18 @@ def decode_envelope(msg: pb.Envelope) -> Envelope:
         cls = PushGames if which == "push_games" else GamesBatch
         if cls is PushGames and host_of(part.origin) != sender:
             raise RemoteProtocolError(f"{sender} pushes games of another host's stream {part.origin[:40]!r}")
-        body = cls(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),  # type: ignore[call-arg]
+        body = cls(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),
                    games=tuple((g.seq, g.data) for g in part.games))
     elif which == "games_ack":
         part = msg.games_ack
         if len(part.seqs) > MAX_GAMES:
             raise RemoteProtocolError("too many seqs")
         check_number(*part.seqs)
-        body = GamesAck(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key), seqs=tuple(part.seqs))  # type: ignore[call-arg]
+        body = GamesAck(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key), seqs=tuple(part.seqs))
     elif which == "pull_games":
         part = msg.pull_games
         check_number(part.first, part.last)
-        body = PullGames(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),  # type: ignore[call-arg]
+        body = PullGames(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),
                          first=part.first, last=part.last)
     elif which in _SIMPLE_BY_FIELD:
         simple, fields = _SIMPLE_BY_FIELD[which]
@@ -264,7 +262,7 @@ def decode_envelope(msg: pb.Envelope) -> Envelope:
                 raise RemoteProtocolError(str(e)) from None
     else:
         raise RemoteProtocolError("envelope without a body")
-    return Envelope(sender=sender, hlc=msg.hlc, body=body)  # type: ignore[call-arg]
+    return Envelope(sender=sender, hlc=msg.hlc, body=body)
 
 
 def parse_envelope(raw: bytes) -> Envelope:
