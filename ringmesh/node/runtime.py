@@ -129,6 +129,7 @@ class Daemon:
             node_record={"address": self.address, "role": self.host.role, "provider": self.host.provider,
                          "ephemeral": self.host.ephemeral},
         )
+        self.games.learn_schemas(manifest.live_facts(catalog.SCHEMA_PREFIX))  # (and games that waited for one land)
         self.links = Links(self.resolve, tls=self.tls)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         register(self.server, PeerService(self))
@@ -216,7 +217,7 @@ class Daemon:
             t.cancel()
         await asyncio.gather(self._driver, *self._tasks, self.transfers.close(), return_exceptions=True)
         await self.links.close()
-        await self.in_store(self.games.games.close)
+        await self.games.close()
         await self.in_store(self.store.close)
         self.store_exec.shutdown()
         socket_path(self.data_dir).unlink(missing_ok=True)

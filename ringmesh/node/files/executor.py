@@ -18,6 +18,7 @@ from ringmesh.core.messages import CancelTransfer, FileStored, FileVersion, Item
 from ringmesh.node.files.store import FileStore
 from ringmesh.node.files.throttle import Throttle
 from ringmesh.node.files.transfer import DiskFull, Progress, pull
+from ringmesh.node.telemetry import IN
 from ringmesh.ops.logs import about
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class Transfers:
             got = await pull(v, lambda: self.sources_of(v), node.links, self.files, self.pulling,
                              priority=lambda: peer.priority_of(v), throttle=self.ingress,
                              stored=lambda: node.submit(FileStored(item=v.item, digest=v.digest)),
-                             me=peer.me, received=lambda source, n: node.telemetry.chunks(source, "in", n))
+                             me=peer.me, received=lambda source, n: node.telemetry.chunks(source, IN, n))
         except (RingmeshError, OSError) as e:
             self.running.pop(key, None)
             node.count("transfers_disk_full" if isinstance(e, DiskFull) else "transfers_failed")

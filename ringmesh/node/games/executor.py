@@ -35,14 +35,17 @@ class GameStreams:
         self._held_published: tuple[int, dict] = (-1, {})  # (Games.held_version, what gh/ facts say)
 
     def start(self) -> None:
+        """Retention (ephemeral hosts) and watch mode, as configured."""
         node, config = self.node, self.node.config
-        self.learn_schemas(node.peer.manifest.live_facts(catalog.SCHEMA_PREFIX))  # (and games that waited for one land)
         if node.host.ephemeral:
             retention = config.timings.get("retention_seconds", 3600.0)
             node.spawn(self._retain(retention, every=max(0.2, min(5.0, retention / 2))))
         if config.watch_games:  # "{node}" in a pattern stands for this host's name
             patterns = tuple(p.replace("{node}", node.peer.me) for p in config.watch_games)
             node.spawn(self._watch(patterns, config.timings.get("watch_interval_seconds", 2.0)))
+
+    async def close(self) -> None:
+        await self.node.in_store(self.games.close)
 
     # -- effects ---------------------------------------------------------------------------
 
