@@ -19,16 +19,11 @@ test: $(STAMP) lint
 	$(BIN)/pytest
 
 # Static checks (config in pyproject.toml), run first by `make test` and so by CI.
-# FORMAT_CHECK=1 also checks `ruff format`: OFF for now, until `ruff format` has been run once over the
-# tree; the goal is to default it to 1 then.
-FORMAT_CHECK ?= 0
-LINT_PATHS   := ringmesh sim tests bench docs
+LINT_PATHS := ringmesh sim tests bench docs
 lint: $(STAMP)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
-ifeq ($(FORMAT_CHECK),1)
-	$(BIN)/ruff format --check $(LINT_PATHS)
-endif
 
 # Regenerate the committed protobuf/gRPC code (tests/shell/test_proto.py checks it is current).
 proto: $(STAMP)

@@ -42,7 +42,9 @@ def main(argv=None) -> int:
     if a.cmd == "generate":
         t = time.perf_counter()
         ids = generate_games(a.path, a.n, config_key=a.config, seed=a.seed, moves=(lo, hi), active=a.active)
-        print(f"{len(ids)} games in {time.perf_counter() - t:.1f}s, {_size(Path(a.path)) / max(1, a.n + a.active) / 1e3:.0f} KB/game")
+        print(
+            f"{len(ids)} games in {time.perf_counter() - t:.1f}s, {_size(Path(a.path)) / max(1, a.n + a.active) / 1e3:.0f} KB/game"
+        )
         return 0
     work = Path(a.path)
     work.mkdir(parents=True, exist_ok=True)
@@ -74,9 +76,15 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t
     ok = consumer.execute("PRAGMA integrity_check").fetchone()[0]
     print(f"config={a.config} games={a.n} generate={gen:.1f}s ({a.n / gen:.0f} games/s)")
-    print(f"source db {size / 1e6:.1f} MB = {size / a.n / 1e3:.0f} KB/game on disk; record (msgpack) {wire / max(1, recs_all) / 1e3:.0f} KB/game")
-    print(f"intake {recs_all} games in {t_read:.2f}s = {recs_all / t_read:.0f} games/s ({wire / t_read / 1e6:.0f} MB/s incl. msgpack)")
-    print(f"append {t_app:.2f}s = {recs_all / max(t_app, 1e-9):.0f} games/s; end-to-end {recs_all / total:.0f} games/s; integrity={ok}")
+    print(
+        f"source db {size / 1e6:.1f} MB = {size / a.n / 1e3:.0f} KB/game on disk; record (msgpack) {wire / max(1, recs_all) / 1e3:.0f} KB/game"
+    )
+    print(
+        f"intake {recs_all} games in {t_read:.2f}s = {recs_all / t_read:.0f} games/s ({wire / t_read / 1e6:.0f} MB/s incl. msgpack)"
+    )
+    print(
+        f"append {t_app:.2f}s = {recs_all / max(t_app, 1e-9):.0f} games/s; end-to-end {recs_all / total:.0f} games/s; integrity={ok}"
+    )
     return 0
 
 

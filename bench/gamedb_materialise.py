@@ -74,7 +74,7 @@ def main() -> int:
     adapted: set = set()
     t0 = time.perf_counter()
     for i in range(0, n, args.batch):
-        batch = [unpack_record(p) for p in payloads[i:i + args.batch]]
+        batch = [unpack_record(p) for p in payloads[i : i + args.batch]]
         gamedb.append_games(db, batch, schemas=schemas, adapted=adapted)
     mat_s = time.perf_counter() - t0
     got = db.execute("SELECT count(*) FROM games").fetchone()[0]
@@ -85,7 +85,7 @@ def main() -> int:
     g.schemas.update(schemas)
     t0 = time.perf_counter()
     for i in range(0, n, args.batch):
-        g.store("selfplay-a.1", "hex8_2p", [(i + k + 1, p) for k, p in enumerate(payloads[i:i + args.batch])])
+        g.store("selfplay-a.1", "hex8_2p", [(i + k + 1, p) for k, p in enumerate(payloads[i : i + args.batch])])
     store_s = time.perf_counter() - t0
     landed = g.counts["materialised"]
     g.close()
@@ -93,8 +93,11 @@ def main() -> int:
     assert got == n == landed, (got, n, landed)
     mb = size / 1e6
     print(f"{n} v18 games with NNUE rows, {mb:.1f} MB of source database, batches of {args.batch}")
-    for name, s in (("copy (ATTACH + INSERT SELECT)", copy_s), ("materialise (unpack + adapt + append)", mat_s),
-                    ("store (stream log + fsync + materialise)", store_s)):
+    for name, s in (
+        ("copy (ATTACH + INSERT SELECT)", copy_s),
+        ("materialise (unpack + adapt + append)", mat_s),
+        ("store (stream log + fsync + materialise)", store_s),
+    ):
         print(f"  {name:42} {s:7.3f} s  {n / s:8.0f} games/s  {mb / s:7.1f} MB/s  {copy_s / s:5.2f} x copy")
     shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -35,8 +35,15 @@ def plain_copy(src: Path, dst: Path) -> float:
     db = gamedb.open_consumer_db(dst)
     db.execute("PRAGMA foreign_keys=OFF")  # children first, so that the completion trigger sees the moves
     db.execute("ATTACH DATABASE ? AS src", (str(src),))
-    for table in ["game_players", "game_initial_state", "game_moves", "game_state_snapshots",
-                  "game_choices", "game_history_entries", "games"]:
+    for table in [
+        "game_players",
+        "game_initial_state",
+        "game_moves",
+        "game_state_snapshots",
+        "game_choices",
+        "game_history_entries",
+        "games",
+    ]:
         db.execute(f"INSERT INTO main.{table} SELECT * FROM src.{table}")
     db.commit()
     db.close()
@@ -59,7 +66,13 @@ def main() -> int:
         t_read = time.perf_counter() - t0
         t_copy = plain_copy(src, root / "copy.db")
 
-        roles = {"node1": "training", "node2": "training", "node3": "selfplay", "node4": "selfplay", "node5": "selfplay"}
+        roles = {
+            "node1": "training",
+            "node2": "training",
+            "node3": "selfplay",
+            "node4": "selfplay",
+            "node5": "selfplay",
+        }
         c = LocalCluster(root / "c", 5, gossip_interval=0.2, roles=roles)
         c.start_all()
         wait_for(c.converged, 30, what="a settled cluster")
@@ -106,13 +119,25 @@ def main() -> int:
         arrive = [present[g] - published[g] for g in published]
         mb = src_bytes / 1e6
         print(f"{len(records)} games, {mb:.1f} MB in the self-play DB ({src_bytes / len(records) / 1e3:.0f} KB/game)")
-        print(f"publish -> durable (2 copies, one persistent):   p50 {pct(durable, .5) * 1e3:.1f} ms  p99 {pct(durable, .99) * 1e3:.1f} ms")
-        print(f"publish -> in both training DBs:                 p50 {pct(arrive, .5) * 1e3:.1f} ms  p99 {pct(arrive, .99) * 1e3:.1f} ms")
-        print(f"intake, one game at a time, each waited durable: {len(records) / t_pub:.1f} games/s, {mb / t_pub:.1f} MB/s")
-        print(f"read_completed_games alone:                      {len(records) / t_read:.1f} games/s, {mb / t_read:.1f} MB/s")
-        print(f"baseline plain SQLite->SQLite copy:              {len(records) / t_copy:.1f} games/s, {mb / t_copy:.1f} MB/s")
+        print(
+            f"publish -> durable (2 copies, one persistent):   p50 {pct(durable, 0.5) * 1e3:.1f} ms  p99 {pct(durable, 0.99) * 1e3:.1f} ms"
+        )
+        print(
+            f"publish -> in both training DBs:                 p50 {pct(arrive, 0.5) * 1e3:.1f} ms  p99 {pct(arrive, 0.99) * 1e3:.1f} ms"
+        )
+        print(
+            f"intake, one game at a time, each waited durable: {len(records) / t_pub:.1f} games/s, {mb / t_pub:.1f} MB/s"
+        )
+        print(
+            f"read_completed_games alone:                      {len(records) / t_read:.1f} games/s, {mb / t_read:.1f} MB/s"
+        )
+        print(
+            f"baseline plain SQLite->SQLite copy:              {len(records) / t_copy:.1f} games/s, {mb / t_copy:.1f} MB/s"
+        )
         print(f"ratio ringmesh end-to-end intake / plain copy:   {t_copy / t_pub:.3f}")
-        print(f"exit codes {sorted(set(codes.values()))}; mean publish->durable {statistics.mean(durable) * 1e3:.1f} ms")
+        print(
+            f"exit codes {sorted(set(codes.values()))}; mean publish->durable {statistics.mean(durable) * 1e3:.1f} ms"
+        )
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)

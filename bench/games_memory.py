@@ -66,11 +66,15 @@ def main() -> int:
         written = time.perf_counter() - t0
         started, mem = serve_and_measure(c)
         du = subprocess.run(["du", "-sm", str(c.nodes["node1"].data_dir / "streams")], capture_output=True, text=True)
-        print(f"{per * args.streams} games of {args.size} B in {args.streams} streams written in {written:.1f} s "
-              f"({du.stdout.split()[0]} MB on disk)")
+        print(
+            f"{per * args.streams} games of {args.size} B in {args.streams} streams written in {written:.1f} s "
+            f"({du.stdout.split()[0]} MB on disk)"
+        )
         print(f"daemon RSS, empty data dir:            {empty_mem:.1f} MB")
-        print(f"daemon RSS, holding those games:       {mem:.1f} MB  (+{mem - empty_mem:.1f} MB, "
-              f"{(mem - empty_mem) * 1024 * 1024 / (per * args.streams):.0f} B per game)")
+        print(
+            f"daemon RSS, holding those games:       {mem:.1f} MB  (+{mem - empty_mem:.1f} MB, "
+            f"{(mem - empty_mem) * 1024 * 1024 / (per * args.streams):.0f} B per game)"
+        )
         print(f"daemon start-up with them (log index):  {started:.1f} s")
         return 0
     finally:

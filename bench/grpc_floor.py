@@ -122,7 +122,9 @@ def main() -> int:
             for _ in range(n):
                 f.write(os.urandom(CHUNK))
         rport = _free_port()
-        (tmp / "rsyncd.conf").write_text(f"port = {rport}\naddress = 127.0.0.1\nuse chroot = no\n[m]\npath = {src}\nread only = yes\n")
+        (tmp / "rsyncd.conf").write_text(
+            f"port = {rport}\naddress = 127.0.0.1\nuse chroot = no\n[m]\npath = {src}\nread only = yes\n"
+        )
         d = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--config={tmp / 'rsyncd.conf'}"])
         try:
             deadline = time.monotonic() + 10

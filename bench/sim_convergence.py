@@ -42,9 +42,16 @@ def main() -> int:
                 r = run_epidemic(EpidemicParams(nodes=n, seed=seed, fanout=f))
                 r["cpu_s"] = round(time.process_time() - cpu, 2)
                 runs.append(r)
-            data["model"].append({"nodes": n, "fanout": f, "rounds": [r["rounds"] for r in runs],
-                                  "curve": runs[0]["informed_per_round"], "cpu_s": [r["cpu_s"] for r in runs],
-                                  "theory": round(theory_rounds(n), 3)})
+            data["model"].append(
+                {
+                    "nodes": n,
+                    "fanout": f,
+                    "rounds": [r["rounds"] for r in runs],
+                    "curve": runs[0]["informed_per_round"],
+                    "cpu_s": [r["cpu_s"] for r in runs],
+                    "theory": round(theory_rounds(n), 3),
+                }
+            )
             print(f"model N={n} fanout {f}: rounds {[r['rounds'] for r in runs]}", file=sys.stderr, flush=True)
     for n in (100, 1000):
         if n == 1000 and args.no_peer:
@@ -52,10 +59,16 @@ def main() -> int:
         for f in FANOUTS:
             cpu = time.process_time()
             r = run_gossip(GossipParams(nodes=n, seed=1, fanout=f))
-            data["peer"].append({"nodes": n, "fanout": f, "rounds": r["rumour"]["rounds"],
-                                 "cold_start_rounds": r["cold_start"]["rounds"],
-                                 "curve": r["rumour"]["informed_per_round"],
-                                 "cpu_s": round(time.process_time() - cpu, 2)})
+            data["peer"].append(
+                {
+                    "nodes": n,
+                    "fanout": f,
+                    "rounds": r["rumour"]["rounds"],
+                    "cold_start_rounds": r["cold_start"]["rounds"],
+                    "curve": r["rumour"]["informed_per_round"],
+                    "cpu_s": round(time.process_time() - cpu, 2),
+                }
+            )
             print(f"peer N={n} fanout {f}: rumour {r['rumour']['rounds']} rounds", file=sys.stderr, flush=True)
     with open(os.path.join(args.out, "convergence.json"), "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
@@ -69,14 +82,18 @@ def main() -> int:
 
 def table(data: dict[str, list]) -> str:
     peer = {(p["nodes"], p["fanout"]): p for p in data["peer"]}
-    lines = ["| N | fanout | theory log₃N + ln ln N | model: rounds, mean (min–max) over seeds | full peer: rounds (seed 1) | model CPU s / run |",
-             "|---:|---:|---:|---|---:|---:|"]
+    lines = [
+        "| N | fanout | theory log₃N + ln ln N | model: rounds, mean (min–max) over seeds | full peer: rounds (seed 1) | model CPU s / run |",
+        "|---:|---:|---:|---|---:|---:|",
+    ]
     for m in data["model"]:
         rs = m["rounds"]
         p = peer.get((m["nodes"], m["fanout"]))
-        lines.append(f"| {m['nodes']:,} | {m['fanout']} | {m['theory']:.2f} | {statistics.mean(rs):.2f} "
-                     f"({min(rs):.2f}–{max(rs):.2f}) | {p['rounds'] if p else 'does not run (O(N²) state)'} | "
-                     f"{statistics.mean(m['cpu_s']):.2f} |")
+        lines.append(
+            f"| {m['nodes']:,} | {m['fanout']} | {m['theory']:.2f} | {statistics.mean(rs):.2f} "
+            f"({min(rs):.2f}–{max(rs):.2f}) | {p['rounds'] if p else 'does not run (O(N²) state)'} | "
+            f"{statistics.mean(m['cpu_s']):.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -93,15 +110,28 @@ def plot(data: dict[str, list], path: str) -> None:
             if m["fanout"] != f:
                 continue
             n, curve = m["nodes"], m["curve"]
-            ax.plot(range(0, len(curve) + 1), [1 / n] + [c / n for c in curve], "-o", ms=3, color=colours[n],
-                    label=f"N={n:,} model")
+            ax.plot(
+                range(0, len(curve) + 1),
+                [1 / n] + [c / n for c in curve],
+                "-o",
+                ms=3,
+                color=colours[n],
+                label=f"N={n:,} model",
+            )
             ax.axvline(m["theory"], color=colours[n], ls=":", lw=1)
         for p in data["peer"]:
             if p["fanout"] != f:
                 continue
             n, curve = p["nodes"], p["curve"]
-            ax.plot(range(0, len(curve) + 1), [1 / n] + [c / n for c in curve], "--s", ms=4, mfc="none",
-                    color=colours[n], label=f"N={n:,} full peer")
+            ax.plot(
+                range(0, len(curve) + 1),
+                [1 / n] + [c / n for c in curve],
+                "--s",
+                ms=4,
+                mfc="none",
+                color=colours[n],
+                label=f"N={n:,} full peer",
+            )
         ax.set_title(f"fanout {f}: one rumour, fraction of hosts informed")
         ax.set_xlabel("gossip rounds (1 s) after the write; dotted: log₃N + ln ln N")
         ax.grid(alpha=0.3)

@@ -26,8 +26,16 @@ from sim.cluster import Cluster  # noqa: E402
 from sim.runner import run_scenario  # noqa: E402
 from sim.scenario import Workload, load  # noqa: E402
 
-DEFAULT = ("steady-idle", "steady", "spot-storm", "split-brain", "leader-churn", "disk-full", "reference-42",
-           "broadcast-1000")
+DEFAULT = (
+    "steady-idle",
+    "steady",
+    "spot-storm",
+    "split-brain",
+    "leader-churn",
+    "disk-full",
+    "reference-42",
+    "broadcast-1000",
+)
 
 
 def scenario(name: str):
@@ -72,48 +80,70 @@ def _p(d: dict, k: str = "p50") -> str:
 
 
 def tables(reports: dict) -> str:
-    out = ["| scenario | hosts | faults | simulated s | safety | liveness after heal | events | CPU s |",
-           "|---|---:|---:|---:|---|---|---:|---:|"]
+    out = [
+        "| scenario | hosts | faults | simulated s | safety | liveness after heal | events | CPU s |",
+        "|---|---:|---:|---:|---|---|---:|---:|",
+    ]
     for name, r in reports.items():
         v = r["safety"]["violation"]
         live = r["liveness"] or {}
         lv = f"{live['seconds']:g} s" if live.get("converged") else "NOT converged"
-        out.append(f"| {name} | {r['hosts']} | {r['plan']['events']} | {r['totals']['simulated_seconds']:.0f} | "
-                   f"{'violation: ' + v['checker'] if v else 'no violation'} | {lv} | {r['totals']['events']:,} | "
-                   f"{r.get('cpu_s', '–')} |")
-    out += ["", "| scenario | messages, kB/s per host | of which Syn/SynAck/Ack | file data, MB/s per host | "
-                "games to durable p50 / p99 s | games to every game host p50 / p99 s |",
-            "|---|---:|---:|---:|---|---|"]
+        out.append(
+            f"| {name} | {r['hosts']} | {r['plan']['events']} | {r['totals']['simulated_seconds']:.0f} | "
+            f"{'violation: ' + v['checker'] if v else 'no violation'} | {lv} | {r['totals']['events']:,} | "
+            f"{r.get('cpu_s', '–')} |"
+        )
+    out += [
+        "",
+        "| scenario | messages, kB/s per host | of which Syn/SynAck/Ack | file data, MB/s per host | "
+        "games to durable p50 / p99 s | games to every game host p50 / p99 s |",
+        "|---|---:|---:|---:|---|---|",
+    ]
     for name, r in reports.items():
         t, g = r["metrics"]["traffic"], r["metrics"]["games"]
         secs, n = t["seconds"], r["hosts"]
         gossip = sum(t["bytes_by_kind"].get(k, 0) for k in ("Syn", "SynAck", "Ack")) / n / secs
-        out.append(f"| {name} | {t['gossip_and_games_bytes_per_host_per_s'] / 1000:.1f} | {gossip / 1000:.1f} | "
-                   f"{t['file_bytes_per_host_per_s'] / 1e6:.2f} | {_p(g['to_durable_s'])} / {_p(g['to_durable_s'], 'p99')} | "
-                   f"{_p(g['to_every_game_host_s'])} / {_p(g['to_every_game_host_s'], 'p99')} |")
-    out += ["", "| scenario | outages (crash, spot) | first dead claim p50 / max s | held by each observer p50 / p99 s | "
-                "leader outages | new leader elected p50 / max s | terms |",
-            "|---|---:|---|---|---:|---|---:|"]
+        out.append(
+            f"| {name} | {t['gossip_and_games_bytes_per_host_per_s'] / 1000:.1f} | {gossip / 1000:.1f} | "
+            f"{t['file_bytes_per_host_per_s'] / 1e6:.2f} | {_p(g['to_durable_s'])} / {_p(g['to_durable_s'], 'p99')} | "
+            f"{_p(g['to_every_game_host_s'])} / {_p(g['to_every_game_host_s'], 'p99')} |"
+        )
+    out += [
+        "",
+        "| scenario | outages (crash, spot) | first dead claim p50 / max s | held by each observer p50 / p99 s | "
+        "leader outages | new leader elected p50 / max s | terms |",
+        "|---|---:|---|---|---:|---|---:|",
+    ]
     for name, r in reports.items():
         d, f = r["metrics"]["detection"], r["metrics"]["failover"]
-        out.append(f"| {name} | {d['outages']} | {_p(d['first_dead_claim_s'])} / {_p(d['first_dead_claim_s'], 'max')} | "
-                   f"{_p(d['dead_claim_held_per_observer_s'])} / {_p(d['dead_claim_held_per_observer_s'], 'p99')} | "
-                   f"{f['leader_outages']} | {_p(f['new_leader_elected_s'])} / {_p(f['new_leader_elected_s'], 'max')} | "
-                   f"{f['terms']} |")
-    out += ["", "| scenario | file version | size MB | broadcast | hosts stored | S/B s (publisher's egress) | "
-                "half stored s | last stored s | last × S/B |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+        out.append(
+            f"| {name} | {d['outages']} | {_p(d['first_dead_claim_s'])} / {_p(d['first_dead_claim_s'], 'max')} | "
+            f"{_p(d['dead_claim_held_per_observer_s'])} / {_p(d['dead_claim_held_per_observer_s'], 'p99')} | "
+            f"{f['leader_outages']} | {_p(f['new_leader_elected_s'])} / {_p(f['new_leader_elected_s'], 'max')} | "
+            f"{f['terms']} |"
+        )
+    out += [
+        "",
+        "| scenario | file version | size MB | broadcast | hosts stored | S/B s (publisher's egress) | "
+        "half stored s | last stored s | last × S/B |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for name, r in reports.items():
         for fv in r["metrics"]["files"]["versions"][:3]:
-            out.append(f"| {name} | {fv['item']} at {fv['at']:g} s | {fv['size_mb']:g} | {'yes' if fv['broadcast'] else 'no'} "
-                       f"| {fv['hosts_stored']} | {fv['S/B_s']:g} | {fv.get('p50_stored_s', '–')} | "
-                       f"{fv.get('last_stored_s', '–')} | {fv.get('ratio_to_S/B', '–')} |")
+            out.append(
+                f"| {name} | {fv['item']} at {fv['at']:g} s | {fv['size_mb']:g} | {'yes' if fv['broadcast'] else 'no'} "
+                f"| {fv['hosts_stored']} | {fv['S/B_s']:g} | {fv.get('p50_stored_s', '–')} | "
+                f"{fv.get('last_stored_s', '–')} | {fv.get('ratio_to_S/B', '–')} |"
+            )
     return "\n".join(out)
 
 
 def speed(sizes: list[int], seconds: float) -> int:
     """CPU per simulated second of an idle cluster of full peers (gossip, SWIM, election)."""
-    print("| N | warm-up 10 s: CPU s | steady: CPU s per simulated s | events per simulated s | µs CPU per event | "
-          "10 simulated minutes, CPU (extrapolated) |")
+    print(
+        "| N | warm-up 10 s: CPU s | steady: CPU s per simulated s | events per simulated s | µs CPU per event | "
+        "10 simulated minutes, CPU (extrapolated) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
         gc.disable()
@@ -126,8 +156,10 @@ def speed(sizes: list[int], seconds: float) -> int:
         c.world.run(until=10.0 + seconds)
         per = (time.process_time() - cpu) / seconds
         events = (c.world.events - e0) / seconds
-        print(f"| {n:,} | {warm:.1f} | {per:.3f} | {events:,.0f} | {per / events * 1e6:.0f} | {per * 600:,.0f} s |",
-              flush=True)
+        print(
+            f"| {n:,} | {warm:.1f} | {per:.3f} | {events:,.0f} | {per / events * 1e6:.0f} | {per * 600:,.0f} s |",
+            flush=True,
+        )
         del c
         gc.enable()
         gc.collect()

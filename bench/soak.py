@@ -50,7 +50,7 @@ PREFIX = "rmsk"
 MiB = 1 << 20
 WARMUP_S = 120.0
 FLAT_RISE, FLAT_SLACK_MIB = 0.10, 8.0  # a persistent daemon's last-quarter median RSS may exceed its
-                                       # second-quarter median by this share or these MiB (the larger)
+# second-quarter median by this share or these MiB (the larger)
 PERSISTENT_SHARE = 0.8  # a daemon whose samples span this share of the run counts as persistent
 
 
@@ -78,9 +78,15 @@ def memory_table(rss: list[tuple[float, str, int, int]]) -> list[dict]:
     for (host, life), pts in sorted(lives.items()):
         warm = [p for p in pts if p[0] - pts[0][0] >= WARMUP_S]
         row = {
-            "host": host, "life": life, "samples": len(pts), "from_s": pts[0][0], "to_s": pts[-1][0],
-            "start_mib": round(pts[0][1] / MiB, 1), "mid_mib": round(pts[len(pts) // 2][1] / MiB, 1),
-            "end_mib": round(pts[-1][1] / MiB, 1), "max_mib": round(max(b for _, b in pts) / MiB, 1),
+            "host": host,
+            "life": life,
+            "samples": len(pts),
+            "from_s": pts[0][0],
+            "to_s": pts[-1][0],
+            "start_mib": round(pts[0][1] / MiB, 1),
+            "mid_mib": round(pts[len(pts) // 2][1] / MiB, 1),
+            "end_mib": round(pts[-1][1] / MiB, 1),
+            "max_mib": round(max(b for _, b in pts) / MiB, 1),
             "warm_mib": round(warm[0][1] / MiB, 1) if warm else None,
             "slope_after_warmup_mib_per_h": None if (s := slope_mib_per_h(warm)) is None else round(s, 2),
         }
@@ -89,11 +95,17 @@ def memory_table(rss: list[tuple[float, str, int, int]]) -> list[dict]:
         q4 = [b for t, b in pts if t >= t1 - (t1 - t0) / 4]
         if q2 and q4 and len(pts) >= 8 and t1 - t0 >= PERSISTENT_SHARE * span:
             first, second = [p for p in pts if p[0] < (t0 + t1) / 2], [p for p in pts if p[0] >= (t0 + t1) / 2]
-            row.update(persistent=True, first_half_max_mib=round(max(b for _, b in first) / MiB, 1),
-                       second_half_max_mib=round(max(b for _, b in second) / MiB, 1),
-                       second_half_slope_mib_per_h=None if (s := slope_mib_per_h(second)) is None else round(s, 2),
-                       q2_median_mib=round(statistics.median(q2) / MiB, 1), q4_median_mib=round(statistics.median(q4) / MiB, 1))
-            row["flat"] = row["q4_median_mib"] - row["q2_median_mib"] <= max(FLAT_RISE * row["q2_median_mib"], FLAT_SLACK_MIB)
+            row.update(
+                persistent=True,
+                first_half_max_mib=round(max(b for _, b in first) / MiB, 1),
+                second_half_max_mib=round(max(b for _, b in second) / MiB, 1),
+                second_half_slope_mib_per_h=None if (s := slope_mib_per_h(second)) is None else round(s, 2),
+                q2_median_mib=round(statistics.median(q2) / MiB, 1),
+                q4_median_mib=round(statistics.median(q4) / MiB, 1),
+            )
+            row["flat"] = row["q4_median_mib"] - row["q2_median_mib"] <= max(
+                FLAT_RISE * row["q2_median_mib"], FLAT_SLACK_MIB
+            )
         out.append(row)
     return out
 
@@ -106,41 +118,59 @@ def memory_flat(memory: list[dict]) -> bool | None:
 
 def show(doc: dict) -> None:
     g = doc.get("games", {})
-    print(f"\nsoak: {doc.get('minutes')} min spot storm, seed {doc.get('seed')}; {doc.get('kills')} spot kills/replacements "
-          f"({len(doc.get('drained', []))} by SIGTERM with a full drain); wall {doc.get('wall_s')} s")
-    print(f"games: produced {g.get('produced')}, durable {g.get('durable')}, lost {g.get('lost')} "
-          f"(not durable when their spot host was killed: {g.get('not_durable_when_their_host_died')})")
+    print(
+        f"\nsoak: {doc.get('minutes')} min spot storm, seed {doc.get('seed')}; {doc.get('kills')} spot kills/replacements "
+        f"({len(doc.get('drained', []))} by SIGTERM with a full drain); wall {doc.get('wall_s')} s"
+    )
+    print(
+        f"games: produced {g.get('produced')}, durable {g.get('durable')}, lost {g.get('lost')} "
+        f"(not durable when their spot host was killed: {g.get('not_durable_when_their_host_died')})"
+    )
     if doc.get("failure"):
         print(f"FAILED: {doc['failure'].splitlines()[0]}")
     print("\ndaemon RSS (MiB): host(life)   samples  start    mid    end    max   slope after 2 min (MiB/h)")
     for m in doc.get("memory", []):
         if m["samples"] >= 3:
-            print(f"  {m['host']:>6}({m['life']:>2})  {m['samples']:>7}  {m['start_mib']:>6} {m['mid_mib']:>6} {m['end_mib']:>6} "
-                  f"{m['max_mib']:>6}   {m['slope_after_warmup_mib_per_h']}")
+            print(
+                f"  {m['host']:>6}({m['life']:>2})  {m['samples']:>7}  {m['start_mib']:>6} {m['mid_mib']:>6} {m['end_mib']:>6} "
+                f"{m['max_mib']:>6}   {m['slope_after_warmup_mib_per_h']}"
+            )
     persistent = [m for m in doc.get("memory", []) if m.get("persistent")]
     if persistent:
-        print(f"\npersistent daemons, RSS (MiB): host  1st-half max  2nd-half max  2nd-half slope (MiB/h)  "
-              f"median 2nd quarter  median 4th quarter  flat (4th - 2nd <= max({FLAT_RISE:.0%}, {FLAT_SLACK_MIB:.0f} MiB))")
+        print(
+            f"\npersistent daemons, RSS (MiB): host  1st-half max  2nd-half max  2nd-half slope (MiB/h)  "
+            f"median 2nd quarter  median 4th quarter  flat (4th - 2nd <= max({FLAT_RISE:.0%}, {FLAT_SLACK_MIB:.0f} MiB))"
+        )
         for m in persistent:
-            print(f"  {m['host']:>6}  {m['first_half_max_mib']:>12}  {m['second_half_max_mib']:>12}  "
-                  f"{m['second_half_slope_mib_per_h']!s:>22}  {m['q2_median_mib']:>18}  {m['q4_median_mib']:>18}  "
-                  f"{'yes' if m['flat'] else 'NO'}")
+            print(
+                f"  {m['host']:>6}  {m['first_half_max_mib']:>12}  {m['second_half_max_mib']:>12}  "
+                f"{m['second_half_slope_mib_per_h']!s:>22}  {m['q2_median_mib']:>18}  {m['q4_median_mib']:>18}  "
+                f"{'yes' if m['flat'] else 'NO'}"
+            )
         print(f"memory flat: {'yes' if doc.get('memory_flat') else 'NO'}")
     short = [m for m in doc.get("memory", []) if m["samples"] < 3]
     if short:
-        print(f"  ({len(short)} short-lived spot lives with < 3 samples left out; their max "
-              f"{max(m['max_mib'] for m in short)} MiB)")
+        print(
+            f"  ({len(short)} short-lived spot lives with < 3 samples left out; their max "
+            f"{max(m['max_mib'] for m in short)} MiB)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="how long the storm runs (default 10)")
     ap.add_argument("--seed", type=int, help="default: the scenario's fixed seed (tests/chaos/scenarios.py SEEDS)")
-    ap.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS), help="run one chaos scenario instead (the issue's timings)")
+    ap.add_argument(
+        "--scenario", choices=sorted(scenarios.SCENARIOS), help="run one chaos scenario instead (the issue's timings)"
+    )
     ap.add_argument("--rss-every", type=float, default=30.0, help="seconds between RSS samples (default 30)")
     ap.add_argument("--promote-every", type=float, default=300.0, help="seconds between model promotions (default 300)")
-    ap.add_argument("--disk-where", choices=["dest", "data_dir"], default="dest",
-                    help="--scenario disk_full: fill the model destination (default) or the whole data dir")
+    ap.add_argument(
+        "--disk-where",
+        choices=["dest", "data_dir"],
+        default="dest",
+        help="--scenario disk_full: fill the model destination (default) or the whole data dir",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--workdir", default="/work/tmp" if Path("/work").is_dir() else None)
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, data dirs)")
@@ -155,15 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="ringmesh-soak-", dir=args.workdir))
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).parent).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
     doc: dict = {"head": head, "seed": args.seed, "workdir": str(root)}
     ok = False
     t0 = time.monotonic()
     try:
         if args.scenario:
-            kw = {"partition": {"partition_s": scenarios.PARTITION_SECONDS},
-                  "disk_full": {"where": args.disk_where}}.get(args.scenario, {})
+            kw = {
+                "partition": {"partition_s": scenarios.PARTITION_SECONDS},
+                "disk_full": {"where": args.disk_where},
+            }.get(args.scenario, {})
             try:
                 doc.update(scenarios.SCENARIOS[args.scenario](root, args.seed, prefix=PREFIX, **kw))
             except ChaosFailure as e:
@@ -177,15 +210,29 @@ def main(argv: list[str] | None = None) -> int:
             if n % 5 == 0:
                 acked = sum(len(p.acked) for p in producers)
                 durable = sum(len(p.durable) for p in producers)
-                rss = {name: round(b / MiB) for _, name, _, b in c.rss[-len(c.hosts):]}
-                print(f"[{time.monotonic() - t0:7.0f}s] {n} kills; games acked {acked}, reported durable {durable}; "
-                      f"RSS MiB {rss}", flush=True)
+                rss = {name: round(b / MiB) for _, name, _, b in c.rss[-len(c.hosts) :]}
+                print(
+                    f"[{time.monotonic() - t0:7.0f}s] {n} kills; games acked {acked}, reported durable {durable}; "
+                    f"RSS MiB {rss}",
+                    flush=True,
+                )
 
         doc["minutes"] = args.minutes
         try:
-            scenarios.spot_storm(root, args.seed, duration_s=args.minutes * 60, promote_every_s=args.promote_every,
-                                 rss_every_s=args.rss_every, interval=2.0, batch=1, gap_s=(20.0, 40.0), prefix=PREFIX,
-                                 progress=progress, fail_on_lost=False, report=doc)
+            scenarios.spot_storm(
+                root,
+                args.seed,
+                duration_s=args.minutes * 60,
+                promote_every_s=args.promote_every,
+                rss_every_s=args.rss_every,
+                interval=2.0,
+                batch=1,
+                gap_s=(20.0, 40.0),
+                prefix=PREFIX,
+                progress=progress,
+                fail_on_lost=False,
+                report=doc,
+            )
             ok = doc["games"]["lost"] == 0
         except ChaosFailure as e:
             doc["failure"] = str(e)

@@ -79,6 +79,7 @@ def digest_of(path: Path) -> str:
 
 # -- CPU accounting ---------------------------------------------------------------------------
 
+
 def cpu_s(pid: int) -> float:
     """user+system seconds of `pid` and of its children that ended and were waited for."""
     try:
@@ -120,6 +121,7 @@ class CpuMeter:
 
     def sample(self) -> tuple[dict[int, dict[int, float]], tuple[int, int], float]:
         import resource
+
         per = {h: {p: cpu_s(p) for p in self.lab.pids(h)} for h in self.hosts}
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         return per, machine(), ru.ru_utime + ru.ru_stime
@@ -137,13 +139,19 @@ class CpuMeter:
         (b, mb, cb), (a, ma, ca) = self.before, self.after
         per = {names[h]: round(sum(v - b[h].get(p, 0.0) for p, v in a[h].items()), 2) for h in self.hosts}
         busy, total = ma[0] - mb[0], ma[1] - mb[1]
-        return {"cpu_s": per, "waited_children_cpu_s": round(ca - cb, 2), "ours_cpu_s": round(sum(per.values()) + ca - cb, 2),
-                "machine_busy_cpu_s": round(busy / CLK, 2),  # everything on the machine, other users' work too
-                "machine_busy": round(busy / total, 3) if total else None, "cores": os.cpu_count(),
-                "busy_share_before": self.busy_before}
+        return {
+            "cpu_s": per,
+            "waited_children_cpu_s": round(ca - cb, 2),
+            "ours_cpu_s": round(sum(per.values()) + ca - cb, 2),
+            "machine_busy_cpu_s": round(busy / CLK, 2),  # everything on the machine, other users' work too
+            "machine_busy": round(busy / total, 3) if total else None,
+            "cores": os.cpu_count(),
+            "busy_share_before": self.busy_before,
+        }
 
 
 # -- a ringmesh cluster in a NetLab -------------------------------------------------------------
+
 
 class Ring:
     def __init__(self, lab: NetLab, root: Path, names: list[str]) -> None:
@@ -153,27 +161,59 @@ class Ring:
         self.procs: dict[int, subprocess.Popen] = {}
         self.started_wall: dict[int, float] = {}
         self.config = root / "distributed_hosts.yaml"
-        self.config.write_text(yaml.safe_dump({
-            # ringmesh's limiter is off (env below); tc shapes. 1 TB/s: "no limit" in config terms.
-            "sync_routing": {"gossip_interval_seconds": 0.25, "min_copies": 2, "bandwidth_limit_mbps": 1_000_000},
-            "ringmesh": {"drain_notice_seconds": 1.0},
-            "hosts": {n: {"address": f"{lab.address(i)}:{PORT}", "provider": "local", "role": "selfplay"}
-                      for i, n in enumerate(names)},
-        }, sort_keys=False))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    # ringmesh's limiter is off (env below); tc shapes. 1 TB/s: "no limit" in config terms.
+                    "sync_routing": {
+                        "gossip_interval_seconds": 0.25,
+                        "min_copies": 2,
+                        "bandwidth_limit_mbps": 1_000_000,
+                    },
+                    "ringmesh": {"drain_notice_seconds": 1.0},
+                    "hosts": {
+                        n: {"address": f"{lab.address(i)}:{PORT}", "provider": "local", "role": "selfplay"}
+                        for i, n in enumerate(names)
+                    },
+                },
+                sort_keys=False,
+            )
+        )
         self.env = {**os.environ, EGRESS_ENV: "0", INGRESS_ENV: "0"}
 
     def start(self, i: int) -> None:
         log = open(self.logs[i], "ab")
         self.started_wall[i] = time.time()
-        self.procs[i] = self.lab.exec(i, [PY, "-m", "ringmesh", "serve", "--config", str(self.config), "--node",
-                                          self.names[i], "--data-dir", str(self.data[i])],
-                                      stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.procs[i] = self.lab.exec(
+            i,
+            [
+                PY,
+                "-m",
+                "ringmesh",
+                "serve",
+                "--config",
+                str(self.config),
+                "--node",
+                self.names[i],
+                "--data-dir",
+                str(self.data[i]),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
         log.close()
 
     def cli(self, i: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """`ringmesh ARGS --data-dir D` from the root namespace (the CLI talks over the data dir's Unix socket)."""
-        return subprocess.run([PY, "-m", "ringmesh", *args, "--data-dir", str(self.data[i])], capture_output=True,
-                              text=True, timeout=timeout, env=self.env, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [PY, "-m", "ringmesh", *args, "--data-dir", str(self.data[i])],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
 
     def status(self, i: int) -> dict | None:
         if self.procs[i].poll() is not None:
@@ -200,8 +240,9 @@ class Ring:
         wait_for(seen, timeout, 0.2, "membership to settle")
 
     def put(self, i: int, path: Path, broadcast: bool) -> dict:
-        r = self.cli(i, "put", str(path), "--type", "model", "--json", *(["--broadcast"] if broadcast else []),
-                     timeout=3600)
+        r = self.cli(
+            i, "put", str(path), "--type", "model", "--json", *(["--broadcast"] if broadcast else []), timeout=3600
+        )
         if r.returncode != 0:
             raise RuntimeError(f"ringmesh put: {r.stderr.strip()}")
         return json.loads(r.stdout)
@@ -235,7 +276,9 @@ class Ring:
 
     def listening_after(self, i: int) -> float | None:
         """Seconds from starting host i's daemon until it logged that it listens."""
-        m = re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*listening on", self.logs[i].read_text(errors="replace"), re.M)
+        m = re.search(
+            r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*listening on", self.logs[i].read_text(errors="replace"), re.M
+        )
         if not m:
             return None
         return round(time.mktime(time.strptime(m[1], "%Y-%m-%d %H:%M:%S")) + int(m[2]) / 1000 - self.started_wall[i], 2)
@@ -267,8 +310,12 @@ def broadcast_flag() -> bool:
 
 def wait_port(lab: NetLab, frm: int, to: int, port: int, timeout: float = 15) -> None:
     code = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()"
-    wait_for(lambda: lab.run(frm, [PY, "-c", code, lab.address(to), str(port)], timeout=10).returncode == 0,
-             timeout, 0.1, f"port {port} on host {to}")
+    wait_for(
+        lambda: lab.run(frm, [PY, "-c", code, lab.address(to), str(port)], timeout=10).returncode == 0,
+        timeout,
+        0.1,
+        f"port {port} on host {to}",
+    )
 
 
 def nginx(lab: NetLab, host: int, root: Path, serve_dir: Path) -> None:
@@ -280,18 +327,35 @@ events {{ worker_connections 64; }}
 http {{ access_log off; sendfile on; tcp_nopush on; default_type application/octet-stream;
 {temp}server {{ listen {lab.address(host)}:{HTTP_PORT}; root {serve_dir}; }} }}
 """)
-    lab.exec(host, ["nginx", "-e", f"{d}/error.log", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
-             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lab.exec(
+        host,
+        ["nginx", "-e", f"{d}/error.log", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def rsyncd(lab: NetLab, host: int, root: Path, path: Path) -> None:
     d = root / f"rsyncd{host}"
     d.mkdir(parents=True, exist_ok=True)
     path.mkdir(parents=True, exist_ok=True)
-    (d / "rsyncd.conf").write_text(f"pid file = {d}/rsyncd.pid\nuse chroot = no\nlog file = {d}/rsyncd.log\n"
-                                   f"[bench]\n  path = {path}\n  read only = false\n  uid = root\n  gid = root\n")
-    lab.exec(host, ["rsync", "--daemon", "--no-detach", f"--config={d}/rsyncd.conf", f"--address={lab.address(host)}",
-                    f"--port={RSYNC_PORT}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (d / "rsyncd.conf").write_text(
+        f"pid file = {d}/rsyncd.pid\nuse chroot = no\nlog file = {d}/rsyncd.log\n"
+        f"[bench]\n  path = {path}\n  read only = false\n  uid = root\n  gid = root\n"
+    )
+    lab.exec(
+        host,
+        [
+            "rsync",
+            "--daemon",
+            "--no-detach",
+            f"--config={d}/rsyncd.conf",
+            f"--address={lab.address(host)}",
+            f"--port={RSYNC_PORT}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def deadline_for(size: int, rate: float) -> float:
@@ -299,6 +363,7 @@ def deadline_for(size: int, rate: float) -> float:
 
 
 # -- the scenarios ----------------------------------------------------------------------------
+
 
 def bench_a(root: Path, src: Path, digest: str) -> dict:
     size, cap, n_hold = src.stat().st_size, 25 * MB, 4
@@ -335,10 +400,28 @@ def bench_a(root: Path, src: Path, digest: str) -> dict:
         uris = [f"http://{lab.address(i)}:{HTTP_PORT}/{NAME}" for i in holders]
         with CpuMeter(lab, range(n_hold + 1)) as cpu:
             t0 = time.monotonic()
-            r = lab.run(sink, ["aria2c", "--file-allocation=none", f"-s{n_hold}", "-x1", "-j1", "--min-split-size=4M",
-                               "--allow-overwrite=true", "--auto-file-renaming=false", "--console-log-level=warn",
-                               "--summary-interval=0", "--download-result=hide", "-d", str(out), "-o", NAME, *uris],
-                        timeout=deadline_for(size, n_hold * cap))
+            r = lab.run(
+                sink,
+                [
+                    "aria2c",
+                    "--file-allocation=none",
+                    f"-s{n_hold}",
+                    "-x1",
+                    "-j1",
+                    "--min-split-size=4M",
+                    "--allow-overwrite=true",
+                    "--auto-file-renaming=false",
+                    "--console-log-level=warn",
+                    "--summary-interval=0",
+                    "--download-result=hide",
+                    "-d",
+                    str(out),
+                    "-o",
+                    NAME,
+                    *uris,
+                ],
+                timeout=deadline_for(size, n_hold * cap),
+            )
             aria_s = time.monotonic() - t0
         if r.returncode != 0:
             raise RuntimeError(f"aria2c failed ({r.returncode}): {r.stdout[-2000:]} {r.stderr[-2000:]}")
@@ -347,13 +430,24 @@ def bench_a(root: Path, src: Path, digest: str) -> dict:
         (out / NAME).unlink()
     tput, aria_tput = size / took, size / aria_s
     return {
-        "size_bytes": size, "holders": n_hold, "holder_egress_bytes_per_s": cap, "aggregate_bytes_per_s": n_hold * cap,
-        "put_s": round(put_s, 2), "spread_unlimited_s": round(max(spread.values()), 2),
-        "ringmesh": {"s": round(took, 2), "bytes_per_s": round(tput), "sink_listening_after_s": listening,
-                     "pull_s_from_log": pull and pull["seconds"], "pull_sources": pull and pull["sources"],
-                     # from listening until the pull began: joining, learning the version and its holders
-                     "discovery_s": round(took - listening - pull["seconds"], 2) if pull and listening is not None else None,
-                     "holders_seen_by_sink": held, "identical": ok, **cpu_ring},
+        "size_bytes": size,
+        "holders": n_hold,
+        "holder_egress_bytes_per_s": cap,
+        "aggregate_bytes_per_s": n_hold * cap,
+        "put_s": round(put_s, 2),
+        "spread_unlimited_s": round(max(spread.values()), 2),
+        "ringmesh": {
+            "s": round(took, 2),
+            "bytes_per_s": round(tput),
+            "sink_listening_after_s": listening,
+            "pull_s_from_log": pull and pull["seconds"],
+            "pull_sources": pull and pull["sources"],
+            # from listening until the pull began: joining, learning the version and its holders
+            "discovery_s": round(took - listening - pull["seconds"], 2) if pull and listening is not None else None,
+            "holders_seen_by_sink": held,
+            "identical": ok,
+            **cpu_ring,
+        },
         "aria2c": {"s": round(aria_s, 2), "bytes_per_s": round(aria_tput), "identical": aria_ok, **cpu_aria},
         "ratio_vs_aggregate": round(tput / (n_hold * cap), 3),
         "ratio_pull_only_vs_aggregate": round(size / pull["seconds"] / (n_hold * cap), 3) if pull else None,
@@ -400,8 +494,12 @@ def bench_b(root: Path, src: Path, digest: str) -> dict:
             t0 = time.monotonic()
             for i in recv:
                 t = time.monotonic()
-                lab.run(0, ["rsync", "--whole-file", str(ring.file(0)), f"rsync://{lab.address(i)}:{RSYNC_PORT}/bench/"],
-                        timeout=deadline_for(size, link), check=True)
+                lab.run(
+                    0,
+                    ["rsync", "--whole-file", str(ring.file(0)), f"rsync://{lab.address(i)}:{RSYNC_PORT}/bench/"],
+                    timeout=deadline_for(size, link),
+                    check=True,
+                )
                 each[names[i]] = round(time.monotonic() - t, 2)
             rsync_s = time.monotonic() - t0
         rsync_ok = all(digest_of(dests[i] / NAME) == digest for i in recv)
@@ -410,10 +508,20 @@ def bench_b(root: Path, src: Path, digest: str) -> dict:
             shutil.rmtree(d, ignore_errors=True)
     s_over_b = size / link
     return {
-        "size_bytes": size, "receivers": n_recv, "link_bytes_per_s": link, "s_over_b_s": round(s_over_b, 2),
-        "put_broadcast_flag": use_broadcast, "put_s": round(put_s, 2),
-        "ringmesh": {"s": round(took, 2), "per_host_s": {names[i]: round(v, 2) for i, v in sorted(done.items())},
-                     "pulls_from_log": pulls, "holders_seen_by_publisher": held, "identical": ok, **cpu_ring},
+        "size_bytes": size,
+        "receivers": n_recv,
+        "link_bytes_per_s": link,
+        "s_over_b_s": round(s_over_b, 2),
+        "put_broadcast_flag": use_broadcast,
+        "put_s": round(put_s, 2),
+        "ringmesh": {
+            "s": round(took, 2),
+            "per_host_s": {names[i]: round(v, 2) for i, v in sorted(done.items())},
+            "pulls_from_log": pulls,
+            "holders_seen_by_publisher": held,
+            "identical": ok,
+            **cpu_ring,
+        },
         "rsync_sequential": {"s": round(rsync_s, 2), "per_host_s": each, "identical": rsync_ok, **cpu_rsync},
         "ratio_vs_s_over_b": round(took / s_over_b, 3),
         "ratio_incl_put_vs_s_over_b": round((took + put_s) / s_over_b, 3),
@@ -450,17 +558,32 @@ def bench_c(root: Path, src: Path, digest: str) -> dict:
         dest.mkdir()
         with CpuMeter(lab, [0, 1]) as cpu:
             t0 = time.monotonic()
-            lab.run(1, ["rsync", "--whole-file", f"rsync://{lab.address(0)}:{RSYNC_PORT}/bench/{NAME}", f"{dest}/"],
-                    timeout=deadline_for(size, 20 * MB), check=True)
+            lab.run(
+                1,
+                ["rsync", "--whole-file", f"rsync://{lab.address(0)}:{RSYNC_PORT}/bench/{NAME}", f"{dest}/"],
+                timeout=deadline_for(size, 20 * MB),
+                check=True,
+            )
             rsync_s = time.monotonic() - t0
         rsync_ok = digest_of(dest / NAME) == digest
         cpu_rsync = cpu.report(dict(enumerate(names)))
         shutil.rmtree(dest, ignore_errors=True)
     return {
-        "size_bytes": size, "put_s": round(put_s, 2),
-        "ringmesh": {"s": round(took, 2), "bytes_per_s": round(size / took), "pull_s_from_log": pull and pull["seconds"],
-                     "identical": ok, **cpu_ring},
-        "rsync_daemon": {"s": round(rsync_s, 2), "bytes_per_s": round(size / rsync_s), "identical": rsync_ok, **cpu_rsync},
+        "size_bytes": size,
+        "put_s": round(put_s, 2),
+        "ringmesh": {
+            "s": round(took, 2),
+            "bytes_per_s": round(size / took),
+            "pull_s_from_log": pull and pull["seconds"],
+            "identical": ok,
+            **cpu_ring,
+        },
+        "rsync_daemon": {
+            "s": round(rsync_s, 2),
+            "bytes_per_s": round(size / rsync_s),
+            "identical": rsync_ok,
+            **cpu_rsync,
+        },
         "ratio_rsync_time_over_ringmesh_time": round(rsync_s / took, 3),
         "ratio_pull_only": round(rsync_s / pull["seconds"], 3) if pull else None,
         "target_ratio": 1.0,
@@ -469,48 +592,79 @@ def bench_c(root: Path, src: Path, digest: str) -> dict:
 
 def show(key: str, r: dict) -> None:
     mb = lambda x: f"{x / MB:.1f} MB/s"  # noqa: E731
+
     def cpu(d: dict) -> str:
-        return ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + (f"; all ours {d['ours_cpu_s']:.1f}; machine {d['machine_busy_cpu_s']:.1f} ({d['machine_busy']:.0%} of {d['cores']} cores; "
-                                                                            f"{d['busy_share_before']:.0%} busy before)")
+        return ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + (
+            f"; all ours {d['ours_cpu_s']:.1f}; machine {d['machine_busy_cpu_s']:.1f} ({d['machine_busy']:.0%} of {d['cores']} cores; "
+            f"{d['busy_share_before']:.0%} busy before)"
+        )
+
     if key == "a":
         g, a = r["ringmesh"], r["aria2c"]
-        print(f"(a) {r['size_bytes'] / MiB:.0f} MiB from {r['holders']} holders at {r['holder_egress_bytes_per_s'] / MB:.0f} MB/s egress each "
-              f"(put {r['put_s']} s, unlimited spread to the holders {r['spread_unlimited_s']} s)")
-        print(f"    ringmesh sink: {g['s']} s from daemon start = {mb(g['bytes_per_s'])}; ratio to {r['aggregate_bytes_per_s'] / MB:.0f} MB/s "
-              f"{r['ratio_vs_aggregate']}  (pull alone {g['pull_s_from_log']} s -> ratio {r['ratio_pull_only_vs_aggregate']}; "
-              f"listening after {g['sink_listening_after_s']} s, pull began {g['discovery_s']} s later; sources {g['pull_sources']}; identical {g['identical']})")
-        print(f"    aria2c/nginx:  {a['s']} s = {mb(a['bytes_per_s'])}; ratio to aggregate {r['aria2c_vs_aggregate']}; identical {a['identical']}")
+        print(
+            f"(a) {r['size_bytes'] / MiB:.0f} MiB from {r['holders']} holders at {r['holder_egress_bytes_per_s'] / MB:.0f} MB/s egress each "
+            f"(put {r['put_s']} s, unlimited spread to the holders {r['spread_unlimited_s']} s)"
+        )
+        print(
+            f"    ringmesh sink: {g['s']} s from daemon start = {mb(g['bytes_per_s'])}; ratio to {r['aggregate_bytes_per_s'] / MB:.0f} MB/s "
+            f"{r['ratio_vs_aggregate']}  (pull alone {g['pull_s_from_log']} s -> ratio {r['ratio_pull_only_vs_aggregate']}; "
+            f"listening after {g['sink_listening_after_s']} s, pull began {g['discovery_s']} s later; sources {g['pull_sources']}; identical {g['identical']})"
+        )
+        print(
+            f"    aria2c/nginx:  {a['s']} s = {mb(a['bytes_per_s'])}; ratio to aggregate {r['aria2c_vs_aggregate']}; identical {a['identical']}"
+        )
         print(f"    ringmesh / aria2c throughput: {r['ratio_vs_aria2c']}")
-        print(f"    CPU s ringmesh: {cpu(g)}\n    CPU s aria2c:   {cpu(a)} (aria2c itself {a['waited_children_cpu_s']})")
+        print(
+            f"    CPU s ringmesh: {cpu(g)}\n    CPU s aria2c:   {cpu(a)} (aria2c itself {a['waited_children_cpu_s']})"
+        )
     elif key == "b":
         g, s = r["ringmesh"], r["rsync_sequential"]
-        print(f"(b) {r['size_bytes'] / MiB:.0f} MiB to {r['receivers']} hosts, links {r['link_bytes_per_s'] / MB:.0f} MB/s each way; "
-              f"S/B {r['s_over_b_s']} s; put {r['put_s']} s (--broadcast: {r['put_broadcast_flag']})")
-        print(f"    ringmesh: all hold after {g['s']} s; ratio to S/B {r['ratio_vs_s_over_b']} (target <= {r['target_ratio_vs_s_over_b']}); "
-              f"with put {r['ratio_incl_put_vs_s_over_b']}; identical {g['identical']}")
+        print(
+            f"(b) {r['size_bytes'] / MiB:.0f} MiB to {r['receivers']} hosts, links {r['link_bytes_per_s'] / MB:.0f} MB/s each way; "
+            f"S/B {r['s_over_b_s']} s; put {r['put_s']} s (--broadcast: {r['put_broadcast_flag']})"
+        )
+        print(
+            f"    ringmesh: all hold after {g['s']} s; ratio to S/B {r['ratio_vs_s_over_b']} (target <= {r['target_ratio_vs_s_over_b']}); "
+            f"with put {r['ratio_incl_put_vs_s_over_b']}; identical {g['identical']}"
+        )
         print(f"    per host: {g['per_host_s']}")
-        print(f"    rsync one host after another: {s['s']} s; ringmesh speed-up {r['speedup_vs_rsync']}; identical {s['identical']}")
+        print(
+            f"    rsync one host after another: {s['s']} s; ringmesh speed-up {r['speedup_vs_rsync']}; identical {s['identical']}"
+        )
         print(f"    CPU s ringmesh: {cpu(g)}\n    CPU s rsync:    {cpu(s)} (clients {s['waited_children_cpu_s']})")
     else:
         g, s = r["ringmesh"], r["rsync_daemon"]
         print(f"(c) {r['size_bytes'] / MiB:.0f} MiB between two namespaces, no limits (put {r['put_s']} s)")
-        print(f"    ringmesh: {g['s']} s = {mb(g['bytes_per_s'])} (pull alone {g['pull_s_from_log']} s); identical {g['identical']}")
+        print(
+            f"    ringmesh: {g['s']} s = {mb(g['bytes_per_s'])} (pull alone {g['pull_s_from_log']} s); identical {g['identical']}"
+        )
         print(f"    rsync --whole-file from rsyncd: {s['s']} s = {mb(s['bytes_per_s'])}; identical {s['identical']}")
-        print(f"    ratio rsync time / ringmesh time: {r['ratio_rsync_time_over_ringmesh_time']} (target >= {r['target_ratio']}); "
-              f"pull alone {r['ratio_pull_only']}")
+        print(
+            f"    ratio rsync time / ringmesh time: {r['ratio_rsync_time_over_ringmesh_time']} (target >= {r['target_ratio']}); "
+            f"pull alone {r['ratio_pull_only']}"
+        )
         print(f"    CPU s ringmesh: {cpu(g)}\n    CPU s rsync:    {cpu(s)} (client {s['waited_children_cpu_s']})")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=parse_size, default=parse_size("1GiB"), help="file size, e.g. 256MiB, 1GiB (default 1GiB)")
+    ap.add_argument(
+        "--size", type=parse_size, default=parse_size("1GiB"), help="file size, e.g. 256MiB, 1GiB (default 1GiB)"
+    )
     ap.add_argument("--only", choices=["a", "b", "c"], action="append", help="run only this scenario (repeatable)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--workdir", default="/work/tmp" if Path("/work").is_dir() else None,
-                    help="where data dirs go (not tmpfs: up to 9 copies of the file)")
+    ap.add_argument(
+        "--workdir",
+        default="/work/tmp" if Path("/work").is_dir() else None,
+        help="where data dirs go (not tmpfs: up to 9 copies of the file)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, data dirs)")
-    ap.add_argument("--settle", type=float, default=SETTLE["timeout"],
-                    help="before each timed stretch wait up to this many s for the machine to be < 35%% busy (default 60)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE["timeout"],
+        help="before each timed stretch wait up to this many s for the machine to be < 35%% busy (default 60)",
+    )
     args = ap.parse_args(argv)
     SETTLE["timeout"] = args.settle
     why = available(("tc", "nginx", "aria2c", "rsync"))
@@ -522,10 +676,17 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="ringmesh-swarm-", dir=args.workdir))
     started = time.monotonic()
-    doc: dict = {"head": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        cwd=Path(__file__).parent).stdout.strip(),
-                 "dirty": subprocess.run(["git", "status", "--short", "--untracked-files=no", "ringmesh"], capture_output=True,
-                                         text=True, cwd=Path(__file__).parent.parent).stdout.split("\n")[:-1]}
+    doc: dict = {
+        "head": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip(),
+        "dirty": subprocess.run(
+            ["git", "status", "--short", "--untracked-files=no", "ringmesh"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        ).stdout.split("\n")[:-1],
+    }
     try:
         src = random_file(root / NAME, args.size)
         digest = digest_of(src)

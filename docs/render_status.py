@@ -33,7 +33,13 @@ from ringmesh.ops.statusview import render  # noqa: E402
 MiB = 1 << 20
 FONT_DIRS = ["/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/local/share/fonts"]
 BG, FG = (24, 26, 33), (213, 216, 222)
-COLOURS = {"31": (240, 98, 98), "32": (120, 205, 120), "33": (230, 190, 90), "36": (100, 200, 215), "2": (125, 130, 142)}
+COLOURS = {
+    "31": (240, 98, 98),
+    "32": (120, 205, 120),
+    "33": (230, 190, 90),
+    "36": (100, 200, 215),
+    "2": (125, 130, 142),
+}
 
 
 def snapshot(root: Path) -> tuple[dict, dict]:
@@ -45,12 +51,16 @@ def snapshot(root: Path) -> tuple[dict, dict]:
         for name in c.nodes:
             c.wait_ready(name)
         wait_for(c.converged, 30, what="a settled cluster")
-        for host, key, n, seed in (("node4", "hex8_2p", 40, 1), ("node5", "square8_2p", 24, 2), ("node4", "square8_2p", 12, 3)):
+        for host, key, n, seed in (
+            ("node4", "hex8_2p", 40, 1),
+            ("node5", "square8_2p", 24, 2),
+            ("node4", "square8_2p", 12, 3),
+        ):
             db = root / f"selfplay_{host}_{key}.db"
             selfplay.generate_games(db, n, config_key=key, seed=seed, moves=(20, 40))
             records, _ = gamedb.read_completed_games(db)
             with c.nodes[host].client() as cl:
-                seqs = [q for i in range(0, len(records), 8) for q in cl.publish_games(key, records[i:i + 8])]
+                seqs = [q for i in range(0, len(records), 8) for q in cl.publish_games(key, records[i : i + 8])]
                 assert cl.wait_durable(key, seqs[-1], timeout=60)
         model = root / "canonical_hex8_2p.pth"
         model.write_bytes(os.urandom(24 * MiB))
@@ -108,8 +118,13 @@ def draw(text: str, out: Path, prompt: str, size: int = 15) -> None:
     d.rectangle([0, 0, img.width, bar - 6], fill=(38, 41, 50))
     for i, col in enumerate(((237, 106, 94), (245, 191, 79), (98, 197, 84))):
         d.ellipse([14 + i * 22, 9, 28 + i * 22, 23], fill=col)
-    d.text((img.width / 2, 16), "ringmesh status — node1 of a 5-host demo cluster", font=regular, fill=(170, 174, 184),
-           anchor="mm")
+    d.text(
+        (img.width / 2, 16),
+        "ringmesh status — node1 of a 5-host demo cluster",
+        font=regular,
+        fill=(170, 174, 184),
+        anchor="mm",
+    )
     for row, ln in enumerate(lines):
         x, y = pad, bar + pad // 2 + row * lh
         colour, is_bold = FG, row == 0

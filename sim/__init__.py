@@ -15,6 +15,18 @@ from .traffic import Traffic, message_size
 from .world import SimulationError, World
 
 __all__ = [
-    "Cluster", "GossipParams", "LinkModel", "Network", "Route", "Rumour", "SimulationError", "Traffic",
-    "VectorConvergence", "World", "message_size", "node_ids", "run_gossip", "theory_rounds",
+    "Cluster",
+    "GossipParams",
+    "LinkModel",
+    "Network",
+    "Route",
+    "Rumour",
+    "SimulationError",
+    "Traffic",
+    "VectorConvergence",
+    "World",
+    "message_size",
+    "node_ids",
+    "run_gossip",
+    "theory_rounds",
 ]

@@ -98,22 +98,32 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=_size, default=400 * MB, help="file size, e.g. 400MB, 1GiB (default 400MB)")
     b.add_argument("--chunk", type=_size, default=None, help="chunk size (default: as ringmesh, 4 MiB)")
     link = b.add_mutually_exclusive_group()
-    link.add_argument("--link-mbps", type=_positive, default=None,
-                      help="every uplink and downlink, in MB/s (10^6 bytes/s, as bandwidth_limit_mbps; default 100)")
+    link.add_argument(
+        "--link-mbps",
+        type=_positive,
+        default=None,
+        help="every uplink and downlink, in MB/s (10^6 bytes/s, as bandwidth_limit_mbps; default 100)",
+    )
     link.add_argument("--link-bytes-per-s", type=_positive, default=None)
     b.add_argument("--latency-ms", type=_non_negative, default=20.0, help="one-way latency (default 20)")
     b.add_argument("--per-peer", type=_positive_int, default=2, help="requests in flight per source (default 2)")
     b.add_argument("--uploads", type=_positive_int, default=4, help="flows a host serves at once (default 4)")
     b.add_argument("--peers", type=_positive_int, default=8, help="peer-set size per receiver (default 8)")
-    b.add_argument("--publisher-peers", type=_positive_int, default=None,
-                   help="receivers that may ask the publisher (default: all)")
+    b.add_argument(
+        "--publisher-peers",
+        type=_positive_int,
+        default=None,
+        help="receivers that may ask the publisher (default: all)",
+    )
     b.add_argument("--json", action="store_true", help="print one JSON document (no wall time)")
 
     r = sub.add_parser("run", help="a scenario: workload and faults, checkers on every step, then heal and converge")
     r.add_argument("scenario", nargs="?", help="a scenario file, or the name of one in sim/scenarios/")
     r.add_argument("--seed", type=int)
     r.add_argument("--list", action="store_true", help="list the scenario library")
-    r.add_argument("--plan", metavar="FILE", help="replay this fault plan (JSON, as --write-plan or a shrink writes it)")
+    r.add_argument(
+        "--plan", metavar="FILE", help="replay this fault plan (JSON, as --write-plan or a shrink writes it)"
+    )
     r.add_argument("--write-plan", metavar="FILE", help="write the run's fault plan to FILE")
     r.add_argument("--show-plan", action="store_true", help="print every fault event")
     r.add_argument("--trace", metavar="FILE", help="write every event of the run to FILE, one line each")
@@ -132,7 +142,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--seconds", type=_non_negative, help="length of the safety phase (default: the scenario's)")
     w.add_argument("--json", action="store_true")
 
-    e = sub.add_parser("epidemic", help="one rumour's spread by the peer's gossip rounds, without manifests (10^4+ hosts)")
+    e = sub.add_parser(
+        "epidemic", help="one rumour's spread by the peer's gossip rounds, without manifests (10^4+ hosts)"
+    )
     e.add_argument("--nodes", type=_positive_int, required=True)
     e.add_argument("--seed", type=int, required=True)
     e.add_argument("--fanout", type=_positive_int, default=3)
@@ -156,9 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario == "epidemic":
         return _epidemic(args)
     params = GossipParams(
-        nodes=args.nodes, seed=args.seed, loss=args.loss, duplicate=args.duplicate,
-        latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, fanout=args.fanout,
-        gossip_interval=args.interval, max_rounds=args.max_rounds,
+        nodes=args.nodes,
+        seed=args.seed,
+        loss=args.loss,
+        duplicate=args.duplicate,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        fanout=args.fanout,
+        gossip_interval=args.interval,
+        max_rounds=args.max_rounds,
     )
     if not args.json:
         print(f"seed {args.seed}: simulating {args.nodes} nodes ...", file=sys.stderr, flush=True)
@@ -174,8 +192,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _membership(args) -> int:
-    params = MembershipParams(nodes=args.nodes, voters=args.voters, seed=args.seed, loss=args.loss,
-                              crashes=args.crashes, failovers=args.failovers, stable_seconds=args.stable_seconds)
+    params = MembershipParams(
+        nodes=args.nodes,
+        voters=args.voters,
+        seed=args.seed,
+        loss=args.loss,
+        crashes=args.crashes,
+        failovers=args.failovers,
+        stable_seconds=args.stable_seconds,
+    )
     started = time.perf_counter()
     report = run_membership(params)
     wall = time.perf_counter() - started
@@ -186,9 +211,18 @@ def _membership(args) -> int:
 
 def _broadcast(args) -> int:
     rate = args.link_bytes_per_s or (args.link_mbps or 100.0) * MB
-    params = BroadcastParams(nodes=args.nodes, seed=args.seed, size=args.size, chunk=args.chunk, link_bytes_per_s=rate,
-                             latency_ms=args.latency_ms, per_peer=args.per_peer, uploads=args.uploads,
-                             peers=args.peers, publisher_peers=args.publisher_peers)
+    params = BroadcastParams(
+        nodes=args.nodes,
+        seed=args.seed,
+        size=args.size,
+        chunk=args.chunk,
+        link_bytes_per_s=rate,
+        latency_ms=args.latency_ms,
+        per_peer=args.per_peer,
+        uploads=args.uploads,
+        peers=args.peers,
+        publisher_peers=args.publisher_peers,
+    )
     started = time.perf_counter()
     try:
         report = run_broadcast(params)
@@ -245,8 +279,12 @@ def _run(ap: argparse.ArgumentParser, argv: list[str]) -> int:
     sink = open(args.trace, "w") if args.trace else None
     started, cpu = time.perf_counter(), time.process_time()
     try:
-        report = run_scenario(sc, args.seed, plan=plan,  # type: ignore[arg-type]
-                              trace=(lambda line: sink.write(line + "\n")) if sink else None)
+        report = run_scenario(
+            sc,
+            args.seed,
+            plan=plan,  # type: ignore[arg-type]
+            trace=(lambda line: sink.write(line + "\n")) if sink else None,
+        )
     finally:
         if sink:
             sink.close()
@@ -276,20 +314,34 @@ def _sweep(ap: argparse.ArgumentParser, argv: list[str]) -> int:
 
     def progress(r) -> None:
         state = "ok" if r["ok"] else r["failure"]
-        print(f"seed {r['seed']}: {state} ({r['faults']} faults, liveness {r['liveness_s']} s, {r['cpu_s']} s cpu)",
-              file=sys.stderr, flush=True)
+        print(
+            f"seed {r['seed']}: {state} ({r['faults']} faults, liveness {r['liveness_s']} s, {r['cpu_s']} s cpu)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     result = sweep(path, seeds, jobs=args.jobs, seconds=args.seconds, hosts=args.hosts, progress=progress)
     result["command"] = "python -m sim sweep " + " ".join(argv[1:])
     if args.shrink and result["failures"]:
         seed = result["failures"][0]["seed"]
         print(f"shrinking seed {seed} ...", file=sys.stderr, flush=True)
-        s = shrink(sc, seed, max_runs=args.max_shrink_runs,  # type: ignore[arg-type]
-                   progress=lambda m: print("  " + m, file=sys.stderr, flush=True))
+        s = shrink(
+            sc,
+            seed,
+            max_runs=args.max_shrink_runs,  # type: ignore[arg-type]
+            progress=lambda m: print("  " + m, file=sys.stderr, flush=True),
+        )
         v = (s.report.get("safety") or {}).get("violation")
-        result["shrunk"] = {"seed": seed, "failure": s.failure, "from_events": len(s.original),
-                            "to_events": len(s.plan), "runs": s.runs, "plan": [e.to_dict() for e in s.plan],
-                            "violation": v, "still_fails": failure_of(s.report) == s.failure}
+        result["shrunk"] = {
+            "seed": seed,
+            "failure": s.failure,
+            "from_events": len(s.original),
+            "to_events": len(s.plan),
+            "runs": s.runs,
+            "plan": [e.to_dict() for e in s.plan],
+            "violation": v,
+            "still_fails": failure_of(s.report) == s.failure,
+        }
         if args.plan_out:
             with open(args.plan_out, "w") as f:
                 f.write(plans.dumps(s.plan) + "\n")
@@ -301,8 +353,14 @@ def _sweep(ap: argparse.ArgumentParser, argv: list[str]) -> int:
 def _epidemic(args) -> int:
     from .epidemic import EpidemicParams, run_epidemic
 
-    p = EpidemicParams(nodes=args.nodes, seed=args.seed, fanout=args.fanout, loss=args.loss,
-                       latency_ms=args.latency_ms, jitter_ms=args.jitter_ms)
+    p = EpidemicParams(
+        nodes=args.nodes,
+        seed=args.seed,
+        fanout=args.fanout,
+        loss=args.loss,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+    )
     started = time.perf_counter()
     report = run_epidemic(p)
     wall = time.perf_counter() - started

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from ringmesh.core import Peer, Persist, StartTransfer
-from ringmesh.core import broadcast as bc, catalog
+from ringmesh.core import Peer, Persist, StartTransfer, catalog
+from ringmesh.core import broadcast as bc
 
 
 class VectorConvergence:
@@ -134,7 +134,8 @@ class BroadcastFencing:
                 term = (catalog.unpack(f.value) or {}).get("t")
                 at = self.local(node) if self.local is not None else now  # the lease runs on its own clock
                 assert e.is_leader(at) and e.term == term, (
-                    f"{node} wrote directive {f.key} of term {term} at {now:.3f} as {e.role} of term {e.term}")
+                    f"{node} wrote directive {f.key} of term {term} at {now:.3f} as {e.role} of term {e.term}"
+                )
                 self.directives.append((now, node, term))
 
     def on_start(self, node: str, start: StartTransfer, now: float) -> None:
@@ -142,10 +143,16 @@ class BroadcastFencing:
             return
         p, v = self.peers(node), start.version
         known = p.leader()[1]
-        directive = any(d.item == v.item and d.digest == v.digest and d.term == known
-                        and catalog.leader_term(p.manifest, d.leader) == known for d in bc.directives(p.manifest))
+        directive = any(
+            d.item == v.item
+            and d.digest == v.digest
+            and d.term == known
+            and catalog.leader_term(p.manifest, d.leader) == known
+            for d in bc.directives(p.manifest)
+        )
         order = p.broadcast.orders.get(v.item)
         assert directive or (order is not None and order[0] == v.digest and order[1] >= known), (
             f"{node} pulls {v.item} {v.digest[:8]} at CRITICAL at {now:.3f} with no directive of term {known} "
-            f"(the highest it knows) and no order of that term or later ({order})")
+            f"(the highest it knows) and no order of that term or later ({order})"
+        )
         self.critical += 1

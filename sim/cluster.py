@@ -51,10 +51,20 @@ class Cluster:
     """N peers, each configured with every other node as a seed (as the config file does)."""
 
     def __init__(
-        self, n: int, *, seed: int, link: LinkModel = LinkModel(), config: PeerConfig = PeerConfig(),
-        voters: int | Iterable[str] = 0, roles: dict[str, str] | None = None, ephemeral: set[str] | None = None,
-        files: bool = False, file_rate: float = 100e6, ids: Iterable[str] | None = None,
-        records: dict[str, dict[str, object]] | None = None, pulls: Callable[[World], object] | None = None,
+        self,
+        n: int,
+        *,
+        seed: int,
+        link: LinkModel = LinkModel(),
+        config: PeerConfig = PeerConfig(),
+        voters: int | Iterable[str] = 0,
+        roles: dict[str, str] | None = None,
+        ephemeral: set[str] | None = None,
+        files: bool = False,
+        file_rate: float = 100e6,
+        ids: Iterable[str] | None = None,
+        records: dict[str, dict[str, object]] | None = None,
+        pulls: Callable[[World], object] | None = None,
         peer_factory: Callable[..., Peer] = Peer,
     ) -> None:
         """`ids`: the hosts' names (default `node_ids(n)`); `records`: node record fields per host
@@ -124,16 +134,18 @@ class Cluster:
         games, hw = self.world.disks[node].append_own(origin, config_key, payloads)
         for hook in self.world.store_hooks:
             hook(node, origin, config_key, tuple(q for q, _ in games), self.now)
-        self.world.deliver(node, GamesStored(origin=origin, config_key=config_key, seqs=tuple(q for q, _ in games),
-                                             hw=hw, games=games))
+        self.world.deliver(
+            node, GamesStored(origin=origin, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw, games=games)
+        )
         return games
 
     def command(self, node: str, event: Event) -> None:
         """A local command or report on `node` (a disk measurement, a sync request, ...)."""
         self.world.deliver(node, event)
 
-    def publish_file(self, node: str, item: ItemKey, digest: str, size: int, *, chunk_size: int = 4 << 20,
-                     broadcast: bool = False) -> None:
+    def publish_file(
+        self, node: str, item: ItemKey, digest: str, size: int, *, chunk_size: int = 4 << 20, broadcast: bool = False
+    ) -> None:
         """`node` publishes a version of a named file (`broadcast`: marked for the leader's broadcast)."""
         attrs = {BROADCAST_ATTR: "1"} if broadcast else {}
         if self.world.is_up(node):

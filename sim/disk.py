@@ -69,7 +69,12 @@ class Disk:
             st = self.states.get(ch.origin)
             if st is None or ch.reset:
                 st = self.states[ch.origin] = OriginState(ch.incarnation)
-            st.incarnation, st.heartbeat, st.max_counter, st.floor = ch.incarnation, ch.heartbeat, ch.max_counter, ch.floor
+            st.incarnation, st.heartbeat, st.max_counter, st.floor = (
+                ch.incarnation,
+                ch.heartbeat,
+                ch.max_counter,
+                ch.floor,
+            )
             for f in ch.upserts:
                 st.facts[f.key] = f
             for k in ch.removed:

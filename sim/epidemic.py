@@ -95,8 +95,13 @@ def run_epidemic(p: EpidemicParams) -> dict[str, object]:
             i += 1
         per_round.append(i)
     return {
-        "scenario": "epidemic", "params": asdict(p), "converged": count == n, "informed": count,
+        "scenario": "epidemic",
+        "params": asdict(p),
+        "converged": count == n,
+        "informed": count,
         "rounds": None if rounds is None else round(rounds, 3),
-        "theory_rounds": round(theory_rounds(n), 3), "informed_per_round": per_round,
-        "events": events, "messages": messages,
+        "theory_rounds": round(theory_rounds(n), 3),
+        "informed_per_round": per_round,
+        "events": events,
+        "messages": messages,
     }

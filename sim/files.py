@@ -84,8 +84,16 @@ class FilePulls:
 class _Link:
     """One direction of one host: a core `Limiter`, polled at the times it names."""
 
-    def __init__(self, world: World, host: str, direction: str, rate: int, burst: int,
-                 hooks: list[Callable[[str, str, int, float], None]], limiter: Limiter | None = None) -> None:
+    def __init__(
+        self,
+        world: World,
+        host: str,
+        direction: str,
+        rate: int,
+        burst: int,
+        hooks: list[Callable[[str, str, int, float], None]],
+        limiter: Limiter | None = None,
+    ) -> None:
         self.world, self.host, self.direction, self.hooks = world, host, direction, hooks
         self.rate, self.burst = rate, burst
         self.limiter = limiter if limiter is not None else Limiter(rate, burst)
@@ -138,9 +146,15 @@ class _Pull:
 class LimitedPulls:
     """Pulls in pieces through each host's egress and ingress limiter (see the module's docstring)."""
 
-    def __init__(self, world: World, rates: Callable[[str], tuple[int, int]], *, depth: int = 2,
-                 burst: Callable[[int], int] = default_burst,
-                 limiter: Callable[[int, int], Limiter] = Limiter) -> None:
+    def __init__(
+        self,
+        world: World,
+        rates: Callable[[str], tuple[int, int]],
+        *,
+        depth: int = 2,
+        burst: Callable[[int], int] = default_burst,
+        limiter: Callable[[int, int], Limiter] = Limiter,
+    ) -> None:
         self.world, self.rates, self.depth, self.burst, self.make_limiter = world, rates, depth, burst, limiter
         self.started: list[tuple[float, str, StartTransfer]] = []
         self.hooks: list[Callable[[str, StartTransfer, float], None]] = []
@@ -149,8 +163,15 @@ class LimitedPulls:
         self.links: dict[tuple[str, str], _Link] = {}
         self.running: dict[PullKey, _Pull] = {}
         self.corrupt: set[str] = set()  # hosts whose pieces fail verification
-        self.counts = {"started": 0, "stored": 0, "failed": 0, "cancelled": 0, "source_switches": 0,
-                       "corrupt_pieces": 0, "no_space": 0}
+        self.counts = {
+            "started": 0,
+            "stored": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "source_switches": 0,
+            "corrupt_pieces": 0,
+            "no_space": 0,
+        }
 
     def link(self, host: str, direction: str) -> _Link:
         key = (host, direction)
@@ -158,8 +179,9 @@ class LimitedPulls:
         if lk is None:
             rate = self.rates(host)[0 if direction == EGRESS else 1]
             burst = self.burst(rate)
-            lk = self.links[key] = _Link(self.world, host, direction, rate, burst, self.grant_hooks,
-                                         self.make_limiter(rate, burst))
+            lk = self.links[key] = _Link(
+                self.world, host, direction, rate, burst, self.grant_hooks, self.make_limiter(rate, burst)
+            )
         return lk
 
     # -- the interface ------------------------------------------------------------------------
@@ -290,7 +312,9 @@ class LimitedPulls:
         v = p.start.version
         event = TransferFailed(item=v.item, digest=v.digest, reason=reason)
         if delay:
-            self.world.at(self.world.now + delay, lambda: self._alive(p.node, p.proc) and self.world.deliver(p.node, event))
+            self.world.at(
+                self.world.now + delay, lambda: self._alive(p.node, p.proc) and self.world.deliver(p.node, event)
+            )
         else:
             self.world.deliver(p.node, event)
 

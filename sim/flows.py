@@ -141,8 +141,13 @@ class FlowNet:
                 return False
 
             # A bottleneck in the region holds (all its flows were re-solved); others: check them.
-            bad = [link for link in border if not all(
-                (new[g][1] in region or neck(g, new[g][0])) if g in new else neck(g, rate[g]) for g in on[link])]
+            bad = [
+                link
+                for link in border
+                if not all(
+                    (new[g][1] in region or neck(g, new[g][0])) if g in new else neck(g, rate[g]) for g in on[link]
+                )
+            ]
             if not bad:
                 break
             region.update(dict.fromkeys(bad))
@@ -214,8 +219,14 @@ class _Broadcast:
         self.nbrs = _peer_sets(n, p.peers, self.rng)
         self.swarms = [Swarm(self.n_chunks, random.Random(0))]  # the publisher's, unused
         for r in range(1, n + 1):
-            self.swarms.append(Swarm(self.n_chunks, random.Random(self.rng.getrandbits(64)),
-                                     per_peer=p.per_peer, endgame_after=p.endgame_after))
+            self.swarms.append(
+                Swarm(
+                    self.n_chunks,
+                    random.Random(self.rng.getrandbits(64)),
+                    per_peer=p.per_peer,
+                    endgame_after=p.endgame_after,
+                )
+            )
             for q in self.nbrs[r]:
                 self.swarms[r].source(self.names[q], set())
         everyone = range(1, n + 1)
@@ -260,8 +271,11 @@ class _Broadcast:
         and the chunks it may now be asked for, None: all it holds) can give it a request: a
         plan asks for all it can, so nothing else can. `Swarm.plan` is most of the run time."""
         sw = self.swarms[r]
-        if (offers is not None and len(sw.in_flight) + len(sw.have) < sw.n_chunks
-                and not any(self._could_ask(sw, peer, chunks) for peer, chunks in offers)):
+        if (
+            offers is not None
+            and len(sw.in_flight) + len(sw.have) < sw.n_chunks
+            and not any(self._could_ask(sw, peer, chunks) for peer, chunks in offers)
+        ):
             if self.check and sw.plan(self.now):
                 raise SimulationError(f"{self.names[r]} skipped a plan that had requests to make")
             return
@@ -279,8 +293,10 @@ class _Broadcast:
     def _could_ask(sw: Swarm, peer: str, chunks: Iterable[int] | None) -> bool:
         if chunks is None:  # all it holds
             chunks = range(sw.n_chunks) if sw.sources[peer] is None else sw.sources[peer]
-        return (sum(1 for a in sw.in_flight.values() if peer in a) < sw.per_peer  # a free slot
-                and any(c not in sw.have and c not in sw.in_flight for c in chunks))
+        return (
+            sum(1 for a in sw.in_flight.values() if peer in a) < sw.per_peer  # a free slot
+            and any(c not in sw.have and c not in sw.in_flight for c in chunks)
+        )
 
     def _deliver(self, s: int, r: int, c: int) -> None:
         sw, t0 = self.swarms[r], self.sent.pop((s, r, c))
@@ -387,14 +403,24 @@ class _Broadcast:
         t = sorted(self.finish.values())
         bound, log_bound, moved = p.size / b, p.size / b + math.log2(n) * c / b, sum(self.sent_bytes)
         return {
-            "scenario": "broadcast", "params": {**asdict(p), "chunk": c, "chunks": self.n_chunks},
-            "last_completion_s": round(t[-1], 6), "bound_s": round(bound, 6), "bound_log_s": round(log_bound, 6),
-            "ratio_to_bound": round(t[-1] / bound, 4), "ratio_to_log_bound": round(t[-1] / log_bound, 4),
-            "completion_s": {"mean": round(sum(t) / n, 6), "p50": round(t[math.ceil(0.5 * n) - 1], 6),
-                             "p99": round(t[math.ceil(0.99 * n) - 1], 6), "min": round(t[0], 6)},
+            "scenario": "broadcast",
+            "params": {**asdict(p), "chunk": c, "chunks": self.n_chunks},
+            "last_completion_s": round(t[-1], 6),
+            "bound_s": round(bound, 6),
+            "bound_log_s": round(log_bound, 6),
+            "ratio_to_bound": round(t[-1] / bound, 4),
+            "ratio_to_log_bound": round(t[-1] / log_bound, 4),
+            "completion_s": {
+                "mean": round(sum(t) / n, 6),
+                "p50": round(t[math.ceil(0.5 * n) - 1], 6),
+                "p99": round(t[math.ceil(0.99 * n) - 1], 6),
+                "min": round(t[0], 6),
+            },
             "whole_file_in_swarm_s": round(max(self.first_copy.values()), 6),  # every chunk out once
             "publisher_copies": round(self.sent_bytes[0] / p.size, 4),
-            "bytes_moved": round(moved), "bytes_moved_per_copy_needed": round(moved / (n * p.size), 4),
+            "bytes_moved": round(moved),
+            "bytes_moved_per_copy_needed": round(moved / (n * p.size), 4),
             "mean_peer_set": round(sum(len(s) for s in self.nbrs) / n, 2),
-            "counts": {**self.counts, "solves": self.net.solves}, "trace": self.digest.hexdigest(),
+            "counts": {**self.counts, "solves": self.net.solves},
+            "trace": self.digest.hexdigest(),
         }

@@ -149,9 +149,15 @@ def _phase(ok: bool, seconds: float, interval: float, traffic: Traffic, n: int) 
 
 def _params(p: GossipParams) -> dict[str, object]:
     return {
-        "nodes": p.nodes, "seed": p.seed, "loss": p.loss, "duplicate": p.duplicate,
-        "latency_ms": p.latency_ms, "jitter_ms": p.jitter_ms, "fanout": p.fanout,
-        "gossip_interval_s": p.gossip_interval, "max_rounds": p.max_rounds,
+        "nodes": p.nodes,
+        "seed": p.seed,
+        "loss": p.loss,
+        "duplicate": p.duplicate,
+        "latency_ms": p.latency_ms,
+        "jitter_ms": p.jitter_ms,
+        "fanout": p.fanout,
+        "gossip_interval_s": p.gossip_interval,
+        "max_rounds": p.max_rounds,
     }
 
 

@@ -75,8 +75,12 @@ def _percentile(xs: list[float], q: float) -> float | None:
 
 
 def _summary(xs: list[float]) -> dict[str, object]:
-    return {"n": len(xs), "p50": _percentile(xs, 0.5), "p99": _percentile(xs, 0.99),
-            "max": round(max(xs), 3) if xs else None}
+    return {
+        "n": len(xs),
+        "p50": _percentile(xs, 0.5),
+        "p99": _percentile(xs, 0.99),
+        "max": round(max(xs), 3) if xs else None,
+    }
 
 
 def run_membership(p: MembershipParams) -> dict[str, object]:
@@ -86,11 +90,21 @@ def run_membership(p: MembershipParams) -> dict[str, object]:
 
 def _run(p: MembershipParams) -> dict[str, object]:
     c = Cluster(p.nodes, seed=p.seed, link=p.link(), config=p.config(), voters=p.voters)
-    report: dict[str, object] = {"scenario": "membership", "params": {
-        "nodes": p.nodes, "voters": p.voters, "seed": p.seed, "loss": p.loss, "latency_ms": p.latency_ms,
-        "jitter_ms": p.jitter_ms, "crashes": p.crashes, "failovers": p.failovers,
-        "stable_seconds": p.stable_seconds, "gossip_interval_s": p.gossip_interval,
-    }}
+    report: dict[str, object] = {
+        "scenario": "membership",
+        "params": {
+            "nodes": p.nodes,
+            "voters": p.voters,
+            "seed": p.seed,
+            "loss": p.loss,
+            "latency_ms": p.latency_ms,
+            "jitter_ms": p.jitter_ms,
+            "crashes": p.crashes,
+            "failovers": p.failovers,
+            "stable_seconds": p.stable_seconds,
+            "gossip_interval_s": p.gossip_interval,
+        },
+    }
     c.start()
     t = _wait(c, lambda: c.vectors.converged() and agreed_leader(c) is not None, p.bound)
     report["warmup_s"] = None if t is None else round(t, 3)
@@ -98,8 +112,11 @@ def _run(p: MembershipParams) -> dict[str, object]:
     report["failover"] = _failover(c, p)
     report["stability"] = _stability(c, p)
     report["ok"] = bool(
-        t is not None and report["detection"]["ok"] and report["failover"]["ok"]  # type: ignore[index]
-        and report["stability"]["false_deaths"] == 0 and report["stability"]["leader_changes"] == 0  # type: ignore[index]
+        t is not None
+        and report["detection"]["ok"]
+        and report["failover"]["ok"]  # type: ignore[index]
+        and report["stability"]["false_deaths"] == 0
+        and report["stability"]["leader_changes"] == 0  # type: ignore[index]
     )
     report["events"] = c.world.events
     report["trace"] = c.world.trace_digest()
@@ -135,8 +152,12 @@ def _detection(c: Cluster, p: MembershipParams) -> dict[str, object]:
             ok = False
             break
         rejoin.append(t)
-    return {"ok": ok, "per_observer_s": _summary(per_host), "all_observers_s": _summary(everyone),
-            "rejoin_s": _summary(rejoin)}
+    return {
+        "ok": ok,
+        "per_observer_s": _summary(per_host),
+        "all_observers_s": _summary(everyone),
+        "rejoin_s": _summary(rejoin),
+    }
 
 
 def _failover(c: Cluster, p: MembershipParams) -> dict[str, object]:

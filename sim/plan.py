@@ -128,8 +128,9 @@ def _value(v: Any, rng: random.Random, log: bool = False) -> float:
     return float(v)
 
 
-def _event(kind: str, spec: dict[str, Any], at: float, pool: list[str], ids: list[str], sc: Scenario,
-           rng: random.Random) -> FaultEvent:
+def _event(
+    kind: str, spec: dict[str, Any], at: float, pool: list[str], ids: list[str], sc: Scenario, rng: random.Random
+) -> FaultEvent:
     r = lambda name, default: round(_value(spec.get(name, default), rng), 3)  # noqa: E731
     if kind == "crash":
         return FaultEvent(at=at, kind=kind, hosts=(rng.choice(pool),), duration=r("down", (5.0, 60.0)))
@@ -140,8 +141,13 @@ def _event(kind: str, spec: dict[str, Any], at: float, pool: list[str], ids: lis
     if kind == "pause":
         return FaultEvent(at=at, kind=kind, hosts=(rng.choice(pool),), duration=r("duration", (1.0, 20.0)))
     if kind == "disk_fill":
-        return FaultEvent(at=at, kind=kind, hosts=(rng.choice(pool),), percent=r("percent", (75.0, 98.0)),
-                          duration=r("duration", (30.0, 120.0)))
+        return FaultEvent(
+            at=at,
+            kind=kind,
+            hosts=(rng.choice(pool),),
+            percent=r("percent", (75.0, 98.0)),
+            duration=r("duration", (30.0, 120.0)),
+        )
     if kind == "corrupt":
         return FaultEvent(at=at, kind=kind, hosts=(rng.choice(pool),), duration=r("duration", (30.0, 120.0)))
     if kind == "loss":

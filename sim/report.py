@@ -63,19 +63,22 @@ def _kb(n: float) -> str:
 
 def membership_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> str:
     p, d, f, s = r["params"], r["detection"], r["failover"], r["stability"]
-    return "\n".join([
-        f"membership: {p['nodes']} nodes ({p['voters']} voters), seed {p['seed']}, loss {p['loss']}",
-        f"warm-up     {r['warmup_s']} s until the manifests agree and one leader is known to all",
-        f"detection   crashed host seen dead: per observer p50 {d['per_observer_s']['p50']} s, "
-        f"p99 {d['per_observer_s']['p99']} s; by every host p50 {d['all_observers_s']['p50']} s "
-        f"(max {d['all_observers_s']['max']} s) over {d['all_observers_s']['n']} crashes; "
-        f"rejoin p50 {d['rejoin_s']['p50']} s",
-        f"failover    new leader known to all p50 {f['new_leader_known_to_all_s']['p50']} s, "
-        f"max {f['new_leader_known_to_all_s']['max']} s over {f['new_leader_known_to_all_s']['n']} failovers",
-        f"stability   {s['seconds']} s: {s['suspicions']} suspicions, {s['refutations']} refutations, "
-        f"{s['false_deaths']} false deaths, {s['leader_changes']} leader changes",
-        "OK" if r["ok"] else "FAILED",
-    ] + ([f"wall time   {wall_seconds:.2f} s"] if wall_seconds is not None else []))
+    return "\n".join(
+        [
+            f"membership: {p['nodes']} nodes ({p['voters']} voters), seed {p['seed']}, loss {p['loss']}",
+            f"warm-up     {r['warmup_s']} s until the manifests agree and one leader is known to all",
+            f"detection   crashed host seen dead: per observer p50 {d['per_observer_s']['p50']} s, "
+            f"p99 {d['per_observer_s']['p99']} s; by every host p50 {d['all_observers_s']['p50']} s "
+            f"(max {d['all_observers_s']['max']} s) over {d['all_observers_s']['n']} crashes; "
+            f"rejoin p50 {d['rejoin_s']['p50']} s",
+            f"failover    new leader known to all p50 {f['new_leader_known_to_all_s']['p50']} s, "
+            f"max {f['new_leader_known_to_all_s']['max']} s over {f['new_leader_known_to_all_s']['n']} failovers",
+            f"stability   {s['seconds']} s: {s['suspicions']} suspicions, {s['refutations']} refutations, "
+            f"{s['false_deaths']} false deaths, {s['leader_changes']} leader changes",
+            "OK" if r["ok"] else "FAILED",
+        ]
+        + ([f"wall time   {wall_seconds:.2f} s"] if wall_seconds is not None else [])
+    )
 
 
 def broadcast_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> str:
@@ -103,8 +106,11 @@ def broadcast_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> s
 
 def epidemic_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> str:
     p = r["params"]
-    state = f"every host informed after {r['rounds']:.2f} rounds" if r["converged"] else \
-        f"NOT converged: {r['informed']} of {p['nodes']} informed"
+    state = (
+        f"every host informed after {r['rounds']:.2f} rounds"
+        if r["converged"]
+        else f"NOT converged: {r['informed']} of {p['nodes']} informed"
+    )
     lines = [
         f"epidemic: {p['nodes']} hosts, seed {p['seed']}, fanout {p['fanout']}, loss {p['loss']}, latency "
         f"{p['latency_ms']}+{p['jitter_ms']} ms, interval {p['interval']} s (one rumour, the peer's rounds, no manifests)",
@@ -117,8 +123,9 @@ def epidemic_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> st
     return "\n".join(lines)
 
 
-def scenario_text(r: Mapping[str, Any], plan=None, name: str = "", wall: float | None = None,
-                  cpu: float | None = None) -> str:
+def scenario_text(
+    r: Mapping[str, Any], plan=None, name: str = "", wall: float | None = None, cpu: float | None = None
+) -> str:
     """A scenario run (`sim/runner.py`): phases, the violation if any, the figures."""
     p, m = r["params"], r["metrics"]
     pl = r["plan"]
@@ -136,8 +143,11 @@ def scenario_text(r: Mapping[str, Any], plan=None, name: str = "", wall: float |
         lines += [
             f"VIOLATION   {v['checker']}: {v['message']}",
             f"  seed {v['seed']}, step {v['step']} (events processed), t = {v['time']:.6f} s",
-            *([f"  host {v['host']}, handling {v['event']}: {v['exception']}", *[f"    at {f}" for f in v["frames"]]]
-              if "frames" in v else []),
+            *(
+                [f"  host {v['host']}, handling {v['event']}: {v['exception']}", *[f"    at {f}" for f in v["frames"]]]
+                if "frames" in v
+                else []
+            ),
             f"  replay: python -m sim run {name or r['scenario']} --seed {v['seed']} --trace trace.txt"
             + ("  (with the same --plan)" if plan is not None else ""),
             f"  faults applied ({v['faults_applied_count']}), the last ones:",
@@ -169,14 +179,23 @@ def scenario_text(r: Mapping[str, Any], plan=None, name: str = "", wall: float |
         f"p99 {g['to_every_game_host_s'].get('p99')} s",
     ]
     for fv in m["files"]["versions"][:12]:
-        last = (f"{fv['hosts_stored']} hosts stored it, half by {fv['p50_stored_s']:.2f} s, the last after "
-                f"{fv['last_stored_s']:.2f} s = {fv['ratio_to_S/B']:.1f} x S/B") \
-            if "last_stored_s" in fv else "stored by no other host"
-        lines.append(f"file        {fv['item']} {fv['size_mb']:g} MB at t={fv['at']:g} s"
-                     f"{' (broadcast)' if fv['broadcast'] else ''}: {last}")
+        last = (
+            (
+                f"{fv['hosts_stored']} hosts stored it, half by {fv['p50_stored_s']:.2f} s, the last after "
+                f"{fv['last_stored_s']:.2f} s = {fv['ratio_to_S/B']:.1f} x S/B"
+            )
+            if "last_stored_s" in fv
+            else "stored by no other host"
+        )
+        lines.append(
+            f"file        {fv['item']} {fv['size_mb']:g} MB at t={fv['at']:g} s"
+            f"{' (broadcast)' if fv['broadcast'] else ''}: {last}"
+        )
     tot = r["totals"]
-    lines.append(f"totals      {tot['events']} events, {tot['messages']} messages, {tot['simulated_seconds']:.1f} s "
-                 f"simulated; lost {tot['network']['lost']}, blocked {tot['network']['blocked']}")
+    lines.append(
+        f"totals      {tot['events']} events, {tot['messages']} messages, {tot['simulated_seconds']:.1f} s "
+        f"simulated; lost {tot['network']['lost']}, blocked {tot['network']['blocked']}"
+    )
     lines.append(f"trace       {r['trace']}")
     lines.append("OK" if r["ok"] else "FAILED")
     if wall is not None:
@@ -194,17 +213,24 @@ def sweep_text(s: Mapping[str, Any]) -> str:
     ]
     for f in s["failures"]:
         v = f.get("violation")
-        why = f"{v['checker']}: {v['message']} (step {v['step']}, t={v['time']})" if v else \
-            f"not converged: {', '.join(f.get('not_converged', []))}"
+        why = (
+            f"{v['checker']}: {v['message']} (step {v['step']}, t={v['time']})"
+            if v
+            else f"not converged: {', '.join(f.get('not_converged', []))}"
+        )
         lines.append(f"  seed {f['seed']}: {why}")
     sh = s.get("shrunk")
     if sh:
-        lines.append(f"shrunk seed {sh['seed']} ({sh['failure']}): {sh['from_events']} -> {sh['to_events']} fault events "
-                     f"in {sh['runs']} runs; the plan:")
+        lines.append(
+            f"shrunk seed {sh['seed']} ({sh['failure']}): {sh['from_events']} -> {sh['to_events']} fault events "
+            f"in {sh['runs']} runs; the plan:"
+        )
         lines.append(json.dumps(sh["plan"], sort_keys=True))
         if sh.get("plan_file"):
-            lines.append(f"  written to {sh['plan_file']}: python -m sim run {s['scenario']} --seed {sh['seed']} "
-                         f"--plan {sh['plan_file']}")
+            lines.append(
+                f"  written to {sh['plan_file']}: python -m sim run {s['scenario']} --seed {sh['seed']} "
+                f"--plan {sh['plan_file']}"
+            )
     if "command" in s:
         lines.append(f"command: {s['command']}")
     return "\n".join(lines)

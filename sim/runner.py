@@ -28,6 +28,7 @@ from ringmesh.core import election as el
 from ringmesh.core.bandwidth import Limiter
 from ringmesh.core.messages import DiskMeasured, DrainRequested
 
+from .checkers import BroadcastFencing
 from .cluster import Cluster
 from .files import EGRESS, LimitedPulls, default_burst
 from .gossip import _gc_paused
@@ -37,7 +38,6 @@ from .invariants.disks import DiskCaps
 from .invariants.election import OneLeaderPerTerm
 from .invariants.games import DurableGames
 from .invariants.links import LinkLimits
-from .checkers import BroadcastFencing
 from .plan import FaultEvent, Plan, describe, dumps, generate
 from .scenario import MB, Scenario
 from .world import CoreRaised, SimulationError
@@ -45,9 +45,16 @@ from .world import CoreRaised, SimulationError
 BLOBS = 24  # distinct game payloads (shared objects: sizes are real, memory is not)
 
 
-def run_scenario(sc: Scenario, seed: int, *, plan: Plan | None = None, trace: Callable[[str], None] | None = None,
-                 peer_factory: Callable[..., Peer] = Peer, limiter: Callable[[int, int], Limiter] = Limiter,
-                 liveness: bool = True) -> dict[str, Any]:
+def run_scenario(
+    sc: Scenario,
+    seed: int,
+    *,
+    plan: Plan | None = None,
+    trace: Callable[[str], None] | None = None,
+    peer_factory: Callable[..., Peer] = Peer,
+    limiter: Callable[[int, int], Limiter] = Limiter,
+    liveness: bool = True,
+) -> dict[str, Any]:
     """Run `sc` with `seed` (and `plan`, else the seed's plan); the report as plain data.
 
     `peer_factory` and `limiter` replace the core's classes (a test's deliberately broken
@@ -57,16 +64,34 @@ def run_scenario(sc: Scenario, seed: int, *, plan: Plan | None = None, trace: Ca
 
 
 class Run:
-    def __init__(self, sc: Scenario, seed: int, *, plan: Plan | None = None, trace: Callable[[str], None] | None = None,
-                 peer_factory: Callable[..., Peer] = Peer, limiter: Callable[[int, int], Limiter] = Limiter) -> None:
+    def __init__(
+        self,
+        sc: Scenario,
+        seed: int,
+        *,
+        plan: Plan | None = None,
+        trace: Callable[[str], None] | None = None,
+        peer_factory: Callable[..., Peer] = Peer,
+        limiter: Callable[[int, int], Limiter] = Limiter,
+    ) -> None:
         self.sc, self.seed = sc, seed
         self.plan = list(plan) if plan is not None else generate(sc, seed)
         self.rates = {h.name: (h.egress, h.ingress) for h in sc.hosts}
         records = {h.name: {"role": h.role, "provider": h.provider, "ephemeral": h.ephemeral} for h in sc.hosts}
         self.c = c = Cluster(
-            len(sc.hosts), seed=seed, link=sc.link, config=sc.peer, voters=sc.voters(), ids=sc.ids, records=records,
-            roles={h.name: h.role for h in sc.hosts}, ephemeral={h.name for h in sc.hosts if h.ephemeral}, files=True,
-            pulls=lambda w: LimitedPulls(w, self.rates.__getitem__, limiter=limiter), peer_factory=peer_factory)
+            len(sc.hosts),
+            seed=seed,
+            link=sc.link,
+            config=sc.peer,
+            voters=sc.voters(),
+            ids=sc.ids,
+            records=records,
+            roles={h.name: h.role for h in sc.hosts},
+            ephemeral={h.name for h in sc.hosts if h.ephemeral},
+            files=True,
+            pulls=lambda w: LimitedPulls(w, self.rates.__getitem__, limiter=limiter),
+            peer_factory=peer_factory,
+        )
         self.world = w = c.world
         self.pulls: LimitedPulls = w.pulls  # type: ignore[attr-defined]
         w.trace_sink = trace
@@ -87,13 +112,18 @@ class Run:
         w.event_hooks.append(self.leaders.on_event)
         w.send_hooks.append(self.leaders.on_send)
         game_hosts = [h.name for h in sc.hosts if h.role in ("training", "backup") and not h.excluded]
-        self.games = DurableGames(min_copies=sc.peer.min_copies, persistent=lambda h: not sc.host(h).ephemeral,
-                                  disks=w.disks.__getitem__, origin_of=lambda h: c.peer(h).replication.origin,
-                                  game_hosts=game_hosts)
+        self.games = DurableGames(
+            min_copies=sc.peer.min_copies,
+            persistent=lambda h: not sc.host(h).ephemeral,
+            disks=w.disks.__getitem__,
+            origin_of=lambda h: c.peer(h).replication.origin,
+            game_hosts=game_hosts,
+        )
         w.store_hooks.append(self.games.on_store)
         w.durable_hooks.append(self.games.on_durable)
-        self.links = LinkLimits(lambda h, d: (self.rates[h][0 if d == EGRESS else 1],
-                                              default_burst(self.rates[h][0 if d == EGRESS else 1])))
+        self.links = LinkLimits(
+            lambda h, d: (self.rates[h][0 if d == EGRESS else 1], default_burst(self.rates[h][0 if d == EGRESS else 1]))
+        )
         self.pulls.grant_hooks.append(self.links.on_grant)
         self.caps = DiskCaps(sc.peer.max_disk_usage_percent)
         self.pulls.hooks.append(self.caps.on_start)
@@ -128,10 +158,18 @@ class Run:
 
     def run(self, liveness: bool = True) -> dict[str, Any]:
         sc, c, w = self.sc, self.c, self.world
-        report: dict[str, Any] = {"scenario": sc.name, "seed": self.seed, "hosts": len(sc.hosts),
-                                  "voters": len(sc.voters()), "params": _params(sc)}
-        report["plan"] = {"events": len(self.plan), "by_kind": _by_kind(self.plan),
-                          "digest": hashlib.blake2b(dumps(self.plan).encode(), digest_size=8).hexdigest()}
+        report: dict[str, Any] = {
+            "scenario": sc.name,
+            "seed": self.seed,
+            "hosts": len(sc.hosts),
+            "voters": len(sc.voters()),
+            "params": _params(sc),
+        }
+        report["plan"] = {
+            "events": len(self.plan),
+            "by_kind": _by_kind(self.plan),
+            "digest": hashlib.blake2b(dumps(self.plan).encode(), digest_size=8).hexdigest(),
+        }
         live: dict[str, Any] | None = None
         try:
             c.start()
@@ -162,8 +200,11 @@ class Run:
         deadline = start + sc.liveness_bound
         while not conv.done():
             if w.now >= deadline:
-                return {"converged": False, "bound_s": sc.liveness_bound, "not_converged": {
-                    k: v for k, v in conv.status().items() if not v["ok"]}}
+                return {
+                    "converged": False,
+                    "bound_s": sc.liveness_bound,
+                    "not_converged": {k: v for k, v in conv.status().items() if not v["ok"]},
+                }
             w.run(until=min(deadline, w.now + sc.check_every))
         t = w.now - start
         return {"converged": True, "seconds": round(t, 3), "rounds": round(t / sc.peer.gossip_interval, 2)}
@@ -173,8 +214,16 @@ class Run:
         name = checker or getattr(e, "checker", "assertion")
         message = getattr(e, "message", None) or str(e)
         faults = [self.plan[i].describe() for i in self.applied]
-        out = {"checker": name, "message": message, "seed": self.seed, "step": w.events, "time": round(w.now, 6),
-               "faults_applied": faults[-20:], "faults_applied_count": len(faults), "trace": list(w.recent)}
+        out = {
+            "checker": name,
+            "message": message,
+            "seed": self.seed,
+            "step": w.events,
+            "time": round(w.now, 6),
+            "faults_applied": faults[-20:],
+            "faults_applied_count": len(faults),
+            "trace": list(w.recent),
+        }
         if isinstance(e, CoreRaised):
             out.update(host=e.node, event=e.event, exception=e.error, frames=e.frames)
         return out
@@ -217,8 +266,11 @@ class Run:
         if self.healed:
             return
         rng = random.Random(f"{self.seed}/promotions/{kind}/{k}")
-        publishers = [h.name for h in sc.hosts if not h.ephemeral and not h.excluded
-                      and h.role in ("training", "coordinator") and self.world.is_up(h.name)]
+        publishers = [
+            h.name
+            for h in sc.hosts
+            if not h.ephemeral and not h.excluded and h.role in ("training", "coordinator") and self.world.is_up(h.name)
+        ]
         if not publishers:
             return
         host = publishers[int(r * len(publishers))]
@@ -228,8 +280,7 @@ class Run:
         item = ItemKey(kind, f"canonical_{config}.pth" if kind == "model" else f"{config}.npz")
         digest = hashlib.blake2b(f"{self.seed}/{kind}/{k}".encode(), digest_size=16).hexdigest()
         broadcast = kind == "model" and wl.model_broadcast
-        self.published[(item, digest)] = {"at": self.world.now, "size": size, "publisher": host,
-                                          "broadcast": broadcast}
+        self.published[(item, digest)] = {"at": self.world.now, "size": size, "publisher": host, "broadcast": broadcast}
         self.c.publish_file(host, item, digest, size, broadcast=broadcast)
 
     def _measure_loop(self, host: str) -> None:
@@ -344,8 +395,10 @@ class Run:
         if w.now + half >= until:
             w.at(until, lambda: on and not self.healed and self._block(links, -1))
             return
-        w.at(w.now + half, lambda: self.healed or (self._block(links, -1 if on else +1),
-                                                   self._flap(i, links, not on, until)))
+        w.at(
+            w.now + half,
+            lambda: self.healed or (self._block(links, -1 if on else +1), self._flap(i, links, not on, until)),
+        )
 
     def _unloss(self, i: int) -> None:
         if not self.healed and self.losses.pop(i, None) is not None:
@@ -355,10 +408,22 @@ class Run:
         """A corrupting host's facts: values that do not decode (bad msgpack, wrong types, bad
         digests) under keys every reader parses. Nothing it says is a lie that decodes."""
         rng = random.Random(f"{self.seed}/garbage/{i}")
-        junk = [b"\xc1", bytes(rng.getrandbits(8) for _ in range(12)), catalog.pack({"d": 7, "s": "x"}),
-                catalog.pack({"hw": "many"}), b"\x92\x01\x02", catalog.pack({"d": "zz" * 16, "s": -1, "c": 0, "t": 1})]
-        keys = [f"v/model/corrupt-{i}.pth", f"h/model/corrupt-{i}.pth", f"p/npz/corrupt-{i}.npz",
-                f"g/{h}.99/hex8_2p", f"m/{self.sc.ids[i % len(self.sc.ids)]}", f"g/bad origin/{i}"]
+        junk = [
+            b"\xc1",
+            bytes(rng.getrandbits(8) for _ in range(12)),
+            catalog.pack({"d": 7, "s": "x"}),
+            catalog.pack({"hw": "many"}),
+            b"\x92\x01\x02",
+            catalog.pack({"d": "zz" * 16, "s": -1, "c": 0, "t": 1}),
+        ]
+        keys = [
+            f"v/model/corrupt-{i}.pth",
+            f"h/model/corrupt-{i}.pth",
+            f"p/npz/corrupt-{i}.npz",
+            f"g/{h}.99/hex8_2p",
+            f"m/{self.sc.ids[i % len(self.sc.ids)]}",
+            f"g/bad origin/{i}",
+        ]
         for key, value in zip(keys, junk):
             self.c.put(h, key, value)
 
@@ -390,8 +455,15 @@ class Run:
     def _outage_begins(self, h: str) -> None:
         leader = self.leaders.elected[-1] if self.leaders.elected else None
         was_leader = leader is not None and leader[2] == h and self.c.peer(h).election.role == el.LEADER
-        o = {"host": h, "at": self.world.now, "leader": was_leader, "first_dead": None, "seen_dead": {},
-             "back": None, "term": leader[1] if leader else 0}
+        o = {
+            "host": h,
+            "at": self.world.now,
+            "leader": was_leader,
+            "first_dead": None,
+            "seen_dead": {},
+            "back": None,
+            "term": leader[1] if leader else 0,
+        }
         self.outages.append(o)
         self._open[h] = o
 
@@ -419,22 +491,31 @@ class Run:
     # -- the report --------------------------------------------------------------------------------
 
     def _metrics(self) -> dict[str, Any]:
-        return {"traffic": self._traffic(), "detection": self._detection(), "failover": self._failover(),
-                "games": self._games(), "files": self._files(),
-                "faults": {"applied": len(self.applied), "skipped": self.skipped},
-                "checks": {"pulls_checked_against_disk_cap": self.caps.checked,
-                           "terms_with_a_leader": len(self.leaders.leaders),
-                           "broadcast_directives": len(self.fencing.directives),
-                           "critical_pulls_checked": self.fencing.critical}}
+        return {
+            "traffic": self._traffic(),
+            "detection": self._detection(),
+            "failover": self._failover(),
+            "games": self._games(),
+            "files": self._files(),
+            "faults": {"applied": len(self.applied), "skipped": self.skipped},
+            "checks": {
+                "pulls_checked_against_disk_cap": self.caps.checked,
+                "terms_with_a_leader": len(self.leaders.leaders),
+                "broadcast_directives": len(self.fencing.directives),
+                "critical_pulls_checked": self.fencing.critical,
+            },
+        }
 
     def _traffic(self) -> dict[str, Any]:
         w, n, T = self.world, len(self.sc.hosts), max(self.world.now, 1e-9)
         gossip = sum(w.traffic.bytes.values())
         files = sum(v for (h, d), v in self.links.granted.items() if d == EGRESS)
-        return {"seconds": round(T, 3),
-                "gossip_and_games_bytes_per_host_per_s": round(gossip / n / T, 1),
-                "file_bytes_per_host_per_s": round(files / n / T, 1),
-                "bytes_by_kind": dict(sorted(w.traffic.bytes_by_kind.items()))}
+        return {
+            "seconds": round(T, 3),
+            "gossip_and_games_bytes_per_host_per_s": round(gossip / n / T, 1),
+            "file_bytes_per_host_per_s": round(files / n / T, 1),
+            "bytes_by_kind": dict(sorted(w.traffic.bytes_by_kind.items())),
+        }
 
     def _detection(self) -> dict[str, Any]:
         first, everyone = [], []
@@ -442,8 +523,12 @@ class Run:
             if o["first_dead"] is not None:
                 first.append(o["first_dead"] - o["at"])
                 everyone += [t - o["at"] for t in o["seen_dead"].values()]
-        return {"outages": len(self.outages), "detected": len(first), "first_dead_claim_s": _summary(first),
-                "dead_claim_held_per_observer_s": _summary(everyone)}
+        return {
+            "outages": len(self.outages),
+            "detected": len(first),
+            "first_dead_claim_s": _summary(first),
+            "dead_claim_held_per_observer_s": _summary(everyone),
+        }
 
     def _failover(self) -> dict[str, Any]:
         times = []
@@ -452,8 +537,11 @@ class Run:
                 nxt = [t for t, term, _ in self.leaders.elected if term > o["term"] and t >= o["at"]]
                 if nxt:
                     times.append(nxt[0] - o["at"])
-        return {"leader_outages": sum(1 for o in self.outages if o["leader"]), "new_leader_elected_s": _summary(times),
-                "terms": len(self.leaders.leaders)}
+        return {
+            "leader_outages": sum(1 for o in self.outages if o["leader"]),
+            "new_leader_elected_s": _summary(times),
+            "terms": len(self.leaders.leaders),
+        }
 
     def _games(self) -> dict[str, Any]:
         """Freshness: from a game's publication to durable, to the first game host, and to every
@@ -475,17 +563,28 @@ class Run:
                     first.append(min(held.values()) - t)
                 if want and want <= held.keys():
                     alls.append(max(held[h] for h in want) - t)
-        return {"published": self.games_published, "durable": sum(g.durable.values()),
-                "to_durable_s": _summary(durable), "to_first_game_host_s": _summary(first),
-                "to_every_game_host_s": _summary(alls), "game_hosts": len(targets)}
+        return {
+            "published": self.games_published,
+            "durable": sum(g.durable.values()),
+            "to_durable_s": _summary(durable),
+            "to_first_game_host_s": _summary(first),
+            "to_every_game_host_s": _summary(alls),
+            "game_hosts": len(targets),
+        }
 
     def _files(self) -> dict[str, Any]:
         out = []
         for (item, digest), p in sorted(self.published.items(), key=lambda kv: kv[1]["at"]):
             stored = self.stored.get((item, digest), {})
             rate = self.rates[p["publisher"]][0]
-            entry = {"item": str(item), "size_mb": round(p["size"] / MB, 1), "broadcast": p["broadcast"],
-                     "at": round(p["at"], 3), "hosts_stored": len(stored), "S/B_s": round(p["size"] / rate, 3)}
+            entry = {
+                "item": str(item),
+                "size_mb": round(p["size"] / MB, 1),
+                "broadcast": p["broadcast"],
+                "at": round(p["at"], 3),
+                "hosts_stored": len(stored),
+                "S/B_s": round(p["size"] / rate, 3),
+            }
             if stored:
                 times = sorted(t - p["at"] for t in stored.values())
                 entry["p50_stored_s"] = round(times[len(times) // 2], 3)
@@ -496,10 +595,17 @@ class Run:
 
     def _totals(self) -> dict[str, Any]:
         w = self.world
-        return {"simulated_seconds": round(w.now, 6), "events": w.events, "messages": w.traffic.total_messages(),
-                "network": {"lost": w.network.stats.lost, "duplicated": w.network.stats.duplicated,
-                            "blocked": w.network.stats.blocked},
-                "ignored_effects": dict(sorted(w.ignored.items()))}
+        return {
+            "simulated_seconds": round(w.now, 6),
+            "events": w.events,
+            "messages": w.traffic.total_messages(),
+            "network": {
+                "lost": w.network.stats.lost,
+                "duplicated": w.network.stats.duplicated,
+                "blocked": w.network.stats.blocked,
+            },
+            "ignored_effects": dict(sorted(w.ignored.items())),
+        }
 
 
 def _links(e: FaultEvent) -> list[tuple[str, str]]:
@@ -533,10 +639,18 @@ def _by_kind(plan: Plan) -> dict[str, int]:
 
 def _params(sc: Scenario) -> dict[str, Any]:
     p = sc.peer
-    return {"seconds": sc.seconds, "liveness_bound": sc.liveness_bound, "gossip_interval_s": p.gossip_interval,
-            "fanout": p.fanout, "min_copies": p.min_copies, "max_disk_usage_percent": p.max_disk_usage_percent,
-            "fsync_ms": sc.fsync * 1000, "clock_offset_ms": sc.clock_offset * 1000,
-            "clock_drift_ppm": sc.clock_drift * 1e6, "games_per_second_per_selfplay_host": sc.workload.games_per_second}
+    return {
+        "seconds": sc.seconds,
+        "liveness_bound": sc.liveness_bound,
+        "gossip_interval_s": p.gossip_interval,
+        "fanout": p.fanout,
+        "min_copies": p.min_copies,
+        "max_disk_usage_percent": p.max_disk_usage_percent,
+        "fsync_ms": sc.fsync * 1000,
+        "clock_offset_ms": sc.clock_offset * 1000,
+        "clock_drift_ppm": sc.clock_drift * 1e6,
+        "games_per_second_per_selfplay_host": sc.workload.games_per_second,
+    }
 
 
 __all__ = ["Run", "run_scenario", "describe"]

@@ -47,15 +47,23 @@ from typing import Any, Mapping
 import yaml
 
 from ringmesh.core import PeerConfig
-from ringmesh.core import election as el, membership as mb
+from ringmesh.core import election as el
+from ringmesh.core import membership as mb
 
 from .network import LinkModel
 
 MB = 1_000_000
 GB = 1_000_000_000
 #: REFERENCE.md's provider defaults, MB/s (as `ringmesh.config` applies them).
-PROVIDER_MB_PER_S = {"lambda": 100, "runpod": 100, "tailscale": 100, "hetzner": 80, "vultr": 80, "nebius": 50,
-                     "vast": 50}
+PROVIDER_MB_PER_S = {
+    "lambda": 100,
+    "runpod": 100,
+    "tailscale": 100,
+    "hetzner": 80,
+    "vultr": 80,
+    "nebius": 50,
+    "vast": 50,
+}
 DEFAULT_MB_PER_S = 20
 ROLES = ("training", "selfplay", "coordinator", "backup")
 FAULT_KINDS = ("crash", "spot", "partition", "pause", "loss", "disk_fill", "corrupt")
@@ -88,7 +96,9 @@ class Host:
 class Workload:
     games_per_second: float = 0.0  # per selfplay host
     game_kb: Range = (50.0, 3000.0)
-    configs: tuple[str, ...] = tuple(f"{b}_{p}p" for b in ("square8", "square19", "hex8", "hexagonal") for p in (2, 3, 4))
+    configs: tuple[str, ...] = tuple(
+        f"{b}_{p}p" for b in ("square8", "square19", "hex8", "hexagonal") for p in (2, 3, 4)
+    )
     model_every: float = 0.0  # seconds between promotions; 0: none
     model_mb: Range = (15.0, 400.0)
     model_broadcast: bool = True
@@ -162,8 +172,23 @@ def load(name_or_path: str) -> Scenario:
 
 def parse(doc: Any, path: str = "<scenario>") -> Scenario:
     d = _map(doc, path)
-    _known(d, path, {"name", "description", "seconds", "liveness_bound", "cluster", "peer", "network", "workload",
-                     "faults", "disk_report_interval", "check_every"})
+    _known(
+        d,
+        path,
+        {
+            "name",
+            "description",
+            "seconds",
+            "liveness_bound",
+            "cluster",
+            "peer",
+            "network",
+            "workload",
+            "faults",
+            "disk_report_interval",
+            "check_every",
+        },
+    )
     cluster = _map(d.get("cluster"), f"{path}: cluster")
     _known(cluster, f"{path}: cluster", {"hosts", "from_config", "max_voters", "disk", "clock", "exclude"})
     peer_over = _map(d.get("peer", {}), f"{path}: peer")
@@ -174,9 +199,14 @@ def parse(doc: Any, path: str = "<scenario>") -> Scenario:
         hosts, base_peer = _groups(cluster.get("hosts"), f"{path}: cluster.hosts"), PeerConfig()
     disk = _map(cluster.get("disk", {}), f"{path}: cluster.disk")
     _known(disk, f"{path}: cluster.disk", {"capacity_gb", "used_percent"})
-    hosts = [replace(h, disk_capacity=int(_num(disk.get("capacity_gb", 2000), f"{path}: cluster.disk.capacity_gb") * GB),
-                     disk_used=_range(disk.get("used_percent", [20, 50]), f"{path}: cluster.disk.used_percent"))
-             for h in hosts]
+    hosts = [
+        replace(
+            h,
+            disk_capacity=int(_num(disk.get("capacity_gb", 2000), f"{path}: cluster.disk.capacity_gb") * GB),
+            disk_used=_range(disk.get("used_percent", [20, 50]), f"{path}: cluster.disk.used_percent"),
+        )
+        for h in hosts
+    ]
     excluded = set(_names(cluster.get("exclude", []), f"{path}: cluster.exclude"))
     hosts = [replace(h, excluded=True, voter=False) if h.name in excluded else h for h in hosts]
     hosts = _pick_voters(hosts, cluster.get("max_voters"), f"{path}: cluster.max_voters")
@@ -195,7 +225,10 @@ def parse(doc: Any, path: str = "<scenario>") -> Scenario:
         hosts=tuple(sorted(hosts, key=lambda h: h.name)),
         seconds=_num(d.get("seconds", 300), f"{path}: seconds", lo=0),
         liveness_bound=_num(d.get("liveness_bound", 180), f"{path}: liveness_bound", lo=1),
-        peer=peer, link=link, pairs=pairs, fsync=fsync,
+        peer=peer,
+        link=link,
+        pairs=pairs,
+        fsync=fsync,
         clock_offset=_num(clock.get("offset_ms", 0), f"{path}: cluster.clock.offset_ms", lo=0) / 1000,
         clock_drift=_num(clock.get("drift_ppm", 0), f"{path}: cluster.clock.drift_ppm", lo=0, hi=1e5) * 1e-6,
         workload=_workload(_map(d.get("workload", {}), f"{path}: workload"), f"{path}: workload"),
@@ -212,22 +245,41 @@ def _groups(v: Any, where: str) -> list[Host]:
     out = []
     for i, g in enumerate(v):
         g = _map(g, f"{where}[{i}]")
-        _known(g, f"{where}[{i}]", {"count", "name", "provider", "role", "ephemeral", "voter", "bandwidth_mbps",
-                                     "nfs_group"})
+        _known(
+            g,
+            f"{where}[{i}]",
+            {"count", "name", "provider", "role", "ephemeral", "voter", "bandwidth_mbps", "nfs_group"},
+        )
         count = int(_num(g.get("count", 1), f"{where}[{i}].count", lo=1))
         pattern = str(g.get("name", f"h{i}-{{i}}"))
         role = str(g.get("role", "selfplay"))
         if role not in ROLES:
             raise ScenarioError(f"{where}[{i}].role: expected one of {', '.join(ROLES)}, got {role!r}")
         provider = str(g.get("provider", "default"))
-        rate = int(_num(g["bandwidth_mbps"], f"{where}[{i}].bandwidth_mbps", lo=0.001) * MB) if "bandwidth_mbps" in g \
+        rate = (
+            int(_num(g["bandwidth_mbps"], f"{where}[{i}].bandwidth_mbps", lo=0.001) * MB)
+            if "bandwidth_mbps" in g
             else PROVIDER_MB_PER_S.get(provider, DEFAULT_MB_PER_S) * MB
+        )
         width = max(2, len(str(count - 1)))
         for k in range(count):
-            name = pattern.replace("{i}", f"{k:0{width}d}") if "{i}" in pattern else (pattern if count == 1 else f"{pattern}-{k:0{width}d}")
-            out.append(Host(name=name, role=role, provider=provider, ephemeral=bool(g.get("ephemeral", False)),
-                            voter=bool(g.get("voter", False)), egress=rate, ingress=rate,
-                            nfs_group=g.get("nfs_group")))
+            name = (
+                pattern.replace("{i}", f"{k:0{width}d}")
+                if "{i}" in pattern
+                else (pattern if count == 1 else f"{pattern}-{k:0{width}d}")
+            )
+            out.append(
+                Host(
+                    name=name,
+                    role=role,
+                    provider=provider,
+                    ephemeral=bool(g.get("ephemeral", False)),
+                    voter=bool(g.get("voter", False)),
+                    egress=rate,
+                    ingress=rate,
+                    nfs_group=g.get("nfs_group"),
+                )
+            )
     return out
 
 
@@ -236,10 +288,20 @@ def _from_config(path: str) -> tuple[list[Host], PeerConfig]:
     from ringmesh.config import load_config, peer_config
 
     c = load_config(path, env={})
-    hosts = [Host(name=n, role=h.role, provider=h.provider, ephemeral=h.ephemeral, voter=h.voter, excluded=h.excluded,
-                  egress=h.egress_bytes_per_s, ingress=h.ingress_bytes_per_s,
-                  nfs_group=",".join(h.nfs_group) if h.nfs_group else None)
-             for n, h in sorted(c.members().items())]
+    hosts = [
+        Host(
+            name=n,
+            role=h.role,
+            provider=h.provider,
+            ephemeral=h.ephemeral,
+            voter=h.voter,
+            excluded=h.excluded,
+            egress=h.egress_bytes_per_s,
+            ingress=h.ingress_bytes_per_s,
+            nfs_group=",".join(h.nfs_group) if h.nfs_group else None,
+        )
+        for n, h in sorted(c.members().items())
+    ]
     return hosts, peer_config(c)
 
 
@@ -265,6 +327,7 @@ def _peer(base: PeerConfig, over: Mapping[str, Any], hosts: list[Host], where: s
             kw[k] = el.ElectionConfig(**_map(v, f"{where}.election"))
         elif k == "breaker":
             from ringmesh.core.breaker import BreakerConfig
+
             kw[k] = BreakerConfig(**_map(v, f"{where}.breaker"))
         else:
             kw[k] = type(getattr(base, k))(v)
@@ -374,8 +437,10 @@ def _scale(hosts: tuple[Host, ...], n: int) -> tuple[Host, ...]:
         want = max(1, round(len(hs) * factor))
         out += hs[:want]
         width = max(4, len(str(want)))
-        out += [replace(hs[0], name=f"{provider}-{role}{'-spot' if eph else ''}-{k:0{width}d}", nfs_group=None)
-                for k in range(len(hs), want)]
+        out += [
+            replace(hs[0], name=f"{provider}-{role}{'-spot' if eph else ''}-{k:0{width}d}", nfs_group=None)
+            for k in range(len(hs), want)
+        ]
     return tuple(sorted(out, key=lambda h: h.name))
 
 

@@ -40,9 +40,15 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
     """The part of a run's report a sweep keeps."""
     v = (report.get("safety") or {}).get("violation")
     live = report.get("liveness") or {}
-    out: dict[str, Any] = {"seed": report["seed"], "ok": report["ok"], "failure": failure_of(report),
-                           "faults": report["plan"]["events"], "events": report["totals"]["events"],
-                           "liveness_s": live.get("seconds"), "trace": report["trace"]}
+    out: dict[str, Any] = {
+        "seed": report["seed"],
+        "ok": report["ok"],
+        "failure": failure_of(report),
+        "faults": report["plan"]["events"],
+        "events": report["totals"]["events"],
+        "liveness_s": live.get("seconds"),
+        "trace": report["trace"],
+    }
     if v is not None:
         out["violation"] = {k: v[k] for k in ("checker", "message", "step", "time", "host", "event") if k in v}
     if live and not live.get("converged", True):
@@ -66,15 +72,30 @@ def _one(args: tuple[str, int, float | None, int | None, Callable[..., dict[str,
     try:
         r = summary_of(run(scenario_of(path, seconds, hosts), seed))
     except Exception as e:  # the simulator's own bug: this seed fails, the sweep goes on
-        r = {"seed": seed, "ok": False, "failure": f"error:{type(e).__name__}", "faults": 0, "events": 0,
-             "liveness_s": None, "trace": None, "violation": {"checker": "simulator", "message": f"{type(e).__name__}: {e}", "step": None, "time": None}}
+        r = {
+            "seed": seed,
+            "ok": False,
+            "failure": f"error:{type(e).__name__}",
+            "faults": 0,
+            "events": 0,
+            "liveness_s": None,
+            "trace": None,
+            "violation": {"checker": "simulator", "message": f"{type(e).__name__}: {e}", "step": None, "time": None},
+        }
     r["cpu_s"] = round(time.process_time() - started, 2)
     return r
 
 
-def sweep(path: str, seeds: list[int], *, jobs: int = 1, seconds: float | None = None, hosts: int | None = None,
-          progress: Callable[[dict[str, Any]], None] | None = None,
-          run: Callable[..., dict[str, Any]] = run_scenario) -> dict[str, Any]:
+def sweep(
+    path: str,
+    seeds: list[int],
+    *,
+    jobs: int = 1,
+    seconds: float | None = None,
+    hosts: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    run: Callable[..., dict[str, Any]] = run_scenario,
+) -> dict[str, Any]:
     """Run every seed; the summary (deterministic but for the cpu and wall figures). A seed
     whose run fails in any way, a core's exception included, is that seed's failure.
     `run`: how to run one seed (a test's `run_scenario` with a broken rule; picklable for jobs > 1)."""
@@ -88,12 +109,28 @@ def sweep(path: str, seeds: list[int], *, jobs: int = 1, seconds: float | None =
     failed = [r for r in results if not r["ok"]]
     live = sorted(r["liveness_s"] for r in results if r["liveness_s"] is not None)
     return {
-        "scenario": load(path).name, "seeds": f"{seeds[0]}..{seeds[-1]}" if seeds else "", "runs": len(results),
-        "passed": len(results) - len(failed), "failed": len(failed),
-        "failures": [{k: r[k] for k in ("seed", "failure", *(("violation",) if "violation" in r else ()),
-                                        *(("not_converged",) if "not_converged" in r else ()))} for r in failed],
-        "liveness_s": {"n": len(live), "p50": live[len(live) // 2] if live else None,
-                       "max": live[-1] if live else None},
+        "scenario": load(path).name,
+        "seeds": f"{seeds[0]}..{seeds[-1]}" if seeds else "",
+        "runs": len(results),
+        "passed": len(results) - len(failed),
+        "failed": len(failed),
+        "failures": [
+            {
+                k: r[k]
+                for k in (
+                    "seed",
+                    "failure",
+                    *(("violation",) if "violation" in r else ()),
+                    *(("not_converged",) if "not_converged" in r else ()),
+                )
+            }
+            for r in failed
+        ],
+        "liveness_s": {
+            "n": len(live),
+            "p50": live[len(live) // 2] if live else None,
+            "max": live[-1] if live else None,
+        },
         "faults_per_run": round(sum(r["faults"] for r in results) / max(1, len(results)), 1),
         "events_per_run": round(sum(r["events"] for r in results) / max(1, len(results))),
         "cpu_s": round(sum(r["cpu_s"] for r in results), 1),
@@ -124,9 +161,15 @@ class Shrunk:
     report: dict[str, Any]
 
 
-def shrink(sc: Scenario, seed: int, *, plan: Plan | None = None, max_runs: int = 200,
-           progress: Callable[[str], None] | None = None,
-           run: Callable[..., dict[str, Any]] = run_scenario) -> Shrunk:
+def shrink(
+    sc: Scenario,
+    seed: int,
+    *,
+    plan: Plan | None = None,
+    max_runs: int = 200,
+    progress: Callable[[str], None] | None = None,
+    run: Callable[..., dict[str, Any]] = run_scenario,
+) -> Shrunk:
     """The smallest plan (by ddmin, within `max_runs` runs) that still fails as the seed's does.
     `run`: how to run the scenario (a test's `run_scenario` with a broken rule)."""
     original = list(plan) if plan is not None else generate(sc, seed)
@@ -171,7 +214,7 @@ def _split(plan: list[FaultEvent], n: int) -> list[list[FaultEvent]]:
     out, i = [], 0
     for j in range(n):
         size = k + (1 if j < m else 0)
-        out.append(plan[i:i + size])
+        out.append(plan[i : i + size])
         i += size
     return [p for p in out if p]
 

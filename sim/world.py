@@ -38,7 +38,17 @@ from collections import deque
 from typing import Callable, Union
 
 from ringmesh.core import (
-    Effect, Envelope, Event, MessageReceived, Peer, Persist, SaveVote, Send, SendFailed, SetTimer, TimerFired,
+    Effect,
+    Envelope,
+    Event,
+    MessageReceived,
+    Peer,
+    Persist,
+    SaveVote,
+    Send,
+    SendFailed,
+    SetTimer,
+    TimerFired,
 )
 from ringmesh.core.messages import GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames
 
@@ -76,8 +86,11 @@ class CoreRaised(Violation):
         frames = traceback.extract_tb(error.__traceback__)[-4:]
         self.node, self.event, self.error = node, what, f"{type(error).__name__}: {error}"
         self.frames = [f"{'/'.join(f.filename.split('/')[-3:])}:{f.lineno} in {f.name}: {f.line}" for f in frames]
-        super().__init__("core-exception", f"{node} raised {self.error} handling {what} at {now:.3f} s "
-                                           f"({self.frames[-1] if self.frames else 'no frame'})")
+        super().__init__(
+            "core-exception",
+            f"{node} raised {self.error} handling {what} at {now:.3f} s "
+            f"({self.frames[-1] if self.frames else 'no frame'})",
+        )
 
 
 class World:
@@ -100,7 +113,9 @@ class World:
         self.down: set[str] = set()  # crashed: events for it are dropped
         self.paused: dict[str, list[tuple[int, object]]] = {}  # stopped: its events wait here
         self.event_hooks: list[Callable[[str, float], None]] = []  # (node, now) after each event a node handled
-        self.store_hooks: list[Callable[[str, str, str, tuple[int, ...], float], None]] = []  # node, origin, key, new seqs
+        self.store_hooks: list[
+            Callable[[str, str, str, tuple[int, ...], float], None]
+        ] = []  # node, origin, key, new seqs
         self.fsync_latency = 0.0  # seconds from StoreGames to the write being durable
         self.clocks: dict[str, tuple[float, float]] = {}  # node -> (offset, rate) of its local clock
         self.recent: deque[str] = deque(maxlen=RECENT)
@@ -264,7 +279,9 @@ class World:
         if at == self.now:
             self._same_time += 1
             if self._same_time > LIVELOCK_EVENTS:
-                raise SimulationError(f"livelock: over {LIVELOCK_EVENTS} events at t={at!r}, the last {_describe(payload)} on {node}")
+                raise SimulationError(
+                    f"livelock: over {LIVELOCK_EVENTS} events at t={at!r}, the last {_describe(payload)} on {node}"
+                )
         else:
             self._same_time = 0
         self.now = at
@@ -298,8 +315,9 @@ class World:
         seqs, hw = self.disks[node].store_games(eff.origin, eff.config_key, eff.games)
         for hook in self.store_hooks:
             hook(node, eff.origin, eff.config_key, seqs, self.now)
-        return GamesStored(origin=eff.origin, config_key=eff.config_key, seqs=tuple(q for q, _ in eff.games),
-                           hw=hw, ack_to=eff.ack_to)
+        return GamesStored(
+            origin=eff.origin, config_key=eff.config_key, seqs=tuple(q for q, _ in eff.games), hw=hw, ack_to=eff.ack_to
+        )
 
     def interpret(self, node: str, effects: list[Effect]) -> None:
         """Carry out `node`'s effects at the current virtual time."""
@@ -323,8 +341,12 @@ class World:
             elif isinstance(eff, ReadGames):
                 log = self.disks[node].games.get((eff.origin, eff.config_key), {})
                 games = tuple((q, log[q]) for q in range(eff.first, eff.last + 1) if q in log)
-                self._push(self.now, _LOCAL, node, GamesRead(origin=eff.origin, config_key=eff.config_key,
-                                                                games=games, reply_to=eff.reply_to))
+                self._push(
+                    self.now,
+                    _LOCAL,
+                    node,
+                    GamesRead(origin=eff.origin, config_key=eff.config_key, games=games, reply_to=eff.reply_to),
+                )
             elif isinstance(eff, GamesDurable):
                 for hook in self.durable_hooks:
                     hook(node, eff, self.now)
@@ -346,12 +368,17 @@ class World:
             return
         route = self.network.route(src, dst, size, self.now)
         if dst in self.down:  # connection refused, at once
-            self._push(self.now + self.network.model_for(src, dst).latency, _LOCAL, src,
-                       SendFailed(peer=dst, reason="refused"))
+            self._push(
+                self.now + self.network.model_for(src, dst).latency, _LOCAL, src, SendFailed(peer=dst, reason="refused")
+            )
             return
         if route.failed or dst in self.paused:
-            self._push(self.now + self.network.model_for(src, dst).deadline, _LOCAL, src,
-                       SendFailed(peer=dst, reason="unreachable"))
+            self._push(
+                self.now + self.network.model_for(src, dst).deadline,
+                _LOCAL,
+                src,
+                SendFailed(peer=dst, reason="unreachable"),
+            )
             return
         event = MessageReceived(envelope=env)
         for delay in route.delays:

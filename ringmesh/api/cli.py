@@ -32,13 +32,16 @@ def _put(args) -> int:
     from ringmesh.api.client import LocalClient
 
     with LocalClient(args.data_dir) as c:
-        r = _with_import_progress(args, lambda: c.put(args.file, args.type, args.name or "", dict(args.attr),
-                                                      broadcast=args.broadcast))
+        r = _with_import_progress(
+            args, lambda: c.put(args.file, args.type, args.name or "", dict(args.attr), broadcast=args.broadcast)
+        )
     if args.json:
         print(json.dumps(r, sort_keys=True))
     else:
-        print(f"published {r['type']}/{r['name']} {r['digest']} ({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)"
-              + (", broadcast by the leader" if args.broadcast else ""))
+        print(
+            f"published {r['type']}/{r['name']} {r['digest']} ({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)"
+            + (", broadcast by the leader" if args.broadcast else "")
+        )
     return 0
 
 
@@ -87,7 +90,9 @@ def _ls(args) -> int:
         return 0
     print(f"{'item':40} {'size (bytes)':>14} {'digest':14} {'origin':16} holders")
     for it in doc["items"]:
-        print(f"{it['type'] + '/' + it['name']:40} {it['size_bytes']:>14} {it['digest'][:12]:14} {it['origin']:16} {', '.join(it['holders'])}")
+        print(
+            f"{it['type'] + '/' + it['name']:40} {it['size_bytes']:>14} {it['digest'][:12]:14} {it['origin']:16} {', '.join(it['holders'])}"
+        )
     return 0
 
 
@@ -118,10 +123,19 @@ def _sync(args) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     recs = doc["recommendations"]
-    print(f"{len(recs)} transfer(s) to make" + (f"; {args.config_key} at {args.priority} priority" if args.config_key else ""))
+    print(
+        f"{len(recs)} transfer(s) to make"
+        + (f"; {args.config_key} at {args.priority} priority" if args.config_key else "")
+    )
     for r in recs:
-        eta = "no source yet" if r["estimated_seconds"] is None else f"~{r['estimated_seconds']} s at {r['rate_bytes_per_s'] / 1e6:.0f} MB/s"
-        print(f"  {r['priority']:10} {r['host']:16} <- {','.join(r['sources']) or '-':16} {r['item']:40} {r['bytes']} bytes, {eta}")
+        eta = (
+            "no source yet"
+            if r["estimated_seconds"] is None
+            else f"~{r['estimated_seconds']} s at {r['rate_bytes_per_s'] / 1e6:.0f} MB/s"
+        )
+        print(
+            f"  {r['priority']:10} {r['host']:16} <- {','.join(r['sources']) or '-':16} {r['item']:40} {r['bytes']} bytes, {eta}"
+        )
     for b in doc["blocked_items"]:
         print(f"  BLOCKED {b['item']}: " + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
     return 0
@@ -141,12 +155,18 @@ def _games_ingest(args) -> int:
 
     bar = Progress("ingesting", None, unit="rows")
     with LocalClient(args.data_dir) as c, bar:
+
         def progress(rows: int, todo: int, games: int) -> None:
             bar.total = todo
             bar.update(rows, f"{games:,} game(s) taken")
 
-        total = ingest(args.paths, os.path.join(args.data_dir, "ingest-cursors.json"), c.publish_games,
-                       min_moves=min_moves, progress=progress if bar.enabled else None)
+        total = ingest(
+            args.paths,
+            os.path.join(args.data_dir, "ingest-cursors.json"),
+            c.publish_games,
+            min_moves=min_moves,
+            progress=progress if bar.enabled else None,
+        )
     print(json.dumps({"games": total}) if args.json else f"{total} game(s) taken in")
     return 0
 
@@ -166,7 +186,9 @@ def _games_refused(args) -> int:
     print(f"{doc['node']}: {len(games)} game(s) held back" + (":" if games else ""))
     for g in games:
         seen = datetime.fromtimestamp(g["first_seen"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"  {g['kind']:8} {g['config_key']:12} {g['game_id'] or '?':38} {g['origin']} #{g['seq']}  since {seen}Z  {g['reason']}")
+        print(
+            f"  {g['kind']:8} {g['config_key']:12} {g['game_id'] or '?':38} {g['origin']} #{g['seq']}  since {seen}Z  {g['reason']}"
+        )
     return 0
 
 
@@ -192,7 +214,9 @@ def _games_add(args) -> int:
         except ValueError:
             record = None
     if not isinstance(record, dict) or not isinstance(record.get("game_id"), str):
-        print("ringmesh games add: stdin is not a game record (msgpack or JSON with game_id and tables)", file=sys.stderr)
+        print(
+            "ringmesh games add: stdin is not a game record (msgpack or JSON with game_id and tables)", file=sys.stderr
+        )
         return 2
     with LocalClient(args.data_dir) as c:
         (seq,) = c.publish_games(args.config_key, [record])
@@ -223,8 +247,10 @@ def _certs_init(args) -> int:
     from ringmesh.node.wire.tls import init_ca
 
     key, cert = init_ca(args.dir, days=args.days)
-    print(f"cluster CA made: {cert} (certificate, give it to every host) and {key} (private key, mode 0600: "
-          f"keep it off the hosts, it makes certificates)")
+    print(
+        f"cluster CA made: {cert} (certificate, give it to every host) and {key} (private key, mode 0600: "
+        f"keep it off the hosts, it makes certificates)"
+    )
     return 0
 
 
@@ -232,16 +258,19 @@ def _certs_issue(args) -> int:
     from ringmesh.node.wire.tls import issue
 
     key, cert = issue(args.dir, args.node, args.out, days=args.days)
-    print(f"certificate for {args.node}: {cert} and its key {key} (mode 0600); copy both, with the CA's ca.crt, "
-          f"to {args.node} where ringmesh.tls points")
+    print(
+        f"certificate for {args.node}: {cert} and its key {key} (mode 0600); copy both, with the CA's ca.crt, "
+        f"to {args.node} where ringmesh.tls points"
+    )
     return 0
 
 
 def _doctor(args) -> int:
     from ringmesh.ops.doctor import run_doctor
 
-    return run_doctor(args.config, args.node, args.data_dir, as_json=args.json, deadline=args.deadline,
-                      max_skew=args.max_skew)
+    return run_doctor(
+        args.config, args.node, args.data_dir, as_json=args.json, deadline=args.deadline, max_skew=args.max_skew
+    )
 
 
 def _size(text: str) -> int:
@@ -273,8 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--node", required=True, help="this host's name in the config")
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--listen", help="HOST:PORT to listen on (default: the host's address)")
-    s.add_argument("--metrics-listen", metavar="HOST:PORT",
-                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default: ringmesh.metrics_listen; off)")
+    s.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: ringmesh.metrics_listen; off)",
+    )
     s.add_argument("--log-json", action="store_true", help="one JSON object per log line (also: ringmesh.log_json)")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(fn=_serve)
@@ -284,8 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--type", required=True, choices=FILE_TYPES)
     s.add_argument("--name", help="item name (default: the file's base name)")
     s.add_argument("--attr", action="append", default=[], type=_attr, metavar="KEY=VALUE")
-    s.add_argument("--broadcast", action="store_true",
-                   help="promote it: the leader has every eligible host pull it now, at critical priority")
+    s.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="promote it: the leader has every eligible host pull it now, at critical priority",
+    )
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_put)
@@ -295,8 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
         s.add_argument("--json", action="store_true")
         if name == "status":
-            s.add_argument("--color", choices=["auto", "always", "never"], default="auto",
-                           help="colour the states (auto: on a terminal, unless NO_COLOR is set)")
+            s.add_argument(
+                "--color",
+                choices=["auto", "always", "never"],
+                default="auto",
+                help="colour the states (auto: on a terminal, unless NO_COLOR is set)",
+            )
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("doctor", help="check this host: config, certificates, daemon, disk, peers, clock skew")
@@ -322,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_games_ingest)
-    s = g.add_parser("refused", help="games this host holds back from its databases (refused, or waiting for their schema)")
+    s = g.add_parser(
+        "refused", help="games this host holds back from its databases (refused, or waiting for their schema)"
+    )
     s.add_argument("--config-key", help="e.g. hex8_2p")
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--json", action="store_true")

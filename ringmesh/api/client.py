@@ -56,14 +56,26 @@ class LocalClient:
         except grpc.RpcError as e:
             raise ClientError(f"{e.code().name}: {e.details()}") from None
 
-    def put(self, path: str | Path, type: str, name: str = "", attrs: Mapping[str, str] | None = None,
-            broadcast: bool = False) -> dict[str, Any]:
+    def put(
+        self,
+        path: str | Path,
+        type: str,
+        name: str = "",
+        attrs: Mapping[str, str] | None = None,
+        broadcast: bool = False,
+    ) -> dict[str, Any]:
         """Publish a file version; `broadcast`: the leader pushes it to every eligible host at once."""
         attrs = {**(attrs or {}), **({BROADCAST_ATTR: "1"} if broadcast else {})}
         req = codec.PutRequest(path=str(Path(path).resolve()), type=type, name=name, attrs=attrs)
         r = self._call(self.stub.Put, req, timeout=3600)
-        return {"type": r.type, "name": r.name, "digest": r.digest, "size_bytes": r.size,
-                "chunk_size_bytes": r.chunk_size, "hlc": r.hlc}
+        return {
+            "type": r.type,
+            "name": r.name,
+            "digest": r.digest,
+            "size_bytes": r.size,
+            "chunk_size_bytes": r.chunk_size,
+            "hlc": r.hlc,
+        }
 
     def status(self) -> dict[str, Any]:
         return json.loads(self._call(self.stub.Get, codec.Query(what="status")).json)
@@ -71,7 +83,9 @@ class LocalClient:
     def ls(self) -> dict[str, Any]:
         return json.loads(self._call(self.stub.Get, codec.Query(what="ls")).json)
 
-    def publish_games(self, config_key: str, records: list[dict[str, Any]], schemas: Mapping[str, Any] | None = None) -> list[int]:
+    def publish_games(
+        self, config_key: str, records: list[dict[str, Any]], schemas: Mapping[str, Any] | None = None
+    ) -> list[int]:
         """Hand finished games (gamedb records) to the local peer; returns once they are fsynced.
         `schemas`: `{fingerprint: gameschema.Schema}` of the schemas the records name; by default
         those this process read them with (`read_completed_games`). Each is sent once per call."""

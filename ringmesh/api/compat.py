@@ -53,11 +53,27 @@ from ringmesh.node.files.store import hash_file
 SyncPriority = TransferPriority
 
 __all__ = [
-    "AutoSyncConfig", "AutoSyncDaemon", "ClusterDataStatus", "DataType", "DistributedSyncCoordinator",
-    "IntegrityReport", "SyncOrchestrator", "SyncPriority", "SyncRecommendation", "SyncStats", "TransferPriority",
-    "check_sqlite_integrity", "compute_file_checksum", "create_ephemeral_sync_daemon", "get_cluster_data_status",
-    "get_replication_targets", "get_sync_orchestrator", "get_sync_recommendations", "schedule_priority_sync",
-    "schedule_priority_sync_blocking", "verify_sync_integrity",
+    "AutoSyncConfig",
+    "AutoSyncDaemon",
+    "ClusterDataStatus",
+    "DataType",
+    "DistributedSyncCoordinator",
+    "IntegrityReport",
+    "SyncOrchestrator",
+    "SyncPriority",
+    "SyncRecommendation",
+    "SyncStats",
+    "TransferPriority",
+    "check_sqlite_integrity",
+    "compute_file_checksum",
+    "create_ephemeral_sync_daemon",
+    "get_cluster_data_status",
+    "get_replication_targets",
+    "get_sync_orchestrator",
+    "get_sync_recommendations",
+    "schedule_priority_sync",
+    "schedule_priority_sync_blocking",
+    "verify_sync_integrity",
 ]
 
 POLL_S = 0.2  # how often a waiting call looks at the mesh again
@@ -146,9 +162,13 @@ class ClusterDataStatus(dict):
             f, g = files.get(key, {}), games.get(key, {})
             age_s = g.get("newest_age_s")
             self[key] = {
-                "config_key": key, "game_count": g.get("games", 0),
-                "age_hours": None if age_s is None else age_s / 3600.0, "streams": g.get("streams", 0),
-                "files": f.get("items", 0), "bytes": f.get("bytes", 0), "newest_file_hlc": f.get("newest_hlc") or None,
+                "config_key": key,
+                "game_count": g.get("games", 0),
+                "age_hours": None if age_s is None else age_s / 3600.0,
+                "streams": g.get("streams", 0),
+                "files": f.get("items", 0),
+                "bytes": f.get("bytes", 0),
+                "newest_file_hlc": f.get("newest_hlc") or None,
                 "hosts_behind": sorted(set(f.get("hosts_behind", ())) | set(g.get("hosts_behind", ()))),
             }
         self.report, self.freshness, self.node = report, freshness, report.get("node")
@@ -186,24 +206,32 @@ def get_sync_recommendations(data_dir=None) -> list[SyncRecommendation]:
         return _recommendations(c.get("recommendations")["recommendations"])
 
 
-def schedule_priority_sync_blocking(config_key: str, priority: TransferPriority | str = TransferPriority.HIGH,
-                                    data_dir=None) -> list[SyncRecommendation]:
+def schedule_priority_sync_blocking(
+    config_key: str, priority: TransferPriority | str = TransferPriority.HIGH, data_dir=None
+) -> list[SyncRecommendation]:
     """Move the transfers of `config_key` to the front, at `priority`; returns the new plan."""
     with _client(data_dir) as c:
-        return _recommendations(c.control("priority", config_key=config_key,
-                                          priority=TransferPriority.parse(priority).label)["recommendations"])
+        return _recommendations(
+            c.control("priority", config_key=config_key, priority=TransferPriority.parse(priority).label)[
+                "recommendations"
+            ]
+        )
 
 
-async def schedule_priority_sync(config_key: str, priority: TransferPriority | str = TransferPriority.HIGH,
-                                 data_dir=None) -> list[SyncRecommendation]:
+async def schedule_priority_sync(
+    config_key: str, priority: TransferPriority | str = TransferPriority.HIGH, data_dir=None
+) -> list[SyncRecommendation]:
     """`schedule_priority_sync_blocking`, awaited (the request runs in a worker thread)."""
     return await _off_loop(schedule_priority_sync_blocking, config_key, priority, data_dir)
 
 
-def get_replication_targets(data_id: str, data_type: DataType | str = DataType.MODEL, min_copies: int = 2,
-                            data_dir=None) -> list[dict[str, Any]]:
+def get_replication_targets(
+    data_id: str, data_type: DataType | str = DataType.MODEL, min_copies: int = 2, data_dir=None
+) -> list[dict[str, Any]]:
     with _client(data_dir) as c:
-        return c.get("replication_targets", item=data_id, type=DataType(data_type).value, min_copies=min_copies)["targets"]
+        return c.get("replication_targets", item=data_id, type=DataType(data_type).value, min_copies=min_copies)[
+            "targets"
+        ]
 
 
 def compute_file_checksum(path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> str:
@@ -306,11 +334,11 @@ class SyncOrchestrator:
 
     def get_status(self) -> dict[str, Any]:
         """The peer's `status`, plus the operators' figures:
-          - `games_synced`: games this host holds in its stream log — over every game stream it
-            keeps (its own and those it took in), the stream's high-water mark, i.e. games
-            1..hw all held (games below a retention floor count as taken in);
-          - `models_synced`: model versions (newest or older) this host holds, from the peer's
-            `ls` (versions whose holders include this host)."""
+        - `games_synced`: games this host holds in its stream log — over every game stream it
+          keeps (its own and those it took in), the stream's high-water mark, i.e. games
+          1..hw all held (games below a retention floor count as taken in);
+        - `models_synced`: model versions (newest or older) this host holds, from the peer's
+          `ls` (versions whose holders include this host)."""
         c = self.client
         status = c.status()
         status["games_synced"] = sum(status.get("games", {}).get("streams", {}).values())
@@ -323,12 +351,14 @@ class SyncOrchestrator:
     def get_sync_recommendations(self) -> list[SyncRecommendation]:
         return get_sync_recommendations(self.data_dir)
 
-    def schedule_priority_sync_blocking(self, config_key: str,
-                                        priority: TransferPriority | str = TransferPriority.HIGH) -> list[SyncRecommendation]:
+    def schedule_priority_sync_blocking(
+        self, config_key: str, priority: TransferPriority | str = TransferPriority.HIGH
+    ) -> list[SyncRecommendation]:
         return schedule_priority_sync_blocking(config_key, priority, self.data_dir)
 
-    async def schedule_priority_sync(self, config_key: str,
-                                     priority: TransferPriority | str = TransferPriority.HIGH) -> list[SyncRecommendation]:
+    async def schedule_priority_sync(
+        self, config_key: str, priority: TransferPriority | str = TransferPriority.HIGH
+    ) -> list[SyncRecommendation]:
         return await schedule_priority_sync(config_key, priority, self.data_dir)
 
     def shutdown_blocking(self) -> None:
@@ -366,8 +396,9 @@ class DistributedSyncCoordinator:
         key = _data_dir(data_dir)
         return cls._instances.setdefault(key, cls(key))
 
-    def _sync_items(self, select, target_nodes: Iterable[str] | None, timeout: float,
-                    cancel: threading.Event | None = None) -> SyncStats:
+    def _sync_items(
+        self, select, target_nodes: Iterable[str] | None, timeout: float, cancel: threading.Event | None = None
+    ) -> SyncStats:
         targets = set(target_nodes) if target_nodes else None
         with LocalClient(self.data_dir) as c:
             c.control("sync")
@@ -382,35 +413,58 @@ class DistributedSyncCoordinator:
                 return True
 
             _wait(done, timeout, "the sync", cancel)
-        return SyncStats(files_synced=len(chosen),
-                         bytes_transferred=sum(it["size_bytes"] * max(0, it["copies"] - 1) for it in chosen),
-                         items=[it["item"] for it in chosen])
+        return SyncStats(
+            files_synced=len(chosen),
+            bytes_transferred=sum(it["size_bytes"] * max(0, it["copies"] - 1) for it in chosen),
+            items=[it["item"] for it in chosen],
+        )
 
-    def sync_training_data_blocking(self, target_node: str | None = None, config_key: str | None = None,
-                                    timeout: float = 600, cancel: threading.Event | None = None) -> SyncStats:
+    def sync_training_data_blocking(
+        self,
+        target_node: str | None = None,
+        config_key: str | None = None,
+        timeout: float = 600,
+        cancel: threading.Event | None = None,
+    ) -> SyncStats:
         """Wait until the training data (NPZ, game DBs) of `config_key` is on its hosts
         (on `target_node` if given, among them)."""
+
         def select(it):
             return it["type"] in ("npz", "gamedb") and (config_key is None or config_key in it["item"])
+
         return self._sync_items(select, [target_node] if target_node else None, timeout, cancel)
 
-    async def sync_training_data(self, target_node: str | None = None, config_key: str | None = None,
-                                 timeout: float = 600) -> SyncStats:
+    async def sync_training_data(
+        self, target_node: str | None = None, config_key: str | None = None, timeout: float = 600
+    ) -> SyncStats:
         return await _off_loop(self.sync_training_data_blocking, target_node, config_key, timeout, cancellable=True)
 
-    def sync_models_blocking(self, model_ids: Iterable[str] | None = None, target_nodes: Iterable[str] | None = None,
-                             timeout: float = 600, cancel: threading.Event | None = None) -> SyncStats:
+    def sync_models_blocking(
+        self,
+        model_ids: Iterable[str] | None = None,
+        target_nodes: Iterable[str] | None = None,
+        timeout: float = 600,
+        cancel: threading.Event | None = None,
+    ) -> SyncStats:
         """Wait until the models `model_ids` (file names; all models if none) are on their
         hosts (on those of `target_nodes` that are among them, if given)."""
         ids = set(model_ids or ())
+
         def select(it):
             return it["type"] == "model" and (not ids or it["item"].split("/", 1)[1] in ids)
+
         return self._sync_items(select, target_nodes, timeout, cancel)
 
-    async def sync_models(self, model_ids: Iterable[str] | None = None, target_nodes: Iterable[str] | None = None,
-                          timeout: float = 600) -> SyncStats:
-        return await _off_loop(self.sync_models_blocking, list(model_ids or ()) or None,
-                               list(target_nodes) if target_nodes else None, timeout, cancellable=True)
+    async def sync_models(
+        self, model_ids: Iterable[str] | None = None, target_nodes: Iterable[str] | None = None, timeout: float = 600
+    ) -> SyncStats:
+        return await _off_loop(
+            self.sync_models_blocking,
+            list(model_ids or ()) or None,
+            list(target_nodes) if target_nodes else None,
+            timeout,
+            cancellable=True,
+        )
 
     def full_cluster_sync_blocking(self, timeout: float = 1800, cancel: threading.Event | None = None) -> SyncStats:
         """Wait until every newest file version is on all its hosts."""

@@ -53,8 +53,9 @@ class MeshClient:
         config_key, seq = self._seqs[game_id]
         return self._local.wait_durable(config_key, seq, timeout)
 
-    def publish_file(self, path: str | Path, type: str, name: str = "", attrs: dict[str, str] | None = None,
-                     broadcast: bool = False) -> dict[str, Any]:
+    def publish_file(
+        self, path: str | Path, type: str, name: str = "", attrs: dict[str, str] | None = None, broadcast: bool = False
+    ) -> dict[str, Any]:
         """Publish a file version (a model, an NPZ archive, a checkpoint) from this host; with
         `broadcast=True` the leader has every eligible host pull it at once (a promoted model).
         Returns its digest, size and chunk size once the local peer offers it."""
@@ -74,8 +75,14 @@ class MeshClient:
             tables = game_tables(con)  # whatever game tables the schemas of its sources brought
             if "games" not in tables:
                 return
-            order = {t: ", ".join(f'"{r[1]}"' for r in sorted((r for r in con.execute(f'PRAGMA table_info("{t}")') if r[5]),
-                                                              key=lambda r: r[5])) or "rowid" for t in tables}
+            order = {
+                t: ", ".join(
+                    f'"{r[1]}"'
+                    for r in sorted((r for r in con.execute(f'PRAGMA table_info("{t}")') if r[5]), key=lambda r: r[5])
+                )
+                or "rowid"
+                for t in tables
+            }
             con.row_factory = sqlite3.Row
             q = "SELECT rowid AS cursor, * FROM games WHERE rowid > ? ORDER BY rowid"
             rows = con.execute(q + (f" LIMIT {int(limit)}" if limit else ""), (since,)).fetchall()
@@ -83,8 +90,11 @@ class MeshClient:
                 game = dict(row)
                 gid = game["game_id"]
                 game["tables"] = {
-                    t: [dict(r) for r in con.execute(f'SELECT * FROM "{t}" WHERE game_id=? ORDER BY {order[t]}', (gid,))]
-                    for t in tables if t != "games"
+                    t: [
+                        dict(r) for r in con.execute(f'SELECT * FROM "{t}" WHERE game_id=? ORDER BY {order[t]}', (gid,))
+                    ]
+                    for t in tables
+                    if t != "games"
                 }
                 yield game
         finally:
@@ -109,8 +119,9 @@ class AsyncMeshClient:
     async def wait_durable(self, game_id: str, timeout: float = 30.0) -> bool:
         return await asyncio.to_thread(self._sync.wait_durable, game_id, timeout)
 
-    async def publish_file(self, path: str | Path, type: str, name: str = "", attrs: dict[str, str] | None = None,
-                           broadcast: bool = False) -> dict[str, Any]:
+    async def publish_file(
+        self, path: str | Path, type: str, name: str = "", attrs: dict[str, str] | None = None, broadcast: bool = False
+    ) -> dict[str, Any]:
         return await asyncio.to_thread(self._sync.publish_file, path, type, name, attrs, broadcast)
 
     async def status(self) -> dict[str, Any]:

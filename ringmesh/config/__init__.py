@@ -59,22 +59,77 @@ from ringmesh.node.cron import Cron, CronError, Every, parse_cron
 
 ROLES = PLACEMENT_ROLES
 PRIORITIES = ("critical", "high", "normal", "low", "background")
-PROVIDER_MB_PER_S = {"lambda": 100, "runpod": 100, "tailscale": 100, "hetzner": 80, "vultr": 80,
-                     "nebius": 50, "vast": 50}  # provider "default" (or none) has no entry
+PROVIDER_MB_PER_S = {
+    "lambda": 100,
+    "runpod": 100,
+    "tailscale": 100,
+    "hetzner": 80,
+    "vultr": 80,
+    "nebius": 50,
+    "vast": 50,
+}  # provider "default" (or none) has no entry
 
 # Keys read. Every other key is accepted quietly (their file carries other tools' settings
 # and dozens of descriptive host keys) and counted in one summary line of the warnings.
 _TOP = {"sync_routing", "hosts", "ringmesh", "auto_sync", "p2p_voters", *OTHER_SECTIONS}
-_ROUTING = {"auto_sync_interval_seconds", "gossip_interval_seconds", "max_concurrent_syncs", "bandwidth_limit_mbps",
-            "max_disk_usage_percent", "min_copies", "exclude_from_sync", "nfs_sharing_groups", "ephemeral_hosts",
-            "allowed_external_storage", "excluded_hosts", "replication_target", "priority_hosts",
-            "target_disk_usage_percent", "min_free_disk_percent", "underserved_configs", "s3"}
-_AUTO_SYNC = {"enabled", "interval_seconds", "gossip_interval_seconds", "skip_nfs_sync", "max_concurrent_syncs",
-              "min_games_to_sync", "bandwidth_limit_mbps", "exclude_hosts", "host_bandwidth_overrides"}
-_HOST = {"address", "provider", "role", "sync_priority", "bandwidth_limit_mbps", "egress_limit", "ingress_limit",
-         "voter", "ephemeral", "disk_cap_percent", "paths", "tls", "ssh_host", "tailscale_ip", "p2p_public_port",
-         "status", "p2p_enabled", "selfplay_enabled", "training_enabled", "skip_sync_receive", "storage_paths",
-         "is_ephemeral", "nat_blocked", "force_relay_mode", "use_external_storage", "external_storage_path"}
+_ROUTING = {
+    "auto_sync_interval_seconds",
+    "gossip_interval_seconds",
+    "max_concurrent_syncs",
+    "bandwidth_limit_mbps",
+    "max_disk_usage_percent",
+    "min_copies",
+    "exclude_from_sync",
+    "nfs_sharing_groups",
+    "ephemeral_hosts",
+    "allowed_external_storage",
+    "excluded_hosts",
+    "replication_target",
+    "priority_hosts",
+    "target_disk_usage_percent",
+    "min_free_disk_percent",
+    "underserved_configs",
+    "s3",
+}
+_AUTO_SYNC = {
+    "enabled",
+    "interval_seconds",
+    "gossip_interval_seconds",
+    "skip_nfs_sync",
+    "max_concurrent_syncs",
+    "min_games_to_sync",
+    "bandwidth_limit_mbps",
+    "exclude_hosts",
+    "host_bandwidth_overrides",
+}
+_HOST = {
+    "address",
+    "provider",
+    "role",
+    "sync_priority",
+    "bandwidth_limit_mbps",
+    "egress_limit",
+    "ingress_limit",
+    "voter",
+    "ephemeral",
+    "disk_cap_percent",
+    "paths",
+    "tls",
+    "ssh_host",
+    "tailscale_ip",
+    "p2p_public_port",
+    "status",
+    "p2p_enabled",
+    "selfplay_enabled",
+    "training_enabled",
+    "skip_sync_receive",
+    "storage_paths",
+    "is_ephemeral",
+    "nat_blocked",
+    "force_relay_mode",
+    "use_external_storage",
+    "external_storage_path",
+}
 _STORAGE = {"host", "path", "schedule", "receive_games", "receive_npz", "receive_models", "subdirs"}
 
 
@@ -87,26 +142,26 @@ class HostConfig:
     ephemeral: bool = False
     excluded: bool = False
     voter: bool = False
-    egress_bytes_per_s: int = BUILTIN_MB_PER_S * MB    # effective send limit, bytes/s
-    ingress_bytes_per_s: int = BUILTIN_MB_PER_S * MB   # effective receive limit, bytes/s
+    egress_bytes_per_s: int = BUILTIN_MB_PER_S * MB  # effective send limit, bytes/s
+    ingress_bytes_per_s: int = BUILTIN_MB_PER_S * MB  # effective receive limit, bytes/s
     sync_priority: str = "normal"
-    nfs_group: tuple[str, ...] = ()                    # the hosts sharing this host's NFS storage, incl. itself
-    disk_cap_percent: float = 70.0                     # effective disk-use cap, percent
-    paths: Mapping[str, str] = field(default_factory=dict, hash=False)    # file type -> directory
+    nfs_group: tuple[str, ...] = ()  # the hosts sharing this host's NFS storage, incl. itself
+    disk_cap_percent: float = 70.0  # effective disk-use cap, percent
+    paths: Mapping[str, str] = field(default_factory=dict, hash=False)  # file type -> directory
     sources: Mapping[str, str] = field(default_factory=dict, hash=False)  # field -> where its value came from
-    tls: TlsPaths | None = None                        # this host's TLS files ({node} expanded); None: plaintext
-    their_role: str | None = None                      # the role as their file names it (`gpu_selfplay`, ...)
-    inactive: str | None = None                        # why the host takes no part (status, p2p_enabled); None: it does
-    produces_games: bool = False                       # its role or selfplay_enabled says it plays games
-    nat_blocked: bool = False                          # nobody can dial it (read; relaying is issue 2.4)
-    games_dir: str | None = None                       # where consumer game databases go (storage_paths.games)
+    tls: TlsPaths | None = None  # this host's TLS files ({node} expanded); None: plaintext
+    their_role: str | None = None  # the role as their file names it (`gpu_selfplay`, ...)
+    inactive: str | None = None  # why the host takes no part (status, p2p_enabled); None: it does
+    produces_games: bool = False  # its role or selfplay_enabled says it plays games
+    nat_blocked: bool = False  # nobody can dial it (read; relaying is issue 2.4)
+    games_dir: str | None = None  # where consumer game databases go (storage_paths.games)
 
 
 @dataclass(frozen=True, slots=True)
 class ExternalStorage:
     host: str
     path: str
-    schedule: str | None = None          # 5-field cron expression, or None: no schedule given
+    schedule: str | None = None  # 5-field cron expression, or None: no schedule given
     cron: Cron | Every | None = field(default=None, compare=False, repr=False)
     dirs: Mapping[str, str] = field(default_factory=dict, hash=False)  # receive_* types -> path/subdir
 
@@ -126,17 +181,17 @@ class ClusterConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     bandwidth_bytes_per_s: int = BUILTIN_MB_PER_S * MB  # global default limit (each direction), bytes/s
     exclude_from_sync: tuple[str, ...] = ()
-    ephemeral_hosts: tuple[str, ...] = ()               # globs
+    ephemeral_hosts: tuple[str, ...] = ()  # globs
     nfs_sharing_groups: tuple[tuple[str, ...], ...] = ()
     external_storage: tuple[ExternalStorage, ...] = ()
-    not_used: tuple[tuple[str, str], ...] = ()         # (key in this file, why ringmesh does not act on it)
-    unread: tuple[str, ...] = ()                       # keys ringmesh does not read at all (other tools', descriptive)
-    paths: Mapping[str, str] = field(default_factory=dict)    # `ringmesh.paths`: file type -> directory
+    not_used: tuple[tuple[str, str], ...] = ()  # (key in this file, why ringmesh does not act on it)
+    unread: tuple[str, ...] = ()  # keys ringmesh does not read at all (other tools', descriptive)
+    paths: Mapping[str, str] = field(default_factory=dict)  # `ringmesh.paths`: file type -> directory
     sources: Mapping[str, str] = field(default_factory=dict)  # global setting -> where its value came from
     warnings: tuple[str, ...] = ()
     tls: TlsPaths | None = None  # `ringmesh.tls` as written ('{node}' not expanded); None: plaintext
     metrics_listen: str | None = None  # `ringmesh.metrics_listen`: HOST:PORT for /metrics (port 0: any); None: off
-    log_json: bool = False             # `ringmesh.log_json`: one JSON object per log line
+    log_json: bool = False  # `ringmesh.log_json`: one JSON object per log line
 
     def members(self) -> dict[str, HostConfig]:
         """The hosts ringmesh runs on: active ones with an address."""
@@ -160,11 +215,39 @@ TIMINGS = {
 
 # setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)
 _GLOBALS: dict[str, tuple[str, float, tuple[str, ...], float, float, bool]] = {
-    "gossip_interval": ("gossip_interval_seconds", 30, ("RINGRIFT_GOSSIP_INTERVAL", "RINGMESH_GOSSIP_INTERVAL"), 0.05, 3600, False),
-    "sync_interval": ("auto_sync_interval_seconds", 60, ("RINGRIFT_SYNC_INTERVAL", "RINGMESH_SYNC_INTERVAL"), 0.05, 86400, False),
-    "max_concurrent_syncs": ("max_concurrent_syncs", 4, ("RINGRIFT_SYNC_MAX_CONCURRENT", "RINGMESH_SYNC_MAX_CONCURRENT"), 1, 256, True),
+    "gossip_interval": (
+        "gossip_interval_seconds",
+        30,
+        ("RINGRIFT_GOSSIP_INTERVAL", "RINGMESH_GOSSIP_INTERVAL"),
+        0.05,
+        3600,
+        False,
+    ),
+    "sync_interval": (
+        "auto_sync_interval_seconds",
+        60,
+        ("RINGRIFT_SYNC_INTERVAL", "RINGMESH_SYNC_INTERVAL"),
+        0.05,
+        86400,
+        False,
+    ),
+    "max_concurrent_syncs": (
+        "max_concurrent_syncs",
+        4,
+        ("RINGRIFT_SYNC_MAX_CONCURRENT", "RINGMESH_SYNC_MAX_CONCURRENT"),
+        1,
+        256,
+        True,
+    ),
     "min_copies": ("min_copies", 2, (), 1, 100, True),
-    "max_disk_usage_percent": ("max_disk_usage_percent", 70, ("RINGRIFT_SYNC_MAX_DISK_USAGE", "RINGMESH_SYNC_MAX_DISK_USAGE"), 1, 100, False),
+    "max_disk_usage_percent": (
+        "max_disk_usage_percent",
+        70,
+        ("RINGRIFT_SYNC_MAX_DISK_USAGE", "RINGMESH_SYNC_MAX_DISK_USAGE"),
+        1,
+        100,
+        False,
+    ),
 }
 BANDWIDTH_ENV = ("RINGRIFT_SYNC_BANDWIDTH_MBPS", "RINGMESH_SYNC_BANDWIDTH_MBPS")
 
@@ -190,8 +273,9 @@ def _section(path: str, doc: dict, key: str) -> dict:
     return v
 
 
-def _unknown(path: str, prefix: str, d: dict, known: set, unread: set[str], warnings: list[str],
-             where: str | None = None) -> None:
+def _unknown(
+    path: str, prefix: str, d: dict, known: set, unread: set[str], warnings: list[str], where: str | None = None
+) -> None:
     """Keys ringmesh does not read go to `unread` (dotted, hosts as `hosts.*`), for one summary
     line; a key that looks like a misspelt one it reads gets a warning of its own (once)."""
     for k in d:
@@ -199,8 +283,10 @@ def _unknown(path: str, prefix: str, d: dict, known: set, unread: set[str], warn
             continue
         pattern = f"{prefix + '.' if prefix else ''}{k}"
         if pattern not in unread and (near := difflib.get_close_matches(str(k), known, n=1, cutoff=0.85)):
-            warnings.append(f"{path}: {(where or prefix) + '.' if (where or prefix) else ''}{k}: unknown key, ignored "
-                            f"(did you mean {near[0]}?)")
+            warnings.append(
+                f"{path}: {(where or prefix) + '.' if (where or prefix) else ''}{k}: unknown key, ignored "
+                f"(did you mean {near[0]}?)"
+            )
         unread.add(pattern)
 
 
@@ -211,23 +297,43 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
     warnings: list[str] = []
     unread: set[str] = set()
     _unknown(path, "", doc, _TOP, unread, warnings)
-    routing, own, auto = _section(path, doc, "sync_routing"), _section(path, doc, "ringmesh"), _section(path, doc, "auto_sync")
+    routing, own, auto = (
+        _section(path, doc, "sync_routing"),
+        _section(path, doc, "ringmesh"),
+        _section(path, doc, "auto_sync"),
+    )
     _unknown(path, "sync_routing", routing, _ROUTING, unread, warnings)
     _unknown(path, "auto_sync", auto, _AUTO_SYNC, unread, warnings)
-    own_keys = set(TIMINGS) | {"paths", "watch_games", "watch_min_moves", "tls", "metrics_listen", "log_json", "roles", "port"}
+    own_keys = set(TIMINGS) | {
+        "paths",
+        "watch_games",
+        "watch_min_moves",
+        "tls",
+        "metrics_listen",
+        "log_json",
+        "roles",
+        "port",
+    }
     for k in own:
         if k not in own_keys:
             warnings.append(f"{path}: ringmesh.{k}: unknown key, ignored")
     roles = _role_table(path, own.get("roles"))
     port = int(_number(path, "ringmesh.port", own["port"], lo=1, hi=65535, integer=True)) if "port" in own else None
     metrics_listen = own.get("metrics_listen")
-    if metrics_listen is not None and not (isinstance(metrics_listen, str) and (hp := _HOSTPORT.match(metrics_listen))
-                                           and int(hp["port"]) < 65536):
-        raise _err(path, "ringmesh.metrics_listen", "host:port for the metrics endpoint (port 0: any free one)", metrics_listen)
+    if metrics_listen is not None and not (
+        isinstance(metrics_listen, str) and (hp := _HOSTPORT.match(metrics_listen)) and int(hp["port"]) < 65536
+    ):
+        raise _err(
+            path, "ringmesh.metrics_listen", "host:port for the metrics endpoint (port 0: any free one)", metrics_listen
+        )
     if not isinstance(own.get("log_json", False), bool):
         raise _err(path, "ringmesh.log_json", "true or false", own.get("log_json"))
     watch_min = own.get("watch_min_moves")
-    if watch_min is not None and watch_min != "cluster" and (isinstance(watch_min, bool) or not isinstance(watch_min, int) or watch_min < 0):
+    if (
+        watch_min is not None
+        and watch_min != "cluster"
+        and (isinstance(watch_min, bool) or not isinstance(watch_min, int) or watch_min < 0)
+    ):
         raise _err(path, "ringmesh.watch_min_moves", "'cluster' or a number of moves", watch_min)
     watch = own.get("watch_games", [])
     if isinstance(watch, str):
@@ -239,7 +345,8 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
     for setting, (key, default, env_names, lo, hi, integer) in _GLOBALS.items():
         settings[setting], sources[setting] = default, BUILTIN
         alt = {"min_copies": ("sync_routing", routing, "replication_target")}.get(
-            setting, ("auto_sync", auto, {"auto_sync_interval_seconds": "interval_seconds"}.get(key, key)))
+            setting, ("auto_sync", auto, {"auto_sync_interval_seconds": "interval_seconds"}.get(key, key))
+        )
         if alt[2] in alt[1]:
             settings[setting] = _number(path, f"{alt[0]}.{alt[2]}", alt[1][alt[2]], lo=lo, hi=hi, integer=integer)
             sources[setting] = f"{alt[0]}.{alt[2]}"
@@ -252,10 +359,14 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
                 sources[setting] = f"environment {name}"
     settings["bandwidth_bytes_per_s"], sources["bandwidth_bytes_per_s"] = BUILTIN_MB_PER_S * MB, BUILTIN
     if "bandwidth_limit_mbps" in auto:
-        settings["bandwidth_bytes_per_s"] = parse_rate(path, "auto_sync.bandwidth_limit_mbps", auto["bandwidth_limit_mbps"])
+        settings["bandwidth_bytes_per_s"] = parse_rate(
+            path, "auto_sync.bandwidth_limit_mbps", auto["bandwidth_limit_mbps"]
+        )
         sources["bandwidth_bytes_per_s"] = "auto_sync.bandwidth_limit_mbps"
     if "bandwidth_limit_mbps" in routing:
-        settings["bandwidth_bytes_per_s"] = parse_rate(path, "sync_routing.bandwidth_limit_mbps", routing["bandwidth_limit_mbps"])
+        settings["bandwidth_bytes_per_s"] = parse_rate(
+            path, "sync_routing.bandwidth_limit_mbps", routing["bandwidth_limit_mbps"]
+        )
         sources["bandwidth_bytes_per_s"] = "sync_routing.bandwidth_limit_mbps"
     for name in BANDWIDTH_ENV:
         if name in env:
@@ -267,7 +378,9 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         timings[key] = _number(path, f"ringmesh.{key}", own.get(key, default), lo=lo, hi=hi)
         sources[f"timings.{key}"] = f"ringmesh.{key}" if key in own else BUILTIN
     if not timings["leader_heartbeat_seconds"] < timings["leader_lease_seconds"] < timings["election_timeout_seconds"]:
-        raise ConfigError(f"{path}: ringmesh: need leader_heartbeat_seconds < leader_lease_seconds < election_timeout_seconds")
+        raise ConfigError(
+            f"{path}: ringmesh: need leader_heartbeat_seconds < leader_lease_seconds < election_timeout_seconds"
+        )
     if not timings["probe_timeout_seconds"] < timings["probe_interval_seconds"]:
         raise ConfigError(f"{path}: ringmesh: need probe_timeout_seconds < probe_interval_seconds")
     paths = _paths(path, "ringmesh.paths", own.get("paths"), warnings)
@@ -287,8 +400,13 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
                 warnings.append(f"{path}: {where}[{i}]: {name!r} is not a host under hosts")
         return out
 
-    excluded = sorted({*names("sync_routing", routing, "exclude_from_sync"), *names("sync_routing", routing, "excluded_hosts"),
-                       *names("auto_sync", auto, "exclude_hosts")})
+    excluded = sorted(
+        {
+            *names("sync_routing", routing, "exclude_from_sync"),
+            *names("sync_routing", routing, "excluded_hosts"),
+            *names("auto_sync", auto, "exclude_hosts"),
+        }
+    )
     priority_hosts = names("sync_routing", routing, "priority_hosts")
     voters = names("", doc, "p2p_voters") if "p2p_voters" in doc else None
     ephemeral_globs = _names(path, "sync_routing.ephemeral_hosts", routing.get("ephemeral_hosts", []))
@@ -297,31 +415,66 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
     group_of = {n: g for g in groups for n in g}
     storage = _storage(path, routing.get("allowed_external_storage", []))
     backup_hosts = {e.host for e in storage if e.host in hosts_doc}
-    ctx = _HostContext(settings, sources, paths, excluded, ephemeral_globs, group_of, warnings, tls, roles, port,
-                       voters, priority_hosts, overrides, {e.host: e for e in storage}, backup_hosts, unread)
+    ctx = _HostContext(
+        settings,
+        sources,
+        paths,
+        excluded,
+        ephemeral_globs,
+        group_of,
+        warnings,
+        tls,
+        roles,
+        port,
+        voters,
+        priority_hosts,
+        overrides,
+        {e.host: e for e in storage},
+        backup_hosts,
+        unread,
+    )
     hosts = {name: _host(path, name, h, ctx) for name, h in hosts_doc.items()}
     for i, v in enumerate(voters or []):
         if v in hosts and hosts[v].inactive:
             warnings.append(f"{path}: p2p_voters[{i}]: {v!r} takes no part ({hosts[v].inactive}): it does not vote")
     if hosts and not any(h.voter and h.address and h.inactive is None for h in hosts.values()):
-        warnings.append(f"{path}: no member host is a voter: no leader will be elected (no broadcasts, no scheduled backups)")
+        warnings.append(
+            f"{path}: no member host is a voter: no leader will be elected (no broadcasts, no scheduled backups)"
+        )
     not_used = [(k, why) for k, why in NOT_USED.items() if _present(doc, k)]
     if unread:
         shown = sorted(unread)
-        warnings.append(f"{path}: {len(shown)} key(s) ringmesh does not read (other tools' settings, descriptive host "
-                        f"keys), accepted: {', '.join(shown[:6])}{', ...' if len(shown) > 6 else ''}")
+        warnings.append(
+            f"{path}: {len(shown)} key(s) ringmesh does not read (other tools' settings, descriptive host "
+            f"keys), accepted: {', '.join(shown[:6])}{', ...' if len(shown) > 6 else ''}"
+        )
     return ClusterConfig(
-        path=path, hosts=hosts, timings=timings, raw=doc, exclude_from_sync=tuple(excluded),
-        ephemeral_hosts=tuple(ephemeral_globs), nfs_sharing_groups=groups, external_storage=storage,
-        paths=paths, sources=sources, warnings=tuple(warnings), watch_games=tuple(watch), watch_min_moves=watch_min,
-        tls=tls, metrics_listen=metrics_listen, log_json=own.get("log_json", False), not_used=tuple(not_used),
-        unread=tuple(sorted(unread)), **settings,
+        path=path,
+        hosts=hosts,
+        timings=timings,
+        raw=doc,
+        exclude_from_sync=tuple(excluded),
+        ephemeral_hosts=tuple(ephemeral_globs),
+        nfs_sharing_groups=groups,
+        external_storage=storage,
+        paths=paths,
+        sources=sources,
+        warnings=tuple(warnings),
+        watch_games=tuple(watch),
+        watch_min_moves=watch_min,
+        tls=tls,
+        metrics_listen=metrics_listen,
+        log_json=own.get("log_json", False),
+        not_used=tuple(not_used),
+        unread=tuple(sorted(unread)),
+        **settings,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class _HostContext:
     """What every host's settings are resolved against (the file's global sections)."""
+
     settings: dict
     sources: dict
     paths: dict
@@ -389,10 +542,19 @@ def _host(path: str, name: Any, h: Any, ctx: _HostContext) -> HostConfig:
         address = check_address(path, f"{key}.address", address)
     elif address is not None and not _HOSTPORT.match(address):
         where = src["address"].split(",")[0]
-        warnings.append(f"{path}: {where}: {address.rsplit(':', 1)[0]!r} is not a host name or IP address "
-                        f"(a placeholder?): {name} has no address and takes no part")
+        warnings.append(
+            f"{path}: {where}: {address.rsplit(':', 1)[0]!r} is not a host name or IP address "
+            f"(a placeholder?): {name} has no address and takes no part"
+        )
         address, src["address"] = None, f"{where} is not an address"
-    for flag in ("selfplay_enabled", "training_enabled", "skip_sync_receive", "p2p_enabled", "is_ephemeral", "nat_blocked"):
+    for flag in (
+        "selfplay_enabled",
+        "training_enabled",
+        "skip_sync_receive",
+        "p2p_enabled",
+        "is_ephemeral",
+        "nat_blocked",
+    ):
         if flag in h and not isinstance(h[flag], bool):
             raise _err(path, f"{key}.{flag}", "true or false", h[flag])
     role, produces, src["role"] = placement_role(name, h, ctx.roles, ctx.backup_hosts, warnings, path)
@@ -418,18 +580,28 @@ def _host(path: str, name: Any, h: Any, ctx: _HostContext) -> HostConfig:
     if not isinstance(provider, str):
         raise _err(path, f"{key}.provider", "a string", provider)
     if provider != "default" and provider not in PROVIDER_MB_PER_S:
-        warnings.append(f"{path}: {key}.provider: {provider!r} has no bandwidth default "
-                        f"(known: {', '.join(sorted(PROVIDER_MB_PER_S))}); the global default applies")
+        warnings.append(
+            f"{path}: {key}.provider: {provider!r} has no bandwidth default "
+            f"(known: {', '.join(sorted(PROVIDER_MB_PER_S))}); the global default applies"
+        )
     priority = h.get("sync_priority", "high" if name in ctx.priority_hosts else "normal")
     if priority not in PRIORITIES:
         raise _err(path, f"{key}.sync_priority", " | ".join(PRIORITIES), priority)
-    src["sync_priority"] = f"{key}.sync_priority" if "sync_priority" in h else \
-        "sync_routing.priority_hosts" if name in ctx.priority_hosts else BUILTIN
+    src["sync_priority"] = (
+        f"{key}.sync_priority"
+        if "sync_priority" in h
+        else "sync_routing.priority_hosts"
+        if name in ctx.priority_hosts
+        else BUILTIN
+    )
 
     # bandwidth: host direction > host both > override glob > provider default > global (env > file > built-in)
     glob_rate = next(((g, r) for g, r in ctx.overrides if fnmatch.fnmatchcase(name, g)), None)
     if "bandwidth_limit_mbps" in h:
-        both, both_src = parse_rate(path, f"{key}.bandwidth_limit_mbps", h["bandwidth_limit_mbps"]), f"{key}.bandwidth_limit_mbps"
+        both, both_src = (
+            parse_rate(path, f"{key}.bandwidth_limit_mbps", h["bandwidth_limit_mbps"]),
+            f"{key}.bandwidth_limit_mbps",
+        )
     elif glob_rate is not None:
         both, both_src = glob_rate[1], f"auto_sync.host_bandwidth_overrides ({glob_rate[0]!r})"
     elif provider in PROVIDER_MB_PER_S:
@@ -449,16 +621,35 @@ def _host(path: str, name: Any, h: Any, ctx: _HostContext) -> HostConfig:
         disk_cap, src["disk_cap_percent"] = settings["max_disk_usage_percent"], gsources["max_disk_usage_percent"]
     host_paths, games_dir = _host_paths(path, name, h, ctx, src)
     if "tls" in h and ctx.tls is None:
-        raise ConfigError(f"{path}: {key}.tls: set ringmesh.tls first (every peer of a cluster talks TLS, or none does); "
-                          f"a host may only move its files")
+        raise ConfigError(
+            f"{path}: {key}.tls: set ringmesh.tls first (every peer of a cluster talks TLS, or none does); "
+            f"a host may only move its files"
+        )
     tls = _tls(path, f"{key}.tls", h["tls"], ctx.tls, warnings) if "tls" in h else ctx.tls
     if tls is not None:
         tls = _expand_tls(path, tls, name)
-    return HostConfig(name, address, role, provider, bool(ephemeral), is_excluded, bool(voter),
-                      egress_bytes_per_s=rates["egress"], ingress_bytes_per_s=rates["ingress"], sync_priority=priority,
-                      nfs_group=ctx.group_of.get(name, ()), disk_cap_percent=disk_cap, paths=host_paths,
-                      sources=src, tls=tls, their_role=h.get("role"), inactive=inactive, produces_games=produces,
-                      nat_blocked=bool(h.get("nat_blocked", False)), games_dir=games_dir)
+    return HostConfig(
+        name,
+        address,
+        role,
+        provider,
+        bool(ephemeral),
+        is_excluded,
+        bool(voter),
+        egress_bytes_per_s=rates["egress"],
+        ingress_bytes_per_s=rates["ingress"],
+        sync_priority=priority,
+        nfs_group=ctx.group_of.get(name, ()),
+        disk_cap_percent=disk_cap,
+        paths=host_paths,
+        sources=src,
+        tls=tls,
+        their_role=h.get("role"),
+        inactive=inactive,
+        produces_games=produces,
+        nat_blocked=bool(h.get("nat_blocked", False)),
+        games_dir=games_dir,
+    )
 
 
 def _provider_of(name: str) -> str:
@@ -468,7 +659,9 @@ def _provider_of(name: str) -> str:
     return head if head in PROVIDER_MB_PER_S else "default"
 
 
-def _host_paths(path: str, name: str, h: dict, ctx: _HostContext, src: dict[str, str]) -> tuple[dict[str, str], str | None]:
+def _host_paths(
+    path: str, name: str, h: dict, ctx: _HostContext, src: dict[str, str]
+) -> tuple[dict[str, str], str | None]:
     """Where each file type lands on the host: `hosts.X.paths` > an external storage entry's
     path/subdirs > `storage_paths` > `ringmesh.paths`; and the consumer game databases' directory."""
     key = f"hosts.{name}"
@@ -491,8 +684,11 @@ def _host_paths(path: str, name: str, h: dict, ctx: _HostContext, src: dict[str,
     src.update({f"paths.{t}": f"{key}.paths.{t}" for t in own})
     games_dir = (sp or {}).get("games") or (ext.dirs.get("gamedb") if ext else None)
     if games_dir:
-        src["games_dir"] = f"{key}.storage_paths.games" if (sp or {}).get("games") else \
-            f"sync_routing.allowed_external_storage (host {name})"
+        src["games_dir"] = (
+            f"{key}.storage_paths.games"
+            if (sp or {}).get("games")
+            else f"sync_routing.allowed_external_storage (host {name})"
+        )
     return out, games_dir
 
 
@@ -512,8 +708,10 @@ def _nfs_groups(path: str, v: Any, hosts_doc: dict, warnings: list[str]) -> tupl
                 warnings.append(f"{path}: {key}[{i}][{j}]: {name!r} is not a host under hosts")
             if name in seen:
                 where = f"{key}[{seen[name]}]"
-                raise ConfigError(f"{path}: {key}[{i}][{j}]: host {name!r} is already in group {where}; "
-                                  f"a host may be in at most one NFS sharing group")
+                raise ConfigError(
+                    f"{path}: {key}[{i}][{j}]: host {name!r} is already in group {where}; "
+                    f"a host may be in at most one NFS sharing group"
+                )
             seen[name] = i
         groups.append(tuple(g))
     return tuple(groups)
@@ -537,8 +735,12 @@ def _storage(path: str, v: Any) -> tuple[ExternalStorage, ...]:
             try:
                 cron = parse_cron(schedule)
             except CronError as err:
-                raise _err(path, f"{k}.schedule",
-                           f"a 5-field cron expression 'minute hour day-of-month month day-of-week' or '@every N[s|m|h]' ({err})", schedule) from None
+                raise _err(
+                    path,
+                    f"{k}.schedule",
+                    f"a 5-field cron expression 'minute hour day-of-month month day-of-week' or '@every N[s|m|h]' ({err})",
+                    schedule,
+                ) from None
         subdirs = e.get("subdirs") or {}
         if not isinstance(subdirs, dict):
             raise _err(path, f"{k}.subdirs", "a mapping of games | npz | models to sub-directories", subdirs)
@@ -557,16 +759,23 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
     """What the config means for the protocol core of every host."""
     t = c.timings
     return PeerConfig(
-        gossip_interval=c.gossip_interval, max_transfers=c.max_concurrent_syncs,
-        min_copies=c.min_copies, max_disk_usage_percent=c.max_disk_usage_percent,
+        gossip_interval=c.gossip_interval,
+        max_transfers=c.max_concurrent_syncs,
+        min_copies=c.min_copies,
+        max_disk_usage_percent=c.max_disk_usage_percent,
         reorder_interval=t["broadcast_reorder_seconds"],
         excluded=frozenset(n for n, h in c.hosts.items() if h.excluded),
         nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
         roles={n: h.role for n, h in c.hosts.items()},
         ephemeral=frozenset(n for n, h in c.hosts.items() if h.ephemeral),
         also_takes={e.host: frozenset(e.dirs) for e in c.external_storage if e.host in c.hosts and e.dirs},
-        membership=mb.MembershipConfig(probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]),
-        election=el.ElectionConfig(heartbeat_interval=t["leader_heartbeat_seconds"], lease=t["leader_lease_seconds"],
-                                   election_timeout=t["election_timeout_seconds"]),
+        membership=mb.MembershipConfig(
+            probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]
+        ),
+        election=el.ElectionConfig(
+            heartbeat_interval=t["leader_heartbeat_seconds"],
+            lease=t["leader_lease_seconds"],
+            election_timeout=t["election_timeout_seconds"],
+        ),
         breaker=BreakerConfig(base=t["breaker_base_seconds"], cap=t["breaker_cap_seconds"]),
     )

@@ -72,15 +72,23 @@ NOT_USED: dict[str, str] = {
 OTHER_SECTIONS = ("elo_sync", "protocols", "disk_management", "consolidation", "provider_timeouts", "board_configs")
 
 
-def placement_role(name: str, h: Mapping[str, Any], table: Mapping[str, tuple[str, bool]], backup_hosts: set[str],
-                   warnings: list[str], path: str) -> tuple[str, bool, str]:
+def placement_role(
+    name: str,
+    h: Mapping[str, Any],
+    table: Mapping[str, tuple[str, bool]],
+    backup_hosts: set[str],
+    warnings: list[str],
+    path: str,
+) -> tuple[str, bool, str]:
     """(placement role, produces games, where the decision came from) for host `name`."""
     role = h.get("role", "selfplay")
     key = f"hosts.{name}.role"
     if role not in table:
-        warnings.append(f"{path}: {key}: role {role!r} is not in ringmesh's role table "
-                        f"(map it: ringmesh: roles: {{{role}: training|selfplay|coordinator|backup|none}}); "
-                        f"{name} receives nothing until it is mapped")
+        warnings.append(
+            f"{path}: {key}: role {role!r} is not in ringmesh's role table "
+            f"(map it: ringmesh: roles: {{{role}: training|selfplay|coordinator|backup|none}}); "
+            f"{name} receives nothing until it is mapped"
+        )
         return "none", False, f"{key} ({role!r} unknown: receives nothing)"
     placement, produces = table[role]
     source = f"{key} ({role!r} -> {placement})"

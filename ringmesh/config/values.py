@@ -20,6 +20,8 @@ BUILTIN = "built-in default"
 _HOSTPORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 _TLS_FILES = ("ca", "cert", "key")
 _TLS_EXPECTED = "off, or a mapping of ca, cert and key to PEM file paths ('{node}' stands for the host's name)"
+
+
 class ConfigError(RingmeshError):
     """The config file or an override is invalid; the message says where and why."""
 
@@ -28,6 +30,7 @@ class ConfigError(RingmeshError):
 class TlsPaths:
     """Where a host's TLS files are: the cluster CA's certificate, the host's certificate and key.
     `sources`: file -> the config key it came from."""
+
     ca: str
     cert: str
     key: str
@@ -61,9 +64,21 @@ def check_address(path: str, key: str, v: Any) -> str:
 
 _RATE = re.compile(r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>.*?)$")
 _UNIT = re.compile(r"^(?P<prefix>[kKMGT]i?|)(?P<base>bits?|B|bytes?)/s$")
-_PREFIX = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-_RATE_EXAMPLES = "a number of MB/s (10^6 bytes/s) or a rate with units such as '50MB/s', '400Mbit/s', '100MiB/s', '800 Kbit/s'"
+_PREFIX = {
+    "": 1,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+_RATE_EXAMPLES = (
+    "a number of MB/s (10^6 bytes/s) or a rate with units such as '50MB/s', '400Mbit/s', '100MiB/s', '800 Kbit/s'"
+)
 
 
 def parse_rate(path: str, key: str, v: Any) -> int:
@@ -98,6 +113,7 @@ def format_rate(bytes_per_s: int) -> str:
     """Bytes/s as an exact decimal MB/s figure with its unit, e.g. '52.4288 MB/s'."""
     whole, rest = divmod(bytes_per_s, MB)
     return f"{whole}.{rest:06d}".rstrip("0").rstrip(".") + " MB/s"
+
 
 def _tls(path: str, key: str, v: Any, base: TlsPaths | None, warnings: list[str]) -> TlsPaths | None:
     """`ringmesh.tls` (base None): absent or off -> None (plaintext), else all three files;
@@ -144,8 +160,8 @@ def _paths(path: str, key: str, v: Any, warnings: list[str]) -> dict[str, str]:
             out[t] = d
     return out
 
+
 def _names(path: str, key: str, v: Any) -> list[str]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise _err(path, key, "a list of host names", v)
     return v
-

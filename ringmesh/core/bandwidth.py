@@ -76,9 +76,15 @@ class Priority(enum.IntEnum):
         raise LocalProtocolError(f"unknown priority {value!r} (expected one of: {', '.join(p.label for p in cls)})")
 
 
-WEIGHTS: Mapping[Priority, int] = MappingProxyType({
-    Priority.CRITICAL: 16, Priority.HIGH: 8, Priority.NORMAL: 4, Priority.LOW: 2, Priority.BACKGROUND: 1,
-})
+WEIGHTS: Mapping[Priority, int] = MappingProxyType(
+    {
+        Priority.CRITICAL: 16,
+        Priority.HIGH: 8,
+        Priority.NORMAL: 4,
+        Priority.LOW: 2,
+        Priority.BACKGROUND: 1,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,15 +65,19 @@ class Breakers:
         p.failures += 1
         p.total_failures += 1
         if p.failures >= self.config.threshold and (p.trial or now >= p.open_until):
-            backoff = min(self.config.cap, self.config.base * 2 ** p.opened)
+            backoff = min(self.config.cap, self.config.base * 2**p.opened)
             p.open_until = now + backoff * self.rng.uniform(0.5, 1.0)
             p.opened += 1
             p.trial = False
 
     def report(self, now: float) -> dict[str, dict[str, object]]:
         return {
-            peer: {"state": self.state(peer, now), "consecutive_failures": p.failures,
-                   "failures": p.total_failures, "successes": p.total_successes,
-                   "open_for_s": round(max(0.0, p.open_until - now), 3)}
+            peer: {
+                "state": self.state(peer, now),
+                "consecutive_failures": p.failures,
+                "failures": p.total_failures,
+                "successes": p.total_successes,
+                "open_for_s": round(max(0.0, p.open_until - now), 3),
+            }
             for peer, p in sorted(self.peers.items())
         }

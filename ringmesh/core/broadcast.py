@@ -92,15 +92,27 @@ class Broadcasts:
         self.ordered: dict[tuple[ItemKey, str, str], float] = {}  # (item, digest, host) -> last order (this term)
         self.orders: dict[ItemKey, tuple[str, int]] = {}  # orders received and honoured: item -> (digest, term)
         self.acted: set[tuple[ItemKey, str, int]] = set()  # in force and acted on (backoff reset)
-        self.stats = {"directives_issued": 0, "orders_sent": 0, "orders_honoured": 0, "orders_stale": 0,
-                      "orders_foreign": 0}
+        self.stats = {
+            "directives_issued": 0,
+            "orders_sent": 0,
+            "orders_honoured": 0,
+            "orders_stale": 0,
+            "orders_foreign": 0,
+        }
         self._gen = 0  # bumped when `orders` changes
         self._cache: tuple[object, int, int, dict[Key, tuple[int, str]]] | None = None
 
     # -- the leader ------------------------------------------------------------------------
 
-    def lead(self, now: float, term: int, hlc: Callable[[], int], newest: Mapping[ItemKey, FileVersion],
-             placer: Callable[[], Callable[[FileVersion], Placement]], reachable: Callable[[str], bool]) -> Out:
+    def lead(
+        self,
+        now: float,
+        term: int,
+        hlc: Callable[[], int],
+        newest: Mapping[ItemKey, FileVersion],
+        placer: Callable[[], Callable[[FileVersion], Placement]],
+        reachable: Callable[[str], bool],
+    ) -> Out:
         """One look by the leader of `term` (the caller checked its lease): directives, orders.
         `placer()` gives the router's placement, asked for only if something is to be broadcast;
         `hlc()` the clock's reading, for a tombstone."""
@@ -202,9 +214,13 @@ class Broadcasts:
 
     # -- status ------------------------------------------------------------------------------
 
-    def report(self, known_term: int, newest: Mapping[ItemKey, FileVersion],
-               placement: Callable[[FileVersion], Placement],
-               force: Mapping[Key, tuple[int, str]]) -> list[dict[str, Any]]:
+    def report(
+        self,
+        known_term: int,
+        newest: Mapping[ItemKey, FileVersion],
+        placement: Callable[[FileVersion], Placement],
+        force: Mapping[Key, tuple[int, str]],
+    ) -> list[dict[str, Any]]:
         """Per marked newest version: its directive, delivery per eligible host, who is left out and why."""
         best: dict[Key, Directive] = {}
         for d in directives(self.m):
@@ -219,8 +235,10 @@ class Broadcasts:
             if not marked(v) and d is None:
                 continue
             p = placement(v)
-            hosts = {h: DELIVERED if h in held.get(key, ()) else PULLING if h in pulling.get(key, ()) else WAITING
-                     for h in p.targets}
+            hosts = {
+                h: DELIVERED if h in held.get(key, ()) else PULLING if h in pulling.get(key, ()) else WAITING
+                for h in p.targets
+            }
             ineligible = dict(p.left_out)
             ineligible.update({h: f"{NFS_COVERED} ({by})" for h, by in p.covered.items()})
             valid = d is not None and force.get(key) == (d.term, d.leader)
@@ -233,10 +251,21 @@ class Broadcasts:
                 state = f"stale directive (term {d.term}, newest known {known_term})"
             else:
                 state = "awaiting a leader"
-            out.append({
-                "item": str(item), "digest": v.digest, "size_bytes": v.size, "publisher": v.origin,
-                "term": d.term if d else None, "leader": d.leader if d else None, "valid": valid, "state": state,
-                "hosts": dict(sorted(hosts.items())), "ineligible": dict(sorted(ineligible.items())),
-                "delivered": done, "eligible": len(hosts), "blocked": p.blocked,
-            })
+            out.append(
+                {
+                    "item": str(item),
+                    "digest": v.digest,
+                    "size_bytes": v.size,
+                    "publisher": v.origin,
+                    "term": d.term if d else None,
+                    "leader": d.leader if d else None,
+                    "valid": valid,
+                    "state": state,
+                    "hosts": dict(sorted(hosts.items())),
+                    "ineligible": dict(sorted(ineligible.items())),
+                    "delivered": done,
+                    "eligible": len(hosts),
+                    "blocked": p.blocked,
+                }
+            )
         return out

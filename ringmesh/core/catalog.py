@@ -124,8 +124,9 @@ def _sane(v: Any, depth: int = 0) -> bool:
 def unpack(raw: bytes) -> dict[str, Any] | None:
     """A fact value as a map, or None if it is not a well-formed, bounded one."""
     try:
-        v = msgpack.unpackb(raw, raw=False, max_bin_len=1 << 16, max_str_len=1 << 16, max_map_len=256,
-                            max_array_len=256, max_ext_len=0)
+        v = msgpack.unpackb(
+            raw, raw=False, max_bin_len=1 << 16, max_str_len=1 << 16, max_map_len=256, max_array_len=256, max_ext_len=0
+        )
     except Exception:
         return None
     return v if isinstance(v, dict) and _sane(v) else None
@@ -144,7 +145,7 @@ def held_versions(m: Manifest, origin: str) -> dict[str, tuple[ItemKey, int, int
     """`{digest: (item, size, chunk_size)}` of what `origin` holds (to serve it)."""
     st = m.origins.get(origin)
     out: dict[str, tuple[ItemKey, int, int]] = {}
-    for key, f in (st.facts.items() if st else ()):
+    for key, f in st.facts.items() if st else ():
         if f.tombstone or not key.startswith("h/"):
             continue
         item, v = item_of(key, "h/"), unpack(f.value)
@@ -240,8 +241,9 @@ def fact_value(m: Manifest, origin: str, key: str) -> dict[str, Any] | None:
     return hit[1]
 
 
-_DECODED: "weakref.WeakKeyDictionary[Manifest, dict[tuple[str, str], tuple[Any, dict[str, Any] | None]]]" = \
+_DECODED: "weakref.WeakKeyDictionary[Manifest, dict[tuple[str, str], tuple[Any, dict[str, Any] | None]]]" = (
     weakref.WeakKeyDictionary()
+)
 
 
 def leader_term(m: Manifest, origin: str) -> int | None:

@@ -71,8 +71,14 @@ class Out:
 
 class Election:
     def __init__(
-        self, me: str, voters: list[str], rng: random.Random, config: ElectionConfig = ElectionConfig(),
-        *, term: int = 0, voted_for: str | None = None,
+        self,
+        me: str,
+        voters: list[str],
+        rng: random.Random,
+        config: ElectionConfig = ElectionConfig(),
+        *,
+        term: int = 0,
+        voted_for: str | None = None,
     ) -> None:
         self.me, self.rng, self.config = me, rng, config
         self.voters = sorted(set(voters))

@@ -405,7 +405,9 @@ class Manifest:
     def snapshot(self, origin: str) -> OriginChange:
         """The origin's whole state as one change (`reset`, every fact, tombstones included):
         what rewrites a store that may have missed some of its changes."""
-        return self._change(origin, True, tuple(sorted(self.origins[origin].facts.values(), key=lambda f: f.counter)), ())
+        return self._change(
+            origin, True, tuple(sorted(self.origins[origin].facts.values(), key=lambda f: f.counter)), ()
+        )
 
     def _change(self, origin: str, reset: bool, upserts: tuple[Fact, ...], removed: tuple[str, ...]) -> OriginChange:
         st = self.origins[origin]

@@ -107,7 +107,11 @@ def view_of(m: Manifest, x: str, claimers: set[str] | None = None) -> str:
 
 class Membership:
     def __init__(
-        self, me: str, manifest: Manifest, clock: HybridClock, rng: random.Random,
+        self,
+        me: str,
+        manifest: Manifest,
+        clock: HybridClock,
+        rng: random.Random,
         config: MembershipConfig = MembershipConfig(),
     ) -> None:
         self.me, self.m, self.clock, self.rng, self.config = me, manifest, clock, rng, config
@@ -116,7 +120,7 @@ class Membership:
         self._views: dict[str, str] = {}  # member -> its view, dropped when a fact it reads changes
         self._touched: set[str] = set()  # members whose facts changed since `_react` last looked
         for origin, f in manifest.live_facts(CLAIM_PREFIX):
-            self.claimers.setdefault(f.key[len(CLAIM_PREFIX):], set()).add(origin)
+            self.claimers.setdefault(f.key[len(CLAIM_PREFIX) :], set()).add(origin)
         manifest.watch(self._observe)
         self.health = 0
         self.seq = 0
@@ -231,7 +235,7 @@ class Membership:
             if key in (ALIVE_KEY, LEFT_KEY):
                 touched.add(ch.origin)
             elif key.startswith(CLAIM_PREFIX):
-                x = key[len(CLAIM_PREFIX):]
+                x = key[len(CLAIM_PREFIX) :]
                 touched.add(x)
                 if self.m.get(ch.origin, key) is None:
                     self.claimers.get(x, set()).discard(ch.origin)

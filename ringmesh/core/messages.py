@@ -319,8 +319,21 @@ class LeaveRequested:
 
 
 Event = Union[
-    TimerFired, MessageReceived, SendFailed, FilePublished, FileStored, TransferFailed, DiskMeasured, PrioritySet,
-    SyncRequested, BackupFinished, GamesStored, GamesRead, DrainRequested, LeaveRequested, SchemaPublished,
+    TimerFired,
+    MessageReceived,
+    SendFailed,
+    FilePublished,
+    FileStored,
+    TransferFailed,
+    DiskMeasured,
+    PrioritySet,
+    SyncRequested,
+    BackupFinished,
+    GamesStored,
+    GamesRead,
+    DrainRequested,
+    LeaveRequested,
+    SchemaPublished,
     GamesHeld,
 ]
 
@@ -409,5 +422,14 @@ class CancelTransfer:
 
 
 Effect = Union[
-    Send, SetTimer, Persist, SaveVote, StartTransfer, CancelTransfer, StoreGames, ReadGames, GamesDurable, Emit,
+    Send,
+    SetTimer,
+    Persist,
+    SaveVote,
+    StartTransfer,
+    CancelTransfer,
+    StoreGames,
+    ReadGames,
+    GamesDurable,
+    Emit,
 ]

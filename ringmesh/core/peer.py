@@ -22,22 +22,58 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable, Mapping
 
-from . import broadcast as bc, catalog, election as el, membership as mb
+from . import broadcast as bc
+from . import catalog
+from . import election as el
+from . import membership as mb
 from .bandwidth import Priority
 from .breaker import Breakers
-from .replication import Out as ROut, Replication
-from .router import DataType, HostInfo, Placement, place
-from .streams import HW_PREFIX
 from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MAX_NUMBER, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
-    ItemKey, BroadcastOrder,
-    Ack, BackupFinished, DiskMeasured, DrainRequested, Effect, Emit, GamesAck, GamesBatch, GamesRead, GamesStored, PullGames,
-    PushGames, Envelope, Event, FilePublished, PrioritySet, SyncRequested, FileStored, FileVersion, LeaveRequested, MessageReceived, Persist,
-    SaveVote, GamesHeld, SchemaPublished, Send, SendFailed, SetTimer, StartTransfer, CancelTransfer, Syn, SynAck, TimerFired, TransferFailed,
+    Ack,
+    BackupFinished,
+    BroadcastOrder,
+    CancelTransfer,
+    DiskMeasured,
+    DrainRequested,
+    Effect,
+    Emit,
+    Envelope,
+    Event,
+    FilePublished,
+    FileStored,
+    FileVersion,
+    GamesAck,
+    GamesBatch,
+    GamesHeld,
+    GamesRead,
+    GamesStored,
+    ItemKey,
+    LeaveRequested,
+    MessageReceived,
+    Persist,
+    PrioritySet,
+    PullGames,
+    PushGames,
+    SaveVote,
+    SchemaPublished,
+    Send,
+    SendFailed,
+    SetTimer,
+    StartTransfer,
+    Syn,
+    SynAck,
+    SyncRequested,
+    TimerFired,
+    TransferFailed,
 )
 from .peerconfig import PeerConfig
+from .replication import Out as ROut
+from .replication import Replication
+from .router import DataType, HostInfo, Placement, place
+from .streams import HW_PREFIX
 from .transfers import TransferPlanner
 
 GOSSIP = "gossip"
@@ -76,8 +112,13 @@ class Peer:
         self.election = el.Election(me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1])
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
-        self.replication = Replication(me, self.manifest, origin=f"{me}.{self.manifest.own.incarnation}",
-                                       min_copies=config.min_copies, persistent=self._persistent)
+        self.replication = Replication(
+            me,
+            self.manifest,
+            origin=f"{me}.{self.manifest.own.incarnation}",
+            min_copies=config.min_copies,
+            persistent=self._persistent,
+        )
         self.transfers = TransferPlanner(
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
         )
@@ -92,8 +133,11 @@ class Peer:
     def start(self, now: float) -> list[Effect]:
         out: list[Effect] = []
         # transfers of a past life are planned afresh below (their partial files resume)
-        stale = [self.manifest.delete(k, self.clock.now(now)) for k, f in list(self.manifest.own.facts.items())
-                 if k.startswith(catalog.PULLING) and not f.tombstone]
+        stale = [
+            self.manifest.delete(k, self.clock.now(now))
+            for k, f in list(self.manifest.own.facts.items())
+            if k.startswith(catalog.PULLING) and not f.tombstone
+        ]
         if stale:
             out.append(self._persist([c for c in stale if c is not None], now))
         # The disk figures of our last life stand until the shell measures again: a host that
@@ -149,8 +193,16 @@ class Peer:
             self.transfers.touch()
             return self._plan_transfers(now)
         if isinstance(event, GamesStored):
-            r = self.replication.stored(event.origin, event.config_key, event.seqs, event.hw, event.games, event.ack_to,
-                                        now, self.push_targets(now))
+            r = self.replication.stored(
+                event.origin,
+                event.config_key,
+                event.seqs,
+                event.hw,
+                event.games,
+                event.ack_to,
+                now,
+                self.push_targets(now),
+            )
             return self._replicated(r, now)
         if isinstance(event, DrainRequested):
             persistent = [h for h in self.push_targets(now) if self._persistent(h)]
@@ -172,7 +224,9 @@ class Peer:
                 change = self.manifest.delete(key, self.clock.now(now))
                 return self._changed([change], now) if change is not None else []
             value = catalog.pack({"s": held})
-            return [] if self.manifest.get(self.me, key) == value else self._changed([self.manifest.put(key, value)], now)
+            return (
+                [] if self.manifest.get(self.me, key) == value else self._changed([self.manifest.put(key, value)], now)
+            )
         if isinstance(event, SchemaPublished):
             key = catalog.SCHEMA_PREFIX + event.fingerprint
             if any(self.manifest.get(o, key) is not None for o in self.manifest.origins):
@@ -269,9 +323,15 @@ class Peer:
         out += [self._send(p, Syn(digest=digest), now) for p in self._gossip_targets(now)]
         out.append(SetTimer(name=GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
         game_hosts = set(self.game_placement().targets)
-        out += self._replicated(self.replication.tick(
-            now, should_hold=lambda s: self.me in game_hosts, healthy=lambda h: self.healthy(h, now),
-            targets=self.push_targets(now)), now)
+        out += self._replicated(
+            self.replication.tick(
+                now,
+                should_hold=lambda s: self.me in game_hosts,
+                healthy=lambda h: self.healthy(h, now),
+                targets=self.push_targets(now),
+            ),
+            now,
+        )
         out += self._plan_transfers(now)
         return out
 
@@ -335,8 +395,10 @@ class Peer:
         """Publish our disk figures in the node record when they moved enough to matter."""
         old_used, old_free = self.node_record.get("disk_used_percent"), self.node_record.get("disk_free_bytes")
         if (
-            isinstance(old_used, (int, float)) and isinstance(old_free, int)
-            and abs(old_used - ev.used_percent) < 0.5 and abs(old_free - ev.free_bytes) <= 0.01 * max(old_free, 1)
+            isinstance(old_used, (int, float))
+            and isinstance(old_free, int)
+            and abs(old_used - ev.used_percent) < 0.5
+            and abs(old_free - ev.free_bytes) <= 0.01 * max(old_free, 1)
         ):
             return []
         self.node_record.update(disk_used_percent=round(ev.used_percent, 1), disk_free_bytes=int(ev.free_bytes))
@@ -352,8 +414,15 @@ class Peer:
     def game_placement(self) -> Placement:
         hosts = self.host_infos()
         if self._games_placed is None or self._games_placed[0] is not hosts:  # hosts unchanged: so is this
-            self._games_placed = (hosts, place(DataType.GAME, hosts, min_copies=self.config.min_copies,
-                                               cap_percent=self.config.max_disk_usage_percent))
+            self._games_placed = (
+                hosts,
+                place(
+                    DataType.GAME,
+                    hosts,
+                    min_copies=self.config.min_copies,
+                    cap_percent=self.config.max_disk_usage_percent,
+                ),
+            )
         return self._games_placed[1]
 
     def push_targets(self, now: float) -> list[str]:
@@ -373,8 +442,17 @@ class Peer:
         """Record a backup run in the manifest, fenced by the term it ran under."""
         if not (self.election.is_leader(now) and self.election.term == ev.term):
             return []  # we are no longer the leader that ran it: the result is not ours to record
-        value = catalog.pack({"term": ev.term, "ok": ev.ok, "bytes": ev.bytes, "target": ev.target,
-                              "started_at": ev.started_at, "seconds": ev.seconds, "detail": ev.detail[:500]})
+        value = catalog.pack(
+            {
+                "term": ev.term,
+                "ok": ev.ok,
+                "bytes": ev.bytes,
+                "target": ev.target,
+                "started_at": ev.started_at,
+                "seconds": ev.seconds,
+                "detail": ev.detail[:500],
+            }
+        )
         return self._changed([self.manifest.put(f"backup/{ev.index}", value)], now)
 
     def backups(self) -> dict[str, dict]:
@@ -386,7 +464,10 @@ class Peer:
                 continue
             v["leader"] = origin
             cur = best.get(f.key)
-            if cur is None or (v.get("term", 0), v.get("started_at", 0)) > (cur.get("term", 0), cur.get("started_at", 0)):
+            if cur is None or (v.get("term", 0), v.get("started_at", 0)) > (
+                cur.get("term", 0),
+                cur.get("started_at", 0),
+            ):
                 best[f.key] = v
         return best
 
@@ -436,8 +517,13 @@ class Peer:
     def _on_published(self, ev: FilePublished, now: float) -> list[Effect]:
         catalog.check_item(ev.item)
         v = FileVersion(
-            item=ev.item, digest=ev.digest, size=ev.size, chunk_size=ev.chunk_size,
-            hlc=self.clock.now(now), origin=self.me, attrs=dict(ev.attrs),
+            item=ev.item,
+            digest=ev.digest,
+            size=ev.size,
+            chunk_size=ev.chunk_size,
+            hlc=self.clock.now(now),
+            origin=self.me,
+            attrs=dict(ev.attrs),
         )
         changes = [
             self.manifest.put(catalog.version_key(ev.item), catalog.encode_version(v)),
@@ -449,7 +535,14 @@ class Peer:
     def _on_stored(self, ev: FileStored, now: float) -> list[Effect]:
         v = self.transfers.finished(ev.item, ev.digest)
         if v is None:
-            v = next((x for x in catalog.newest_versions(self.manifest).values() if (x.item, x.digest) == (ev.item, ev.digest)), None)
+            v = next(
+                (
+                    x
+                    for x in catalog.newest_versions(self.manifest).values()
+                    if (x.item, x.digest) == (ev.item, ev.digest)
+                ),
+                None,
+            )
         changes = [self.manifest.delete(catalog.pulling_key(ev.item), self.clock.now(now))]
         if v is not None and catalog.holdings(self.manifest, self.me).get(ev.item) != ev.digest:
             changes.append(self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)))
@@ -469,8 +562,10 @@ class Peer:
         is shared: do not modify it."""
         names = self._host_names()
         origins = self.manifest.origins
-        sig = ([st.facts.get(catalog.NODE_KEY) if (st := origins.get(n)) is not None else None for n in names],
-               [self.membership.view(n) for n in names])
+        sig = (
+            [st.facts.get(catalog.NODE_KEY) if (st := origins.get(n)) is not None else None for n in names],
+            [self.membership.view(n) for n in names],
+        )
         if self._hosts is not None and self._hosts[0] is names and self._hosts[1] == sig:
             return self._hosts[2]
         out = self._build_host_infos(names)
@@ -489,15 +584,21 @@ class Peer:
             rec = catalog.node_record(self.manifest, name) or {}
             used, free = rec.get("disk_used_percent"), rec.get("disk_free_bytes")
             role = rec.get("role", self.config.roles.get(name, "selfplay"))
-            out.append(HostInfo(
-                name=name, role=str(role), ephemeral=bool(rec.get("ephemeral", name in self.config.ephemeral)),
-                # a suspected host still counts for placement (it most likely lives); it is not
-                # asked for data until it is alive again (see `healthy`)
-                excluded=name in self.config.excluded, alive=self.membership.view(name) in (mb.ALIVE, mb.SUSPECT),
-                nfs_group=self.config.nfs_groups.get(name), also_takes=self.config.also_takes.get(name, frozenset()),
-                disk_used_percent=float(used) if isinstance(used, (int, float)) else None,
-                disk_free_bytes=int(free) if isinstance(free, int) else None,
-            ))
+            out.append(
+                HostInfo(
+                    name=name,
+                    role=str(role),
+                    ephemeral=bool(rec.get("ephemeral", name in self.config.ephemeral)),
+                    # a suspected host still counts for placement (it most likely lives); it is not
+                    # asked for data until it is alive again (see `healthy`)
+                    excluded=name in self.config.excluded,
+                    alive=self.membership.view(name) in (mb.ALIVE, mb.SUSPECT),
+                    nfs_group=self.config.nfs_groups.get(name),
+                    also_takes=self.config.also_takes.get(name, frozenset()),
+                    disk_used_percent=float(used) if isinstance(used, (int, float)) else None,
+                    disk_free_bytes=int(free) if isinstance(free, int) else None,
+                )
+            )
         return out
 
     def placer(self) -> Callable[[FileVersion], Placement]:
@@ -507,8 +608,12 @@ class Peer:
 
         def placement(v: FileVersion) -> Placement:
             return place(
-                v.item.type, hosts, item_size=v.size, min_copies=self.config.min_copies,
-                cap_percent=self.config.max_disk_usage_percent, holders=held.get((v.item, v.digest), []),
+                v.item.type,
+                hosts,
+                item_size=v.size,
+                min_copies=self.config.min_copies,
+                cap_percent=self.config.max_disk_usage_percent,
+                holders=held.get((v.item, v.digest), []),
             )
 
         return placement
@@ -534,7 +639,9 @@ class Peer:
         changes = []
         for e in effects:
             if isinstance(e, StartTransfer):
-                changes.append(self.manifest.put(catalog.pulling_key(e.version.item), catalog.encode_holding(e.version)))
+                changes.append(
+                    self.manifest.put(catalog.pulling_key(e.version.item), catalog.encode_holding(e.version))
+                )
             elif isinstance(e, CancelTransfer):
                 changes.append(self.manifest.delete(catalog.pulling_key(e.item), self.clock.now(now)))
         changes = [c for c in changes if c is not None]
@@ -562,9 +669,14 @@ class Peer:
     def _lead(self, now: float) -> list[Effect]:
         if not self.election.is_leader(now):
             return []
-        o = self.broadcast.lead(now, self.election.term, lambda: self.clock.now(now),
-                                catalog.newest_versions(self.manifest), self.placer,
-                                lambda h: self.breakers.allow(h, now))
+        o = self.broadcast.lead(
+            now,
+            self.election.term,
+            lambda: self.clock.now(now),
+            catalog.newest_versions(self.manifest),
+            self.placer,
+            lambda h: self.breakers.allow(h, now),
+        )
         for item, digest in o.retry:
             self.transfers.retry_now(item, digest)
         out = self._changed(o.changes, now) if o.changes else []
@@ -593,5 +705,6 @@ class Peer:
     def broadcasts(self) -> list[dict]:
         """For status: each broadcast, its directive and term, delivery per eligible host, and
         the hosts left out with the reason."""
-        return self.broadcast.report(self.leader()[1], catalog.newest_versions(self.manifest), self.placer(),
-                                     self._in_force())
+        return self.broadcast.report(
+            self.leader()[1], catalog.newest_versions(self.manifest), self.placer(), self._in_force()
+        )

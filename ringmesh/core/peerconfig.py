@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from . import election as el, membership as mb
+from . import election as el
+from . import membership as mb
 from .breaker import BreakerConfig
 from .errors import LocalProtocolError
 from .manifest import MIN_BUDGET

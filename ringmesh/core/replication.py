@@ -33,14 +33,28 @@ class Out:
 
 class Replication:
     def __init__(
-        self, me: str, manifest: Manifest, *, origin: str, min_copies: int, persistent: Callable[[str], bool],
-        push_copies: int = 2, pull_timeout: float = 10.0, repush_after: float = 5.0, batch: int = 64,
+        self,
+        me: str,
+        manifest: Manifest,
+        *,
+        origin: str,
+        min_copies: int,
+        persistent: Callable[[str], bool],
+        push_copies: int = 2,
+        pull_timeout: float = 10.0,
+        repush_after: float = 5.0,
+        batch: int = 64,
     ) -> None:
         # `origin` names our own streams: the host and its incarnation, so that a host back
         # with a wiped disk (seq counter gone) starts new streams instead of reusing numbers
         self.me, self.m, self.origin = me, manifest, origin
         self.durability = Durability(me, min_copies, persistent)
-        self.push_copies, self.pull_timeout, self.repush_after, self.batch = push_copies, pull_timeout, repush_after, batch
+        self.push_copies, self.pull_timeout, self.repush_after, self.batch = (
+            push_copies,
+            pull_timeout,
+            repush_after,
+            batch,
+        )
         self.pulling: dict[StreamKey, float] = {}  # stream -> deadline of the request under way
         self.recent: dict[str, dict[int, bytes]] = {}  # our own games not yet durable: config_key -> seq -> bytes
         self.pushed_at: dict[str, float] = {}
@@ -50,8 +64,17 @@ class Replication:
 
     # -- the local log answered ----------------------------------------------------------
 
-    def stored(self, origin: str, key: str, seqs: tuple[int, ...], hw: int, games, ack_to: str | None, now: float,
-               targets: list[str]) -> Out:
+    def stored(
+        self,
+        origin: str,
+        key: str,
+        seqs: tuple[int, ...],
+        hw: int,
+        games,
+        ack_to: str | None,
+        now: float,
+        targets: list[str],
+    ) -> Out:
         out = Out()
         if self.hw((origin, key)) != hw:
             at = now if origin == self.origin else None
@@ -84,8 +107,9 @@ class Replication:
     def on_pull(self, sender: str, msg: PullGames) -> Out:
         out = Out()
         if 0 < msg.first <= msg.last and msg.last - msg.first < 4096:
-            out.effects.append(ReadGames(origin=msg.origin, config_key=msg.config_key, first=msg.first, last=msg.last,
-                                         reply_to=sender))
+            out.effects.append(
+                ReadGames(origin=msg.origin, config_key=msg.config_key, first=msg.first, last=msg.last, reply_to=sender)
+            )
         return out
 
     def on_batch(self, sender: str, msg: GamesBatch) -> Out:
@@ -107,18 +131,33 @@ class Replication:
             self._durable(out, key, self.durability.observe(key, all_marks.get((self.origin, key), {})))
         return out
 
-    def tick(self, now: float, *, should_hold: Callable[[StreamKey], bool], healthy: Callable[[str], bool],
-             targets: list[str]) -> Out:
+    def tick(
+        self,
+        now: float,
+        *,
+        should_hold: Callable[[StreamKey], bool],
+        healthy: Callable[[str], bool],
+        targets: list[str],
+    ) -> Out:
         out = Out()
         for stream, deadline in list(self.pulling.items()):
             if now >= deadline:
                 del self.pulling[stream]
         all_marks = marks(self.m)
         mine = {s: hs.get(self.me, 0) for s, hs in all_marks.items()}
-        for req in pull_plan(self.me, all_marks, mine, should_hold=should_hold, healthy=healthy,
-                             busy=self.pulling, batch=self.batch, max_sources=1):
-            out.sends.append((req.source, PullGames(origin=req.stream[0], config_key=req.stream[1], first=req.first,
-                                                    last=req.last)))
+        for req in pull_plan(
+            self.me,
+            all_marks,
+            mine,
+            should_hold=should_hold,
+            healthy=healthy,
+            busy=self.pulling,
+            batch=self.batch,
+            max_sources=1,
+        ):
+            out.sends.append(
+                (req.source, PullGames(origin=req.stream[0], config_key=req.stream[1], first=req.first, last=req.last))
+            )
             self.pulling[req.stream] = now + self.pull_timeout
         for key in sorted(self.recent):
             pending = self.durability.pending(key)

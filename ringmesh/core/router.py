@@ -150,7 +150,10 @@ def place(
         wanted = max(min_copies, len(targets)) if targets else min_copies
     names = tuple(h.name for h in targets)
     return Placement(
-        targets=names, covered=covered, left_out=left_out, wanted_copies=wanted,
+        targets=names,
+        covered=covered,
+        left_out=left_out,
+        wanted_copies=wanted,
         blocked=bool(right_role) and not names,
     )
 
@@ -163,8 +166,13 @@ class RankedTarget:
 
 
 def replication_targets(
-    data_type: DataType | str, hosts: Iterable[HostInfo], *, item_size: int = 0, min_copies: int = 2,
-    cap_percent: float = 70.0, holders: Iterable[str] = (),
+    data_type: DataType | str,
+    hosts: Iterable[HostInfo],
+    *,
+    item_size: int = 0,
+    min_copies: int = 2,
+    cap_percent: float = 70.0,
+    holders: Iterable[str] = (),
 ) -> list[RankedTarget]:
     """Every host, ranked: targets first (with why they rank so), then the rest with the reason."""
     hosts = list(hosts)
@@ -175,9 +183,7 @@ def replication_targets(
         for i, h in enumerate(p.targets)
     ]
     rest = sorted(set(p.covered) | set(p.left_out))
-    out += [
-        RankedTarget(h, 0, f"{NFS_COVERED} ({p.covered[h]})" if h in p.covered else p.left_out[h]) for h in rest
-    ]
+    out += [RankedTarget(h, 0, f"{NFS_COVERED} ({p.covered[h]})" if h in p.covered else p.left_out[h]) for h in rest]
     return out
 
 

@@ -37,7 +37,7 @@ def hw_key(stream: StreamKey) -> str:
 
 
 def parse_hw_key(key: str) -> StreamKey | None:
-    parts = key[len(HW_PREFIX):].split("/")
+    parts = key[len(HW_PREFIX) :].split("/")
     if not key.startswith(HW_PREFIX) or len(parts) != 2 or not all(catalog.is_node_id(p) for p in parts):
         return None
     return parts[0], parts[1]
@@ -307,8 +307,14 @@ def pull_plan(
     return out
 
 
-def retention_floor(durable_through: int, stored_at: Mapping[int, float], now: float, retention: float,
-                    dropped_through: int = 0, held_from: int | None = None) -> int:
+def retention_floor(
+    durable_through: int,
+    stored_at: Mapping[int, float],
+    now: float,
+    retention: float,
+    dropped_through: int = 0,
+    held_from: int | None = None,
+) -> int:
     """How far an ephemeral origin may drop its own games: the highest seq that is durable
     elsewhere *and* was stored at least `retention` seconds ago, with every seq below it so
     too (a seq whose time is unknown counts as just stored). Never more than that, and never

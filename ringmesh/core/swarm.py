@@ -22,7 +22,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-
 _NOTHING: frozenset[int] = frozenset()
 
 

@@ -28,8 +28,7 @@ class TransferPlanner:
         """Newest versions this host should hold (the router says) and does not."""
         mine = catalog.holdings(m, self.me)
         return [
-            v for item, v in sorted(catalog.newest_versions(m).items())
-            if mine.get(item) != v.digest and should_hold(v)
+            v for item, v in sorted(catalog.newest_versions(m).items()) if mine.get(item) != v.digest and should_hold(v)
         ]
 
     def finished(self, item: ItemKey, digest: str) -> FileVersion | None:
@@ -54,7 +53,10 @@ class TransferPlanner:
         self._dirty = True
 
     def plan(
-        self, m: Manifest, now: float, healthy: Callable[[str], bool],
+        self,
+        m: Manifest,
+        now: float,
+        healthy: Callable[[str], bool],
         should_hold: Callable[[FileVersion], bool] = lambda v: True,
         priority: Callable[[FileVersion], Priority] = lambda v: Priority.NORMAL,
     ) -> list[Effect]:

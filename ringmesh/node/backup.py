@@ -67,7 +67,8 @@ class Backups:
         ok, moved, detail = False, 0, ""
         try:
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
             except asyncio.TimeoutError:
@@ -83,9 +84,27 @@ class Backups:
         finally:
             self.running.discard(i)
         level = logging.INFO if ok else logging.WARNING
-        log.log(level, "backup %d to %s:%s %s in %.1fs (%d bytes)%s", i, target.host, target.path,
-                "done" if ok else "FAILED", time.time() - started, moved, f": {detail}" if detail else "")
+        log.log(
+            level,
+            "backup %d to %s:%s %s in %.1fs (%d bytes)%s",
+            i,
+            target.host,
+            target.path,
+            "done" if ok else "FAILED",
+            time.time() - started,
+            moved,
+            f": {detail}" if detail else "",
+        )
         self.d.count("backups_ok" if ok else "backups_failed")
-        self.d.submit_nowait(BackupFinished(
-            index=i, term=term, ok=ok, bytes=moved, target=f"{target.host}:{target.path}",
-            started_at=started, seconds=round(time.time() - started, 3), detail=detail))
+        self.d.submit_nowait(
+            BackupFinished(
+                index=i,
+                term=term,
+                ok=ok,
+                bytes=moved,
+                target=f"{target.host}:{target.path}",
+                started_at=started,
+                seconds=round(time.time() - started, 3),
+                detail=detail,
+            )
+        )

@@ -136,9 +136,7 @@ def parse_cron(text: str) -> Cron | Every:
     minutes, hours, days, months, weekdays = sets
     weekdays = frozenset(d % 7 for d in weekdays)
     days_restricted, weekdays_restricted = not parts[2].startswith("*"), not parts[4].startswith("*")
-    if not (days_restricted and weekdays_restricted) and not any(
-        d <= _longest_month(m) for m in months for d in days
-    ):
+    if not (days_restricted and weekdays_restricted) and not any(d <= _longest_month(m) for m in months for d in days):
         raise CronError(f"day-of-month {parts[2]!r} never occurs in month {parts[3]!r}")
     return Cron(text, minutes, hours, days, months, weekdays, days_restricted, weekdays_restricted)
 

@@ -28,8 +28,25 @@ from ringmesh.core import catalog
 from ringmesh.core.errors import RingmeshError
 from ringmesh.core.manifest import Manifest
 from ringmesh.core.messages import (
-    CancelTransfer, DiskMeasured, DrainRequested, Effect, Emit, Envelope, Event, GamesDurable, LeaveRequested,
-    MessageReceived, Persist, ReadGames, SaveVote, Send, SendFailed, SetTimer, StartTransfer, StoreGames, TimerFired,
+    CancelTransfer,
+    DiskMeasured,
+    DrainRequested,
+    Effect,
+    Emit,
+    Envelope,
+    Event,
+    GamesDurable,
+    LeaveRequested,
+    MessageReceived,
+    Persist,
+    ReadGames,
+    SaveVote,
+    Send,
+    SendFailed,
+    SetTimer,
+    StartTransfer,
+    StoreGames,
+    TimerFired,
 )
 from ringmesh.core.peer import Peer
 from ringmesh.node.backup import Backups
@@ -63,20 +80,31 @@ def socket_path(data_dir: str | Path) -> Path:
 
 
 class Daemon:
-    def __init__(self, config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None,
-                 metrics_listen: str | None = None) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node: str,
+        data_dir: str | Path,
+        listen: str | None = None,
+        metrics_listen: str | None = None,
+    ) -> None:
         members = config.members()
         if node not in members:
             h = config.hosts.get(node)
             why = "no such host" if h is None else h.inactive or "no address, tailscale_ip or ssh_host"
-            raise DaemonError(f"{config.path}: host {node!r} takes no part ({why}); members: {', '.join(sorted(members)) or 'none'}")
+            raise DaemonError(
+                f"{config.path}: host {node!r} takes no part ({why}); members: {', '.join(sorted(members)) or 'none'}"
+            )
         self.config = config
         self.host = members[node]
         self.address = self.host.address
         self.listen = check_address("--listen", "address", listen) if listen else self.address
         # peer TLS: this host's files are checked now, so that a bad one stops the start with a clear error
-        self.tls = load_node(self.host.tls.files(), node, {k: f"{config.path}: {v}" for k, v in self.host.tls.sources.items()}) \
-            if self.host.tls else None
+        self.tls = (
+            load_node(self.host.tls.files(), node, {k: f"{config.path}: {v}" for k, v in self.host.tls.sources.items()})
+            if self.host.tls
+            else None
+        )
         self.data_dir = Path(data_dir)
         self.metrics_listen = listen_setting(config.metrics_listen, metrics_listen)  # None: no /metrics
         self.metrics: MetricsServer | None = None
@@ -111,8 +139,11 @@ class Daemon:
         self.store = await self.in_store(Store, self.data_dir)
         files = await asyncio.to_thread(FileStore, self.data_dir, self.host.paths)
         self.transfers = Transfers(self, files, self.ingress)
-        games = await self.in_store(lambda: Games(self.data_dir, consume=self.host.role in ("training", "backup"),
-                                                  games_dir=self.host.games_dir))
+        games = await self.in_store(
+            lambda: Games(
+                self.data_dir, consume=self.host.role in ("training", "backup"), games_dir=self.host.games_dir
+            )
+        )
         self.games = GameStreams(self, games)
         states = await self.in_store(self.store.load)
         hlc = await self.in_store(self.store.meta, "hlc") or 0
@@ -123,11 +154,21 @@ class Daemon:
         for origin, st in states.items():
             manifest.load(origin, st)
         self.peer = Peer(
-            me, incarnation=incarnation, rng=random.Random(), hlc=hlc, vote=vote, manifest=manifest,
-            config=replace(peer_config(self.config), pull_priority=self.host.sync_priority), seeds=self.config.members(),
+            me,
+            incarnation=incarnation,
+            rng=random.Random(),
+            hlc=hlc,
+            vote=vote,
+            manifest=manifest,
+            config=replace(peer_config(self.config), pull_priority=self.host.sync_priority),
+            seeds=self.config.members(),
             voters=[n for n, h in self.config.members().items() if h.voter],
-            node_record={"address": self.address, "role": self.host.role, "provider": self.host.provider,
-                         "ephemeral": self.host.ephemeral},
+            node_record={
+                "address": self.address,
+                "role": self.host.role,
+                "provider": self.host.provider,
+                "ephemeral": self.host.ephemeral,
+            },
         )
         self.games.learn_schemas(manifest.live_facts(catalog.SCHEMA_PREFIX))  # (and games that waited for one land)
         self.links = Links(self.resolve, tls=self.tls)
@@ -141,8 +182,11 @@ class Daemon:
         else:
             if self.tls.key_mode_warning:
                 log.warning(self.tls.key_mode_warning)
-            log.info("mutual TLS: peers need a certificate from the cluster CA (%s); this host's expires %s",
-                     self.host.tls.ca, f"{self.tls.not_after:%Y-%m-%d}")
+            log.info(
+                "mutual TLS: peers need a certificate from the cluster CA (%s); this host's expires %s",
+                self.host.tls.ca,
+                f"{self.tls.not_after:%Y-%m-%d}",
+            )
             port = self.server.add_secure_port(self.listen, server_credentials(self.tls))
         if port == 0:
             raise DaemonError(f"cannot listen on {self.listen}")
@@ -290,10 +334,18 @@ class Daemon:
             elif isinstance(e, GamesDurable):
                 self.spawn(self.games.mark_durable(e.config_key, e.through))
             elif isinstance(e, Emit):
-                self.events.append({"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail})
+                self.events.append(
+                    {"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail}
+                )
                 del self.events[:-50]
-                log.log(logging.WARNING if e.kind == "declared-dead" else logging.INFO,
-                        "%s %s %s", e.kind, e.subject or "(none)", e.detail, extra=about(peer=e.subject or None))
+                log.log(
+                    logging.WARNING if e.kind == "declared-dead" else logging.INFO,
+                    "%s %s %s",
+                    e.kind,
+                    e.subject or "(none)",
+                    e.detail,
+                    extra=about(peer=e.subject or None),
+                )
             elif isinstance(e, CancelTransfer):
                 self.transfers.cancel(e)
 
@@ -403,8 +455,13 @@ class Daemon:
         now_blocked = {b["item"] for b in blocked}
         for b in blocked:
             if b["item"] not in self._blocked:
-                log.warning("BLOCKED: no host can take %s (%d bytes): %s", b["item"], b["size_bytes"],
-                            "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())), extra=about(item=b["item"]))
+                log.warning(
+                    "BLOCKED: no host can take %s (%d bytes): %s",
+                    b["item"],
+                    b["size_bytes"],
+                    "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())),
+                    extra=about(item=b["item"]),
+                )
         self._blocked = now_blocked
         self.counters["items_blocked"] = len(now_blocked)
 
@@ -424,8 +481,9 @@ class Daemon:
         return statusreport.listing(self.view)
 
 
-async def serve(config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None,
-                metrics_listen: str | None = None) -> None:
+async def serve(
+    config: ClusterConfig, node: str, data_dir: str | Path, listen: str | None = None, metrics_listen: str | None = None
+) -> None:
     """Run a daemon until SIGTERM/SIGINT, then stop cleanly."""
     import signal
 

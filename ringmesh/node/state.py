@@ -142,7 +142,8 @@ class DataDirLock:
             who = f"pid {pid}" if pid else "another process"
             raise DataDirBusy(
                 f"{self.path.parent}: another ringmesh daemon is running on this data dir ({who} holds {self.path}); "
-                f"stop it first, or give this one a --data-dir of its own") from None
+                f"stop it first, or give this one a --data-dir of its own"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd

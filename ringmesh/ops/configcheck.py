@@ -36,22 +36,39 @@ def _setting(value: Any, unit: str, source: str, **extra: Any) -> dict:
 
 
 def _rate(bytes_per_s: int, source: str) -> dict:
-    return {"bytes_per_s": bytes_per_s, "mb_per_s": bytes_per_s / 1_000_000, "unit": "MB/s (10^6 bytes/s)",
-            "display": format_rate(bytes_per_s), "source": source, "source_kind": source_kind(source)}
+    return {
+        "bytes_per_s": bytes_per_s,
+        "mb_per_s": bytes_per_s / 1_000_000,
+        "unit": "MB/s (10^6 bytes/s)",
+        "display": format_rate(bytes_per_s),
+        "source": source,
+        "source_kind": source_kind(source),
+    }
 
 
 def _host(h: HostConfig) -> dict:
     s = h.sources
     why_not = h.inactive or (None if h.address else "no address")
     return {
-        "member": why_not is None, "why_not": why_not, "their_role": h.their_role, "role_source": s.get("role"),
-        "address_source": s.get("address"), "produces_games": h.produces_games, "nat_blocked": h.nat_blocked,
+        "member": why_not is None,
+        "why_not": why_not,
+        "their_role": h.their_role,
+        "role_source": s.get("role"),
+        "address_source": s.get("address"),
+        "produces_games": h.produces_games,
+        "nat_blocked": h.nat_blocked,
         "games_dir": h.games_dir,
-        "address": h.address, "role": h.role, "provider": h.provider,
-        "ephemeral": h.ephemeral, "ephemeral_source": s.get("ephemeral"),
-        "voter": h.voter, "voter_source": s.get("voter"), "excluded": h.excluded,
+        "address": h.address,
+        "role": h.role,
+        "provider": h.provider,
+        "ephemeral": h.ephemeral,
+        "ephemeral_source": s.get("ephemeral"),
+        "voter": h.voter,
+        "voter_source": s.get("voter"),
+        "excluded": h.excluded,
         "nfs_group": list(h.nfs_group) or None,
-        "sync_priority": h.sync_priority, "sync_priority_source": s.get("sync_priority"),
+        "sync_priority": h.sync_priority,
+        "sync_priority_source": s.get("sync_priority"),
         "egress": _rate(h.egress_bytes_per_s, s["egress_bytes_per_s"]),
         "ingress": _rate(h.ingress_bytes_per_s, s["ingress_bytes_per_s"]),
         "disk_cap_percent": _setting(h.disk_cap_percent, "%", s["disk_cap_percent"]),
@@ -81,10 +98,17 @@ def describe(c: ClusterConfig, node: str | None = None, now: datetime | None = N
     mode = "mutual TLS" if c.tls else "off: PLAINTEXT"
     glob["tls"] = {"label": "peer TLS", **_setting(mode, "", c.sources["tls"]), "display": mode}
     metrics = c.metrics_listen or "off"
-    glob["metrics_listen"] = {"label": "Prometheus metrics (GET /metrics)", "display": metrics,
-                              **_setting(metrics, "", "ringmesh.metrics_listen" if c.metrics_listen else BUILTIN)}
+    glob["metrics_listen"] = {
+        "label": "Prometheus metrics (GET /metrics)",
+        "display": metrics,
+        **_setting(metrics, "", "ringmesh.metrics_listen" if c.metrics_listen else BUILTIN),
+    }
     logs = "JSON lines" if c.log_json else "plain"
-    glob["log_json"] = {"label": "log format", "display": logs, **_setting(logs, "", "ringmesh.log_json" if c.log_json else BUILTIN)}
+    glob["log_json"] = {
+        "label": "log format",
+        "display": logs,
+        **_setting(logs, "", "ringmesh.log_json" if c.log_json else BUILTIN),
+    }
     if c.tls is None:
         warnings.append(f"{c.path}: ringmesh.tls: {PLAINTEXT_WARNING}")
     if node is not None and (node_tls := c.hosts[node].tls) is not None:  # the files as this machine sees them
@@ -98,14 +122,23 @@ def describe(c: ClusterConfig, node: str | None = None, now: datetime | None = N
     if node is not None and (why := c.hosts[node].inactive or (None if c.hosts[node].address else "no address")):
         warnings.append(f"{c.path}: hosts.{node}: takes no part ({why}); this host cannot run a ringmesh peer")
     return {
-        "file": c.path, "valid": True, "node": node,
+        "file": c.path,
+        "valid": True,
+        "node": node,
         "global": glob,
-        "environment_overrides": sorted(s.removeprefix("environment ") for s in c.sources.values() if source_kind(s) == "environment"),
-        "exclude_from_sync": list(c.exclude_from_sync), "ephemeral_hosts": list(c.ephemeral_hosts),
+        "environment_overrides": sorted(
+            s.removeprefix("environment ") for s in c.sources.values() if source_kind(s) == "environment"
+        ),
+        "exclude_from_sync": list(c.exclude_from_sync),
+        "ephemeral_hosts": list(c.ephemeral_hosts),
         "nfs_sharing_groups": [list(g) for g in c.nfs_sharing_groups],
         "external_storage": [
-            {"host": e.host, "path": e.path, "schedule": e.schedule,
-             "next_run_utc": e.cron.next_after(now.astimezone(timezone.utc)).isoformat() if e.cron else None}
+            {
+                "host": e.host,
+                "path": e.path,
+                "schedule": e.schedule,
+                "next_run_utc": e.cron.next_after(now.astimezone(timezone.utc)).isoformat() if e.cron else None,
+            }
             for e in c.external_storage
         ],
         "hosts": hosts,
@@ -127,7 +160,11 @@ def _num(v: Any) -> str:
 
 
 def render(doc: dict) -> str:
-    out = [f"{doc['file']}: valid — {len(doc['hosts'])} host(s) shown, {len(doc['warnings'])} warning(s)", "", "global settings"]
+    out = [
+        f"{doc['file']}: valid — {len(doc['hosts'])} host(s) shown, {len(doc['warnings'])} warning(s)",
+        "",
+        "global settings",
+    ]
     for g in doc["global"].values():
         value = g["display"] if "display" in g else f"{_num(g['value'])} {g['unit']}".rstrip()
         out.append(f"  {g['label']:42} {value:>16}  {_src(g)}")
@@ -144,15 +181,20 @@ def render(doc: dict) -> str:
     if doc["node"] is None:
         out += ["", _table(doc["hosts"])]
     for name, h in doc["hosts"].items() if doc["node"] is not None else ():
-        out += ["", f"host {name}",
-                f"  address {h['address'] or '(none: not a ringmesh peer)'}  role {h['role']}  provider {h['provider'] if h['provider'] != 'default' else '(none)'}  "
-                f"priority {h['sync_priority']}",
-                f"  ephemeral {yn[h['ephemeral']]}  voter {yn[h['voter']]}  excluded {yn[h['excluded']]}  "
-                f"nfs group {', '.join(h['nfs_group']) if h['nfs_group'] else '-'}"]
+        out += [
+            "",
+            f"host {name}",
+            f"  address {h['address'] or '(none: not a ringmesh peer)'}  role {h['role']}  provider {h['provider'] if h['provider'] != 'default' else '(none)'}  "
+            f"priority {h['sync_priority']}",
+            f"  ephemeral {yn[h['ephemeral']]}  voter {yn[h['voter']]}  excluded {yn[h['excluded']]}  "
+            f"nfs group {', '.join(h['nfs_group']) if h['nfs_group'] else '-'}",
+        ]
         for d in ("egress", "ingress"):
             r = h[d]
             out.append(f"  {d + ' limit':14} {r['display']:>16} ({r['bytes_per_s']} B/s)  {_src(r)}")
-        out.append(f"  {'disk cap':14} {_num(h['disk_cap_percent']['value']) + ' %':>16}  {_src(h['disk_cap_percent'])}")
+        out.append(
+            f"  {'disk cap':14} {_num(h['disk_cap_percent']['value']) + ' %':>16}  {_src(h['disk_cap_percent'])}"
+        )
         for t, p in h["paths"].items():
             out.append(f"  {t + ' dir':14} {p['path']}  [file: {p['source']}]")
         for k, p in (h.get("tls") or {}).items():
@@ -160,8 +202,11 @@ def render(doc: dict) -> str:
     if doc["not_used"]:
         out += ["", "in this file but not used by ringmesh"] + [f"  {u['key']}: {u['why']}" for u in doc["not_used"]]
     if doc["unread"]:
-        out += ["", f"not read by ringmesh ({len(doc['unread'])} keys: other tools' settings, descriptive host keys)",
-                "  " + ", ".join(doc["unread"])]
+        out += [
+            "",
+            f"not read by ringmesh ({len(doc['unread'])} keys: other tools' settings, descriptive host keys)",
+            "  " + ", ".join(doc["unread"]),
+        ]
     out += ["", f"warnings ({len(doc['warnings'])})"] + [f"  {w}" for w in doc["warnings"]]
     return "\n".join(out)
 
@@ -173,8 +218,17 @@ def _table(hosts: dict) -> str:
         role = f"{h['their_role'] or '-'} -> {h['role']}"
         rate = f"{h['egress']['display']} [{h['egress']['source']}]"
         paths = ", ".join(f"{t}={p['path']}" for t, p in h["paths"].items()) or "-"
-        rows.append((name, "yes" if h["member"] else f"no: {h['why_not']}", role, h["address"] or "-",
-                     "yes" if h["voter"] else "no", rate, paths))
+        rows.append(
+            (
+                name,
+                "yes" if h["member"] else f"no: {h['why_not']}",
+                role,
+                h["address"] or "-",
+                "yes" if h["voter"] else "no",
+                rate,
+                paths,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     n = sum(1 for h in hosts.values() if h["member"])
     lines = [f"hosts ({n} of {len(hosts)} take part)"]

@@ -88,7 +88,9 @@ def run_demo(nodes: int = 5, file_size: int = 64 * MiB, as_json: bool = False, k
                 know += bool(item and item["digest"] == digest)
                 hold += has
                 state = "held" if has else ("pulling" if st and st["transfers"] else ("known" if item else "-"))
-                lines.append(f"{name:8} {st['fingerprint'] if st else '?':18} {len(st['members']) if st else 0:>7}  {state:10}")
+                lines.append(
+                    f"{name:8} {st['fingerprint'] if st else '?':18} {len(st['members']) if st else 0:>7}  {state:10}"
+                )
             lines.append(f"elapsed {now - t_put:6.2f} s   version known on {know}/{nodes}   copies {hold}/{nodes}")
             screen.show(lines)
             if know == nodes and known_at is None:
@@ -104,7 +106,11 @@ def run_demo(nodes: int = 5, file_size: int = 64 * MiB, as_json: bool = False, k
         summary["version_known_everywhere_s"] = round(known_at, 3)
         summary["copies_everywhere_s"] = round(held_at, 3)
         summary["manifests_identical_s"] = round(time.monotonic() - t_put, 3)
-        bad = [n for n, nd in cluster.nodes.items() if hash_file(nd.data_dir / "files" / "model" / model.name, put["chunk_size_bytes"]) != digest]
+        bad = [
+            n
+            for n, nd in cluster.nodes.items()
+            if hash_file(nd.data_dir / "files" / "model" / model.name, put["chunk_size_bytes"]) != digest
+        ]
         summary["verified_copies"] = nodes - len(bad)
         summary["throughput_MBps"] = round((nodes - 1) * file_size / 1e6 / held_at, 1) if held_at else None
         codes = cluster.stop_all()
@@ -133,10 +139,14 @@ def _print_summary(s: dict, kept: Path | None) -> None:
     print(f"{s['nodes']} peers; model of {s['file_size_bytes'] / MiB:.1f} MiB published on node1")
     print(f"  membership converged      {s['membership_converged_s']:8.2f} s after start")
     print(f"  version known everywhere  {s['version_known_everywhere_s']:8.2f} s after publish")
-    print(f"  verified copy everywhere  {s['copies_everywhere_s']:8.2f} s after publish "
-          f"({s['throughput_MBps']} MB/s delivered in all)")
+    print(
+        f"  verified copy everywhere  {s['copies_everywhere_s']:8.2f} s after publish "
+        f"({s['throughput_MBps']} MB/s delivered in all)"
+    )
     print(f"  manifests identical       {s['manifests_identical_s']:8.2f} s after publish")
-    print(f"  copies verified (xxh3-128): {s['verified_copies']}/{s['nodes']}; exit codes: {sorted(set(s['exit_codes'].values()))}")
+    print(
+        f"  copies verified (xxh3-128): {s['verified_copies']}/{s['nodes']}; exit codes: {sorted(set(s['exit_codes'].values()))}"
+    )
     print("demo OK" if s["ok"] else "demo FAILED")
     if kept:
         print(f"data kept in {kept}")

@@ -54,8 +54,13 @@ def _config(path: str, node: str) -> tuple[list[Check], ClusterConfig | None, Ho
         h = c.hosts.get(node)
         why = "no such host" if h is None else h.inactive or "no address, tailscale_ip or ssh_host"
         return [Check(FAIL, "config", f"{path}: host {node!r} takes no part ({why}); members: {known}")], c, None
-    checks = [Check(OK, "config", f"{path}: valid; {node} at {host.address}, role {host.role}; "
-                                  f"{len(c.members())} member host(s)")]
+    checks = [
+        Check(
+            OK,
+            "config",
+            f"{path}: valid; {node} at {host.address}, role {host.role}; {len(c.members())} member host(s)",
+        )
+    ]
     checks += [Check(WARN, "config", w) for w in c.warnings]
     return checks, c, host
 
@@ -73,8 +78,12 @@ def _certificates(c: ClusterConfig, host: HostConfig) -> tuple[Check, Any]:
     if creds.key_mode_warning:
         return Check(WARN, "certificates", creds.key_mode_warning), creds
     status = WARN if left < CERT_WARN_DAYS else OK
-    return Check(status, "certificates", f"mutual TLS: {host.tls.cert} names {host.name}, signed by {host.tls.ca}, "
-                                         f"expires {creds.not_after:%Y-%m-%d} (in {left:.0f} days)"), creds
+    return Check(
+        status,
+        "certificates",
+        f"mutual TLS: {host.tls.cert} names {host.name}, signed by {host.tls.ca}, "
+        f"expires {creds.not_after:%Y-%m-%d} (in {left:.0f} days)",
+    ), creds
 
 
 def _daemon(data_dir: Path) -> Check:
@@ -88,20 +97,34 @@ def _daemon(data_dir: Path) -> Check:
         with LocalClient(data_dir, timeout=5) as lc:
             st = lc.status()
     except ClientError as e:
-        return Check(FAIL, "daemon", f"a daemon (pid {pid or '?'}) holds {data_dir} but does not answer on its socket: {e}")
-    text = (f"pid {pid or '?'} on {data_dir}: node {st['node']}, up {duration(st['uptime_s'])}, "
-            f"leader {st['leader'] or '(none known)'} (term {st['term']})")
+        return Check(
+            FAIL, "daemon", f"a daemon (pid {pid or '?'}) holds {data_dir} but does not answer on its socket: {e}"
+        )
+    text = (
+        f"pid {pid or '?'} on {data_dir}: node {st['node']}, up {duration(st['uptime_s'])}, "
+        f"leader {st['leader'] or '(none known)'} (term {st['term']})"
+    )
     held = (st.get("games") or {}).get("held") or {}
     refused = sum(k.get("refused", 0) for k in held.values())
     if refused:
         per = ", ".join(f"{key}: {k['refused']}" for key, k in sorted(held.items()) if k.get("refused"))
-        return Check(FAIL, "daemon", f"{text}; {refused} game(s) refused by its databases ({per}): "
-                                     f"see `ringmesh games refused`, then `ringmesh games retry`", {"pid": pid, "held": held})
+        return Check(
+            FAIL,
+            "daemon",
+            f"{text}; {refused} game(s) refused by its databases ({per}): "
+            f"see `ringmesh games refused`, then `ringmesh games retry`",
+            {"pid": pid, "held": held},
+        )
     errors = st.get("core_errors") or {}
     if errors.get("last_10_min"):
         last = errors["recent"][-1]["what"] if errors.get("recent") else "?"
-        return Check(FAIL, "daemon", f"{text}; its core raised {errors['last_10_min']} time(s) in the last 10 minutes "
-                                     f"(a bug: see its log; last: {last})", {"pid": pid, "node": st["node"], **errors})
+        return Check(
+            FAIL,
+            "daemon",
+            f"{text}; its core raised {errors['last_10_min']} time(s) in the last 10 minutes "
+            f"(a bug: see its log; last: {last})",
+            {"pid": pid, "node": st["node"], **errors},
+        )
     if errors.get("total"):
         text += f"; its core raised {errors['total']} time(s), none in the last 10 minutes"
         return Check(WARN, "daemon", text, {"pid": pid, "node": st["node"], **errors})
@@ -141,7 +164,9 @@ async def _probe(name: str, address: str, creds: Any, deadline: float, samples: 
     else:
         from ringmesh.node.wire.tls import channel_credentials, channel_options
 
-        ch = grpc.aio.secure_channel(address, channel_credentials(creds), options=CHANNEL_OPTIONS + channel_options(name))
+        ch = grpc.aio.secure_channel(
+            address, channel_credentials(creds), options=CHANNEL_OPTIONS + channel_options(name)
+        )
     stub = health_pb2_grpc.HealthStub(ch)
     out: dict[str, Any] = {"peer": name, "address": address}
     try:
@@ -172,8 +197,14 @@ def _peer_checks(results: list[dict[str, Any]]) -> list[Check]:
         if "error" in r:
             checks.append(Check(FAIL, f"peer {name}", f"{addr} unreachable: {r['error']}", r))
         elif r.get("answers_as") not in (None, name):
-            checks.append(Check(FAIL, f"peer {name}", f"{addr} answers as {r['answers_as']!r}, not {name!r}: "
-                                                      f"the config's address is wrong", r))
+            checks.append(
+                Check(
+                    FAIL,
+                    f"peer {name}",
+                    f"{addr} answers as {r['answers_as']!r}, not {name!r}: the config's address is wrong",
+                    r,
+                )
+            )
         elif r.get("status") != "SERVING":
             checks.append(Check(WARN, f"peer {name}", f"{addr} answers {r.get('status')} (draining or starting)", r))
         else:
@@ -188,8 +219,10 @@ def _clock(results: list[dict[str, Any]], max_skew: float) -> Check:
         return Check(WARN, "clock", "no peer answered with its clock: skew not measured")
     worst = max(measured, key=lambda r: abs(r["offset_s"]) - r["rtt_s"] / 2)
     off, err = worst["offset_s"], worst["rtt_s"] / 2
-    text = (f"largest skew against {len(measured)} peer(s): {worst['peer']} {off:+.3f} s (± {err:.3f} s; "
-            f"its clock minus ours)")
+    text = (
+        f"largest skew against {len(measured)} peer(s): {worst['peer']} {off:+.3f} s (± {err:.3f} s; "
+        f"its clock minus ours)"
+    )
     data = {r["peer"]: {"offset_s": round(r["offset_s"], 6), "error_s": round(r["rtt_s"] / 2, 6)} for r in measured}
     if abs(off) - err > max_skew:
         return Check(FAIL, "clock", text + f"; more than {max_skew:g} s: fix NTP on one of the two", data)
@@ -198,8 +231,9 @@ def _clock(results: list[dict[str, Any]], max_skew: float) -> Check:
     return Check(OK, "clock", text, data)
 
 
-def run_checks(config: str, node: str, data_dir: str | Path, *, deadline: float = 3.0,
-               max_skew: float = 1.0) -> list[Check]:
+def run_checks(
+    config: str, node: str, data_dir: str | Path, *, deadline: float = 3.0, max_skew: float = 1.0
+) -> list[Check]:
     checks, c, host = _config(config, node)
     if c is None or host is None:
         return checks
@@ -210,7 +244,9 @@ def run_checks(config: str, node: str, data_dir: str | Path, *, deadline: float 
     checks.append(_disk(data_dir, host))
     peers = {n: h.address for n, h in sorted(c.members().items()) if n != node and h.address}  # members have one
     if host.tls is not None and creds is None:
-        checks += [Check(FAIL, f"peer {n}", f"{a} not checked: this host has no usable certificate") for n, a in peers.items()]
+        checks += [
+            Check(FAIL, f"peer {n}", f"{a} not checked: this host has no usable certificate") for n, a in peers.items()
+        ]
         return checks
 
     async def probe_all():
@@ -223,18 +259,34 @@ def run_checks(config: str, node: str, data_dir: str | Path, *, deadline: float 
     return checks
 
 
-def run_doctor(config: str, node: str, data_dir: str | Path, *, as_json: bool = False, deadline: float = 3.0,
-               max_skew: float = 1.0) -> int:
+def run_doctor(
+    config: str, node: str, data_dir: str | Path, *, as_json: bool = False, deadline: float = 3.0, max_skew: float = 1.0
+) -> int:
     checks = run_checks(config, node, data_dir, deadline=deadline, max_skew=max_skew)
     failed = sum(c.status == FAIL for c in checks)
     warned = sum(c.status == WARN for c in checks)
     if as_json:
-        print(json.dumps({"node": node, "ok": not failed, "failed": failed, "warnings": warned,
-                          "checks": [asdict(c) for c in checks]}, indent=2, sort_keys=True, default=str))
+        print(
+            json.dumps(
+                {
+                    "node": node,
+                    "ok": not failed,
+                    "failed": failed,
+                    "warnings": warned,
+                    "checks": [asdict(c) for c in checks],
+                },
+                indent=2,
+                sort_keys=True,
+                default=str,
+            )
+        )
     else:
         width = max(len(c.name) for c in checks)
         for c in checks:
             print(f"{c.status:4}  {c.name:{width}}  {c.detail}")
-        print(f"doctor: {node}: " + (f"{failed} check(s) FAILED" if failed else "healthy")
-              + (f", {warned} warning(s)" if warned else ""))
+        print(
+            f"doctor: {node}: "
+            + (f"{failed} check(s) FAILED" if failed else "healthy")
+            + (f", {warned} warning(s)" if warned else "")
+        )
     return 1 if failed else 0

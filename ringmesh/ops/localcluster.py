@@ -68,16 +68,28 @@ class Node:
 
 
 class LocalCluster:
-    def __init__(self, root: str | Path, n: int, *, gossip_interval: float = 0.25, roles: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None, routing: dict | None = None, own: dict | None = None,
-                 hosts: dict[str, dict] | None = None, tls: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        n: int,
+        *,
+        gossip_interval: float = 0.25,
+        roles: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        routing: dict | None = None,
+        own: dict | None = None,
+        hosts: dict[str, dict] | None = None,
+        tls: bool = False,
+    ) -> None:
         """`tls`: a cluster CA and one certificate per node in <root>/tls, and peers that talk
         mutual TLS (`ringmesh.tls` in the config); otherwise plaintext."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(n)
         self.nodes = {
-            f"node{i + 1}": Node(f"node{i + 1}", f"127.0.0.1:{p}", self.root / f"node{i + 1}", self.root / f"node{i + 1}.log")
+            f"node{i + 1}": Node(
+                f"node{i + 1}", f"127.0.0.1:{p}", self.root / f"node{i + 1}", self.root / f"node{i + 1}.log"
+            )
             for i, p in enumerate(ports)
         }
         roles = roles or {}
@@ -90,20 +102,36 @@ class LocalCluster:
                 issue(self.tls_dir, name)
             own = {**(own or {}), "tls": {"ca": "tls/ca.crt", "cert": "tls/{node}.crt", "key": "tls/{node}.key"}}
         self.config_path = self.root / "distributed_hosts.yaml"
-        self.config_path.write_text(yaml.safe_dump({
-            # Loopback: a generous limit (MB/s) instead of the 20 MB/s built-in default.
-            "sync_routing": {"gossip_interval_seconds": gossip_interval, "min_copies": 2, "bandwidth_limit_mbps": 400,
-                             **(routing or {})},
-            **({"ringmesh": own} if own else {}),
-            "hosts": {nd.name: {"address": nd.address, "provider": "local", "role": roles.get(nd.name, "selfplay"),
-                                **(hosts or {}).get(nd.name, {})}
-                      for nd in self.nodes.values()},
-        }, sort_keys=False))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    # Loopback: a generous limit (MB/s) instead of the 20 MB/s built-in default.
+                    "sync_routing": {
+                        "gossip_interval_seconds": gossip_interval,
+                        "min_copies": 2,
+                        "bandwidth_limit_mbps": 400,
+                        **(routing or {}),
+                    },
+                    **({"ringmesh": own} if own else {}),
+                    "hosts": {
+                        nd.name: {
+                            "address": nd.address,
+                            "provider": "local",
+                            "role": roles.get(nd.name, "selfplay"),
+                            **(hosts or {}).get(nd.name, {}),
+                        }
+                        for nd in self.nodes.values()
+                    },
+                },
+                sort_keys=False,
+            )
+        )
         self.env = {**os.environ, **(env or {})}
 
     @classmethod
-    def of(cls, root: str | Path, config_path: str | Path, addresses: dict[str, str],
-           env: dict[str, str] | None = None) -> LocalCluster:
+    def of(
+        cls, root: str | Path, config_path: str | Path, addresses: dict[str, str], env: dict[str, str] | None = None
+    ) -> LocalCluster:
         """Peers of a config written elsewhere (`ringmesh rehearse`): `addresses` name -> host:port."""
         c = cls.__new__(cls)
         c.root, c.config_path, c.tls_dir = Path(root), Path(config_path), None
@@ -117,15 +145,29 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         self.stop_all()
 
-    def start(self, name: str, env: dict[str, str] | None = None, launcher: tuple[str, ...] = ("-m", "ringmesh")) -> None:
+    def start(
+        self, name: str, env: dict[str, str] | None = None, launcher: tuple[str, ...] = ("-m", "ringmesh")
+    ) -> None:
         """Start `name`'s daemon; `launcher`: the interpreter's arguments before `serve` (a test's
         `ringmesh.testing.faults.launcher(...)` starts one with faults installed)."""
         nd = self.nodes[name]
         log = open(nd.log_path, "ab")
         nd.proc = subprocess.Popen(
-            [sys.executable, *launcher, "serve", "--config", str(self.config_path), "--node", name,
-             "--data-dir", str(nd.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                *launcher,
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--node",
+                name,
+                "--data-dir",
+                str(nd.data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
         )
         log.close()
 

@@ -38,12 +38,19 @@ class JsonFormatter(logging.Formatter):
         t = time.gmtime(record.created)
         doc: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "host": self.host, "logger": record.name, "message": record.getMessage(),
+            "level": record.levelname,
+            "host": self.host,
+            "logger": record.name,
+            "message": record.getMessage(),
         }
         for f in FIELDS:
             v = getattr(record, f, None)
             if v is not None:
-                doc[f] = v if isinstance(v, (str, int, float, bool)) else (list(v) if isinstance(v, (list, tuple, set)) else str(v))
+                doc[f] = (
+                    v
+                    if isinstance(v, (str, int, float, bool))
+                    else (list(v) if isinstance(v, (list, tuple, set)) else str(v))
+                )
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)
@@ -59,11 +66,18 @@ class PeerGone(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if record.levelno >= logging.ERROR and type(exc).__name__ == "ExecuteBatchError" \
-                and str(record.msg).startswith(self.PREFIX):
-            method = record.getMessage()[len(self.PREFIX):].strip()
-            record.msg, record.args, record.exc_info, record.exc_text = \
-                f"the caller went away before the answer to {method} was sent", None, None, None
+        if (
+            record.levelno >= logging.ERROR
+            and type(exc).__name__ == "ExecuteBatchError"
+            and str(record.msg).startswith(self.PREFIX)
+        ):
+            method = record.getMessage()[len(self.PREFIX) :].strip()
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                f"the caller went away before the answer to {method} was sent",
+                None,
+                None,
+                None,
+            )
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True

@@ -60,154 +60,305 @@ GAUGE_COUNTERS = {"items_blocked"}  # daemon counters that are levels, not count
 def _families(view: NodeView) -> list:
     """Every metric family, read from the node now. Runs on the event loop."""
     from prometheus_client.core import (
-        CounterMetricFamily as C, GaugeMetricFamily as G, InfoMetricFamily as I, SummaryMetricFamily as S,
+        CounterMetricFamily as C,
+    )
+    from prometheus_client.core import (
+        GaugeMetricFamily as G,
+    )
+    from prometheus_client.core import (
+        InfoMetricFamily as I,
+    )
+    from prometheus_client.core import (
+        SummaryMetricFamily as S,
     )
 
-    from ringmesh.ops import reports
     from ringmesh.core import streams
+    from ringmesh.ops import reports
 
     now = time.time()
     core, m, t = view.core, view.manifest, view.telemetry
     t.sample(m, now)
     out: list = []
 
-    def gauge(name: str, doc: str, labels: Iterable[str] = (), samples: Iterable[tuple[Iterable[str], float]] = (),
-              value: float | None = None) -> None:
+    def gauge(
+        name: str,
+        doc: str,
+        labels: Iterable[str] = (),
+        samples: Iterable[tuple[Iterable[str], float]] = (),
+        value: float | None = None,
+    ) -> None:
         f = G(name, doc, value=value) if value is not None else G(name, doc, labels=list(labels))
         for lv, v in samples:
             f.add_metric(list(lv), v)
         out.append(f)
 
-    def counter(name: str, doc: str, labels: Iterable[str] = (), samples: Iterable[tuple[Iterable[str], float]] = (),
-                value: float | None = None) -> None:
+    def counter(
+        name: str,
+        doc: str,
+        labels: Iterable[str] = (),
+        samples: Iterable[tuple[Iterable[str], float]] = (),
+        value: float | None = None,
+    ) -> None:
         f = C(name, doc, value=value) if value is not None else C(name, doc, labels=list(labels))
         for lv, v in samples:
             f.add_metric(list(lv), v)
         out.append(f)
 
     # this host
-    out.append(I("ringmesh_node", "This host: name, address, role, provider (value 1).",
-                 value={"node": view.name, "address": view.address, "role": view.host.role, "provider": view.host.provider,
-                        "ephemeral": str(view.host.ephemeral).lower()}))
+    out.append(
+        I(
+            "ringmesh_node",
+            "This host: name, address, role, provider (value 1).",
+            value={
+                "node": view.name,
+                "address": view.address,
+                "role": view.host.role,
+                "provider": view.host.provider,
+                "ephemeral": str(view.host.ephemeral).lower(),
+            },
+        )
+    )
     gauge("ringmesh_uptime_seconds", "Seconds since the daemon started.", value=now - view.started_at)
     gauge("ringmesh_incarnation", "This host's incarnation (a new life after a wiped disk).", value=m.own.incarnation)
 
     # gossip
     counter("ringmesh_gossip_rounds", "Gossip rounds this host started.", value=core.rounds)
-    counter("ringmesh_gossip_delta_bytes", "Bytes of manifest deltas (in SynAck and Ack messages) sent and received.",
-            ["direction"], [((k,), t.delta_bytes[k]) for k in (OUT, IN)])
-    counter("ringmesh_messages", "Peer messages sent and received, by kind.", ["direction", "kind"],
-            [(k, n) for k, n in sorted(t.messages.items())])
+    counter(
+        "ringmesh_gossip_delta_bytes",
+        "Bytes of manifest deltas (in SynAck and Ack messages) sent and received.",
+        ["direction"],
+        [((k,), t.delta_bytes[k]) for k in (OUT, IN)],
+    )
+    counter(
+        "ringmesh_messages",
+        "Peer messages sent and received, by kind.",
+        ["direction", "kind"],
+        [(k, n) for k, n in sorted(t.messages.items())],
+    )
     gauge("ringmesh_inbox_events", "Events waiting for the core.", value=view.inbox_size)
-    gauge("ringmesh_origin_heartbeat", "Each origin's heartbeat as this host knows it.", ["origin"],
-          [((o,), st.heartbeat) for o, st in sorted(m.origins.items())])
-    gauge("ringmesh_origin_max_change", "Each origin's highest change counter as this host knows it.", ["origin"],
-          [((o,), st.max_counter) for o, st in sorted(m.origins.items())])
+    gauge(
+        "ringmesh_origin_heartbeat",
+        "Each origin's heartbeat as this host knows it.",
+        ["origin"],
+        [((o,), st.heartbeat) for o, st in sorted(m.origins.items())],
+    )
+    gauge(
+        "ringmesh_origin_max_change",
+        "Each origin's highest change counter as this host knows it.",
+        ["origin"],
+        [((o,), st.max_counter) for o, st in sorted(m.origins.items())],
+    )
     lags = {o: t.lag(o, m, now) for o in sorted(m.origins) if o != core.me}
-    gauge("ringmesh_origin_lag_changes", "Convergence lag: changes each origin reported (its own digest entry) "
-          "that this host does not hold yet.", ["origin"], [((o,), n) for o, (n, _s) in lags.items()])
-    gauge("ringmesh_origin_lag_seconds", "Convergence lag: seconds this host has lacked the oldest change an "
-          "origin reported (0: up to date).", ["origin"], [((o,), sec) for o, (_n, sec) in lags.items()])
-    catch = S("ringmesh_origin_catch_up_seconds", "Time from an origin's report of a change to this host holding it.",
-              labels=["origin"])
+    gauge(
+        "ringmesh_origin_lag_changes",
+        "Convergence lag: changes each origin reported (its own digest entry) that this host does not hold yet.",
+        ["origin"],
+        [((o,), n) for o, (n, _s) in lags.items()],
+    )
+    gauge(
+        "ringmesh_origin_lag_seconds",
+        "Convergence lag: seconds this host has lacked the oldest change an origin reported (0: up to date).",
+        ["origin"],
+        [((o,), sec) for o, (_n, sec) in lags.items()],
+    )
+    catch = S(
+        "ringmesh_origin_catch_up_seconds",
+        "Time from an origin's report of a change to this host holding it.",
+        labels=["origin"],
+    )
     for o, (n, total) in sorted(t.catch_up.items()):
         catch.add_metric([o], count_value=n, sum_value=total)
     out.append(catch)
-    gauge("ringmesh_origin_heartbeat_age_seconds",
-          "Seconds since this host last saw each origin's heartbeat advance (heartbeats travel with facts, "
-          "or once 10 beats ahead).", ["origin"],
-          [((o,), age) for o in sorted(m.origins) if (age := t.heartbeat_age(o, now)) is not None])
+    gauge(
+        "ringmesh_origin_heartbeat_age_seconds",
+        "Seconds since this host last saw each origin's heartbeat advance (heartbeats travel with facts, "
+        "or once 10 beats ahead).",
+        ["origin"],
+        [((o,), age) for o in sorted(m.origins) if (age := t.heartbeat_age(o, now)) is not None],
+    )
 
     # membership
     known = sorted(set(m.origins) | set(core.known_peers()))
     views = {h: core.membership.view(h) for h in known}
     by_state = Counter(views.values())
-    gauge("ringmesh_members", "Members by state, as this host sees them (itself included).", ["state"],
-          [((s,), by_state.get(s, 0)) for s in STATES])
-    gauge("ringmesh_member_state", "1 for each member's current state, 0 for the others.", ["member", "state"],
-          [((h, s), float(v == s)) for h, v in views.items() for s in STATES])
+    gauge(
+        "ringmesh_members",
+        "Members by state, as this host sees them (itself included).",
+        ["state"],
+        [((s,), by_state.get(s, 0)) for s in STATES],
+    )
+    gauge(
+        "ringmesh_member_state",
+        "1 for each member's current state, 0 for the others.",
+        ["member", "state"],
+        [((h, s), float(v == s)) for h, v in views.items() for s in STATES],
+    )
     gauge("ringmesh_local_health", "Lifeguard local health multiplier (0 = healthy).", value=core.membership.health)
 
     # leader
     leader, term = core.leader()
     e = core.election
     gauge("ringmesh_leader_term", "The newest term this host knows.", value=term)
-    gauge("ringmesh_leader", "1 for the leader this host knows, labelled with it and its term.", ["leader", "term"],
-          [((leader, str(term)), 1)] if leader else [])
+    gauge(
+        "ringmesh_leader",
+        "1 for the leader this host knows, labelled with it and its term.",
+        ["leader", "term"],
+        [((leader, str(term)), 1)] if leader else [],
+    )
     gauge("ringmesh_is_leader", "1 while this host leads with a lease.", value=float(e.is_leader(now)))
-    gauge("ringmesh_leader_lease_remaining_seconds", "Seconds of lease this host has left (0 unless it leads).",
-          value=max(0.0, e.lease_until - now))
+    gauge(
+        "ringmesh_leader_lease_remaining_seconds",
+        "Seconds of lease this host has left (0 unless it leads).",
+        value=max(0.0, e.lease_until - now),
+    )
     counter("ringmesh_elections_started", "Elections this host started.", value=e.elections_started)
 
     # transfers
     running = Counter(core.priority_of(v).label for v, _started in view.transfers())
     classes = [c.label for c in sorted(Priority, reverse=True)]
-    gauge("ringmesh_transfers_running", "Pulls under way, by priority class.", ["class"],
-          [((c,), running.get(c, 0)) for c in classes])
-    counter("ringmesh_transfers", "Pulls that ended, by priority class and outcome.", ["class", "outcome"],
-            [((c, o), t.transfers.get((c, o), 0)) for c in classes for o in ("done", "failed")])
-    counter("ringmesh_throttle_bytes", "Bytes let through this host's byte budget, by direction and class.",
-            ["direction", "class"],
-            [((direction, c.label), th.granted[c]) for direction, th in ((OUT, view.egress), (IN, view.ingress))
-             for c in sorted(Priority, reverse=True)])
-    gauge("ringmesh_throttle_rate_bytes_per_second", "This host's byte budget per direction (0: no limit).",
-          ["direction"], [((OUT,), view.egress.rate or 0), ((IN,), view.ingress.rate or 0)])
+    gauge(
+        "ringmesh_transfers_running",
+        "Pulls under way, by priority class.",
+        ["class"],
+        [((c,), running.get(c, 0)) for c in classes],
+    )
+    counter(
+        "ringmesh_transfers",
+        "Pulls that ended, by priority class and outcome.",
+        ["class", "outcome"],
+        [((c, o), t.transfers.get((c, o), 0)) for c in classes for o in ("done", "failed")],
+    )
+    counter(
+        "ringmesh_throttle_bytes",
+        "Bytes let through this host's byte budget, by direction and class.",
+        ["direction", "class"],
+        [
+            ((direction, c.label), th.granted[c])
+            for direction, th in ((OUT, view.egress), (IN, view.ingress))
+            for c in sorted(Priority, reverse=True)
+        ],
+    )
+    gauge(
+        "ringmesh_throttle_rate_bytes_per_second",
+        "This host's byte budget per direction (0: no limit).",
+        ["direction"],
+        [((OUT,), view.egress.rate or 0), ((IN,), view.ingress.rate or 0)],
+    )
 
     # peers
-    counter("ringmesh_peer_bytes", "Bytes to and from each peer: messages, and file chunks.", ["peer", "direction", "what"],
-            [(k, n) for k, n in sorted(t.peer_bytes.items())])
+    counter(
+        "ringmesh_peer_bytes",
+        "Bytes to and from each peer: messages, and file chunks.",
+        ["peer", "direction", "what"],
+        [(k, n) for k, n in sorted(t.peer_bytes.items())],
+    )
     breakers = core.breakers.report(now)
-    gauge("ringmesh_breaker_state", "1 for each peer's breaker state (closed, half-open, open), 0 for the others.",
-          ["peer", "state"],
-          [((h, s), float(b["state"] == s)) for h, b in breakers.items() for s in BREAKER_STATES])
-    counter("ringmesh_breaker_failures", "Failed calls to each peer.", ["peer"],
-            [((h,), b["failures"]) for h, b in breakers.items()])
+    gauge(
+        "ringmesh_breaker_state",
+        "1 for each peer's breaker state (closed, half-open, open), 0 for the others.",
+        ["peer", "state"],
+        [((h, s), float(b["state"] == s)) for h, b in breakers.items() for s in BREAKER_STATES],
+    )
+    counter(
+        "ringmesh_breaker_failures",
+        "Failed calls to each peer.",
+        ["peer"],
+        [((h,), b["failures"]) for h, b in breakers.items()],
+    )
 
     # games
     own = core.replication.origin
     produced = {k: hw for (o, k), hw in view.games.log.streams().items() if o == own}
     materialised = dict(view.games.by_config)
     keys = sorted(set(produced) | set(view.durable) | set(materialised))
-    counter("ringmesh_games_published", "Games this host took in (its own streams, this life), per config.",
-            ["config_key"], [((k,), produced.get(k, 0)) for k in keys])
-    counter("ringmesh_games_durable", "Of those, how many are durable (held by enough hosts), per config.",
-            ["config_key"], [((k,), view.durable.get(k, 0)) for k in keys])
-    counter("ringmesh_games_materialised", "Games appended to this host's game databases since start, per config.",
-            ["config_key"], [((k,), materialised.get(k, 0)) for k in keys])
+    counter(
+        "ringmesh_games_published",
+        "Games this host took in (its own streams, this life), per config.",
+        ["config_key"],
+        [((k,), produced.get(k, 0)) for k in keys],
+    )
+    counter(
+        "ringmesh_games_durable",
+        "Of those, how many are durable (held by enough hosts), per config.",
+        ["config_key"],
+        [((k,), view.durable.get(k, 0)) for k in keys],
+    )
+    counter(
+        "ringmesh_games_materialised",
+        "Games appended to this host's game databases since start, per config.",
+        ["config_key"],
+        [((k,), materialised.get(k, 0)) for k in keys],
+    )
     fresh = streams.freshness(m, core.game_placement().targets, now)
-    gauge("ringmesh_config_games", "Games the cluster produced, per config (all streams).", ["config_key"],
-          [((k, ), f["games"]) for k, f in sorted(fresh.items())])
-    gauge("ringmesh_config_newest_game_age_seconds", "Age of the newest game, per config.", ["config_key"],
-          [((k,), f["newest_age_s"]) for k, f in sorted(fresh.items()) if f["newest_age_s"] is not None])
-    gauge("ringmesh_config_hosts_behind", "Game hosts missing some of a config's games.", ["config_key"],
-          [((k,), len(f["hosts_behind"])) for k, f in sorted(fresh.items())])
+    gauge(
+        "ringmesh_config_games",
+        "Games the cluster produced, per config (all streams).",
+        ["config_key"],
+        [((k,), f["games"]) for k, f in sorted(fresh.items())],
+    )
+    gauge(
+        "ringmesh_config_newest_game_age_seconds",
+        "Age of the newest game, per config.",
+        ["config_key"],
+        [((k,), f["newest_age_s"]) for k, f in sorted(fresh.items()) if f["newest_age_s"] is not None],
+    )
+    gauge(
+        "ringmesh_config_hosts_behind",
+        "Game hosts missing some of a config's games.",
+        ["config_key"],
+        [((k,), len(f["hosts_behind"])) for k, f in sorted(fresh.items())],
+    )
 
     # items
     cluster = reports.cluster_data(view)
     under = [it for it in cluster["items"] if it["hosts_behind"] or it["copies"] < it["wanted_copies"]]
     gauge("ringmesh_items", "Named file items (newest versions) in the manifest.", value=len(cluster["items"]))
     gauge("ringmesh_items_under_replicated", "Items some target host does not hold yet.", value=len(under))
-    gauge("ringmesh_items_blocked", "Items no eligible host can take.", value=sum(it["blocked"] for it in cluster["items"]))
+    gauge(
+        "ringmesh_items_blocked",
+        "Items no eligible host can take.",
+        value=sum(it["blocked"] for it in cluster["items"]),
+    )
 
     # disk
     disk = view.disk or {}
-    for key, name, doc in (("used_percent", "ringmesh_disk_used_percent", "Disk use of the data dir's file system, percent."),
-                           ("free_bytes", "ringmesh_disk_free_bytes", "Bytes free for this host on the data dir's file system."),
-                           ("total_bytes", "ringmesh_disk_total_bytes", "Size of the data dir's file system, bytes.")):
+    for key, name, doc in (
+        ("used_percent", "ringmesh_disk_used_percent", "Disk use of the data dir's file system, percent."),
+        ("free_bytes", "ringmesh_disk_free_bytes", "Bytes free for this host on the data dir's file system."),
+        ("total_bytes", "ringmesh_disk_total_bytes", "Size of the data dir's file system, bytes."),
+    ):
         if key in disk:
             gauge(name, doc, value=disk[key])
-    gauge("ringmesh_disk_cap_percent", "Disk use above which this host takes no new data, percent.",
-          value=view.host.disk_cap_percent)
+    gauge(
+        "ringmesh_disk_cap_percent",
+        "Disk use above which this host takes no new data, percent.",
+        value=view.host.disk_cap_percent,
+    )
 
-    gauge("ringmesh_games_held", "Games this host holds back from its databases, by config and kind "
-          "(refused: see `ringmesh games refused`; waiting: for their schema).", ["config_key", "kind"],
-          [((key, kind), n) for key, kinds in sorted(view.games.held_summary.items()) for kind, n in sorted(kinds.items())])
-    counter("ringmesh_core_errors", "Steps of the protocol core that raised (a bug; the core's timers were re-armed).",
-            value=view.counters.get("core_errors", 0))
+    gauge(
+        "ringmesh_games_held",
+        "Games this host holds back from its databases, by config and kind "
+        "(refused: see `ringmesh games refused`; waiting: for their schema).",
+        ["config_key", "kind"],
+        [
+            ((key, kind), n)
+            for key, kinds in sorted(view.games.held_summary.items())
+            for kind, n in sorted(kinds.items())
+        ],
+    )
+    counter(
+        "ringmesh_core_errors",
+        "Steps of the protocol core that raised (a bug; the core's timers were re-armed).",
+        value=view.counters.get("core_errors", 0),
+    )
 
     # everything else the daemon counts
-    counter("ringmesh_events", "The daemon's other counters (send failures, rejected messages, ...).", ["event"],
-            [((k,), n) for k, n in sorted(view.counters.items()) if k not in GAUGE_COUNTERS | {"core_errors"}])
+    counter(
+        "ringmesh_events",
+        "The daemon's other counters (send failures, rejected messages, ...).",
+        ["event"],
+        [((k,), n) for k, n in sorted(view.counters.items()) if k not in GAUGE_COUNTERS | {"core_errors"}],
+    )
     return out
 
 
@@ -230,8 +381,11 @@ class _Collector:
 def listen_setting(configured: str | None, flag: str | None = None, env: dict | None = None) -> str | None:
     """Where to serve /metrics: the flag, else the environment, else the config; None: off."""
     env = os.environ if env is None else env
-    for where, v in (("--metrics-listen", flag), (f"environment {LISTEN_ENV}", env.get(LISTEN_ENV)),
-                     ("ringmesh.metrics_listen", configured)):
+    for where, v in (
+        ("--metrics-listen", flag),
+        (f"environment {LISTEN_ENV}", env.get(LISTEN_ENV)),
+        ("ringmesh.metrics_listen", configured),
+    ):
         if v:
             return check_listen(where, v)
     return None

@@ -16,8 +16,16 @@ from ringmesh.ops.statusview import duration, size
 
 
 class Progress:
-    def __init__(self, label: str, total: int | None, *, unit: str = "bytes", stream: TextIO | None = None,
-                 enabled: bool | None = None, every: float = 0.1) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None,
+        *,
+        unit: str = "bytes",
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        every: float = 0.1,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.label, self.total, self.unit, self.every = label, total, unit, every

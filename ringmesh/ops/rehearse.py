@@ -77,7 +77,9 @@ def rehearsal_doc(c: ClusterConfig, chosen: list[str], ports: list[int], root: P
         if key in routing:
             routing[key] = [h for h in routing[key] if h in keep]
     if "nfs_sharing_groups" in routing:
-        routing["nfs_sharing_groups"] = [g for g in ([h for h in g if h in keep] for g in routing["nfs_sharing_groups"]) if g]
+        routing["nfs_sharing_groups"] = [
+            g for g in ([h for h in g if h in keep] for g in routing["nfs_sharing_groups"]) if g
+        ]
     for e in routing.get("allowed_external_storage") or []:
         e["path"] = str(root / "external" / str(e.get("host")))
     routing["gossip_interval_seconds"] = REHEARSAL_GOSSIP_S
@@ -92,8 +94,9 @@ def _statuses(cluster: LocalCluster) -> dict[str, dict | None]:
     return cluster.query_all("status")
 
 
-def run_rehearse(path: str, hosts: int | None = 8, minutes: float = 3.0, as_json: bool = False,
-                 keep: bool = False) -> int:
+def run_rehearse(
+    path: str, hosts: int | None = 8, minutes: float = 3.0, as_json: bool = False, keep: bool = False
+) -> int:
     c = load_config(path)
     members = c.members()
     chosen = sorted(members) if hosts is None else choose(c, hosts)
@@ -123,8 +126,11 @@ def run_rehearse(path: str, hosts: int | None = 8, minutes: float = 3.0, as_json
         report["checks"]["games where the role table says"] = report["games"]["ok"]
         report["checks"]["model on every eligible host"] = report["model"]["ok"]
         st = cluster.nodes[leader].query("status") or {}
-        report["status_of_leader"] = {"members": {m["name"]: m["state"] for m in st.get("members", [])},
-                                      "term": st.get("term"), "core_errors": st.get("core_errors")}
+        report["status_of_leader"] = {
+            "members": {m["name"]: m["state"] for m in st.get("members", [])},
+            "term": st.get("term"),
+            "core_errors": st.get("core_errors"),
+        }
         report["ok"] = all(report["checks"].values())
     except (TimeoutError, RuntimeError) as e:
         report["error"] = str(e)
@@ -149,16 +155,25 @@ def _usage(cluster: LocalCluster) -> dict[str, Any]:
             continue
         try:
             stat = Path(f"/proc/{nd.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            rss = next(int(line.split()[1]) for line in Path(f"/proc/{nd.proc.pid}/status").read_text().splitlines()
-                       if line.startswith("VmRSS:"))
+            rss = next(
+                int(line.split()[1])
+                for line in Path(f"/proc/{nd.proc.pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            )
         except (OSError, StopIteration, IndexError, ValueError):
             continue
         per[name] = {"cpu_s": round((int(stat[11]) + int(stat[12])) / tick, 2), "rss_mib": round(rss / 1024, 1)}
     if not per:
         return {}
     cpu, rss_mib = [v["cpu_s"] for v in per.values()], [v["rss_mib"] for v in per.values()]
-    return {"peers": len(per), "cpu_s_total": round(sum(cpu), 1), "cpu_s_max": max(cpu),
-            "rss_mib_mean": round(sum(rss_mib) / len(rss_mib), 1), "rss_mib_max": max(rss_mib), "per_peer": per}
+    return {
+        "peers": len(per),
+        "cpu_s_total": round(sum(cpu), 1),
+        "cpu_s_max": max(cpu),
+        "rss_mib_mean": round(sum(rss_mib) / len(rss_mib), 1),
+        "rss_mib_max": max(rss_mib),
+        "per_peer": per,
+    }
 
 
 def _wait(cond, deadline: float, what: str, every: float = 0.2):
@@ -200,8 +215,14 @@ def _games(cluster: LocalCluster, rc: ClusterConfig, root: Path, deadline: float
         ok = False
     where = {n: _game_count(rc.hosts[n], cluster) for n in rc.members()}
     why = {n: _why_games(rc.hosts[n]) for n in rc.members()}
-    return {"published": len(ids), "producers": players, "takers": takers, "ok": ok and landed(),
-            "games_per_host": where, "why": why}
+    return {
+        "published": len(ids),
+        "producers": players,
+        "takers": takers,
+        "ok": ok and landed(),
+        "games_per_host": where,
+        "why": why,
+    }
 
 
 def _why_games(h: HostConfig) -> str:
@@ -213,7 +234,9 @@ def _why_games(h: HostConfig) -> str:
 
 
 def _game_count(h: HostConfig, cluster: LocalCluster) -> int:
-    return gamedb.count_games((Path(h.games_dir) if h.games_dir else cluster.nodes[h.name].data_dir / "games") / "hex8_2p.db")
+    return gamedb.count_games(
+        (Path(h.games_dir) if h.games_dir else cluster.nodes[h.name].data_dir / "games") / "hex8_2p.db"
+    )
 
 
 def _model(cluster: LocalCluster, rc: ClusterConfig, root: Path, deadline: float) -> dict[str, Any]:
@@ -239,16 +262,23 @@ def _model(cluster: LocalCluster, rc: ClusterConfig, root: Path, deadline: float
         ok = True
     except TimeoutError:
         it, ok = item() or {}, False
-    return {"publisher": publisher, "targets": it.get("targets", []), "holders": it.get("holders", []),
-            "left_out": it.get("left_out", {}), "ok": ok}
+    return {
+        "publisher": publisher,
+        "targets": it.get("targets", []),
+        "holders": it.get("holders", []),
+        "left_out": it.get("left_out", {}),
+        "ok": ok,
+    }
 
 
 def _print(r: dict[str, Any], rc: ClusterConfig) -> None:
     if "error" in r:
         print(f"rehearsal FAILED: {r['error']}")
     if r.get("leader"):
-        print(f"leader: {r['leader']} (a p2p_voters host: {'yes' if r['checks'].get('leader is a voter') else 'NO'}); "
-              f"every member alive {r.get('all_alive_s')} s after start")
+        print(
+            f"leader: {r['leader']} (a p2p_voters host: {'yes' if r['checks'].get('leader is a voter') else 'NO'}); "
+            f"every member alive {r.get('all_alive_s')} s after start"
+        )
     g = r.get("games")
     if g:
         print(f"\ngames: {g['published']} published on {', '.join(g['producers']) or 'no host'}")
@@ -262,8 +292,10 @@ def _print(r: dict[str, Any], rc: ClusterConfig) -> None:
             print(f"  {name:24} {where}")
     u = r.get("usage") or {}
     if u:
-        print(f"\n{u['peers']} peers used {u['cpu_s_total']} CPU s in all (max {u['cpu_s_max']} s), "
-              f"{u['rss_mib_mean']} MiB resident on average (max {u['rss_mib_max']} MiB)")
+        print(
+            f"\n{u['peers']} peers used {u['cpu_s_total']} CPU s in all (max {u['cpu_s_max']} s), "
+            f"{u['rss_mib_mean']} MiB resident on average (max {u['rss_mib_max']} MiB)"
+        )
     print()
     for check, ok in r["checks"].items():
         print(f"  {'ok  ' if ok else 'FAIL'} {check}")

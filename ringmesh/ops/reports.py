@@ -36,17 +36,30 @@ def recommendations(view: NodeView) -> dict[str, Any]:
                 continue
             sources = [h for h in holders if core.healthy(h, view.now()) or h == core.me]
             rate = min([_rate(view, host, "ingress")] + [_rate(view, s, "egress") for s in sources[:1]])
-            recs.append({
-                "host": host, "item": str(item), "digest": v.digest, "sources": sources,
-                "priority": core.priority_of(v).label, "config_key": catalog.config_key_of(v),
-                "reason": f"{item.type} belongs on {next(h.role for h in hosts if h.name == host)} hosts; "
-                          f"newest version {v.digest[:12]} not held",
-                "bytes": v.size, "estimated_seconds": round(v.size / rate, 3) if sources else None,
-                "rate_bytes_per_s": rate,
-            })
-    recs.sort(key=lambda r: (-["background", "low", "normal", "high", "critical"].index(r["priority"]), r["host"], r["item"]))
-    return {"node": core.me, "recommendations": recs,
-            "blocked_items": view.blocked_items(), "priorities": {k: v.label for k, v in sorted(core.priorities.items())}}
+            recs.append(
+                {
+                    "host": host,
+                    "item": str(item),
+                    "digest": v.digest,
+                    "sources": sources,
+                    "priority": core.priority_of(v).label,
+                    "config_key": catalog.config_key_of(v),
+                    "reason": f"{item.type} belongs on {next(h.role for h in hosts if h.name == host)} hosts; "
+                    f"newest version {v.digest[:12]} not held",
+                    "bytes": v.size,
+                    "estimated_seconds": round(v.size / rate, 3) if sources else None,
+                    "rate_bytes_per_s": rate,
+                }
+            )
+    recs.sort(
+        key=lambda r: (-["background", "low", "normal", "high", "critical"].index(r["priority"]), r["host"], r["item"])
+    )
+    return {
+        "node": core.me,
+        "recommendations": recs,
+        "blocked_items": view.blocked_items(),
+        "priorities": {k: v.label for k, v in sorted(core.priorities.items())},
+    }
 
 
 def cluster_data(view: NodeView) -> dict[str, Any]:
@@ -59,11 +72,22 @@ def cluster_data(view: NodeView) -> dict[str, Any]:
         placement = place_of(v)
         holders = held.get((item, v.digest), [])
         behind = [h for h in placement.targets if h not in holders]
-        items.append({
-            "item": str(item), "type": item.type, "digest": v.digest, "size_bytes": v.size, "hlc": v.hlc,
-            "origin": v.origin, "holders": holders, "targets": list(placement.targets), "hosts_behind": behind,
-            "copies": len(holders), "wanted_copies": placement.wanted_copies, "blocked": placement.blocked,
-        })
+        items.append(
+            {
+                "item": str(item),
+                "type": item.type,
+                "digest": v.digest,
+                "size_bytes": v.size,
+                "hlc": v.hlc,
+                "origin": v.origin,
+                "holders": holders,
+                "targets": list(placement.targets),
+                "hosts_behind": behind,
+                "copies": len(holders),
+                "wanted_copies": placement.wanted_copies,
+                "blocked": placement.blocked,
+            }
+        )
         key = catalog.config_key_of(v)
         if key:
             c = by_config.setdefault(key, {"items": 0, "bytes": 0, "newest_hlc": 0, "hosts_behind": set()})
@@ -74,8 +98,13 @@ def cluster_data(view: NodeView) -> dict[str, Any]:
     for c in by_config.values():
         c["hosts_behind"] = sorted(c["hosts_behind"])
     disks = {h.name: {"used_percent": h.disk_used_percent, "free_bytes": h.disk_free_bytes} for h in hosts}
-    return {"node": core.me, "items": items, "configs": dict(sorted(by_config.items())), "disks": disks,
-            "members": {h.name: core.membership.view(h.name) for h in hosts}}
+    return {
+        "node": core.me,
+        "items": items,
+        "configs": dict(sorted(by_config.items())),
+        "disks": disks,
+        "members": {h.name: core.membership.view(h.name) for h in hosts},
+    }
 
 
 def targets_for(view: NodeView, args: dict[str, str]) -> dict[str, Any]:
@@ -91,7 +120,17 @@ def targets_for(view: NodeView, args: dict[str, str]) -> dict[str, Any]:
     for item, v in catalog.newest_versions(core.manifest).items():
         if item == ItemKey(dt.value, data_id) or str(item) == data_id:
             size, holders = v.size, catalog.holders(core.manifest).get((item, v.digest), [])
-    ranked = replication_targets(dt, core.host_infos(), item_size=size, min_copies=min_copies,
-                                 cap_percent=view.config.max_disk_usage_percent, holders=holders)
-    return {"data_id": data_id, "data_type": dt.value, "min_copies": min_copies,
-            "targets": [{"host": r.host, "rank": r.rank, "reason": r.reason} for r in ranked]}
+    ranked = replication_targets(
+        dt,
+        core.host_infos(),
+        item_size=size,
+        min_copies=min_copies,
+        cap_percent=view.config.max_disk_usage_percent,
+        holders=holders,
+    )
+    return {
+        "data_id": data_id,
+        "data_type": dt.value,
+        "min_copies": min_copies,
+        "targets": [{"host": r.host, "rank": r.rank, "reason": r.reason} for r in ranked],
+    }

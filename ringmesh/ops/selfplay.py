@@ -65,16 +65,37 @@ class _Game:
         self.cells = _cells(board)
         rings = _RINGS[board]
         self.state: dict[str, Any] = {
-            "id": self.game_id, "boardType": board, "rngSeed": self.rng_seed,
-            "board": {"type": board, "size": len(self.cells), "stacks": {}, "markers": {},
-                      "collapsedSpaces": {}, "eliminatedRings": {str(p): 0 for p in range(1, players + 1)}},
-            "players": [{"playerNumber": p, "type": "ai", "ringsInHand": rings, "eliminatedRings": 0,
-                         "territorySpaces": 0, "aiProfile": {"difficulty": 8, "aiType": "gumbel_mcts"}}
-                        for p in range(1, players + 1)],
-            "currentPhase": "ring_placement", "currentPlayer": 1, "gameStatus": "active",
-            "moveHistory": [], "timeControl": {"type": "none", "initialTime": 0, "increment": 0},
-            "victoryThreshold": rings // 2 + 1, "territoryVictoryThreshold": len(self.cells) // 2 + 1,
-            "totalRingsInPlay": rings * players, "totalRingsEliminated": 0,
+            "id": self.game_id,
+            "boardType": board,
+            "rngSeed": self.rng_seed,
+            "board": {
+                "type": board,
+                "size": len(self.cells),
+                "stacks": {},
+                "markers": {},
+                "collapsedSpaces": {},
+                "eliminatedRings": {str(p): 0 for p in range(1, players + 1)},
+            },
+            "players": [
+                {
+                    "playerNumber": p,
+                    "type": "ai",
+                    "ringsInHand": rings,
+                    "eliminatedRings": 0,
+                    "territorySpaces": 0,
+                    "aiProfile": {"difficulty": 8, "aiType": "gumbel_mcts"},
+                }
+                for p in range(1, players + 1)
+            ],
+            "currentPhase": "ring_placement",
+            "currentPlayer": 1,
+            "gameStatus": "active",
+            "moveHistory": [],
+            "timeControl": {"type": "none", "initialTime": 0, "increment": 0},
+            "victoryThreshold": rings // 2 + 1,
+            "territoryVictoryThreshold": len(self.cells) // 2 + 1,
+            "totalRingsInPlay": rings * players,
+            "totalRingsEliminated": 0,
         }
         self.moves = 0
         self.turns = 0
@@ -82,14 +103,26 @@ class _Game:
 
     def progress(self) -> str:
         b = self.state["board"]
-        return json.dumps({"markers": len(b["markers"]), "collapsed": len(b["collapsedSpaces"]),
-                           "eliminated": self.state["totalRingsEliminated"]}, separators=(",", ":"))
+        return json.dumps(
+            {
+                "markers": len(b["markers"]),
+                "collapsed": len(b["collapsedSpaces"]),
+                "eliminated": self.state["totalRingsEliminated"],
+            },
+            separators=(",", ":"),
+        )
 
     def summary(self) -> str:
         b = self.state["board"]
-        return json.dumps({"stacks": len(b["stacks"]), "markers": len(b["markers"]),
-                           "collapsedSpaces": len(b["collapsedSpaces"]),
-                           "ringsInHand": [p["ringsInHand"] for p in self.state["players"]]}, separators=(",", ":"))
+        return json.dumps(
+            {
+                "stacks": len(b["stacks"]),
+                "markers": len(b["markers"]),
+                "collapsedSpaces": len(b["collapsedSpaces"]),
+                "ringsInHand": [p["ringsInHand"] for p in self.state["players"]],
+            },
+            separators=(",", ":"),
+        )
 
     def step(self) -> tuple[tuple, tuple, tuple | None]:
         """Play one move; returns (game_moves row, game_history_entries row, game_choices row|None)."""
@@ -97,7 +130,12 @@ class _Game:
         n = self.moves
         player = st["currentPlayer"]
         phase_before = st["currentPhase"]
-        before_text, before_hash, progress_before, summary_before = self.state_text, _h(self.state_text), self.progress(), self.summary()
+        before_text, before_hash, progress_before, summary_before = (
+            self.state_text,
+            _h(self.state_text),
+            self.progress(),
+            self.summary(),
+        )
         move_type = rng.choice(_MOVE_TYPES[phase_before])
         to = rng.choice(self.cells)
         frm = rng.choice(self.cells)
@@ -118,9 +156,17 @@ class _Game:
             st["totalRingsEliminated"] += 1
             pl["eliminatedRings"] += 1
             b["eliminatedRings"][str(player)] += 1
-        move = {"id": f"m{n}", "type": move_type, "player": player, "from": frm if phase_before != "ring_placement" else None,
-                "to": to, "placementCount": 1 if move_type == "place_ring" else None,
-                "moveNumber": n + 1, "thinkTime": rng.randrange(5, 900), "timestamp": _iso(self.clock)}
+        move = {
+            "id": f"m{n}",
+            "type": move_type,
+            "player": player,
+            "from": frm if phase_before != "ring_placement" else None,
+            "to": to,
+            "placementCount": 1 if move_type == "place_ring" else None,
+            "moveNumber": n + 1,
+            "thinkTime": rng.randrange(5, 900),
+            "timestamp": _iso(self.clock),
+        }
         st["moveHistory"].append({"type": move_type, "player": player, "to": to})
         del st["moveHistory"][:-12]
         if n >= 2 * self.players * 3 or all(p["ringsInHand"] == 0 for p in st["players"]):
@@ -138,25 +184,77 @@ class _Game:
         probs = [rng.random() for _ in cand]
         s = sum(probs)
         move_probs = json.dumps({c: round(p / s, 5) for c, p in zip(cand, probs)}, separators=(",", ":"))
-        search = json.dumps({"simulations": 800, "q_values": [round(rng.uniform(-1, 1), 4) for _ in cand],
-                             "visit_counts": [rng.randrange(800) for _ in cand], "root_value": evaluation},
-                            separators=(",", ":"))
+        search = json.dumps(
+            {
+                "simulations": 800,
+                "q_values": [round(rng.uniform(-1, 1), 4) for _ in cand],
+                "visit_counts": [rng.randrange(800) for _ in cand],
+                "root_value": evaluation,
+            },
+            separators=(",", ":"),
+        )
         avail = json.dumps([{"type": move_type, "to": c} for c in cand], separators=(",", ":"))
         features = struct.pack("<24f", *(rng.uniform(-1, 1) for _ in range(24)))
-        move_row = (self.game_id, n, self.turns, player, phase_before, move_type,
-                    json.dumps(move, separators=(",", ":")), _iso(self.clock), think, None, evaluation,
-                    "value", rng.randrange(1, 30), rng.randrange(100, 200000), " ".join(cand[:4]), think,
-                    move_probs, search, features)
-        hist_row = (self.game_id, n, player, phase_before, st["currentPhase"], "active", "active",
-                    progress_before, self.progress(), before_hash, _h(after_text), summary_before, self.summary(),
-                    before_text, after_text, 0, avail, len(cand), evaluation, rng.randrange(1, 30), 1, None)
+        move_row = (
+            self.game_id,
+            n,
+            self.turns,
+            player,
+            phase_before,
+            move_type,
+            json.dumps(move, separators=(",", ":")),
+            _iso(self.clock),
+            think,
+            None,
+            evaluation,
+            "value",
+            rng.randrange(1, 30),
+            rng.randrange(100, 200000),
+            " ".join(cand[:4]),
+            think,
+            move_probs,
+            search,
+            features,
+        )
+        hist_row = (
+            self.game_id,
+            n,
+            player,
+            phase_before,
+            st["currentPhase"],
+            "active",
+            "active",
+            progress_before,
+            self.progress(),
+            before_hash,
+            _h(after_text),
+            summary_before,
+            self.summary(),
+            before_text,
+            after_text,
+            0,
+            avail,
+            len(cand),
+            evaluation,
+            rng.randrange(1, 30),
+            1,
+            None,
+        )
         choice_row = None
         if phase_before in ("line_processing", "territory_processing") and rng.random() < 0.5:
             ctype = "line_reward_option" if phase_before == "line_processing" else "region_order"
-            options = json.dumps([{"option": i, "positions": rng.sample(self.cells, 3)} for i in range(3)],
-                                 separators=(",", ":"))
-            choice_row = (self.game_id, n, ctype, player, options, json.dumps({"option": rng.randrange(3)}),
-                          "policy argmax")
+            options = json.dumps(
+                [{"option": i, "positions": rng.sample(self.cells, 3)} for i in range(3)], separators=(",", ":")
+            )
+            choice_row = (
+                self.game_id,
+                n,
+                ctype,
+                player,
+                options,
+                json.dumps({"option": rng.randrange(3)}),
+                "policy argmax",
+            )
         self.moves += 1
         return move_row, hist_row, choice_row
 
@@ -171,9 +269,16 @@ class FixtureWriter:
     content is a function of the seed.
     """
 
-    def __init__(self, path: str | Path, *, config_key: str = "hex8_2p", seed: int = 0,
-                 source: str = "self_play", commit_every: int = 10,
-                 writer_pause: float | Callable[[], None] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        config_key: str = "hex8_2p",
+        seed: int = 0,
+        source: str = "self_play",
+        commit_every: int = 10,
+        writer_pause: float | Callable[[], None] | None = None,
+    ):
         self.board, self.players = parse_config_key(config_key)
         self.rng = random.Random(seed)
         self.source = source
@@ -196,21 +301,46 @@ class FixtureWriter:
     def start(self) -> _Game:
         self.clock += timedelta(milliseconds=self.rng.randrange(50, 5000))
         g = _Game(self.rng, self.board, self.players, self.clock)
-        meta = json.dumps({"source": self.source, "engine": "gumbel_mcts", "simulations": 800,
-                           "host": "gpu-%02d" % self.rng.randrange(40), "model": f"canonical_{self.board}_{self.players}p"})
+        meta = json.dumps(
+            {
+                "source": self.source,
+                "engine": "gumbel_mcts",
+                "simulations": 800,
+                "host": "gpu-%02d" % self.rng.randrange(40),
+                "model": f"canonical_{self.board}_{self.players}p",
+            }
+        )
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
-        c.execute("INSERT INTO games (game_id, board_type, num_players, rng_seed, created_at, game_status,"
-                  " total_moves, total_turns, source, schema_version, time_control_type, metadata_json,"
-                  " engine_mode, opponent_type) VALUES (?,?,?,?,?,'active',0,0,?,?,'none',?,?,?)",
-                  (g.game_id, self.board, self.players, g.rng_seed, _iso(g.created), self.source,
-                   SCHEMA_VERSION, meta, "gumbel_mcts", "self"))
-        c.executemany("INSERT INTO game_players (game_id, player_number, player_type, ai_type, ai_difficulty,"
-                      " ai_profile_id) VALUES (?,?,?,?,?,?)",
-                      [(g.game_id, p, "ai", "gumbel_mcts", 8, f"gumbel_d8_v{self.rng.randrange(3, 9)}")
-                       for p in range(1, self.players + 1)])
-        c.execute("INSERT INTO game_initial_state (game_id, initial_state_json, compressed) VALUES (?,?,1)",
-                  (g.game_id, _gz(g.state_text)))
+        c.execute(
+            "INSERT INTO games (game_id, board_type, num_players, rng_seed, created_at, game_status,"
+            " total_moves, total_turns, source, schema_version, time_control_type, metadata_json,"
+            " engine_mode, opponent_type) VALUES (?,?,?,?,?,'active',0,0,?,?,'none',?,?,?)",
+            (
+                g.game_id,
+                self.board,
+                self.players,
+                g.rng_seed,
+                _iso(g.created),
+                self.source,
+                SCHEMA_VERSION,
+                meta,
+                "gumbel_mcts",
+                "self",
+            ),
+        )
+        c.executemany(
+            "INSERT INTO game_players (game_id, player_number, player_type, ai_type, ai_difficulty,"
+            " ai_profile_id) VALUES (?,?,?,?,?,?)",
+            [
+                (g.game_id, p, "ai", "gumbel_mcts", 8, f"gumbel_d8_v{self.rng.randrange(3, 9)}")
+                for p in range(1, self.players + 1)
+            ],
+        )
+        c.execute(
+            "INSERT INTO game_initial_state (game_id, initial_state_json, compressed) VALUES (?,?,1)",
+            (g.game_id, _gz(g.state_text)),
+        )
         c.execute("COMMIT")
         self._pause()
         return g
@@ -229,8 +359,10 @@ class FixtureWriter:
             if choice_row:
                 c.execute("INSERT INTO game_choices VALUES (?,?,?,?,?,?,?)", choice_row)
             if g.moves % 20 == 0:
-                c.execute("INSERT INTO game_state_snapshots VALUES (?,?,?,1,?)",
-                          (g.game_id, g.moves, _gz(g.state_text), _h(g.state_text)))
+                c.execute(
+                    "INSERT INTO game_state_snapshots VALUES (?,?,?,1,?)",
+                    (g.game_id, g.moves, _gz(g.state_text), _h(g.state_text)),
+                )
         if k:
             c.execute("COMMIT")
             self._pause()
@@ -242,22 +374,44 @@ class FixtureWriter:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         for p in st["players"]:
-            c.execute("UPDATE game_players SET final_eliminated_rings=?, final_territory_spaces=?,"
-                      " final_rings_in_hand=? WHERE game_id=? AND player_number=?",
-                      (p["eliminatedRings"], p["territorySpaces"], p["ringsInHand"], g.game_id, p["playerNumber"]))
+            c.execute(
+                "UPDATE game_players SET final_eliminated_rings=?, final_territory_spaces=?,"
+                " final_rings_in_hand=? WHERE game_id=? AND player_number=?",
+                (p["eliminatedRings"], p["territorySpaces"], p["ringsInHand"], g.game_id, p["playerNumber"]),
+            )
         q = round(rng.uniform(0.3, 1.0), 4)
-        c.execute("UPDATE games SET game_status=?, completed_at=?, winner=?, termination_reason=?, total_moves=?,"
-                  " total_turns=?, duration_ms=?, quality_score=?, quality_category=? WHERE game_id=?",
-                  (status, _iso(g.clock), winner, reason, g.moves, g.turns,
-                   int((g.clock - g.created).total_seconds() * 1000), q,
-                   "high" if q > 0.7 else "medium" if q > 0.5 else "low", g.game_id))
+        c.execute(
+            "UPDATE games SET game_status=?, completed_at=?, winner=?, termination_reason=?, total_moves=?,"
+            " total_turns=?, duration_ms=?, quality_score=?, quality_category=? WHERE game_id=?",
+            (
+                status,
+                _iso(g.clock),
+                winner,
+                reason,
+                g.moves,
+                g.turns,
+                int((g.clock - g.created).total_seconds() * 1000),
+                q,
+                "high" if q > 0.7 else "medium" if q > 0.5 else "low",
+                g.game_id,
+            ),
+        )
         c.execute("COMMIT")
         self._pause()
 
 
-def generate_games(path: str | Path, n: int, *, config_key: str = "hex8_2p", seed: int = 0,
-                   moves: tuple[int, int] = (40, 120), writer_pause: float | Callable[[], None] | None = None,
-                   active: int = 0, source: str = "self_play", commit_every: int = 10) -> list[str]:
+def generate_games(
+    path: str | Path,
+    n: int,
+    *,
+    config_key: str = "hex8_2p",
+    seed: int = 0,
+    moves: tuple[int, int] = (40, 120),
+    writer_pause: float | Callable[[], None] | None = None,
+    active: int = 0,
+    source: str = "self_play",
+    commit_every: int = 10,
+) -> list[str]:
     """Write ``n`` completed games (then ``active`` unfinished ones) into the DB at ``path``.
 
     Deterministic from ``seed``.  Each game: ``active`` row + players + gzip initial state,
@@ -267,8 +421,9 @@ def generate_games(path: str | Path, n: int, *, config_key: str = "hex8_2p", see
     writer.  Unfinished games get half their moves and stay ``active``.  Returns the ids of
     the completed games in write order.
     """
-    w = FixtureWriter(path, config_key=config_key, seed=seed, source=source, commit_every=commit_every,
-                      writer_pause=writer_pause)
+    w = FixtureWriter(
+        path, config_key=config_key, seed=seed, source=source, commit_every=commit_every, writer_pause=writer_pause
+    )
     done = []
     try:
         for i in range(n + active):

@@ -26,41 +26,83 @@ def status(view: NodeView) -> dict[str, Any]:
         st = m.origins.get(origin)
         rec = catalog.node_record(m, origin) or {}
         lag = view.telemetry.lag(origin, m, now)  # changes it reported that we lack, for how long
-        members.append({
-            "name": origin, "state": core.membership.view(origin), "address": rec.get("address") or view.resolve(origin),
-            "role": rec.get("role"), "provider": rec.get("provider"), "ephemeral": rec.get("ephemeral"),
-            "incarnation": st.incarnation if st else None, "heartbeat": st.heartbeat if st else None,
-            "max_counter": st.max_counter if st else None,
-            "alive_incarnation": membership.alive_incarnation(m, origin),
-            "breaker": breakers.get(origin, {"state": "closed"}),
-            "heartbeat_age_s": None if (age := view.telemetry.heartbeat_age(origin, now)) is None else round(age, 3),
-            "lag_changes": lag[0], "lag_s": round(lag[1], 3),
-            "voter": origin in core.election.voters,
-        })
+        members.append(
+            {
+                "name": origin,
+                "state": core.membership.view(origin),
+                "address": rec.get("address") or view.resolve(origin),
+                "role": rec.get("role"),
+                "provider": rec.get("provider"),
+                "ephemeral": rec.get("ephemeral"),
+                "incarnation": st.incarnation if st else None,
+                "heartbeat": st.heartbeat if st else None,
+                "max_counter": st.max_counter if st else None,
+                "alive_incarnation": membership.alive_incarnation(m, origin),
+                "breaker": breakers.get(origin, {"state": "closed"}),
+                "heartbeat_age_s": None
+                if (age := view.telemetry.heartbeat_age(origin, now)) is None
+                else round(age, 3),
+                "lag_changes": lag[0],
+                "lag_s": round(lag[1], 3),
+                "voter": origin in core.election.voters,
+            }
+        )
     leader, term = core.leader()
     e = core.election
     return {
-        "node": core.me, "address": view.address, "incarnation": m.own.incarnation,
-        "uptime_s": round(now - view.started_at, 3), "gossip_rounds": core.rounds, "paused": view.paused,
-        "core_errors": {"total": view.counters.get("core_errors", 0),
-                        "last_10_min": sum(1 for at, _ in view.core_errors if now - at < CORE_ERROR_WINDOW_S),
-                        "recent": [{"at": round(at, 3), "what": what} for at, what in view.core_errors[-5:]]},
-        "leader": leader, "term": term,
-        "election": {"role": e.role, "term": e.term, "voted_for": e.voted_for, "is_leader": e.is_leader(now),
-                     "lease_left_s": round(max(0.0, e.lease_until - now), 3), "elections_started": e.elections_started},
-        "local_health": core.membership.health, "membership_stats": dict(core.membership.stats),
-        "fingerprint": m.fingerprint(), "members": members, "disk": view.disk,
-        "blocked_items": view.blocked_items(), "backups": core.backups(), "events": list(view.events),
-        "broadcasts": core.broadcasts(), "broadcast_stats": dict(core.broadcast.stats),
+        "node": core.me,
+        "address": view.address,
+        "incarnation": m.own.incarnation,
+        "uptime_s": round(now - view.started_at, 3),
+        "gossip_rounds": core.rounds,
+        "paused": view.paused,
+        "core_errors": {
+            "total": view.counters.get("core_errors", 0),
+            "last_10_min": sum(1 for at, _ in view.core_errors if now - at < CORE_ERROR_WINDOW_S),
+            "recent": [{"at": round(at, 3), "what": what} for at, what in view.core_errors[-5:]],
+        },
+        "leader": leader,
+        "term": term,
+        "election": {
+            "role": e.role,
+            "term": e.term,
+            "voted_for": e.voted_for,
+            "is_leader": e.is_leader(now),
+            "lease_left_s": round(max(0.0, e.lease_until - now), 3),
+            "elections_started": e.elections_started,
+        },
+        "local_health": core.membership.health,
+        "membership_stats": dict(core.membership.stats),
+        "fingerprint": m.fingerprint(),
+        "members": members,
+        "disk": view.disk,
+        "blocked_items": view.blocked_items(),
+        "backups": core.backups(),
+        "events": list(view.events),
+        "broadcasts": core.broadcasts(),
+        "broadcast_stats": dict(core.broadcast.stats),
         "freshness": streams.freshness(m, core.game_placement().targets, now),
-        "games": {"dir": str(view.games.games_dir), "held": view.games.held_summary, "durable_through": dict(view.durable),
-                  "materialised_through": {k: streams.materialised_through(m, (core.replication.origin, k), core.game_placement().targets)
-                                           for k in view.durable}, "streams": {f"{o}/{k}": hw for (o, k), hw in view.games.log.streams().items()},
-                  **view.games.counts},
+        "games": {
+            "dir": str(view.games.games_dir),
+            "held": view.games.held_summary,
+            "durable_through": dict(view.durable),
+            "materialised_through": {
+                k: streams.materialised_through(m, (core.replication.origin, k), core.game_placement().targets)
+                for k in view.durable
+            },
+            "streams": {f"{o}/{k}": hw for (o, k), hw in view.games.log.streams().items()},
+            **view.games.counts,
+        },
         "items": len(catalog.newest_versions(m)),
         "transfers": [
-            {"item": str(v.item), "digest": v.digest, "size_bytes": v.size, "running_s": round(time.time() - t0, 3),
-             "priority": core.priority_of(v).label, **_progress(view, v)}
+            {
+                "item": str(v.item),
+                "digest": v.digest,
+                "size_bytes": v.size,
+                "running_s": round(time.time() - t0, 3),
+                "priority": core.priority_of(v).label,
+                **_progress(view, v),
+            }
             for v, t0 in view.transfers()
         ],
         "counters": dict(sorted(view.counters.items())),
@@ -68,12 +110,14 @@ def status(view: NodeView) -> dict[str, Any]:
         "bandwidth": {"egress": view.egress.report(), "ingress": view.ingress.report()},
     }
 
+
 def _progress(view: NodeView, v: FileVersion) -> dict[str, Any]:
     pr = view.progress(v.digest)
     if pr is None:
         return {}
     partial = pr.partial
     return {"chunks_verified": len(partial.have), "chunks": partial.n_chunks, "resumed_bytes": partial.resumed_bytes}
+
 
 def listing(view: NodeView) -> dict[str, Any]:
     """`ringmesh ls --json`: the newest version of every item, its holders and placement."""
@@ -84,11 +128,23 @@ def listing(view: NodeView) -> dict[str, Any]:
     for item, v in sorted(catalog.newest_versions(m).items()):
         others = {digest: hs for (it, digest), hs in held.items() if it == item and digest != v.digest}
         p = placement(v)
-        items.append({
-            "targets": list(p.targets), "left_out": dict(p.left_out), "nfs_covered": dict(p.covered),
-            "blocked": p.blocked, "shortfall": p.shortfall,
-            "type": item.type, "name": item.name, "digest": v.digest, "size_bytes": v.size,
-            "chunk_size_bytes": v.chunk_size, "hlc": v.hlc, "origin": v.origin, "attrs": dict(v.attrs),
-            "holders": held.get((item, v.digest), []), "older_versions": others,
-        })
+        items.append(
+            {
+                "targets": list(p.targets),
+                "left_out": dict(p.left_out),
+                "nfs_covered": dict(p.covered),
+                "blocked": p.blocked,
+                "shortfall": p.shortfall,
+                "type": item.type,
+                "name": item.name,
+                "digest": v.digest,
+                "size_bytes": v.size,
+                "chunk_size_bytes": v.chunk_size,
+                "hlc": v.hlc,
+                "origin": v.origin,
+                "attrs": dict(v.attrs),
+                "holders": held.get((item, v.digest), []),
+                "older_versions": others,
+            }
+        )
     return {"node": view.name, "fingerprint": m.fingerprint(), "items": items}

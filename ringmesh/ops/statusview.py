@@ -16,9 +16,18 @@ from typing import Any, Iterable, Sequence
 
 _STYLES = {"ok": "32", "warn": "33", "bad": "31", "dim": "2", "bold": "1", "head": "1;36"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-STATE_STYLE = {"alive": "ok", "suspect": "warn", "dead": "bad", "left": "dim",
-               "closed": "ok", "half-open": "warn", "open": "bad",
-               "delivered": "ok", "pulling": "warn", "waiting": "dim"}
+STATE_STYLE = {
+    "alive": "ok",
+    "suspect": "warn",
+    "dead": "bad",
+    "left": "dim",
+    "closed": "ok",
+    "half-open": "warn",
+    "open": "bad",
+    "delivered": "ok",
+    "pulling": "warn",
+    "waiting": "dim",
+}
 BAR = 20  # characters of a progress bar
 
 
@@ -68,8 +77,13 @@ def bar(done: int, total: int, width: int = BAR) -> str:
     return "[" + "#" * full + "." * (width - full) + f"] {int(frac * 100):3d} %"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], paint: _Painter, indent: str = "  ",
-          right: Iterable[int] = ()) -> list[str]:
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    paint: _Painter,
+    indent: str = "  ",
+    right: Iterable[int] = (),
+) -> list[str]:
     """Aligned columns (cells may carry colour codes); `right`: columns aligned right (numbers)."""
     rows = [list(r) for r in rows]
     right = set(right)
@@ -86,8 +100,14 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], paint: _Painter
     return [line(headers, head=True)] + [line(r) for r in rows]
 
 
-def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, color: bool = False,
-           now: float | None = None, events: int = 5) -> str:
+def render(
+    status: dict[str, Any],
+    cluster: dict[str, Any] | None = None,
+    *,
+    color: bool = False,
+    now: float | None = None,
+    events: int = 5,
+) -> str:
     now = time.time() if now is None else now
     paint = _Painter(color)
     st = status
@@ -100,23 +120,38 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
     # -- header ------------------------------------------------------------------------------
     disk = st.get("disk") or {}
     me: dict[str, Any] = next((m for m in st["members"] if m["name"] == st["node"]), {})
-    out.append(paint(f"ringmesh {st['node']}", "bold") + f"  {st['address']}  role {me.get('role') or '-'}  "
-               f"incarnation {st['incarnation']}  up {duration(st.get('uptime_s'))}")
-    disk_txt = (f"disk {disk['used_percent']:.1f} % used, {size(disk.get('free_bytes'))} free" if disk else "disk not measured yet")
-    out.append(f"manifest {st['fingerprint']}  gossip rounds {st['gossip_rounds']}  items {st['items']}  {disk_txt}"
-               + (f"  metrics http://{st['metrics']['listen']}/metrics" if st.get("metrics") else ""))
+    out.append(
+        paint(f"ringmesh {st['node']}", "bold") + f"  {st['address']}  role {me.get('role') or '-'}  "
+        f"incarnation {st['incarnation']}  up {duration(st.get('uptime_s'))}"
+    )
+    disk_txt = (
+        f"disk {disk['used_percent']:.1f} % used, {size(disk.get('free_bytes'))} free"
+        if disk
+        else "disk not measured yet"
+    )
+    out.append(
+        f"manifest {st['fingerprint']}  gossip rounds {st['gossip_rounds']}  items {st['items']}  {disk_txt}"
+        + (f"  metrics http://{st['metrics']['listen']}/metrics" if st.get("metrics") else "")
+    )
     e = st["election"]
     leader = paint(st["leader"], "ok") if st["leader"] else paint("(none known)", "warn")
     lease = f", lease {e['lease_left_s']:.2f} s left" if e["is_leader"] else ""
-    out.append(f"leader {leader}  term {st['term']}  this host: {e['role']}{lease}  "
-               f"elections started here {e['elections_started']}  local health {st['local_health']}")
+    out.append(
+        f"leader {leader}  term {st['term']}  this host: {e['role']}{lease}  "
+        f"elections started here {e['elections_started']}  local health {st['local_health']}"
+    )
     if st.get("paused"):
         out.append(paint(f"PAUSED: {st['paused']} (no event is handled until the write succeeds)", "bad"))
     errors = st.get("core_errors") or {}
     if errors.get("total"):
         last = errors["recent"][-1]["what"] if errors.get("recent") else "?"
-        out.append(paint(f"CORE ERRORS: {errors['total']} step(s) raised, {errors['last_10_min']} in the last 10 min "
-                         f"(timers re-armed; a bug: see the log). Last: {last}", "bad"))
+        out.append(
+            paint(
+                f"CORE ERRORS: {errors['total']} step(s) raised, {errors['last_10_min']} in the last 10 min "
+                f"(timers re-armed; a bug: see the log). Last: {last}",
+                "bad",
+            )
+        )
 
     # -- members -----------------------------------------------------------------------------
     members = st["members"]
@@ -136,16 +171,28 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
             behind = paint(f"{m['lag_changes']} change(s), {duration(m['lag_s'])}", "warn")
         else:
             behind = "up to date"
-        rows.append([
-            m["name"] + (" *" if m["name"] == st["node"] else "") + (" (leader)" if m["name"] == st["leader"] else ""),
-            paint(m["state"], STATE_STYLE.get(m["state"])), m.get("role") or "-", "yes" if m.get("voter") else "no",
-            "yes" if m.get("ephemeral") else "no",
-            str(m["incarnation"]) if m["incarnation"] is not None else "-",
-            "-" if m.get("heartbeat") is None else str(m["heartbeat"]),
-            behind, breaker, m.get("address") or "-",
-        ])
-    out += table(["MEMBER", "STATE", "ROLE", "VOTER", "SPOT", "INCARNATION", "HEARTBEAT", "BEHIND", "BREAKER", "ADDRESS"],
-                 rows, paint, right={5, 6})
+        rows.append(
+            [
+                m["name"]
+                + (" *" if m["name"] == st["node"] else "")
+                + (" (leader)" if m["name"] == st["leader"] else ""),
+                paint(m["state"], STATE_STYLE.get(m["state"])),
+                m.get("role") or "-",
+                "yes" if m.get("voter") else "no",
+                "yes" if m.get("ephemeral") else "no",
+                str(m["incarnation"]) if m["incarnation"] is not None else "-",
+                "-" if m.get("heartbeat") is None else str(m["heartbeat"]),
+                behind,
+                breaker,
+                m.get("address") or "-",
+            ]
+        )
+    out += table(
+        ["MEMBER", "STATE", "ROLE", "VOTER", "SPOT", "INCARNATION", "HEARTBEAT", "BEHIND", "BREAKER", "ADDRESS"],
+        rows,
+        paint,
+        right={5, 6},
+    )
 
     # -- games per config --------------------------------------------------------------------
     fresh = st.get("freshness") or {}
@@ -162,14 +209,37 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
         rows = []
         for key, f in sorted(fresh.items()):
             behind = f["hosts_behind"]
-            rows.append([key, str(f["games"]), str(f["streams"]), duration(f["newest_age_s"]) + " ago"
-                         if f["newest_age_s"] is not None else "-", str(held.get(key, 0)),
-                         str(durable.get(key, "-")), str(landed.get(key, "-")),
-                         paint(", ".join(f"{n} {kind}" for kind, n in sorted(held_back[key].items())), "bad")
-                         if held_back.get(key) else "-",
-                         paint(", ".join(behind), "warn") if behind else paint("none", "ok")])
-        out += table(["CONFIG", "GAMES", "STREAMS", "NEWEST GAME", "IN LOG HERE", "DURABLE (OURS)", "IN EVERY DB (OURS)",
-                      "HELD BACK HERE", "HOSTS BEHIND"], rows, paint, right={1, 2, 3, 4, 5, 6})
+            rows.append(
+                [
+                    key,
+                    str(f["games"]),
+                    str(f["streams"]),
+                    duration(f["newest_age_s"]) + " ago" if f["newest_age_s"] is not None else "-",
+                    str(held.get(key, 0)),
+                    str(durable.get(key, "-")),
+                    str(landed.get(key, "-")),
+                    paint(", ".join(f"{n} {kind}" for kind, n in sorted(held_back[key].items())), "bad")
+                    if held_back.get(key)
+                    else "-",
+                    paint(", ".join(behind), "warn") if behind else paint("none", "ok"),
+                ]
+            )
+        out += table(
+            [
+                "CONFIG",
+                "GAMES",
+                "STREAMS",
+                "NEWEST GAME",
+                "IN LOG HERE",
+                "DURABLE (OURS)",
+                "IN EVERY DB (OURS)",
+                "HELD BACK HERE",
+                "HOSTS BEHIND",
+            ],
+            rows,
+            paint,
+            right={1, 2, 3, 4, 5, 6},
+        )
     else:
         out.append("  no game streams yet")
 
@@ -179,15 +249,26 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
         under = [it for it in items if it["hosts_behind"] or it["copies"] < it["wanted_copies"]]
         section("ITEMS UNDER-REPLICATED", f"{len(under)} of {len(items)} item(s)")
         if under:
-            rows = [[it["item"], it["digest"][:12], size(it["size_bytes"]), f"{it['copies']}/{max(it['wanted_copies'], len(it['targets']))}",
-                     paint(", ".join(it["hosts_behind"]) or "-", "warn"),
-                     paint("BLOCKED", "bad") if it["blocked"] else ""] for it in under]
+            rows = [
+                [
+                    it["item"],
+                    it["digest"][:12],
+                    size(it["size_bytes"]),
+                    f"{it['copies']}/{max(it['wanted_copies'], len(it['targets']))}",
+                    paint(", ".join(it["hosts_behind"]) or "-", "warn"),
+                    paint("BLOCKED", "bad") if it["blocked"] else "",
+                ]
+                for it in under
+            ]
             out += table(["ITEM", "DIGEST", "SIZE", "COPIES", "HOSTS BEHIND", ""], rows, paint, right={2, 3})
         else:
             out.append("  " + paint("every item is where the router wants it", "ok"))
     for b in st.get("blocked_items", []):
-        out.append("  " + paint(f"BLOCKED {b['item']}: ", "bad")
-                   + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
+        out.append(
+            "  "
+            + paint(f"BLOCKED {b['item']}: ", "bad")
+            + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items()))
+        )
 
     # -- transfers ---------------------------------------------------------------------------
     transfers = st.get("transfers") or []
@@ -197,8 +278,16 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
         for t in transfers:
             n, done = t.get("chunks"), t.get("chunks_verified")
             prog = f"{bar(done, n)}  {done}/{n} chunks" if n else "[ fetching the recipe ]"
-            rows.append([t["item"], t["digest"][:12], t.get("priority", "-"), size(t["size_bytes"]), prog,
-                         duration(t["running_s"])])
+            rows.append(
+                [
+                    t["item"],
+                    t["digest"][:12],
+                    t.get("priority", "-"),
+                    size(t["size_bytes"]),
+                    prog,
+                    duration(t["running_s"]),
+                ]
+            )
         out += table(["ITEM", "DIGEST", "CLASS", "SIZE", "PROGRESS", "RUNNING"], rows, paint, right={3, 5})
 
     # -- broadcasts --------------------------------------------------------------------------
@@ -209,14 +298,16 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
             by = f"term {b['term']} by {b['leader']}" if b["leader"] else "no directive"
             state = paint(b["state"], "ok" if b["state"] == "delivered" else "warn")
             origin = paint(f"{size(b['size_bytes'])} from {b['publisher']}", "dim")
-            out.append(f"  broadcast {b['item']} {b['digest'][:12]} ({by}): {b['delivered']}/{b['eligible']} delivered, "
-                       f"{state}  {origin}")
+            out.append(
+                f"  broadcast {b['item']} {b['digest'][:12]} ({by}): {b['delivered']}/{b['eligible']} delivered, "
+                f"{state}  {origin}"
+            )
             hw = max([len(h) for h in [*b["hosts"], *b["ineligible"]]] or [0])
             cells = [f"{h:{hw}} {paint(s, STATE_STYLE.get(s))}" for h, s in b["hosts"].items()]
             cw = max([visible_len(c) for c in cells] or [0])
             cells = [c + " " * (cw - visible_len(c)) for c in cells]
             for i in range(0, len(cells), 4):
-                out.append(("    " + "   ".join(cells[i:i + 4])).rstrip())
+                out.append(("    " + "   ".join(cells[i : i + 4])).rstrip())
             for h, why in b["ineligible"].items():
                 out.append(f"    {h:{hw}} {paint('not eligible: ' + why, 'dim')}")
 
@@ -224,8 +315,17 @@ def render(status: dict[str, Any], cluster: dict[str, Any] | None = None, *, col
     evs = (st.get("events") or [])[-events:]
     if evs:
         section("RECENT EVENTS")
-        out += table(["TIME", "EVENT", "SUBJECT", "DETAIL"],
-                     [[time.strftime("%H:%M:%S", time.localtime(ev["at"])),
-                       paint(ev["kind"], "bad" if ev["kind"] == "declared-dead" else None), ev["subject"] or "-",
-                       ev["detail"]] for ev in evs], paint)
+        out += table(
+            ["TIME", "EVENT", "SUBJECT", "DETAIL"],
+            [
+                [
+                    time.strftime("%H:%M:%S", time.localtime(ev["at"])),
+                    paint(ev["kind"], "bad" if ev["kind"] == "declared-dead" else None),
+                    ev["subject"] or "-",
+                    ev["detail"],
+                ]
+                for ev in evs
+            ],
+            paint,
+        )
     return "\n".join(out) + "\n"

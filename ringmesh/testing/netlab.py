@@ -124,8 +124,11 @@ def cleanup_stale(prefix: str = "rmnl") -> list[str]:
     process is gone (a crashed earlier run). Live runs are left alone. Returns what was removed."""
     removed: list[str] = []
     nets = [ln.split()[0] for ln in _sh(["ip", "netns", "list"], check=False).stdout.splitlines() if ln.strip()]
-    links = [ln.split(": ")[1].split("@")[0] for ln in _sh(["ip", "-o", "link", "show"], check=False).stdout.splitlines()
-             if ln.count(": ") >= 2]
+    links = [
+        ln.split(": ")[1].split("@")[0]
+        for ln in _sh(["ip", "-o", "link", "show"], check=False).stdout.splitlines()
+        if ln.count(": ") >= 2
+    ]
     registered = [f.name for f in REGISTRY.iterdir()] if REGISTRY.is_dir() else []
     live = [t for t in registered if _owner_alive(t)]
 
@@ -148,6 +151,7 @@ def cleanup_stale(prefix: str = "rmnl") -> list[str]:
 
 def _kill_netns_pids(ns: str, grace: float = 3.0) -> None:
     """Stop every process still inside namespace `ns` (all of them started by its lab): TERM, then KILL."""
+
     def pids() -> list[int]:
         out = _sh(["ip", "netns", "pids", ns], check=False).stdout
         return [int(x) for x in out.split() if x.isdigit() and int(x) != os.getpid()]
@@ -213,7 +217,9 @@ class NetLab:
         self.tag = prefix + "".join(random.SystemRandom().choice(alphabet) for _ in range(4))
         self.bridge = f"{self.tag}b"
         if len(self.veth(n - 1)) > MAX_IFNAME:
-            raise ValueError(f"prefix {prefix!r} too long for {n} hosts: {self.veth(n - 1)!r} exceeds {MAX_IFNAME} characters")
+            raise ValueError(
+                f"prefix {prefix!r} too long for {n} hosts: {self.veth(n - 1)!r} exceeds {MAX_IFNAME} characters"
+            )
         self.procs: list[subprocess.Popen] = []
         self.limits: dict[int, dict[str, int | None]] = {}
         self._firewall: set[int] = set()
@@ -307,7 +313,10 @@ class NetLab:
         nets = _sh(["ip", "netns", "list"], check=False).stdout.split()
         links = _sh(["ip", "-o", "link", "show"], check=False).stdout
         return [x for x in nets if x.startswith(self.tag)] + [
-            ln.split(": ")[1].split("@")[0] for ln in links.splitlines() if ln.count(": ") >= 2 and ln.split(": ")[1].startswith(self.tag)]
+            ln.split(": ")[1].split("@")[0]
+            for ln in links.splitlines()
+            if ln.count(": ") >= 2 and ln.split(": ")[1].startswith(self.tag)
+        ]
 
     # -- processes -------------------------------------------------------------------------
 
@@ -322,8 +331,9 @@ class NetLab:
         self.procs.append(p)
         return p
 
-    def run(self, host: int, argv: Sequence[str], timeout: float = 30.0, check: bool = False,
-            **run_kwargs) -> subprocess.CompletedProcess:
+    def run(
+        self, host: int, argv: Sequence[str], timeout: float = 30.0, check: bool = False, **run_kwargs
+    ) -> subprocess.CompletedProcess:
         """Run `argv` inside host's namespace to completion (output captured as text by default)."""
         run_kwargs.setdefault("capture_output", True)
         run_kwargs.setdefault("text", True)
@@ -331,15 +341,19 @@ class NetLab:
         return subprocess.run(self.argv(host, argv), timeout=timeout, check=check, **run_kwargs)
 
     def pids(self, host: int) -> list[int]:
-        return [int(x) for x in _sh(["ip", "netns", "pids", self.netns(host)], check=False).stdout.split() if x.isdigit()]
+        return [
+            int(x) for x in _sh(["ip", "netns", "pids", self.netns(host)], check=False).stdout.split() if x.isdigit()
+        ]
 
     # -- shaping ---------------------------------------------------------------------------
 
     def limit(self, host: int, egress_bytes_per_s: int | None = None, ingress_bytes_per_s: int | None = None) -> None:
         """Cap what `host` sends (egress) and receives (ingress), bytes/s of L2 frames; None
         removes that direction's cap."""
-        for dev, rate, netns in (("eth0", egress_bytes_per_s, ["-n", self.netns(host)]),
-                                 (self.veth(host), ingress_bytes_per_s, [])):
+        for dev, rate, netns in (
+            ("eth0", egress_bytes_per_s, ["-n", self.netns(host)]),
+            (self.veth(host), ingress_bytes_per_s, []),
+        ):
             if rate is None:
                 _sh(["tc", *netns, "qdisc", "del", "dev", dev, "root"], check=False)
             else:
@@ -382,11 +396,25 @@ class NetLab:
         for dst in sorted(touched):
             self._chains(dst)
             self._ipt(dst, "-F", "NETLAB-LOSS")
-            for (d, src), q in sorted(self._loss.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1])):
+            for (d, src), q in sorted(
+                self._loss.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1])
+            ):
                 if d == dst:
                     match = [] if src is None else ["-s", self.address(src)]
-                    self._ipt(dst, "-A", "NETLAB-LOSS", *match, "-m", "statistic", "--mode", "random",
-                              "--probability", f"{q:.6f}", "-j", "DROP")
+                    self._ipt(
+                        dst,
+                        "-A",
+                        "NETLAB-LOSS",
+                        *match,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        f"{q:.6f}",
+                        "-j",
+                        "DROP",
+                    )
 
     def losses(self) -> dict[tuple[int, int | None], float]:
         """The loss rules in place: (receiving host, sending host or None for any) -> p."""

@@ -18,9 +18,19 @@ from pathlib import Path
 from ringmesh.ops.selfplay import generate_games
 
 DROP = {
-    "v7": {"games": {"quality_score", "quality_category", "engine_mode", "parity_status", "parity_checked_at",
-                     "parity_divergence_move", "opponent_type", "opponent_model_id"},
-           "game_moves": {"move_probs", "search_stats_json", "heuristic_features"}},
+    "v7": {
+        "games": {
+            "quality_score",
+            "quality_category",
+            "engine_mode",
+            "parity_status",
+            "parity_checked_at",
+            "parity_divergence_move",
+            "opponent_type",
+            "opponent_model_id",
+        },
+        "game_moves": {"move_probs", "search_stats_json", "heuristic_features"},
+    },
     "v14": {"games": {"opponent_type", "opponent_model_id"}, "game_moves": {"heuristic_features"}},
     "v18": {},
     "v19": {},
@@ -62,8 +72,10 @@ def make(path: str | Path, version: str, n: int, *, seed: int = 0, config_key: s
     dst = sqlite3.connect(path)
     dst.execute("PRAGMA journal_mode=WAL")
     drop = DROP[version]
-    objects = src.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
-                          "AND name NOT LIKE 'sqlite_%' ORDER BY rowid").fetchall()
+    objects = src.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    ).fetchall()
     for kind, name, table, sql in objects:
         if kind == "table":
             dst.execute(_without(sql, drop.get(name, set())).replace("IF NOT EXISTS ", ""))
@@ -78,8 +90,11 @@ def make(path: str | Path, version: str, n: int, *, seed: int = 0, config_key: s
     for kind, name, table, sql in objects:
         if kind != "table":
             continue
-        cols = [r[1] for r in dst.execute(f'PRAGMA table_info("{name}")') if r[1] in
-                {c[1] for c in src.execute(f'PRAGMA table_info("{name}")')}]
+        cols = [
+            r[1]
+            for r in dst.execute(f'PRAGMA table_info("{name}")')
+            if r[1] in {c[1] for c in src.execute(f'PRAGMA table_info("{name}")')}
+        ]
         rows = src.execute(f'SELECT {", ".join(cols)} FROM "{name}" ORDER BY rowid').fetchall()
         if name == "schema_metadata":
             rows = [("schema_version", str(VERSION[version]))]
@@ -88,8 +103,10 @@ def make(path: str | Path, version: str, n: int, *, seed: int = 0, config_key: s
         for gid in ids:
             for mv in (0, 10, 19):
                 for p in (1, 2):
-                    dst.execute("INSERT INTO game_nnue_features VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (gid, mv, p, rng.randbytes(64), rng.uniform(-1, 1), config_key.rsplit("_", 1)[0], 256))
+                    dst.execute(
+                        "INSERT INTO game_nnue_features VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (gid, mv, p, rng.randbytes(64), rng.uniform(-1, 1), config_key.rsplit("_", 1)[0], 256),
+                    )
         dst.execute("INSERT INTO orphaned_games VALUES ('lost-1', 'no moves', '2025-12-31T00:00:00Z')")
     if version == "v19":
         for gid in ids:

@@ -29,7 +29,9 @@ SHOWN = 8  # examples per condition in a report
 
 
 class Convergence:
-    def __init__(self, cluster: Cluster, games: DurableGames, *, on_disk: Callable[[str], object] | None = None) -> None:
+    def __init__(
+        self, cluster: Cluster, games: DurableGames, *, on_disk: Callable[[str], object] | None = None
+    ) -> None:
         self.c, self.games = cluster, games
         self.confirmed: str | None = None  # fingerprint the vectors were confirmed at
 
@@ -62,8 +64,10 @@ class Convergence:
             groups: dict[str, list[str]] = {}
             for n, fp in fps.items():
                 groups.setdefault(fp, []).append(n)
-            return False, {"why": "the persist checker saw equal vectors but the fingerprints differ",
-                           "fingerprints": len(groups)}
+            return False, {
+                "why": "the persist checker saw equal vectors but the fingerprints differ",
+                "fingerprints": len(groups),
+            }
         if not explain:
             return False, {}
         lag = c.vectors.lagging()
@@ -71,8 +75,7 @@ class Convergence:
         for n in lag[:SHOWN]:
             mine = c.peer(n).manifest.version_vector()
             behind = [o for o, v in sorted(c.vectors.truth.items()) if mine.get(o) != v]
-            detail[n] = {"origins_behind": len(behind), "e.g.": behind[:3],
-                         "up": c.world.is_up(n)}
+            detail[n] = {"origins_behind": len(behind), "e.g.": behind[:3], "up": c.world.is_up(n)}
         return False, {"lagging": len(lag), "hosts": detail}
 
     def _leader(self, explain: bool) -> tuple[bool, dict[str, Any]]:
@@ -85,8 +88,10 @@ class Convergence:
         for n in c.live():
             leader, term = c.peer(n).leader()
             known.setdefault(f"{leader} (term {term})", []).append(n)
-        return False, {"leaders_known": {k: len(v) for k, v in sorted(known.items())},
-                       "why": "no host leads" if list(known) == ["None"] else "hosts disagree or the leader is down"}
+        return False, {
+            "leaders_known": {k: len(v) for k, v in sorted(known.items())},
+            "why": "no host leads" if list(known) == ["None"] else "hosts disagree or the leader is down",
+        }
 
     def _membership(self, explain: bool) -> tuple[bool, dict[str, Any]]:
         c = self.c
@@ -127,8 +132,10 @@ class Convergence:
         if backoff:
             state += f", {backoff[0]} failures, retry at {backoff[1]:.1f} s"
         holders = catalog.holders(p.manifest).get(key, [])
-        return (f"{t} lacks {v.item} {v.digest[:8]} ({state}; manifest says {str(held)[:8]}, disk {str(on_disk)[:8]}; "
-                f"{len(holders)} holders known to it)")
+        return (
+            f"{t} lacks {v.item} {v.digest[:8]} ({state}; manifest says {str(held)[:8]}, disk {str(on_disk)[:8]}; "
+            f"{len(holders)} holders known to it)"
+        )
 
     def _games(self, explain: bool) -> tuple[bool, dict[str, Any]]:
         c = self.c

@@ -33,5 +33,8 @@ class DiskCaps:
         used, at = self.last.get(node, (0.0, now))
         if used > self.cap:
             v = start.version
-            raise Violation(self.name, f"{node} starts pulling {v.item} ({v.size} bytes) at {now:.3f} s with its disk "
-                                       f"{used:.1f}% full (measured at {at:.3f} s), above the cap of {self.cap:g}%")
+            raise Violation(
+                self.name,
+                f"{node} starts pulling {v.item} ({v.size} bytes) at {now:.3f} s with its disk "
+                f"{used:.1f}% full (measured at {at:.3f} s), above the cap of {self.cap:g}%",
+            )

@@ -28,8 +28,15 @@ Stream = tuple[str, str]  # (origin, config_key)
 class DurableGames:
     name = "durable-games"
 
-    def __init__(self, *, min_copies: int, persistent: Callable[[str], bool], disks: Callable[[str], object],
-                 origin_of: Callable[[str], str], game_hosts: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        min_copies: int,
+        persistent: Callable[[str], bool],
+        disks: Callable[[str], object],
+        origin_of: Callable[[str], str],
+        game_hosts: Iterable[str] = (),
+    ) -> None:
         self.min_copies, self.persistent, self.disks, self.origin_of = min_copies, persistent, disks, origin_of
         self.game_hosts = set(game_hosts)
         self.ever: dict[Stream, dict[int, set[str]]] = {}  # every host whose disk held the game
@@ -59,9 +66,12 @@ class DurableGames:
         for q in range(before + 1, eff.through + 1):
             hosts = ever.get(q, set())
             if len(hosts) < self.min_copies or not any(self.persistent(h) for h in hosts):
-                raise Violation(self.name, f"{node} declared game {stream[0]}/{stream[1]}/{q} durable at {now:.3f} s, "
-                                           f"but only these disks ever held it: {sorted(hosts) or 'none'} "
-                                           f"(need {self.min_copies}, one persistent)")
+                raise Violation(
+                    self.name,
+                    f"{node} declared game {stream[0]}/{stream[1]}/{q} durable at {now:.3f} s, "
+                    f"but only these disks ever held it: {sorted(hosts) or 'none'} "
+                    f"(need {self.min_copies}, one persistent)",
+                )
             self.durable_at.setdefault(stream, {})[q] = now
         self.durable[stream] = eff.through
 
@@ -73,8 +83,11 @@ class DurableGames:
             for q in log:
                 if q > through:
                     continue
-                others = [h for h in self.ever[(origin, key)][q] if h != node
-                          and self.disks(h).games.get((origin, key), {}).get(q) is not None]  # type: ignore[attr-defined]
+                others = [
+                    h
+                    for h in self.ever[(origin, key)][q]
+                    if h != node and self.disks(h).games.get((origin, key), {}).get(q) is not None
+                ]  # type: ignore[attr-defined]
                 if not others:
                     raise Violation(self.name, f"durable game {origin}/{key}/{q} lost: its last copy was on {node}")
 
@@ -82,6 +95,8 @@ class DurableGames:
         """Every durable game is on some disk (a full sweep, for the end of a run)."""
         for stream, through in self.durable.items():
             for q in range(1, through + 1):
-                if not any(self.disks(h).games.get(stream, {}).get(q) is not None  # type: ignore[attr-defined]
-                           for h in self.ever.get(stream, {}).get(q, ())):
+                if not any(
+                    self.disks(h).games.get(stream, {}).get(q) is not None  # type: ignore[attr-defined]
+                    for h in self.ever.get(stream, {}).get(q, ())
+                ):
                     raise Violation(self.name, f"durable game {stream[0]}/{stream[1]}/{q} is on no disk")

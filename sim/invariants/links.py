@@ -32,7 +32,10 @@ class LinkLimits:
         tokens, at = self.buckets.get(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - at) * rate) - nbytes
         if tokens < -(rate * SLACK_SECONDS + 1):
-            raise Violation(self.name, f"{host} {direction}: {nbytes} bytes granted at {now:.6f} s exceed its limit of "
-                                       f"{rate} bytes/s with a burst of {burst} bytes (short by {-tokens:.0f} bytes)")
+            raise Violation(
+                self.name,
+                f"{host} {direction}: {nbytes} bytes granted at {now:.6f} s exceed its limit of "
+                f"{rate} bytes/s with a burst of {burst} bytes (short by {-tokens:.0f} bytes)",
+            )
         self.buckets[key] = (tokens, now)
         self.granted[key] = self.granted.get(key, 0) + nbytes

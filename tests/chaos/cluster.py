@@ -56,9 +56,11 @@ RECORD_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} |[EWID]\d{4} 
 # grpcio's own ERROR record when a response cannot be sent because the caller is gone (a peer
 # killed mid-call, a connection cut) or the server is stopping: grpc/grpc#32551 logs it instead of
 # raising it. Not a ringmesh failure; counted and reported, not failed on.
-GRPC_NOISE = re.compile(r"^\S+ \S+ ERROR \S+ grpc\._cython\.cygrpc: ExecuteBatchError raised in core by servicer method "
-                        r"\[/ringmesh\.v1\.\w+/\w+\]\nTraceback[^\n]*(\n  [^\n]*)*\ngrpc\._cython\.cygrpc\.ExecuteBatchError: "
-                        r"Failed \"execute_batch\"[^\n]*$")
+GRPC_NOISE = re.compile(
+    r"^\S+ \S+ ERROR \S+ grpc\._cython\.cygrpc: ExecuteBatchError raised in core by servicer method "
+    r"\[/ringmesh\.v1\.\w+/\w+\]\nTraceback[^\n]*(\n  [^\n]*)*\ngrpc\._cython\.cygrpc\.ExecuteBatchError: "
+    r"Failed \"execute_batch\"[^\n]*$"
+)
 
 # The `ringmesh:` section of chaos configs: the built-in protocol timings (probe 1 s / 0.4 s,
 # lease 0.8 s, election 1 s), a short drain notice and fast broadcast re-orders.
@@ -82,9 +84,11 @@ class HostSpec:
 def standard_hosts(training: int = 2, selfplay: int = 3, spot: int = 3) -> list[HostSpec]:
     """`train1..` (training: game hosts and voters), `self1..` (persistent selfplay, voters),
     `spot1..` (ephemeral selfplay, not voters)."""
-    return ([HostSpec(f"train{i + 1}", "training") for i in range(training)]
-            + [HostSpec(f"self{i + 1}") for i in range(selfplay)]
-            + [HostSpec(f"spot{i + 1}", ephemeral=True) for i in range(spot)])
+    return (
+        [HostSpec(f"train{i + 1}", "training") for i in range(training)]
+        + [HostSpec(f"self{i + 1}") for i in range(selfplay)]
+        + [HostSpec(f"spot{i + 1}", ephemeral=True) for i in range(spot)]
+    )
 
 
 @dataclass
@@ -137,8 +141,17 @@ def rss_bytes(pid: int) -> int | None:
 
 
 class NetCluster:
-    def __init__(self, root: str | Path, specs: list[HostSpec], *, seed: int, prefix: str = "rmch",
-                 timings: dict[str, float] | None = None, routing: dict | None = None, port: int = PORT) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        specs: list[HostSpec],
+        *,
+        seed: int,
+        prefix: str = "rmch",
+        timings: dict[str, float] | None = None,
+        routing: dict | None = None,
+        port: int = PORT,
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.seed = seed
@@ -148,20 +161,33 @@ class NetCluster:
         self.config_path = self.root / "distributed_hosts.yaml"
         hosts_doc = {}
         for h in self.hosts.values():
-            d = {"address": f"{self.lab.address(h.index)}:{port}", "provider": "local", "role": h.spec.role,
-                 "ephemeral": h.spec.ephemeral}
+            d = {
+                "address": f"{self.lab.address(h.index)}:{port}",
+                "provider": "local",
+                "role": h.spec.role,
+                "ephemeral": h.spec.ephemeral,
+            }
             if h.spec.voter is not None:
                 d["voter"] = h.spec.voter
             if h.spec.paths:
                 d["paths"] = dict(h.spec.paths)
             hosts_doc[h.name] = d
-        self.config_path.write_text(yaml.safe_dump({
-            # tc shapes links; ringmesh's own limiter is off (env below). 1 TB/s: "no limit".
-            "sync_routing": {"gossip_interval_seconds": GOSSIP_INTERVAL, "min_copies": 2,
-                             "bandwidth_limit_mbps": 1_000_000, **(routing or {})},
-            "ringmesh": {**CHAOS_TIMINGS, **(timings or {})},
-            "hosts": hosts_doc,
-        }, sort_keys=False))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    # tc shapes links; ringmesh's own limiter is off (env below). 1 TB/s: "no limit".
+                    "sync_routing": {
+                        "gossip_interval_seconds": GOSSIP_INTERVAL,
+                        "min_copies": 2,
+                        "bandwidth_limit_mbps": 1_000_000,
+                        **(routing or {}),
+                    },
+                    "ringmesh": {**CHAOS_TIMINGS, **(timings or {})},
+                    "hosts": hosts_doc,
+                },
+                sort_keys=False,
+            )
+        )
         self.env = {**os.environ, EGRESS_ENV: "0", INGRESS_ENV: "0"}
         self.exits: list[tuple[str, int, int, int]] = []  # (host, life, exit code, code expected)
         self.mounts: list[Path] = []
@@ -194,7 +220,10 @@ class NetCluster:
         for name in self.hosts:
             self.wait_ready(name, timeout)
         self.wait_members(list(self.hosts), timeout)
-        self.note(f"{len(self.hosts)} hosts up: " + ", ".join(f"{h.name}={self.lab.address(h.index)}" for h in self.hosts.values()))
+        self.note(
+            f"{len(self.hosts)} hosts up: "
+            + ", ".join(f"{h.name}={self.lab.address(h.index)}" for h in self.hosts.values())
+        )
 
     def start_host(self, name: str) -> None:
         h = self.hosts[name]
@@ -204,9 +233,24 @@ class NetCluster:
         if h.log not in h.logs:
             h.logs.append(h.log)
         with open(h.log, "ab") as log:
-            h.proc = self.lab.exec(h.index, [PY, "-m", "ringmesh", "serve", "--config", str(self.config_path),
-                                             "--node", name, "--data-dir", str(h.data_dir)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            h.proc = self.lab.exec(
+                h.index,
+                [
+                    PY,
+                    "-m",
+                    "ringmesh",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--node",
+                    name,
+                    "--data-dir",
+                    str(h.data_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
         h.paused = False
         h.exit_seen = False
 
@@ -246,7 +290,9 @@ class NetCluster:
         except subprocess.TimeoutExpired:
             h.proc.kill()
             self._exited(name, h.proc.wait(10), expect)
-            self.fail("daemon stops", f"{name} did not exit within {timeout:.0f} s of signal {signal.Signals(sig).name}")
+            self.fail(
+                "daemon stops", f"{name} did not exit within {timeout:.0f} s of signal {signal.Signals(sig).name}"
+            )
         self._exited(name, code, expect)
         h.paused = False
         return code
@@ -308,14 +354,21 @@ class NetCluster:
         return self.hosts[name].index
 
     def names(self, *, role: str | None = None, ephemeral: bool | None = None) -> list[str]:
-        return [n for n, h in self.hosts.items() if (role is None or h.spec.role == role)
-                and (ephemeral is None or h.spec.ephemeral == ephemeral)]
+        return [
+            n
+            for n, h in self.hosts.items()
+            if (role is None or h.spec.role == role) and (ephemeral is None or h.spec.ephemeral == ephemeral)
+        ]
 
     def mount_tmpfs(self, path: Path, size: str) -> None:
         """A tmpfs of `size` (e.g. "48m") at `path` (created); unmounted at close."""
         path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True,
-                       capture_output=True, timeout=20)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=20,
+        )
         self.mounts.append(path)
 
     def stop_all(self) -> dict[str, int | None]:
@@ -403,7 +456,9 @@ class NetCluster:
     def publish_model(self, name: str, path: Path, broadcast: bool = True) -> dict:
         with self.client(name, timeout=120) as c:
             r = c.put(path, "model", broadcast=broadcast)
-        self.note(f"{'promote' if broadcast else 'publish'} model {r['digest'][:12]} ({r['size_bytes']} bytes) from {name}")
+        self.note(
+            f"{'promote' if broadcast else 'publish'} model {r['digest'][:12]} ({r['size_bytes']} bytes) from {name}"
+        )
         return r
 
     def leader_view(self) -> tuple[str | None, int | None, list[str], dict[str, tuple]]:
@@ -459,7 +514,9 @@ class NetCluster:
     def tails(self, n: int = TAIL_LINES) -> str:
         out = []
         for name, h in self.hosts.items():
-            state = "stopped" if h.paused else ("running" if h.up() else f"exited {h.proc.returncode if h.proc else '-'}")
+            state = (
+                "stopped" if h.paused else ("running" if h.up() else f"exited {h.proc.returncode if h.proc else '-'}")
+            )
             out.append(f"--- {name} (life {h.life}, {state}, {self.lab.address(h.index)}) last {n} log lines ---")
             try:
                 out += h.log.read_text(errors="replace").splitlines()[-n:]
@@ -469,8 +526,9 @@ class NetCluster:
 
     def fail(self, check: str, detail: str) -> None:
         events = "\n".join(f"  [{t:7.2f}s] {w}" for t, w in self.events[-30:])
-        raise ChaosFailure(f"CHECK FAILED: {check}\nseed: {self.seed}\n{detail}\nwhat the run did (last 30):\n{events}\n"
-                           f"{self.tails()}")
+        raise ChaosFailure(
+            f"CHECK FAILED: {check}\nseed: {self.seed}\n{detail}\nwhat the run did (last 30):\n{events}\n{self.tails()}"
+        )
 
     def wait(self, cond: Callable[[], Any], timeout: float, check: str, what: str, interval: float = 0.1) -> Any:
         r = wait_until(cond, timeout, interval)
@@ -491,8 +549,11 @@ class NetCluster:
 
         r = wait_until(one, timeout, 0.2)
         if not r:
-            self.fail("one leader", f"within {timeout:.0f} s: views (leader, term) {last[0] if last else '?'}, "
-                                    f"acting as leader {last[1] if last else '?'}")
+            self.fail(
+                "one leader",
+                f"within {timeout:.0f} s: views (leader, term) {last[0] if last else '?'}, "
+                f"acting as leader {last[1] if last else '?'}",
+            )
         return r
 
     def converged(self) -> bool:
@@ -542,25 +603,32 @@ class NetCluster:
 
         targets = wait_until(delivered, timeout, 0.25)
         if not targets:
-            self.fail("newest model everywhere", f"{model} {digest[:12]} within {timeout:.0f} s: {state.get('why')}; "
-                                                 f"left out: {state.get('left_out')}")
+            self.fail(
+                "newest model everywhere",
+                f"{model} {digest[:12]} within {timeout:.0f} s: {state.get('why')}; left out: {state.get('left_out')}",
+            )
         wrong = [n for n in targets if not filecmp.cmp(source, self.model_path(n, model), shallow=False)]
         if wrong:
             self.fail("newest model byte-identical", f"{model} differs from the published file on {wrong}")
         should = {n for n in self.running() if self.hosts[n].spec.role in ("training", "selfplay")}
         if not should <= set(targets):
-            self.fail("newest model everywhere", f"eligible hosts {sorted(should - set(targets))} are not targets: "
-                                                 f"{state.get('left_out')}")
+            self.fail(
+                "newest model everywhere",
+                f"eligible hosts {sorted(should - set(targets))} are not targets: {state.get('left_out')}",
+            )
         return targets
 
     def check_no_partials(self, timeout: float = 30.0) -> None:
         """No temp or partial file at any destination path (`files/<type>/`), and, once no pull
         runs, none in `tmp/` (partial pulls, imports) or `recipes/` either."""
+
         def clean():
             bad = []
             for n in self.running():
                 dd = self.hosts[n].data_dir
-                dests = list((dd / "files").glob("*/*")) + [f for _, d in self.hosts[n].spec.paths for f in Path(d).glob("*")]
+                dests = list((dd / "files").glob("*/*")) + [
+                    f for _, d in self.hosts[n].spec.paths for f in Path(d).glob("*")
+                ]
                 for f in dests:
                     if f.name.startswith(".") or f.name.endswith((".part", ".tmp", ".ringmesh-tmp")):
                         bad.append(str(f))
@@ -581,8 +649,11 @@ class NetCluster:
         Returns how many records of gRPC's own shutdown/peer-gone noise were set aside
         (`GRPC_NOISE`: logged at ERROR by grpcio itself when a peer vanishes mid-call)."""
         self.reap()
-        bad = [f"{n} (life {life}) exited {code}, " + ("without being told to" if want is None else f"expected {want}")
-               for n, life, code, want in self.exits if code != want]
+        bad = [
+            f"{n} (life {life}) exited {code}, " + ("without being told to" if want is None else f"expected {want}")
+            for n, life, code, want in self.exits
+            if code != want
+        ]
         noise: dict[str, int] = {}
         for n, h in self.hosts.items():
             for log in h.logs:
@@ -590,7 +661,9 @@ class NetCluster:
                 if ignored:
                     noise[str(log.relative_to(self.root))] = ignored
                 if problems:
-                    bad.append(f"{log.relative_to(self.root)}: {len(problems)} problem record(s), first:\n{problems[0]}")
+                    bad.append(
+                        f"{log.relative_to(self.root)}: {len(problems)} problem record(s), first:\n{problems[0]}"
+                    )
         if bad:
             self.fail("no daemon crashed", "\n".join(bad))
         return noise
@@ -601,7 +674,7 @@ def overlapping_leases(leases: list[tuple[str, int, float, float]]) -> list[tupl
     leaders at once (split brain). Each lease held at least from when it was asked until its end."""
     bad = []
     for i, (h1, t1, a1, u1) in enumerate(leases):
-        for h2, t2, a2, u2 in leases[i + 1:]:
+        for h2, t2, a2, u2 in leases[i + 1 :]:
             if h1 != h2 and (t1 == t2 or max(a1, a2) < min(u1, u2)):
                 bad.append(((h1, t1), (h2, t2)))
     return bad
@@ -636,6 +709,7 @@ def log_problems(path: Path) -> tuple[list[str], int]:
 
 # -- games ---------------------------------------------------------------------------------
 
+
 class GameFactory:
     """Distinct, valid self-play game records, cheaply: a few real ones generated once (the
     self-play schema, selfplay.generate_games), cloned under fresh game ids drawn from the seed."""
@@ -665,16 +739,24 @@ class Producer(threading.Thread):
     `durable_wait` s for the last to become durable (durability is a prefix of the stream). Records what the daemon acknowledged (fsynced) and what it
     reported durable, per life of the host; survives its host being killed and replaced."""
 
-    def __init__(self, cluster: NetCluster, name: str, factory: GameFactory, *, interval: float = 0.5,
-                 batch: int = 2, durable_wait: float = 10.0) -> None:
+    def __init__(
+        self,
+        cluster: NetCluster,
+        name: str,
+        factory: GameFactory,
+        *,
+        interval: float = 0.5,
+        batch: int = 2,
+        durable_wait: float = 10.0,
+    ) -> None:
         super().__init__(name=f"producer-{name}", daemon=True)
         self.cluster, self.host, self.factory = cluster, name, factory
         cluster.workers.append(self)
         self.interval, self.batch, self.durable_wait = interval, batch, durable_wait
         self.stop_event = threading.Event()
         self.acked: dict[tuple[int, int], str] = {}  # (life, seq) -> game_id, fsynced on the origin
-        self.durable: set[str] = set()               # game ids the origin reported durable
-        self.durable_through: dict[int, int] = {}    # life -> highest seq reported durable
+        self.durable: set[str] = set()  # game ids the origin reported durable
+        self.durable_through: dict[int, int] = {}  # life -> highest seq reported durable
         self.errors: Counter[str] = Counter()
         self.lock = threading.Lock()
 
@@ -765,15 +847,19 @@ def check_games(cluster: NetCluster, producers: list[Producer], timeout: float, 
         return not lost
 
     if not wait_until(present, timeout, 0.5) and fail:
-        cluster.fail("every durable game on every training host",
-                     f"{len(durable)} games reported durable; per training host (rows, distinct, missing, some missing): {state}")
+        cluster.fail(
+            "every durable game on every training host",
+            f"{len(durable)} games reported durable; per training host (rows, distinct, missing, some missing): {state}",
+        )
     for n, db in dbs.items():
         rows, ids = game_ids(db)
         if rows != len(ids):
             cluster.fail("each game once", f"{n}: {rows} rows for {len(ids)} distinct game ids")
         extra = ids - acked
         if extra:
-            cluster.fail("no unknown game", f"{n} holds {len(extra)} game(s) nobody published, e.g. {sorted(extra)[:3]}")
+            cluster.fail(
+                "no unknown game", f"{n} holds {len(extra)} game(s) nobody published, e.g. {sorted(extra)[:3]}"
+            )
     undurable_on_live = []
     for p in producers:
         h = cluster.hosts[p.host]
@@ -784,8 +870,12 @@ def check_games(cluster: NetCluster, producers: list[Producer], timeout: float, 
                 undurable_on_live.append(f"{p.host}: seqs {min(pending)}..{max(pending)} of life {h.life}")
     if undurable_on_live:
         cluster.fail("games on running hosts become durable", "; ".join(undurable_on_live))
-    return {"produced": len(acked), "durable": len(durable), "lost": len(lost),
-            "not_durable_when_their_host_died": len(acked - durable)}
+    return {
+        "produced": len(acked),
+        "durable": len(durable),
+        "lost": len(lost),
+        "not_durable_when_their_host_died": len(acked - durable),
+    }
 
 
 def random_file(path: Path, size: int, rng: random.Random) -> Path:

@@ -43,9 +43,9 @@ from .cluster import (
 
 MiB, MB = 1 << 20, 1_000_000
 SEEDS = {"spot_storm": 1108, "partition": 2208, "leader_loss": 3308, "disk_full": 4408}
-PARTITION_SECONDS = 30.0     # the issue's 4/4 split: bench/soak.py --scenario partition
+PARTITION_SECONDS = 30.0  # the issue's 4/4 split: bench/soak.py --scenario partition
 PARTITION_SECONDS_CI = 10.0  # the same split in CI, shortened to keep `make test` within minutes
-CONVERGE_BOUND_S = 20.0      # manifests equal on every host at most this long after a heal
+CONVERGE_BOUND_S = 20.0  # manifests equal on every host at most this long after a heal
 SPOT_LOSS = 0.10
 MODEL_MIB = 16
 
@@ -60,9 +60,16 @@ def _begin(name: str, seed: int) -> random.Random:
     return random.Random(seed)
 
 
-def _finish(c: NetCluster, producers: list[Producer], report: dict[str, Any], *, games_timeout: float = 60.0,
-            model: tuple[Path, str] | None = None, converge_since: float | None = None,
-            fail_on_lost: bool = True) -> dict[str, Any]:
+def _finish(
+    c: NetCluster,
+    producers: list[Producer],
+    report: dict[str, Any],
+    *,
+    games_timeout: float = 60.0,
+    model: tuple[Path, str] | None = None,
+    converge_since: float | None = None,
+    fail_on_lost: bool = True,
+) -> dict[str, Any]:
     """The checks every scenario ends with, in order; the report gets what they measured."""
     for p in producers:
         p.stop()
@@ -73,7 +80,9 @@ def _finish(c: NetCluster, producers: list[Producer], report: dict[str, Any], *,
         report["model_targets"] = c.check_model(model[0], model[1], timeout=90)
     report["games"] = check_games(c, producers, games_timeout, fail=fail_on_lost)
     report["leader"] = c.check_one_leader(30)
-    report["converged_s" if converge_since is None else "converged_after_heal_s"] = c.check_converged(CONVERGE_BOUND_S, converge_since)
+    report["converged_s" if converge_since is None else "converged_after_heal_s"] = c.check_converged(
+        CONVERGE_BOUND_S, converge_since
+    )
     c.check_no_partials()
     report["checks_s"] = round(time.monotonic() - t, 1)
     crashed = c.reap()
@@ -96,16 +105,35 @@ def _producers(c: NetCluster, factory: GameFactory, names: list[str], **kw) -> l
 def _producing(c: NetCluster, p: Producer, timeout: float = 30.0) -> None:
     """Wait until `p`'s host, in its current life, has had a game acknowledged."""
     life = c.hosts[p.host].life
-    c.wait(lambda: any(lf == life for lf, _ in list(p.acked)), timeout, "games produced",
-           f"{p.host} (life {life}) to take a game")
+    c.wait(
+        lambda: any(lf == life for lf, _ in list(p.acked)),
+        timeout,
+        "games produced",
+        f"{p.host} (life {life}) to take a game",
+    )
 
 
 # -- spot storm ----------------------------------------------------------------------------
 
-def spot_storm(root: Path, seed: int, *, kills: int = 3, duration_s: float | None = None, loss: float = SPOT_LOSS,
-               model_mib: int = MODEL_MIB, promote_every_s: float | None = None, rss_every_s: float | None = None,
-               interval: float = 0.5, batch: int = 2, gap_s: tuple[float, float] = (2.0, 5.0), prefix: str = "rmch",
-               progress=None, fail_on_lost: bool = True, report: dict[str, Any] | None = None) -> dict[str, Any]:
+
+def spot_storm(
+    root: Path,
+    seed: int,
+    *,
+    kills: int = 3,
+    duration_s: float | None = None,
+    loss: float = SPOT_LOSS,
+    model_mib: int = MODEL_MIB,
+    promote_every_s: float | None = None,
+    rss_every_s: float | None = None,
+    interval: float = 0.5,
+    batch: int = 2,
+    gap_s: tuple[float, float] = (2.0, 5.0),
+    prefix: str = "rmch",
+    progress=None,
+    fail_on_lost: bool = True,
+    report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """`kills` spot kills (CI), or kills for `duration_s` seconds (the soak, with a new model
     version promoted every `promote_every_s` and daemon RSS sampled every `rss_every_s`)."""
     rng = _begin("spot_storm", seed)
@@ -167,8 +195,16 @@ def spot_storm(root: Path, seed: int, *, kills: int = 3, duration_s: float | Non
 
 # -- partition -----------------------------------------------------------------------------
 
-def partition(root: Path, seed: int, *, partition_s: float = PARTITION_SECONDS_CI, model_mib: int = MODEL_MIB,
-              link_mb: float = 10, prefix: str = "rmch") -> dict[str, Any]:
+
+def partition(
+    root: Path,
+    seed: int,
+    *,
+    partition_s: float = PARTITION_SECONDS_CI,
+    model_mib: int = MODEL_MIB,
+    link_mb: float = 10,
+    prefix: str = "rmch",
+) -> dict[str, Any]:
     rng = _begin("partition", seed)
     t_start = time.monotonic()
     report: dict[str, Any] = {"scenario": "partition", "seed": seed, "partition_s": partition_s}
@@ -187,8 +223,12 @@ def partition(root: Path, seed: int, *, partition_s: float = PARTITION_SECONDS_C
         first = rng.choice([side_a, side_b])
         second = side_b if first is side_a else side_a
         c.publish_model(rng.choice(first), v1)
-        c.wait(lambda: any((c.status(n) or {}).get("transfers") for n in c.running()), 20, "promotion under way",
-               "a host pulling the promoted model")
+        c.wait(
+            lambda: any((c.status(n) or {}).get("transfers") for n in c.running()),
+            20,
+            "promotion under way",
+            "a host pulling the promoted model",
+        )
         c.lab.partition([c.index(h) for h in side_a], [c.index(h) for h in side_b])
         t_cut = time.monotonic()
         c.note(f"partition {side_a} | {side_b} for {partition_s:.0f} s")
@@ -206,8 +246,10 @@ def partition(root: Path, seed: int, *, partition_s: float = PARTITION_SECONDS_C
         c.lab.heal()
         t_heal = time.monotonic()
         split_brain = overlapping_leases(leases)
-        c.note(f"heal ({samples} rounds of status during the cut: {len(leases)} leases seen, held by "
-               f"{sorted({(h, t) for h, t, _, _ in leases})}; overlapping: {len(split_brain)})")
+        c.note(
+            f"heal ({samples} rounds of status during the cut: {len(leases)} leases seen, held by "
+            f"{sorted({(h, t) for h, t, _, _ in leases})}; overlapping: {len(split_brain)})"
+        )
         if split_brain:
             c.fail("one leader during the partition", f"two hosts held a leader's lease at once: {split_brain[:5]}")
         for h in c.hosts:
@@ -221,8 +263,10 @@ def partition(root: Path, seed: int, *, partition_s: float = PARTITION_SECONDS_C
 
 # -- leader loss -----------------------------------------------------------------------------
 
-def leader_loss(root: Path, seed: int, *, model_mib: int = MODEL_MIB, link_mb: float = 8,
-                prefix: str = "rmch") -> dict[str, Any]:
+
+def leader_loss(
+    root: Path, seed: int, *, model_mib: int = MODEL_MIB, link_mb: float = 8, prefix: str = "rmch"
+) -> dict[str, Any]:
     rng = _begin("leader_loss", seed)
     t_start = time.monotonic()
     report: dict[str, Any] = {"scenario": "leader_loss", "seed": seed}
@@ -242,13 +286,19 @@ def leader_loss(root: Path, seed: int, *, model_mib: int = MODEL_MIB, link_mb: f
             if now_leader is None or acting != [now_leader]:
                 return None
             st = c.status(now_leader) or {}
-            if not any(b["digest"] == digest and b["term"] == now_term and b["leader"] == now_leader
-                       for b in st.get("broadcasts", [])):
+            if not any(
+                b["digest"] == digest and b["term"] == now_term and b["leader"] == now_leader
+                for b in st.get("broadcasts", [])
+            ):
                 return None
-            holders = set(next((i["holders"] for i in (c.ls(now_leader) or {}).get("items", []) if i["digest"] == digest), []))
+            holders = set(
+                next((i["holders"] for i in (c.ls(now_leader) or {}).get("items", []) if i["digest"] == digest), [])
+            )
             return (now_leader, now_term) if set(c.hosts) - holders else None
 
-        leader, term = c.wait(directive_out, 30, "broadcast under way", "a leader's directive, not yet delivered everywhere")
+        leader, term = c.wait(
+            directive_out, 30, "broadcast under way", "a leader's directive, not yet delivered everywhere"
+        )
         c.kill(leader)
         t_kill = time.monotonic()
 
@@ -265,14 +315,19 @@ def leader_loss(root: Path, seed: int, *, model_mib: int = MODEL_MIB, link_mb: f
             if now_leader in (None, leader) or acting != [now_leader]:
                 return False
             st = c.status(now_leader) or {}
-            return any(b["digest"] == digest and b["term"] >= term2 and b["leader"] == now_leader and b["valid"]
-                       for b in st.get("broadcasts", []))
+            return any(
+                b["digest"] == digest and b["term"] >= term2 and b["leader"] == now_leader and b["valid"]
+                for b in st.get("broadcasts", [])
+            )
 
-        c.wait(reissued, 15, "the new leader re-issues the broadcast", f"a leader of term >= {term2} to lead the broadcast")
+        c.wait(
+            reissued, 15, "the new leader re-issues the broadcast", f"a leader of term >= {term2} to lead the broadcast"
+        )
         c.check_model(model, digest, timeout=60)
         report["broadcast_done_after_kill_s"] = round(time.monotonic() - t_kill, 2)
         c.start_host(leader)  # the old leader comes back (same data dir) and must follow
         c.wait_ready(leader)
+
         def follows():
             e = (c.status(leader) or {}).get("election") or {}
             return e.get("role") == "follower" and e.get("term", 0) >= term2
@@ -294,7 +349,9 @@ def leader_loss(root: Path, seed: int, *, model_mib: int = MODEL_MIB, link_mb: f
         c.resume(stopped)
         st = c.wait(lambda: c.status(stopped), 10, "the stopped host answers", f"{stopped} to answer after SIGCONT")
         if st["election"]["is_leader"]:
-            c.fail("a leader stopped past its lease does not act", f"{stopped} says it leads on waking: {st['election']}")
+            c.fail(
+                "a leader stopped past its lease does not act", f"{stopped} says it leads on waking: {st['election']}"
+            )
         report["leaders"] = [(leader, term), (leader2, term2), (stopped, stopped_term), (leader3, term3)]
         for h in c.hosts:
             c.lab.unlimit(c.index(h))
@@ -305,6 +362,7 @@ def leader_loss(root: Path, seed: int, *, model_mib: int = MODEL_MIB, link_mb: f
 
 
 # -- disk full -------------------------------------------------------------------------------
+
 
 def fill(path: Path) -> int:
     """Write zeros to `path` until the file system is full; returns the bytes written."""
@@ -327,8 +385,16 @@ def fill(path: Path) -> int:
     return n
 
 
-def disk_full(root: Path, seed: int, *, where: str = "dest", model_mib: int = 24, ingress_mb: float = 4,
-              full_s: float = 3.0, prefix: str = "rmch") -> dict[str, Any]:
+def disk_full(
+    root: Path,
+    seed: int,
+    *,
+    where: str = "dest",
+    model_mib: int = 24,
+    ingress_mb: float = 4,
+    full_s: float = 3.0,
+    prefix: str = "rmch",
+) -> dict[str, Any]:
     """`where="dest"`: the training host's model destination (`paths: model:`) is a tmpfs just
     larger than the model; it fills mid-pull, so the install finds no room. `where="data_dir"`:
     its whole data dir (manifest store, stream log, games database, partial files) is a tmpfs
@@ -342,7 +408,9 @@ def disk_full(root: Path, seed: int, *, where: str = "dest", model_mib: int = 24
     mount = root / "cluster" / f"{victim}-small"
     if where == "dest":
         size = f"{model_mib + 4}m"
-        specs = [dataclasses.replace(s, paths=(("model", str(mount / "models")),)) if s.name == victim else s for s in specs]
+        specs = [
+            dataclasses.replace(s, paths=(("model", str(mount / "models")),)) if s.name == victim else s for s in specs
+        ]
     else:
         size = f"{model_mib * 2 + 16}m"
     with NetCluster(root / "cluster", specs, seed=seed, prefix=prefix) as c:

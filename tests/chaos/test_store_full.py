@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytes
 
 
 def test_a_version_learned_while_the_store_is_full_is_pulled_once_there_is_room(tmp_path):
-    c = LocalCluster(tmp_path / "c", 3, gossip_interval=0.2,
-                     roles={"node1": "training", "node2": "training", "node3": "selfplay"})
+    c = LocalCluster(
+        tmp_path / "c", 3, gossip_interval=0.2, roles={"node1": "training", "node2": "training", "node3": "selfplay"}
+    )
     dd = c.nodes["node2"].data_dir
     dd.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(dd)], check=True, timeout=20)
@@ -45,8 +46,11 @@ def test_a_version_learned_while_the_store_is_full_is_pulled_once_there_is_room(
             return any(it["digest"] == digest for it in doc.get("items", []))
 
         wait_for(learned, 20, what="node2 to learn of the new version")
-        wait_for(lambda: (c.nodes["node2"].query("status") or {}).get("paused"), 20,
-                 what="node2 to report that it pauses for a full disk")
+        wait_for(
+            lambda: (c.nodes["node2"].query("status") or {}).get("paused"),
+            20,
+            what="node2 to report that it pauses for a full disk",
+        )
         filler.unlink()
         held = dd / "files" / "model" / model.name
         wait_for(held.exists, 15, what="node2 to pull the version once there is room")

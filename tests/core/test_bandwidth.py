@@ -75,6 +75,7 @@ def backlog(d: Driver, flows: dict[object, Priority], size, depth: int):
     for flow in flows:
         for _ in range(depth):
             one(flow)
+
     def refill(rid):
         if d.reqs[rid][0] in flows:
             one(d.reqs[rid][0])
@@ -84,15 +85,23 @@ def backlog(d: Driver, flows: dict[object, Priority], size, depth: int):
 
 # -- the token bucket ---------------------------------------------------------------------
 
+
 @st.composite
 def schedules(draw):
     rate = draw(st.integers(1, 10**9))
     burst = draw(st.integers(1, 10**7))
-    steps = draw(st.lists(st.tuples(
-        st.integers(0, 2 * US),  # time advance, µs
-        st.sampled_from(["submit", "poll", "wake", "cancel"]),
-        st.integers(0, 4), classes, st.integers(0, burst),
-    ), max_size=80))
+    steps = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, 2 * US),  # time advance, µs
+                st.sampled_from(["submit", "poll", "wake", "cancel"]),
+                st.integers(0, 4),
+                classes,
+                st.integers(0, burst),
+            ),
+            max_size=80,
+        )
+    )
     return rate, burst, steps
 
 
@@ -121,8 +130,13 @@ def test_grants_never_exceed_rate_times_window_plus_burst(sched):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 10**12), st.integers(1, 10**12), st.integers(0, 10**9), classes,
-       st.lists(st.integers(0, 10**12), min_size=1, max_size=20))
+@given(
+    st.integers(1, 10**12),
+    st.integers(1, 10**12),
+    st.integers(0, 10**9),
+    classes,
+    st.lists(st.integers(0, 10**12), min_size=1, max_size=20),
+)
 def test_polling_at_the_wake_time_always_grants_no_livelock(rate, burst, start_s, cls, sizes):
     lim = Limiter(rate, burst)
     now = float(start_s)
@@ -169,15 +183,24 @@ def test_time_going_backwards_adds_no_tokens():
 
 # -- sharing between classes --------------------------------------------------------------
 
+
 @settings(max_examples=150, deadline=None)
-@given(st.sets(classes, min_size=1), st.integers(1, 3), st.integers(1_000, 10**8), st.integers(1, MiB),
-       st.integers(1, 3), st.data())
+@given(
+    st.sets(classes, min_size=1),
+    st.integers(1, 3),
+    st.integers(1_000, 10**8),
+    st.integers(1, MiB),
+    st.integers(1, 3),
+    st.data(),
+)
 def test_classes_with_demand_share_in_proportion_to_weights(active, nflows, rate, max_req, burst_reqs, data):
     burst = max_req * burst_reqs
     d = Driver(Limiter(rate, burst))
     flows = {(c, k): c for c in sorted(active) for k in range(nflows)}
     seed = data.draw(st.integers(0, 10**6))
-    refill = backlog(d, flows, lambda i: max(1, max_req // 2 + (i * 7919 + seed) % (max_req // 2 + 1)), depth=2 * burst_reqs + 2)
+    refill = backlog(
+        d, flows, lambda i: max(1, max_req // 2 + (i * 7919 + seed) % (max_req // 2 + 1)), depth=2 * burst_reqs + 2
+    )
     d.run(until_us=round((400 * max_req / rate) * US) + 1, refill=refill)  # ~400 requests' worth
     got = d.bytes_by(lambda f, c: c)
     # SCFQ's bound, in virtual time units (bytes / weight): never more than one request each apart
@@ -265,6 +288,7 @@ def test_the_same_inputs_give_the_same_grants():
         refill = backlog(d, {(c, k): c for c in Priority for k in range(2)}, lambda i: 1 + (i * 31337) % 200_000, 2)
         d.run(2 * US, refill)
         return d.grants
+
     assert run() == run()
 
 

@@ -36,7 +36,7 @@ def test_failed_trials_back_off_exponentially_up_to_the_cap():
         assert b.allow("p", now)
         b.failure("p", now)
     for i, w in enumerate(waits):
-        bound = min(8.0, 2.0 ** i)
+        bound = min(8.0, 2.0**i)
         assert 0.5 * bound - 0.02 <= w <= bound + 0.02, (i, w)
 
 

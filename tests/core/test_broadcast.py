@@ -63,7 +63,9 @@ class Net:
                 self.sent.append((self.now, src, e))
                 assert len(self.sent) < 200_000, "message storm"
                 if e.to in self.peers and e.to not in self.down and not self.drop(src, e):
-                    queue.extend((e.to, x) for x in self.peers[e.to].handle(MessageReceived(envelope=e.envelope), self.now))
+                    queue.extend(
+                        (e.to, x) for x in self.peers[e.to].handle(MessageReceived(envelope=e.envelope), self.now)
+                    )
             elif isinstance(e, SetTimer):
                 self.timers[src][e.name] = e.at
             else:
@@ -79,7 +81,9 @@ class Net:
 
     def run(self, until: float) -> None:
         while True:
-            due = [(at, n, t) for n, ts in self.timers.items() if n not in self.down for t, at in ts.items() if at <= until]
+            due = [
+                (at, n, t) for n, ts in self.timers.items() if n not in self.down for t, at in ts.items() if at <= until
+            ]
             if not due:
                 break
             at, n, t = min(due)
@@ -95,16 +99,28 @@ class Net:
     def restart(self, name: str) -> None:
         """A new process on the same disk (the manifest and the vote were persisted)."""
         old = self.peers[name]
-        p = Peer(name, incarnation=old.manifest.own.incarnation, rng=random.Random(99), config=old.config,
-                 seeds=old.seeds, voters=old.election.voters, node_record=old.node_record, manifest=old.manifest,
-                 hlc=old.clock.now(self.now), vote=(old.election.term, old.election.voted_for))
+        p = Peer(
+            name,
+            incarnation=old.manifest.own.incarnation,
+            rng=random.Random(99),
+            config=old.config,
+            seeds=old.seeds,
+            voters=old.election.voters,
+            node_record=old.node_record,
+            manifest=old.manifest,
+            hlc=old.clock.now(self.now),
+            vote=(old.election.term, old.election.voted_for),
+        )
         self.peers[name] = p
         self.down.discard(name)
         self.feed(name, p.start(self.now))
 
     def orders(self, to: str | None = None) -> list[tuple[float, str, BroadcastOrder]]:
-        return [(t, s.envelope.sender, s.envelope.body) for t, _src, s in self.sent
-                if isinstance(s.envelope.body, BroadcastOrder) and to in (None, s.to)]
+        return [
+            (t, s.envelope.sender, s.envelope.body)
+            for t, _src, s in self.sent
+            if isinstance(s.envelope.body, BroadcastOrder) and to in (None, s.to)
+        ]
 
     def starts(self, name: str) -> list[StartTransfer]:
         return [e for e in self.log[name] if isinstance(e, StartTransfer)]
@@ -125,8 +141,18 @@ ROLES = {"a": "training", "b": "selfplay", "c": "selfplay", "d": "selfplay"}
 def cluster(names=("a", "b", "c"), voters=("a",), roles=None, drop=lambda src, send: False, **config) -> Net:
     roles = {**ROLES, **(roles or {})}
     cfg = PeerConfig(gossip_interval=0.5, retry_base=30.0, retry_cap=60.0, roles=roles, **config)
-    peers = [Peer(n, incarnation=1, rng=random.Random(i), config=cfg, seeds=names, voters=voters,
-                  node_record={"role": roles.get(n, "selfplay")}) for i, n in enumerate(names)]
+    peers = [
+        Peer(
+            n,
+            incarnation=1,
+            rng=random.Random(i),
+            config=cfg,
+            seeds=names,
+            voters=voters,
+            node_record={"role": roles.get(n, "selfplay")},
+        )
+        for i, n in enumerate(names)
+    ]
     net = Net(peers, drop)
     net.run(5.0)
     assert net.leader() == voters[0] if len(voters) == 1 else net.leader(), "no leader elected"
@@ -140,8 +166,15 @@ def publish(net: Net, name: str, digest: str = D1, broadcast: bool = True, item:
 
 def directive_writes(net: Net, name: str) -> list[tuple[str, dict]]:
     """Every write of a directive fact by `name`: (key, value), tombstones as {}."""
-    return [(f.key, catalog.unpack(f.value) or {}) for e in net.log[name] if isinstance(e, Persist)
-            for ch in e.changes if ch.origin == name for f in ch.upserts if f.key.startswith(bc.PREFIX)]
+    return [
+        (f.key, catalog.unpack(f.value) or {})
+        for e in net.log[name]
+        if isinstance(e, Persist)
+        for ch in e.changes
+        if ch.origin == name
+        for f in ch.upserts
+        if f.key.startswith(bc.PREFIX)
+    ]
 
 
 def version(net: Net, name: str, item: ItemKey = ITEM):
@@ -270,8 +303,9 @@ def test_a_stale_or_foreign_order_is_ignored_and_a_valid_one_starts_a_critical_p
     second = net.starts("b")[1]
     assert (second.version.digest, second.priority) == (D1, "critical")
     # an order of a term the host has not heard of yet counts too (it may be the news)
-    assert net.peers["c"].broadcast.on_order("z", BroadcastOrder(type="model", name="x", digest=D2, term=term + 1),
-                                             term, None)
+    assert net.peers["c"].broadcast.on_order(
+        "z", BroadcastOrder(type="model", name="x", digest=D2, term=term + 1), term, None
+    )
 
 
 def test_an_order_does_not_make_an_ineligible_host_pull():
@@ -314,8 +348,7 @@ def test_the_new_leader_reissues_under_its_term_and_the_old_one_withdraws_its_di
 
 def test_ineligible_hosts_are_listed_with_their_reason():
     names = ("a", "b", "x", "full", "n1", "n2", "w")
-    net = cluster(names=names, roles={"w": "coordinator"}, excluded=frozenset({"x"}),
-                  nfs_groups={"n1": "g", "n2": "g"})
+    net = cluster(names=names, roles={"w": "coordinator"}, excluded=frozenset({"x"}), nfs_groups={"n1": "g", "n2": "g"})
     net.event("full", DiskMeasured(used_percent=95.0, free_bytes=1 << 40))
     net.run(net.now + 3.0)  # its disk figures reach every host by gossip
     publish(net, "b")

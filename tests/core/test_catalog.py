@@ -21,8 +21,18 @@ DIGEST = "0123456789abcdef0123456789abcdef"
 
 @pytest.mark.parametrize(
     "name",
-    ["canonical_hex8_2p.pth", "hex8_2p.npz", "checkpoint_epoch_50.pth", "selfplay_square8_2p.db", "a", "x" * 200,
-     "é" * 100, "with space.pth", "a..b", "trailing."],
+    [
+        "canonical_hex8_2p.pth",
+        "hex8_2p.npz",
+        "checkpoint_epoch_50.pth",
+        "selfplay_square8_2p.db",
+        "a",
+        "x" * 200,
+        "é" * 100,
+        "with space.pth",
+        "a..b",
+        "trailing.",
+    ],
 )
 def test_check_name_accepts_plain_file_names(name):
     assert catalog.check_name(name) == name
@@ -30,8 +40,29 @@ def test_check_name_accepts_plain_file_names(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["../x", "a/b", "/abs", "a\\b", "..\\x", "", ".", "..", ".hidden", "a\0b", "\0", "a\nb", "tab\there", "\x1b[31m",
-     "del\x7f", "c1\x85control", "c1\x9b", "x" * 201, "é" * 101, "\ud800", "lone\udfffsurrogate"],
+    [
+        "../x",
+        "a/b",
+        "/abs",
+        "a\\b",
+        "..\\x",
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "a\0b",
+        "\0",
+        "a\nb",
+        "tab\there",
+        "\x1b[31m",
+        "del\x7f",
+        "c1\x85control",
+        "c1\x9b",
+        "x" * 201,
+        "é" * 101,
+        "\ud800",
+        "lone\udfffsurrogate",
+    ],
 )
 def test_check_name_rejects(name):
     with pytest.raises(LocalProtocolError):
@@ -125,7 +156,11 @@ def test_a_malformed_version_is_skipped(key, value):
             st.sampled_from(["d", "s", "c", "t", "a", "x"]),
             st.recursive(
                 st.sampled_from([float("inf"), float("-inf"), float("nan"), -1, 0, 2**64 - 1, "12", DIGEST, None])
-                | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=40) | st.binary(max_size=8),
+                | st.booleans()
+                | st.integers(-(2**63), 2**64 - 1)
+                | st.floats()
+                | st.text(max_size=40)
+                | st.binary(max_size=8),
                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
                 max_leaves=6,
             ),

@@ -39,7 +39,9 @@ class ElectionWorld:
 
     def boot(self, n: str) -> None:
         term, voted = self.disk.get(n, (0, None))
-        e = Election(n, self.voters, random.Random(f"{self.seed}/{n}/{len(self.timers)}"), CFG, term=term, voted_for=voted)
+        e = Election(
+            n, self.voters, random.Random(f"{self.seed}/{n}/{len(self.timers)}"), CFG, term=term, voted_for=voted
+        )
         e.members = self.voters + self.observers
         self.nodes[n] = e
         self.timers[n] = {}
@@ -76,7 +78,13 @@ class ElectionWorld:
         """Move time forward, firing every timer that falls due, in time order."""
         end = self.now + dt
         while True:
-            due = [(at, n, name) for n, ts in self.timers.items() if n not in self.down for name, at in ts.items() if at <= end]
+            due = [
+                (at, n, name)
+                for n, ts in self.timers.items()
+                if n not in self.down
+                for name, at in ts.items()
+                if at <= end
+            ]
             if not due:
                 break
             at, n, name = min(due)

@@ -72,7 +72,10 @@ def test_a_restored_clock_continues_above_its_last_value():
                 st.just("observe_near"),
                 WALL,
                 st.tuples(
-                    st.one_of(st.sampled_from([0, DRIFT_MS - 1, DRIFT_MS, DRIFT_MS + 1]), st.integers(-DRIFT_MS * 2, DRIFT_MS * 2)),
+                    st.one_of(
+                        st.sampled_from([0, DRIFT_MS - 1, DRIFT_MS, DRIFT_MS + 1]),
+                        st.integers(-DRIFT_MS * 2, DRIFT_MS * 2),
+                    ),
                     st.integers(0, LOGICAL_MASK),
                 ),
             ),

@@ -55,7 +55,12 @@ def test_put_get_delete_and_counters():
 
 @pytest.mark.parametrize(
     "key, value",
-    [("", b"v"), ("k" * (MAX_KEY_BYTES + 1), b"v"), ("é" * (MAX_KEY_BYTES // 2 + 1), b""), ("k", b"x" * (MAX_VALUE_BYTES + 1))],
+    [
+        ("", b"v"),
+        ("k" * (MAX_KEY_BYTES + 1), b"v"),
+        ("é" * (MAX_KEY_BYTES // 2 + 1), b""),
+        ("k", b"x" * (MAX_VALUE_BYTES + 1)),
+    ],
 )
 def test_put_rejects_bad_facts(key, value):
     m = Manifest("a", 1)

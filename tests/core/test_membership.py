@@ -76,7 +76,7 @@ def test_probe_cycle_direct_then_indirect_then_suspect():
     a = _member("a", ma)
     a.start(0.0)
     out = a.on_timer(PROBE_TIMER, 0.0, ["a", "b", "c", "d", "e"])
-    (target, ping), = out.sends
+    ((target, ping),) = out.sends
     assert isinstance(ping, Ping)
     assert (INDIRECT_TIMER, 0.4) in out.timers and (PROBE_TIMER, 1.0) in out.timers
     out = a.on_timer(INDIRECT_TIMER, 0.4, ["a", "b", "c", "d", "e"])
@@ -91,13 +91,13 @@ def test_an_answered_probe_clears_and_relays_carry_acks_back():
     a, b = _member("a"), _member("b")
     a.start(0.0)
     out = a.on_timer(PROBE_TIMER, 0.0, ["a", "b"])
-    (_, ping), = out.sends
+    ((_, ping),) = out.sends
     assert b.on_message("a", ping, 0.1).sends == [("a", PingAck(seq=ping.seq))]
     a.on_message("b", PingAck(seq=ping.seq), 0.1)
     out = a.on_timer(PROBE_TIMER, 1.0, ["a", "b"])
     assert out.suspected == []
     relay = b.on_message("a", PingReq(seq=77, target="c"), 0.0)
-    (to, p2), = relay.sends
+    ((to, p2),) = relay.sends
     assert to == "c" and isinstance(p2, Ping)
     back = b.on_message("c", PingAck(seq=p2.seq), 0.1)
     assert back.sends == [("a", PingAck(seq=77))]

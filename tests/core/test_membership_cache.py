@@ -69,7 +69,7 @@ def _restart(w: World, n: str, build_first: bool) -> Membership:
 def _fresh_claimers(m: Manifest) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for origin, f in m.live_facts(CLAIM_PREFIX):
-        out.setdefault(f.key[len(CLAIM_PREFIX):], set()).add(origin)
+        out.setdefault(f.key[len(CLAIM_PREFIX) :], set()).add(origin)
     return out
 
 

@@ -85,8 +85,12 @@ class Mesh:
 
 def peer(name: str, seeds=(), seed: int = 0, incarnation: int = 1, **config) -> Peer:
     return Peer(
-        name, incarnation=incarnation, rng=random.Random(seed), seeds=seeds,
-        node_record={"addr": f"{name}:7070", "role": "training"}, config=PeerConfig(**config),
+        name,
+        incarnation=incarnation,
+        rng=random.Random(seed),
+        seeds=seeds,
+        node_record={"addr": f"{name}:7070", "role": "training"},
+        config=PeerConfig(**config),
     )
 
 
@@ -118,8 +122,14 @@ def test_start_writes_the_node_record_and_sets_the_gossip_timer():
 
 
 def test_recover_sets_every_periodic_timer_again_and_persists_our_facts_whole():
-    p = Peer("a", incarnation=1, rng=random.Random(0), seeds=["b", "c"], voters=["a", "b", "c"],
-             node_record={"addr": "a:7070", "role": "training"})
+    p = Peer(
+        "a",
+        incarnation=1,
+        rng=random.Random(0),
+        seeds=["b", "c"],
+        voters=["a", "b", "c"],
+        node_record={"addr": "a:7070", "role": "training"},
+    )
     p.start(0.0)
     out = p.recover(10.0)
     timers = {e.name: e.at for e in out if isinstance(e, SetTimer)}
@@ -272,7 +282,14 @@ def test_a_published_file_is_pulled_by_the_other_peer_from_the_publisher():
     (start,) = m.of("b", StartTransfer)
     assert start.sources == ("a",)
     v = start.version
-    assert (v.item, v.digest, v.size, v.chunk_size, v.origin, dict(v.attrs)) == (ITEM, D1, 10 << 20, CS, "a", {"elo": "1500"})
+    assert (v.item, v.digest, v.size, v.chunk_size, v.origin, dict(v.attrs)) == (
+        ITEM,
+        D1,
+        10 << 20,
+        CS,
+        "a",
+        {"elo": "1500"},
+    )
     assert not m.of("a", StartTransfer)  # the publisher holds it
     m.tick()
     assert len(m.of("b", StartTransfer)) == 1  # one transfer at a time per version

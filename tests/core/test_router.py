@@ -24,21 +24,25 @@ def clusters(draw):
     n = draw(st.integers(1, 12))
     hosts = []
     for i in range(n):
-        hosts.append(HostInfo(
-            name=f"h{i:02d}",
-            role=draw(st.sampled_from(ROLES)),
-            ephemeral=draw(st.booleans()),
-            excluded=draw(st.booleans()),
-            alive=draw(st.booleans()),
-            nfs_group=draw(st.sampled_from([None, None, "g1", "g2"])),
-            disk_used_percent=draw(st.one_of(st.none(), st.floats(0, 100))),
-            disk_free_bytes=draw(st.one_of(st.none(), st.integers(0, 10**12))),
-        ))
+        hosts.append(
+            HostInfo(
+                name=f"h{i:02d}",
+                role=draw(st.sampled_from(ROLES)),
+                ephemeral=draw(st.booleans()),
+                excluded=draw(st.booleans()),
+                alive=draw(st.booleans()),
+                nfs_group=draw(st.sampled_from([None, None, "g1", "g2"])),
+                disk_used_percent=draw(st.one_of(st.none(), st.floats(0, 100))),
+                disk_free_bytes=draw(st.one_of(st.none(), st.integers(0, 10**12))),
+            )
+        )
     return hosts
 
 
 params = dict(
-    dt=st.sampled_from(list(DataType)), size=st.integers(0, 10**11), copies=st.integers(1, 4),
+    dt=st.sampled_from(list(DataType)),
+    size=st.integers(0, 10**11),
+    copies=st.integers(1, 4),
     cap=st.floats(1, 100),
 )
 
@@ -111,9 +115,12 @@ def test_a_cap_that_blocks_every_target_is_reported():
 
 
 def test_replication_targets_rank_with_reasons():
-    hosts = [HostInfo(name="a", role="training", disk_free_bytes=5 * 10**9),
-             HostInfo(name="b", role="backup", disk_free_bytes=9 * 10**9),
-             HostInfo(name="c", role="training", nfs_group="g"), HostInfo(name="d", role="training", nfs_group="g")]
+    hosts = [
+        HostInfo(name="a", role="training", disk_free_bytes=5 * 10**9),
+        HostInfo(name="b", role="backup", disk_free_bytes=9 * 10**9),
+        HostInfo(name="c", role="training", nfs_group="g"),
+        HostInfo(name="d", role="training", nfs_group="g"),
+    ]
     ranked = replication_targets("checkpoint", hosts, min_copies=2, holders=["c"])
     assert [(r.host, r.rank) for r in ranked[:2]] == [("c", 1), ("a", 2)]
     reasons = {r.host: r.reason for r in ranked}
@@ -122,8 +129,11 @@ def test_replication_targets_rank_with_reasons():
 
 
 def test_a_host_may_take_more_types_than_its_role_says():
-    hosts = [HostInfo(name="drive", role="backup", also_takes=frozenset({"model"})), HostInfo(name="b", role="backup"),
-             HostInfo(name="s", role="selfplay")]
+    hosts = [
+        HostInfo(name="drive", role="backup", also_takes=frozenset({"model"})),
+        HostInfo(name="b", role="backup"),
+        HostInfo(name="s", role="selfplay"),
+    ]
     assert place(DataType.MODEL, hosts).targets == ("s", "drive")
     assert place(DataType.MODEL, hosts).left_out == {"b": WRONG_ROLE}
     assert place(DataType.NPZ, hosts).left_out == {"drive": WRONG_ROLE, "b": WRONG_ROLE, "s": WRONG_ROLE}

@@ -42,8 +42,17 @@ def test_durability_waits_for_the_local_fsync():
     assert d.stored("hex8_2p", 1) == [1]
 
 
-@given(st.lists(st.tuples(st.sampled_from(["ack", "mark", "store"]), st.sampled_from(sorted(PERSISTENT | {"vast-2", "vast-3"})),
-                          st.integers(1, 20)), max_size=60), st.integers(1, 3))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ack", "mark", "store"]),
+            st.sampled_from(sorted(PERSISTENT | {"vast-2", "vast-3"})),
+            st.integers(1, 20),
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 3),
+)
 def test_never_durable_with_fewer_holders_than_asked(events, k):
     """Whatever order acks, marks and stores come in, a game reported durable really has
     min_copies holders, one persistent, and durability is a prefix that never shrinks."""

@@ -83,8 +83,12 @@ def test_a_failing_source_loses_its_requests_and_is_left_alone():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 40), st.lists(st.one_of(st.none(), st.sets(st.integers(0, 39))), min_size=1, max_size=5),
-       st.integers(1, 4), st.integers(0, 2**32))
+@given(
+    st.integers(1, 40),
+    st.lists(st.one_of(st.none(), st.sets(st.integers(0, 39))), min_size=1, max_size=5),
+    st.integers(1, 4),
+    st.integers(0, 2**32),
+)
 def test_a_download_always_completes_within_what_sources_hold(n, holdings, per_peer, seed):
     rng = random.Random(seed)
     s = Swarm(n, random.Random(seed), per_peer=per_peer)

@@ -25,6 +25,7 @@ def serving(c: LocalCluster):
 
 @pytest.fixture
 def cluster(tmp_path):
-    with serving(LocalCluster(tmp_path / "cluster", 3, gossip_interval=0.2,
-                              roles={f"node{i}": "training" for i in (1, 2, 3)})) as c:
+    with serving(
+        LocalCluster(tmp_path / "cluster", 3, gossip_interval=0.2, roles={f"node{i}": "training" for i in (1, 2, 3)})
+    ) as c:
         yield c

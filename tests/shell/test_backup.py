@@ -16,8 +16,13 @@ pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is 
 
 def test_the_leader_alone_backs_up_on_schedule(tmp_path):
     target = tmp_path / "backups" / "ringrift"
-    c = LocalCluster(tmp_path / "c", 3, gossip_interval=0.2, roles={f"node{i}": "training" for i in (1, 2, 3)},
-                     routing={"allowed_external_storage": [{"host": "localhost", "path": str(target), "schedule": "@every 1s"}]})
+    c = LocalCluster(
+        tmp_path / "c",
+        3,
+        gossip_interval=0.2,
+        roles={f"node{i}": "training" for i in (1, 2, 3)},
+        routing={"allowed_external_storage": [{"host": "localhost", "path": str(target), "schedule": "@every 1s"}]},
+    )
     try:
         c.start_all()
         f = tmp_path / "canonical_hex8_2p.pth"

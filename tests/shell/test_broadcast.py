@@ -48,8 +48,9 @@ def test_put_broadcast_reaches_every_eligible_host_and_status_reports_it(four, t
     publisher = next(n for n in ELIGIBLE if n != leader)  # the directive has to travel
     model = tmp_path / "canonical_hex8_2p.pth"
     model.write_bytes(os.urandom(9 * MiB + 77))
-    r = _ringmesh("put", str(model), "--type", "model", "--broadcast", "--json",
-                  "--data-dir", str(four.nodes[publisher].data_dir))
+    r = _ringmesh(
+        "put", str(model), "--type", "model", "--broadcast", "--json", "--data-dir", str(four.nodes[publisher].data_dir)
+    )
     assert r.returncode == 0, r.stderr
     digest = json.loads(r.stdout)["digest"]
 

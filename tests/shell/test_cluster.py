@@ -32,6 +32,7 @@ def _everyone_holds(cluster, item_name, digest):
             if not it or it["digest"] != digest or sorted(it["holders"]) != sorted(cluster.running()):
                 return False
         return True
+
     return check
 
 
@@ -89,9 +90,13 @@ def test_put_rejects_bad_input_and_the_daemon_goes_on(cluster, tmp_path):
     cli = [sys.executable, "-m", "ringmesh"]
     data = ["--data-dir", str(cluster.nodes["node1"].data_dir)]
     for args in (["--name", "../../etc/passwd"], ["--name", ".hidden"], ["--name", "a/b"]):
-        r = subprocess.run(cli + ["put", str(f), "--type", "model", *args, *data], capture_output=True, text=True, env=env)
+        r = subprocess.run(
+            cli + ["put", str(f), "--type", "model", *args, *data], capture_output=True, text=True, env=env
+        )
         assert r.returncode == 2 and "INVALID_ARGUMENT" in r.stderr, (args, r.stderr)
-    r = subprocess.run(cli + ["put", str(tmp_path / "missing.pth"), "--type", "model", *data], capture_output=True, text=True)
+    r = subprocess.run(
+        cli + ["put", str(tmp_path / "missing.pth"), "--type", "model", *data], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "not a regular file" in r.stderr
     r = subprocess.run(cli + ["status", "--data-dir", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert r.returncode == 2 and "no ringmesh daemon" in r.stderr
@@ -104,9 +109,23 @@ def test_put_rejects_bad_input_and_the_daemon_goes_on(cluster, tmp_path):
 def test_a_second_daemon_on_the_same_data_dir_is_refused(cluster):
     nd = cluster.nodes["node1"]
     r = subprocess.run(
-        [sys.executable, "-m", "ringmesh", "serve", "--config", str(cluster.config_path), "--node", "node1",
-         "--data-dir", str(nd.data_dir), "--listen", "127.0.0.1:1"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "ringmesh",
+            "serve",
+            "--config",
+            str(cluster.config_path),
+            "--node",
+            "node1",
+            "--data-dir",
+            str(nd.data_dir),
+            "--listen",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 2 and "another ringmesh daemon" in r.stderr
     assert nd.query("status") is not None

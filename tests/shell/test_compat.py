@@ -33,16 +33,30 @@ def test_orchestrator_coordinator_and_reports(cluster, tmp_path):
     npz.write_bytes(os.urandom(3 * 1024 * 1024))
     with cluster.nodes["node1"].client() as c:
         c.put(npz, "npz")
-    stats = compat.DistributedSyncCoordinator.get_instance(dd).sync_training_data_blocking(config_key="hex8_2p", timeout=30)
+    stats = compat.DistributedSyncCoordinator.get_instance(dd).sync_training_data_blocking(
+        config_key="hex8_2p", timeout=30
+    )
     assert stats["files_synced"] == 1 and stats["bytes_transferred"] == 2 * npz.stat().st_size
-    assert (stats.files_synced, stats.bytes_transferred, stats.items) == (1, 2 * npz.stat().st_size, ["npz/hex8_2p.npz"])
+    assert (stats.files_synced, stats.bytes_transferred, stats.items) == (
+        1,
+        2 * npz.stat().st_size,
+        ["npz/hex8_2p.npz"],
+    )
 
     status = compat.get_cluster_data_status(dd)
     (item,) = [it for it in status.report["items"] if it["item"] == "npz/hex8_2p.npz"]
     assert sorted(item["holders"]) == ["node1", "node2", "node3"] and item["hosts_behind"] == []
     assert list(status) == ["hex8_2p"] and status.node == "node1"
-    assert status["hex8_2p"] == {"config_key": "hex8_2p", "game_count": 0, "age_hours": None, "streams": 0, "files": 1,
-                                 "bytes": npz.stat().st_size, "newest_file_hlc": item["hlc"], "hosts_behind": []}
+    assert status["hex8_2p"] == {
+        "config_key": "hex8_2p",
+        "game_count": 0,
+        "age_hours": None,
+        "streams": 0,
+        "files": 1,
+        "bytes": npz.stat().st_size,
+        "newest_file_hlc": item["hlc"],
+        "hosts_behind": [],
+    }
     assert compat.get_sync_recommendations(dd) == []
     assert orch.sync_all_blocking()["recommendations"] == []
 
@@ -73,8 +87,13 @@ def test_recommendations_and_priority_while_hosts_cannot_pull(cluster, tmp_path)
         recs = compat.get_sync_recommendations(dd)
         assert {r["host"] for r in recs} == {"node2", "node3"} == {r.target for r in recs}
         assert all(r.source == "node1" and r.reason == r["reason"] and "not held" in r.reason for r in recs)
-        assert all(r["sources"] == ["node1"] and r["bytes"] == model.stat().st_size and r["estimated_seconds"] > 0
-                   and r["priority"] == "normal" for r in recs)
+        assert all(
+            r["sources"] == ["node1"]
+            and r["bytes"] == model.stat().st_size
+            and r["estimated_seconds"] > 0
+            and r["priority"] == "normal"
+            for r in recs
+        )
         recs = compat.schedule_priority_sync_blocking("square8_2p", compat.SyncPriority.CRITICAL, data_dir=dd)
         assert {r["priority"] for r in recs} == {"critical"} and {r["config_key"] for r in recs} == {"square8_2p"}
     finally:
@@ -105,11 +124,32 @@ def test_auto_sync_daemon_and_sqlite_check(cluster, tmp_path):
 def test_sync_command_line(cluster):
     import subprocess
     import sys
+
     dd = str(_dd(cluster, "node1"))
-    r = subprocess.run([sys.executable, "-m", "ringmesh", "sync", "--config-key", "hex8_2p", "--priority", "critical",
-                        "--data-dir", dd], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ringmesh",
+            "sync",
+            "--config-key",
+            "hex8_2p",
+            "--priority",
+            "critical",
+            "--data-dir",
+            dd,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0 and "hex8_2p at critical priority" in r.stdout, r.stderr
-    r = subprocess.run([sys.executable, "-m", "ringmesh", "sync", "--data-dir", dd, "--json"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "ringmesh", "sync", "--data-dir", dd, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0 and '"priorities"' in r.stdout and '"hex8_2p": "critical"' in r.stdout
 
 

@@ -21,7 +21,7 @@ from ringmesh.ops.localcluster import wait_for
 REPO = Path(__file__).resolve().parents[2]
 MODELS = ("canonical_hex8_2p.pth", "canonical_square8_2p.pth")
 
-TRAINING_HOST_SCRIPT = '''
+TRAINING_HOST_SCRIPT = """
 import asyncio, json, sys, time
 from ringmesh.api.compat import (AutoSyncConfig, AutoSyncDaemon, DataType, DistributedSyncCoordinator, SyncPriority,
                              check_sqlite_integrity, compute_file_checksum, create_ephemeral_sync_daemon,
@@ -77,9 +77,9 @@ async def main():
 
 
 asyncio.run(main())
-'''
+"""
 
-PLAIN_SCRIPT = '''
+PLAIN_SCRIPT = """
 import json
 from ringmesh.api.compat import DistributedSyncCoordinator, get_cluster_data_status, get_sync_orchestrator
 
@@ -91,11 +91,11 @@ hex8 = get_cluster_data_status()["hex8_2p"]
 orchestrator.shutdown_blocking()
 print("RESULT " + json.dumps({"full": [full.files_synced, full.bytes_transferred], "games_synced": status["games_synced"],
                               "game_count": hex8["game_count"]}))
-'''
+"""
 
 # On the publishing host while every other host is stopped: the plan, a priority raised, and a
 # wait that lasts until the test lets the hosts go on; a ticker shows the loop runs meanwhile.
-WAITING_SCRIPT = '''
+WAITING_SCRIPT = """
 import asyncio, json, sys, time
 from ringmesh.api.compat import DistributedSyncCoordinator, SyncPriority, get_sync_recommendations, schedule_priority_sync
 
@@ -120,12 +120,15 @@ async def main():
 
 
 asyncio.run(main())
-'''
+"""
 
 
 def _env(data_dir) -> dict[str, str]:
-    return {**os.environ, "RINGMESH_DATA_DIR": str(data_dir),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return {
+        **os.environ,
+        "RINGMESH_DATA_DIR": str(data_dir),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
 
 
 def _script(tmp_path, name: str, text: str) -> Path:
@@ -136,12 +139,18 @@ def _script(tmp_path, name: str, text: str) -> Path:
 
 def _result(stdout: str) -> dict:
     (line,) = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _run(tmp_path, name: str, text: str, data_dir, *args: str, timeout: float = 180) -> tuple[dict, str]:
-    r = subprocess.run([sys.executable, str(_script(tmp_path, name, text)), *map(str, args)], env=_env(data_dir),
-                       cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, str(_script(tmp_path, name, text)), *map(str, args)],
+        env=_env(data_dir),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return _result(r.stdout), r.stdout
 
@@ -172,8 +181,15 @@ def test_a_training_hosts_async_script_as_written(cluster, tmp_path):
 
     local_npz = n2.data_dir / "files" / "npz" / npz.name
     games_db = n2.data_dir / "games" / "hex8_2p.db"
-    out, stdout = _run(tmp_path, "training_host.py", TRAINING_HOST_SCRIPT, n2.data_dir,
-                       n1.data_dir / "files" / "npz" / npz.name, local_npz, games_db)
+    out, stdout = _run(
+        tmp_path,
+        "training_host.py",
+        TRAINING_HOST_SCRIPT,
+        n2.data_dir,
+        n1.data_dir / "files" / "npz" / npz.name,
+        local_npz,
+        games_db,
+    )
     assert "games synced: 5, models synced: 2" in stdout
     assert out["node"] == "node2" and out["games_synced"] == 5 and out["models_synced"] == 2
 
@@ -237,15 +253,21 @@ def test_awaited_wait_leaves_the_event_loop_running(cluster, tmp_path):
     try:
         with n1.client() as c:
             c.put(model, "model")
-        proc = subprocess.Popen([sys.executable, str(_script(tmp_path, "waiting.py", WAITING_SCRIPT)), model.name],
-                                env=_env(n1.data_dir), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(_script(tmp_path, "waiting.py", WAITING_SCRIPT)), model.name],
+            env=_env(n1.data_dir),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         q, seen = _lines(proc), []
         deadline = time.monotonic() + 60
-        recs = json.loads(_next_line(q, "RECS ", deadline, seen)[len("RECS "):])
+        recs = json.loads(_next_line(q, "RECS ", deadline, seen)[len("RECS ") :])
         assert sorted(r[1] for r in recs) == ["node2", "node3"], recs
-        assert all(r[0] == "node1" and r[2].startswith("model belongs on training hosts") and r[3] == "normal"
-                   for r in recs), recs
+        assert all(
+            r[0] == "node1" and r[2].startswith("model belongs on training hosts") and r[3] == "normal" for r in recs
+        ), recs
         _next_line(q, "WAITING", deadline, seen)
         assert proc.poll() is None, "the wait is still on: the hosts are stopped"
         for n in stopped:

@@ -53,7 +53,11 @@ RSS_GROWTH_LIMIT = 100 << 20
 FD_GROWTH_LIMIT = 300
 
 OK, INVALID, TOO_LARGE = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
-NOT_FOUND, FAILED, DEADLINE = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.DEADLINE_EXCEEDED
+NOT_FOUND, FAILED, DEADLINE = (
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)
 
 
 @dataclass
@@ -69,20 +73,24 @@ class Handler:
         return f"/ringmesh.v1.{self.service}/{self.name}"
 
 
-HANDLERS = {h.name: h for h in [
-    Handler("Peer", "Deliver", False, frozenset({OK, INVALID})),
-    Handler("Peer", "GetRecipe", False, frozenset({OK, INVALID, NOT_FOUND})),
-    Handler("Peer", "FetchChunks", True, frozenset({OK, INVALID, TOO_LARGE, NOT_FOUND})),
-    Handler("Peer", "WatchChunks", True, frozenset({OK, INVALID, NOT_FOUND})),
-    Handler("Local", "Put", False, frozenset({INVALID, TOO_LARGE, FAILED})),  # no fuzz case names a real file
-    Handler("Local", "Get", False, frozenset({OK, INVALID, TOO_LARGE})),
-    Handler("Local", "Control", False, frozenset({OK, INVALID, TOO_LARGE})),
-    Handler("Local", "PublishGames", False, frozenset({OK, INVALID, TOO_LARGE})),
-    # a well-formed wait for a game that never becomes durable waits until the caller gives up
-    Handler("Local", "WaitDurable", False, frozenset({OK, INVALID, DEADLINE}), deadline=0.5),
-]}
+HANDLERS = {
+    h.name: h
+    for h in [
+        Handler("Peer", "Deliver", False, frozenset({OK, INVALID})),
+        Handler("Peer", "GetRecipe", False, frozenset({OK, INVALID, NOT_FOUND})),
+        Handler("Peer", "FetchChunks", True, frozenset({OK, INVALID, TOO_LARGE, NOT_FOUND})),
+        Handler("Peer", "WatchChunks", True, frozenset({OK, INVALID, NOT_FOUND})),
+        Handler("Local", "Put", False, frozenset({INVALID, TOO_LARGE, FAILED})),  # no fuzz case names a real file
+        Handler("Local", "Get", False, frozenset({OK, INVALID, TOO_LARGE})),
+        Handler("Local", "Control", False, frozenset({OK, INVALID, TOO_LARGE})),
+        Handler("Local", "PublishGames", False, frozenset({OK, INVALID, TOO_LARGE})),
+        # a well-formed wait for a game that never becomes durable waits until the caller gives up
+        Handler("Local", "WaitDurable", False, frozenset({OK, INVALID, DEADLINE}), deadline=0.5),
+    ]
+}
 assert {(h.service, h.name) for h in HANDLERS.values()} == {
-    (s, m[0]) for s in ("Peer", "Local") for m in codec.service_methods(s)[1]}, "a handler is not fuzzed"
+    (s, m[0]) for s in ("Peer", "Local") for m in codec.service_methods(s)[1]
+}, "a handler is not fuzzed"
 
 
 # -- the peer under test ---------------------------------------------------------------------
@@ -128,6 +136,7 @@ class Caller:
         async def close():
             for ch in self.channels.values():
                 await ch.close()
+
         self.run(close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -200,22 +209,69 @@ def target(tmp_path_factory):
 
 # -- hostile values ----------------------------------------------------------------------------
 
-HOSTILE_NAMES = ["../../etc/passwd", "/etc/passwd", "a\x00b", "n" * 10_240, "..", ".hidden", "", " ", "a/b",
-                 "a\\b", "\u202eevil", "\ud7ff" * 70, "x" * 129, "-", "%s%n", "CON", "a\nb"]
+HOSTILE_NAMES = [
+    "../../etc/passwd",
+    "/etc/passwd",
+    "a\x00b",
+    "n" * 10_240,
+    "..",
+    ".hidden",
+    "",
+    " ",
+    "a/b",
+    "a\\b",
+    "\u202eevil",
+    "\ud7ff" * 70,
+    "x" * 129,
+    "-",
+    "%s%n",
+    "CON",
+    "a\nb",
+]
 JUNK_ORIGINS = [f"fz-{i}" for i in range(12)]  # deltas and digests never speak for the real hosts
 SENDERS = ["node2", "node1", *JUNK_ORIGINS[:4]]
 GOOD_KEYS = ["hex8_2p", "square8_3p", "fz", "k"]
-NUMBERS = [0, 1, 2, 255, 2**31, 2**32 - 1, 2**32, 2**53, MAX_NUMBER - 1, MAX_NUMBER, MAX_NUMBER + 1,
-           2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1]
+NUMBERS = [
+    0,
+    1,
+    2,
+    255,
+    2**31,
+    2**32 - 1,
+    2**32,
+    2**53,
+    MAX_NUMBER - 1,
+    MAX_NUMBER,
+    MAX_NUMBER + 1,
+    2**63 - 1,
+    2**63,
+    2**64 - 2,
+    2**64 - 1,
+]
 
 numbers = st.one_of(st.sampled_from(NUMBERS), st.integers(0, 2**64 - 1), st.integers(0, 50))
 u32 = st.one_of(st.sampled_from([0, 1, 2, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1))
 text = st.text(max_size=24)
-names = st.one_of(st.sampled_from(HOSTILE_NAMES), st.sampled_from(GOOD_KEYS), text,
-                  st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,12}", fullmatch=True))
+names = st.one_of(
+    st.sampled_from(HOSTILE_NAMES),
+    st.sampled_from(GOOD_KEYS),
+    text,
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,12}", fullmatch=True),
+)
 origins = st.one_of(st.sampled_from(JUNK_ORIGINS), st.sampled_from(HOSTILE_NAMES), text)
-addresses = st.sampled_from(["", "127.0.0.1:1", "127.0.0.1:0", "127.0.0.1:99999", "[::1]:1", "nonsense", ":1",
-                             "127.0.0.1:1" + "1" * 300, "a\x00b:1"])
+addresses = st.sampled_from(
+    [
+        "",
+        "127.0.0.1:1",
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "[::1]:1",
+        "nonsense",
+        ":1",
+        "127.0.0.1:1" + "1" * 300,
+        "a\x00b:1",
+    ]
+)
 floats = st.one_of(st.floats(), st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.0, 1e308, 0.0, 0.01]))
 
 
@@ -231,35 +287,64 @@ scalars = st.one_of(st.none(), st.booleans(), numbers, st.integers(-(2**63), -1)
 msgpack_blobs = st.one_of(
     st.binary(max_size=64),
     st.integers(1, 3000).map(_deep),  # nesting far past any limit
-    st.sampled_from([
-        b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff",  # huge lengths
-        b"\xc1", b"\xd4\x00\x00", b"\xd6\xff\x00\x00\x00\x00", b"\x81\x80\x01", b"\x81\x90\x01",  # ext, bad keys
-        b"\xdc\x01\x00" + b"\x90" * 256, b"\xde\x01\x00" + b"\x00\xc0" * 256, _bin(65_536 - 5), _bin(70_000),
-    ]),
-    st.dictionaries(st.sampled_from(["d", "s", "c", "t", "a", "i", "hw", "address", "role", "ephemeral", "x"]),
-                    st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(text, scalars, max_size=3)),
-                    max_size=6).map(lambda d: msgpack.packb(d, use_bin_type=True)),
+    st.sampled_from(
+        [
+            b"\xdd\xff\xff\xff\xff",
+            b"\xdf\xff\xff\xff\xff",
+            b"\xdb\xff\xff\xff\xff",
+            b"\xc6\xff\xff\xff\xff",  # huge lengths
+            b"\xc1",
+            b"\xd4\x00\x00",
+            b"\xd6\xff\x00\x00\x00\x00",
+            b"\x81\x80\x01",
+            b"\x81\x90\x01",  # ext, bad keys
+            b"\xdc\x01\x00" + b"\x90" * 256,
+            b"\xde\x01\x00" + b"\x00\xc0" * 256,
+            _bin(65_536 - 5),
+            _bin(70_000),
+        ]
+    ),
+    st.dictionaries(
+        st.sampled_from(["d", "s", "c", "t", "a", "i", "hw", "address", "role", "ephemeral", "x"]),
+        st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(text, scalars, max_size=3)),
+        max_size=6,
+    ).map(lambda d: msgpack.packb(d, use_bin_type=True)),
 )
 records = st.fixed_dictionaries(
-    {"game_id": st.one_of(text, st.just("g-1")),
-     "tables": st.dictionaries(st.sampled_from(["games", "game_moves", "game_players", "x; DROP TABLE games", "sqlite_master"]),
-                               st.lists(st.lists(scalars, max_size=4), max_size=3), max_size=3)},
-    optional={"columns": st.dictionaries(st.sampled_from(["games", "game_moves"]),
-                                         st.lists(st.sampled_from(["game_id", "game_status", 'x"y', "rowid"]), max_size=4),
-                                         max_size=2)},
+    {
+        "game_id": st.one_of(text, st.just("g-1")),
+        "tables": st.dictionaries(
+            st.sampled_from(["games", "game_moves", "game_players", "x; DROP TABLE games", "sqlite_master"]),
+            st.lists(st.lists(scalars, max_size=4), max_size=3),
+            max_size=3,
+        ),
+    },
+    optional={
+        "columns": st.dictionaries(
+            st.sampled_from(["games", "game_moves"]),
+            st.lists(st.sampled_from(["game_id", "game_status", 'x"y', "rowid"]), max_size=4),
+            max_size=2,
+        )
+    },
 ).map(pack_record)
 game_data = st.one_of(records, msgpack_blobs)
 item_types = st.one_of(st.sampled_from(FILE_TYPES), names)
 fact_keys = st.one_of(
-    st.sampled_from(["node", "leader", "alive", "left", "backup/x", "m/node1", "m/node2", "m/fz-1", "g/fz-1.7/hex8_2p"]),
+    st.sampled_from(
+        ["node", "leader", "alive", "left", "backup/x", "m/node1", "m/node2", "m/fz-1", "g/fz-1.7/hex8_2p"]
+    ),
     st.builds(lambda p, t, n: f"{p}{t}/{n}", st.sampled_from(["v/", "h/", "p/", "b/"]), item_types, names),
-    text, st.text(min_size=513, max_size=600),
+    text,
+    st.text(min_size=513, max_size=600),
 )
 
 
 def _digests(held: str):
-    return st.one_of(st.sampled_from([held, "0" * 32, "F" * 32, held.upper(), held[:31], held + "0", ""] + HOSTILE_NAMES),
-                     st.text("0123456789abcdef", min_size=32, max_size=32), text)
+    return st.one_of(
+        st.sampled_from([held, "0" * 32, "F" * 32, held.upper(), held[:31], held + "0", ""] + HOSTILE_NAMES),
+        st.text("0123456789abcdef", min_size=32, max_size=32),
+        text,
+    )
 
 
 @st.composite
@@ -269,8 +354,10 @@ def _facts(draw, start: int, consistent: bool):
         counters = list(range(start + 1, start + 1 + len(keys)))
     else:
         counters = [draw(numbers) for _ in keys]
-    return [pb.Fact(key=k, value=draw(msgpack_blobs), counter=c, deleted_at=draw(st.sampled_from([0, 0, 1, 2**64 - 1])))
-            for k, c in zip(keys, counters)]
+    return [
+        pb.Fact(key=k, value=draw(msgpack_blobs), counter=c, deleted_at=draw(st.sampled_from([0, 0, 1, 2**64 - 1])))
+        for k, c in zip(keys, counters)
+    ]
 
 
 @st.composite
@@ -282,16 +369,33 @@ def _deltas(draw):
         start = 0 if reset or not consistent else draw(st.integers(0, 5))
         facts = draw(_facts(start, consistent))
         top = (facts[-1].counter if facts else start) + draw(st.integers(0, 2)) if consistent else draw(numbers)
-        out.append(pb.OriginDelta(
-            origin=draw(origins), incarnation=draw(numbers), heartbeat=draw(numbers), floor=draw(numbers), reset=reset,
-            from_counter=start if consistent else draw(numbers), max_counter=top, facts=facts))
+        out.append(
+            pb.OriginDelta(
+                origin=draw(origins),
+                incarnation=draw(numbers),
+                heartbeat=draw(numbers),
+                floor=draw(numbers),
+                reset=reset,
+                from_counter=start if consistent else draw(numbers),
+                max_counter=top,
+                facts=facts,
+            )
+        )
     return out
 
 
 def _digest_entries():
-    return st.lists(st.builds(lambda o, a, b, c, d: pb.OriginDigest(origin=o, incarnation=a, heartbeat=b, max_counter=c,
-                                                                       floor=d), origins, numbers, numbers, numbers, numbers),
-                    max_size=5)
+    return st.lists(
+        st.builds(
+            lambda o, a, b, c, d: pb.OriginDigest(origin=o, incarnation=a, heartbeat=b, max_counter=c, floor=d),
+            origins,
+            numbers,
+            numbers,
+            numbers,
+            numbers,
+        ),
+        max_size=5,
+    )
 
 
 def _envelopes(ctx: Target):
@@ -302,9 +406,28 @@ def _envelopes(ctx: Target):
     def envelope(draw):
         sender = draw(st.one_of(st.sampled_from(SENDERS), names))
         env = pb.Envelope(sender=sender, sender_address=draw(addresses), hlc=draw(numbers))
-        kind = draw(st.sampled_from(["syn", "syn_ack", "ack", "ping", "ping_ack", "ping_req", "vote_request", "vote_reply",
-                                     "leader_heartbeat", "heartbeat_ack", "push_games", "games_ack", "pull_games",
-                                     "games_batch", "broadcast_order", "none"]))
+        kind = draw(
+            st.sampled_from(
+                [
+                    "syn",
+                    "syn_ack",
+                    "ack",
+                    "ping",
+                    "ping_ack",
+                    "ping_req",
+                    "vote_request",
+                    "vote_reply",
+                    "leader_heartbeat",
+                    "heartbeat_ack",
+                    "push_games",
+                    "games_ack",
+                    "pull_games",
+                    "games_batch",
+                    "broadcast_order",
+                    "none",
+                ]
+            )
+        )
         if kind == "syn":
             env.syn.digest.extend(draw(_digest_entries()))
         elif kind == "syn_ack":
@@ -315,7 +438,9 @@ def _envelopes(ctx: Target):
         elif kind in ("ping", "ping_ack"):
             getattr(env, kind).seq = draw(numbers)
         elif kind == "ping_req":
-            env.ping_req.MergeFrom(pb.PingReq(seq=draw(numbers), target=draw(st.one_of(names, st.sampled_from(SENDERS)))))
+            env.ping_req.MergeFrom(
+                pb.PingReq(seq=draw(numbers), target=draw(st.one_of(names, st.sampled_from(SENDERS))))
+            )
         elif kind in ("vote_request", "vote_reply", "leader_heartbeat", "heartbeat_ack"):
             part = getattr(env, kind)
             part.term = draw(numbers)
@@ -324,96 +449,201 @@ def _envelopes(ctx: Target):
                     setattr(part, f, draw(numbers if f == "seq" else st.booleans()))
         elif kind in ("push_games", "games_batch"):
             origin = draw(st.one_of(st.just(f"{sender}.7"), streams))  # a host pushes only its own streams
-            getattr(env, kind).MergeFrom(pb.PushGames(origin=origin, config_key=draw(names), games=draw(entries))
-                                         if kind == "push_games" else
-                                         pb.GamesBatch(origin=origin, config_key=draw(names), games=draw(entries)))
+            getattr(env, kind).MergeFrom(
+                pb.PushGames(origin=origin, config_key=draw(names), games=draw(entries))
+                if kind == "push_games"
+                else pb.GamesBatch(origin=origin, config_key=draw(names), games=draw(entries))
+            )
         elif kind == "games_ack":
-            env.games_ack.MergeFrom(pb.GamesAck(origin=draw(streams), config_key=draw(names),
-                                                seqs=draw(st.lists(numbers, max_size=8))))
+            env.games_ack.MergeFrom(
+                pb.GamesAck(origin=draw(streams), config_key=draw(names), seqs=draw(st.lists(numbers, max_size=8)))
+            )
         elif kind == "pull_games":
             first = draw(numbers)
-            env.pull_games.MergeFrom(pb.PullGames(origin=draw(streams), config_key=draw(names), first=first,
-                                                  last=draw(st.one_of(numbers, st.just(min(first + 3, 2**64 - 1))))))
+            env.pull_games.MergeFrom(
+                pb.PullGames(
+                    origin=draw(streams),
+                    config_key=draw(names),
+                    first=first,
+                    last=draw(st.one_of(numbers, st.just(min(first + 3, 2**64 - 1)))),
+                )
+            )
         elif kind == "broadcast_order":
-            env.broadcast_order.MergeFrom(pb.BroadcastOrder(type=draw(item_types), name=draw(names),
-                                                            digest=draw(_digests(ctx.digest)), term=draw(numbers)))
+            env.broadcast_order.MergeFrom(
+                pb.BroadcastOrder(
+                    type=draw(item_types), name=draw(names), digest=draw(_digests(ctx.digest)), term=draw(numbers)
+                )
+            )
         return env
+
     return envelope()
 
 
 def _args():
-    return st.dictionaries(st.one_of(st.sampled_from(["item", "type", "min_copies", "config_key", "priority"]), text),
-                           st.one_of(names, st.sampled_from(["model", "npz", "2", "0", "-1", "999999999999", "critical",
-                                                             "HIGH", "model/x", "x" * 2000])), max_size=4)
+    return st.dictionaries(
+        st.one_of(st.sampled_from(["item", "type", "min_copies", "config_key", "priority"]), text),
+        st.one_of(
+            names,
+            st.sampled_from(
+                ["model", "npz", "2", "0", "-1", "999999999999", "critical", "HIGH", "model/x", "x" * 2000]
+            ),
+        ),
+        max_size=4,
+    )
 
 
 def _structured(ctx: Target) -> dict:
     """Per handler: a strategy of well-formed requests with hostile values."""
     digests = _digests(ctx.digest)
-    paths = st.one_of(st.sampled_from([p for p in HOSTILE_NAMES if p != "/etc/passwd"]),
-                      st.sampled_from(["/nonexistent/fuzz/m.pth", "/", "/dev/null", "/etc", "/proc/self", "relative.pth",
-                                       "/nonexistent/" + "d" * 5000]), text.map(lambda t: "/nonexistent/" + t))
+    paths = st.one_of(
+        st.sampled_from([p for p in HOSTILE_NAMES if p != "/etc/passwd"]),
+        st.sampled_from(
+            [
+                "/nonexistent/fuzz/m.pth",
+                "/",
+                "/dev/null",
+                "/etc",
+                "/proc/self",
+                "relative.pth",
+                "/nonexistent/" + "d" * 5000,
+            ]
+        ),
+        text.map(lambda t: "/nonexistent/" + t),
+    )
     return {
         "Deliver": _envelopes(ctx),
         "GetRecipe": st.builds(pb.RecipeRequest, digest=digests),
         "WatchChunks": st.builds(pb.RecipeRequest, digest=digests),
-        "FetchChunks": st.builds(pb.ChunkRequest, digest=digests,
-                                 indices=st.one_of(st.lists(u32, max_size=6), st.integers(2, 3000).map(lambda n: [0] * n))),
-        "Put": st.builds(pb.PutRequest, path=paths, type=item_types, name=names,
-                         attrs=st.one_of(st.dictionaries(text, text, max_size=4),
-                                         st.dictionaries(st.sampled_from(["config_key", "broadcast"]), names, max_size=2),
-                                         st.integers(65, 70).map(lambda n: {f"k{i}": "v" for i in range(n)}))),
-        "Get": st.builds(pb.Query, what=st.one_of(st.sampled_from(["replication_targets", "recommendations", "bogus",
-                                                                   "status\x00"]), names), args=_args()),
-        "Control": st.builds(pb.Query, what=st.one_of(st.sampled_from(["priority", "sync", "priority "]), names),
-                             args=_args()),
-        "PublishGames": st.builds(pb.PublishGamesRequest, config_key=names,
-                                  games=st.one_of(st.lists(game_data, max_size=3),
-                                                  st.integers(4097, 4100).map(lambda n: [b"\xc0"] * n))),
+        "FetchChunks": st.builds(
+            pb.ChunkRequest,
+            digest=digests,
+            indices=st.one_of(st.lists(u32, max_size=6), st.integers(2, 3000).map(lambda n: [0] * n)),
+        ),
+        "Put": st.builds(
+            pb.PutRequest,
+            path=paths,
+            type=item_types,
+            name=names,
+            attrs=st.one_of(
+                st.dictionaries(text, text, max_size=4),
+                st.dictionaries(st.sampled_from(["config_key", "broadcast"]), names, max_size=2),
+                st.integers(65, 70).map(lambda n: {f"k{i}": "v" for i in range(n)}),
+            ),
+        ),
+        "Get": st.builds(
+            pb.Query,
+            what=st.one_of(st.sampled_from(["replication_targets", "recommendations", "bogus", "status\x00"]), names),
+            args=_args(),
+        ),
+        "Control": st.builds(
+            pb.Query, what=st.one_of(st.sampled_from(["priority", "sync", "priority "]), names), args=_args()
+        ),
+        "PublishGames": st.builds(
+            pb.PublishGamesRequest,
+            config_key=names,
+            games=st.one_of(st.lists(game_data, max_size=3), st.integers(4097, 4100).map(lambda n: [b"\xc0"] * n)),
+        ),
         # no long waits: a well-formed one waits for a game that never becomes durable
-        "WaitDurable": st.builds(pb.WaitDurableRequest, config_key=names, seq=numbers,
-                                 timeout_s=st.one_of(st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.0]),
-                                                     st.floats(max_value=0.01))),
+        "WaitDurable": st.builds(
+            pb.WaitDurableRequest,
+            config_key=names,
+            seq=numbers,
+            timeout_s=st.one_of(
+                st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.0]), st.floats(max_value=0.01)
+            ),
+        ),
     }
 
 
 def _seeds(ctx: Target) -> dict[str, list[bytes]]:
     """Per handler: valid requests, for the mutation phase."""
-    record = pack_record({"game_id": "seed-1", "tables": {"games": [["seed-1", "completed"]]},
-                          "columns": {"games": ["game_id", "game_status"]}})
+    record = pack_record(
+        {
+            "game_id": "seed-1",
+            "tables": {"games": [["seed-1", "completed"]]},
+            "columns": {"games": ["game_id", "game_status"]},
+        }
+    )
     version = msgpack.packb({"d": "0" * 32, "s": 10, "c": 4, "t": 5, "a": {}})
     envs = [
-        pb.Envelope(sender="fz-1", sender_address="127.0.0.1:1", hlc=1,
-                    syn=pb.Syn(digest=[pb.OriginDigest(origin="fz-2", incarnation=1, heartbeat=2, max_counter=3)])),
-        pb.Envelope(sender="fz-1", sender_address="127.0.0.1:1", hlc=1, ack=pb.Ack(delta=[pb.OriginDelta(
-            origin="fz-3", incarnation=1, max_counter=3, reset=True, facts=[
-                pb.Fact(key="node", value=msgpack.packb({"address": "127.0.0.1:1", "role": "selfplay"}), counter=1),
-                pb.Fact(key="v/model/fz.pth", value=version, counter=2),
-                pb.Fact(key="m/node1", value=msgpack.packb({"s": "suspect", "i": 1}), counter=3)])])),
+        pb.Envelope(
+            sender="fz-1",
+            sender_address="127.0.0.1:1",
+            hlc=1,
+            syn=pb.Syn(digest=[pb.OriginDigest(origin="fz-2", incarnation=1, heartbeat=2, max_counter=3)]),
+        ),
+        pb.Envelope(
+            sender="fz-1",
+            sender_address="127.0.0.1:1",
+            hlc=1,
+            ack=pb.Ack(
+                delta=[
+                    pb.OriginDelta(
+                        origin="fz-3",
+                        incarnation=1,
+                        max_counter=3,
+                        reset=True,
+                        facts=[
+                            pb.Fact(
+                                key="node",
+                                value=msgpack.packb({"address": "127.0.0.1:1", "role": "selfplay"}),
+                                counter=1,
+                            ),
+                            pb.Fact(key="v/model/fz.pth", value=version, counter=2),
+                            pb.Fact(key="m/node1", value=msgpack.packb({"s": "suspect", "i": 1}), counter=3),
+                        ],
+                    )
+                ]
+            ),
+        ),
         pb.Envelope(sender="fz-1", hlc=1, ping=pb.Ping(seq=7)),
         pb.Envelope(sender="fz-1", hlc=1, ping_req=pb.PingReq(seq=7, target="fz-2")),
         pb.Envelope(sender="node2", hlc=1, vote_request=pb.VoteRequest(term=3, pre=True)),
-        pb.Envelope(sender="fz-1", hlc=1, push_games=pb.PushGames(origin="fz-1.7", config_key="hex8_2p",
-                                                                  games=[pb.GameEntry(seq=1, data=record)])),
+        pb.Envelope(
+            sender="fz-1",
+            hlc=1,
+            push_games=pb.PushGames(origin="fz-1.7", config_key="hex8_2p", games=[pb.GameEntry(seq=1, data=record)]),
+        ),
         pb.Envelope(sender="node2", hlc=1, games_ack=pb.GamesAck(origin=ctx.stream, config_key="hex8_2p", seqs=[1, 2])),
-        pb.Envelope(sender="node2", hlc=1, pull_games=pb.PullGames(origin=ctx.stream, config_key="hex8_2p", first=1,
-                                                                   last=4)),
-        pb.Envelope(sender="fz-1", hlc=1, broadcast_order=pb.BroadcastOrder(type="model", name="fz.pth",
-                                                                            digest="0" * 32, term=2)),
+        pb.Envelope(
+            sender="node2", hlc=1, pull_games=pb.PullGames(origin=ctx.stream, config_key="hex8_2p", first=1, last=4)
+        ),
+        pb.Envelope(
+            sender="fz-1",
+            hlc=1,
+            broadcast_order=pb.BroadcastOrder(type="model", name="fz.pth", digest="0" * 32, term=2),
+        ),
     ]
-    return {k: [m.SerializeToString() for m in v] for k, v in {
-        "Deliver": envs,
-        "GetRecipe": [pb.RecipeRequest(digest=ctx.digest), pb.RecipeRequest(digest="0" * 32)],
-        "WatchChunks": [pb.RecipeRequest(digest=ctx.digest), pb.RecipeRequest(digest="0" * 32)],
-        "FetchChunks": [pb.ChunkRequest(digest=ctx.digest, indices=[0]), pb.ChunkRequest(digest="0" * 32, indices=[0, 1])],
-        "Put": [pb.PutRequest(path="/nonexistent/fuzz/m.pth", type="model", name="m.pth", attrs={"config_key": "hex8_2p"})],
-        "Get": [pb.Query(what="replication_targets", args={"item": "model/m.pth", "type": "model", "min_copies": "2"}),
-                pb.Query(what="bogus", args={"config_key": "hex8_2p"})],
-        "Control": [pb.Query(what="priority", args={"config_key": "hex8_2p", "priority": "high"}), pb.Query(what="sync")],
-        "PublishGames": [pb.PublishGamesRequest(config_key="hex8_2p", games=[record, b"\x80"])],
-        "WaitDurable": [pb.WaitDurableRequest(config_key="hex8_2p", seq=1),
-                        pb.WaitDurableRequest(config_key="hex8_2p", seq=10**9, timeout_s=0.01)],
-    }.items()}
+    return {
+        k: [m.SerializeToString() for m in v]
+        for k, v in {
+            "Deliver": envs,
+            "GetRecipe": [pb.RecipeRequest(digest=ctx.digest), pb.RecipeRequest(digest="0" * 32)],
+            "WatchChunks": [pb.RecipeRequest(digest=ctx.digest), pb.RecipeRequest(digest="0" * 32)],
+            "FetchChunks": [
+                pb.ChunkRequest(digest=ctx.digest, indices=[0]),
+                pb.ChunkRequest(digest="0" * 32, indices=[0, 1]),
+            ],
+            "Put": [
+                pb.PutRequest(
+                    path="/nonexistent/fuzz/m.pth", type="model", name="m.pth", attrs={"config_key": "hex8_2p"}
+                )
+            ],
+            "Get": [
+                pb.Query(what="replication_targets", args={"item": "model/m.pth", "type": "model", "min_copies": "2"}),
+                pb.Query(what="bogus", args={"config_key": "hex8_2p"}),
+            ],
+            "Control": [
+                pb.Query(what="priority", args={"config_key": "hex8_2p", "priority": "high"}),
+                pb.Query(what="sync"),
+            ],
+            "PublishGames": [pb.PublishGamesRequest(config_key="hex8_2p", games=[record, b"\x80"])],
+            "WaitDurable": [
+                pb.WaitDurableRequest(config_key="hex8_2p", seq=1),
+                pb.WaitDurableRequest(config_key="hex8_2p", seq=10**9, timeout_s=0.01),
+            ],
+        }.items()
+    }
 
 
 # -- mutation and random bytes -----------------------------------------------------------------
@@ -427,7 +657,9 @@ PROTOBUF_BOMBS = [
     b"\x0a\x02\xc3\x28",  # invalid UTF-8 in a string field
     b"\xf8\xff\xff\xff\x0f\x01",  # the highest field number
     b"\x12\x05" + b"\x22\x03\x0a\x01\x00",  # a nested message cut short
-    b"\x07", b"\x00", b"\x0f\x00",  # bad wire types and field 0
+    b"\x07",
+    b"\x00",
+    b"\x0f\x00",  # bad wire types and field 0
 ]
 
 
@@ -443,15 +675,15 @@ def mutate(rng: random.Random, seed: bytes, seeds: list[bytes]) -> bytes:
         elif op == 2:
             b[i:i] = rng.randbytes(rng.randint(1, 8))
         elif op == 3 and b:
-            del b[i:i + rng.randint(1, 8)]
+            del b[i : i + rng.randint(1, 8)]
         elif op == 4:
             del b[i:]
         elif op == 5 and b:
             j = rng.randrange(len(b))
-            b[i:i] = b[j:j + rng.randint(1, 32)]
+            b[i:i] = b[j : j + rng.randint(1, 32)]
         elif op == 6:
             other = rng.choice(seeds)
-            b = b[:i] + other[rng.randrange(len(other) + 1):]
+            b = b[:i] + other[rng.randrange(len(other) + 1) :]
         elif op == 7:
             b[i:i] = rng.choice(PROTOBUF_BOMBS)
         else:
@@ -478,7 +710,8 @@ def _check(h: Handler, target: Target, payloads: list[bytes], results) -> None:
     target.sent[h.name] += len(payloads)
     target.refused[h.service] += sum(code in (INVALID, TOO_LARGE) for code, _ in results)
     assert not bad, f"{h.name}: {len(bad)} unexpected answer(s), e.g. " + "; ".join(
-        f"{code.name} {details[:200]!r} for {raw[:120].hex()}" for code, details, raw in bad[:3])
+        f"{code.name} {details[:200]!r} for {raw[:120].hex()}" for code, details, raw in bad[:3]
+    )
 
 
 @pytest.mark.timeout(300)
@@ -487,8 +720,13 @@ def test_fuzz_handler(target, name):
     h = HANDLERS[name]
     strategy = _structured(target)[name]
 
-    @settings(max_examples=STRUCTURED_EXAMPLES, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=STRUCTURED_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(strategy, min_size=BATCH, max_size=BATCH))
     def structured(batch):
         payloads = [m.SerializeToString() for m in batch]
@@ -515,6 +753,7 @@ def test_the_peer_is_unharmed_and_correct_afterwards(target, tmp_path):
     status = n1.query("status")
     assert time.monotonic() - t0 < 5, "status answers at once: no loop is blocked"
     counters, before = status["counters"], target.start_counters
+
     # every refusal a fuzz case got was counted, once (the Local API has no other caller; the
     # Peer service also hears node2, which gossips back what the fuzzing planted, and under load
     # a case can time out on the client after the server counted it: allow 1 % for both)
@@ -527,14 +766,18 @@ def test_the_peer_is_unharmed_and_correct_afterwards(target, tmp_path):
     assert counters.get("core_errors", 0) == 0, "an event made the core fail"
     rss, fds = _proc_figures(target.pid)
     rss0, fds0 = target.start_figures
-    print(f"node1 after {sum(target.sent.values())} cases: RSS {rss0 >> 20} -> {rss >> 20} MiB, "
-          f"open files {fds0} -> {fds}, counters {counters}")
+    print(
+        f"node1 after {sum(target.sent.values())} cases: RSS {rss0 >> 20} -> {rss >> 20} MiB, "
+        f"open files {fds0} -> {fds}, counters {counters}"
+    )
     assert rss - rss0 < RSS_GROWTH_LIMIT, f"RSS grew by {(rss - rss0) >> 20} MiB"
     assert fds - fds0 < FD_GROWTH_LIMIT, f"open files {fds0} -> {fds}: {_open_files(target.pid)}"
     for nd in (n1, n2):
         log = nd.log_path.read_text(errors="replace")
         for sign in ("Traceback", "Unexpected", "exception was never retrieved", "internal error"):
-            assert sign not in log, f"{sign!r} in {nd.name}'s log:\n{log[log.index(sign) - 2000:log.index(sign) + 2000]}"
+            assert sign not in log, (
+                f"{sign!r} in {nd.name}'s log:\n{log[log.index(sign) - 2000 : log.index(sign) + 2000]}"
+            )
 
     # it still publishes, gossips and replicates, both ways
     for src, dst, name in ((n1, n2, "after-fuzz-1.pth"), (n2, n1, "after-fuzz-2.pth")):
@@ -547,12 +790,16 @@ def test_the_peer_is_unharmed_and_correct_afterwards(target, tmp_path):
             items = {(i["name"], i["digest"]): i for i in (dst.query("ls") or {"items": []})["items"]}
             item = items.get((name, put["digest"]))
             return item and {"node1", "node2"} <= set(item["holders"])
+
         wait_for(replicated, 60, what=f"{name} published on {src.name} to be held by both")
         got = dst.data_dir.rglob(name)
         assert any(p.read_bytes() == f.read_bytes() for p in got), f"{name} intact on {dst.name}"
     # and its game streams work: published, acked by the other peer, durable
-    record = {"game_id": "after-fuzz", "tables": {"games": [["after-fuzz", "completed"]]},
-              "columns": {"games": ["game_id", "game_status"]}}
+    record = {
+        "game_id": "after-fuzz",
+        "tables": {"games": [["after-fuzz", "completed"]]},
+        "columns": {"games": ["game_id", "game_status"]},
+    }
     with n1.client() as cl:
         (seq,) = cl.publish_games("hex8_2p", [record])
         assert cl.wait_durable("hex8_2p", seq, timeout=30)

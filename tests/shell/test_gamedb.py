@@ -23,8 +23,9 @@ def cols(conn, table):
 
 def rows_of(conn, table, game_ids=None):
     pk = {"games": ("game_id",), **CHILD_TABLES}[table]
-    out = conn.execute(f"SELECT *, {', '.join(f'typeof({c})' for c in cols(conn, table))} FROM {table}"
-                       f" ORDER BY {', '.join(pk)}").fetchall()
+    out = conn.execute(
+        f"SELECT *, {', '.join(f'typeof({c})' for c in cols(conn, table))} FROM {table} ORDER BY {', '.join(pk)}"
+    ).fetchall()
     if game_ids is not None:
         out = [r for r in out if r[0] in game_ids]
     return out
@@ -41,14 +42,23 @@ def record_bytes(rec):
 
 # ----------------------------------------------------------------------------- schema
 
+
 def test_schema_matches_reference(tmp_path):
     c = create_db(tmp_path / "s.db")
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("SELECT value FROM schema_metadata WHERE key='schema_version'").fetchone()[0] == "9"
-    assert cols(c, "game_players") == ["game_id", "player_number", "player_type", "ai_type", "ai_difficulty",
-                                       "ai_profile_id", "final_eliminated_rings", "final_territory_spaces",
-                                       "final_rings_in_hand"]
+    assert cols(c, "game_players") == [
+        "game_id",
+        "player_number",
+        "player_type",
+        "ai_type",
+        "ai_difficulty",
+        "ai_profile_id",
+        "final_eliminated_rings",
+        "final_territory_spaces",
+        "final_rings_in_hand",
+    ]
     assert cols(c, "game_moves")[-4:] == ["engine_time_ms", "move_probs", "search_stats_json", "heuristic_features"]
     assert cols(c, "game_state_snapshots") == ["game_id", "move_number", "state_json", "compressed", "state_hash"]
     assert cols(c, "game_initial_state") == ["game_id", "initial_state_json", "compressed"]
@@ -63,14 +73,19 @@ def test_schema_matches_reference(tmp_path):
 
 
 def _moves(c, gid, k):
-    c.executemany("INSERT INTO game_moves (game_id, move_number, turn_number, player, phase, move_type, move_json)"
-                  " VALUES (?,?,?,1,'movement','move_stack','{}')", [(gid, i, i) for i in range(k)])
+    c.executemany(
+        "INSERT INTO game_moves (game_id, move_number, turn_number, player, phase, move_type, move_json)"
+        " VALUES (?,?,?,1,'movement','move_stack','{}')",
+        [(gid, i, i) for i in range(k)],
+    )
 
 
 def test_triggers_and_cascade(tmp_path):
     c = create_db(tmp_path / "t.db")
-    ins = ("INSERT INTO games (game_id, board_type, num_players, created_at, game_status, total_moves,"
-           " total_turns, schema_version) VALUES (?, 'hex8', 2, '2026-01-01', ?, ?, 0, 9)")
+    ins = (
+        "INSERT INTO games (game_id, board_type, num_players, created_at, game_status, total_moves,"
+        " total_turns, schema_version) VALUES (?, 'hex8', 2, '2026-01-01', ?, ?, 0, 9)"
+    )
     for status in ("completed", "finished"):  # inserted already completed, no moves: refused
         with pytest.raises(sqlite3.IntegrityError, match="fewer than 5 moves"):
             c.execute(ins, (f"x-{status}", status, 10))
@@ -81,8 +96,10 @@ def test_triggers_and_cascade(tmp_path):
             c.execute("UPDATE games SET game_status=?, total_moves=3 WHERE game_id='g1'", (status,))
     assert c.execute("SELECT game_status FROM games WHERE game_id='g1'").fetchone() == ("active",)
     _moves(c, "g1", 0)
-    c.execute("INSERT INTO game_moves (game_id, move_number, turn_number, player, phase, move_type, move_json)"
-              " VALUES ('g1', 3, 3, 1, 'p', 'm', '{}'), ('g1', 4, 4, 1, 'p', 'm', '{}')")
+    c.execute(
+        "INSERT INTO game_moves (game_id, move_number, turn_number, player, phase, move_type, move_json)"
+        " VALUES ('g1', 3, 3, 1, 'p', 'm', '{}'), ('g1', 4, 4, 1, 'p', 'm', '{}')"
+    )
     c.execute("UPDATE games SET game_status='completed', total_moves=5 WHERE game_id='g1'")
     with pytest.raises(sqlite3.IntegrityError):  # foreign key on
         _moves(c, "nope", 1)
@@ -98,6 +115,7 @@ def test_triggers_and_cascade(tmp_path):
 
 
 # ----------------------------------------------------------------------------- fixture
+
 
 def test_fixture_sizes_and_determinism(tmp_path):
     ids = generate_games(tmp_path / "a.db", 6, seed=7)
@@ -137,6 +155,7 @@ def test_fixture_size_extremes_at_default_move_range(tmp_path):
 
 
 # ----------------------------------------------------------------------------- intake
+
 
 def test_intake_skips_active_and_takes_once(tmp_path):
     db = tmp_path / "sp.db"
@@ -248,6 +267,7 @@ def test_intake_from_live_writer_process(tmp_path):
 
 
 # ----------------------------------------------------------------------------- consumption
+
 
 def test_append_identical_dedup_and_readable_while_written(tmp_path):
     src = tmp_path / "sp.db"

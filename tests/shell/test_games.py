@@ -18,7 +18,9 @@ def _rows(db_path, game_id):
     try:
         out = {"games": con.execute("SELECT * FROM games WHERE game_id=?", (game_id,)).fetchall()}
         for table, pk in CHILD_TABLES.items():
-            out[table] = con.execute(f"SELECT * FROM {table} WHERE game_id=? ORDER BY {', '.join(pk)}", (game_id,)).fetchall()
+            out[table] = con.execute(
+                f"SELECT * FROM {table} WHERE game_id=? ORDER BY {', '.join(pk)}", (game_id,)
+            ).fetchall()
         return out
     finally:
         con.close()
@@ -44,17 +46,28 @@ def test_selfplay_games_reach_the_training_databases_once_and_intact(tmp_path):
             assert cl.publish_games("hex8_2p", records[4:] + records[:1]) == [1, 2, 3]  # its own stream; one duplicate
             assert cl.wait_durable("hex8_2p", 3, timeout=30)
         dbs = {n: c.nodes[n].data_dir / "games" / "hex8_2p.db" for n in ("node1", "node2")}
-        wait_for(lambda: all(gamedb.count_games(p) == 6 for p in dbs.values()), 30, what="6 games in every game host's database")
+        wait_for(
+            lambda: all(gamedb.count_games(p) == 6 for p in dbs.values()),
+            30,
+            what="6 games in every game host's database",
+        )
         for n, p in dbs.items():
             for gid in [r["game_id"] for r in records]:
                 assert _rows(p, gid) == _rows(source, gid), (n, gid)
             assert gamedb.open_consumer_db(p).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             st = c.nodes[n].query("status")["games"]
             assert st["materialised"] == 6 and st["duplicates"] == 1, (n, st)
-        fresh = wait_for(lambda: (lambda f: f if f.get("hosts_behind") == [] else None)(
-            c.nodes["node1"].query("status")["freshness"].get("hex8_2p", {})), 20, what="no game host behind")
+        fresh = wait_for(
+            lambda: (lambda f: f if f.get("hosts_behind") == [] else None)(
+                c.nodes["node1"].query("status")["freshness"].get("hex8_2p", {})
+            ),
+            20,
+            what="no game host behind",
+        )
         assert fresh["streams"] == 2 and fresh["games"] == 7 and fresh["newest_age_s"] is not None
-        assert gamedb.count_games(source) == 7 and set(ids) == {r["game_id"] for r in records}, "the active game was not taken"
+        assert gamedb.count_games(source) == 7 and set(ids) == {r["game_id"] for r in records}, (
+            "the active game was not taken"
+        )
     finally:
         codes = c.stop_all()
         assert all(code in (0, None) for code in codes.values())
@@ -100,17 +113,27 @@ def test_games_ingest_and_add_from_the_command_line(tmp_path):
         c.start_all()
         dd = str(c.nodes["node2"].data_dir)
         cli = [sys.executable, "-m", "ringmesh", "games"]
-        r = subprocess.run(cli + ["ingest", str(source), "--data-dir", dd, "--json"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            cli + ["ingest", str(source), "--data-dir", dd, "--json"], capture_output=True, text=True, timeout=60
+        )
         assert r.returncode == 0 and '"games": 4' in r.stdout, r.stderr
-        r = subprocess.run(cli + ["ingest", str(source), "--data-dir", dd, "--json"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            cli + ["ingest", str(source), "--data-dir", dd, "--json"], capture_output=True, text=True, timeout=60
+        )
         assert '"games": 0' in r.stdout, "a game is never taken twice"
         extra = tmp_path / "extra.db"
         selfplay.generate_games(extra, 1, config_key="hex8_3p", seed=10, moves=(20, 21))
         (record,), _ = gamedb.read_completed_games(extra)
-        r = subprocess.run(cli + ["add", "--config-key", "hex8_3p", "--wait", "20", "--data-dir", dd],
-                           input=pack_record(record), capture_output=True, timeout=60)
+        r = subprocess.run(
+            cli + ["add", "--config-key", "hex8_3p", "--wait", "20", "--data-dir", dd],
+            input=pack_record(record),
+            capture_output=True,
+            timeout=60,
+        )
         assert r.returncode == 0 and b'"seq": 5' in r.stdout and b'"durable": true' in r.stdout, r.stderr
-        r = subprocess.run(cli + ["add", "--config-key", "hex8_3p", "--data-dir", dd], input=b"nonsense", capture_output=True)
+        r = subprocess.run(
+            cli + ["add", "--config-key", "hex8_3p", "--data-dir", dd], input=b"nonsense", capture_output=True
+        )
         assert r.returncode == 2 and b"not a game record" in r.stderr
         db = c.nodes["node1"].data_dir / "games" / "hex8_3p.db"
         wait_for(lambda: gamedb.count_games(db) == 5, 30, what="5 games on the training host")
@@ -129,10 +152,14 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
     from ringmesh.node.games.streamlog import StreamLog
 
     roles = {"node1": "training", "node2": "training", "node3": "selfplay", "node4": "selfplay", "node5": "selfplay"}
-    own = {"watch_games": [str(tmp_path / "{node}" / "selfplay_*.db")], "watch_interval_seconds": 0.2,
-           "drain_notice_seconds": 15}
-    c = LocalCluster(tmp_path / "c", 5, gossip_interval=0.2, roles=roles, own=own,
-                     routing={"ephemeral_hosts": ["node5"]})
+    own = {
+        "watch_games": [str(tmp_path / "{node}" / "selfplay_*.db")],
+        "watch_interval_seconds": 0.2,
+        "drain_notice_seconds": 15,
+    }
+    c = LocalCluster(
+        tmp_path / "c", 5, gossip_interval=0.2, roles=roles, own=own, routing={"ephemeral_hosts": ["node5"]}
+    )
     origins = ["node3", "node4", "node5"]
     sources = {n: tmp_path / n / "selfplay_hex8_2p.db" for n in origins}
     for p in sources.values():
@@ -151,9 +178,14 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
     try:
         c.start_all()
         wait_for(c.converged, 30, what="a settled cluster")
-        writers = [threading.Thread(target=selfplay.generate_games, args=(sources[n], 25),
-                                    kwargs=dict(config_key="hex8_2p", seed=i, moves=(20, 30), writer_pause=0.03,
-                                                commit_every=1)) for i, n in enumerate(origins)]
+        writers = [
+            threading.Thread(
+                target=selfplay.generate_games,
+                args=(sources[n], 25),
+                kwargs=dict(config_key="hex8_2p", seed=i, moves=(20, 30), writer_pause=0.03, commit_every=1),
+            )
+            for i, n in enumerate(origins)
+        ]
         mon = threading.Thread(target=monitor)
         mon.start()
         for w in writers:
@@ -198,8 +230,10 @@ def test_spot_kill_and_sigterm_mid_stream_lose_no_durable_game(tmp_path):
                 assert _rows(p, gid) == _rows(src_of[gid], gid)
             con = sqlite3.connect(p)
             assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            assert con.execute("SELECT count(*), count(DISTINCT game_id) FROM games").fetchone()[0] == \
-                   con.execute("SELECT count(DISTINCT game_id) FROM games").fetchone()[0]
+            assert (
+                con.execute("SELECT count(*), count(DISTINCT game_id) FROM games").fetchone()[0]
+                == con.execute("SELECT count(DISTINCT game_id) FROM games").fetchone()[0]
+            )
             con.close()
     finally:
         stop.set()
@@ -230,10 +264,15 @@ def test_mesh_client_sync_and_async(tmp_path):
 
         assert asyncio.run(publish_rest())
         with MeshClient(c.nodes["node1"].data_dir) as reader:
-            got = wait_for(lambda: (lambda g: g if len(g) == 3 else None)(list(reader.iter_games("hexagonal_2p"))), 20,
-                           what="three games on the training host")
+            got = wait_for(
+                lambda: (lambda g: g if len(g) == 3 else None)(list(reader.iter_games("hexagonal_2p"))),
+                20,
+                what="three games on the training host",
+            )
             assert [g["game_id"] for g in got] == [r["game_id"] for r in records]
-            assert list(reader.iter_games("hexagonal_2p", since=got[1]["cursor"]))[0]["game_id"] == records[2]["game_id"]
+            assert (
+                list(reader.iter_games("hexagonal_2p", since=got[1]["cursor"]))[0]["game_id"] == records[2]["game_id"]
+            )
             assert len(got[0]["tables"]["game_moves"]) == got[0]["total_moves"]
     finally:
         c.stop_all()
@@ -243,8 +282,14 @@ def test_a_spot_host_drops_its_games_only_once_durable_and_old_enough(tmp_path):
     source = tmp_path / "selfplay.db"
     selfplay.generate_games(source, 3, config_key="square19_2p", seed=6, moves=(20, 22))
     records, _ = gamedb.read_completed_games(source)
-    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles={"node1": "training", "node2": "selfplay"},
-                     routing={"ephemeral_hosts": ["node2"]}, own={"retention_seconds": 1.0})
+    c = LocalCluster(
+        tmp_path / "c",
+        2,
+        gossip_interval=0.2,
+        roles={"node1": "training", "node2": "selfplay"},
+        routing={"ephemeral_hosts": ["node2"]},
+        own={"retention_seconds": 1.0},
+    )
     try:
         c.start_all()
         c.signal("node1", signal.SIGSTOP)  # nobody can hold a second copy: nothing may be dropped
@@ -255,8 +300,11 @@ def test_a_spot_host_drops_its_games_only_once_durable_and_old_enough(tmp_path):
         c.signal("node1", signal.SIGCONT)
         with c.nodes["node2"].client() as cl:
             assert cl.wait_durable("square19_2p", 3, timeout=30)
-        wait_for(lambda: "retention: dropped games of square19_2p through #3" in c.nodes["node2"].log_tail(50), 20,
-                 what="the spot host to drop its durable games")
+        wait_for(
+            lambda: "retention: dropped games of square19_2p through #3" in c.nodes["node2"].log_tail(50),
+            20,
+            what="the spot host to drop its durable games",
+        )
     finally:
         c.signal("node1", signal.SIGCONT)
         c.stop_all()

@@ -42,8 +42,12 @@ def _rows(conn: sqlite3.Connection, table: str, ids: set[str]) -> list[dict]:
 
 def _consumer_state(db: sqlite3.Connection) -> dict:
     tables = gameschema.game_tables(db)
-    return {t: sorted(repr(sorted(d.items())) for d in _rows(db, t, {r[0] for r in db.execute("SELECT game_id FROM games")}))
-            for t in tables}
+    return {
+        t: sorted(
+            repr(sorted(d.items())) for d in _rows(db, t, {r[0] for r in db.execute("SELECT game_id FROM games")})
+        )
+        for t in tables
+    }
 
 
 def test_fingerprints_differ_by_version_and_schemas_round_trip(sources):
@@ -73,7 +77,11 @@ def test_four_versions_one_consumer_every_row_identical(sources, tmp_path):
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     cons_cols = {t: {r[1] for r in db.execute(f'PRAGMA table_info("{t}")')} for t in gameschema.game_tables(db)}
-    assert "elo_delta" in cons_cols["games"] and "game_annotations" in cons_cols and "heuristic_features" in cons_cols["game_moves"]
+    assert (
+        "elo_delta" in cons_cols["games"]
+        and "game_annotations" in cons_cols
+        and "heuristic_features" in cons_cols["game_moves"]
+    )
     for v, (path, recs, _) in sources.items():
         src = sqlite3.connect(path)
         ids = {r["game_id"] for r in recs}
@@ -103,7 +111,7 @@ def test_any_interleaving_of_versions_gives_the_same_database(sources, tmp_path_
         adapted: set = set()
         picked = [records[i] for i in seq]
         for i in range(0, len(picked), batch):
-            gamedb.append_games(db, picked[i:i + batch], schemas=schemas, adapted=adapted)
+            gamedb.append_games(db, picked[i : i + batch], schemas=schemas, adapted=adapted)
         states.append(_consumer_state(db))
         db.close()
     assert states[0] == states[1]
@@ -173,11 +181,15 @@ def test_hostile_schemas_are_refused_and_row_changing_triggers_are_not_taken():
     c.execute("CREATE TRIGGER check_x AFTER INSERT ON games WHEN NEW.x < 0 BEGIN SELECT RAISE(ABORT, 'neg'); END")
     s = gameschema.of_source(c)
     done = gameschema.adapt(sqlite3.connect(":memory:"), gameschema.Schema.decode(s.encode(), s.fingerprint))
-    assert "created trigger check_x" in done and any(d.startswith("skipped trigger wipe: it changes rows") for d in done)
+    assert "created trigger check_x" in done and any(
+        d.startswith("skipped trigger wipe: it changes rows") for d in done
+    )
     import zlib
+
     with pytest.raises(gameschema.SchemaError, match="more than"):
         gameschema.Schema.decode(zlib.compress(b"\0" * (5 << 20)))
-    evil = gameschema.Schema((("table", "games", "games", "CREATE TABLE games (game_id TEXT)"),
-                              ("index", "x", "games", "DROP TABLE games")))
+    evil = gameschema.Schema(
+        (("table", "games", "games", "CREATE TABLE games (game_id TEXT)"), ("index", "x", "games", "DROP TABLE games"))
+    )
     with pytest.raises(gameschema.SchemaError, match="not a CREATE"):
         gameschema.Schema.decode(evil.encode())

@@ -22,8 +22,12 @@ HOSTILE_NAMES = ["../../etc/passwd", "/etc/passwd", "a\x00b", "n" * 10_240, ".."
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("hostile") / "cluster", 3, gossip_interval=0.2,
-                     roles={f"node{i}": "training" for i in (1, 2, 3)})
+    c = LocalCluster(
+        tmp_path_factory.mktemp("hostile") / "cluster",
+        3,
+        gossip_interval=0.2,
+        roles={f"node{i}": "training" for i in (1, 2, 3)},
+    )
     with serving(c):
         yield c
 
@@ -90,6 +94,7 @@ def test_chunk_requests_are_checked(cluster, stub, tmp_path):
     unknown = "0" * 32
     assert _code(lambda: s.GetRecipe(codec.RecipeRequest(digest=unknown), timeout=5)) == grpc.StatusCode.NOT_FOUND
     assert _code(lambda: s.GetRecipe(codec.RecipeRequest(digest="../../etc"), timeout=5)) == INVALID
+
     def fetch(*indices):
         return list(s.FetchChunks(codec.ChunkRequest(digest=put["digest"], indices=indices), timeout=5))
 
@@ -113,6 +118,7 @@ def test_hostile_names_are_refused_at_every_entry_point(cluster, stub, local, tm
     before = _all_files(cluster.root)
     passwd = os.stat("/etc/passwd")
     n1 = cluster.nodes["node1"]
+
     def published():
         return {(i["type"], i["name"], i["digest"]) for i in n1.query("ls")["items"]}
 
@@ -128,8 +134,13 @@ def test_hostile_names_are_refused_at_every_entry_point(cluster, stub, local, tm
         return lambda: s.Deliver(codec.EnvelopePB(sender="node2", hlc=1, **body), timeout=5)
 
     def facts(key):
-        delta = codec.pb.OriginDelta(origin="node2", incarnation=1, from_counter=0, max_counter=1,
-                                     facts=[codec.pb.Fact(key=key, value=b"\x80", counter=1)])
+        delta = codec.pb.OriginDelta(
+            origin="node2",
+            incarnation=1,
+            from_counter=0,
+            max_counter=1,
+            facts=[codec.pb.Fact(key=key, value=b"\x80", counter=1)],
+        )
         return deliver(ack=codec.pb.Ack(delta=[delta]))
 
     for bad in HOSTILE_NAMES:
@@ -138,12 +149,16 @@ def test_hostile_names_are_refused_at_every_entry_point(cluster, stub, local, tm
         refuse("local", lambda: local.Put(codec.PutRequest(path=str(good), type=bad, name="x"), timeout=5))
         if bad != "/etc/passwd":  # an absolute path to a readable file is a file to publish (as `passwd`)
             refuse("local", lambda: local.Put(codec.PutRequest(path=bad, type="model"), timeout=5))
-        refuse("local", lambda: local.Put(codec.PutRequest(path=str(good), type="model", attrs={"config_key": bad}),
-                                          timeout=5))
+        refuse(
+            "local",
+            lambda: local.Put(codec.PutRequest(path=str(good), type="model", attrs={"config_key": bad}), timeout=5),
+        )
         refuse("local", lambda: local.Get(codec.Query(what="replication_targets", args={"item": bad}), timeout=5))
         refuse("local", lambda: local.Get(codec.Query(what="status", args={"config_key": bad}), timeout=5))
         refuse("local", lambda: local.Control(codec.Query(what="priority", args={"config_key": bad}), timeout=5))
-        refuse("local", lambda: local.PublishGames(codec.PublishGamesRequest(config_key=bad, games=[b"\x80"]), timeout=5))
+        refuse(
+            "local", lambda: local.PublishGames(codec.PublishGamesRequest(config_key=bad, games=[b"\x80"]), timeout=5)
+        )
         refuse("local", lambda: local.WaitDurable(codec.WaitDurableRequest(config_key=bad, seq=1), timeout=5))
         # peers: item fact keys, broadcast orders, streams, digests
         for prefix in ("v/", "h/", "p/", "b/"):
@@ -151,12 +166,30 @@ def test_hostile_names_are_refused_at_every_entry_point(cluster, stub, local, tm
             refuse("peer", facts(f"{prefix}{bad}/x"))
         order = codec.pb.BroadcastOrder(type="model", name=bad, digest="0" * 32, term=1)
         refuse("peer", deliver(broadcast_order=order))
-        refuse("peer", deliver(push_games=codec.pb.PushGames(origin=bad, config_key="hex8_2p",
-                                                             games=[codec.pb.GameEntry(seq=1, data=b"\x80")])))
-        refuse("peer", deliver(push_games=codec.pb.PushGames(origin="node2.1", config_key=bad,
-                                                             games=[codec.pb.GameEntry(seq=1, data=b"\x80")])))
-        refuse("peer", deliver(games_batch=codec.pb.GamesBatch(origin="node2.1", config_key=bad,
-                                                               games=[codec.pb.GameEntry(seq=1, data=b"\x80")])))
+        refuse(
+            "peer",
+            deliver(
+                push_games=codec.pb.PushGames(
+                    origin=bad, config_key="hex8_2p", games=[codec.pb.GameEntry(seq=1, data=b"\x80")]
+                )
+            ),
+        )
+        refuse(
+            "peer",
+            deliver(
+                push_games=codec.pb.PushGames(
+                    origin="node2.1", config_key=bad, games=[codec.pb.GameEntry(seq=1, data=b"\x80")]
+                )
+            ),
+        )
+        refuse(
+            "peer",
+            deliver(
+                games_batch=codec.pb.GamesBatch(
+                    origin="node2.1", config_key=bad, games=[codec.pb.GameEntry(seq=1, data=b"\x80")]
+                )
+            ),
+        )
         refuse("peer", deliver(pull_games=codec.pb.PullGames(origin=bad, config_key="hex8_2p", first=1, last=2)))
         refuse("peer", deliver(games_ack=codec.pb.GamesAck(origin="node1.1", config_key=bad, seqs=[1])))
         refuse("peer", deliver(ping_req=codec.pb.PingReq(seq=1, target=bad)))
@@ -166,6 +199,7 @@ def test_hostile_names_are_refused_at_every_entry_point(cluster, stub, local, tm
         refuse("peer", lambda: list(s.WatchChunks(codec.RecipeRequest(digest=bad), timeout=5)))
 
     counters = _counters(cluster)
+
     def delta(*keys):
         return sum(counters.get(k, 0) - counted.get(k, 0) for k in keys)
 
@@ -174,8 +208,13 @@ def test_hostile_names_are_refused_at_every_entry_point(cluster, stub, local, tm
     created = _all_files(cluster.root) - before
     hostile = [p for p in created if any(w in p for w in ("passwd", "hidden", "\x00", "n" * 200))]
     assert not hostile, hostile
-    outside = [p for p in created if not any(p.startswith(str(nd.data_dir) + os.sep) or p.startswith(str(nd.log_path))
-                                             for nd in cluster.nodes.values())]
+    outside = [
+        p
+        for p in created
+        if not any(
+            p.startswith(str(nd.data_dir) + os.sep) or p.startswith(str(nd.log_path)) for nd in cluster.nodes.values()
+        )
+    ]
     assert not outside, outside
     assert os.stat("/etc/passwd").st_mtime_ns == passwd.st_mtime_ns
     assert published() == items, "nothing was published"
@@ -194,9 +233,13 @@ def test_numbers_at_the_limits_break_nothing(cluster, stub):
     n1, n2 = cluster.nodes["node1"], cluster.nodes["node2"]
     inc = n1.query("status")["incarnation"]
     top = 2**64 - 1
+
     def syn(i):
-        return codec.EnvelopePB(sender="node2", hlc=1, syn=codec.pb.Syn(digest=[
-            codec.pb.OriginDigest(origin="node1", incarnation=i, max_counter=1)]))
+        return codec.EnvelopePB(
+            sender="node2",
+            hlc=1,
+            syn=codec.pb.Syn(digest=[codec.pb.OriginDigest(origin="node1", incarnation=i, max_counter=1)]),
+        )
 
     assert _code(lambda: s.Deliver(syn(top), timeout=5)) == INVALID
     s.Deliver(syn(codec.MAX_NUMBER), timeout=5)  # within the wire's limit, but no incarnation is left above it
@@ -205,8 +248,13 @@ def test_numbers_at_the_limits_break_nothing(cluster, stub):
 
     def claim(origin, i):
         value = msgpack.packb({"s": "dead", "i": i})
-        delta = codec.pb.OriginDelta(origin=origin, incarnation=1, max_counter=1, reset=True,
-                                     facts=[codec.pb.Fact(key="m/node1", value=value, counter=1)])
+        delta = codec.pb.OriginDelta(
+            origin=origin,
+            incarnation=1,
+            max_counter=1,
+            reset=True,
+            facts=[codec.pb.Fact(key="m/node1", value=value, counter=1)],
+        )
         s.Deliver(codec.EnvelopePB(sender=origin, hlc=1, ack=codec.pb.Ack(delta=[delta])), timeout=5)
 
     claim("fz-a", top)  # beyond any refutation: not a claim
@@ -215,6 +263,7 @@ def test_numbers_at_the_limits_break_nothing(cluster, stub):
     st1 = n1.query("status")
     assert st1["incarnation"] == inc, "node1 did not reincarnate"
     assert "internal_errors" not in st1["counters"]
+
     def node1_seen_by_node2():
         return {m["name"]: m for m in n2.query("status")["members"]}["node1"]
 

@@ -56,8 +56,13 @@ def _real() -> dict:
 
 
 def _check(path: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ringmesh", "config", "check", path, "--json"],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    return subprocess.run(
+        [sys.executable, "-m", "ringmesh", "config", "check", path, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
 
 
 @needs_fixtures
@@ -85,8 +90,12 @@ def test_the_real_file_members_roles_voters_and_addresses():
     members = c.members()
     assert len(c.hosts) == 42 and len(members) == 34
     # inactive: offline, retired, proxy_only, p2p_enabled: false
-    for name, why in (("vast-29128352", "status offline"), ("nebius-h100-2", "status retired"),
-                      ("aws-proxy", "status proxy_only"), ("vast-29129529", "p2p_enabled: false")):
+    for name, why in (
+        ("vast-29128352", "status offline"),
+        ("nebius-h100-2", "status retired"),
+        ("aws-proxy", "status proxy_only"),
+        ("vast-29129529", "p2p_enabled: false"),
+    ):
         assert name not in members and c.hosts[name].inactive == why
     # p2p_voters is the voter list (and only active hosts vote)
     assert sorted(n for n, h in members.items() if h.voter) == sorted(_real()["p2p_voters"])
@@ -116,9 +125,11 @@ def test_the_real_file_members_roles_voters_and_addresses():
     assert ms.paths["model"] == "/Volumes/RingRift-Data/canonical_models"
     assert ms.paths["npz"] == "/Volumes/RingRift-Data/canonical_data"
     assert ms.games_dir == "/Volumes/RingRift-Data/selfplay_repository"
-    assert dict(c.external_storage[0].dirs) == {"gamedb": "/Volumes/RingRift-Data/selfplay_repository",
-                                                "npz": "/Volumes/RingRift-Data/canonical_data",
-                                                "model": "/Volumes/RingRift-Data/canonical_models"}
+    assert dict(c.external_storage[0].dirs) == {
+        "gamedb": "/Volumes/RingRift-Data/selfplay_repository",
+        "npz": "/Volumes/RingRift-Data/canonical_data",
+        "model": "/Volumes/RingRift-Data/canonical_models",
+    }
     # what ringmesh does not act on is said once
     keys = dict(c.not_used)
     assert "auto_sync.interval_seconds" in keys and "hosts.*.nat_blocked" in keys
@@ -126,30 +137,46 @@ def test_the_real_file_members_roles_voters_and_addresses():
 
 
 def test_the_role_table_overrides_and_unknown_roles():
-    doc = {"ringmesh": {"roles": {"gpu_render": "selfplay", "cpu_selfplay": "backup"}},
-           "hosts": {"a": {"address": "h:1", "role": "gpu_render"}, "b": {"address": "h:2", "role": "cpu_selfplay"},
-                     "c": {"address": "h:3", "role": "quantum_trainer"}, "d": {"address": "h:4", "role": "gpu_selfplay"},
-                     "e": {"address": "h:5", "role": "gpu_selfplay", "skip_sync_receive": True}}}
+    doc = {
+        "ringmesh": {"roles": {"gpu_render": "selfplay", "cpu_selfplay": "backup"}},
+        "hosts": {
+            "a": {"address": "h:1", "role": "gpu_render"},
+            "b": {"address": "h:2", "role": "cpu_selfplay"},
+            "c": {"address": "h:3", "role": "quantum_trainer"},
+            "d": {"address": "h:4", "role": "gpu_selfplay"},
+            "e": {"address": "h:5", "role": "gpu_selfplay", "skip_sync_receive": True},
+        },
+    }
     c = parse_config(doc, "f.yaml")
     assert [c.hosts[n].role for n in "abcde"] == ["selfplay", "backup", "none", "selfplay", "none"]
     assert c.hosts["a"].sources["role"] == "hosts.a.role ('gpu_render' -> selfplay)"
     assert any("hosts.c.role: role 'quantum_trainer' is not in ringmesh's role table" in w for w in c.warnings)
     assert ROLE_TABLE["gpu_training_primary"][0] == "training" and ROLE_TABLE["proxy"][0] == "none"
-    with pytest.raises(ConfigError, match=r"ringmesh\.roles\.x: expected training \| selfplay \| coordinator \| backup \| none"):
+    with pytest.raises(
+        ConfigError, match=r"ringmesh\.roles\.x: expected training \| selfplay \| coordinator \| backup \| none"
+    ):
         parse_config({"ringmesh": {"roles": {"x": "gpu"}}, "hosts": {}}, "f.yaml")
 
 
 def test_the_address_rule():
-    hosts = {"ts": {"tailscale_ip": "100.64.0.1", "ssh_host": "ubuntu@203.0.113.5"},
-             "ssh": {"ssh_host": "ubuntu@203.0.113.5"},
-             "mapped": {"ssh_host": "ssh.example.net", "p2p_public_port": 41234},
-             "own": {"address": "127.0.0.1:9000", "tailscale_ip": "100.64.0.2"},
-             "none": {"role": "gpu_selfplay"},
-             "placeholder": {"tailscale_ip": "<tailscale-ip>"}}
+    hosts = {
+        "ts": {"tailscale_ip": "100.64.0.1", "ssh_host": "ubuntu@203.0.113.5"},
+        "ssh": {"ssh_host": "ubuntu@203.0.113.5"},
+        "mapped": {"ssh_host": "ssh.example.net", "p2p_public_port": 41234},
+        "own": {"address": "127.0.0.1:9000", "tailscale_ip": "100.64.0.2"},
+        "none": {"role": "gpu_selfplay"},
+        "placeholder": {"tailscale_ip": "<tailscale-ip>"},
+    }
     c = parse_config({"hosts": copy.deepcopy(hosts)}, "f.yaml")
     got = {n: h.address for n, h in c.hosts.items()}
-    assert got == {"ts": "100.64.0.1:8770", "ssh": "203.0.113.5:8770", "mapped": "ssh.example.net:41234",
-                   "own": "127.0.0.1:9000", "none": None, "placeholder": None}
+    assert got == {
+        "ts": "100.64.0.1:8770",
+        "ssh": "203.0.113.5:8770",
+        "mapped": "ssh.example.net:41234",
+        "own": "127.0.0.1:9000",
+        "none": None,
+        "placeholder": None,
+    }
     assert set(c.members()) == {"ts", "ssh", "mapped", "own"}
     assert any("hosts.placeholder.tailscale_ip: '<tailscale-ip>' is not a host name" in w for w in c.warnings)
     c = parse_config({"ringmesh": {"port": 7000}, "hosts": copy.deepcopy(hosts)}, "f.yaml")
@@ -158,19 +185,36 @@ def test_the_address_rule():
 
 
 def test_names_that_are_not_hosts_warn_and_bad_values_name_their_key():
-    doc = {"p2p_voters": ["a", "ghost"], "sync_routing": {"nfs_sharing_groups": [["a", "phantom"]], "priority_hosts": ["nobody"],
-                                                           "excluded_hosts": ["gone"]},
-           "hosts": {"a": {"address": "h:1"}}}
+    doc = {
+        "p2p_voters": ["a", "ghost"],
+        "sync_routing": {
+            "nfs_sharing_groups": [["a", "phantom"]],
+            "priority_hosts": ["nobody"],
+            "excluded_hosts": ["gone"],
+        },
+        "hosts": {"a": {"address": "h:1"}},
+    }
     c = parse_config(doc, "f.yaml")
-    for where in ("p2p_voters[1]: 'ghost'", "nfs_sharing_groups[0][1]: 'phantom'", "priority_hosts[0]: 'nobody'",
-                  "excluded_hosts[0]: 'gone'"):
+    for where in (
+        "p2p_voters[1]: 'ghost'",
+        "nfs_sharing_groups[0][1]: 'phantom'",
+        "priority_hosts[0]: 'nobody'",
+        "excluded_hosts[0]: 'gone'",
+    ):
         assert any(where in w for w in c.warnings), where
-    for bad, key in (({"auto_sync": {"host_bandwidth_overrides": {"vast-*": "fast"}}}, r"auto_sync\.host_bandwidth_overrides\.vast-\*"),
-                     ({"auto_sync": {"max_concurrent_syncs": 0}}, r"auto_sync\.max_concurrent_syncs"),
-                     ({"hosts": {"a": {"ssh_host": "x", "nat_blocked": "yes"}}}, r"hosts\.a\.nat_blocked: expected true or false"),
-                     ({"hosts": {"a": {"ssh_host": "x", "storage_paths": {"models": ""}}}}, r"hosts\.a\.storage_paths\.models"),
-                     ({"sync_routing": {"allowed_external_storage": [{"host": "a", "path": "/x", "receive_models": 1}]}},
-                      r"allowed_external_storage\[0\]\.receive_models"),
-                     ({"ringmesh": {"port": 70000}}, r"ringmesh\.port")):
+    for bad, key in (
+        (
+            {"auto_sync": {"host_bandwidth_overrides": {"vast-*": "fast"}}},
+            r"auto_sync\.host_bandwidth_overrides\.vast-\*",
+        ),
+        ({"auto_sync": {"max_concurrent_syncs": 0}}, r"auto_sync\.max_concurrent_syncs"),
+        ({"hosts": {"a": {"ssh_host": "x", "nat_blocked": "yes"}}}, r"hosts\.a\.nat_blocked: expected true or false"),
+        ({"hosts": {"a": {"ssh_host": "x", "storage_paths": {"models": ""}}}}, r"hosts\.a\.storage_paths\.models"),
+        (
+            {"sync_routing": {"allowed_external_storage": [{"host": "a", "path": "/x", "receive_models": 1}]}},
+            r"allowed_external_storage\[0\]\.receive_models",
+        ),
+        ({"ringmesh": {"port": 70000}}, r"ringmesh\.port"),
+    ):
         with pytest.raises(ConfigError, match=key):
             parse_config({"hosts": {"a": {"address": "h:1"}}, **bad}, "f.yaml")

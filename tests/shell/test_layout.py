@@ -37,7 +37,11 @@ def _modules() -> list[str]:
     for pkg in PACKAGES:
         for p in sorted((ROOT / pkg).rglob("*.py")):
             rel = p.relative_to(ROOT).as_posix()
-            if p.name == "__main__.py" or rel.startswith("ringmesh/v1/") or (p.name == "__init__.py" and p.parent.name != "config"):
+            if (
+                p.name == "__main__.py"
+                or rel.startswith("ringmesh/v1/")
+                or (p.name == "__init__.py" and p.parent.name != "config")
+            ):
                 continue
             out.append(rel)
     return out
@@ -76,15 +80,25 @@ def test_layers_keep_their_imports():
             wrong += [(rel, i) for i in imports if i.startswith("ringmesh.testing")]
         if rel.startswith("ringmesh/core/"):
             wrong += [(rel, i) for i in imports if not i.startswith("ringmesh.core")]
-        if rel.startswith(("ringmesh/ops/", "ringmesh/api/")):  # the node's internals: only its view, and how to start one
+        if rel.startswith(
+            ("ringmesh/ops/", "ringmesh/api/")
+        ):  # the node's internals: only its view, and how to start one
             allowed = {"ringmesh.node.runtime.serve", "ringmesh.node.runtime.socket_path", "ringmesh.node.runtime"}
-            wrong += [(rel, i) for i in imports if i.startswith("ringmesh.node.runtime") and i not in allowed
-                      or re.match(r"ringmesh\.node\.\w+\.executor", i)]
+            wrong += [
+                (rel, i)
+                for i in imports
+                if i.startswith("ringmesh.node.runtime")
+                and i not in allowed
+                or re.match(r"ringmesh\.node\.\w+\.executor", i)
+            ]
     assert not wrong, wrong
 
 
 def test_the_operator_side_reads_no_daemon_attribute():
     """ops/ and api/ name `Daemon` nowhere: what they read of a node comes through NodeView."""
-    offenders = [rel for rel in _modules() if rel.startswith(("ringmesh/ops/", "ringmesh/api/"))
-                 and re.search(r"\bDaemon\b", (ROOT / rel).read_text())]
+    offenders = [
+        rel
+        for rel in _modules()
+        if rel.startswith(("ringmesh/ops/", "ringmesh/api/")) and re.search(r"\bDaemon\b", (ROOT / rel).read_text())
+    ]
     assert not offenders, offenders

@@ -54,6 +54,7 @@ def test_one_leader_failover_and_the_old_leader_follows(five):
     five.wait_ready(leader)
     back = wait_for(lambda: _agreed(five, everyone), 30, what="the old leader to follow")
     assert back == (new, new_term)
+
     def follows():
         e = five.nodes[leader].query("status")["election"]
         return e["role"] == "follower" and not e["is_leader"] and e["term"] == new_term

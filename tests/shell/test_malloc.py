@@ -21,8 +21,9 @@ print(json.dumps(malloc.tune()))
 
 def tune_in_child(env: dict[str, str]) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True, timeout=60, check=True
+    )
     return json.loads(out.stdout)
 
 

@@ -150,8 +150,10 @@ def test_loss(lab):
 
 
 def names() -> str:
-    return (subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
-            + subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=10).stdout)
+    return (
+        subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+        + subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=10).stdout
+    )
 
 
 def test_teardown_leaves_nothing_even_when_the_body_raises():

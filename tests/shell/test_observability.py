@@ -22,14 +22,34 @@ from ringmesh.ops.localcluster import LocalCluster, wait_for
 
 MiB = 1 << 20
 FAMILIES = [
-    "ringmesh_node_info", "ringmesh_gossip_rounds", "ringmesh_gossip_delta_bytes", "ringmesh_messages",
-    "ringmesh_origin_lag_changes", "ringmesh_origin_lag_seconds", "ringmesh_origin_catch_up_seconds",
-    "ringmesh_origin_heartbeat_age_seconds", "ringmesh_origin_max_change", "ringmesh_members",
-    "ringmesh_member_state", "ringmesh_leader_term", "ringmesh_leader", "ringmesh_is_leader",
-    "ringmesh_transfers_running", "ringmesh_transfers", "ringmesh_throttle_bytes", "ringmesh_peer_bytes",
-    "ringmesh_breaker_state", "ringmesh_games_published", "ringmesh_games_durable", "ringmesh_games_materialised",
-    "ringmesh_config_games", "ringmesh_items", "ringmesh_items_under_replicated", "ringmesh_disk_used_percent",
-    "ringmesh_disk_free_bytes", "ringmesh_events",
+    "ringmesh_node_info",
+    "ringmesh_gossip_rounds",
+    "ringmesh_gossip_delta_bytes",
+    "ringmesh_messages",
+    "ringmesh_origin_lag_changes",
+    "ringmesh_origin_lag_seconds",
+    "ringmesh_origin_catch_up_seconds",
+    "ringmesh_origin_heartbeat_age_seconds",
+    "ringmesh_origin_max_change",
+    "ringmesh_members",
+    "ringmesh_member_state",
+    "ringmesh_leader_term",
+    "ringmesh_leader",
+    "ringmesh_is_leader",
+    "ringmesh_transfers_running",
+    "ringmesh_transfers",
+    "ringmesh_throttle_bytes",
+    "ringmesh_peer_bytes",
+    "ringmesh_breaker_state",
+    "ringmesh_games_published",
+    "ringmesh_games_durable",
+    "ringmesh_games_materialised",
+    "ringmesh_config_games",
+    "ringmesh_items",
+    "ringmesh_items_under_replicated",
+    "ringmesh_disk_used_percent",
+    "ringmesh_disk_free_bytes",
+    "ringmesh_events",
 ]
 
 
@@ -38,8 +58,13 @@ def obs(tmp_path_factory):
     """3 training peers with /metrics on a free port each and JSON logs; a model of 5 MiB
     published on node1 and held everywhere; 5 games published on node1, durable."""
     root = tmp_path_factory.mktemp("obs")
-    c = LocalCluster(root / "c", 3, gossip_interval=0.2, roles={f"node{i}": "training" for i in (1, 2, 3)},
-                     own={"metrics_listen": "127.0.0.1:0", "log_json": True})
+    c = LocalCluster(
+        root / "c",
+        3,
+        gossip_interval=0.2,
+        roles={f"node{i}": "training" for i in (1, 2, 3)},
+        own={"metrics_listen": "127.0.0.1:0", "log_json": True},
+    )
     try:
         c.start_all()
         model = root / "canonical_hex8_2p.pth"
@@ -60,7 +85,9 @@ def obs(tmp_path_factory):
             return True
 
         wait_for(everywhere, 30, what="the model on every peer")
-        wait_for(lambda: all(d and d["leader"] for d in c.query_all("status").values()), 30, what="a leader known to all")
+        wait_for(
+            lambda: all(d and d["leader"] for d in c.query_all("status").values()), 30, what="a leader known to all"
+        )
         yield c, put
     finally:
         codes = c.stop_all()
@@ -118,15 +145,24 @@ def test_metrics_are_scraped_over_http_with_every_family_and_real_values(obs):
     assert _value(s2, "ringmesh_transfers_total", **{"class": "normal", "outcome": "done"}) == 1
     assert _value(s2, "ringmesh_transfers_total", **{"class": "normal", "outcome": "failed"}) == 0
     assert _value(s2, "ringmesh_transfers_running", **{"class": "normal"}) == 0
-    chunks_in = sum(v for (n, labels), v in s2.items() if n == "ringmesh_peer_bytes_total"
-                    and ("direction", "in") in labels and ("what", "chunks") in labels)
+    chunks_in = sum(
+        v
+        for (n, labels), v in s2.items()
+        if n == "ringmesh_peer_bytes_total" and ("direction", "in") in labels and ("what", "chunks") in labels
+    )
     assert chunks_in == put["size_bytes"]
     assert _value(s2, "ringmesh_throttle_bytes_total", direction="in", **{"class": "normal"}) >= put["size_bytes"]
     # what node2 and node3 received of the model, node1 and the other counted as sent to them
     # (summed per scrape: both have the same series name and labels, so a merged dict would keep one)
-    served = sum(v for scrape in (s1, _scrape(c, "node3")[1]) for (n, labels), v in scrape.items()
-                 if n == "ringmesh_peer_bytes_total" and ("direction", "out") in labels and ("what", "chunks") in labels
-                 and dict(labels)["peer"] == "node2")
+    served = sum(
+        v
+        for scrape in (s1, _scrape(c, "node3")[1])
+        for (n, labels), v in scrape.items()
+        if n == "ringmesh_peer_bytes_total"
+        and ("direction", "out") in labels
+        and ("what", "chunks") in labels
+        and dict(labels)["peer"] == "node2"
+    )
     assert served >= put["size_bytes"]
 
 
@@ -180,8 +216,23 @@ def test_status_is_a_readable_view_and_json_stays(obs):
 def test_doctor_passes_on_a_healthy_cluster(obs):
     c, _put = obs
     nd = c.nodes["node1"]
-    r = subprocess.run([sys.executable, "-m", "ringmesh", "doctor", "--config", str(c.config_path), "--node", "node1",
-                        "--data-dir", str(nd.data_dir)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ringmesh",
+            "doctor",
+            "--config",
+            str(c.config_path),
+            "--node",
+            "node1",
+            "--data-dir",
+            str(nd.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     by_name = {ln[6:].split("  ")[0].strip(): ln[:4].strip() for ln in lines[:-1]}

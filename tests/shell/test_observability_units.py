@@ -21,24 +21,75 @@ from ringmesh.ops.statusview import bar, duration, render, size, visible_len
 
 def _status(**over):
     doc = {
-        "node": "a", "address": "127.0.0.1:1", "incarnation": 7, "uptime_s": 75.0, "fingerprint": "f" * 16,
-        "gossip_rounds": 3, "items": 1, "disk": {"used_percent": 12.5, "free_bytes": 3 << 30},
-        "leader": "b", "term": 4, "local_health": 0, "metrics": None,
+        "node": "a",
+        "address": "127.0.0.1:1",
+        "incarnation": 7,
+        "uptime_s": 75.0,
+        "fingerprint": "f" * 16,
+        "gossip_rounds": 3,
+        "items": 1,
+        "disk": {"used_percent": 12.5, "free_bytes": 3 << 30},
+        "leader": "b",
+        "term": 4,
+        "local_health": 0,
+        "metrics": None,
         "election": {"role": "follower", "is_leader": False, "lease_left_s": 0.0, "elections_started": 0},
         "members": [
-            {"name": "a", "state": "alive", "role": "training", "voter": True, "ephemeral": False, "incarnation": 7,
-             "heartbeat": 3, "address": "127.0.0.1:1", "breaker": {"state": "closed"}, "lag_changes": 0, "lag_s": 0.0},
-            {"name": "bbbbbbbb", "state": "dead", "role": "selfplay", "voter": False, "ephemeral": True,
-             "incarnation": None, "heartbeat": None, "address": None, "lag_changes": 3, "lag_s": 12.0,
-             "breaker": {"state": "open", "consecutive_failures": 5}},
+            {
+                "name": "a",
+                "state": "alive",
+                "role": "training",
+                "voter": True,
+                "ephemeral": False,
+                "incarnation": 7,
+                "heartbeat": 3,
+                "address": "127.0.0.1:1",
+                "breaker": {"state": "closed"},
+                "lag_changes": 0,
+                "lag_s": 0.0,
+            },
+            {
+                "name": "bbbbbbbb",
+                "state": "dead",
+                "role": "selfplay",
+                "voter": False,
+                "ephemeral": True,
+                "incarnation": None,
+                "heartbeat": None,
+                "address": None,
+                "lag_changes": 3,
+                "lag_s": 12.0,
+                "breaker": {"state": "open", "consecutive_failures": 5},
+            },
         ],
         "freshness": {"hex8_2p": {"games": 10, "streams": 2, "newest_age_s": 1.5, "hosts_behind": ["bbbbbbbb"]}},
         "games": {"streams": {"a.7/hex8_2p": 6, "b.1/hex8_2p": 4}, "durable_through": {"hex8_2p": 6}},
-        "transfers": [{"item": "npz/x.npz", "digest": "d" * 32, "size_bytes": 64 << 20, "running_s": 2.0,
-                       "priority": "critical", "chunks": 16, "chunks_verified": 4}],
-        "broadcasts": [{"item": "model/m.pth", "digest": "e" * 32, "size_bytes": 10, "publisher": "a", "term": 4,
-                        "leader": "b", "state": "delivering", "delivered": 1, "eligible": 2,
-                        "hosts": {"a": "delivered", "bbbbbbbb": "pulling"}, "ineligible": {"c": "excluded"}}],
+        "transfers": [
+            {
+                "item": "npz/x.npz",
+                "digest": "d" * 32,
+                "size_bytes": 64 << 20,
+                "running_s": 2.0,
+                "priority": "critical",
+                "chunks": 16,
+                "chunks_verified": 4,
+            }
+        ],
+        "broadcasts": [
+            {
+                "item": "model/m.pth",
+                "digest": "e" * 32,
+                "size_bytes": 10,
+                "publisher": "a",
+                "term": 4,
+                "leader": "b",
+                "state": "delivering",
+                "delivered": 1,
+                "eligible": 2,
+                "hosts": {"a": "delivered", "bbbbbbbb": "pulling"},
+                "ineligible": {"c": "excluded"},
+            }
+        ],
         "events": [{"at": 0.0, "kind": "declared-dead", "subject": "bbbbbbbb", "detail": ""}],
         "blocked_items": [],
     }
@@ -46,21 +97,51 @@ def _status(**over):
     return doc
 
 
-CLUSTER = {"items": [
-    {"item": "npz/x.npz", "digest": "d" * 32, "size_bytes": 64 << 20, "copies": 1, "wanted_copies": 2,
-     "targets": ["a", "b"], "hosts_behind": ["a"], "blocked": False},
-    {"item": "model/m.pth", "digest": "e" * 32, "size_bytes": 10, "copies": 2, "wanted_copies": 2,
-     "targets": ["a", "b"], "hosts_behind": [], "blocked": False},
-]}
+CLUSTER = {
+    "items": [
+        {
+            "item": "npz/x.npz",
+            "digest": "d" * 32,
+            "size_bytes": 64 << 20,
+            "copies": 1,
+            "wanted_copies": 2,
+            "targets": ["a", "b"],
+            "hosts_behind": ["a"],
+            "blocked": False,
+        },
+        {
+            "item": "model/m.pth",
+            "digest": "e" * 32,
+            "size_bytes": 10,
+            "copies": 2,
+            "wanted_copies": 2,
+            "targets": ["a", "b"],
+            "hosts_behind": [],
+            "blocked": False,
+        },
+    ]
+}
 
 
 def test_status_view_has_every_section_in_aligned_columns():
     text = render(_status(), CLUSTER)
     assert "\x1b[" not in text
-    for part in ("MEMBERS", "1 alive, 1 dead", "GAMES PER CONFIG", "ITEMS UNDER-REPLICATED  1 of 2 item(s)",
-                 "TRANSFERS", "[#####...............]  25 %  4/16 chunks", "BROADCASTS",
-                 "broadcast model/m.pth eeeeeeeeeeee (term 4 by b): 1/2 delivered, delivering", "not eligible: excluded",
-                 "3 change(s), 12.0 s", "open (5 failed)", "up 1m15s", "64.0 MiB", "declared-dead"):
+    for part in (
+        "MEMBERS",
+        "1 alive, 1 dead",
+        "GAMES PER CONFIG",
+        "ITEMS UNDER-REPLICATED  1 of 2 item(s)",
+        "TRANSFERS",
+        "[#####...............]  25 %  4/16 chunks",
+        "BROADCASTS",
+        "broadcast model/m.pth eeeeeeeeeeee (term 4 by b): 1/2 delivered, delivering",
+        "not eligible: excluded",
+        "3 change(s), 12.0 s",
+        "open (5 failed)",
+        "up 1m15s",
+        "64.0 MiB",
+        "declared-dead",
+    ):
         assert part in text, part
     lines = text.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.strip().startswith("MEMBER "))
@@ -74,8 +155,16 @@ def test_status_view_has_every_section_in_aligned_columns():
 
 
 def test_status_view_of_a_lone_new_peer():
-    doc = _status(members=_status()["members"][:1], freshness={}, transfers=[], broadcasts=[], events=[], disk={},
-                  leader=None, games={})
+    doc = _status(
+        members=_status()["members"][:1],
+        freshness={},
+        transfers=[],
+        broadcasts=[],
+        events=[],
+        disk={},
+        leader=None,
+        games={},
+    )
     text = render(doc, {"items": []})
     assert "no game streams yet" in text and "(none known)" in text and "disk not measured yet" in text
     assert "PAUSED" not in text
@@ -84,7 +173,13 @@ def test_status_view_of_a_lone_new_peer():
 
 
 def test_units():
-    assert [size(0), size(1023), size(1536), size(64 << 20), size(3 << 30)] == ["0 B", "1023 B", "1.50 KiB", "64.0 MiB", "3.00 GiB"]
+    assert [size(0), size(1023), size(1536), size(64 << 20), size(3 << 30)] == [
+        "0 B",
+        "1023 B",
+        "1.50 KiB",
+        "64.0 MiB",
+        "3.00 GiB",
+    ]
     assert [duration(0.4), duration(65), duration(7260), duration(90000)] == ["0.4 s", "1m05s", "2h01m", "1d01h"]
     assert bar(399, 400).endswith(" 99 %") and bar(0, 0).endswith("  0 %")
 
@@ -138,17 +233,26 @@ def test_grpc_peer_gone_noise_is_one_debug_line_and_other_grpc_errors_pass():
             try:
                 raise ExecuteBatchError('Failed "execute_batch": (<grpc._cython.cygrpc.SendMessageOperation>,)')
             except ExecuteBatchError:
-                grpc_log.exception("ExecuteBatchError raised in core by servicer method [%s]", "/ringmesh.v1.Peer/Gossip")
+                grpc_log.exception(
+                    "ExecuteBatchError raised in core by servicer method [%s]", "/ringmesh.v1.Peer/Gossip"
+                )
             try:
                 raise ValueError("a real fault")
             except ValueError:
-                grpc_log.exception("Unexpected [%s] raised by servicer method [%s]", "ValueError", "/ringmesh.v1.Peer/Sync")
+                grpc_log.exception(
+                    "Unexpected [%s] raised by servicer method [%s]", "ValueError", "/ringmesh.v1.Peer/Sync"
+                )
         lines = out.getvalue()
         assert "ExecuteBatchError raised" not in lines and "cygrpc.ExecuteBatchError:" not in lines, lines
         assert lines.count("Traceback") == 2, lines
         assert lines.count("ERROR h1 grpc._cython.cygrpc: Unexpected [ValueError]") == 2
-        assert lines.count("DEBUG h1 grpc._cython.cygrpc: the caller went away before the answer to "
-                           "[/ringmesh.v1.Peer/Gossip] was sent") == 1  # shown only at DEBUG (--verbose)
+        assert (
+            lines.count(
+                "DEBUG h1 grpc._cython.cygrpc: the caller went away before the answer to "
+                "[/ringmesh.v1.Peer/Gossip] was sent"
+            )
+            == 1
+        )  # shown only at DEBUG (--verbose)
     finally:
         for h in root.handlers[:]:
             root.removeHandler(h)

@@ -26,7 +26,8 @@ PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
     not (PROMETHEUS and PROMTOOL),
     reason="needs the prometheus and promtool binaries "
-           "(apt-get install --no-install-recommends prometheus; .ci/run installs it)")
+    "(apt-get install --no-install-recommends prometheus; .ci/run installs it)",
+)
 
 
 def _poll(cond, timeout: float, what: str, interval: float = 0.2):
@@ -64,8 +65,13 @@ def _api(base: str, path: str, **params) -> dict | None:
 def peers(tmp_path):
     """3 peers with /metrics on a free port each; 3 games published on node1 and durable (so
     the per-config families have samples too). Yields the cluster and {node: metrics address}."""
-    c = LocalCluster(tmp_path / "c", 3, gossip_interval=0.2, roles={f"node{i}": "training" for i in (1, 2, 3)},
-                     own={"metrics_listen": "127.0.0.1:0"})
+    c = LocalCluster(
+        tmp_path / "c",
+        3,
+        gossip_interval=0.2,
+        roles={f"node{i}": "training" for i in (1, 2, 3)},
+        own={"metrics_listen": "127.0.0.1:0"},
+    )
     with serving(c):
         selfplay.generate_games(tmp_path / "selfplay.db", 3, config_key="hex8_2p", seed=1, moves=(20, 24))
         records, _ = gamedb.read_completed_games(tmp_path / "selfplay.db")
@@ -88,26 +94,50 @@ def test_promtool_accepts_the_metrics_and_prometheus_scrapes_every_peer(peers, t
     base = f"http://127.0.0.1:{port}"
     prom_dir = tmp_path / "prometheus"
     (prom_dir / "data").mkdir(parents=True)
-    (prom_dir / "prometheus.yml").write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [{"job_name": "ringmesh", "static_configs": [
-            {"targets": [addr], "labels": {"node": n}} for n, addr in sorted(metrics.items())]}],
-    }))
+    (prom_dir / "prometheus.yml").write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "ringmesh",
+                        "static_configs": [
+                            {"targets": [addr], "labels": {"node": n}} for n, addr in sorted(metrics.items())
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     log = open(prom_dir / "prometheus.log", "wb")
-    prom = subprocess.Popen([PROMETHEUS, f"--config.file={prom_dir / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={prom_dir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=prom_dir)
+    prom = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={prom_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={prom_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=prom_dir,
+    )
     log.close()
 
     def alive():
-        assert prom.poll() is None, f"prometheus exited with {prom.returncode}:\n" + \
-            (prom_dir / "prometheus.log").read_text(errors="replace")[-3000:]
+        assert prom.poll() is None, (
+            f"prometheus exited with {prom.returncode}:\n"
+            + (prom_dir / "prometheus.log").read_text(errors="replace")[-3000:]
+        )
 
     try:
+
         def targets_up():
             alive()
             data = _api(base, "targets", state="active")
-            got = {t["labels"].get("node"): (t["health"], t["lastError"]) for t in (data or {}).get("activeTargets", [])}
+            got = {
+                t["labels"].get("node"): (t["health"], t["lastError"]) for t in (data or {}).get("activeTargets", [])
+            }
             return got == {n: ("up", "") for n in metrics}, got
 
         _poll(targets_up, 30, "every peer's target up with no lastError")

@@ -37,8 +37,23 @@ def test_one_daemon_per_data_dir_and_a_killed_daemons_lock_is_not_stale(tmp_path
         c.start_all()
         pid = nd.proc.pid
         assert _pid_in_lock(nd.data_dir) == pid and holder(nd.data_dir) == pid
-        r = subprocess.run(CLI + ["serve", "--config", str(c.config_path), "--node", "node1", "--data-dir",
-                                  str(nd.data_dir), "--listen", "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            CLI
+            + [
+                "serve",
+                "--config",
+                str(c.config_path),
+                "--node",
+                "node1",
+                "--data-dir",
+                str(nd.data_dir),
+                "--listen",
+                "127.0.0.1:1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 2
         assert f"another ringmesh daemon is running on this data dir (pid {pid} holds" in r.stderr, r.stderr
         assert nd.query("status") is not None and _pid_in_lock(nd.data_dir) == pid  # the refusal wrote nothing
@@ -67,12 +82,31 @@ def test_doctor_fails_on_a_peer_that_is_down_and_health_is_not_serving_while_dra
         c.wait_ready("node1")
         assert b"READY=1" in notify.recv(4096)  # systemd Type=notify: ready once serving
 
-        r = subprocess.run(CLI + ["doctor", "--config", str(c.config_path), "--node", "node1", "--data-dir",
-                                  str(nd.data_dir), "--deadline", "1"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            CLI
+            + [
+                "doctor",
+                "--config",
+                str(c.config_path),
+                "--node",
+                "node1",
+                "--data-dir",
+                str(nd.data_dir),
+                "--deadline",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 1, r.stdout + r.stderr
         fail = [ln for ln in r.stdout.splitlines() if ln.startswith("FAIL")]
-        assert len(fail) == 1 and "peer node2" in fail[0] and c.nodes["node2"].address in fail[0] \
-            and "unreachable" in fail[0], r.stdout
+        assert (
+            len(fail) == 1
+            and "peer node2" in fail[0]
+            and c.nodes["node2"].address in fail[0]
+            and "unreachable" in fail[0]
+        ), r.stdout
         assert r.stdout.splitlines()[-1].startswith("doctor: node1: 1 check(s) FAILED")
 
         source = tmp_path / "selfplay.db"

@@ -32,8 +32,13 @@ def _rows(path, table: str, ids: set[str]) -> list[dict]:
 
 
 def _cli(data_dir, *args) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ringmesh", *args, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    return subprocess.run(
+        [sys.executable, "-m", "ringmesh", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
 
 
 def test_three_schema_versions_into_one_config_over_real_peers(tmp_path):
@@ -55,7 +60,9 @@ def test_three_schema_versions_into_one_config_over_real_peers(tmp_path):
                 else:
                     assert cl.wait_durable("hex8_2p", seqs[-1], timeout=30)
         dbs = {n: c.nodes[n].data_dir / "games" / "hex8_2p.db" for n in ("node1", "node2")}
-        wait_for(lambda: all(gamedb.count_games(p) == 12 for p in dbs.values()), 60, what="12 games on both training hosts")
+        wait_for(
+            lambda: all(gamedb.count_games(p) == 12 for p in dbs.values()), 60, what="12 games on both training hosts"
+        )
         for node, db in dbs.items():
             con = sqlite3.connect(db)
             assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -96,7 +103,9 @@ def test_three_schema_versions_into_one_config_over_real_peers(tmp_path):
             return (d, m) if d == seq and m == seq - 1 else None
 
         wait_for(origin_view, 30, what="node3 to see its game durable but held back on node1")
-        (daemon,) = [ch for ch in run_checks(str(c.config_path), "node1", c.nodes["node1"].data_dir) if ch.name == "daemon"]
+        (daemon,) = [
+            ch for ch in run_checks(str(c.config_path), "node1", c.nodes["node1"].data_dir) if ch.name == "daemon"
+        ]
         assert daemon.status == FAIL and "1 game(s) refused by its databases (hex8_2p: 1)" in daemon.detail
         c.signal("node1", signal.SIGTERM)
         c.start("node1")
@@ -112,5 +121,11 @@ def test_three_schema_versions_into_one_config_over_real_peers(tmp_path):
             assert r.returncode == 0 and "1 game(s) landed; 0 still held" in r.stdout, r.stdout + r.stderr
             assert gamedb.count_games(dbs[node]) == 13
         assert refused() == []
-        wait_for(lambda: (c.nodes["node3"].query("status") or {}).get("games", {}).get("materialised_through", {})
-                 .get("hex8_2p") == seq, 30, what="node3 to see the game in every game host's database")
+        wait_for(
+            lambda: (
+                (c.nodes["node3"].query("status") or {}).get("games", {}).get("materialised_through", {}).get("hex8_2p")
+                == seq
+            ),
+            30,
+            what="node3 to see the game in every game host's database",
+        )

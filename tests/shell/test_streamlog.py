@@ -28,8 +28,9 @@ O, K = "node1", "hex8_2p"  # noqa: E741  (O: the origin every test writes as)
 
 def game(i: int, size: int = 200) -> bytes:
     rng = random.Random(i)
-    return msgpack.packb({"game_id": f"g{i}", "moves": [rng.randrange(64) for _ in range(size)],
-                          "noise": rng.randbytes(size // 4)})
+    return msgpack.packb(
+        {"game_id": f"g{i}", "moves": [rng.randrange(64) for _ in range(size)], "noise": rng.randbytes(size // 4)}
+    )
 
 
 def segs(root: Path, origin: str = O, key: str = K) -> list[Path]:
@@ -117,8 +118,9 @@ def test_duplicates(tmp_path):
                 sl.append_at("node2", K, bad, b"x")
 
 
-@pytest.mark.parametrize("bad", ["../x", "..", ".", "", "a/b", "/abs", ".hidden", "-x", "a b", "x\n",
-                                 "é", "a" * 129, "a\x00b"])
+@pytest.mark.parametrize(
+    "bad", ["../x", "..", ".", "", "a/b", "/abs", ".hidden", "-x", "a b", "x\n", "é", "a" * 129, "a\x00b"]
+)
 def test_bad_names_rejected(tmp_path, bad):
     with StreamLog(tmp_path / "s") as sl:
         with pytest.raises(BadName):
@@ -229,7 +231,7 @@ def test_bad_checksum_in_the_middle_cuts_the_tail(tmp_path):
     sizes = []
     off = 0
     while off < len(data):
-        n = int.from_bytes(data[off + 8:off + 12], "little")
+        n = int.from_bytes(data[off + 8 : off + 12], "little")
         sizes.append(off)
         off += HEADER_SIZE + n
     data[sizes[3] + HEADER_SIZE + 3] ^= 0xFF  # flip a byte in record 4's body
@@ -295,8 +297,9 @@ def test_stray_files_are_ignored(tmp_path):
 
 # ---------------------------------------------------------------- crash safety (property)
 
-batches = hs.lists(hs.tuples(hs.lists(hs.binary(max_size=700), min_size=0, max_size=6), hs.booleans()),
-                   min_size=1, max_size=12)
+batches = hs.lists(
+    hs.tuples(hs.lists(hs.binary(max_size=700), min_size=0, max_size=6), hs.booleans()), min_size=1, max_size=12
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -350,6 +353,7 @@ def test_crash_keeps_every_flushed_record(batches, cut, garbage, stream2):
 
 # ---------------------------------------------------------------- throughput (reported, not asserted)
 
+
 def measure(root: Path, n: int, every: int, size: int = 50_000, level: int | None = 1) -> tuple[float, float]:
     """appends/s and MB/s (of uncompressed payload) for `n` records of `size` bytes with a
     flush every `every` records."""
@@ -379,8 +383,9 @@ def test_throughput_report(tmp_path, capsys):
     for level in (1, None):
         for every, n in ((1, 100), (100, 500)):
             rate, mbs = measure(tmp_path / f"every{every}-{level}", n, every, level=level)
-            lines.append(f"streamlog 50KB records, zlib level {level}, flush every {every}: "
-                         f"{rate:.0f} appends/s, {mbs:.1f} MB/s")
+            lines.append(
+                f"streamlog 50KB records, zlib level {level}, flush every {every}: {rate:.0f} appends/s, {mbs:.1f} MB/s"
+            )
     with capsys.disabled():
         print("\n" + "\n".join(lines))
 

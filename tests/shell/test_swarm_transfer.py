@@ -148,8 +148,9 @@ def test_a_destination_that_fills_up_aborts_cleanly_and_the_pull_succeeds_once_t
     models = tmp_path / "models"
     _mount_tmpfs(models, "8m")
     roles = {"node1": "training", "node2": "training"}
-    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles=roles,
-                     hosts={"node2": {"paths": {"npz": str(models)}}})
+    c = LocalCluster(
+        tmp_path / "c", 2, gossip_interval=0.2, roles=roles, hosts={"node2": {"paths": {"npz": str(models)}}}
+    )
     try:
         (models / "hex8_2p.npz").write_bytes(b"the previous version")
         c.start_all()
@@ -157,8 +158,11 @@ def test_a_destination_that_fills_up_aborts_cleanly_and_the_pull_succeeds_once_t
         f.write_bytes(os.urandom(3 * CHUNK))  # 12 MiB into an 8 MiB file system
         with c.nodes["node1"].client() as cl:
             put = cl.put(f, "npz")
-        wait_for(lambda: _status(c, "node2").get("counters", {}).get("transfers_disk_full", 0) >= 1, 60,
-                 what="node2 to hit the full disk")
+        wait_for(
+            lambda: _status(c, "node2").get("counters", {}).get("transfers_disk_full", 0) >= 1,
+            60,
+            what="node2 to hit the full disk",
+        )
         # nothing half-written at the destination, the old version intact, the daemon up
         assert sorted(p.name for p in models.iterdir()) == ["hex8_2p.npz"]
         assert (models / "hex8_2p.npz").read_bytes() == b"the previous version"

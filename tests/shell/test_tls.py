@@ -34,8 +34,13 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("tls") / "c", 3, gossip_interval=0.2, tls=True,
-                     roles={f"node{i}": "training" for i in (1, 2, 3)})
+    c = LocalCluster(
+        tmp_path_factory.mktemp("tls") / "c",
+        3,
+        gossip_interval=0.2,
+        tls=True,
+        roles={f"node{i}": "training" for i in (1, 2, 3)},
+    )
     with serving(c):
         yield c
 
@@ -44,15 +49,17 @@ def _pem(path) -> bytes:
     return Path(path).read_bytes()
 
 
-def _channel(cluster, target: str, *, cert_dir: Path | None, node: str | None, ca: Path | None = None,
-             name: str | None = None) -> grpc.Channel:
+def _channel(
+    cluster, target: str, *, cert_dir: Path | None, node: str | None, ca: Path | None = None, name: str | None = None
+) -> grpc.Channel:
     """A channel to `target`'s port with `node`'s key and certificate from `cert_dir` (none if
     `node` is None), trusting `ca` (the cluster CA by default), expecting the server to be `name`."""
     ca = ca or cluster.tls_dir / "ca.crt"
     creds = grpc.ssl_channel_credentials(
         root_certificates=_pem(ca),
         private_key=_pem(cert_dir / f"{node}.key") if node else None,
-        certificate_chain=_pem(cert_dir / f"{node}.crt") if node else None)
+        certificate_chain=_pem(cert_dir / f"{node}.crt") if node else None,
+    )
     return grpc.secure_channel(cluster.nodes[target].address, creds, options=channel_options(name or target))
 
 
@@ -76,6 +83,7 @@ def _everyone_holds(cluster, name, digest):
             if not it or it["digest"] != digest or sorted(it["holders"]) != sorted(cluster.running()):
                 return False
         return True
+
     return check
 
 
@@ -103,11 +111,15 @@ def test_clients_without_a_cluster_certificate_are_refused(tls_cluster, tmp_path
     with grpc.insecure_channel(address) as ch:
         s = mesh_pb2_grpc.PeerStub(ch)
         assert _code(lambda: s.Deliver(_syn("node2"), timeout=5)) == grpc.StatusCode.UNAVAILABLE
-        assert _code(lambda: list(s.FetchChunks(codec.ChunkRequest(digest="0" * 32, indices=[0]), timeout=5))) \
+        assert (
+            _code(lambda: list(s.FetchChunks(codec.ChunkRequest(digest="0" * 32, indices=[0]), timeout=5)))
             == grpc.StatusCode.UNAVAILABLE
+        )
     # TLS, trusting the cluster CA, but no client certificate
     with _channel(c, "node1", cert_dir=None, node=None) as ch:
-        assert _code(lambda: mesh_pb2_grpc.PeerStub(ch).Deliver(_syn("node2"), timeout=5)) == grpc.StatusCode.UNAVAILABLE
+        assert (
+            _code(lambda: mesh_pb2_grpc.PeerStub(ch).Deliver(_syn("node2"), timeout=5)) == grpc.StatusCode.UNAVAILABLE
+        )
     # a certificate for node2 from another CA (a look-alike cluster)
     other = tmp_path / "other"
     init_ca(other)
@@ -115,10 +127,14 @@ def test_clients_without_a_cluster_certificate_are_refused(tls_cluster, tmp_path
     with _channel(c, "node1", cert_dir=other, node="node2") as ch:
         s = mesh_pb2_grpc.PeerStub(ch)
         assert _code(lambda: s.Deliver(_syn("node2"), timeout=5)) == grpc.StatusCode.UNAVAILABLE
-        assert _code(lambda: s.GetRecipe(codec.RecipeRequest(digest="0" * 32), timeout=5)) == grpc.StatusCode.UNAVAILABLE
+        assert (
+            _code(lambda: s.GetRecipe(codec.RecipeRequest(digest="0" * 32), timeout=5)) == grpc.StatusCode.UNAVAILABLE
+        )
     # the other way round: a server whose certificate names another host than the one dialled
     with _channel(c, "node1", cert_dir=c.tls_dir, node="node3", name="node2") as ch:
-        assert _code(lambda: mesh_pb2_grpc.PeerStub(ch).Deliver(_syn("node3"), timeout=5)) == grpc.StatusCode.UNAVAILABLE
+        assert (
+            _code(lambda: mesh_pb2_grpc.PeerStub(ch).Deliver(_syn("node3"), timeout=5)) == grpc.StatusCode.UNAVAILABLE
+        )
     # refused in the handshake: no handler ever saw these calls
     assert c.nodes["node1"].query("status")["counters"].get("rejected_identity", 0) == 0
     wait_for(c.converged, 20, what="the cluster to go on")
@@ -135,7 +151,10 @@ def test_a_valid_certificate_cannot_claim_another_host(tls_cluster, tmp_path):
         s.Deliver(_syn("node3"), timeout=5)  # as itself: accepted
         assert _code(lambda: s.GetRecipe(codec.RecipeRequest(digest="0" * 32), timeout=5)) == grpc.StatusCode.NOT_FOUND
     assert c.nodes["node2"].query("status")["counters"]["rejected_identity"] == 1
-    assert "refused a message from node3 (certificate) claiming to come from node1" in c.nodes["node2"].log_path.read_text()
+    assert (
+        "refused a message from node3 (certificate) claiming to come from node1"
+        in c.nodes["node2"].log_path.read_text()
+    )
 
     # a host the cluster does not know yet, with a certificate from our CA: let in, and logged
     issue(c.tls_dir, "newhost", tmp_path)
@@ -168,8 +187,10 @@ def test_certs_init_and_issue(tmp_path, capsys):
 
     assert cli.main(["certs", "issue", "gh200-a", "--dir", str(ca), "--out", str(tmp_path / "out")]) == 0
     assert stat.S_IMODE((tmp_path / "out" / "gh200-a.key").stat().st_mode) == 0o600
-    creds = load_node({"ca": ca / "ca.crt", "cert": tmp_path / "out" / "gh200-a.crt",
-                       "key": tmp_path / "out" / "gh200-a.key"}, "gh200-a")
+    creds = load_node(
+        {"ca": ca / "ca.crt", "cert": tmp_path / "out" / "gh200-a.crt", "key": tmp_path / "out" / "gh200-a.key"},
+        "gh200-a",
+    )
     assert creds.key_mode_warning is None
     assert cli.main(["certs", "issue", "gh200-a", "--dir", str(ca), "--out", str(tmp_path / "out")]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -196,7 +217,10 @@ def test_loading_checks_every_file(tmp_path):
 
     load()
     cases = [
-        (dict(cert=ca / "missing.crt"), r"ringmesh\.tls\.cert: .*missing\.crt: cannot read this host's certificate: No such file"),
+        (
+            dict(cert=ca / "missing.crt"),
+            r"ringmesh\.tls\.cert: .*missing\.crt: cannot read this host's certificate: No such file",
+        ),
         (dict(ca=ca / "a.key"), r"ringmesh\.tls\.ca: .*a\.key: the CA certificate: not a PEM certificate"),
         (dict(key=ca / "a.crt"), r"ringmesh\.tls\.key: .*a\.crt: this host's key: not a PEM private key"),
         (dict(key=ca / "b.key"), r"this key does not belong to the certificate"),
@@ -209,8 +233,11 @@ def test_loading_checks_every_file(tmp_path):
         with pytest.raises(TlsError, match=message):
             load(**kw)
     with pytest.raises(TlsError, match="expired on"):
-        load_node({"ca": ca / "ca.crt", "cert": ca / "a.crt", "key": ca / "a.key"}, "a",
-                  now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=900))
+        load_node(
+            {"ca": ca / "ca.crt", "cert": ca / "a.crt", "key": ca / "a.key"},
+            "a",
+            now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=900),
+        )
     os.chmod(ca / "a.key", 0o644)
     assert "readable by other users" in load().key_mode_warning
 
@@ -220,47 +247,75 @@ def test_loading_checks_every_file(tmp_path):
 
 def _doc(g=None, **host_a):
     """A config with `ringmesh.tls: g` (absent if None) and host a's settings `host_a`."""
-    return {**({"ringmesh": {"tls": g}} if g is not None else {}),
-            "hosts": {"a": {"address": "127.0.0.1:1", **host_a}, "b": {"address": "127.0.0.1:2"}}}
+    return {
+        **({"ringmesh": {"tls": g}} if g is not None else {}),
+        "hosts": {"a": {"address": "127.0.0.1:1", **host_a}, "b": {"address": "127.0.0.1:2"}},
+    }
 
 
 def test_tls_config_values():
     assert parse_config(_doc(), "/etc/rm/hosts.yaml").hosts["a"].tls is None
     assert parse_config(_doc(False), "/etc/rm/hosts.yaml").tls is None  # YAML `off`
     assert parse_config(_doc("off"), "/etc/rm/hosts.yaml").tls is None
-    c = parse_config(_doc({"ca": "certs/ca.crt", "cert": "certs/{node}.crt", "key": "/k/{node}.key"}), "/etc/rm/hosts.yaml")
+    c = parse_config(
+        _doc({"ca": "certs/ca.crt", "cert": "certs/{node}.crt", "key": "/k/{node}.key"}), "/etc/rm/hosts.yaml"
+    )
     assert c.tls.cert == "certs/{node}.crt"
     a, b = c.hosts["a"].tls, c.hosts["b"].tls
     assert (a.ca, a.cert, a.key) == ("/etc/rm/certs/ca.crt", "/etc/rm/certs/a.crt", "/k/a.key")
     assert (b.cert, b.key) == ("/etc/rm/certs/b.crt", "/k/b.key")
     assert a.sources["cert"] == "ringmesh.tls.cert"
     # a host may move its own files
-    c = parse_config(_doc({"ca": "/c/ca.crt", "cert": "/c/{node}.crt", "key": "/c/{node}.key"},
-                          tls={"key": "/secure/{node}.pem"}), "x.yaml")
-    assert (c.hosts["a"].tls.key, c.hosts["a"].tls.cert, c.hosts["b"].tls.key) == ("/secure/a.pem", "/c/a.crt", "/c/b.key")
+    c = parse_config(
+        _doc({"ca": "/c/ca.crt", "cert": "/c/{node}.crt", "key": "/c/{node}.key"}, tls={"key": "/secure/{node}.pem"}),
+        "x.yaml",
+    )
+    assert (c.hosts["a"].tls.key, c.hosts["a"].tls.cert, c.hosts["b"].tls.key) == (
+        "/secure/a.pem",
+        "/c/a.crt",
+        "/c/b.key",
+    )
     assert c.hosts["a"].tls.sources["key"] == "hosts.a.tls.key"
     c = parse_config(_doc({"ca": "/c", "cert": "/c", "key": "/c", "cetr": "/x"}), "x.yaml")
     assert "x.yaml: ringmesh.tls.cetr: unknown key, ignored" in c.warnings
 
 
-@pytest.mark.parametrize("doc, message", [
-    (_doc(True), r"x\.yaml: ringmesh\.tls: expected off, or a mapping of ca, cert and key"),
-    (_doc("on"), r"ringmesh\.tls: expected off, or a mapping"),
-    (_doc({"ca": "/c", "cert": "/c"}), r"ringmesh\.tls\.key: expected a file path \(ringmesh\.tls needs ca, cert and key\), got None"),
-    (_doc({"ca": "/c", "cert": "", "key": "/k"}), r"ringmesh\.tls\.cert: expected a file path \(a non-empty string\), got ''"),
-    (_doc({"ca": ["/c"], "cert": "/c", "key": "/k"}), r"ringmesh\.tls\.ca: expected a file path"),
-    (_doc(tls={"cert": "/c"}), r"hosts\.a\.tls: set ringmesh\.tls first"),
-    (_doc({"ca": "/c", "cert": "/c", "key": "/k"}, tls=False), r"hosts\.a\.tls: expected a mapping of any of ca, cert, key"),
-    (_doc({"ca": "/c", "cert": "/c", "key": "/k"}, tls={"key": 3}), r"hosts\.a\.tls\.key: expected a file path"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (_doc(True), r"x\.yaml: ringmesh\.tls: expected off, or a mapping of ca, cert and key"),
+        (_doc("on"), r"ringmesh\.tls: expected off, or a mapping"),
+        (
+            _doc({"ca": "/c", "cert": "/c"}),
+            r"ringmesh\.tls\.key: expected a file path \(ringmesh\.tls needs ca, cert and key\), got None",
+        ),
+        (
+            _doc({"ca": "/c", "cert": "", "key": "/k"}),
+            r"ringmesh\.tls\.cert: expected a file path \(a non-empty string\), got ''",
+        ),
+        (_doc({"ca": ["/c"], "cert": "/c", "key": "/k"}), r"ringmesh\.tls\.ca: expected a file path"),
+        (_doc(tls={"cert": "/c"}), r"hosts\.a\.tls: set ringmesh\.tls first"),
+        (
+            _doc({"ca": "/c", "cert": "/c", "key": "/k"}, tls=False),
+            r"hosts\.a\.tls: expected a mapping of any of ca, cert, key",
+        ),
+        (_doc({"ca": "/c", "cert": "/c", "key": "/k"}, tls={"key": 3}), r"hosts\.a\.tls\.key: expected a file path"),
+    ],
+)
 def test_bad_tls_config_values(doc, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(doc, "x.yaml")
 
 
 def _run(*args, timeout=30):
-    return subprocess.run([sys.executable, "-m", "ringmesh", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "ringmesh", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_serve_with_bad_tls_files_stops_with_a_clear_error(tmp_path):
@@ -268,13 +323,20 @@ def test_serve_with_bad_tls_files_stops_with_a_clear_error(tmp_path):
     init_ca(certs)
     issue(certs, "b")
     cfg = tmp_path / "hosts.yaml"
-    cfg.write_text(yaml.safe_dump({"ringmesh": {"tls": {"ca": "certs/ca.crt", "cert": "certs/{node}.crt",
-                                                          "key": "certs/{node}.key"}},
-                                   "hosts": {"a": {"address": "127.0.0.1:1"}, "b": {"address": "127.0.0.1:2"}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "ringmesh": {"tls": {"ca": "certs/ca.crt", "cert": "certs/{node}.crt", "key": "certs/{node}.key"}},
+                "hosts": {"a": {"address": "127.0.0.1:1"}, "b": {"address": "127.0.0.1:2"}},
+            }
+        )
+    )
     r = _run("serve", "--config", str(cfg), "--node", "a", "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"ringmesh: {cfg}: ringmesh.tls.cert: {certs / 'a.crt'}: cannot read this host's certificate" in r.stderr
-    cfg.write_text(cfg.read_text().replace("certs/{node}.crt", "certs/b.crt").replace("certs/{node}.key", "certs/b.key"))
+    cfg.write_text(
+        cfg.read_text().replace("certs/{node}.crt", "certs/b.crt").replace("certs/{node}.key", "certs/b.key")
+    )
     r = _run("serve", "--config", str(cfg), "--node", "a", "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "the certificate names 'b', not this host 'a' (issue one with `ringmesh certs issue a`)" in r.stderr
@@ -294,6 +356,12 @@ def test_plaintext_is_loud(tmp_path):
     assert "ringmesh.tls: PLAINTEXT: peers talk without TLS" in r.stdout
     with LocalCluster(tmp_path / "c", 1, gossip_interval=0.2) as c:
         c.start_all()
-        wait_for(lambda: "WARNING node1 ringmesh.node.runtime: PLAINTEXT: peers talk without TLS" in c.nodes["node1"].log_path.read_text(),
-                 10, what="the plaintext warning in the log")
+        wait_for(
+            lambda: (
+                "WARNING node1 ringmesh.node.runtime: PLAINTEXT: peers talk without TLS"
+                in c.nodes["node1"].log_path.read_text()
+            ),
+            10,
+            what="the plaintext warning in the log",
+        )
         assert c.signal("node1", signal.SIGTERM) == 0

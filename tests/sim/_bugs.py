@@ -38,8 +38,9 @@ def _ack_before_fsync(self, sender, msg):
     out = Out()
     if msg.origin != self.origin and msg.games:
         out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games))
-        out.sends.append((sender, GamesAck(origin=msg.origin, config_key=msg.config_key,
-                                           seqs=tuple(q for q, _ in msg.games))))
+        out.sends.append(
+            (sender, GamesAck(origin=msg.origin, config_key=msg.config_key, seqs=tuple(q for q, _ in msg.games)))
+        )
     return out
 
 
@@ -54,6 +55,7 @@ class CapBlindPeer(Peer):
 
     def host_infos(self):
         from dataclasses import replace
+
         return [replace(h, disk_used_percent=None) for h in super().host_infos()]
 
 

@@ -22,10 +22,19 @@ MODEL = ItemKey("model", "canonical_hex8_2p.pth")
 DIGEST = "0123456789abcdef0123456789abcdef"
 
 
-def broadcast_cluster(n: int, seed: int, *, file_rate: float, roles: dict[str, str] | None = None,
-                      **config) -> tuple[Cluster, BroadcastFencing]:
-    c = Cluster(n, seed=seed, link=LinkModel.from_ms(5, 2, 0.0), voters=3, files=True, file_rate=file_rate,
-                roles=roles, config=PeerConfig(**{"gossip_interval": 0.5, "retry_base": 2.0, "retry_cap": 10.0, **config}))
+def broadcast_cluster(
+    n: int, seed: int, *, file_rate: float, roles: dict[str, str] | None = None, **config
+) -> tuple[Cluster, BroadcastFencing]:
+    c = Cluster(
+        n,
+        seed=seed,
+        link=LinkModel.from_ms(5, 2, 0.0),
+        voters=3,
+        files=True,
+        file_rate=file_rate,
+        roles=roles,
+        config=PeerConfig(**{"gossip_interval": 0.5, "retry_base": 2.0, "retry_cap": 10.0, **config}),
+    )
     fencing = BroadcastFencing(c.peer)
     c.world.persist_hooks.append(fencing.on_persist)
     c.world.pulls.hooks.append(fencing.on_start)
@@ -51,8 +60,13 @@ def critical_starts(c: Cluster, node: str) -> list[str]:
 
 def test_a_broadcast_reaches_every_eligible_host_and_status_says_who_is_left_out_and_why():
     c, fencing = broadcast_cluster(
-        10, 1, file_rate=50e6, excluded=frozenset({"n08"}), nfs_groups={"n05": "shared", "n06": "shared"},
-        roles={"n07": "coordinator"})
+        10,
+        1,
+        file_rate=50e6,
+        excluded=frozenset({"n08"}),
+        nfs_groups={"n05": "shared", "n06": "shared"},
+        roles={"n07": "coordinator"},
+    )
     c.command("n09", DiskMeasured(used_percent=95.0, free_bytes=1 << 40))
     run_until(c, lambda: agreed_leader(c) is not None, 30, "a leader")
     c.world.run(until=c.now + 3)  # n09's disk figures reach everybody
@@ -75,8 +89,11 @@ def test_a_broadcast_reaches_every_eligible_host_and_status_says_who_is_left_out
 def test_the_leader_crashes_mid_broadcast_and_the_next_one_finishes_it_under_its_term():
     orders: list[tuple[float, str, str, int]] = []
     c, fencing = broadcast_cluster(6, 7, file_rate=20e6, retry_base=30.0, retry_cap=60.0)  # 400 MB: 20 s a pull
-    c.world.send_hooks.append(lambda src, dst, env: orders.append((c.now, src, dst, env.body.term))
-                              if isinstance(env.body, BroadcastOrder) else None)
+    c.world.send_hooks.append(
+        lambda src, dst, env: (
+            orders.append((c.now, src, dst, env.body.term)) if isinstance(env.body, BroadcastOrder) else None
+        )
+    )
     c.command("n05", DiskMeasured(used_percent=95.0, free_bytes=1 << 40))  # full for now: left out
     run_until(c, lambda: agreed_leader(c) is not None, 30, "a leader")
     old = agreed_leader(c)
@@ -116,8 +133,14 @@ def test_the_leader_crashes_mid_broadcast_and_the_next_one_finishes_it_under_its
     assert c.peer(new).broadcasts()[0]["hosts"] == {n: "delivered" for n in c.ids}
 
 
-FAULTS = st.lists(st.tuples(st.sampled_from(["crash", "restart", "partition", "heal", "leader"]),
-                            st.integers(0, 4), st.sampled_from([0.5, 2.0, 5.0])), max_size=10)
+FAULTS = st.lists(
+    st.tuples(
+        st.sampled_from(["crash", "restart", "partition", "heal", "leader"]),
+        st.integers(0, 4),
+        st.sampled_from([0.5, 2.0, 5.0]),
+    ),
+    max_size=10,
+)
 
 
 @settings(max_examples=20, deadline=None)

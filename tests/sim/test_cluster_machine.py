@@ -103,8 +103,10 @@ class ClusterMachine(RuleBasedStateMachine):
             views_ok = all(c.peer(o).membership.view(x) == mb.ALIVE for o in c.ids for x in c.ids)
             if views_ok and agreed_leader(c) is not None and c.vectors_equal():
                 return
-        state = {n: (c.peer(n).leader(), c.peer(n).election.role, {x: c.peer(n).membership.view(x) for x in c.ids})
-                 for n in c.ids}
+        state = {
+            n: (c.peer(n).leader(), c.peer(n).election.role, {x: c.peer(n).membership.view(x) for x in c.ids})
+            for n in c.ids
+        }
         raise AssertionError(f"no agreement 120 s after heal: {state}")
 
 

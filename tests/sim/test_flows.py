@@ -190,8 +190,9 @@ def test_water_filling_on_a_larger_random_network_widens_its_region_when_it_must
 
 def _cli(*args: str, hash_seed: str = "0") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    return subprocess.run([sys.executable, "-m", "sim", "broadcast", *args], capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "sim", "broadcast", *args], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_cli_broadcast_json_is_byte_identical_across_processes():

@@ -20,9 +20,16 @@ ORIGINS = ["n02", "n03", "n04"]
 
 
 def make(seed: int) -> Cluster:
-    c = Cluster(6, seed=seed, link=LinkModel(), config=PeerConfig(gossip_interval=0.5, min_copies=2),
-                roles=ROLES, ephemeral=EPHEMERAL)
+    c = Cluster(
+        6,
+        seed=seed,
+        link=LinkModel(),
+        config=PeerConfig(gossip_interval=0.5, min_copies=2),
+        roles=ROLES,
+        ephemeral=EPHEMERAL,
+    )
     c.durable: dict[tuple[str, str], int] = {}
+
     def on_durable(node, eff, now):
         stream = (c.peer(node).replication.origin, eff.config_key)  # the origin in its current life
         c.durable[stream] = max(c.durable.get(stream, 0), eff.through)

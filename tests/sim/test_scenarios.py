@@ -45,7 +45,15 @@ def _cli(*args: str, hash_seed: str = "0") -> subprocess.CompletedProcess[str]:
 
 def test_the_library_loads_and_the_reference_cluster_comes_from_its_hosts_file():
     names = library()
-    for needed in ("steady", "spot-storm", "split-brain", "leader-churn", "disk-full", "broadcast-1000", "reference-42"):
+    for needed in (
+        "steady",
+        "spot-storm",
+        "split-brain",
+        "leader-churn",
+        "disk-full",
+        "broadcast-1000",
+        "reference-42",
+    ):
         assert needed in names
     for name in names:
         sc = load(name)
@@ -111,12 +119,15 @@ def test_a_plan_written_and_replayed_gives_the_same_run(tmp_path, tiny):
 # -- the checkers catch deliberately broken rules ---------------------------------------------------
 
 
-@pytest.mark.parametrize("bug, seed, checker, words", [
-    (dict(peer_factory=DoubleVotePeer), 5, "one-leader-per-term", "granted its vote in term"),
-    (dict(peer_factory=EarlyAckPeer), 1, "durable-games", "declared game"),
-    (dict(limiter=mbps_limiter), 1, "link-limit", "exceed its limit of"),
-    (dict(peer_factory=CapBlindPeer), 1, "disk-cap", "above the cap of 70%"),
-])
+@pytest.mark.parametrize(
+    "bug, seed, checker, words",
+    [
+        (dict(peer_factory=DoubleVotePeer), 5, "one-leader-per-term", "granted its vote in term"),
+        (dict(peer_factory=EarlyAckPeer), 1, "durable-games", "declared game"),
+        (dict(limiter=mbps_limiter), 1, "link-limit", "exceed its limit of"),
+        (dict(peer_factory=CapBlindPeer), 1, "disk-cap", "above the cap of 70%"),
+    ],
+)
 def test_a_deliberately_broken_rule_is_caught_with_seed_and_step(tiny, bug, seed, checker, words):
     r = run_scenario(tiny, seed, **bug)
     v = r["safety"]["violation"]
@@ -195,8 +206,15 @@ def test_a_core_that_raises_is_a_violation_with_its_host_and_event_and_the_sweep
 def test_a_host_restarting_above_its_disk_cap_pulls_nothing_before_it_measures_again():
     """disk-full, seed 1, found this: a restart erased the disk figures from the host's node
     record, and it began pulling a broadcast model onto a disk 88% full at once."""
-    c = Cluster(4, seed=3, link=LinkModel(), config=PeerConfig(gossip_interval=0.5), voters=3, files=True,
-                roles={n: "training" for n in ("n00", "n01", "n02", "n03")})
+    c = Cluster(
+        4,
+        seed=3,
+        link=LinkModel(),
+        config=PeerConfig(gossip_interval=0.5),
+        voters=3,
+        files=True,
+        roles={n: "training" for n in ("n00", "n01", "n02", "n03")},
+    )
     c.start()
     c.command("n03", DiskMeasured(used_percent=95.0, free_bytes=1 << 40))
     c.world.run(until=5.0)

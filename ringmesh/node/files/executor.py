@@ -32,11 +32,17 @@ class Transfers:
         self.node = node
         self.files = files
         self.ingress = ingress
-        self.running: dict[tuple[ItemKey, str], tuple[asyncio.Task, FileVersion, float]] = {}  # -> (task, version, started)
+        self.running: dict[
+            tuple[ItemKey, str], tuple[asyncio.Task, FileVersion, float]
+        ] = {}  # -> (task, version, started)
         self.pulling: dict[str, Progress] = {}  # digest -> a pull under way, served to peers
 
     def start(self, e: StartTransfer) -> None:
-        self.running[(e.version.item, e.version.digest)] = (asyncio.create_task(self._pull(e.version)), e.version, time.time())
+        self.running[(e.version.item, e.version.digest)] = (
+            asyncio.create_task(self._pull(e.version)),
+            e.version,
+            time.time(),
+        )
 
     def cancel(self, e: CancelTransfer) -> None:
         """Superseded by a newer version: stop it and drop its partial file."""
@@ -57,16 +63,25 @@ class Transfers:
         node, peer, key = self.node, self.node.peer, (v.item, v.digest)
         try:
             # the class is asked per chunk: a pull that a broadcast reaches mid-way turns CRITICAL
-            got = await pull(v, lambda: self.sources_of(v), node.links, self.files, self.pulling,
-                             priority=lambda: peer.priority_of(v), throttle=self.ingress,
-                             stored=lambda: node.submit(FileStored(item=v.item, digest=v.digest)),
-                             me=peer.me, received=lambda source, n: node.telemetry.chunks(source, IN, n))
+            got = await pull(
+                v,
+                lambda: self.sources_of(v),
+                node.links,
+                self.files,
+                self.pulling,
+                priority=lambda: peer.priority_of(v),
+                throttle=self.ingress,
+                stored=lambda: node.submit(FileStored(item=v.item, digest=v.digest)),
+                me=peer.me,
+                received=lambda source, n: node.telemetry.chunks(source, IN, n),
+            )
         except (RingmeshError, OSError) as e:
             self.running.pop(key, None)
             node.count("transfers_disk_full" if isinstance(e, DiskFull) else "transfers_failed")
             node.telemetry.transfer(peer.priority_of(v).label, "failed")
-            log.warning("transfer of %s %s failed: %s", v.item, v.digest[:12], e,
-                        extra=about(item=str(v.item), digest=v.digest))
+            log.warning(
+                "transfer of %s %s failed: %s", v.item, v.digest[:12], e, extra=about(item=str(v.item), digest=v.digest)
+            )
             node.submit_nowait(TransferFailed(item=v.item, digest=v.digest, reason=str(e)))
             return
         started = self.running.pop(key, (None, None, time.time()))[2]
@@ -75,16 +90,26 @@ class Transfers:
         node.count("bytes_received", got.fetched_bytes)
         node.count("bytes_resumed", got.resumed_bytes)
         sources = ",".join(got.sources)
-        log.info("got %s %s (%d bytes%s) from %s in %.2fs", v.item, v.digest[:12], v.size,
-                 f", {got.resumed_bytes} resumed" if got.resumed_bytes else "", sources or "disk",
-                 time.time() - started, extra=about(item=str(v.item), digest=v.digest, peer=sources or None))
+        log.info(
+            "got %s %s (%d bytes%s) from %s in %.2fs",
+            v.item,
+            v.digest[:12],
+            v.size,
+            f", {got.resumed_bytes} resumed" if got.resumed_bytes else "",
+            sources or "disk",
+            time.time() - started,
+            extra=about(item=str(v.item), digest=v.digest, peer=sources or None),
+        )
 
     def sources_of(self, v: FileVersion) -> tuple[list[str], list[str]]:
         """Healthy peers holding `v` whole, and healthy peers in the middle of it."""
         peer, now, key = self.node.peer, time.time(), (v.item, v.digest)
         ok = [h for h in catalog.holders(peer.manifest).get(key, []) if h != peer.me and peer.healthy(h, now)]
-        mid = [h for h in catalog.holders(peer.manifest, catalog.PULLING).get(key, [])
-               if h != peer.me and peer.healthy(h, now)]
+        mid = [
+            h
+            for h in catalog.holders(peer.manifest, catalog.PULLING).get(key, [])
+            if h != peer.me and peer.healthy(h, now)
+        ]
         return ok, mid
 
     async def _discard_after(self, task: asyncio.Task, digest: str) -> None:

@@ -46,7 +46,9 @@ def rate_setting(env_name: str, configured: int | None, env: Mapping[str, str] |
         except ValueError:
             value = -1
         if value < 0:
-            raise ConfigError(f"environment: {env_name}: expected a whole number of bytes/s >= 0 (0: no limit), got {raw!r}")
+            raise ConfigError(
+                f"environment: {env_name}: expected a whole number of bytes/s >= 0 (0: no limit), got {raw!r}"
+            )
         return value or None
     return configured or None
 
@@ -69,8 +71,9 @@ def priority_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -
 class Throttle:
     """One direction of one host's byte budget. `rate_bytes_per_s` None (or 0): no limit, only counted."""
 
-    def __init__(self, rate_bytes_per_s: int | None, burst_bytes: int | None = None,
-                 weights: Mapping[Priority, int] = WEIGHTS) -> None:
+    def __init__(
+        self, rate_bytes_per_s: int | None, burst_bytes: int | None = None, weights: Mapping[Priority, int] = WEIGHTS
+    ) -> None:
         self.rate = rate_bytes_per_s or None
         self.burst = (burst_bytes or default_burst(self.rate)) if self.rate else None
         self._limiter = Limiter(self.rate, self.burst, weights) if self.rate else None
@@ -133,7 +136,9 @@ class Throttle:
 
     def report(self) -> dict:
         return {
-            "rate_bytes_per_s": self.rate, "burst_bytes": self.burst, "waiting": self.waiting,
+            "rate_bytes_per_s": self.rate,
+            "burst_bytes": self.burst,
+            "waiting": self.waiting,
             "granted_bytes": {p.label: self.granted[p] for p in sorted(Priority, reverse=True)},
         }
 

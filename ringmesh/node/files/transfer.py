@@ -15,16 +15,16 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from ringmesh.node.wire import codec
 from ringmesh.core import recipe
 from ringmesh.core.bandwidth import Priority
 from ringmesh.core.errors import RemoteProtocolError, RingmeshError
 from ringmesh.core.messages import FileVersion
 from ringmesh.core.swarm import Swarm
 from ringmesh.node.files.store import FileStore, Partial, disk_full
+from ringmesh.node.files.throttle import Throttle, priority_metadata
+from ringmesh.node.wire import codec
 from ringmesh.node.wire.links import Links
 from ringmesh.ops.logs import about
-from ringmesh.node.files.throttle import Throttle, priority_metadata
 
 log = logging.getLogger("ringmesh.node.files.transfer")
 FRAME = 4 << 20  # gRPC messages are capped at 8 MiB (links.MAX_MESSAGE)
@@ -83,10 +83,21 @@ class Pulled:
 Sources = Callable[[], tuple[list[str], list[str]]]  # -> (complete holders, peers pulling it)
 
 
-async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore, registry: dict[str, Progress], *,
-               stored: Callable[[], Awaitable[None]], priority: Priority | Callable[[], Priority] = Priority.NORMAL,
-               throttle: Throttle | None = None, per_peer: int = 4, stall: float = 60.0,
-               me: str | None = None, received: Callable[[str, int], None] | None = None) -> Pulled:
+async def pull(
+    v: FileVersion,
+    sources: Sources,
+    links: Links,
+    files: FileStore,
+    registry: dict[str, Progress],
+    *,
+    stored: Callable[[], Awaitable[None]],
+    priority: Priority | Callable[[], Priority] = Priority.NORMAL,
+    throttle: Throttle | None = None,
+    per_peer: int = 4,
+    stall: float = 60.0,
+    me: str | None = None,
+    received: Callable[[str, int], None] | None = None,
+) -> Pulled:
     """Fetch `v` from every source at once, chunk by chunk (`core/swarm.py` decides which chunk
     to ask whom for), resuming from the chunks a previous pull verified.
 
@@ -110,7 +121,13 @@ async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore,
     digests = await _own_recipe(v, files) or await _recipe(v, complete + pulling, links, errors)
     partial = await asyncio.to_thread(files.open_partial, v, digests)
     if partial.have:
-        log.info("resuming %s %s: %d of %d chunks verified on disk", v.item, v.digest[:12], len(partial.have), partial.n_chunks)
+        log.info(
+            "resuming %s %s: %d of %d chunks verified on disk",
+            v.item,
+            v.digest[:12],
+            len(partial.have),
+            partial.n_chunks,
+        )
     progress = registry[v.digest] = Progress(partial)
     swarm = Swarm(len(digests), random.Random(), per_peer=per_peer, endgame_after=ENDGAME_AFTER)
     swarm.have |= partial.have
@@ -176,8 +193,16 @@ async def pull(v: FileVersion, sources: Sources, links: Links, files: FileStore,
                     msg = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
                     code = err.code().name if isinstance(err, grpc.aio.AioRpcError) else type(err).__name__
                     errors.append(f"{peer}: {code} {msg}")
-                    log.warning("pull %s %s: chunk %d from %s failed: %s %s", v.item, v.digest[:12], chunk, peer, code, msg,
-                                extra=about(peer=peer, item=str(v.item), digest=v.digest))
+                    log.warning(
+                        "pull %s %s: chunk %d from %s failed: %s %s",
+                        v.item,
+                        v.digest[:12],
+                        chunk,
+                        peer,
+                        code,
+                        msg,
+                        extra=about(peer=peer, item=str(v.item), digest=v.digest),
+                    )
                     swarm.failed(peer, time.monotonic(), chunk)
                 elif disk_full(err):
                     raise DiskFull(f"disk full writing {v.item}: {err}") from err
@@ -259,13 +284,22 @@ async def _watch(peer: str, stub, v: FileVersion, swarm: Swarm, kick: asyncio.Ev
         log.debug("watching %s for %s: %s", peer, v.digest[:12], e.code().name)
 
 
-async def _fetch(stub, v: FileVersion, chunk: int, partial: Partial, links: Links,
-                 priority: Priority, throttle: Throttle | None, me: str | None = None) -> int:
+async def _fetch(
+    stub,
+    v: FileVersion,
+    chunk: int,
+    partial: Partial,
+    links: Links,
+    priority: Priority,
+    throttle: Throttle | None,
+    me: str | None = None,
+) -> int:
     """One chunk from one source: streamed, verified, written in place. Returns its size."""
     metadata = priority_metadata(priority) + (((CALLER_METADATA, me),) if me else ())
     call = stub.FetchChunks(
         codec.ChunkRequest(digest=v.digest, indices=[chunk]),
-        timeout=links.deadlines.transfer(v.chunk_size), metadata=metadata,
+        timeout=links.deadlines.transfer(v.chunk_size),
+        metadata=metadata,
     )
     got = 0
     async for index, data in _assemble(call, v, priority, throttle):
@@ -278,8 +312,9 @@ async def _fetch(stub, v: FileVersion, chunk: int, partial: Partial, links: Link
     return recipe.chunk_span(chunk, v.size, v.chunk_size)[1]
 
 
-async def _assemble(frames, v: FileVersion, priority: Priority = Priority.NORMAL,
-                    throttle: Throttle | None = None) -> AsyncIterator[tuple[int, bytes]]:
+async def _assemble(
+    frames, v: FileVersion, priority: Priority = Priority.NORMAL, throttle: Throttle | None = None
+) -> AsyncIterator[tuple[int, bytes]]:
     """Join frames into whole chunks, checking each frame's place; each frame received waits
     for the ingress throttle before the next is read. A chunk that comes as one frame (the
     usual case: chunks of up to 4 MiB) is passed on as received, without a copy."""

@@ -58,8 +58,11 @@ class GameStreams:
             return
         self.node.count("games_stored", len(e.games))
         await self._publish_held()
-        self.node.submit_nowait(GamesStored(origin=e.origin, config_key=e.config_key,
-                                            seqs=tuple(q for q, _ in e.games), hw=hw, ack_to=e.ack_to))
+        self.node.submit_nowait(
+            GamesStored(
+                origin=e.origin, config_key=e.config_key, seqs=tuple(q for q, _ in e.games), hw=hw, ack_to=e.ack_to
+            )
+        )
 
     async def read(self, e: ReadGames) -> None:
         games = await self.node.in_store(self.games.read, e.origin, e.config_key, e.first, e.last)
@@ -72,8 +75,9 @@ class GameStreams:
 
     # -- intake ----------------------------------------------------------------------------
 
-    async def publish(self, config_key: str, payloads: list[bytes],
-                      schemas: dict[str, gameschema.Schema] | None = None) -> list[int]:
+    async def publish(
+        self, config_key: str, payloads: list[bytes], schemas: dict[str, gameschema.Schema] | None = None
+    ) -> list[int]:
         """Intake: append to our stream, fsync, then let the core push them; returns the seqs.
         `schemas`: the game schemas the records name; each new one is published once (a fact)."""
         node = self.node
@@ -87,15 +91,17 @@ class GameStreams:
             self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
         node.count("games_published", len(games))
         await self._publish_held()
-        await node.submit(GamesStored(origin=me, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw,
-                                      games=games))
+        await node.submit(
+            GamesStored(origin=me, config_key=config_key, seqs=tuple(q for q, _ in games), hw=hw, games=games)
+        )
         return [q for q, _ in games]
 
     async def wait_durable(self, config_key: str, seq: int, timeout: float) -> bool:
         async with self.durable_changed:
             try:
                 await asyncio.wait_for(
-                    self.durable_changed.wait_for(lambda: self.durable.get(config_key, 0) >= seq), timeout)
+                    self.durable_changed.wait_for(lambda: self.durable.get(config_key, 0) >= seq), timeout
+                )
             except asyncio.TimeoutError:
                 return False
         return True
@@ -119,7 +125,9 @@ class GameStreams:
         cursors = self.node.data_dir / "ingest-cursors.json"
         while True:
             try:
-                n = await asyncio.to_thread(ingest, patterns, cursors, publish, min_moves=self.node.config.watch_min_moves)
+                n = await asyncio.to_thread(
+                    ingest, patterns, cursors, publish, min_moves=self.node.config.watch_min_moves
+                )
                 if n:
                     log.info("watch: took %d game(s) from %s", n, ", ".join(patterns))
             except Exception as e:  # a broken database must not stop the daemon
@@ -135,8 +143,9 @@ class GameStreams:
             await asyncio.sleep(every)
             for key, times in list(self.stored_at.items()):
                 held = None if self.games.held is None else await self.node.in_store(self.games.held.floor, origin, key)
-                floor = streams.retention_floor(self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0),
-                                                held_from=held)
+                floor = streams.retention_floor(
+                    self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0), held_from=held
+                )
                 if floor > done.get(key, 0):
                     dropped = await self.node.in_store(self.games.log.drop_through, origin, key, floor)
                     done[key] = floor
@@ -150,7 +159,7 @@ class GameStreams:
         """Game schemas that reached the manifest (`gs/` facts, as `(origin, fact)`): known from
         now on, and the games that waited for them land."""
         for origin, f in facts:
-            fp = f.key[len(catalog.SCHEMA_PREFIX):]
+            fp = f.key[len(catalog.SCHEMA_PREFIX) :]
             if f.key.startswith(catalog.SCHEMA_PREFIX) and not f.tombstone and fp not in self.games.schemas:
                 try:
                     self._know_schema(fp, gameschema.Schema.decode(f.value, fp))

@@ -23,8 +23,15 @@ from ringmesh.node.games import gameschema
 from ringmesh.node.games.gamedb_schema import CHILD_TABLES, COMPLETED_STATUSES, OPEN_STATUSES, SCHEMA, SCHEMA_VERSION
 
 __all__ = [
-    "SCHEMA", "SCHEMA_VERSION", "CLUSTER_MIN_MOVES", "create_db",
-    "read_completed_games", "open_consumer_db", "append_games", "min_moves_for", "BOARDS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "CLUSTER_MIN_MOVES",
+    "create_db",
+    "read_completed_games",
+    "open_consumer_db",
+    "append_games",
+    "min_moves_for",
+    "BOARDS",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ def min_moves_for(board: str, num_players: int, min_moves: int | str | None) -> 
 
 
 # ----------------------------------------------------------------------------- connections
+
 
 def _connect_rw(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
@@ -104,8 +112,9 @@ def create_db(path: str | Path, *, synchronous: str = "NORMAL") -> sqlite3.Conne
     """Create (or open) a self-play database with the schema; WAL, foreign keys on."""
     conn = _connect_rw(path, synchronous=synchronous)
     conn.executescript(SCHEMA)
-    conn.execute("INSERT OR IGNORE INTO schema_metadata(key, value) VALUES ('schema_version', ?)",
-                 (str(SCHEMA_VERSION),))
+    conn.execute(
+        "INSERT OR IGNORE INTO schema_metadata(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+    )
     return conn
 
 
@@ -118,8 +127,12 @@ _FETCH_BATCH = 16
 def _child_tables(conn: sqlite3.Connection) -> list[tuple[str, list[str], list[str]]]:
     """Every table with a foreign key to ``games``: (name, columns, primary-key columns)."""
     out = []
-    names = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+        )
+    ]
     order = {t: i for i, t in enumerate(CHILD_TABLES)}
     for name in sorted(names, key=lambda t: (order.get(t, len(order)), t)):
         if name == "games":
@@ -133,14 +146,19 @@ def _child_tables(conn: sqlite3.Connection) -> list[tuple[str, list[str], list[s
     return out
 
 
-def _fetch_game(conn: sqlite3.Connection, game_id: str, games_cols: list[str],
-                children: list[tuple[str, list[str], list[str]]]) -> dict | None:
+def _fetch_game(
+    conn: sqlite3.Connection, game_id: str, games_cols: list[str], children: list[tuple[str, list[str], list[str]]]
+) -> dict | None:
     row = conn.execute("SELECT * FROM games WHERE game_id=?", (game_id,)).fetchone()
     if row is None:
         return None
     g = dict(zip(games_cols, row))
-    rec: dict[str, Any] = {"game_id": game_id, "config_key": f"{g.get('board_type')}_{g.get('num_players')}p",
-           "tables": {"games": [tuple(row)]}, "columns": {"games": list(games_cols)}}
+    rec: dict[str, Any] = {
+        "game_id": game_id,
+        "config_key": f"{g.get('board_type')}_{g.get('num_players')}p",
+        "tables": {"games": [tuple(row)]},
+        "columns": {"games": list(games_cols)},
+    }
     for name, cols, pk in children:
         order = ", ".join(f'"{c}"' for c in pk)
         rows = conn.execute(f'SELECT * FROM "{name}" WHERE game_id=? ORDER BY {order}', (game_id,)).fetchall()
@@ -149,8 +167,14 @@ def _fetch_game(conn: sqlite3.Connection, game_id: str, games_cols: list[str],
     return rec
 
 
-def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_moves: int | str | None = None,
-                         limit: int | None = None, schemas: dict | None = None) -> tuple[list[dict], dict]:
+def read_completed_games(
+    path: str | Path,
+    cursor: dict | None = None,
+    *,
+    min_moves: int | str | None = None,
+    limit: int | None = None,
+    schemas: dict | None = None,
+) -> tuple[list[dict], dict]:
     """Take the completed games not yet taken out of a (live) self-play database.
 
     Returns ``(records, cursor)``; pass the cursor back on the next call (it is plain data,
@@ -201,15 +225,17 @@ def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_mo
     try:
         conn.execute("BEGIN")
         try:
-            scanned = conn.execute("SELECT rowid, game_id, game_status FROM games WHERE rowid > ? ORDER BY rowid",
-                                   (floor,)).fetchall()
+            scanned = conn.execute(
+                "SELECT rowid, game_id, game_status FROM games WHERE rowid > ? ORDER BY rowid", (floor,)
+            ).fetchall()
             plist = sorted(pending)
             found: dict[str, tuple[int, str]] = {}
             for i in range(0, len(plist), 500):
-                chunk = plist[i:i + 500]
+                chunk = plist[i : i + 500]
                 for rowid, gid, status in conn.execute(
-                        f"SELECT rowid, game_id, game_status FROM games WHERE game_id IN ({','.join('?' * len(chunk))})",
-                        chunk):
+                    f"SELECT rowid, game_id, game_status FROM games WHERE game_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ):
                     found[gid] = (rowid, status)
         finally:
             conn.execute("COMMIT")
@@ -290,6 +316,7 @@ def read_completed_games(path: str | Path, cursor: dict | None = None, *, min_mo
 
 # ----------------------------------------------------------------------------- consumption
 
+
 def open_consumer_db(path: str | Path) -> sqlite3.Connection:
     """A local consumer database (WAL: readable while written). Its tables come from the
     schemas of the records it takes in (`append_games`)."""
@@ -309,9 +336,15 @@ def builtin_schema() -> gameschema.Schema:
     return _BUILTIN[0]
 
 
-def append_games(db: sqlite3.Connection, records: Iterable[dict], *, rejected: list | None = None,
-                 schemas: dict | None = None, adapted: set | None = None,
-                 waiting: list | None = None) -> tuple[int, int]:
+def append_games(
+    db: sqlite3.Connection,
+    records: Iterable[dict],
+    *,
+    rejected: list | None = None,
+    schemas: dict | None = None,
+    adapted: set | None = None,
+    waiting: list | None = None,
+) -> tuple[int, int]:
     """Append game records in one transaction; returns ``(inserted, duplicates)``.
 
     Rows go in the writer's order — the ``games`` row as ``active``, then each child table in
@@ -413,6 +446,4 @@ def _insert_rows(db: sqlite3.Connection, table: str, cols: list[str], rows: list
     if not table.replace("_", "").isalnum():
         raise sqlite3.OperationalError(f"bad table name {table!r}")
     names = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
-    db.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({",".join("?" * len(cols))})',
-                   [tuple(r) for r in rows])
-
+    db.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({",".join("?" * len(cols))})', [tuple(r) for r in rows])

@@ -123,8 +123,14 @@ class Games:
         rejected: list = []
         waiting: list = []
         try:
-            inserted, dups = gamedb.append_games(db, records, rejected=rejected, schemas=self.schemas,
-                                                 adapted=self.adapted.setdefault(config_key, set()), waiting=waiting)
+            inserted, dups = gamedb.append_games(
+                db,
+                records,
+                rejected=rejected,
+                schemas=self.schemas,
+                adapted=self.adapted.setdefault(config_key, set()),
+                waiting=waiting,
+            )
         except sqlite3.Error as e:  # the database itself failed (disk, adapting its schema): hold them all
             self.dbs.pop(config_key, None)
             db.close()
@@ -138,8 +144,14 @@ class Games:
             log.warning("game %s of %s refused by the database: %s", game_id, config_key, err)
             self.held.hold(config_key, *where[game_id], game_id, None, "refused", err)
         for rec, fp in waiting:
-            self.held.hold(config_key, *where[rec["game_id"]], rec["game_id"], fp, "waiting",
-                           f"its schema {fp} is not known here yet")
+            self.held.hold(
+                config_key,
+                *where[rec["game_id"]],
+                rec["game_id"],
+                fp,
+                "waiting",
+                f"its schema {fp} is not known here yet",
+            )
         kept = {where[g] for g, _ in rejected} | {where[r["game_id"]] for r, _ in waiting}
         if kept:
             self.held_summary = self.held.per_config()
@@ -185,8 +197,13 @@ def save_cursors(path: str | Path, cursors: dict[str, Any]) -> None:
 
 
 def ingest(
-    patterns: Iterable[str], cursors_path: str | Path, publish: Callable[[str, list[dict[str, Any]], dict], Any],
-    *, min_moves: int | str | None = None, batch: int = 64, progress: Callable[[int, int, int], None] | None = None,
+    patterns: Iterable[str],
+    cursors_path: str | Path,
+    publish: Callable[[str, list[dict[str, Any]], dict], Any],
+    *,
+    min_moves: int | str | None = None,
+    batch: int = 64,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> int:
     """Take the completed games of the self-play databases matching `patterns` (paths or globs),
     each once: a database's cursor is saved only after `publish(config_key, records, schemas)`
@@ -204,16 +221,18 @@ def ingest(
 
     def report() -> None:
         if progress:
-            done = sum(max(0, min(ends[p], int((cursors.get(os.path.abspath(p)) or {}).get("hw", 0))) - start[p])
-                       for p in ends)
+            done = sum(
+                max(0, min(ends[p], int((cursors.get(os.path.abspath(p)) or {}).get("hw", 0))) - start[p]) for p in ends
+            )
             progress(done, todo, total)
 
     for path in paths:
         key = os.path.abspath(path)
         while True:
             schemas: dict = {}
-            records, cursor = gamedb.read_completed_games(path, cursors.get(key), min_moves=min_moves, limit=batch,
-                                                          schemas=schemas)
+            records, cursor = gamedb.read_completed_games(
+                path, cursors.get(key), min_moves=min_moves, limit=batch, schemas=schemas
+            )
             by_config: dict[str, list[dict[str, Any]]] = {}
             for r in records:
                 by_config.setdefault(r["config_key"], []).append(r)
@@ -245,22 +264,27 @@ class Held:
     def close(self) -> None:
         self.db.close()
 
-    def hold(self, config_key: str, origin: str, seq: int, game_id: str | None, schema: str | None, kind: str,
-             reason: str) -> None:
+    def hold(
+        self, config_key: str, origin: str, seq: int, game_id: str | None, schema: str | None, kind: str, reason: str
+    ) -> None:
         now = time.time()
-        self.db.execute("""INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (config_key, origin, seq)
+        self.db.execute(
+            """INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (config_key, origin, seq)
                            DO UPDATE SET kind=excluded.kind, reason=excluded.reason, schema=excluded.schema,
                            last_tried=excluded.last_tried""",
-                        (config_key, origin, seq, game_id, schema, kind, reason[:500], now, now))
+            (config_key, origin, seq, game_id, schema, kind, reason[:500], now, now),
+        )
 
     def release(self, config_key: str, done: list[tuple[str, int]]) -> None:
-        self.db.executemany("DELETE FROM held WHERE config_key=? AND origin=? AND seq=?",
-                            [(config_key, o, q) for o, q in done])
+        self.db.executemany(
+            "DELETE FROM held WHERE config_key=? AND origin=? AND seq=?", [(config_key, o, q) for o, q in done]
+        )
 
     def select(self, config_key: str | None, fingerprints: set[str] | None) -> dict[str, list[tuple[str, int]]]:
         out: dict[str, list[tuple[str, int]]] = {}
         for key, origin, seq, schema in self.db.execute(
-                "SELECT config_key, origin, seq, schema FROM held ORDER BY config_key, origin, seq"):
+            "SELECT config_key, origin, seq, schema FROM held ORDER BY config_key, origin, seq"
+        ):
             if (config_key is None or key == config_key) and (fingerprints is None or schema in fingerprints):
                 out.setdefault(key, []).append((origin, seq))
         return out
@@ -283,10 +307,14 @@ class Held:
     def streams(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """`{config_key: {origin: held seqs}}` (what `gh/` facts publish)."""
         out: dict[str, dict[str, list[int]]] = {}
-        for key, origin, seq in self.db.execute("SELECT config_key, origin, seq FROM held ORDER BY config_key, origin, seq"):
+        for key, origin, seq in self.db.execute(
+            "SELECT config_key, origin, seq FROM held ORDER BY config_key, origin, seq"
+        ):
             out.setdefault(key, {}).setdefault(origin, []).append(seq)
         return {k: {o: tuple(qs) for o, qs in v.items()} for k, v in out.items()}
 
     def floor(self, origin: str, config_key: str) -> int | None:
         """The lowest held seq of a stream (retention keeps it and what follows)."""
-        return self.db.execute("SELECT min(seq) FROM held WHERE origin=? AND config_key=?", (origin, config_key)).fetchone()[0]
+        return self.db.execute(
+            "SELECT min(seq) FROM held WHERE origin=? AND config_key=?", (origin, config_key)
+        ).fetchone()[0]

@@ -37,8 +37,11 @@ import xxhash
 KINDS = ("table", "index", "trigger")
 MAX_SCHEMA_BYTES = 60 * 1024  # fits one manifest fact
 MAX_PLAIN_BYTES = 1 << 20  # what one decompresses to at most
-_STATEMENT = {"table": re.compile(r"\s*CREATE\s+TABLE\s", re.I), "index": re.compile(r"\s*CREATE\s+(UNIQUE\s+)?INDEX\s", re.I),
-              "trigger": re.compile(r"\s*CREATE\s+TRIGGER\s", re.I)}
+_STATEMENT = {
+    "table": re.compile(r"\s*CREATE\s+TABLE\s", re.I),
+    "index": re.compile(r"\s*CREATE\s+(UNIQUE\s+)?INDEX\s", re.I),
+    "trigger": re.compile(r"\s*CREATE\s+TRIGGER\s", re.I),
+}
 #: A trigger that changes rows is not taken from a source: a consumer keeps exactly the rows it was sent.
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE|DROP|ALTER|ATTACH|DETACH|PRAGMA|VACUUM)\b", re.I)
 
@@ -61,7 +64,9 @@ class Schema:
     def encode(self) -> bytes:
         raw = zlib.compress(msgpack.packb([list(o) for o in self.objects]), 6)
         if len(raw) > MAX_SCHEMA_BYTES:
-            raise SchemaError(f"schema of {len(self.objects)} objects is {len(raw)} bytes compressed (limit {MAX_SCHEMA_BYTES})")
+            raise SchemaError(
+                f"schema of {len(self.objects)} objects is {len(raw)} bytes compressed (limit {MAX_SCHEMA_BYTES})"
+            )
         return raw
 
     @classmethod
@@ -76,7 +81,9 @@ class Schema:
         except Exception as e:
             raise SchemaError(f"schema does not decode: {e}") from None
         if any(k not in KINDS or not _STATEMENT[k].match(q) for k, _, _, q in s.objects) or "games" not in s.tables():
-            raise SchemaError("schema without a games table, or with an object that is not a CREATE TABLE, INDEX or TRIGGER")
+            raise SchemaError(
+                "schema without a games table, or with an object that is not a CREATE TABLE, INDEX or TRIGGER"
+            )
         if fingerprint is not None and s.fingerprint != fingerprint:
             raise SchemaError(f"schema's fingerprint is {s.fingerprint}, not {fingerprint}")
         return s
@@ -84,8 +91,12 @@ class Schema:
 
 def game_tables(conn: sqlite3.Connection) -> list[str]:
     """`games` and every table that references a game table, in creation (rowid) order."""
-    names = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+        )
+    ]
     refs = {n: {fk[2] for fk in conn.execute(f'PRAGMA foreign_key_list("{n}")')} for n in names}
     keep = {"games"} if "games" in names else set()
     grew = True
@@ -101,8 +112,10 @@ def game_tables(conn: sqlite3.Connection) -> list[str]:
 def of_source(conn: sqlite3.Connection) -> Schema:
     """The game-data part of a database's schema, as its `sqlite_master` has it."""
     tables = game_tables(conn)
-    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
-                        "AND name NOT LIKE 'sqlite_%' ORDER BY rowid").fetchall()
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    ).fetchall()
     order = {t: i for i, t in enumerate(tables)}
     objs = [(k, n, t, q) for k, n, t, q in rows if t in order and k in KINDS]
     objs.sort(key=lambda o: (KINDS.index(o[0]), order[o[2]] if o[0] != "table" else order[o[1]], o[1]))
@@ -160,14 +173,20 @@ def adapt(db: sqlite3.Connection, schema: Schema) -> list[str]:
             db.execute(sql)
             done.append(f"created table {name}")
             continue
-        cols = {r[1] for r in db.execute(f'PRAGMA table_info({_quote(name)})')}
+        cols = {r[1] for r in db.execute(f"PRAGMA table_info({_quote(name)})")}
         for _cid, col, ctype, _notnull, default, _pk in declared[name]:
             if col not in cols:
-                db.execute(f"ALTER TABLE {_quote(name)} ADD COLUMN {_quote(col)} {ctype or ''}"
-                           + (f" DEFAULT {default}" if default is not None else ""))
+                db.execute(
+                    f"ALTER TABLE {_quote(name)} ADD COLUMN {_quote(col)} {ctype or ''}"
+                    + (f" DEFAULT {default}" if default is not None else "")
+                )
                 done.append(f"added column {name}.{col}")
     for kind, name, table, sql in schema.objects:
-        if kind == "trigger" and name not in have and _WRITES.search(sql.split("BEGIN", 1)[-1] if "BEGIN" in sql.upper() else ""):
+        if (
+            kind == "trigger"
+            and name not in have
+            and _WRITES.search(sql.split("BEGIN", 1)[-1] if "BEGIN" in sql.upper() else "")
+        ):
             done.append(f"skipped trigger {name}: it changes rows (a consumer keeps exactly the rows it was sent)")
             continue
         if kind != "table" and name not in have:
@@ -183,9 +202,13 @@ def adapt_once(db: sqlite3.Connection, schema: Schema) -> list[str]:
     """`adapt`, once per schema per database: the fingerprints a database took are kept in it
     (`ringmesh_schemas`, not game data), so that what an operator changed afterwards (a trigger
     dropped, an index removed) stays as they left it."""
-    db.execute("CREATE TABLE IF NOT EXISTS ringmesh_schemas (fingerprint TEXT PRIMARY KEY, tables TEXT, adapted_at TEXT)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS ringmesh_schemas (fingerprint TEXT PRIMARY KEY, tables TEXT, adapted_at TEXT)"
+    )
     if db.execute("SELECT 1 FROM ringmesh_schemas WHERE fingerprint=?", (schema.fingerprint,)).fetchone():
         return []
     done = adapt(db, schema)
-    db.execute("INSERT INTO ringmesh_schemas VALUES (?, ?, datetime('now'))", (schema.fingerprint, ",".join(schema.tables())))
+    db.execute(
+        "INSERT INTO ringmesh_schemas VALUES (?, ?, datetime('now'))", (schema.fingerprint, ",".join(schema.tables()))
+    )
     return done

@@ -170,8 +170,15 @@ class _Stream:
 class StreamLog:
     """Append-only per-stream game logs under `root_dir`. See the module docstring."""
 
-    def __init__(self, root_dir: str | os.PathLike, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 compress_level: int | None = 1, verify_all: bool = False, max_open_readers: int = 64) -> None:
+    def __init__(
+        self,
+        root_dir: str | os.PathLike,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        compress_level: int | None = 1,
+        verify_all: bool = False,
+        max_open_readers: int = 64,
+    ) -> None:
         self.root = Path(root_dir)
         self.segment_bytes = int(segment_bytes)
         self.compress_level = compress_level
@@ -243,7 +250,7 @@ class StreamLog:
                     reason = "partial header"
                     break
                 if data is not None:
-                    head = data[off:off + HEADER_SIZE]
+                    head = data[off : off + HEADER_SIZE]
                 else:
                     f.seek(off)
                     head = f.read(HEADER_SIZE)
@@ -255,7 +262,7 @@ class StreamLog:
                 if end > fsize:
                     reason = "partial record"
                     break
-                if data is not None and _checksum(head, memoryview(data)[off + HEADER_SIZE:end]) != csum:
+                if data is not None and _checksum(head, memoryview(data)[off + HEADER_SIZE : end]) != csum:
                     reason = "bad checksum"
                     break
                 if seq not in st.index:
@@ -505,8 +512,9 @@ class StreamLog:
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, origin: str, config_key: str, from_seq: int, to_seq: int,
-             limit: int | None = None) -> list[tuple[int, bytes]]:
+    def read(
+        self, origin: str, config_key: str, from_seq: int, to_seq: int, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
         """The stored games with from_seq <= seq <= to_seq, in seq order, decompressed
         (missing seqs are skipped; at most `limit` of them)."""
         with self._lock:

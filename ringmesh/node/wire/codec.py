@@ -90,11 +90,13 @@ class Malformed:
 
 def request_parser(cls):
     """`bytes -> message`, or `Malformed` for bytes that are not one (for the servers)."""
+
     def parse(raw: bytes):
         try:
             return cls.FromString(raw)
         except (DecodeError, RuntimeWarning, ValueError, RecursionError) as e:
             return Malformed(f"undecodable {cls.DESCRIPTOR.name}: {e}")
+
     return parse
 
 
@@ -102,8 +104,10 @@ def service_methods(service: str) -> tuple[str, list[tuple[str, type, type, bool
     """The full name of `service` ("Peer", "Local") and `(method, request class, reply class,
     server streaming)` of each of its methods."""
     desc = pb.DESCRIPTOR.services_by_name[service]
-    return desc.full_name, [(m.name, getattr(pb, m.input_type.name), getattr(pb, m.output_type.name),
-                             m.server_streaming) for m in desc.methods]
+    return desc.full_name, [
+        (m.name, getattr(pb, m.input_type.name), getattr(pb, m.output_type.name), m.server_streaming)
+        for m in desc.methods
+    ]
 
 
 # Small messages whose fields map one to one: core type -> (oneof field, field names).
@@ -124,7 +128,9 @@ _SIMPLE_BY_FIELD = {name: (cls, fields) for cls, (name, fields) in _SIMPLE.items
 
 def _digest_pb(digest) -> list[pb.OriginDigest]:
     return [
-        pb.OriginDigest(origin=o, incarnation=d.incarnation, heartbeat=d.heartbeat, max_counter=d.max_counter, floor=d.floor)
+        pb.OriginDigest(
+            origin=o, incarnation=d.incarnation, heartbeat=d.heartbeat, max_counter=d.max_counter, floor=d.floor
+        )
         for o, d in sorted(digest.items())
     ]
 
@@ -132,8 +138,13 @@ def _digest_pb(digest) -> list[pb.OriginDigest]:
 def _delta_pb(delta: Delta) -> list[pb.OriginDelta]:
     return [
         pb.OriginDelta(
-            origin=od.origin, incarnation=od.incarnation, heartbeat=od.heartbeat, floor=od.floor, reset=od.reset,
-            from_counter=od.from_counter, max_counter=od.max_counter,
+            origin=od.origin,
+            incarnation=od.incarnation,
+            heartbeat=od.heartbeat,
+            floor=od.floor,
+            reset=od.reset,
+            from_counter=od.from_counter,
+            max_counter=od.max_counter,
             facts=[pb.Fact(key=f.key, value=f.value, counter=f.counter, deleted_at=f.deleted_at) for f in od.facts],
         )
         for od in delta.origins
@@ -157,8 +168,9 @@ def encode_envelope(env: Envelope, sender_address: str) -> pb.Envelope:
     elif isinstance(body, GamesAck):
         out.games_ack.MergeFrom(pb.GamesAck(origin=body.origin, config_key=body.config_key, seqs=body.seqs))
     elif isinstance(body, PullGames):
-        out.pull_games.MergeFrom(pb.PullGames(origin=body.origin, config_key=body.config_key, first=body.first,
-                                              last=body.last))
+        out.pull_games.MergeFrom(
+            pb.PullGames(origin=body.origin, config_key=body.config_key, first=body.first, last=body.last)
+        )
     elif type(body) in _SIMPLE:
         name, fields = _SIMPLE[type(body)]
         getattr(out, name).MergeFrom(getattr(pb, type(body).__name__)(**{f: getattr(body, f) for f in fields}))
@@ -209,10 +221,18 @@ def _delta(entries) -> Delta:
             raise RemoteProtocolError("reset delta must start at counter 0")
         if od.from_counter > od.max_counter:
             raise RemoteProtocolError("delta range inverted")
-        out.append(OriginDelta(
-            check_node_id(od.origin), od.incarnation, od.heartbeat, od.floor, od.reset,
-            od.from_counter, od.max_counter, facts,
-        ))
+        out.append(
+            OriginDelta(
+                check_node_id(od.origin),
+                od.incarnation,
+                od.heartbeat,
+                od.floor,
+                od.reset,
+                od.from_counter,
+                od.max_counter,
+                facts,
+            )
+        )
     return Delta(tuple(out))
 
 
@@ -228,25 +248,35 @@ def decode_envelope(msg: pb.Envelope) -> Envelope:
         body = Ack(delta=_delta(msg.ack.delta))
     elif which in ("push_games", "games_batch"):
         part = getattr(msg, which)
-        if len(part.games) > MAX_GAMES or any(len(g.data) > MAX_GAME_BYTES or not 0 < g.seq <= MAX_NUMBER
-                                              for g in part.games):
+        if len(part.games) > MAX_GAMES or any(
+            len(g.data) > MAX_GAME_BYTES or not 0 < g.seq <= MAX_NUMBER for g in part.games
+        ):
             raise RemoteProtocolError("games out of bounds")
         cls = PushGames if which == "push_games" else GamesBatch
         if cls is PushGames and host_of(part.origin) != sender:
             raise RemoteProtocolError(f"{sender} pushes games of another host's stream {part.origin[:40]!r}")
-        body = cls(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),
-                   games=tuple((g.seq, g.data) for g in part.games))
+        body = cls(
+            origin=check_node_id(part.origin),
+            config_key=check_node_id(part.config_key),
+            games=tuple((g.seq, g.data) for g in part.games),
+        )
     elif which == "games_ack":
         part = msg.games_ack
         if len(part.seqs) > MAX_GAMES:
             raise RemoteProtocolError("too many seqs")
         check_number(*part.seqs)
-        body = GamesAck(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key), seqs=tuple(part.seqs))
+        body = GamesAck(
+            origin=check_node_id(part.origin), config_key=check_node_id(part.config_key), seqs=tuple(part.seqs)
+        )
     elif which == "pull_games":
         part = msg.pull_games
         check_number(part.first, part.last)
-        body = PullGames(origin=check_node_id(part.origin), config_key=check_node_id(part.config_key),
-                         first=part.first, last=part.last)
+        body = PullGames(
+            origin=check_node_id(part.origin),
+            config_key=check_node_id(part.config_key),
+            first=part.first,
+            last=part.last,
+        )
     elif which in _SIMPLE_BY_FIELD:
         simple, fields = _SIMPLE_BY_FIELD[which]
         part = getattr(msg, which)

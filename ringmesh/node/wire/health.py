@@ -45,8 +45,7 @@ class Health:
     def __init__(self, server, me: str) -> None:
         self.servicer = _Health(me)
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
-        reflection.enable_server_reflection(
-            (PEER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection((PEER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         self.serving = False
 
     async def set_serving(self) -> None:

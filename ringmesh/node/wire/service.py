@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from ringmesh.node.wire import codec
-from ringmesh.node.games import gameschema
-from ringmesh.ops import reports
 from ringmesh.core import catalog, recipe
 from ringmesh.core.bandwidth import Priority
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.messages import FilePublished, ItemKey, MessageReceived, PrioritySet, SyncRequested
 from ringmesh.node.files.throttle import priority_from_metadata
-from ringmesh.node.wire.tls import peer_identity
-from ringmesh.node.telemetry import IN, OUT
 from ringmesh.node.files.transfer import CALLER_METADATA, frames
+from ringmesh.node.games import gameschema
+from ringmesh.node.telemetry import IN, OUT
+from ringmesh.node.wire import codec
+from ringmesh.node.wire.tls import peer_identity
+from ringmesh.ops import reports
 from ringmesh.v1 import mesh_pb2_grpc
 
 if TYPE_CHECKING:
@@ -49,26 +49,31 @@ def register(server, servicer: PeerService | LocalService) -> None:
     handlers = {}
     for name, request, reply, streaming in methods:
         make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
-        handlers[name] = make(_parsed(servicer, getattr(servicer, name), streaming),
-                              request_deserializer=codec.request_parser(request),
-                              response_serializer=reply.SerializeToString)
+        handlers[name] = make(
+            _parsed(servicer, getattr(servicer, name), streaming),
+            request_deserializer=codec.request_parser(request),
+            response_serializer=reply.SerializeToString,
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_registered_method_handlers(service, handlers)
 
 
 def _parsed(servicer, fn, streaming: bool):
     if streaming:
+
         async def stream(request, context):
             if isinstance(request, codec.Malformed):
                 await servicer.refuse(context, INVALID, request.error)
             async for reply in fn(request, context):
                 yield reply
+
         return stream
 
     async def unary(request, context):
         if isinstance(request, codec.Malformed):
             await servicer.refuse(context, INVALID, request.error)
         return await fn(request, context)
+
     return unary
 
 
@@ -109,8 +114,10 @@ def check_args(args) -> dict[str, str]:
     """The arguments of a query or an order: few, bounded, and the names in them confined."""
     if len(args) > MAX_ARGS:
         raise TooLarge(f"at most {MAX_ARGS} arguments")
-    out = {_text("argument name", k, MAX_ARG_BYTES): _text(f"argument {k[:40]!r}", v, MAX_ARG_BYTES)
-           for k, v in args.items()}
+    out = {
+        _text("argument name", k, MAX_ARG_BYTES): _text(f"argument {k[:40]!r}", v, MAX_ARG_BYTES)
+        for k, v in args.items()
+    }
     if "config_key" in out:
         check_config_key(out["config_key"])
     if "item" in out:  # "name" or "type/name"
@@ -127,8 +134,10 @@ def check_put(request) -> tuple[Path, ItemKey, dict[str, str]]:
     item = catalog.check_item(ItemKey(request.type, request.name or path.name))
     if len(request.attrs) > MAX_ATTRS:
         raise TooLarge(f"at most {MAX_ATTRS} attributes")
-    attrs = {_text("attribute name", k, MAX_ATTR_KEY_BYTES): _text(f"attribute {k[:40]!r}", v, MAX_ATTR_VALUE_BYTES)
-             for k, v in request.attrs.items()}
+    attrs = {
+        _text("attribute name", k, MAX_ATTR_KEY_BYTES): _text(f"attribute {k[:40]!r}", v, MAX_ATTR_VALUE_BYTES)
+        for k, v in request.attrs.items()
+    }
     if not all(attrs):
         raise LocalProtocolError("an attribute without a name")
     if "config_key" in attrs:
@@ -169,12 +178,20 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the client certificate names no host")
         if claimed is not None and claimed != who:
             self.node.count("rejected_identity")
-            self._log_once((who, claimed), "refused a message from %s (certificate) claiming to come from %s", who, claimed)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"the sender {claimed[:128]!r} is not the host of the client certificate {who!r}")
+            self._log_once(
+                (who, claimed), "refused a message from %s (certificate) claiming to come from %s", who, claimed
+            )
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the sender {claimed[:128]!r} is not the host of the client certificate {who!r}",
+            )
         if who not in self.node.config.hosts and who not in self.node.peer.manifest.origins:
-            self._log_once((who, ""), "host %s is in neither the config nor the manifest; its certificate is from "
-                           "our CA, so it is let in (a new host?)", who)
+            self._log_once(
+                (who, ""),
+                "host %s is in neither the config nor the manifest; its certificate is from "
+                "our CA, so it is let in (a new host?)",
+                who,
+            )
         return who
 
     async def Deliver(self, request, context):
@@ -304,11 +321,18 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
             await self.refuse_error(context, e)
         except OSError as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{path}: {e.strerror}")
-        await self.node.submit(FilePublished(item=item, digest=hashed.digest, size=hashed.size,
-                                          chunk_size=hashed.chunk_size, attrs=attrs))
+        await self.node.submit(
+            FilePublished(item=item, digest=hashed.digest, size=hashed.size, chunk_size=hashed.chunk_size, attrs=attrs)
+        )
         v = catalog.newest_versions(self.node.peer.manifest).get(item)
-        return codec.PutReply(type=item.type, name=item.name, digest=hashed.digest, size=hashed.size,
-                              chunk_size=hashed.chunk_size, hlc=v.hlc if v else 0)
+        return codec.PutReply(
+            type=item.type,
+            name=item.name,
+            digest=hashed.digest,
+            size=hashed.size,
+            chunk_size=hashed.chunk_size,
+            hlc=v.hlc if v else 0,
+        )
 
     async def PublishGames(self, request, context):
         try:
@@ -338,7 +362,9 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                 raise LocalProtocolError(f"timeout_s must be a number of seconds, not {request.timeout_s}")
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
-        ok = await self.node.games.wait_durable(request.config_key, request.seq, min(max(request.timeout_s, 0.0), MAX_WAIT_S))
+        ok = await self.node.games.wait_durable(
+            request.config_key, request.seq, min(max(request.timeout_s, 0.0), MAX_WAIT_S)
+        )
         return codec.WaitDurableReply(durable=ok, durable_through=self.node.games.durable.get(request.config_key, 0))
 
     async def Get(self, request, context):
@@ -347,13 +373,16 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         readers = {
-            "status": self.node.status, "ls": self.node.listing,
+            "status": self.node.status,
+            "ls": self.node.listing,
             "recommendations": lambda: reports.recommendations(self.node.view),
             "cluster": lambda: reports.cluster_data(self.node.view),
             "replication_targets": lambda: reports.targets_for(self.node.view, args),
         }
         if request.what == "games_held":
-            return codec.Document(json=json.dumps(await self.node.games.held_games(args.get("config_key") or None), sort_keys=True))
+            return codec.Document(
+                json=json.dumps(await self.node.games.held_games(args.get("config_key") or None), sort_keys=True)
+            )
         if request.what not in readers:
             await self.refuse(context, INVALID, f"unknown query {request.what[:60]!r}")
         try:

@@ -28,9 +28,11 @@ CA_KEY, CA_CERT = "ca.key", "ca.crt"
 CA_DAYS = 3650
 NODE_DAYS = 825
 MAX_CN = 64  # X.509's upper bound for a common name; the SAN carries longer names
-PLAINTEXT_WARNING = ("PLAINTEXT: peers talk without TLS (ringmesh.tls is off or absent): anyone who can reach a "
-                     "peer's port can read the cluster's data and pose as any host; use this only for tests and "
-                     "private networks (see `ringmesh certs init`)")
+PLAINTEXT_WARNING = (
+    "PLAINTEXT: peers talk without TLS (ringmesh.tls is off or absent): anyone who can reach a "
+    "peer's port can read the cluster's data and pose as any host; use this only for tests and "
+    "private networks (see `ringmesh certs init`)"
+)
 
 
 class TlsError(RingmeshError):
@@ -74,8 +76,9 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 def _key_pem(key) -> bytes:
     _x, _h, serialization, *_ = _x509()
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _cert_pem(cert) -> bytes:
@@ -94,25 +97,45 @@ def init_ca(directory: str | os.PathLike, days: int = CA_DAYS) -> tuple[Path, Pa
             raise TlsError(f"{p}: already exists; not overwriting the cluster CA (its certificates would stop working)")
     d.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ringmesh"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"ringmesh cluster CA {secrets.token_hex(4)}")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ringmesh"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"ringmesh cluster CA {secrets.token_hex(4)}"),
+        ]
+    )
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return _write_pair(key_path, key, cert_path, cert)
 
 
-def issue(ca_dir: str | os.PathLike, node: str, out_dir: str | os.PathLike | None = None,
-          days: int = NODE_DAYS) -> tuple[Path, Path]:
+def issue(
+    ca_dir: str | os.PathLike, node: str, out_dir: str | os.PathLike | None = None, days: int = NODE_DAYS
+) -> tuple[Path, Path]:
     """A key and certificate for host `node`, signed by the CA in `ca_dir`: <out>/<node>.key
     (mode 0600) and <out>/<node>.crt. Refuses to overwrite."""
     x509, hashes, serialization, ec, ExtendedKeyUsageOID, NameOID = _x509()
@@ -136,16 +159,31 @@ def issue(ca_dir: str | os.PathLike, node: str, out_dir: str | os.PathLike | Non
         attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, node))
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(node)]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -192,7 +230,9 @@ def _load_key(path: Path, what: str, data: bytes | None = None):
     try:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise TlsError(f"{path}: {what}: encrypted with a passphrase; ringmesh needs an unencrypted key (mode 0600)") from None
+        raise TlsError(
+            f"{path}: {what}: encrypted with a passphrase; ringmesh needs an unencrypted key (mode 0600)"
+        ) from None
     except ValueError:
         raise TlsError(f"{path}: {what}: not a PEM private key") from None
 
@@ -227,8 +267,9 @@ class NodeCredentials:
     key_mode_warning: str | None = None  # the key file is readable by others
 
 
-def load_node(paths: Mapping[str, str], node: str, sources: Mapping[str, str] | None = None,
-              now: dt.datetime | None = None) -> NodeCredentials:
+def load_node(
+    paths: Mapping[str, str], node: str, sources: Mapping[str, str] | None = None, now: dt.datetime | None = None
+) -> NodeCredentials:
     """Read and check this host's TLS files: every file readable and PEM, the key belongs to the
     certificate, the certificate names `node`, is signed by the CA and valid now."""
     x509 = _x509()[0]
@@ -251,19 +292,25 @@ def load_node(paths: Mapping[str, str], node: str, sources: Mapping[str, str] | 
         raise TlsError(f"{where('key')}{files['key']}: this key does not belong to the certificate {files['cert']}")
     names = cert_names(cert)
     if node not in names:
-        raise TlsError(f"{where('cert')}{files['cert']}: the certificate names {', '.join(map(repr, names)) or 'no host'}, "
-                       f"not this host {node!r} (issue one with `ringmesh certs issue {node}`)")
+        raise TlsError(
+            f"{where('cert')}{files['cert']}: the certificate names {', '.join(map(repr, names)) or 'no host'}, "
+            f"not this host {node!r} (issue one with `ringmesh certs issue {node}`)"
+        )
     from cryptography.exceptions import InvalidSignature
 
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as e:  # InvalidSignature has no message
-        raise TlsError(f"{where('cert')}{files['cert']}: not signed by the CA in {files['ca']} "
-                       f"({type(e).__name__}{': ' + str(e) if str(e) else ''})") from None
+        raise TlsError(
+            f"{where('cert')}{files['cert']}: not signed by the CA in {files['ca']} "
+            f"({type(e).__name__}{': ' + str(e) if str(e) else ''})"
+        ) from None
     now = now or dt.datetime.now(dt.timezone.utc)
     for c, f, k in ((ca, files["ca"], "ca"), (cert, files["cert"], "cert")):
         if now < c.not_valid_before_utc:
-            raise TlsError(f"{where(k)}{f}: not valid before {c.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check the clock)")
+            raise TlsError(
+                f"{where(k)}{f}: not valid before {c.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check the clock)"
+            )
         if now > c.not_valid_after_utc:
             raise TlsError(f"{where(k)}{f}: expired on {c.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     try:
@@ -287,15 +334,17 @@ def load_node(paths: Mapping[str, str], node: str, sources: Mapping[str, str] | 
 def server_credentials(creds: NodeCredentials):
     import grpc
 
-    return grpc.ssl_server_credentials([(creds.key_pem, creds.cert_pem)], root_certificates=creds.ca_pem,
-                                       require_client_auth=True)
+    return grpc.ssl_server_credentials(
+        [(creds.key_pem, creds.cert_pem)], root_certificates=creds.ca_pem, require_client_auth=True
+    )
 
 
 def channel_credentials(creds: NodeCredentials):
     import grpc
 
-    return grpc.ssl_channel_credentials(root_certificates=creds.ca_pem, private_key=creds.key_pem,
-                                        certificate_chain=creds.cert_pem)
+    return grpc.ssl_channel_credentials(
+        root_certificates=creds.ca_pem, private_key=creds.key_pem, certificate_chain=creds.cert_pem
+    )
 
 
 def channel_options(node: str) -> list[tuple[str, Any]]:
@@ -307,6 +356,7 @@ def peer_identity(auth_context: Mapping[str, Any]) -> str | None:
     """The host a verified client certificate names, or None: the DNS subjectAltName that is a
     host name (exactly one), else the common name. gRPC fills the auth context only after it
     verified the chain against our CA."""
+
     def values(key: str) -> list[str]:
         out = []
         for v in auth_context.get(key, ()) or ():
