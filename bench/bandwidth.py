@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"    node1 egress total {b['egress_bytes_per_s'] / MB:.3f} MB/s   ratio {b['egress_ratio']:.4f}")
     print(
-        "    class       weight  weight share  served MB  served share  /weight  received share  /weight  core (virtual)"
+        "    class       weight  weight share  served MB  served share  /weight"
+        "  received share  /weight  core (virtual)"
     )
     for row in b["classes"]:
         print(

@@ -43,7 +43,8 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         ids = generate_games(a.path, a.n, config_key=a.config, seed=a.seed, moves=(lo, hi), active=a.active)
         print(
-            f"{len(ids)} games in {time.perf_counter() - t:.1f}s, {_size(Path(a.path)) / max(1, a.n + a.active) / 1e3:.0f} KB/game"
+            f"{len(ids)} games in {time.perf_counter() - t:.1f}s, "
+            f"{_size(Path(a.path)) / max(1, a.n + a.active) / 1e3:.0f} KB/game"
         )
         return 0
     work = Path(a.path)
@@ -77,13 +78,16 @@ def main(argv=None) -> int:
     ok = consumer.execute("PRAGMA integrity_check").fetchone()[0]
     print(f"config={a.config} games={a.n} generate={gen:.1f}s ({a.n / gen:.0f} games/s)")
     print(
-        f"source db {size / 1e6:.1f} MB = {size / a.n / 1e3:.0f} KB/game on disk; record (msgpack) {wire / max(1, recs_all) / 1e3:.0f} KB/game"
+        f"source db {size / 1e6:.1f} MB = {size / a.n / 1e3:.0f} KB/game on disk; "
+        f"record (msgpack) {wire / max(1, recs_all) / 1e3:.0f} KB/game"
     )
     print(
-        f"intake {recs_all} games in {t_read:.2f}s = {recs_all / t_read:.0f} games/s ({wire / t_read / 1e6:.0f} MB/s incl. msgpack)"
+        f"intake {recs_all} games in {t_read:.2f}s = {recs_all / t_read:.0f} games/s "
+        f"({wire / t_read / 1e6:.0f} MB/s incl. msgpack)"
     )
     print(
-        f"append {t_app:.2f}s = {recs_all / max(t_app, 1e-9):.0f} games/s; end-to-end {recs_all / total:.0f} games/s; integrity={ok}"
+        f"append {t_app:.2f}s = {recs_all / max(t_app, 1e-9):.0f} games/s; "
+        f"end-to-end {recs_all / total:.0f} games/s; integrity={ok}"
     )
     return 0
 

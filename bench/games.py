@@ -120,19 +120,24 @@ def main() -> int:
         mb = src_bytes / 1e6
         print(f"{len(records)} games, {mb:.1f} MB in the self-play DB ({src_bytes / len(records) / 1e3:.0f} KB/game)")
         print(
-            f"publish -> durable (2 copies, one persistent):   p50 {pct(durable, 0.5) * 1e3:.1f} ms  p99 {pct(durable, 0.99) * 1e3:.1f} ms"
+            f"publish -> durable (2 copies, one persistent):   p50 {pct(durable, 0.5) * 1e3:.1f} ms"
+            f"  p99 {pct(durable, 0.99) * 1e3:.1f} ms"
         )
         print(
-            f"publish -> in both training DBs:                 p50 {pct(arrive, 0.5) * 1e3:.1f} ms  p99 {pct(arrive, 0.99) * 1e3:.1f} ms"
+            f"publish -> in both training DBs:                 p50 {pct(arrive, 0.5) * 1e3:.1f} ms"
+            f"  p99 {pct(arrive, 0.99) * 1e3:.1f} ms"
         )
         print(
-            f"intake, one game at a time, each waited durable: {len(records) / t_pub:.1f} games/s, {mb / t_pub:.1f} MB/s"
+            f"intake, one game at a time, each waited durable: {len(records) / t_pub:.1f} games/s, "
+            f"{mb / t_pub:.1f} MB/s"
         )
         print(
-            f"read_completed_games alone:                      {len(records) / t_read:.1f} games/s, {mb / t_read:.1f} MB/s"
+            f"read_completed_games alone:                      {len(records) / t_read:.1f} games/s, "
+            f"{mb / t_read:.1f} MB/s"
         )
         print(
-            f"baseline plain SQLite->SQLite copy:              {len(records) / t_copy:.1f} games/s, {mb / t_copy:.1f} MB/s"
+            f"baseline plain SQLite->SQLite copy:              {len(records) / t_copy:.1f} games/s, "
+            f"{mb / t_copy:.1f} MB/s"
         )
         print(f"ratio ringmesh end-to-end intake / plain copy:   {t_copy / t_pub:.3f}")
         print(

@@ -83,7 +83,8 @@ def main() -> int:
 def table(data: dict[str, list]) -> str:
     peer = {(p["nodes"], p["fanout"]): p for p in data["peer"]}
     lines = [
-        "| N | fanout | theory log₃N + ln ln N | model: rounds, mean (min–max) over seeds | full peer: rounds (seed 1) | model CPU s / run |",
+        "| N | fanout | theory log₃N + ln ln N | model: rounds, mean (min–max) over seeds "
+        "| full peer: rounds (seed 1) | model CPU s / run |",
         "|---:|---:|---:|---|---:|---:|",
     ]
     for m in data["model"]:

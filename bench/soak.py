@@ -119,7 +119,8 @@ def memory_flat(memory: list[dict]) -> bool | None:
 def show(doc: dict) -> None:
     g = doc.get("games", {})
     print(
-        f"\nsoak: {doc.get('minutes')} min spot storm, seed {doc.get('seed')}; {doc.get('kills')} spot kills/replacements "
+        f"\nsoak: {doc.get('minutes')} min spot storm, seed {doc.get('seed')}; "
+        f"{doc.get('kills')} spot kills/replacements "
         f"({len(doc.get('drained', []))} by SIGTERM with a full drain); wall {doc.get('wall_s')} s"
     )
     print(
@@ -132,14 +133,16 @@ def show(doc: dict) -> None:
     for m in doc.get("memory", []):
         if m["samples"] >= 3:
             print(
-                f"  {m['host']:>6}({m['life']:>2})  {m['samples']:>7}  {m['start_mib']:>6} {m['mid_mib']:>6} {m['end_mib']:>6} "
+                f"  {m['host']:>6}({m['life']:>2})  {m['samples']:>7}  "
+                f"{m['start_mib']:>6} {m['mid_mib']:>6} {m['end_mib']:>6} "
                 f"{m['max_mib']:>6}   {m['slope_after_warmup_mib_per_h']}"
             )
     persistent = [m for m in doc.get("memory", []) if m.get("persistent")]
     if persistent:
         print(
             f"\npersistent daemons, RSS (MiB): host  1st-half max  2nd-half max  2nd-half slope (MiB/h)  "
-            f"median 2nd quarter  median 4th quarter  flat (4th - 2nd <= max({FLAT_RISE:.0%}, {FLAT_SLACK_MIB:.0f} MiB))"
+            f"median 2nd quarter  median 4th quarter  "
+            f"flat (4th - 2nd <= max({FLAT_RISE:.0%}, {FLAT_SLACK_MIB:.0f} MiB))"
         )
         for m in persistent:
             print(

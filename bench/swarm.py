@@ -595,23 +595,28 @@ def show(key: str, r: dict) -> None:
 
     def cpu(d: dict) -> str:
         return ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + (
-            f"; all ours {d['ours_cpu_s']:.1f}; machine {d['machine_busy_cpu_s']:.1f} ({d['machine_busy']:.0%} of {d['cores']} cores; "
+            f"; all ours {d['ours_cpu_s']:.1f}; machine {d['machine_busy_cpu_s']:.1f} "
+            f"({d['machine_busy']:.0%} of {d['cores']} cores; "
             f"{d['busy_share_before']:.0%} busy before)"
         )
 
     if key == "a":
         g, a = r["ringmesh"], r["aria2c"]
         print(
-            f"(a) {r['size_bytes'] / MiB:.0f} MiB from {r['holders']} holders at {r['holder_egress_bytes_per_s'] / MB:.0f} MB/s egress each "
+            f"(a) {r['size_bytes'] / MiB:.0f} MiB from {r['holders']} holders "
+            f"at {r['holder_egress_bytes_per_s'] / MB:.0f} MB/s egress each "
             f"(put {r['put_s']} s, unlimited spread to the holders {r['spread_unlimited_s']} s)"
         )
         print(
-            f"    ringmesh sink: {g['s']} s from daemon start = {mb(g['bytes_per_s'])}; ratio to {r['aggregate_bytes_per_s'] / MB:.0f} MB/s "
-            f"{r['ratio_vs_aggregate']}  (pull alone {g['pull_s_from_log']} s -> ratio {r['ratio_pull_only_vs_aggregate']}; "
-            f"listening after {g['sink_listening_after_s']} s, pull began {g['discovery_s']} s later; sources {g['pull_sources']}; identical {g['identical']})"
+            f"    ringmesh sink: {g['s']} s from daemon start = {mb(g['bytes_per_s'])}; "
+            f"ratio to {r['aggregate_bytes_per_s'] / MB:.0f} MB/s {r['ratio_vs_aggregate']}  "
+            f"(pull alone {g['pull_s_from_log']} s -> ratio {r['ratio_pull_only_vs_aggregate']}; "
+            f"listening after {g['sink_listening_after_s']} s, pull began {g['discovery_s']} s later; "
+            f"sources {g['pull_sources']}; identical {g['identical']})"
         )
         print(
-            f"    aria2c/nginx:  {a['s']} s = {mb(a['bytes_per_s'])}; ratio to aggregate {r['aria2c_vs_aggregate']}; identical {a['identical']}"
+            f"    aria2c/nginx:  {a['s']} s = {mb(a['bytes_per_s'])}; ratio to aggregate {r['aria2c_vs_aggregate']}; "
+            f"identical {a['identical']}"
         )
         print(f"    ringmesh / aria2c throughput: {r['ratio_vs_aria2c']}")
         print(
@@ -620,27 +625,32 @@ def show(key: str, r: dict) -> None:
     elif key == "b":
         g, s = r["ringmesh"], r["rsync_sequential"]
         print(
-            f"(b) {r['size_bytes'] / MiB:.0f} MiB to {r['receivers']} hosts, links {r['link_bytes_per_s'] / MB:.0f} MB/s each way; "
+            f"(b) {r['size_bytes'] / MiB:.0f} MiB to {r['receivers']} hosts, "
+            f"links {r['link_bytes_per_s'] / MB:.0f} MB/s each way; "
             f"S/B {r['s_over_b_s']} s; put {r['put_s']} s (--broadcast: {r['put_broadcast_flag']})"
         )
         print(
-            f"    ringmesh: all hold after {g['s']} s; ratio to S/B {r['ratio_vs_s_over_b']} (target <= {r['target_ratio_vs_s_over_b']}); "
+            f"    ringmesh: all hold after {g['s']} s; ratio to S/B {r['ratio_vs_s_over_b']} "
+            f"(target <= {r['target_ratio_vs_s_over_b']}); "
             f"with put {r['ratio_incl_put_vs_s_over_b']}; identical {g['identical']}"
         )
         print(f"    per host: {g['per_host_s']}")
         print(
-            f"    rsync one host after another: {s['s']} s; ringmesh speed-up {r['speedup_vs_rsync']}; identical {s['identical']}"
+            f"    rsync one host after another: {s['s']} s; ringmesh speed-up {r['speedup_vs_rsync']}; "
+            f"identical {s['identical']}"
         )
         print(f"    CPU s ringmesh: {cpu(g)}\n    CPU s rsync:    {cpu(s)} (clients {s['waited_children_cpu_s']})")
     else:
         g, s = r["ringmesh"], r["rsync_daemon"]
         print(f"(c) {r['size_bytes'] / MiB:.0f} MiB between two namespaces, no limits (put {r['put_s']} s)")
         print(
-            f"    ringmesh: {g['s']} s = {mb(g['bytes_per_s'])} (pull alone {g['pull_s_from_log']} s); identical {g['identical']}"
+            f"    ringmesh: {g['s']} s = {mb(g['bytes_per_s'])} (pull alone {g['pull_s_from_log']} s); "
+            f"identical {g['identical']}"
         )
         print(f"    rsync --whole-file from rsyncd: {s['s']} s = {mb(s['bytes_per_s'])}; identical {s['identical']}")
         print(
-            f"    ratio rsync time / ringmesh time: {r['ratio_rsync_time_over_ringmesh_time']} (target >= {r['target_ratio']}); "
+            f"    ratio rsync time / ringmesh time: {r['ratio_rsync_time_over_ringmesh_time']} "
+            f"(target >= {r['target_ratio']}); "
             f"pull alone {r['ratio_pull_only']}"
         )
         print(f"    CPU s ringmesh: {cpu(g)}\n    CPU s rsync:    {cpu(s)} (client {s['waited_children_cpu_s']})")

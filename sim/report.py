@@ -31,7 +31,8 @@ def to_text(report: Mapping[str, Any], wall_seconds: float | None = None) -> str
     t = report["totals"]
     net = t["network"]
     lines.append(
-        f"totals      {t['messages']} messages {t['messages_by_kind']}, bytes {t['bytes_by_kind']}, {t['events']} events, "
+        f"totals      {t['messages']} messages {t['messages_by_kind']}, bytes {t['bytes_by_kind']}, "
+        f"{t['events']} events, "
         f"{t['simulated_seconds']:.3f} s simulated; lost {net['lost']}, duplicated {net['duplicated']}, "
         f"blocked {net['blocked']}"
     )
@@ -113,7 +114,8 @@ def epidemic_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> st
     )
     lines = [
         f"epidemic: {p['nodes']} hosts, seed {p['seed']}, fanout {p['fanout']}, loss {p['loss']}, latency "
-        f"{p['latency_ms']}+{p['jitter_ms']} ms, interval {p['interval']} s (one rumour, the peer's rounds, no manifests)",
+        f"{p['latency_ms']}+{p['jitter_ms']} ms, interval {p['interval']} s "
+        "(one rumour, the peer's rounds, no manifests)",
         f"rumour      {state} (theory log3 N + ln ln N = {r['theory_rounds']:.2f})",
         f"per round   {r['informed_per_round']}",
         f"counts      {r['events']} events, {r['messages']} messages",
@@ -171,10 +173,13 @@ def scenario_text(
         f"traffic     {t['gossip_and_games_bytes_per_host_per_s'] / 1000:.1f} kB/s per host of messages (gossip, "
         f"probes, votes, games), {t['file_bytes_per_host_per_s'] / 1e6:.2f} MB/s per host of file data",
         f"detection   {d['detected']} of {d['outages']} outages claimed dead; first claim p50 "
-        f"{d['first_dead_claim_s'].get('p50')} s, held per observer p50 {d['dead_claim_held_per_observer_s'].get('p50')} s",
-        f"failover    {f['leader_outages']} leader outages; new leader elected p50 {f['new_leader_elected_s'].get('p50')} s "
+        f"{d['first_dead_claim_s'].get('p50')} s, "
+        f"held per observer p50 {d['dead_claim_held_per_observer_s'].get('p50')} s",
+        f"failover    {f['leader_outages']} leader outages; "
+        f"new leader elected p50 {f['new_leader_elected_s'].get('p50')} s "
         f"(max {f['new_leader_elected_s'].get('max')} s); {f['terms']} terms",
-        f"games       {g['published']} published, {g['durable']} durable; to durable p50 {g['to_durable_s'].get('p50')} s "
+        f"games       {g['published']} published, {g['durable']} durable; "
+        f"to durable p50 {g['to_durable_s'].get('p50')} s "
         f"p99 {g['to_durable_s'].get('p99')} s; to every game host p50 {g['to_every_game_host_s'].get('p50')} s "
         f"p99 {g['to_every_game_host_s'].get('p99')} s",
     ]

@@ -39,7 +39,8 @@ def _put(args) -> int:
         print(json.dumps(r, sort_keys=True))
     else:
         print(
-            f"published {r['type']}/{r['name']} {r['digest']} ({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)"
+            f"published {r['type']}/{r['name']} {r['digest']} "
+            f"({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)"
             + (", broadcast by the leader" if args.broadcast else "")
         )
     return 0
@@ -91,7 +92,8 @@ def _ls(args) -> int:
     print(f"{'item':40} {'size (bytes)':>14} {'digest':14} {'origin':16} holders")
     for it in doc["items"]:
         print(
-            f"{it['type'] + '/' + it['name']:40} {it['size_bytes']:>14} {it['digest'][:12]:14} {it['origin']:16} {', '.join(it['holders'])}"
+            f"{it['type'] + '/' + it['name']:40} {it['size_bytes']:>14} {it['digest'][:12]:14} {it['origin']:16} "
+            f"{', '.join(it['holders'])}"
         )
     return 0
 
@@ -134,7 +136,8 @@ def _sync(args) -> int:
             else f"~{r['estimated_seconds']} s at {r['rate_bytes_per_s'] / 1e6:.0f} MB/s"
         )
         print(
-            f"  {r['priority']:10} {r['host']:16} <- {','.join(r['sources']) or '-':16} {r['item']:40} {r['bytes']} bytes, {eta}"
+            f"  {r['priority']:10} {r['host']:16} <- {','.join(r['sources']) or '-':16} {r['item']:40} "
+            f"{r['bytes']} bytes, {eta}"
         )
     for b in doc["blocked_items"]:
         print(f"  BLOCKED {b['item']}: " + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items())))
@@ -187,7 +190,8 @@ def _games_refused(args) -> int:
     for g in games:
         seen = datetime.fromtimestamp(g["first_seen"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         print(
-            f"  {g['kind']:8} {g['config_key']:12} {g['game_id'] or '?':38} {g['origin']} #{g['seq']}  since {seen}Z  {g['reason']}"
+            f"  {g['kind']:8} {g['config_key']:12} {g['game_id'] or '?':38} {g['origin']} #{g['seq']}  "
+            f"since {seen}Z  {g['reason']}"
         )
     return 0
 

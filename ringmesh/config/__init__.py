@@ -738,7 +738,8 @@ def _storage(path: str, v: Any) -> tuple[ExternalStorage, ...]:
                 raise _err(
                     path,
                     f"{k}.schedule",
-                    f"a 5-field cron expression 'minute hour day-of-month month day-of-week' or '@every N[s|m|h]' ({err})",
+                    "a 5-field cron expression 'minute hour day-of-month month day-of-week' "
+                    f"or '@every N[s|m|h]' ({err})",
                     schedule,
                 ) from None
         subdirs = e.get("subdirs") or {}

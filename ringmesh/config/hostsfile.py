@@ -51,11 +51,12 @@ STORAGE_PATHS = {"models": "model", "training_data": "npz", "checkpoints": "chec
 #: `allowed_external_storage[].subdirs` / `receive_*` keys -> file types
 EXTERNAL_TYPES = {"games": "gamedb", "npz": "npz", "models": "model"}
 
+_NO_SYNC_INTERVAL = "ringmesh pulls as soon as gossip shows new data; there is no sync interval"
 #: Keys of their file that ringmesh reads but does not act on (yet), and why: `config check`
 #: lists them once, so that nobody believes a setting that does nothing.
 NOT_USED: dict[str, str] = {
-    "auto_sync.interval_seconds": "ringmesh pulls as soon as gossip shows new data; there is no sync interval",
-    "sync_routing.auto_sync_interval_seconds": "ringmesh pulls as soon as gossip shows new data; there is no sync interval",
+    "auto_sync.interval_seconds": _NO_SYNC_INTERVAL,
+    "sync_routing.auto_sync_interval_seconds": _NO_SYNC_INTERVAL,
     "auto_sync.enabled": "ringmesh always syncs",
     "auto_sync.skip_nfs_sync": "NFS groups are read from sync_routing.nfs_sharing_groups",
     "auto_sync.min_games_to_sync": "every game is replicated at once",

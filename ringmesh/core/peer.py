@@ -81,8 +81,8 @@ LEADER_KEY = catalog.LEADER_KEY
 FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
 DELIVERY_KEYS = ("v/", "h/", "p/")  # fact keys a broadcasting leader reads
 DISK_FIELDS = ("disk_used_percent", "disk_free_bytes")  # node record fields from DiskMeasured
-GOSSIP_TO_THE_DEAD = 0.1
-HELD_LISTED = 256  # held seqs a gh/ fact lists per stream (the lowest; beyond, a host counts as behind from there)  # chance, per round, that one gossip target is a host believed dead
+GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
+HELD_LISTED = 256  # held seqs a gh/ fact lists per stream (the lowest; beyond, a host counts as behind from there)
 
 
 class Peer:

@@ -184,7 +184,8 @@ def render(doc: dict) -> str:
         out += [
             "",
             f"host {name}",
-            f"  address {h['address'] or '(none: not a ringmesh peer)'}  role {h['role']}  provider {h['provider'] if h['provider'] != 'default' else '(none)'}  "
+            f"  address {h['address'] or '(none: not a ringmesh peer)'}  role {h['role']}  "
+            f"provider {h['provider'] if h['provider'] != 'default' else '(none)'}  "
             f"priority {h['sync_priority']}",
             f"  ephemeral {yn[h['ephemeral']]}  voter {yn[h['voter']]}  excluded {yn[h['excluded']]}  "
             f"nfs group {', '.join(h['nfs_group']) if h['nfs_group'] else '-'}",

@@ -145,7 +145,8 @@ def _print_summary(s: dict, kept: Path | None) -> None:
     )
     print(f"  manifests identical       {s['manifests_identical_s']:8.2f} s after publish")
     print(
-        f"  copies verified (xxh3-128): {s['verified_copies']}/{s['nodes']}; exit codes: {sorted(set(s['exit_codes'].values()))}"
+        f"  copies verified (xxh3-128): {s['verified_copies']}/{s['nodes']}; "
+        f"exit codes: {sorted(set(s['exit_codes'].values()))}"
     )
     print("demo OK" if s["ok"] else "demo FAILED")
     if kept:

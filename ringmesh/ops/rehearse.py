@@ -5,9 +5,10 @@ Every member of the file (or N of them, chosen to keep every placement role, spo
 a majority of voters) runs as a real `ringmesh serve` on loopback with the file's roles,
 voters, limits, exclusions and routing; only what cannot be rehearsed here is rewritten:
 addresses (127.0.0.1, free ports), directories (under a scratch folder), TLS (off) and the
-gossip interval (1 s, ringmesh's own default, where their file's 15 s is their HTTP gossip's). Synthetic self-play games are
-published on the hosts that play, a model is promoted by broadcast, and the report says
-where each data type went and why (the router's reasons), who leads, and what `status` shows.
+gossip interval (1 s, ringmesh's own default, where their file's 15 s is their HTTP gossip's).
+Synthetic self-play games are published on the hosts that play, a model is promoted by
+broadcast, and the report says where each data type went and why (the router's reasons), who
+leads, and what `status` shows.
 Bounded in time; it stops every peer and removes its folder (unless --keep).
 """
 

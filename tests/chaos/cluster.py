@@ -736,8 +736,9 @@ class GameFactory:
 class Producer(threading.Thread):
     """Self-play on one host: publishes `batch` games to its daemon every `interval` s with
     MeshClient.publish_game (over the Unix socket; each returns once fsynced), then waits up to
-    `durable_wait` s for the last to become durable (durability is a prefix of the stream). Records what the daemon acknowledged (fsynced) and what it
-    reported durable, per life of the host; survives its host being killed and replaced."""
+    `durable_wait` s for the last to become durable (durability is a prefix of the stream).
+    Records what the daemon acknowledged (fsynced) and what it reported durable, per life of the
+    host; survives its host being killed and replaced."""
 
     def __init__(
         self,
@@ -849,7 +850,8 @@ def check_games(cluster: NetCluster, producers: list[Producer], timeout: float, 
     if not wait_until(present, timeout, 0.5) and fail:
         cluster.fail(
             "every durable game on every training host",
-            f"{len(durable)} games reported durable; per training host (rows, distinct, missing, some missing): {state}",
+            f"{len(durable)} games reported durable; "
+            f"per training host (rows, distinct, missing, some missing): {state}",
         )
     for n, db in dbs.items():
         rows, ids = game_ids(db)

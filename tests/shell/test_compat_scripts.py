@@ -89,15 +89,16 @@ full = DistributedSyncCoordinator.get_instance().full_cluster_sync_blocking(time
 status = orchestrator.get_status()
 hex8 = get_cluster_data_status()["hex8_2p"]
 orchestrator.shutdown_blocking()
-print("RESULT " + json.dumps({"full": [full.files_synced, full.bytes_transferred], "games_synced": status["games_synced"],
-                              "game_count": hex8["game_count"]}))
+print("RESULT " + json.dumps({"full": [full.files_synced, full.bytes_transferred],
+                              "games_synced": status["games_synced"], "game_count": hex8["game_count"]}))
 """
 
 # On the publishing host while every other host is stopped: the plan, a priority raised, and a
 # wait that lasts until the test lets the hosts go on; a ticker shows the loop runs meanwhile.
 WAITING_SCRIPT = """
 import asyncio, json, sys, time
-from ringmesh.api.compat import DistributedSyncCoordinator, SyncPriority, get_sync_recommendations, schedule_priority_sync
+from ringmesh.api.compat import (DistributedSyncCoordinator, SyncPriority, get_sync_recommendations,
+                                 schedule_priority_sync)
 
 
 async def main():

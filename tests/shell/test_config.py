@@ -308,10 +308,11 @@ def test_full_example_every_setting():
     ]
     f = str(FULL)
     assert c.warnings == (
-        f"{f}: hosts.ovh-1.provider: 'ovh' has no bandwidth default (known: hetzner, lambda, nebius, runpod, tailscale, "
-        "vast, vultr); the global default applies",
-        f"{f}: 6 key(s) ringmesh does not read (other tools' settings, descriptive host keys), accepted: hosts.*.colour, "
-        "hosts.*.gpu, hosts.*.memory_gb, hosts.*.ssh_user, hosts.*.vast_instance_id, sync_routing.frobnicate",
+        f"{f}: hosts.ovh-1.provider: 'ovh' has no bandwidth default "
+        "(known: hetzner, lambda, nebius, runpod, tailscale, vast, vultr); the global default applies",
+        f"{f}: 6 key(s) ringmesh does not read (other tools' settings, descriptive host keys), "
+        "accepted: hosts.*.colour, hosts.*.gpu, hosts.*.memory_gb, hosts.*.ssh_user, hosts.*.vast_instance_id, "
+        "sync_routing.frobnicate",
     )
 
 
@@ -343,7 +344,8 @@ def test_unknown_keys_warn_and_do_not_fail():
         ),
         (
             lambda d: d["sync_routing"]["nfs_sharing_groups"].append(["vast-3090-7", "gh200-b"]),
-            r"sync_routing\.nfs_sharing_groups\[1\]\[1\]: host 'gh200-b' is already in group sync_routing\.nfs_sharing_groups\[0\]; "
+            r"sync_routing\.nfs_sharing_groups\[1\]\[1\]: host 'gh200-b' is already in group "
+            r"sync_routing\.nfs_sharing_groups\[0\]; "
             r"a host may be in at most one NFS sharing group",
         ),
         (
@@ -356,7 +358,8 @@ def test_unknown_keys_warn_and_do_not_fail():
         ),
         (
             lambda d: d["sync_routing"]["allowed_external_storage"][0].update(schedule="0 */6 * *"),
-            r"allowed_external_storage\[0\]\.schedule: expected a 5-field cron expression .*got 4\), got '0 \*/6 \* \*'",
+            r"allowed_external_storage\[0\]\.schedule: expected a 5-field cron expression "
+            r".*got 4\), got '0 \*/6 \* \*'",
         ),
         (
             lambda d: d["sync_routing"]["allowed_external_storage"][0].update(schedule="0 25 * * *"),

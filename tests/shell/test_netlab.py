@@ -37,7 +37,8 @@ if mode in ("echo", "sink"):
         print(n, time.monotonic() - t0, flush=True); break
 elif mode == "check":
     try:
-        c = socket.create_connection((host, int(sys.argv[3])), timeout=float(sys.argv[4])); c.settimeout(float(sys.argv[4]))
+        timeout = float(sys.argv[4])
+        c = socket.create_connection((host, int(sys.argv[3])), timeout=timeout); c.settimeout(timeout)
         c.sendall(b"ping"); sys.exit(0 if c.recv(64) == b"ping" else 1)
     except OSError:
         sys.exit(1)

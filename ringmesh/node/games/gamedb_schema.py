@@ -16,7 +16,12 @@ COMPLETED_STATUSES = ("completed", "finished")
 #: Statuses from which a game may still complete later.
 OPEN_STATUSES = ("waiting", "active", "paused")
 
-SCHEMA = """
+#: The insert trigger's message (SQLite's RAISE takes a string literal, so it is put into SCHEMA as text).
+_INSERT_WITHOUT_MOVES = (
+    "Cannot insert completed game with fewer than 5 moves. Move data must be inserted before completing the game."
+)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_metadata (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -156,7 +161,7 @@ WHEN NEW.game_status IN ('completed', 'finished')
 BEGIN
     SELECT CASE
         WHEN (SELECT COUNT(*) FROM game_moves WHERE game_id = NEW.game_id) < 5
-        THEN RAISE(ABORT, 'Cannot insert completed game with fewer than 5 moves. Move data must be inserted before completing the game.')
+        THEN RAISE(ABORT, '{_INSERT_WITHOUT_MOVES}')
     END;
 END;
 
