@@ -35,7 +35,7 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from ringmesh.config import ConfigError
 from ringmesh.core import membership
@@ -111,7 +111,7 @@ def _families(view: NodeView) -> list:
             "This host: name, address, role, provider (value 1).",
             value={
                 "node": view.name,
-                "address": view.address,
+                "address": view.address or "",  # a member always has one; a label value must be a str
                 "role": view.host.role,
                 "provider": view.host.provider,
                 "ephemeral": str(view.host.ephemeral).lower(),
@@ -167,7 +167,7 @@ def _families(view: NodeView) -> list:
         labels=["origin"],
     )
     for o, (n, total) in sorted(t.catch_up.items()):
-        catch.add_metric([o], count_value=n, sum_value=total)
+        catch.add_metric([o], count_value=int(n), sum_value=total)  # n: a count, kept in a list of floats
     out.append(catch)
     gauge(
         "ringmesh_origin_heartbeat_age_seconds",
@@ -263,7 +263,7 @@ def _families(view: NodeView) -> list:
         "ringmesh_breaker_failures",
         "Failed calls to each peer.",
         ["peer"],
-        [((h,), b["failures"]) for h, b in breakers.items()],
+        [((h,), p.total_failures) for h, p in sorted(core.breakers.peers.items())],  # report()'s "failures"
     )
 
     # games
@@ -378,25 +378,27 @@ class _Collector:
             raise RuntimeError(f"the event loop did not answer within {SCRAPE_TIMEOUT:.0f} s") from None
 
 
-def listen_setting(configured: str | None, flag: str | None = None, env: dict | None = None) -> str | None:
+def listen_setting(configured: str | None, flag: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
     """Where to serve /metrics: the flag, else the environment, else the config; None: off."""
     env = os.environ if env is None else env
-    for where, v in (
+    for where, setting in (
         ("--metrics-listen", flag),
         (f"environment {LISTEN_ENV}", env.get(LISTEN_ENV)),
         ("ringmesh.metrics_listen", configured),
     ):
-        if v:
-            return check_listen(where, v)
+        if setting:
+            return check_listen(where, setting)
     return None
 
 
-def check_listen(where: str, v: object) -> str:
+def check_listen(where: str, listen: object) -> str:
     """HOST:PORT with a port 0..65535 (0: any free port)."""
-    host, sep, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{where}: expected host:port for the metrics endpoint (port 0: any free one), got {v!r}")
-    return v
+    host, sep, port = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
+    if not isinstance(listen, str) or not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"{where}: expected host:port for the metrics endpoint (port 0: any free one), got {listen!r}"
+        )
+    return listen
 
 
 class MetricsServer:

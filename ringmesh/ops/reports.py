@@ -3,7 +3,8 @@ sync recommendations and replication targets. Read-only views over the running p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ringmesh.core import catalog
 from ringmesh.core.errors import LocalProtocolError
@@ -14,6 +15,41 @@ if TYPE_CHECKING:
     from ringmesh.node.view import NodeView
 
 DEFAULT_RATE = 20_000_000  # bytes/s, the built-in default limit, when a host's is unknown
+#: Priority labels, least urgent first: recommendations are sorted most urgent first.
+_URGENCY = ["background", "low", "normal", "high", "critical"]
+
+
+class Recommendation(TypedDict):
+    """One entry of `recommendations()["recommendations"]`: a host that should pull an item."""
+
+    host: str
+    item: str
+    digest: str
+    sources: list[str]
+    priority: str  # a Priority label
+    config_key: str | None
+    reason: str
+    bytes: int
+    estimated_seconds: float | None
+    rate_bytes_per_s: int
+
+
+@dataclass
+class _ConfigFreshness:
+    """What `cluster_data()` tallies per config key while it walks the items."""
+
+    items: int = 0
+    bytes: int = 0
+    newest_hlc: int = 0
+    hosts_behind: set[str] = field(default_factory=set)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "bytes": self.bytes,
+            "newest_hlc": self.newest_hlc,
+            "hosts_behind": sorted(self.hosts_behind),
+        }
 
 
 def _rate(view: NodeView, host: str, direction: str) -> int:
@@ -27,7 +63,7 @@ def recommendations(view: NodeView) -> dict[str, Any]:
     core = view.core
     hosts, place_of = core.host_infos(), core.placer()
     held = catalog.holders(core.manifest)
-    recs = []
+    recs: list[Recommendation] = []
     for item, v in sorted(catalog.newest_versions(core.manifest).items()):
         placement = place_of(v)
         holders = held.get((item, v.digest), [])
@@ -51,9 +87,7 @@ def recommendations(view: NodeView) -> dict[str, Any]:
                     "rate_bytes_per_s": rate,
                 }
             )
-    recs.sort(
-        key=lambda r: (-["background", "low", "normal", "high", "critical"].index(r["priority"]), r["host"], r["item"])
-    )
+    recs.sort(key=lambda r: (-_URGENCY.index(r["priority"]), r["host"], r["item"]))
     return {
         "node": core.me,
         "recommendations": recs,
@@ -67,7 +101,8 @@ def cluster_data(view: NodeView) -> dict[str, Any]:
     core = view.core
     hosts, place_of = core.host_infos(), core.placer()
     held = catalog.holders(core.manifest)
-    items, by_config = [], {}
+    items: list[dict[str, Any]] = []
+    by_config: dict[str, _ConfigFreshness] = {}
     for item, v in sorted(catalog.newest_versions(core.manifest).items()):
         placement = place_of(v)
         holders = held.get((item, v.digest), [])
@@ -90,18 +125,16 @@ def cluster_data(view: NodeView) -> dict[str, Any]:
         )
         key = catalog.config_key_of(v)
         if key:
-            c = by_config.setdefault(key, {"items": 0, "bytes": 0, "newest_hlc": 0, "hosts_behind": set()})
-            c["items"] += 1
-            c["bytes"] += v.size
-            c["newest_hlc"] = max(c["newest_hlc"], v.hlc)
-            c["hosts_behind"].update(behind)
-    for c in by_config.values():
-        c["hosts_behind"] = sorted(c["hosts_behind"])
+            freshness = by_config.setdefault(key, _ConfigFreshness())
+            freshness.items += 1
+            freshness.bytes += v.size
+            freshness.newest_hlc = max(freshness.newest_hlc, v.hlc)
+            freshness.hosts_behind.update(behind)
     disks = {h.name: {"used_percent": h.disk_used_percent, "free_bytes": h.disk_free_bytes} for h in hosts}
     return {
         "node": core.me,
         "items": items,
-        "configs": dict(sorted(by_config.items())),
+        "configs": {key: freshness.report() for key, freshness in sorted(by_config.items())},
         "disks": disks,
         "members": {h.name: core.membership.view(h.name) for h in hosts},
     }

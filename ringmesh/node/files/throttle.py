@@ -75,8 +75,11 @@ class Throttle:
         self, rate_bytes_per_s: int | None, burst_bytes: int | None = None, weights: Mapping[Priority, int] = WEIGHTS
     ) -> None:
         self.rate = rate_bytes_per_s or None
-        self.burst = (burst_bytes or default_burst(self.rate)) if self.rate else None
-        self._limiter = Limiter(self.rate, self.burst, weights) if self.rate else None
+        self.burst: int | None = None
+        self._limiter: Limiter | None = None
+        if self.rate:
+            self.burst = burst_bytes or default_burst(self.rate)
+            self._limiter = Limiter(self.rate, self.burst, weights)
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._wake_at: float | None = None
@@ -91,21 +94,22 @@ class Throttle:
         if nbytes < 0:
             raise LocalProtocolError(f"cannot acquire {nbytes} bytes")
         cls = Priority.parse(cls)
-        if self._limiter is None or nbytes == 0:
+        limiter = self._limiter
+        if limiter is None or nbytes == 0:
             self.granted[cls] += nbytes
             return
         loop = asyncio.get_running_loop()
         flow = asyncio.current_task() if flow is None else flow
         while nbytes > 0:
-            piece = min(nbytes, self.burst)
-            rid = self._limiter.submit(flow, cls, piece, loop.time())
+            piece = min(nbytes, limiter.burst)
+            rid = limiter.submit(flow, cls, piece, loop.time())
             fut = self._waiters[rid] = loop.create_future()
             self._pump()
             try:
                 await fut
             except asyncio.CancelledError:
                 if self._waiters.pop(rid, None) is not None:  # still queued: withdraw it
-                    self._limiter.cancel(rid)
+                    limiter.cancel(rid)
                     self._pump()
                 raise
             self.granted[cls] += piece
@@ -113,6 +117,8 @@ class Throttle:
 
     def _pump(self) -> None:
         """Grant what may go now and arm one timer for the next grant."""
+        if self._limiter is None:  # no limit: nothing ever waits, so no timer is armed
+            return
         loop = asyncio.get_running_loop()
         poll = self._limiter.poll(loop.time())
         for rid in poll.granted:

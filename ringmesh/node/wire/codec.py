@@ -6,6 +6,8 @@ Decoding validates everything a peer could get wrong (lengths, counts, ranges) a
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.message import DecodeError
 
 from ringmesh.core.catalog import check_fact_key, check_item, is_node_id
@@ -100,7 +102,7 @@ def request_parser(cls):
     return parse
 
 
-def service_methods(service: str) -> tuple[str, list[tuple[str, type, type, bool]]]:
+def service_methods(service: str) -> tuple[str, list[tuple[str, type[Any], type[Any], bool]]]:
     """The full name of `service` ("Peer", "Local") and `(method, request class, reply class,
     server streaming)` of each of its methods."""
     desc = pb.DESCRIPTOR.services_by_name[service]

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
 
@@ -77,6 +77,19 @@ def _parsed(servicer, fn, streaming: bool):
     return unary
 
 
+class _Context(Protocol):
+    """What the handlers use of a `grpc.aio.ServicerContext` (grpc has no type stubs here)."""
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        """Ends the call with `code`: raises, never returns."""
+
+    def invocation_metadata(self) -> Any: ...
+
+    def auth_context(self) -> Any: ...
+
+    def peer(self) -> str: ...
+
+
 class TooLarge(LocalProtocolError):
     """A request over a size or count limit: refused RESOURCE_EXHAUSTED."""
 
@@ -84,14 +97,14 @@ class TooLarge(LocalProtocolError):
 class _Refusing:
     SERVICE = ""
     COUNTERS: dict[grpc.StatusCode, str] = {}
-    d: Daemon
+    node: Daemon
 
-    async def refuse(self, context, code: grpc.StatusCode, why: str) -> None:
+    async def refuse(self, context: _Context, code: grpc.StatusCode, why: str) -> NoReturn:
         """Answer `code` (INVALID_ARGUMENT: malformed; RESOURCE_EXHAUSTED: too large) and count it."""
         self.node.count(self.COUNTERS[code])
         await context.abort(code, why[:500])
 
-    async def refuse_error(self, context, e: LocalProtocolError | RemoteProtocolError) -> None:
+    async def refuse_error(self, context: _Context, e: LocalProtocolError | RemoteProtocolError) -> NoReturn:
         await self.refuse(context, TOO_LARGE if isinstance(e, TooLarge) else INVALID, str(e))
 
 
@@ -166,7 +179,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
             self._logged.add(key)
             log.warning(msg, *args)
 
-    async def _identity(self, context, claimed: str | None = None) -> str | None:
+    async def _identity(self, context: _Context, claimed: str | None = None) -> str | None:
         """With TLS: the host the caller's verified certificate names (PERMISSION_DENIED when it
         names none, or another host than `claimed`). Plaintext: None, no check."""
         if self.node.tls is None:
@@ -214,7 +227,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
     def _held(self, digest: str):
         return catalog.held_versions(self.node.peer.manifest, self.node.peer.me).get(digest)
 
-    async def _digest(self, context, digest: str) -> str:
+    async def _digest(self, context: _Context, digest: str) -> str:
         try:
             return codec.check_digest(digest)
         except RemoteProtocolError as e:
@@ -228,15 +241,15 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
             digests = await asyncio.to_thread(self.node.transfers.files.load_recipe, request.digest)
             _item, size, chunk_size = held
         elif pulling:
-            v = pulling.partial.v
-            digests, size, chunk_size = pulling.partial.digests, v.size, v.chunk_size
+            version = pulling.partial.v
+            digests, size, chunk_size = pulling.partial.digests, version.size, version.chunk_size
         else:
             digests = None
         if digests is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.digest[:40]!r} here")
         return codec.Recipe(digest=request.digest, size=size, chunk_size=chunk_size, chunk_digests=digests)
 
-    async def FetchChunks(self, request, context):
+    async def FetchChunks(self, request, context: _Context):
         """Chunks of a version held whole, or verified so far by a pull under way."""
         caller = await self._identity(context) or _caller(context)  # TLS: the certificate's host
         await self._digest(context, request.digest)
@@ -244,8 +257,8 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         if held is not None:
             item, size, chunk_size = held
         elif pulling is not None:
-            v = pulling.partial.v
-            item, size, chunk_size = v.item, v.size, v.chunk_size
+            version = pulling.partial.v
+            item, size, chunk_size = version.item, version.size, version.chunk_size
         else:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.digest[:40]!r} here")
         n = recipe.chunk_count(size, chunk_size)
@@ -259,7 +272,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
             cls = Priority.NORMAL
         for index in request.indices:
             try:
-                if held is None and not pulling.complete:
+                if pulling is not None and held is None and not pulling.complete:
                     if index not in pulling.partial.have:
                         await context.abort(grpc.StatusCode.NOT_FOUND, f"chunk {index} is not verified here yet")
                     data = await asyncio.to_thread(pulling.partial.read, index)
@@ -273,7 +286,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
             self.node.count("bytes_served", len(data))
             self.node.telemetry.chunks(caller, OUT, len(data))
 
-    async def WatchChunks(self, request, context):
+    async def WatchChunks(self, request, context: _Context):
         """The chunks of a version this host pulls, now and as it verifies them; `complete`
         once it holds the version whole."""
         await self._identity(context)
@@ -284,13 +297,13 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         pulling = self.node.transfers.pulling.get(request.digest)
         if pulling is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"not pulling {request.digest[:40]!r}")
-        q = pulling.subscribe()
+        updates = pulling.subscribe()
         try:
             yield codec.ChunkMap(indices=sorted(pulling.partial.have))
             while True:
-                batch = [await q.get()]
-                while not q.empty() and batch[-1] is not None:  # whatever else arrived meanwhile
-                    batch.append(q.get_nowait())
+                batch = [await updates.get()]
+                while not updates.empty() and batch[-1] is not None:  # whatever else arrived meanwhile
+                    batch.append(updates.get_nowait())
                 verified = [i for e in batch if e is not None and e[0] for i in [e[1]]]
                 asked = [i for e in batch if e is not None and not e[0] for i in [e[1]]]
                 if verified or asked:
@@ -300,7 +313,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
                         yield codec.ChunkMap(complete=True)
                     return
         finally:
-            pulling.unsubscribe(q)
+            pulling.unsubscribe(updates)
 
 
 class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
