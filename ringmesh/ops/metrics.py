@@ -59,25 +59,14 @@ GAUGE_COUNTERS = {"items_blocked"}  # daemon counters that are levels, not count
 
 def _families(view: NodeView) -> list:
     """Every metric family, read from the node now. Runs on the event loop."""
-    from prometheus_client.core import (
-        CounterMetricFamily as C,
-    )
-    from prometheus_client.core import (
-        GaugeMetricFamily as G,
-    )
-    from prometheus_client.core import (
-        InfoMetricFamily as I,
-    )
-    from prometheus_client.core import (
-        SummaryMetricFamily as S,
-    )
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, SummaryMetricFamily
 
     from ringmesh.core import streams
     from ringmesh.ops import reports
 
     now = time.time()
-    core, m, t = view.core, view.manifest, view.telemetry
-    t.sample(m, now)
+    core, manifest, telemetry = view.core, view.manifest, view.telemetry
+    telemetry.sample(manifest, now)
     out: list = []
 
     def gauge(
@@ -87,10 +76,14 @@ def _families(view: NodeView) -> list:
         samples: Iterable[tuple[Iterable[str], float]] = (),
         value: float | None = None,
     ) -> None:
-        f = G(name, doc, value=value) if value is not None else G(name, doc, labels=list(labels))
-        for lv, v in samples:
-            f.add_metric(list(lv), v)
-        out.append(f)
+        family = (
+            GaugeMetricFamily(name, doc, value=value)
+            if value is not None
+            else GaugeMetricFamily(name, doc, labels=list(labels))
+        )
+        for label_values, sample in samples:
+            family.add_metric(list(label_values), sample)
+        out.append(family)
 
     def counter(
         name: str,
@@ -99,14 +92,18 @@ def _families(view: NodeView) -> list:
         samples: Iterable[tuple[Iterable[str], float]] = (),
         value: float | None = None,
     ) -> None:
-        f = C(name, doc, value=value) if value is not None else C(name, doc, labels=list(labels))
-        for lv, v in samples:
-            f.add_metric(list(lv), v)
-        out.append(f)
+        family = (
+            CounterMetricFamily(name, doc, value=value)
+            if value is not None
+            else CounterMetricFamily(name, doc, labels=list(labels))
+        )
+        for label_values, sample in samples:
+            family.add_metric(list(label_values), sample)
+        out.append(family)
 
     # this host
     out.append(
-        I(
+        InfoMetricFamily(
             "ringmesh_node",
             "This host: name, address, role, provider (value 1).",
             value={
@@ -119,7 +116,11 @@ def _families(view: NodeView) -> list:
         )
     )
     gauge("ringmesh_uptime_seconds", "Seconds since the daemon started.", value=now - view.started_at)
-    gauge("ringmesh_incarnation", "This host's incarnation (a new life after a wiped disk).", value=m.own.incarnation)
+    gauge(
+        "ringmesh_incarnation",
+        "This host's incarnation (a new life after a wiped disk).",
+        value=manifest.own.incarnation,
+    )
 
     # gossip
     counter("ringmesh_gossip_rounds", "Gossip rounds this host started.", value=core.rounds)
@@ -127,28 +128,28 @@ def _families(view: NodeView) -> list:
         "ringmesh_gossip_delta_bytes",
         "Bytes of manifest deltas (in SynAck and Ack messages) sent and received.",
         ["direction"],
-        [((k,), t.delta_bytes[k]) for k in (OUT, IN)],
+        [((k,), telemetry.delta_bytes[k]) for k in (OUT, IN)],
     )
     counter(
         "ringmesh_messages",
         "Peer messages sent and received, by kind.",
         ["direction", "kind"],
-        [(k, n) for k, n in sorted(t.messages.items())],
+        [(k, n) for k, n in sorted(telemetry.messages.items())],
     )
     gauge("ringmesh_inbox_events", "Events waiting for the core.", value=view.inbox_size)
     gauge(
         "ringmesh_origin_heartbeat",
         "Each origin's heartbeat as this host knows it.",
         ["origin"],
-        [((o,), st.heartbeat) for o, st in sorted(m.origins.items())],
+        [((o,), origin_state.heartbeat) for o, origin_state in sorted(manifest.origins.items())],
     )
     gauge(
         "ringmesh_origin_max_change",
         "Each origin's highest change counter as this host knows it.",
         ["origin"],
-        [((o,), st.max_counter) for o, st in sorted(m.origins.items())],
+        [((o,), origin_state.max_counter) for o, origin_state in sorted(manifest.origins.items())],
     )
-    lags = {o: t.lag(o, m, now) for o in sorted(m.origins) if o != core.me}
+    lags = {o: telemetry.lag(o, manifest, now) for o in sorted(manifest.origins) if o != core.me}
     gauge(
         "ringmesh_origin_lag_changes",
         "Convergence lag: changes each origin reported (its own digest entry) that this host does not hold yet.",
@@ -161,12 +162,12 @@ def _families(view: NodeView) -> list:
         ["origin"],
         [((o,), sec) for o, (_n, sec) in lags.items()],
     )
-    catch = S(
+    catch = SummaryMetricFamily(
         "ringmesh_origin_catch_up_seconds",
         "Time from an origin's report of a change to this host holding it.",
         labels=["origin"],
     )
-    for o, (n, total) in sorted(t.catch_up.items()):
+    for o, (n, total) in sorted(telemetry.catch_up.items()):
         catch.add_metric([o], count_value=int(n), sum_value=total)  # n: a count, kept in a list of floats
     out.append(catch)
     gauge(
@@ -174,11 +175,11 @@ def _families(view: NodeView) -> list:
         "Seconds since this host last saw each origin's heartbeat advance (heartbeats travel with facts, "
         "or once 10 beats ahead).",
         ["origin"],
-        [((o,), age) for o in sorted(m.origins) if (age := t.heartbeat_age(o, now)) is not None],
+        [((o,), age) for o in sorted(manifest.origins) if (age := telemetry.heartbeat_age(o, now)) is not None],
     )
 
     # membership
-    known = sorted(set(m.origins) | set(core.known_peers()))
+    known = sorted(set(manifest.origins) | set(core.known_peers()))
     views = {h: core.membership.view(h) for h in known}
     by_state = Counter(views.values())
     gauge(
@@ -197,7 +198,7 @@ def _families(view: NodeView) -> list:
 
     # leader
     leader, term = core.leader()
-    e = core.election
+    election = core.election
     gauge("ringmesh_leader_term", "The newest term this host knows.", value=term)
     gauge(
         "ringmesh_leader",
@@ -205,13 +206,13 @@ def _families(view: NodeView) -> list:
         ["leader", "term"],
         [((leader, str(term)), 1)] if leader else [],
     )
-    gauge("ringmesh_is_leader", "1 while this host leads with a lease.", value=float(e.is_leader(now)))
+    gauge("ringmesh_is_leader", "1 while this host leads with a lease.", value=float(election.is_leader(now)))
     gauge(
         "ringmesh_leader_lease_remaining_seconds",
         "Seconds of lease this host has left (0 unless it leads).",
-        value=max(0.0, e.lease_until - now),
+        value=max(0.0, election.lease_until - now),
     )
-    counter("ringmesh_elections_started", "Elections this host started.", value=e.elections_started)
+    counter("ringmesh_elections_started", "Elections this host started.", value=election.elections_started)
 
     # transfers
     running = Counter(core.priority_of(v).label for v, _started in view.transfers())
@@ -226,15 +227,15 @@ def _families(view: NodeView) -> list:
         "ringmesh_transfers",
         "Pulls that ended, by priority class and outcome.",
         ["class", "outcome"],
-        [((c, o), t.transfers.get((c, o), 0)) for c in classes for o in ("done", "failed")],
+        [((c, o), telemetry.transfers.get((c, o), 0)) for c in classes for o in ("done", "failed")],
     )
     counter(
         "ringmesh_throttle_bytes",
         "Bytes let through this host's byte budget, by direction and class.",
         ["direction", "class"],
         [
-            ((direction, c.label), th.granted[c])
-            for direction, th in ((OUT, view.egress), (IN, view.ingress))
+            ((direction, c.label), throttle.granted[c])
+            for direction, throttle in ((OUT, view.egress), (IN, view.ingress))
             for c in sorted(Priority, reverse=True)
         ],
     )
@@ -250,14 +251,14 @@ def _families(view: NodeView) -> list:
         "ringmesh_peer_bytes",
         "Bytes to and from each peer: messages, and file chunks.",
         ["peer", "direction", "what"],
-        [(k, n) for k, n in sorted(t.peer_bytes.items())],
+        [(k, n) for k, n in sorted(telemetry.peer_bytes.items())],
     )
     breakers = core.breakers.report(now)
     gauge(
         "ringmesh_breaker_state",
         "1 for each peer's breaker state (closed, half-open, open), 0 for the others.",
         ["peer", "state"],
-        [((h, s), float(b["state"] == s)) for h, b in breakers.items() for s in BREAKER_STATES],
+        [((h, s), float(breaker["state"] == s)) for h, breaker in breakers.items() for s in BREAKER_STATES],
     )
     counter(
         "ringmesh_breaker_failures",
@@ -289,24 +290,24 @@ def _families(view: NodeView) -> list:
         ["config_key"],
         [((k,), materialised.get(k, 0)) for k in keys],
     )
-    fresh = streams.freshness(m, core.game_placement().targets, now)
+    fresh = streams.freshness(manifest, core.game_placement().targets, now)
     gauge(
         "ringmesh_config_games",
         "Games the cluster produced, per config (all streams).",
         ["config_key"],
-        [((k,), f["games"]) for k, f in sorted(fresh.items())],
+        [((k,), config["games"]) for k, config in sorted(fresh.items())],
     )
     gauge(
         "ringmesh_config_newest_game_age_seconds",
         "Age of the newest game, per config.",
         ["config_key"],
-        [((k,), f["newest_age_s"]) for k, f in sorted(fresh.items()) if f["newest_age_s"] is not None],
+        [((k,), config["newest_age_s"]) for k, config in sorted(fresh.items()) if config["newest_age_s"] is not None],
     )
     gauge(
         "ringmesh_config_hosts_behind",
         "Game hosts missing some of a config's games.",
         ["config_key"],
-        [((k,), len(f["hosts_behind"])) for k, f in sorted(fresh.items())],
+        [((k,), len(config["hosts_behind"])) for k, config in sorted(fresh.items())],
     )
 
     # items

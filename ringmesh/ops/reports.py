@@ -53,9 +53,9 @@ class _ConfigFreshness:
 
 
 def _rate(view: NodeView, host: str, direction: str) -> int:
-    h = view.config.hosts.get(host)
-    r = getattr(h, f"{direction}_bytes_per_s", None) if h else None
-    return int(r) if isinstance(r, (int, float)) and r > 0 else DEFAULT_RATE
+    host_config = view.config.hosts.get(host)
+    rate = getattr(host_config, f"{direction}_bytes_per_s", None) if host_config else None
+    return int(rate) if isinstance(rate, (int, float)) and rate > 0 else DEFAULT_RATE
 
 
 def recommendations(view: NodeView) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def recommendations(view: NodeView) -> dict[str, Any]:
                     "rate_bytes_per_s": rate,
                 }
             )
-    recs.sort(key=lambda r: (-_URGENCY.index(r["priority"]), r["host"], r["item"]))
+    recs.sort(key=lambda rec: (-_URGENCY.index(rec["priority"]), rec["host"], rec["item"]))
     return {
         "node": core.me,
         "recommendations": recs,
@@ -143,7 +143,7 @@ def cluster_data(view: NodeView) -> dict[str, Any]:
 def targets_for(view: NodeView, args: dict[str, str]) -> dict[str, Any]:
     """`get_replication_targets(data_id, data_type, min_copies)`: ranked hosts with reasons."""
     try:
-        dt = DataType(args.get("type", "model"))
+        data_type = DataType(args.get("type", "model"))
         min_copies = int(args.get("min_copies", view.config.min_copies))
     except ValueError as e:
         raise LocalProtocolError(f"bad replication_targets query: {e}") from None
@@ -151,10 +151,10 @@ def targets_for(view: NodeView, args: dict[str, str]) -> dict[str, Any]:
     data_id = args.get("item", "")
     size, holders = 0, []
     for item, v in catalog.newest_versions(core.manifest).items():
-        if item == ItemKey(dt.value, data_id) or str(item) == data_id:
+        if item == ItemKey(data_type.value, data_id) or str(item) == data_id:
             size, holders = v.size, catalog.holders(core.manifest).get((item, v.digest), [])
     ranked = replication_targets(
-        dt,
+        data_type,
         core.host_infos(),
         item_size=size,
         min_copies=min_copies,
@@ -163,7 +163,7 @@ def targets_for(view: NodeView, args: dict[str, str]) -> dict[str, Any]:
     )
     return {
         "data_id": data_id,
-        "data_type": dt.value,
+        "data_type": data_type.value,
         "min_copies": min_copies,
-        "targets": [{"host": r.host, "rank": r.rank, "reason": r.reason} for r in ranked],
+        "targets": [{"host": target.host, "rank": target.rank, "reason": target.reason} for target in ranked],
     }

@@ -19,13 +19,13 @@ CORE_ERROR_WINDOW_S = 600.0
 def status(view: NodeView) -> dict[str, Any]:
     """`ringmesh status --json`: the peer's view of the cluster, its transfers and counters."""
     now = time.time()
-    core, m = view.core, view.manifest
+    core, manifest = view.core, view.manifest
     breakers = core.breakers.report(now)
     members = []
-    for origin in sorted(set(m.origins) | set(core.known_peers())):
-        st = m.origins.get(origin)
-        rec = catalog.node_record(m, origin) or {}
-        lag = view.telemetry.lag(origin, m, now)  # changes it reported that we lack, for how long
+    for origin in sorted(set(manifest.origins) | set(core.known_peers())):
+        origin_state = manifest.origins.get(origin)
+        rec = catalog.node_record(manifest, origin) or {}
+        lag = view.telemetry.lag(origin, manifest, now)  # changes it reported that we lack, for how long
         members.append(
             {
                 "name": origin,
@@ -34,10 +34,10 @@ def status(view: NodeView) -> dict[str, Any]:
                 "role": rec.get("role"),
                 "provider": rec.get("provider"),
                 "ephemeral": rec.get("ephemeral"),
-                "incarnation": st.incarnation if st else None,
-                "heartbeat": st.heartbeat if st else None,
-                "max_counter": st.max_counter if st else None,
-                "alive_incarnation": membership.alive_incarnation(m, origin),
+                "incarnation": origin_state.incarnation if origin_state else None,
+                "heartbeat": origin_state.heartbeat if origin_state else None,
+                "max_counter": origin_state.max_counter if origin_state else None,
+                "alive_incarnation": membership.alive_incarnation(manifest, origin),
                 "breaker": breakers.get(origin, {"state": "closed"}),
                 "heartbeat_age_s": None
                 if (age := view.telemetry.heartbeat_age(origin, now)) is None
@@ -48,11 +48,11 @@ def status(view: NodeView) -> dict[str, Any]:
             }
         )
     leader, term = core.leader()
-    e = core.election
+    election = core.election
     return {
         "node": core.me,
         "address": view.address,
-        "incarnation": m.own.incarnation,
+        "incarnation": manifest.own.incarnation,
         "uptime_s": round(now - view.started_at, 3),
         "gossip_rounds": core.rounds,
         "paused": view.paused,
@@ -64,16 +64,16 @@ def status(view: NodeView) -> dict[str, Any]:
         "leader": leader,
         "term": term,
         "election": {
-            "role": e.role,
-            "term": e.term,
-            "voted_for": e.voted_for,
-            "is_leader": e.is_leader(now),
-            "lease_left_s": round(max(0.0, e.lease_until - now), 3),
-            "elections_started": e.elections_started,
+            "role": election.role,
+            "term": election.term,
+            "voted_for": election.voted_for,
+            "is_leader": election.is_leader(now),
+            "lease_left_s": round(max(0.0, election.lease_until - now), 3),
+            "elections_started": election.elections_started,
         },
         "local_health": core.membership.health,
         "membership_stats": dict(core.membership.stats),
-        "fingerprint": m.fingerprint(),
+        "fingerprint": manifest.fingerprint(),
         "members": members,
         "disk": view.disk,
         "blocked_items": view.blocked_items(),
@@ -81,29 +81,29 @@ def status(view: NodeView) -> dict[str, Any]:
         "events": list(view.events),
         "broadcasts": core.broadcasts(),
         "broadcast_stats": dict(core.broadcast.stats),
-        "freshness": streams.freshness(m, core.game_placement().targets, now),
+        "freshness": streams.freshness(manifest, core.game_placement().targets, now),
         "games": {
             "dir": str(view.games.games_dir),
             "held": view.games.held_summary,
             "durable_through": dict(view.durable),
             "materialised_through": {
-                k: streams.materialised_through(m, (core.replication.origin, k), core.game_placement().targets)
+                k: streams.materialised_through(manifest, (core.replication.origin, k), core.game_placement().targets)
                 for k in view.durable
             },
             "streams": {f"{o}/{k}": hw for (o, k), hw in view.games.log.streams().items()},
             **view.games.counts,
         },
-        "items": len(catalog.newest_versions(m)),
+        "items": len(catalog.newest_versions(manifest)),
         "transfers": [
             {
                 "item": str(v.item),
                 "digest": v.digest,
                 "size_bytes": v.size,
-                "running_s": round(time.time() - t0, 3),
+                "running_s": round(time.time() - started, 3),
                 "priority": core.priority_of(v).label,
                 **_progress(view, v),
             }
-            for v, t0 in view.transfers()
+            for v, started in view.transfers()
         ],
         "counters": dict(sorted(view.counters.items())),
         "metrics": {"listen": view.metrics_address} if view.metrics_address else None,
@@ -112,29 +112,31 @@ def status(view: NodeView) -> dict[str, Any]:
 
 
 def _progress(view: NodeView, v: FileVersion) -> dict[str, Any]:
-    pr = view.progress(v.digest)
-    if pr is None:
+    progress = view.progress(v.digest)
+    if progress is None:
         return {}
-    partial = pr.partial
+    partial = progress.partial
     return {"chunks_verified": len(partial.have), "chunks": partial.n_chunks, "resumed_bytes": partial.resumed_bytes}
 
 
 def listing(view: NodeView) -> dict[str, Any]:
     """`ringmesh ls --json`: the newest version of every item, its holders and placement."""
-    m = view.manifest
-    held = catalog.holders(m)
-    placement = view.core.placer()
+    manifest = view.manifest
+    held = catalog.holders(manifest)
+    placer = view.core.placer()
     items = []
-    for item, v in sorted(catalog.newest_versions(m).items()):
-        others = {digest: hs for (it, digest), hs in held.items() if it == item and digest != v.digest}
-        p = placement(v)
+    for item, v in sorted(catalog.newest_versions(manifest).items()):
+        others = {
+            digest: hosts for (held_item, digest), hosts in held.items() if held_item == item and digest != v.digest
+        }
+        placement = placer(v)
         items.append(
             {
-                "targets": list(p.targets),
-                "left_out": dict(p.left_out),
-                "nfs_covered": dict(p.covered),
-                "blocked": p.blocked,
-                "shortfall": p.shortfall,
+                "targets": list(placement.targets),
+                "left_out": dict(placement.left_out),
+                "nfs_covered": dict(placement.covered),
+                "blocked": placement.blocked,
+                "shortfall": placement.shortfall,
                 "type": item.type,
                 "name": item.name,
                 "digest": v.digest,
@@ -147,4 +149,4 @@ def listing(view: NodeView) -> dict[str, Any]:
                 "older_versions": others,
             }
         )
-    return {"node": view.name, "fingerprint": m.fingerprint(), "items": items}
+    return {"node": view.name, "fingerprint": manifest.fingerprint(), "items": items}

@@ -102,14 +102,14 @@ class Throttle:
         flow = asyncio.current_task() if flow is None else flow
         while nbytes > 0:
             piece = min(nbytes, limiter.burst)
-            rid = limiter.submit(flow, cls, piece, loop.time())
-            fut = self._waiters[rid] = loop.create_future()
+            request_id = limiter.submit(flow, cls, piece, loop.time())
+            grant = self._waiters[request_id] = loop.create_future()
             self._pump()
             try:
-                await fut
+                await grant
             except asyncio.CancelledError:
-                if self._waiters.pop(rid, None) is not None:  # still queued: withdraw it
-                    limiter.cancel(rid)
+                if self._waiters.pop(request_id, None) is not None:  # still queued: withdraw it
+                    limiter.cancel(request_id)
                     self._pump()
                 raise
             self.granted[cls] += piece
@@ -121,10 +121,10 @@ class Throttle:
             return
         loop = asyncio.get_running_loop()
         poll = self._limiter.poll(loop.time())
-        for rid in poll.granted:
-            fut = self._waiters.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+        for request_id in poll.granted:
+            grant = self._waiters.pop(request_id, None)
+            if grant is not None and not grant.done():
+                grant.set_result(None)
         if poll.wake_at == self._wake_at and self._timer is not None:
             return
         if self._timer is not None:
@@ -145,7 +145,7 @@ class Throttle:
             "rate_bytes_per_s": self.rate,
             "burst_bytes": self.burst,
             "waiting": self.waiting,
-            "granted_bytes": {p.label: self.granted[p] for p in sorted(Priority, reverse=True)},
+            "granted_bytes": {priority.label: self.granted[priority] for priority in sorted(Priority, reverse=True)},
         }
 
     def close(self) -> None:

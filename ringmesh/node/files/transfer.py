@@ -51,26 +51,26 @@ class Progress:
 
     def subscribe(self) -> asyncio.Queue[tuple[bool, int] | None]:
         """A queue of `(verified, index)`: True for a chunk verified, False for one asked for."""
-        q: asyncio.Queue[tuple[bool, int] | None] = asyncio.Queue()
-        self._watchers.add(q)
-        return q
+        queue: asyncio.Queue[tuple[bool, int] | None] = asyncio.Queue()
+        self._watchers.add(queue)
+        return queue
 
-    def unsubscribe(self, q: asyncio.Queue) -> None:
-        self._watchers.discard(q)
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self._watchers.discard(queue)
 
     def verified(self, index: int) -> None:
-        for q in self._watchers:
-            q.put_nowait((True, index))
+        for queue in self._watchers:
+            queue.put_nowait((True, index))
 
     def fetching(self, index: int) -> None:
-        for q in self._watchers:
-            q.put_nowait((False, index))
+        for queue in self._watchers:
+            queue.put_nowait((False, index))
 
     def close(self, complete: bool) -> None:
         """The pull ended: watchers hear `None` (then `complete` says how)."""
         self.complete = complete
-        for q in self._watchers:
-            q.put_nowait(None)
+        for queue in self._watchers:
+            queue.put_nowait(None)
 
 
 @dataclass(slots=True)
@@ -148,8 +148,12 @@ async def pull(
                     if swarm.sources.get(src, ()) is not None and links.stub(src) is not None:
                         swarm.source(src, None)
                 for src in pulling:
-                    w = watchers.get(src)
-                    if src not in complete and (w is None or w.done()) and (stub := links.stub(src)) is not None:
+                    watcher = watchers.get(src)
+                    if (
+                        src not in complete
+                        and (watcher is None or watcher.done())
+                        and (stub := links.stub(src)) is not None
+                    ):
                         watchers[src] = asyncio.create_task(_watch(src, stub, v, swarm, kick, links))
             for peer, chunk in swarm.plan(now):
                 stub = links.stub(peer)
@@ -160,7 +164,7 @@ async def pull(
                 task = asyncio.create_task(_fetch(stub, v, chunk, partial, links, cls, throttle, me))
                 tasks[task] = (peer, chunk, now)
                 progress.fetching(chunk)
-            if not tasks and not any(not w.done() for w in watchers.values()):
+            if not tasks and not any(not watcher.done() for watcher in watchers.values()):
                 raise TransferError("; ".join(errors[-8:]) or "no source left to ask")
             if now - last_progress > stall:
                 raise TransferError(f"no chunk arrived in {stall:.0f} s; " + "; ".join(errors[-4:]))
@@ -171,7 +175,7 @@ async def pull(
             for task in done:
                 if task is kicked or task not in tasks:
                     continue
-                peer, chunk, t0 = tasks.pop(task)
+                peer, chunk, asked_at = tasks.pop(task)
                 if task.cancelled():
                     continue
                 err = task.exception()
@@ -185,9 +189,9 @@ async def pull(
                         received(peer, size)
                     last_progress = time.monotonic()
                     progress.verified(chunk)
-                    for loser in swarm.received(peer, chunk, size, time.monotonic() - t0):
-                        for other, (p, c, _) in list(tasks.items()):
-                            if (p, c) == (loser, chunk):
+                    for loser in swarm.received(peer, chunk, size, time.monotonic() - asked_at):
+                        for other, (source, pending_chunk, _) in list(tasks.items()):
+                            if (source, pending_chunk) == (loser, chunk):
                                 other.cancel()
                 elif isinstance(err, (grpc.aio.AioRpcError, RemoteProtocolError)):
                     msg = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
@@ -208,8 +212,8 @@ async def pull(
                     raise DiskFull(f"disk full writing {v.item}: {err}") from err
                 else:
                     raise err
-        for t in [*tasks, *watchers.values(), kicked]:
-            t.cancel()
+        for pending in [*tasks, *watchers.values(), kicked]:
+            pending.cancel()
         try:
             await asyncio.to_thread(files.finish, partial)
         except OSError as e:
@@ -224,8 +228,8 @@ async def pull(
         await asyncio.to_thread(files.discard, v.digest)  # give the space back; retried later
         raise
     finally:
-        for t in [*tasks, *watchers.values(), kicked]:
-            t.cancel()
+        for pending in [*tasks, *watchers.values(), kicked]:
+            pending.cancel()
         await asyncio.gather(*tasks, *watchers.values(), kicked, return_exceptions=True)
         progress.close(ok)
         if registry.get(v.digest) is progress:
@@ -266,19 +270,19 @@ async def _watch(peer: str, stub, v: FileVersion, swarm: Swarm, kick: asyncio.Ev
     n = swarm.n_chunks
     try:
         call = stub.WatchChunks(codec.RecipeRequest(digest=v.digest), timeout=links.deadlines.transfer(v.size))
-        async for m in call:
-            if m.complete:
+        async for chunk_map in call:
+            if chunk_map.complete:
                 swarm.source(peer, None)
             else:
-                for i in m.indices:
-                    if i < n:
-                        swarm.announce(peer, i)
-                t = time.monotonic()
-                for i in m.fetching:
-                    if i < n:
-                        swarm.expect(peer, i, t)
+                for index in chunk_map.indices:
+                    if index < n:
+                        swarm.announce(peer, index)
+                now = time.monotonic()
+                for index in chunk_map.fetching:
+                    if index < n:
+                        swarm.expect(peer, index, now)
             kick.set()
-            if m.complete:
+            if chunk_map.complete:
                 return
     except grpc.aio.AioRpcError as e:  # not (or no longer) pulling it: asked again at the next refresh
         log.debug("watching %s for %s: %s", peer, v.digest[:12], e.code().name)
@@ -320,21 +324,21 @@ async def _assemble(
     usual case: chunks of up to 4 MiB) is passed on as received, without a copy."""
     buf: bytearray | None = None
     index, want, filled = -1, 0, 0
-    async for fr in frames:
-        data = fr.data  # each read of a bytes field makes a new object: read it once
+    async for frame in frames:
+        data = frame.data  # each read of a bytes field makes a new object: read it once
         if buf is None:
-            index = fr.index
+            index = frame.index
             want = recipe.chunk_span(index, v.size, v.chunk_size)[1]
-            if fr.offset != 0 or len(data) > want:
-                raise RemoteProtocolError(f"frame out of place: chunk {fr.index} offset {fr.offset}")
+            if frame.offset != 0 or len(data) > want:
+                raise RemoteProtocolError(f"frame out of place: chunk {frame.index} offset {frame.offset}")
             if throttle is not None:
                 await throttle.acquire(len(data), priority)
             if len(data) == want:
                 yield index, data
                 continue
             buf, filled = bytearray(want), 0
-        elif fr.index != index or fr.offset != filled or filled + len(data) > want:
-            raise RemoteProtocolError(f"frame out of place: chunk {fr.index} offset {fr.offset}")
+        elif frame.index != index or frame.offset != filled or filled + len(data) > want:
+            raise RemoteProtocolError(f"frame out of place: chunk {frame.index} offset {frame.offset}")
         elif throttle is not None:
             await throttle.acquire(len(data), priority)
         buf[filled : filled + len(data)] = data

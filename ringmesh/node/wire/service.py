@@ -58,13 +58,13 @@ def register(server, servicer: PeerService | LocalService) -> None:
     server.add_registered_method_handlers(service, handlers)
 
 
-def _parsed(servicer, fn, streaming: bool):
+def _parsed(servicer, handler, streaming: bool):
     if streaming:
 
         async def stream(request, context):
             if isinstance(request, codec.Malformed):
                 await servicer.refuse(context, INVALID, request.error)
-            async for reply in fn(request, context):
+            async for reply in handler(request, context):
                 yield reply
 
         return stream
@@ -72,7 +72,7 @@ def _parsed(servicer, fn, streaming: bool):
     async def unary(request, context):
         if isinstance(request, codec.Malformed):
             await servicer.refuse(context, INVALID, request.error)
-        return await fn(request, context)
+        return await handler(request, context)
 
     return unary
 
@@ -352,14 +352,14 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
             key = check_config_key(request.config_key)
             if not request.games:
                 raise LocalProtocolError("no games")
-            if len(request.games) > codec.MAX_GAMES or any(len(g) > codec.MAX_GAME_BYTES for g in request.games):
+            if len(request.games) > codec.MAX_GAMES or any(len(game) > codec.MAX_GAME_BYTES for game in request.games):
                 raise TooLarge(f"1..{codec.MAX_GAMES} games of at most {codec.MAX_GAME_BYTES} bytes each")
             schemas = {}
-            for fp, raw in request.schemas.items():
+            for fingerprint, raw in request.schemas.items():
                 try:
-                    schemas[fp] = gameschema.Schema.decode(raw, fp)
+                    schemas[fingerprint] = gameschema.Schema.decode(raw, fingerprint)
                 except gameschema.SchemaError as e:
-                    raise LocalProtocolError(f"schema {fp[:32]!r}: {e}") from None
+                    raise LocalProtocolError(f"schema {fingerprint[:32]!r}: {e}") from None
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         try:
