@@ -38,6 +38,7 @@ from collections import deque
 from typing import Callable, Union
 
 from ringmesh.core import (
+    CancelTransfer,
     Effect,
     Envelope,
     Event,
@@ -48,9 +49,11 @@ from ringmesh.core import (
     Send,
     SendFailed,
     SetTimer,
+    StartTransfer,
     TimerFired,
 )
-from ringmesh.core.messages import GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames
+from ringmesh.core.errors import unknown
+from ringmesh.core.messages import Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames
 
 from .disk import Disk
 from .invariants import Violation
@@ -322,37 +325,40 @@ class World:
     def interpret(self, node: str, effects: list[Effect]) -> None:
         """Carry out `node`'s effects at the current virtual time."""
         for eff in effects:
-            if isinstance(eff, Send):
-                self._send(node, eff.to, eff.envelope)
-            elif isinstance(eff, SetTimer):
-                key = (node, eff.name)
-                at = eff.at if node not in self.clocks else self._world_time(node, eff.at)
-                self._timers[key] = self._push(max(at, self.now), _TIMER, node, TimerFired(name=eff.name))
-            elif isinstance(eff, Persist):
-                self.disks[node].persist(eff)
-                self.persisted(node, eff)
-            elif isinstance(eff, SaveVote):
-                self.disks[node].vote = (eff.term, eff.voted_for)
-            elif isinstance(eff, StoreGames):
-                if self.fsync_latency:  # the write is durable, and the process told, only then
-                    self._push(self.now + self.fsync_latency, _FSYNC, node, (self.nodes[node], eff))
-                else:
-                    self._push(self.now, _LOCAL, node, self._store(node, eff))  # the answer comes as an event
-            elif isinstance(eff, ReadGames):
-                log = self.disks[node].games.get((eff.origin, eff.config_key), {})
-                games = tuple((q, log[q]) for q in range(eff.first, eff.last + 1) if q in log)
-                self._push(
-                    self.now,
-                    _LOCAL,
-                    node,
-                    GamesRead(origin=eff.origin, config_key=eff.config_key, games=games, reply_to=eff.reply_to),
-                )
-            elif isinstance(eff, GamesDurable):
-                for hook in self.durable_hooks:
-                    hook(node, eff, self.now)
-            else:
-                name = type(eff).__name__
-                self.ignored[name] = self.ignored.get(name, 0) + 1
+            match eff:
+                case Send():
+                    self._send(node, eff.to, eff.envelope)
+                case SetTimer():
+                    key = (node, eff.name)
+                    at = eff.at if node not in self.clocks else self._world_time(node, eff.at)
+                    self._timers[key] = self._push(max(at, self.now), _TIMER, node, TimerFired(name=eff.name))
+                case Persist():
+                    self.disks[node].persist(eff)
+                    self.persisted(node, eff)
+                case SaveVote():
+                    self.disks[node].vote = (eff.term, eff.voted_for)
+                case StoreGames():
+                    if self.fsync_latency:  # the write is durable, and the process told, only then
+                        self._push(self.now + self.fsync_latency, _FSYNC, node, (self.nodes[node], eff))
+                    else:
+                        self._push(self.now, _LOCAL, node, self._store(node, eff))  # the answer comes as an event
+                case ReadGames():
+                    log = self.disks[node].games.get((eff.origin, eff.config_key), {})
+                    games = tuple((q, log[q]) for q in range(eff.first, eff.last + 1) if q in log)
+                    self._push(
+                        self.now,
+                        _LOCAL,
+                        node,
+                        GamesRead(origin=eff.origin, config_key=eff.config_key, games=games, reply_to=eff.reply_to),
+                    )
+                case GamesDurable():
+                    for hook in self.durable_hooks:
+                        hook(node, eff, self.now)
+                case Emit() | StartTransfer() | CancelTransfer():  # a log line; transfers: `sim/files.py`
+                    name = type(eff).__name__
+                    self.ignored[name] = self.ignored.get(name, 0) + 1
+                case _:
+                    unknown(eff)
 
     def persisted(self, node: str, eff: Persist) -> None:
         """Tell the hooks that `node` made these changes durable (also for scenario writes)."""

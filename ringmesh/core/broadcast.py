@@ -26,17 +26,16 @@ alone says which hosts hold it. What the broadcast adds is urgency, and someone 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import catalog
 from .manifest import Manifest, OriginChange
-from .messages import BroadcastOrder, FileVersion, ItemKey
+from .messages import BroadcastOrder, FileVersion, ItemKey, Outbox, Timer
 from .router import NFS_COVERED, Placement
 
 ATTR = "broadcast"  # the version attribute a publisher marks ("1")
 PREFIX = "b/"
-TIMER = "broadcast"
 MAX_ORDERS = 1024  # orders remembered at once (a peer cannot grow them without bound)
 DELIVERED, PULLING, WAITING = "delivered", "pulling", "waiting"
 
@@ -76,14 +75,6 @@ def directives(m: Manifest, origin: str | None = None) -> list[Directive]:
     return out
 
 
-@dataclass(slots=True)
-class Out:
-    changes: list[OriginChange] = field(default_factory=list)
-    sends: list[tuple[str, BroadcastOrder]] = field(default_factory=list)
-    retry: list[Key] = field(default_factory=list)  # what the leader orders itself: reset the backoff
-    timer: float | None = None
-
-
 class Broadcasts:
     def __init__(self, me: str, manifest: Manifest, *, reorder_interval: float) -> None:
         self.me, self.m, self.reorder_interval = me, manifest, reorder_interval
@@ -112,11 +103,12 @@ class Broadcasts:
         newest: Mapping[ItemKey, FileVersion],
         placer: Callable[[], Callable[[FileVersion], Placement]],
         reachable: Callable[[str], bool],
-    ) -> Out:
+    ) -> tuple[Outbox, list[Key]]:
         """One look by the leader of `term` (the caller checked its lease): directives, orders.
         `placer()` gives the router's placement, asked for only if something is to be broadcast;
-        `hlc()` the clock's reading, for a tombstone."""
-        out = Out()
+        `hlc()` the clock's reading, for a tombstone. Also the versions the leader orders itself
+        (their backoff is reset)."""
+        out, retry = Outbox(), []
         if term != self.term:
             self.term, self.ordered = term, {}
         wanted = {item: v for item, v in newest.items() if marked(v)}
@@ -150,13 +142,14 @@ class Broadcasts:
                     continue
                 self.ordered[(item, v.digest, host)] = now
                 if host == self.me:
-                    out.retry.append(key)
+                    retry.append(key)
                 else:
                     out.sends.append((host, BroadcastOrder(type=item.type, name=item.name, digest=v.digest, term=term)))
         self.stats["orders_sent"] += len(out.sends)
         self.ordered = {k: t for k, t in self.ordered.items() if k in lacking}
-        out.timer = self.timer_at = min(due)
-        return out
+        self.timer_at = min(due)
+        out.timers.append((Timer.BROADCAST, self.timer_at))
+        return out, retry
 
     def retire(self, known_term: Callable[[], int], hlc: Callable[[], int]) -> list[OriginChange]:
         """Withdraw our own directives of a term older than the newest we know (most of the

@@ -28,7 +28,7 @@ from . import election as el
 from . import membership as mb
 from .bandwidth import Priority
 from .breaker import Breakers
-from .errors import LocalProtocolError
+from .errors import unknown
 from .hlc import HybridClock
 from .manifest import MAX_NUMBER, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
@@ -39,7 +39,6 @@ from .messages import (
     DiskMeasured,
     DrainRequested,
     Effect,
-    Emit,
     Envelope,
     Event,
     FilePublished,
@@ -50,14 +49,20 @@ from .messages import (
     GamesHeld,
     GamesRead,
     GamesStored,
+    HeartbeatAck,
     ItemKey,
+    LeaderHeartbeat,
     LeaveRequested,
+    Message,
     MessageReceived,
+    Outbox,
     Persist,
+    Ping,
+    PingAck,
+    PingReq,
     PrioritySet,
     PullGames,
     PushGames,
-    SaveVote,
     SchemaPublished,
     Send,
     SendFailed,
@@ -66,17 +71,18 @@ from .messages import (
     Syn,
     SynAck,
     SyncRequested,
+    Timer,
     TimerFired,
     TransferFailed,
+    VoteReply,
+    VoteRequest,
 )
 from .peerconfig import PeerConfig
-from .replication import Out as ROut
 from .replication import Replication
 from .router import DataType, HostInfo, Placement, place
 from .streams import HW_PREFIX
 from .transfers import TransferPlanner
 
-GOSSIP = "gossip"
 LEADER_KEY = catalog.LEADER_KEY
 FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
 DELIVERY_KEYS = ("v/", "h/", "p/")  # fact keys a broadcasting leader reads
@@ -109,7 +115,9 @@ class Peer:
         self.node_record = dict(node_record or {})
         self.rounds = 0
         self.membership = mb.Membership(me, self.manifest, self.clock, rng, config.membership)
-        self.election = el.Election(me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1])
+        self.election = el.Election(
+            me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1], manifest=self.manifest
+        )
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
         self.replication = Replication(
@@ -150,9 +158,9 @@ class Peer:
         record = catalog.pack(self.node_record)
         if self.manifest.get(self.me, catalog.NODE_KEY) != record:
             out.append(self._persist([self.manifest.put(catalog.NODE_KEY, record)], now))
-        out += self._membership(self.membership.start(now), now)
-        out += self._election(self.election.start(now), now)
-        out.append(SetTimer(name=GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
+        out += self._flush(self.membership.start(now), now)
+        out += self._flush(self.election.start(now), now)
+        out.append(SetTimer(name=Timer.GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
         out += self._plan_transfers(now)
         return out
 
@@ -163,120 +171,126 @@ class Peer:
         timer set again — gossip, probes and suspicions, the election and the leader's
         heartbeat; the broadcast timer restarts with the next heartbeat (`_maybe_lead`)."""
         out: list[Effect] = [self._persist([self.manifest.snapshot(self.me)], now)]
-        out.append(SetTimer(name=GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
-        out += self._membership(self.membership.rearm(now), now)
-        out += self._election(self.election.rearm(now), now)
+        out.append(SetTimer(name=Timer.GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
+        out += self._flush(self.membership.rearm(now), now)
+        out += self._flush(self.election.rearm(now), now)
         self.broadcast.timer_at = None
         return out
 
     def handle(self, event: Event, now: float) -> list[Effect]:
-        if isinstance(event, TimerFired):
-            return self._on_timer(event.name, now)
-        if isinstance(event, MessageReceived):
-            return self._on_message(event.envelope, now)
-        if isinstance(event, SendFailed):
-            self.breakers.failure(event.peer, now)
-            return []
-        if isinstance(event, FilePublished):
-            return self._on_published(event, now)
-        if isinstance(event, FileStored):
-            return self._on_stored(event, now)
-        if isinstance(event, TransferFailed):
-            self.transfers.failed(event.item, event.digest, now)
-            return self._not_pulling(event.item, now) + self._plan_transfers(now)
-        if isinstance(event, LeaveRequested):
-            return self._on_leave(now)
-        if isinstance(event, DiskMeasured):
-            return self._on_disk(event, now)
-        if isinstance(event, PrioritySet):
-            self.priorities[event.config_key] = Priority.parse(event.priority)
-            self.transfers.touch()
-            return self._plan_transfers(now)
-        if isinstance(event, GamesStored):
-            r = self.replication.stored(
-                event.origin,
-                event.config_key,
-                event.seqs,
-                event.hw,
-                event.games,
-                event.ack_to,
-                now,
-                self.push_targets(now),
-            )
-            return self._replicated(r, now)
-        if isinstance(event, DrainRequested):
-            persistent = [h for h in self.push_targets(now) if self._persistent(h)]
-            return self._replicated(self.replication.drain(now, persistent), now)
-        if isinstance(event, GamesRead):
-            if not event.games:
+        match event:
+            case TimerFired():
+                return self._on_timer(event.name, now)
+            case MessageReceived():
+                return self._on_message(event.envelope, now)
+            case SendFailed():
+                self.breakers.failure(event.peer, now)
                 return []
-            msg = GamesBatch(origin=event.origin, config_key=event.config_key, games=event.games)
-            return [self._send(event.reply_to, msg, now)]
-        if isinstance(event, BackupFinished):
-            return self._on_backup(event, now)
-        if isinstance(event, SyncRequested):
-            self.transfers.touch()
-            return self._plan_transfers(now)
-        if isinstance(event, GamesHeld):
-            key = catalog.HELD_PREFIX + event.config_key
-            held = {o: sorted(qs)[:HELD_LISTED] for o, qs in sorted(event.held.items()) if qs}
-            if not held:
-                change = self.manifest.delete(key, self.clock.now(now))
-                return self._changed([change], now) if change is not None else []
-            value = catalog.pack({"s": held})
-            return (
-                [] if self.manifest.get(self.me, key) == value else self._changed([self.manifest.put(key, value)], now)
-            )
-        if isinstance(event, SchemaPublished):
-            key = catalog.SCHEMA_PREFIX + event.fingerprint
-            if any(self.manifest.get(o, key) is not None for o in self.manifest.origins):
-                return []  # some host published it already: one copy travels
-            return self._changed([self.manifest.put(key, event.schema)], now)
-        raise LocalProtocolError(f"unknown event {event!r}")
+            case FilePublished():
+                return self._on_published(event, now)
+            case FileStored():
+                return self._on_stored(event, now)
+            case TransferFailed():
+                self.transfers.failed(event.item, event.digest, now)
+                return self._not_pulling(event.item, now) + self._plan_transfers(now)
+            case LeaveRequested():
+                return self._on_leave(now)
+            case DiskMeasured():
+                return self._on_disk(event, now)
+            case PrioritySet():
+                self.priorities[event.config_key] = Priority.parse(event.priority)
+                self.transfers.touch()
+                return self._plan_transfers(now)
+            case GamesStored():
+                r = self.replication.stored(
+                    event.origin,
+                    event.config_key,
+                    event.seqs,
+                    event.hw,
+                    event.games,
+                    event.ack_to,
+                    now,
+                    self.push_targets(now),
+                )
+                return self._flush(r, now)
+            case DrainRequested():
+                persistent = [h for h in self.push_targets(now) if self._persistent(h)]
+                return self._flush(self.replication.drain(now, persistent), now)
+            case GamesRead():
+                if not event.games:
+                    return []
+                msg = GamesBatch(origin=event.origin, config_key=event.config_key, games=event.games)
+                return [self._send(event.reply_to, msg, now)]
+            case BackupFinished():
+                return self._on_backup(event, now)
+            case SyncRequested():
+                self.transfers.touch()
+                return self._plan_transfers(now)
+            case GamesHeld():
+                return self._on_held(event, now)
+            case SchemaPublished():
+                key = catalog.SCHEMA_PREFIX + event.fingerprint
+                if any(self.manifest.get(o, key) is not None for o in self.manifest.origins):
+                    return []  # some host published it already: one copy travels
+                return self._changed([self.manifest.put(key, event.schema)], now)
+            case _:
+                unknown(event)
 
-    def _on_timer(self, name: str, now: float) -> list[Effect]:
-        if name == GOSSIP:
-            return self._on_gossip_timer(now)
-        if name in (mb.PROBE_TIMER, mb.INDIRECT_TIMER, mb.SUSPICION_TIMER):
-            return self._membership(self.membership.on_timer(name, now, self.known_peers()), now)
-        if name in (el.ELECTION_TIMER, el.HEARTBEAT_TIMER):
-            self.election.members = self.known_peers()
-            return self._election(self.election.on_timer(name, now), now) + self._maybe_lead(now)
-        if name == bc.TIMER:
-            self.broadcast.timer_at = None
-            return self._lead(now)
-        return []
+    def _on_held(self, event: GamesHeld, now: float) -> list[Effect]:
+        key = catalog.HELD_PREFIX + event.config_key
+        held = {o: sorted(qs)[:HELD_LISTED] for o, qs in sorted(event.held.items()) if qs}
+        if not held:
+            change = self.manifest.delete(key, self.clock.now(now))
+            return self._changed([change], now) if change is not None else []
+        value = catalog.pack({"s": held})
+        return [] if self.manifest.get(self.me, key) == value else self._changed([self.manifest.put(key, value)], now)
+
+    def _on_timer(self, name: Timer, now: float) -> list[Effect]:
+        match name:
+            case Timer.GOSSIP:
+                return self._on_gossip_timer(now)
+            case Timer.PROBE | Timer.PROBE_INDIRECT | Timer.SUSPICION:
+                return self._flush(self.membership.on_timer(name, now, self.known_peers()), now)
+            case Timer.ELECTION | Timer.LEADER_HEARTBEAT:
+                self.election.members = self.known_peers()
+                return self._flush(self.election.on_timer(name, now), now) + self._maybe_lead(now)
+            case Timer.BROADCAST:
+                self.broadcast.timer_at = None
+                return self._lead(now)
+            case _:
+                unknown(name)
 
     def _on_message(self, env: Envelope, now: float) -> list[Effect]:
         self.clock.observe(env.hlc, now)
         self.breakers.success(env.sender)
         body, sender = env.body, env.sender
-        if isinstance(body, (mb.Ping, mb.PingAck, mb.PingReq)):
-            return self._membership(self.membership.on_message(sender, body, now), now)
-        if isinstance(body, PushGames):
-            return self._replicated(self.replication.on_push(sender, body), now)
-        if isinstance(body, GamesAck):
-            return self._replicated(self.replication.on_ack(sender, body), now)
-        if isinstance(body, PullGames):
-            return self._replicated(self.replication.on_pull(sender, body), now)
-        if isinstance(body, GamesBatch):
-            return self._replicated(self.replication.on_batch(sender, body), now)
-        if isinstance(body, (el.VoteRequest, el.VoteReply, el.LeaderHeartbeat, el.HeartbeatAck)):
-            self.election.members = self.known_peers()
-            return self._election(self.election.on_message(sender, body, now), now) + self._maybe_lead(now)
-        if isinstance(body, BroadcastOrder):
-            return self._on_order(sender, body, now)
-        out: list[Effect] = []
-        if isinstance(body, (Syn, SynAck)):
-            out += self._check_own_incarnation(body.digest, now)
-        if isinstance(body, (SynAck, Ack)):
-            out += self._apply(body.delta, now)
-        if isinstance(body, Syn):
-            reply = SynAck(digest=self.manifest.digest(), delta=self._delta_for(body.digest))
-            out.append(self._send(sender, reply, now))
-        elif isinstance(body, SynAck):
-            out.append(self._send(sender, Ack(delta=self._delta_for(body.digest)), now))
-        return out
+        match body:
+            case Ping() | PingAck() | PingReq():
+                return self._flush(self.membership.on_message(sender, body, now), now)
+            case PushGames():
+                return self._flush(self.replication.on_push(sender, body), now)
+            case GamesAck():
+                return self._flush(self.replication.on_ack(sender, body), now)
+            case PullGames():
+                return self._flush(self.replication.on_pull(sender, body), now)
+            case GamesBatch():
+                return self._flush(self.replication.on_batch(sender, body), now)
+            case VoteRequest() | VoteReply() | LeaderHeartbeat() | HeartbeatAck():
+                self.election.members = self.known_peers()
+                return self._flush(self.election.on_message(sender, body, now), now) + self._maybe_lead(now)
+            case BroadcastOrder():
+                return self._on_order(sender, body, now)
+            case Syn():
+                out = self._check_own_incarnation(body.digest, now)
+                reply = SynAck(digest=self.manifest.digest(), delta=self._delta_for(body.digest))
+                return out + [self._send(sender, reply, now)]
+            case SynAck():
+                out = self._check_own_incarnation(body.digest, now) + self._apply(body.delta, now)
+                return out + [self._send(sender, Ack(delta=self._delta_for(body.digest)), now)]
+            case Ack():
+                return self._apply(body.delta, now)
+            case _:
+                unknown(body)
 
     # -- views -----------------------------------------------------------------------------
 
@@ -321,9 +335,9 @@ class Peer:
         out += self._maybe_lead(now)
         digest = self.manifest.digest()
         out += [self._send(p, Syn(digest=digest), now) for p in self._gossip_targets(now)]
-        out.append(SetTimer(name=GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
+        out.append(SetTimer(name=Timer.GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
         game_hosts = set(self.game_placement().targets)
-        out += self._replicated(
+        out += self._flush(
             self.replication.tick(
                 now,
                 should_hold=lambda s: self.me in game_hosts,
@@ -360,7 +374,7 @@ class Peer:
         """Persist manifest changes and let the parts that read the manifest react."""
         mout = self.membership.on_manifest_changed(now)
         out: list[Effect] = [self._persist(changes + mout.changes, now)]
-        out += self._membership(mout, now, persisted=True)
+        out += self._flush(mout, now, persisted=True)
         keys = {k for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)}
         reset = any(ch.reset for ch in changes)
 
@@ -368,7 +382,7 @@ class Peer:
             return reset or any(k.startswith(prefixes) for k in keys)
 
         if touched(HW_PREFIX):
-            out += self._replicated(self.replication.marks_changed(), now)
+            out += self._flush(self.replication.marks_changed(), now)
         directives = touched(bc.PREFIX)
         if directives:  # a directive that came into force resets its backoff: pull it now
             for item, digest in self.broadcast.fresh(self._in_force()):
@@ -430,14 +444,6 @@ class Peer:
         hosts = [h for h in self.game_placement().targets if h != self.me and self.healthy(h, now)]
         return sorted(hosts, key=lambda h: (not self._persistent(h), hosts.index(h)))
 
-    def _replicated(self, r: ROut, now: float) -> list[Effect]:
-        out: list[Effect] = []
-        if r.changes:
-            out += self._changed(r.changes, now)
-        out += [self._send(to, msg, now) for to, msg in r.sends]
-        out += r.effects  # type: ignore[arg-type]
-        return out
-
     def _on_backup(self, ev: BackupFinished, now: float) -> list[Effect]:
         """Record a backup run in the manifest, fenced by the term it ran under."""
         if not (self.election.is_leader(now) and self.election.term == ev.term):
@@ -474,7 +480,7 @@ class Peer:
     def _on_leave(self, now: float) -> list[Effect]:
         """Announce a graceful leave: publish it and push it straight to a few peers."""
         before = self.manifest.own.digest()
-        out = self._membership(self.membership.leave(now), now)
+        out = self._flush(self.membership.leave(now), now)
         theirs = dict(self.manifest.digest())
         theirs[self.me] = before
         delta = self._delta_for(theirs)
@@ -483,34 +489,21 @@ class Peer:
 
     # -- the parts' outputs as effects -----------------------------------------------------
 
-    def _send(self, to: str, body, now: float) -> Send:
+    def _send(self, to: str, body: Message, now: float) -> Send:
         return Send(to=to, envelope=Envelope(sender=self.me, hlc=self.clock.now(now), body=body))
 
     def _persist(self, changes: list[OriginChange], now: float) -> Persist:
         return Persist(changes=tuple(changes), hlc=self.clock.now(now))
 
-    def _membership(self, o: mb.Out, now: float, persisted: bool = False) -> list[Effect]:
-        out: list[Effect] = []
-        if o.changes and not persisted:
-            out += self._changed(o.changes, now)
+    def _flush(self, o: Outbox, now: float, persisted: bool = False) -> list[Effect]:
+        """A part's outbox as effects, in the order of its fields (`persisted`: its changes
+        are written, and reacted to, already)."""
+        out = self._changed(o.changes, now) if o.changes and not persisted else []
+        if o.writes:
+            out.append(self._persist(o.writes, now))
         out += [self._send(to, msg, now) for to, msg in o.sends]
         out += [SetTimer(name=name, at=at) for name, at in o.timers]
-        out += [Emit(kind="suspected", subject=x) for x in o.suspected]
-        out += [Emit(kind="declared-dead", subject=x) for x in o.declared_dead]
-        return out
-
-    def _election(self, o: el.Out, now: float) -> list[Effect]:
-        out: list[Effect] = []
-        if o.save_vote:
-            out.append(SaveVote(term=self.election.term, voted_for=self.election.voted_for))
-        if o.became_leader:
-            out.append(self._persist([self.manifest.put(LEADER_KEY, catalog.pack({"t": self.election.term}))], now))
-        out += [self._send(to, msg, now) for to, msg in o.sends]
-        out += [SetTimer(name=name, at=at) for name, at in o.timers]
-        if o.leader_changed:
-            e = self.election
-            out.append(Emit(kind="leader", subject=e.leader or "", detail=f"term {e.term}, this host {e.role}"))
-        return out
+        return out + o.effects
 
     # -- files -----------------------------------------------------------------------------
 
@@ -669,7 +662,7 @@ class Peer:
     def _lead(self, now: float) -> list[Effect]:
         if not self.election.is_leader(now):
             return []
-        o = self.broadcast.lead(
+        o, retry = self.broadcast.lead(
             now,
             self.election.term,
             lambda: self.clock.now(now),
@@ -677,14 +670,11 @@ class Peer:
             self.placer,
             lambda h: self.breakers.allow(h, now),
         )
-        for item, digest in o.retry:
+        for item, digest in retry:
             self.transfers.retry_now(item, digest)
         out = self._changed(o.changes, now) if o.changes else []
-        out += self._plan_transfers(now) if o.retry else []
-        out += [self._send(to, msg, now) for to, msg in o.sends]
-        if o.timer is not None:
-            out.append(SetTimer(name=bc.TIMER, at=o.timer))
-        return out
+        out += self._plan_transfers(now) if retry else []
+        return out + self._flush(o, now, persisted=True)
 
     def _leader_of(self, term: int) -> str | None:
         """Who leads `term`, if this host knows (its election, or the leader's own fact)."""

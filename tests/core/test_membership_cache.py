@@ -25,11 +25,11 @@ from ringmesh.core.membership import (
     ALIVE_KEY,
     CLAIM_PREFIX,
     LEFT_KEY,
-    SUSPICION_TIMER,
     Membership,
     claims_about,
     view_of,
 )
+from ringmesh.core.messages import Timer
 
 from ._world import World
 
@@ -120,7 +120,7 @@ def test_cached_views_equal_a_fresh_computation(steps):
         elif kind == "restart":
             mem[args[0]] = _restart(w, *args)
         elif kind == "react":  # the membership acts on what changed (claims, retractions)
-            out = mem[args[0]].on_timer(SUSPICION_TIMER, 100.0, [x for x in NAMES if x != args[0]])
+            out = mem[args[0]].on_timer(Timer.SUSPICION, 100.0, [x for x in NAMES if x != args[0]])
             for ch in out.changes:
                 w._record(ch)
                 w._persist(args[0], [ch])
@@ -137,7 +137,7 @@ def test_a_claim_overwritten_behind_the_peers_back_does_not_crash_the_suspicion_
     out = mem.on_manifest_changed(0.0)
     assert mem.view("x") == "suspect" and "x" in mem.suspect_since and out.timers
     m.put(CLAIM_PREFIX + "x", b"\x92\x01\x02")  # garbage, written past the membership
-    mem.on_timer(SUSPICION_TIMER, 1.0, ["x"])  # raised ValueError: max() arg is an empty sequence
+    mem.on_timer(Timer.SUSPICION, 1.0, ["x"])  # raised ValueError: max() arg is an empty sequence
     assert mem.view("x") == "alive" and "x" not in mem.suspect_since
 
 

@@ -26,10 +26,11 @@ from ringmesh.core.messages import (
     StartTransfer,
     Syn,
     SynAck,
+    Timer,
     TimerFired,
     TransferFailed,
 )
-from ringmesh.core.peer import GOSSIP, Peer, PeerConfig
+from ringmesh.core.peer import Peer, PeerConfig
 
 ITEM = ItemKey("model", "canonical_hex8_2p.pth")
 D1 = "11111111111111111111111111111111"
@@ -74,7 +75,7 @@ class Mesh:
         self.now += dt
         for name, p in self.peers.items():
             if only in (None, name):
-                self.feed(name, p.handle(TimerFired(name=GOSSIP), self.now))
+                self.feed(name, p.handle(TimerFired(name=Timer.GOSSIP), self.now))
 
     def event(self, name: str, ev) -> list:
         return self.feed(name, self.peers[name].handle(ev, self.now))
@@ -115,7 +116,7 @@ def test_start_writes_the_node_record_and_sets_the_gossip_timer():
     p = peer("a")
     out = p.start(5.0)
     assert catalog.NODE_KEY in upserted_keys(out)
-    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == GOSSIP]
+    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == Timer.GOSSIP]
     assert 5.0 <= timer.at <= 6.0
     assert catalog.node_record(p.manifest, "a") == {"addr": "a:7070", "role": "training"}
     assert catalog.NODE_KEY not in upserted_keys(p.start(6.0))  # same record: nothing to write
@@ -133,7 +134,7 @@ def test_recover_sets_every_periodic_timer_again_and_persists_our_facts_whole():
     p.start(0.0)
     out = p.recover(10.0)
     timers = {e.name: e.at for e in out if isinstance(e, SetTimer)}
-    assert set(timers) >= {GOSSIP, "probe", "election"} and all(10.0 <= at <= 11.0 for at in timers.values())
+    assert set(timers) >= {Timer.GOSSIP, "probe", "election"} and all(10.0 <= at <= 11.0 for at in timers.values())
     (persist,) = [e for e in out if isinstance(e, Persist)]
     (snap,) = persist.changes
     assert snap.origin == "a" and snap.reset and {f.key for f in snap.upserts} == set(p.manifest.own.facts)
@@ -166,13 +167,14 @@ def test_two_peers_converge_after_a_few_rounds():
 def test_a_timer_round_sends_syn_to_known_peers_and_rearms():
     p = peer("a", ["b", "c", "d", "e"], fanout=2)
     p.start(0.0)
-    out = p.handle(TimerFired(name=GOSSIP), 1.0)
+    out = p.handle(TimerFired(name=Timer.GOSSIP), 1.0)
     sends = [e for e in out if isinstance(e, Send) and isinstance(e.envelope.body, Syn)]
     assert 2 <= len(sends) <= 3 and len({s.to for s in sends}) == len(sends)  # fanout (+ maybe one presumed dead)
     assert all(s.to in "bcde" for s in sends)
-    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == GOSSIP]
+    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == Timer.GOSSIP]
     assert 1.9 <= timer.at <= 2.1
-    assert p.handle(TimerFired(name="other"), 1.0) == []
+    with pytest.raises(LocalProtocolError, match="unknown str: 'other'"):
+        p.handle(TimerFired(name="other"), 1.0)
 
 
 def test_the_same_seed_gives_the_same_run():
