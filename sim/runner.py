@@ -23,7 +23,7 @@ import math
 import random
 from typing import Any, Callable
 
-from ringmesh.core import ItemKey, Peer, catalog
+from ringmesh.core import ItemKey, Peer, catalog, keys
 from ringmesh.core import election as el
 from ringmesh.core.bandwidth import Limiter
 from ringmesh.core.messages import DiskMeasured, DrainRequested
@@ -416,15 +416,15 @@ class Run:
             b"\x92\x01\x02",
             catalog.pack({"d": "zz" * 16, "s": -1, "c": 0, "t": 1}),
         ]
-        keys = [
-            f"v/model/corrupt-{i}.pth",
-            f"h/model/corrupt-{i}.pth",
-            f"p/npz/corrupt-{i}.npz",
-            f"g/{h}.99/hex8_2p",
-            f"m/{self.sc.ids[i % len(self.sc.ids)]}",
-            f"g/bad origin/{i}",
+        names = [
+            f"{keys.VERSION}model/corrupt-{i}.pth",
+            f"{keys.HOLDING}model/corrupt-{i}.pth",
+            f"{keys.PULLING}npz/corrupt-{i}.npz",
+            f"{keys.HW}{h}.99/hex8_2p",
+            f"{keys.CLAIM}{self.sc.ids[i % len(self.sc.ids)]}",
+            f"{keys.HW}bad origin/{i}",
         ]
-        for key, value in zip(keys, junk):
+        for key, value in zip(names, junk):
             self.c.put(h, key, value)
 
     # -- liveness -------------------------------------------------------------------------------
@@ -477,7 +477,7 @@ class Run:
             return
         for ch in eff.changes:
             for f in ch.upserts:
-                if f.key.startswith("m/") and f.key[2:] in self._open:
+                if f.key.startswith(keys.CLAIM) and f.key[len(keys.CLAIM) :] in self._open:
                     v = catalog.unpack(f.value) or {}
                     if v.get("s") == "dead":
                         o = self._open[f.key[2:]]

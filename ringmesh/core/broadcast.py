@@ -29,13 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from . import catalog
+from . import catalog, keys
 from .manifest import Manifest, OriginChange
 from .messages import BroadcastOrder, FileVersion, ItemKey, Outbox, Timer
 from .router import NFS_COVERED, Placement
 
 ATTR = "broadcast"  # the version attribute a publisher marks ("1")
-PREFIX = "b/"
 MAX_ORDERS = 1024  # orders remembered at once (a peer cannot grow them without bound)
 DELIVERED, PULLING, WAITING = "delivered", "pulling", "waiting"
 
@@ -47,7 +46,7 @@ def marked(v: FileVersion) -> bool:
 
 
 def directive_key(item: ItemKey) -> str:
-    return f"{PREFIX}{item.type}/{item.name}"
+    return f"{keys.DIRECTIVE}{item.type}/{item.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +60,14 @@ class Directive:
 def directives(m: Manifest, origin: str | None = None) -> list[Directive]:
     """Every well-formed directive fact (of `origin` only, if given)."""
     if origin is None:
-        facts = m.live_facts(PREFIX)
+        facts = m.live_facts(keys.DIRECTIVE)
     else:
         st = m.origins.get(origin)
         own = sorted(st.facts.items()) if st else []
-        facts = [(origin, f) for k, f in own if k.startswith(PREFIX) and not f.tombstone]
+        facts = [(origin, f) for k, f in own if k.startswith(keys.DIRECTIVE) and not f.tombstone]
     out = []
     for o, f in facts:
-        item, v = catalog.item_of(f.key, PREFIX), catalog.unpack(f.value)
+        item, v = catalog.item_of(f.key, keys.DIRECTIVE), catalog.unpack(f.value)
         d, t = (v or {}).get("d"), (v or {}).get("t")
         if item is not None and isinstance(d, str) and isinstance(t, int) and not isinstance(t, bool) and t > 0:
             out.append(Directive(item, d, t, o))
@@ -124,7 +123,7 @@ class Broadcasts:
         lacking, due = set(), [now + self.reorder_interval]  # look again at least every interval
         if wanted:
             placement = placer()
-            held, pulling = catalog.holders(self.m), catalog.holders(self.m, catalog.PULLING)
+            held, pulling = catalog.holders(self.m), catalog.holders(self.m, keys.PULLING)
         for item, v in sorted(wanted.items()):
             key = (item, v.digest)
             for host in placement(v).targets:
@@ -220,7 +219,7 @@ class Broadcasts:
             cur = best.get((d.item, d.digest))
             if cur is None or d.term > cur.term:
                 best[(d.item, d.digest)] = d
-        held, pulling = catalog.holders(self.m), catalog.holders(self.m, catalog.PULLING)
+        held, pulling = catalog.holders(self.m), catalog.holders(self.m, keys.PULLING)
         out = []
         for item, v in sorted(newest.items()):
             key = (item, v.digest)

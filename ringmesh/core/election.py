@@ -35,7 +35,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from . import catalog
+from . import catalog, keys
 from .errors import LocalProtocolError, unknown
 from .manifest import Manifest
 from .messages import (
@@ -166,7 +166,7 @@ class Election:
         if self.vote_changed:
             out.effects.append(SaveVote(term=self.term, voted_for=self.voted_for))
         if self.won and self.m is not None:
-            out.writes.append(self.m.put(catalog.LEADER_KEY, catalog.pack({"t": self.term})))
+            out.writes.append(self.m.put(keys.LEADER, catalog.pack({"t": self.term})))
         if self.leader_changed:
             detail = f"term {self.term}, this host {self.role}"
             out.effects.append(Emit(kind="leader", subject=self.leader or "", detail=detail))

@@ -33,14 +33,13 @@ import math
 import random
 from dataclasses import dataclass
 
-from . import catalog
+from . import catalog, keys
 from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MAX_NUMBER, Manifest, OriginChange
 from .messages import Emit, MembershipMessage, Outbox, Ping, PingAck, PingReq, Timer
 
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
-ALIVE_KEY, LEFT_KEY, CLAIM_PREFIX = "alive", "left", "m/"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +66,7 @@ def _inc(m: Manifest, origin: str, key: str) -> int | None:
 
 
 def alive_incarnation(m: Manifest, x: str) -> int:
-    return _inc(m, x, ALIVE_KEY) or 0
+    return _inc(m, x, keys.ALIVE) or 0
 
 
 def claims_about(m: Manifest, x: str, claimers: set[str] | None = None) -> list[tuple[str, str, int]]:
@@ -75,7 +74,7 @@ def claims_about(m: Manifest, x: str, claimers: set[str] | None = None) -> list[
 
     `claimers` narrows the scan to the origins known to hold a claim about `x`.
     """
-    inc, key, out = alive_incarnation(m, x), CLAIM_PREFIX + x, []
+    inc, key, out = alive_incarnation(m, x), keys.CLAIM + x, []
     for origin in sorted(m.origins if claimers is None else claimers & m.origins.keys()):
         raw = m.get(origin, key)
         v = catalog.unpack(raw) if raw is not None else None
@@ -86,7 +85,7 @@ def claims_about(m: Manifest, x: str, claimers: set[str] | None = None) -> list[
 
 
 def view_of(m: Manifest, x: str, claimers: set[str] | None = None) -> str:
-    left = _inc(m, x, LEFT_KEY)
+    left = _inc(m, x, keys.LEFT)
     if left is not None and left >= alive_incarnation(m, x):
         return LEFT
     states = {s for _, s, _ in claims_about(m, x, claimers)}
@@ -107,8 +106,8 @@ class Membership:
         self.claimers: dict[str, set[str]] = {}  # member -> origins holding a claim about it
         self._views: dict[str, str] = {}  # member -> its view, dropped when a fact it reads changes
         self._touched: set[str] = set()  # members whose facts changed since `_react` last looked
-        for origin, f in manifest.live_facts(CLAIM_PREFIX):
-            self.claimers.setdefault(f.key[len(CLAIM_PREFIX) :], set()).add(origin)
+        for origin, f in manifest.live_facts(keys.CLAIM):
+            self.claimers.setdefault(f.key[len(keys.CLAIM) :], set()).add(origin)
         manifest.watch(self._observe)
         self.health = 0
         self.seq = 0
@@ -141,8 +140,8 @@ class Membership:
         out = Outbox()
         own = self.m.own.facts
         mine = alive_incarnation(self.m, self.me)
-        left = _inc(self.m, self.me, LEFT_KEY)
-        if ALIVE_KEY not in own or own[ALIVE_KEY].tombstone or (left is not None and left >= mine):
+        left = _inc(self.m, self.me, keys.LEFT)
+        if keys.ALIVE not in own or own[keys.ALIVE].tombstone or (left is not None and left >= mine):
             self._publish_alive(out, max(mine, -1 if left is None else left) + 1)
         self._schedule_probe(out, now, now + self.rng.uniform(0, self.config.probe_interval))
         return out
@@ -158,7 +157,7 @@ class Membership:
 
     def leave(self, now: float) -> Outbox:
         out = Outbox()
-        out.changes.append(self.m.put(LEFT_KEY, catalog.pack({"i": alive_incarnation(self.m, self.me)})))
+        out.changes.append(self.m.put(keys.LEFT, catalog.pack({"i": alive_incarnation(self.m, self.me)})))
         return out
 
     def on_timer(self, name: Timer, now: float, known: list[str]) -> Outbox:
@@ -216,14 +215,14 @@ class Membership:
                     origins.discard(ch.origin)
                     touched.add(x)
             st = self.m.origins.get(ch.origin)
-            keys = [k for k, f in (st.facts.items() if st else ()) if not f.tombstone]
+            names = [k for k, f in (st.facts.items() if st else ()) if not f.tombstone]
         else:
-            keys = [f.key for f in ch.upserts] + list(ch.removed)
-        for key in keys:
-            if key in (ALIVE_KEY, LEFT_KEY):
+            names = [f.key for f in ch.upserts] + list(ch.removed)
+        for key in names:
+            if key in (keys.ALIVE, keys.LEFT):
                 touched.add(ch.origin)
-            elif key.startswith(CLAIM_PREFIX):
-                x = key[len(CLAIM_PREFIX) :]
+            elif key.startswith(keys.CLAIM):
+                x = key[len(keys.CLAIM) :]
                 touched.add(x)
                 if self.m.get(ch.origin, key) is None:
                     self.claimers.get(x, set()).discard(ch.origin)
@@ -245,7 +244,7 @@ class Membership:
                 self._bump_health()
                 self._publish_alive(out, max(against_me) + 1)
         for x in sorted(touched - {self.me}):
-            raw = self.m.get(self.me, CLAIM_PREFIX + x)
+            raw = self.m.get(self.me, keys.CLAIM + x)
             v = catalog.unpack(raw) if raw is not None else None
             if v is not None and (not isinstance(v.get("i"), int) or v["i"] < alive_incarnation(self.m, x)):
                 self._retract(out, x)
@@ -335,19 +334,19 @@ class Membership:
     def _claim(self, out: Outbox, x: str, state: str) -> bool:
         """Publish our claim about `x` (unless we said exactly that already)."""
         value = catalog.pack({"s": state, "i": alive_incarnation(self.m, x)})
-        if self.m.get(self.me, CLAIM_PREFIX + x) == value:
+        if self.m.get(self.me, keys.CLAIM + x) == value:
             return False
-        out.changes.append(self.m.put(CLAIM_PREFIX + x, value))
+        out.changes.append(self.m.put(keys.CLAIM + x, value))
         return True
 
     def _retract(self, out: Outbox, x: str) -> None:
-        ch = self.m.delete(CLAIM_PREFIX + x, self.clock.last)
+        ch = self.m.delete(keys.CLAIM + x, self.clock.last)
         if ch:
             out.changes.append(ch)
 
     def _publish_alive(self, out: Outbox, inc: int) -> None:
-        out.changes.append(self.m.put(ALIVE_KEY, catalog.pack({"i": inc})))
-        if self.m.get(self.me, LEFT_KEY) is not None:
-            ch = self.m.delete(LEFT_KEY, self.clock.last)
+        out.changes.append(self.m.put(keys.ALIVE, catalog.pack({"i": inc})))
+        if self.m.get(self.me, keys.LEFT) is not None:
+            ch = self.m.delete(keys.LEFT, self.clock.last)
             if ch:
                 out.changes.append(ch)

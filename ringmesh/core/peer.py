@@ -23,7 +23,7 @@ import random
 from typing import Callable, Iterable, Mapping
 
 from . import broadcast as bc
-from . import catalog
+from . import catalog, keys
 from . import election as el
 from . import membership as mb
 from .bandwidth import Priority
@@ -80,15 +80,14 @@ from .messages import (
 from .peerconfig import PeerConfig
 from .replication import Replication
 from .router import DataType, HostInfo, Placement, place
-from .streams import HW_PREFIX
 from .transfers import TransferPlanner
 
-LEADER_KEY = catalog.LEADER_KEY
-FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
-DELIVERY_KEYS = ("v/", "h/", "p/")  # fact keys a broadcasting leader reads
+FILE_KEYS = (keys.VERSION, keys.HOLDING)  # fact keys the transfer planner reads
+DELIVERY_KEYS = (keys.VERSION, keys.HOLDING, keys.PULLING)  # fact keys a broadcasting leader reads
 DISK_FIELDS = ("disk_used_percent", "disk_free_bytes")  # node record fields from DiskMeasured
-GOSSIP_TO_THE_DEAD = 0.1
-HELD_LISTED = 256  # held seqs a gh/ fact lists per stream (the lowest; beyond, a host counts as behind from there)  # chance, per round, that one gossip target is a host believed dead
+GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
+GOSSIP_JITTER = 0.1  # each gossip interval is drawn from interval x [1 - this, 1 + this]
+HELD_LISTED = 256  # held seqs a gh/ fact lists per stream (the lowest; beyond, a host counts as behind from there)
 
 
 class Peer:
@@ -144,7 +143,7 @@ class Peer:
         stale = [
             self.manifest.delete(k, self.clock.now(now))
             for k, f in list(self.manifest.own.facts.items())
-            if k.startswith(catalog.PULLING) and not f.tombstone
+            if k.startswith(keys.PULLING) and not f.tombstone
         ]
         if stale:
             out.append(self._persist([c for c in stale if c is not None], now))
@@ -156,8 +155,8 @@ class Peer:
             if k not in self.node_record and k in before:
                 self.node_record[k] = before[k]
         record = catalog.pack(self.node_record)
-        if self.manifest.get(self.me, catalog.NODE_KEY) != record:
-            out.append(self._persist([self.manifest.put(catalog.NODE_KEY, record)], now))
+        if self.manifest.get(self.me, keys.NODE) != record:
+            out.append(self._persist([self.manifest.put(keys.NODE, record)], now))
         out += self._flush(self.membership.start(now), now)
         out += self._flush(self.election.start(now), now)
         out.append(SetTimer(name=Timer.GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
@@ -229,7 +228,7 @@ class Peer:
             case GamesHeld():
                 return self._on_held(event, now)
             case SchemaPublished():
-                key = catalog.SCHEMA_PREFIX + event.fingerprint
+                key = keys.SCHEMA + event.fingerprint
                 if any(self.manifest.get(o, key) is not None for o in self.manifest.origins):
                     return []  # some host published it already: one copy travels
                 return self._changed([self.manifest.put(key, event.schema)], now)
@@ -237,7 +236,7 @@ class Peer:
                 unknown(event)
 
     def _on_held(self, event: GamesHeld, now: float) -> list[Effect]:
-        key = catalog.HELD_PREFIX + event.config_key
+        key = keys.HELD + event.config_key
         held = {o: sorted(qs)[:HELD_LISTED] for o, qs in sorted(event.held.items()) if qs}
         if not held:
             change = self.manifest.delete(key, self.clock.now(now))
@@ -309,7 +308,7 @@ class Peer:
         """The newest leader this host knows of, `(host, term)`, from the election or gossip."""
         best: tuple[int, str | None] = (self.election.term, self.election.leader)
         for origin in sorted(self.manifest.origins):  # one fact per origin: looked up, not scanned for
-            t = (catalog.fact_value(self.manifest, origin, LEADER_KEY) or {}).get("t")
+            t = (catalog.fact_value(self.manifest, origin, keys.LEADER) or {}).get("t")
             if isinstance(t, int) and (t > best[0] or (t == best[0] and best[1] is None)):
                 best = (t, origin)
         term, host = best
@@ -335,7 +334,12 @@ class Peer:
         out += self._maybe_lead(now)
         digest = self.manifest.digest()
         out += [self._send(p, Syn(digest=digest), now) for p in self._gossip_targets(now)]
-        out.append(SetTimer(name=Timer.GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
+        out.append(
+            SetTimer(
+                name=Timer.GOSSIP,
+                at=now + self.config.gossip_interval * self.rng.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER),
+            )
+        )
         game_hosts = set(self.game_placement().targets)
         out += self._flush(
             self.replication.tick(
@@ -375,15 +379,15 @@ class Peer:
         mout = self.membership.on_manifest_changed(now)
         out: list[Effect] = [self._persist(changes + mout.changes, now)]
         out += self._flush(mout, now, persisted=True)
-        keys = {k for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)}
+        written = {k for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)}
         reset = any(ch.reset for ch in changes)
 
         def touched(prefixes) -> bool:
-            return reset or any(k.startswith(prefixes) for k in keys)
+            return reset or any(k.startswith(prefixes) for k in written)
 
-        if touched(HW_PREFIX):
+        if touched(keys.HW):
             out += self._flush(self.replication.marks_changed(), now)
-        directives = touched(bc.PREFIX)
+        directives = touched(keys.DIRECTIVE)
         if directives:  # a directive that came into force resets its backoff: pull it now
             for item, digest in self.broadcast.fresh(self._in_force()):
                 self.transfers.retry_now(item, digest)
@@ -417,7 +421,7 @@ class Peer:
             return []
         self.node_record.update(disk_used_percent=round(ev.used_percent, 1), disk_free_bytes=int(ev.free_bytes))
         self.transfers.touch()  # a cap may have been crossed, one way or the other
-        return self._changed([self.manifest.put(catalog.NODE_KEY, catalog.pack(self.node_record))], now)
+        return self._changed([self.manifest.put(keys.NODE, catalog.pack(self.node_record))], now)
 
     # -- game streams ----------------------------------------------------------------------
 
@@ -459,12 +463,12 @@ class Peer:
                 "detail": ev.detail[:500],
             }
         )
-        return self._changed([self.manifest.put(f"backup/{ev.index}", value)], now)
+        return self._changed([self.manifest.put(f"{keys.BACKUP}{ev.index}", value)], now)
 
     def backups(self) -> dict[str, dict]:
         """The newest recorded run of each backup target (highest term, then latest start)."""
         best: dict[str, dict] = {}
-        for origin, f in self.manifest.live_facts("backup/"):
+        for origin, f in self.manifest.live_facts(keys.BACKUP):
             v = catalog.unpack(f.value)
             if v is None:
                 continue
@@ -556,7 +560,7 @@ class Peer:
         names = self._host_names()
         origins = self.manifest.origins
         sig = (
-            [st.facts.get(catalog.NODE_KEY) if (st := origins.get(n)) is not None else None for n in names],
+            [st.facts.get(keys.NODE) if (st := origins.get(n)) is not None else None for n in names],
             [self.membership.view(n) for n in names],
         )
         if self._hosts is not None and self._hosts[0] is names and self._hosts[1] == sig:
@@ -680,8 +684,8 @@ class Peer:
         """Who leads `term`, if this host knows (its election, or the leader's own fact)."""
         if self.election.term == term and self.election.leader is not None:
             return self.election.leader
-        for origin, f in self.manifest.live_facts(LEADER_KEY):
-            if f.key == LEADER_KEY and catalog.leader_term(self.manifest, origin) == term:
+        for origin, f in self.manifest.live_facts(keys.LEADER):
+            if f.key == keys.LEADER and catalog.leader_term(self.manifest, origin) == term:
                 return origin
         return None
 

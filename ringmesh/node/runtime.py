@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from ringmesh.config import ClusterConfig, ConfigError, check_address, peer_config
-from ringmesh.core import catalog
+from ringmesh.core import catalog, keys
 from ringmesh.core.errors import RingmeshError, unknown
 from ringmesh.core.manifest import Manifest
 from ringmesh.core.messages import (
@@ -171,7 +171,7 @@ class Daemon:
                 "ephemeral": self.host.ephemeral,
             },
         )
-        self.games.learn_schemas(manifest.live_facts(catalog.SCHEMA_PREFIX))  # (and games that waited for one land)
+        self.games.learn_schemas(manifest.live_facts(keys.SCHEMA))  # (and games that waited for one land)
         self.links = Links(self.resolve, tls=self.tls)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         register(self.server, PeerService(self))

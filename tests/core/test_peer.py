@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringmesh.core import catalog
+from ringmesh.core import catalog, keys
 from ringmesh.core.errors import LocalProtocolError
 from ringmesh.core.manifest import MIN_BUDGET, OriginDigest
 from ringmesh.core.messages import (
@@ -115,11 +115,11 @@ def upserted_keys(effects) -> list[str]:
 def test_start_writes_the_node_record_and_sets_the_gossip_timer():
     p = peer("a")
     out = p.start(5.0)
-    assert catalog.NODE_KEY in upserted_keys(out)
+    assert keys.NODE in upserted_keys(out)
     (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == Timer.GOSSIP]
     assert 5.0 <= timer.at <= 6.0
     assert catalog.node_record(p.manifest, "a") == {"addr": "a:7070", "role": "training"}
-    assert catalog.NODE_KEY not in upserted_keys(p.start(6.0))  # same record: nothing to write
+    assert keys.NODE not in upserted_keys(p.start(6.0))  # same record: nothing to write
 
 
 def test_recover_sets_every_periodic_timer_again_and_persists_our_facts_whole():
@@ -333,7 +333,7 @@ def test_a_stored_file_is_published_as_a_holding_and_not_pulled_again():
     assert sorted(facts) == [catalog.holding_key(ITEM), catalog.pulling_key(ITEM)]
     assert facts[catalog.pulling_key(ITEM)].tombstone  # no longer pulling it
     b = m.peers["b"]
-    assert catalog.holders(b.manifest, catalog.PULLING) == {}
+    assert catalog.holders(b.manifest, keys.PULLING) == {}
     assert catalog.holdings(b.manifest, "b") == {ITEM: D1}
     assert b.wanted() == []
     for _ in range(3):
@@ -395,10 +395,10 @@ def test_a_pull_is_announced_while_it_runs_and_retracted_when_it_fails():
         m.tick()
     assert m.of("b", StartTransfer)
     b = m.peers["b"]
-    assert catalog.holders(b.manifest, catalog.PULLING) == {(ITEM, D1): ["b"]}
+    assert catalog.holders(b.manifest, keys.PULLING) == {(ITEM, D1): ["b"]}
     for _ in range(3):
         m.tick()
     # the others learn it by gossip, so that they can ask b for the chunks it verified
-    assert catalog.holders(m.peers["a"].manifest, catalog.PULLING) == {(ITEM, D1): ["b"]}
+    assert catalog.holders(m.peers["a"].manifest, keys.PULLING) == {(ITEM, D1): ["b"]}
     m.event("b", TransferFailed(item=ITEM, digest=D1, reason="source gone"))
-    assert catalog.holders(b.manifest, catalog.PULLING) == {}
+    assert catalog.holders(b.manifest, keys.PULLING) == {}
