@@ -18,6 +18,8 @@ import re
 import sys
 import time
 
+from ringmesh.core.swarm import PULL
+
 from .flows import MB, BroadcastParams, run_broadcast
 from .gossip import GossipParams, run_gossip
 from .membership import MembershipParams, run_membership
@@ -106,7 +108,12 @@ def parser() -> argparse.ArgumentParser:
     )
     link.add_argument("--link-bytes-per-s", type=_positive, default=None)
     b.add_argument("--latency-ms", type=_non_negative, default=20.0, help="one-way latency (default 20)")
-    b.add_argument("--per-peer", type=_positive_int, default=2, help="requests in flight per source (default 2)")
+    b.add_argument(
+        "--per-peer",
+        type=_positive_int,
+        default=PULL.per_peer,
+        help=f"requests in flight per source (default {PULL.per_peer}, as the daemon pulls)",
+    )
     b.add_argument("--uploads", type=_positive_int, default=4, help="flows a host serves at once (default 4)")
     b.add_argument("--peers", type=_positive_int, default=8, help="peer-set size per receiver (default 8)")
     b.add_argument(

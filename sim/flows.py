@@ -2,8 +2,8 @@
 
 One publisher holds a file of `size` bytes in chunks (`recipe.chunk_size_for`, 4 MiB). Each of
 N receivers runs the real scheduler, `ringmesh.core.swarm.Swarm`, unchanged, driven as
-`ringmesh.node.files.transfer.pull` drives it (per_peer 2, endgame_after 2 s; a plan after every
-delivery and announcement, and at least once a second). Its sources are the publisher (the
+`ringmesh.node.files.transfer.pull` drives it (`ringmesh.core.swarm.PULL`; a plan after every
+delivery and announcement, and at least every `PULL.tick`). Its sources are the publisher (the
 whole file) and its peer set, which tell it each chunk they verify (`Swarm.announce`) and each
 chunk they ask for (`Swarm.expect`); every message takes one `latency`.
 
@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping, Sequence
 
 from ringmesh.core import recipe
-from ringmesh.core.swarm import Swarm
+from ringmesh.core.swarm import PULL, Swarm
 
 from .gossip import _gc_paused
 from .world import SimulationError
@@ -167,8 +167,8 @@ class BroadcastParams:
     link_bytes_per_s: float = 100 * MB  # B: every uplink and downlink
     receiver_uplink_bytes_per_s: float | None = None  # None: B
     latency_ms: float = 20.0  # one way
-    per_peer: int = 2  # Swarm.per_peer, as ringmesh.node.files.transfer.pull sets it
-    endgame_after: float = 2.0  # Swarm.endgame_after, as ringmesh.node.files.transfer.pull sets it
+    per_peer: int = PULL.per_peer
+    endgame_after: float = PULL.endgame_after
     uploads: int = 4  # flows a sender serves at once; further requests queue
     peers: int = 8  # average peer-set size
     publisher_peers: int | None = None  # receivers that have the publisher as a source; None: all
@@ -178,7 +178,6 @@ class BroadcastParams:
 
 
 _REQUEST, _DONE, _DELIVER, _ANNOUNCE, _EXPECT, _CANCEL, _TICK = range(7)
-TICK = 1.0  # a pull plans at least this often (ringmesh.node.files.transfer.pull waits 1 s at most)
 _S, _D, _C, _LEFT, _SINCE, _RATE, _VER = range(7)  # a flow: [.., bytes left at `since`, .., DONE version]
 
 
@@ -251,7 +250,7 @@ class _Broadcast:
         n = self.p.nodes
         for r in range(1, n + 1):
             self._plan(r)
-            self._push(self.rng.random() * TICK, _TICK, (r,))  # each pull's loop has its own phase
+            self._push(self.rng.random() * PULL.tick, _TICK, (r,))  # each pull's loop has its own phase
         handlers = (self._request, self._done, self._deliver, self._announce, self._expect, self._cancel, self._tick)
         bound = 100 * (n + 1) * (self.n_chunks + 10) * (self.p.per_peer + self.p.peers)
         stall = 60 + 1000 * self.chunk / min(self.net.cap)  # no chunk verified anywhere for so long
@@ -331,7 +330,7 @@ class _Broadcast:
     def _tick(self, r: int) -> None:
         if r not in self.finish:  # the pull's loop wakes up: only the endgame can ask for more
             self._plan(r, [])
-            self._push(self.now + TICK, _TICK, (r,))
+            self._push(self.now + PULL.tick, _TICK, (r,))
 
     def _request(self, s: int, r: int, c: int) -> None:
         if len(self.net.on[2 * s]) < self.p.uploads:  # flows on its uplink

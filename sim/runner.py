@@ -25,12 +25,12 @@ from typing import Any, Callable
 
 from ringmesh.core import ItemKey, Peer, catalog, keys
 from ringmesh.core import election as el
-from ringmesh.core.bandwidth import Limiter
+from ringmesh.core.bandwidth import Limiter, default_burst
 from ringmesh.core.messages import DiskMeasured, DrainRequested
 
 from .checkers import BroadcastFencing
 from .cluster import Cluster
-from .files import EGRESS, LimitedPulls, default_burst
+from .files import EGRESS, LimitedPulls
 from .gossip import _gc_paused
 from .invariants import Violation
 from .invariants.convergence import Convergence

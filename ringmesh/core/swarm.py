@@ -25,6 +25,19 @@ from dataclasses import dataclass, field
 _NOTHING: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class PullConfig:
+    """How a pull drives its `Swarm`: the daemon's (`ringmesh.node.files.transfer.pull`) and
+    the simulator's model of it (`sim/flows.py`)."""
+
+    per_peer: int = 4  # requests in flight per source
+    endgame_after: float = 2.0  # seconds a chunk request may take before another source is asked too
+    tick: float = 1.0  # a pull plans at least this often
+
+
+PULL = PullConfig()
+
+
 @dataclass(slots=True)
 class Swarm:
     n_chunks: int
