@@ -328,12 +328,14 @@ class LimitedPulls:
 class FileWorld(World):
     """The world, carrying out file pulls too (`pulls`: either model above)."""
 
-    def __init__(self, network, rate: float = 100e6, pulls: Callable[[World], object] | None = None) -> None:
+    def __init__(
+        self, network, rate: float = 100e6, pulls: Callable[[World], FilePulls | LimitedPulls] | None = None
+    ) -> None:
         super().__init__(network)
-        self.pulls = pulls(self) if pulls is not None else FilePulls(self, rate)
+        self.pulls: FilePulls | LimitedPulls = pulls(self) if pulls is not None else FilePulls(self, rate)
 
     def interpret(self, node: str, effects: list[Effect]) -> None:
-        rest = []
+        rest: list[Effect] = []
         for eff in effects:
             if isinstance(eff, StartTransfer):
                 self.pulls.start(node, eff)

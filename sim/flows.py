@@ -232,9 +232,12 @@ class _Broadcast:
         for r in everyone if p.publisher_peers is None else self.rng.sample(everyone, min(n, p.publisher_peers)):
             self.swarms[r].source("pub", None)
         self.heap: list[tuple] = []  # events: (time, sequence, kind, arguments)
-        self.seq, self.fids, self.flows = itertools.count(), itertools.count(), {}  # flow id -> flow
+        self.seq, self.fids = itertools.count(), itertools.count()
+        self.flows: dict[int, list] = {}  # flow id -> flow
         self.by_key: dict[tuple[int, int, int], int] = {}  # request (sender, receiver, chunk) -> flow id
-        self.queue = [deque() for _ in range(n + 1)]  # per sender: requests waiting for a slot
+        self.queue: list[deque[tuple[int, int, int]]] = [
+            deque() for _ in range(n + 1)
+        ]  # per sender: requests waiting for a slot
         self.queued: set[tuple[int, int, int]] = set()  # of those, the ones not cancelled
         self.sent: dict[tuple[int, int, int], float] = {}  # request -> when it was sent
         self.sent_bytes = [0.0] * (n + 1)
@@ -291,7 +294,8 @@ class _Broadcast:
     @staticmethod
     def _could_ask(sw: Swarm, peer: str, chunks: Iterable[int] | None) -> bool:
         if chunks is None:  # all it holds
-            chunks = range(sw.n_chunks) if sw.sources[peer] is None else sw.sources[peer]
+            held = sw.sources[peer]
+            chunks = range(sw.n_chunks) if held is None else held
         return (
             sum(1 for a in sw.in_flight.values() if peer in a) < sw.per_peer  # a free slot
             and any(c not in sw.have and c not in sw.in_flight for c in chunks)
@@ -371,7 +375,8 @@ class _Broadcast:
         self._settle(fl)
         self.sent_bytes[s] += self.size[fl[_C]] - fl[_LEFT]
         del self.by_key[(s, fl[_D], fl[_C])]
-        add, q = [], self.queue[s]
+        add: list[tuple[int, tuple[int, int]]] = []
+        q = self.queue[s]
         while q and not add:
             key = q.popleft()
             if key in self.queued:
@@ -387,7 +392,7 @@ class _Broadcast:
                 self.trace.append((fl[_SINCE], self.now, fl[_S], fl[_D], fl[_C], fl[_RATE]))
             fl[_SINCE] = self.now
 
-    def _change(self, add: list = (), remove: list = ()) -> None:
+    def _change(self, add: Iterable[tuple[int, tuple[int, int]]] = (), remove: Iterable[int] = ()) -> None:
         for fid, rate in self.net.change(add, remove).items():
             fl = self.flows[fid]
             self._settle(fl)

@@ -18,6 +18,7 @@ so that a shrunk plan changes only what the removed faults did.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -233,22 +234,22 @@ class Run:
     def _schedule(self) -> None:
         sc, w = self.sc, self.world
         for i, e in enumerate(self.plan):
-            w.at(e.at, lambda i=i: self._apply(i))
+            w.at(e.at, functools.partial(self._apply, i))
         wl = sc.workload
         if wl.games_per_second > 0:
             for h in sc.hosts:
                 if h.role == "selfplay" and not h.excluded:
                     rng = random.Random(f"{self.seed}/games/{h.name}")
-                    w.at(rng.expovariate(wl.games_per_second), lambda h=h.name, rng=rng: self._game(h, rng))
+                    w.at(rng.expovariate(wl.games_per_second), functools.partial(self._game, h.name, rng))
         prng = random.Random(f"{self.seed}/promotions")
         for kind, every in (("model", wl.model_every), ("npz", wl.npz_every)):
             if every > 0:
                 for k in range(1, int(sc.seconds // every) + 1):
-                    w.at(k * every, lambda kind=kind, k=k, r=prng.random(): self._promote(kind, k, r))
+                    w.at(k * every, functools.partial(self._promote, kind, k, prng.random()))
         rng = random.Random(f"{self.seed}/measure")
-        for h in sc.ids:
-            self._measure(h)
-            w.at(rng.uniform(0, sc.disk_report_interval), lambda h=h: self._measure_loop(h))
+        for name in sc.ids:
+            self._measure(name)
+            w.at(rng.uniform(0, sc.disk_report_interval), functools.partial(self._measure_loop, name))
 
     def _game(self, host: str, rng: random.Random) -> None:
         wl = self.sc.workload
@@ -327,7 +328,7 @@ class Run:
             if e.period:
                 self._flap(i, links, on=True, until=e.at + e.duration)
             else:
-                w.at(e.at + e.duration, lambda: self.healed or self._block(links, -1))
+                w.at(e.at + e.duration, functools.partial(self._unblock, links))
         elif e.kind == "loss":
             self.losses[i] = e.loss
             w.network.extra_loss = min(1.0, sum(self.losses.values()))
@@ -393,12 +394,20 @@ class Run:
             return
         w, half = self.world, self.plan[i].period / 2
         if w.now + half >= until:
-            w.at(until, lambda: on and not self.healed and self._block(links, -1))
+            w.at(until, functools.partial(self._unblock, links, on))
             return
-        w.at(
-            w.now + half,
-            lambda: self.healed or (self._block(links, -1 if on else +1), self._flap(i, links, not on, until)),
-        )
+
+        def flip() -> None:
+            if not self.healed:
+                self._block(links, -1 if on else +1)
+                self._flap(i, links, not on, until)
+
+        w.at(w.now + half, flip)
+
+    def _unblock(self, links: list[tuple[str, str]], blocked: bool = True) -> None:
+        """The end of a partition (if it is on and the scenario's end did not heal it already)."""
+        if blocked and not self.healed:
+            self._block(links, -1)
 
     def _unloss(self, i: int) -> None:
         if not self.healed and self.losses.pop(i, None) is not None:

@@ -35,7 +35,7 @@ import itertools
 import math
 import traceback
 from collections import deque
-from typing import Callable, Union
+from typing import Callable, Union, cast
 
 from ringmesh.core import (
     CancelTransfer,
@@ -61,7 +61,7 @@ from .network import Network
 from .traffic import Traffic
 
 #: A scenario's own action, run at its time (a local write, a partition, a heal).
-Action = Callable[[], None]
+Action = Callable[[], object]  # what it returns is dropped
 PersistHook = Callable[[str, Persist, float], None]
 
 #: More events than this at one instant of virtual time is a livelock (a timer re-armed at
@@ -178,7 +178,7 @@ class World:
         self._record(f"{self.now!r} resume {node}")
         for kind, payload in held:
             if kind == _TIMER:
-                key = (node, payload.name)  # type: ignore[union-attr]
+                key = (node, cast(TimerFired, payload).name)
                 if key in self._timers:
                     continue  # replaced meanwhile
                 self._timers[key] = self._push(self.now, _TIMER, node, payload)
@@ -269,10 +269,11 @@ class World:
 
     def _step(self, entry: tuple[float, int, int, str, object]) -> bool:
         at, seq, kind, node, payload = entry
-        if kind == _TIMER:
-            if self._timers.get((node, payload.name)) != seq:  # type: ignore[union-attr]
+        if kind == _TIMER:  # the payload's type goes with its kind (`_push`)
+            name = cast(TimerFired, payload).name
+            if self._timers.get((node, name)) != seq:
                 return False  # replaced by a later SetTimer of the same name
-            del self._timers[(node, payload.name)]  # type: ignore[union-attr]
+            del self._timers[(node, name)]
         if kind != _ACTION and node in self.down:
             return False
         if kind != _ACTION and node in self.paused:
@@ -291,15 +292,15 @@ class World:
         self.events += 1
         if kind == _ACTION:
             self._record(f"{at!r} action")
-            payload()  # type: ignore[operator]
+            cast(Action, payload)()
             return True
         if kind == _FSYNC:
-            proc, eff = payload  # type: ignore[misc]
+            proc, eff = cast(tuple[Peer, StoreGames], payload)
             if self.nodes[node] is not proc:
                 return True  # the process that wrote it is gone: so is the write
             event: Event = self._store(node, eff)
         else:
-            event = payload  # type: ignore[assignment]
+            event = cast(Event, payload)
         self._record(f"{at!r} {node} {_describe(event)}")
         peer = self.nodes[node]
         now = at if node not in self.clocks else self.local_now(node)

@@ -215,10 +215,10 @@ class Broadcasts:
     ) -> list[dict[str, Any]]:
         """Per marked newest version: its directive, delivery per eligible host, who is left out and why."""
         best: dict[Key, Directive] = {}
-        for d in directives(self.m):
-            cur = best.get((d.item, d.digest))
-            if cur is None or d.term > cur.term:
-                best[(d.item, d.digest)] = d
+        for each in directives(self.m):
+            cur = best.get((each.item, each.digest))
+            if cur is None or each.term > cur.term:
+                best[(each.item, each.digest)] = each
         held, pulling = catalog.holders(self.m), catalog.holders(self.m, keys.PULLING)
         out = []
         for item, v in sorted(newest.items()):

@@ -540,10 +540,10 @@ class Peer:
                 ),
                 None,
             )
-        changes = [self.manifest.delete(catalog.pulling_key(ev.item), self.clock.now(now))]
+        maybe = [self.manifest.delete(catalog.pulling_key(ev.item), self.clock.now(now))]
         if v is not None and catalog.holdings(self.manifest, self.me).get(ev.item) != ev.digest:
-            changes.append(self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)))
-        changes = [c for c in changes if c is not None]
+            maybe.append(self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)))
+        changes = [c for c in maybe if c is not None]
         return ([self._persist(changes, now)] if changes else []) + self._plan_transfers(now)
 
     def _not_pulling(self, item: ItemKey, now: float) -> list[Effect]:
@@ -633,15 +633,13 @@ class Peer:
         effects = self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold, self.priority_of)
         # announce what we pull, so that others pulling the same version ask us for the chunks
         # we have verified (DESIGN.md "Named files"); a finished, failed or cancelled pull retracts it
-        changes = []
+        maybe: list[OriginChange | None] = []
         for e in effects:
             if isinstance(e, StartTransfer):
-                changes.append(
-                    self.manifest.put(catalog.pulling_key(e.version.item), catalog.encode_holding(e.version))
-                )
+                maybe.append(self.manifest.put(catalog.pulling_key(e.version.item), catalog.encode_holding(e.version)))
             elif isinstance(e, CancelTransfer):
-                changes.append(self.manifest.delete(catalog.pulling_key(e.item), self.clock.now(now)))
-        changes = [c for c in changes if c is not None]
+                maybe.append(self.manifest.delete(catalog.pulling_key(e.item), self.clock.now(now)))
+        changes = [c for c in maybe if c is not None]
         return ([self._persist(changes, now)] if changes else []) + effects
 
     def priority_of(self, v: FileVersion) -> Priority:

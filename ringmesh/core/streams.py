@@ -134,8 +134,8 @@ class _MarksIndex:
         if len(self.seen) != len(origins) or any(o not in origins for o in self.seen):
             for o in [o for o in self.seen if o not in origins]:
                 del self.seen[o]
-                for stream in list(self.of.get(o, ())):
-                    self._put(o, stream, None)
+                for gone in list(self.of.get(o, ())):
+                    self._put(o, gone, None)
         for o, st in origins.items():
             key = (st, st.incarnation, st.max_counter, st.floor, len(st.facts))
             old = self.seen.get(o)
