@@ -17,12 +17,18 @@ import argparse
 import re
 import sys
 import time
+from typing import TYPE_CHECKING
+
+from ringmesh.core.swarm import PULL
 
 from .flows import MB, BroadcastParams, run_broadcast
 from .gossip import GossipParams, run_gossip
 from .membership import MembershipParams, run_membership
 from .report import broadcast_text, epidemic_text, membership_text, scenario_text, sweep_text, to_json, to_text
 from .world import SimulationError
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
 
 
 def _probability(text: str) -> float:
@@ -106,7 +112,12 @@ def parser() -> argparse.ArgumentParser:
     )
     link.add_argument("--link-bytes-per-s", type=_positive, default=None)
     b.add_argument("--latency-ms", type=_non_negative, default=20.0, help="one-way latency (default 20)")
-    b.add_argument("--per-peer", type=_positive_int, default=2, help="requests in flight per source (default 2)")
+    b.add_argument(
+        "--per-peer",
+        type=_positive_int,
+        default=PULL.per_peer,
+        help=f"requests in flight per source (default {PULL.per_peer}, as the daemon pulls)",
+    )
     b.add_argument("--uploads", type=_positive_int, default=4, help="flows a host serves at once (default 4)")
     b.add_argument("--peers", type=_positive_int, default=8, help="peer-set size per receiver (default 8)")
     b.add_argument(
@@ -236,7 +247,7 @@ def _broadcast(args) -> int:
     return 0
 
 
-def _load(ap: argparse.ArgumentParser, args) -> object:
+def _load(ap: argparse.ArgumentParser, args) -> Scenario:
     from dataclasses import replace
 
     from .scenario import ScenarioError, load
@@ -272,7 +283,7 @@ def _run(ap: argparse.ArgumentParser, argv: list[str]) -> int:
         except (OSError, ValueError, TypeError) as e:
             ap.error(f"--plan {args.plan}: {e}")
     if plan is None:
-        plan = plans.generate(sc, args.seed)  # type: ignore[arg-type]
+        plan = plans.generate(sc, args.seed)
     if args.write_plan:
         with open(args.write_plan, "w") as f:
             f.write(plans.dumps(plan) + "\n")
@@ -282,8 +293,8 @@ def _run(ap: argparse.ArgumentParser, argv: list[str]) -> int:
         report = run_scenario(
             sc,
             args.seed,
-            plan=plan,  # type: ignore[arg-type]
-            trace=(lambda line: sink.write(line + "\n")) if sink else None,
+            plan=plan,
+            trace=(lambda line: print(line, file=sink)) if sink else None,
         )
     finally:
         if sink:
@@ -328,7 +339,7 @@ def _sweep(ap: argparse.ArgumentParser, argv: list[str]) -> int:
         s = shrink(
             sc,
             seed,
-            max_runs=args.max_shrink_runs,  # type: ignore[arg-type]
+            max_runs=args.max_shrink_runs,
             progress=lambda m: print("  " + m, file=sys.stderr, flush=True),
         )
         v = (s.report.get("safety") or {}).get("violation")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from ringmesh.core import Peer, Persist, StartTransfer, catalog
+from ringmesh.core import Peer, Persist, StartTransfer, catalog, keys
 from ringmesh.core import broadcast as bc
 
 
@@ -128,7 +128,7 @@ class BroadcastFencing:
             if ch.origin != node or ch.reset:  # a reincarnation rewrites the facts of a past life as they were
                 continue
             for f in ch.upserts:
-                if not f.key.startswith(bc.PREFIX) or f.tombstone:
+                if not f.key.startswith(keys.DIRECTIVE) or f.tombstone:
                     continue
                 e = self.peers(node).election
                 term = (catalog.unpack(f.value) or {}).get("t")

@@ -20,7 +20,7 @@ from ringmesh.core.broadcast import ATTR as BROADCAST_ATTR
 from ringmesh.core.messages import Event
 
 from .checkers import VectorConvergence
-from .files import FilePulls, FileWorld  # noqa: F401  (FilePulls: where tests look for it)
+from .files import FilePulls, FileWorld, LimitedPulls  # FilePulls: also where tests look for it
 from .network import LinkModel, Network
 from .world import World
 
@@ -64,7 +64,7 @@ class Cluster:
         file_rate: float = 100e6,
         ids: Iterable[str] | None = None,
         records: dict[str, dict[str, object]] | None = None,
-        pulls: Callable[[World], object] | None = None,
+        pulls: Callable[[World], FilePulls | LimitedPulls] | None = None,
         peer_factory: Callable[..., Peer] = Peer,
     ) -> None:
         """`ids`: the hosts' names (default `node_ids(n)`); `records`: node record fields per host

@@ -5,7 +5,7 @@ message), which stops at a few thousand simulated hosts. For the dissemination c
 N = 10,000 this module keeps only what decides it, with the peer's own rules:
 
   * each host's gossip timer: first at uniform(0, interval), then every interval x
-    uniform(0.9, 1.1) (`Peer.start`, `Peer._on_gossip_timer`);
+    uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER) (`Peer.start`, `Peer._on_gossip_timer`);
   * each round it opens `fanout` exchanges with hosts drawn uniformly from the others
     (`Peer._gossip_targets` when all are alive);
   * an exchange is Syn -> SynAck -> Ack, each message one latency + uniform(0, jitter) late and
@@ -24,6 +24,8 @@ import heapq
 import math
 import random
 from dataclasses import asdict, dataclass
+
+from ringmesh.core.peer import GOSSIP_JITTER
 
 from .gossip import theory_rounds
 
@@ -73,7 +75,7 @@ def run_epidemic(p: EpidemicParams) -> dict[str, object]:
                 if not (loss and rng.random() < loss):
                     push(heap, (t + lat + rng.uniform(0, jit), seq, _SYN, x, a))
                     seq += 1
-            push(heap, (t + iv * rng.uniform(0.9, 1.1), seq, _TICK, a, -1))
+            push(heap, (t + iv * rng.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER), seq, _TICK, a, -1))
             seq += 1
             continue
         if kind & _CARRIES and informed[a] > t:

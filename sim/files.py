@@ -5,8 +5,8 @@ Two models, one interface (`start`, `cancel`, `started`, `hooks`):
 * `FilePulls` — whole files: a pull takes `size / rate` seconds and then succeeds if one of its
   sources is still up in the process it had at the start, else fails (its connections broke).
 * `LimitedPulls` — pieces through the hosts' byte budgets: every host has an egress and an
-  ingress `ringmesh.core.bandwidth.Limiter` (rate and burst as the daemon's `Throttle` sets
-  them), and a pull asks its source's egress, then its own ingress, for each piece of at most
+  ingress `ringmesh.core.bandwidth.Limiter` (its burst `default_burst`, as the daemon's `Throttle`
+  sets it), and a pull asks its source's egress, then its own ingress, for each piece of at most
   one chunk (a burst, if smaller), `depth` pieces in flight, as the daemon's server and pull
   await their `Throttle`s. A piece arrives one link latency after both grants. A source that
   goes away mid-pull is replaced by the next live one of the pull's sources; none left: the
@@ -25,19 +25,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ringmesh.core import CancelTransfer, Effect, FileStored, ItemKey, Peer, StartTransfer, TransferFailed
-from ringmesh.core.bandwidth import Limiter, Priority
+from ringmesh.core.bandwidth import Limiter, Priority, default_burst
 from ringmesh.core.messages import Event
 
 from .world import World
 
 EGRESS, INGRESS = "egress", "ingress"
-MIN_BURST = 64 * 1024  # as ringmesh.node.files.throttle.default_burst
 PullKey = tuple[str, ItemKey, str]  # (node, item, digest)
-
-
-def default_burst(rate: int) -> int:
-    """A tenth of a second's worth of bytes, at least 64 KiB (`ringmesh.node.files.throttle.default_burst`)."""
-    return max(MIN_BURST, rate // 10)
 
 
 class FilePulls:
@@ -334,12 +328,14 @@ class LimitedPulls:
 class FileWorld(World):
     """The world, carrying out file pulls too (`pulls`: either model above)."""
 
-    def __init__(self, network, rate: float = 100e6, pulls: Callable[[World], object] | None = None) -> None:
+    def __init__(
+        self, network, rate: float = 100e6, pulls: Callable[[World], FilePulls | LimitedPulls] | None = None
+    ) -> None:
         super().__init__(network)
-        self.pulls = pulls(self) if pulls is not None else FilePulls(self, rate)
+        self.pulls: FilePulls | LimitedPulls = pulls(self) if pulls is not None else FilePulls(self, rate)
 
     def interpret(self, node: str, effects: list[Effect]) -> None:
-        rest = []
+        rest: list[Effect] = []
         for eff in effects:
             if isinstance(eff, StartTransfer):
                 self.pulls.start(node, eff)

@@ -2,8 +2,8 @@
 
 One publisher holds a file of `size` bytes in chunks (`recipe.chunk_size_for`, 4 MiB). Each of
 N receivers runs the real scheduler, `ringmesh.core.swarm.Swarm`, unchanged, driven as
-`ringmesh.node.files.transfer.pull` drives it (per_peer 2, endgame_after 2 s; a plan after every
-delivery and announcement, and at least once a second). Its sources are the publisher (the
+`ringmesh.node.files.transfer.pull` drives it (`ringmesh.core.swarm.PULL`; a plan after every
+delivery and announcement, and at least every `PULL.tick`). Its sources are the publisher (the
 whole file) and its peer set, which tell it each chunk they verify (`Swarm.announce`) and each
 chunk they ask for (`Swarm.expect`); every message takes one `latency`.
 
@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping, Sequence
 
 from ringmesh.core import recipe
-from ringmesh.core.swarm import Swarm
+from ringmesh.core.swarm import PULL, Swarm
 
 from .gossip import _gc_paused
 from .world import SimulationError
@@ -167,8 +167,8 @@ class BroadcastParams:
     link_bytes_per_s: float = 100 * MB  # B: every uplink and downlink
     receiver_uplink_bytes_per_s: float | None = None  # None: B
     latency_ms: float = 20.0  # one way
-    per_peer: int = 2  # Swarm.per_peer, as ringmesh.node.files.transfer.pull sets it
-    endgame_after: float = 2.0  # Swarm.endgame_after, as ringmesh.node.files.transfer.pull sets it
+    per_peer: int = PULL.per_peer
+    endgame_after: float = PULL.endgame_after
     uploads: int = 4  # flows a sender serves at once; further requests queue
     peers: int = 8  # average peer-set size
     publisher_peers: int | None = None  # receivers that have the publisher as a source; None: all
@@ -178,7 +178,6 @@ class BroadcastParams:
 
 
 _REQUEST, _DONE, _DELIVER, _ANNOUNCE, _EXPECT, _CANCEL, _TICK = range(7)
-TICK = 1.0  # a pull plans at least this often (ringmesh.node.files.transfer.pull waits 1 s at most)
 _S, _D, _C, _LEFT, _SINCE, _RATE, _VER = range(7)  # a flow: [.., bytes left at `since`, .., DONE version]
 
 
@@ -233,9 +232,12 @@ class _Broadcast:
         for r in everyone if p.publisher_peers is None else self.rng.sample(everyone, min(n, p.publisher_peers)):
             self.swarms[r].source("pub", None)
         self.heap: list[tuple] = []  # events: (time, sequence, kind, arguments)
-        self.seq, self.fids, self.flows = itertools.count(), itertools.count(), {}  # flow id -> flow
+        self.seq, self.fids = itertools.count(), itertools.count()
+        self.flows: dict[int, list] = {}  # flow id -> flow
         self.by_key: dict[tuple[int, int, int], int] = {}  # request (sender, receiver, chunk) -> flow id
-        self.queue = [deque() for _ in range(n + 1)]  # per sender: requests waiting for a slot
+        self.queue: list[deque[tuple[int, int, int]]] = [
+            deque() for _ in range(n + 1)
+        ]  # per sender: requests waiting for a slot
         self.queued: set[tuple[int, int, int]] = set()  # of those, the ones not cancelled
         self.sent: dict[tuple[int, int, int], float] = {}  # request -> when it was sent
         self.sent_bytes = [0.0] * (n + 1)
@@ -251,7 +253,7 @@ class _Broadcast:
         n = self.p.nodes
         for r in range(1, n + 1):
             self._plan(r)
-            self._push(self.rng.random() * TICK, _TICK, (r,))  # each pull's loop has its own phase
+            self._push(self.rng.random() * PULL.tick, _TICK, (r,))  # each pull's loop has its own phase
         handlers = (self._request, self._done, self._deliver, self._announce, self._expect, self._cancel, self._tick)
         bound = 100 * (n + 1) * (self.n_chunks + 10) * (self.p.per_peer + self.p.peers)
         stall = 60 + 1000 * self.chunk / min(self.net.cap)  # no chunk verified anywhere for so long
@@ -292,7 +294,8 @@ class _Broadcast:
     @staticmethod
     def _could_ask(sw: Swarm, peer: str, chunks: Iterable[int] | None) -> bool:
         if chunks is None:  # all it holds
-            chunks = range(sw.n_chunks) if sw.sources[peer] is None else sw.sources[peer]
+            held = sw.sources[peer]
+            chunks = range(sw.n_chunks) if held is None else held
         return (
             sum(1 for a in sw.in_flight.values() if peer in a) < sw.per_peer  # a free slot
             and any(c not in sw.have and c not in sw.in_flight for c in chunks)
@@ -331,7 +334,7 @@ class _Broadcast:
     def _tick(self, r: int) -> None:
         if r not in self.finish:  # the pull's loop wakes up: only the endgame can ask for more
             self._plan(r, [])
-            self._push(self.now + TICK, _TICK, (r,))
+            self._push(self.now + PULL.tick, _TICK, (r,))
 
     def _request(self, s: int, r: int, c: int) -> None:
         if len(self.net.on[2 * s]) < self.p.uploads:  # flows on its uplink
@@ -372,7 +375,8 @@ class _Broadcast:
         self._settle(fl)
         self.sent_bytes[s] += self.size[fl[_C]] - fl[_LEFT]
         del self.by_key[(s, fl[_D], fl[_C])]
-        add, q = [], self.queue[s]
+        add: list[tuple[int, tuple[int, int]]] = []
+        q = self.queue[s]
         while q and not add:
             key = q.popleft()
             if key in self.queued:
@@ -388,7 +392,7 @@ class _Broadcast:
                 self.trace.append((fl[_SINCE], self.now, fl[_S], fl[_D], fl[_C], fl[_RATE]))
             fl[_SINCE] = self.now
 
-    def _change(self, add: list = (), remove: list = ()) -> None:
+    def _change(self, add: Iterable[tuple[int, tuple[int, int]]] = (), remove: Iterable[int] = ()) -> None:
         for fid, rate in self.net.change(add, remove).items():
             fl = self.flows[fid]
             self._settle(fl)

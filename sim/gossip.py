@@ -9,7 +9,7 @@ on its own origin. The phase ends when every node holds it. Push-pull gossip the
 al. 2000) predicts about log_3 N + ln ln N rounds for this; `theory_rounds` reports that
 figure beside the measured one.
 
-A "round" is one gossip interval of virtual time (each peer's timer is jittered by +-10%, so
+A "round" is one gossip interval of virtual time (each peer's timer is jittered by `GOSSIP_JITTER`, so
 rounds are not synchronised as in the theory). Each phase is bounded by `max_rounds`; a phase
 that hits its bound is reported as not converged, with the lagging nodes.
 """

@@ -108,15 +108,15 @@ def _run(p: MembershipParams) -> dict[str, object]:
     c.start()
     t = _wait(c, lambda: c.vectors.converged() and agreed_leader(c) is not None, p.bound)
     report["warmup_s"] = None if t is None else round(t, 3)
-    report["detection"] = _detection(c, p)
-    report["failover"] = _failover(c, p)
-    report["stability"] = _stability(c, p)
+    report["detection"] = detection = _detection(c, p)
+    report["failover"] = failover = _failover(c, p)
+    report["stability"] = stability = _stability(c, p)
     report["ok"] = bool(
         t is not None
-        and report["detection"]["ok"]
-        and report["failover"]["ok"]  # type: ignore[index]
-        and report["stability"]["false_deaths"] == 0
-        and report["stability"]["leader_changes"] == 0  # type: ignore[index]
+        and detection["ok"]
+        and failover["ok"]
+        and stability["false_deaths"] == 0
+        and stability["leader_changes"] == 0
     )
     report["events"] = c.world.events
     report["trace"] = c.world.trace_digest()
@@ -169,6 +169,7 @@ def _failover(c: Cluster, p: MembershipParams) -> dict[str, object]:
             ok = False
             break
         old = agreed_leader(c)
+        assert old is not None, "the wait above returned with a leader agreed"
         c.crash(old)
         t = _wait(c, lambda: agreed_leader(c) not in (None, old), p.bound)
         if t is None:

@@ -26,7 +26,7 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .scenario import Range, Scenario, matching
 
@@ -108,7 +108,8 @@ def generate(sc: Scenario, seed: int) -> Plan:
 
 
 def _arrivals(rng: random.Random, rate: float, T: float) -> list[float]:
-    out, t = [], 0.0
+    out: list[float] = []
+    t = 0.0
     if rate <= 0:
         return out
     while len(out) < 100_000:
@@ -129,7 +130,7 @@ def _value(v: Any, rng: random.Random, log: bool = False) -> float:
 
 
 def _event(
-    kind: str, spec: dict[str, Any], at: float, pool: list[str], ids: list[str], sc: Scenario, rng: random.Random
+    kind: str, spec: Mapping[str, Any], at: float, pool: list[str], ids: list[str], sc: Scenario, rng: random.Random
 ) -> FaultEvent:
     r = lambda name, default: round(_value(spec.get(name, default), rng), 3)  # noqa: E731
     if kind == "crash":

@@ -18,19 +18,20 @@ so that a shrunk plan changes only what the removed faults did.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
 from typing import Any, Callable
 
-from ringmesh.core import ItemKey, Peer, catalog
+from ringmesh.core import ItemKey, Peer, catalog, keys
 from ringmesh.core import election as el
-from ringmesh.core.bandwidth import Limiter
+from ringmesh.core.bandwidth import Limiter, default_burst
 from ringmesh.core.messages import DiskMeasured, DrainRequested
 
 from .checkers import BroadcastFencing
 from .cluster import Cluster
-from .files import EGRESS, LimitedPulls, default_burst
+from .files import EGRESS, LimitedPulls
 from .gossip import _gc_paused
 from .invariants import Violation
 from .invariants.convergence import Convergence
@@ -233,22 +234,22 @@ class Run:
     def _schedule(self) -> None:
         sc, w = self.sc, self.world
         for i, e in enumerate(self.plan):
-            w.at(e.at, lambda i=i: self._apply(i))
+            w.at(e.at, functools.partial(self._apply, i))
         wl = sc.workload
         if wl.games_per_second > 0:
             for h in sc.hosts:
                 if h.role == "selfplay" and not h.excluded:
                     rng = random.Random(f"{self.seed}/games/{h.name}")
-                    w.at(rng.expovariate(wl.games_per_second), lambda h=h.name, rng=rng: self._game(h, rng))
+                    w.at(rng.expovariate(wl.games_per_second), functools.partial(self._game, h.name, rng))
         prng = random.Random(f"{self.seed}/promotions")
         for kind, every in (("model", wl.model_every), ("npz", wl.npz_every)):
             if every > 0:
                 for k in range(1, int(sc.seconds // every) + 1):
-                    w.at(k * every, lambda kind=kind, k=k, r=prng.random(): self._promote(kind, k, r))
+                    w.at(k * every, functools.partial(self._promote, kind, k, prng.random()))
         rng = random.Random(f"{self.seed}/measure")
-        for h in sc.ids:
-            self._measure(h)
-            w.at(rng.uniform(0, sc.disk_report_interval), lambda h=h: self._measure_loop(h))
+        for name in sc.ids:
+            self._measure(name)
+            w.at(rng.uniform(0, sc.disk_report_interval), functools.partial(self._measure_loop, name))
 
     def _game(self, host: str, rng: random.Random) -> None:
         wl = self.sc.workload
@@ -327,7 +328,7 @@ class Run:
             if e.period:
                 self._flap(i, links, on=True, until=e.at + e.duration)
             else:
-                w.at(e.at + e.duration, lambda: self.healed or self._block(links, -1))
+                w.at(e.at + e.duration, functools.partial(self._unblock, links))
         elif e.kind == "loss":
             self.losses[i] = e.loss
             w.network.extra_loss = min(1.0, sum(self.losses.values()))
@@ -393,12 +394,20 @@ class Run:
             return
         w, half = self.world, self.plan[i].period / 2
         if w.now + half >= until:
-            w.at(until, lambda: on and not self.healed and self._block(links, -1))
+            w.at(until, functools.partial(self._unblock, links, on))
             return
-        w.at(
-            w.now + half,
-            lambda: self.healed or (self._block(links, -1 if on else +1), self._flap(i, links, not on, until)),
-        )
+
+        def flip() -> None:
+            if not self.healed:
+                self._block(links, -1 if on else +1)
+                self._flap(i, links, not on, until)
+
+        w.at(w.now + half, flip)
+
+    def _unblock(self, links: list[tuple[str, str]], blocked: bool = True) -> None:
+        """The end of a partition (if it is on and the scenario's end did not heal it already)."""
+        if blocked and not self.healed:
+            self._block(links, -1)
 
     def _unloss(self, i: int) -> None:
         if not self.healed and self.losses.pop(i, None) is not None:
@@ -416,15 +425,15 @@ class Run:
             b"\x92\x01\x02",
             catalog.pack({"d": "zz" * 16, "s": -1, "c": 0, "t": 1}),
         ]
-        keys = [
-            f"v/model/corrupt-{i}.pth",
-            f"h/model/corrupt-{i}.pth",
-            f"p/npz/corrupt-{i}.npz",
-            f"g/{h}.99/hex8_2p",
-            f"m/{self.sc.ids[i % len(self.sc.ids)]}",
-            f"g/bad origin/{i}",
+        names = [
+            f"{keys.VERSION}model/corrupt-{i}.pth",
+            f"{keys.HOLDING}model/corrupt-{i}.pth",
+            f"{keys.PULLING}npz/corrupt-{i}.npz",
+            f"{keys.HW}{h}.99/hex8_2p",
+            f"{keys.CLAIM}{self.sc.ids[i % len(self.sc.ids)]}",
+            f"{keys.HW}bad origin/{i}",
         ]
-        for key, value in zip(keys, junk):
+        for key, value in zip(names, junk):
             self.c.put(h, key, value)
 
     # -- liveness -------------------------------------------------------------------------------
@@ -477,7 +486,7 @@ class Run:
             return
         for ch in eff.changes:
             for f in ch.upserts:
-                if f.key.startswith("m/") and f.key[2:] in self._open:
+                if f.key.startswith(keys.CLAIM) and f.key[len(keys.CLAIM) :] in self._open:
                     v = catalog.unpack(f.value) or {}
                     if v.get("s") == "dead":
                         o = self._open[f.key[2:]]

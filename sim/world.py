@@ -35,9 +35,10 @@ import itertools
 import math
 import traceback
 from collections import deque
-from typing import Callable, Union
+from typing import Callable, Union, cast
 
 from ringmesh.core import (
+    CancelTransfer,
     Effect,
     Envelope,
     Event,
@@ -48,9 +49,11 @@ from ringmesh.core import (
     Send,
     SendFailed,
     SetTimer,
+    StartTransfer,
     TimerFired,
 )
-from ringmesh.core.messages import GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames
+from ringmesh.core.errors import unknown
+from ringmesh.core.messages import Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames
 
 from .disk import Disk
 from .invariants import Violation
@@ -58,7 +61,7 @@ from .network import Network
 from .traffic import Traffic
 
 #: A scenario's own action, run at its time (a local write, a partition, a heal).
-Action = Callable[[], None]
+Action = Callable[[], object]  # what it returns is dropped
 PersistHook = Callable[[str, Persist, float], None]
 
 #: More events than this at one instant of virtual time is a livelock (a timer re-armed at
@@ -175,7 +178,7 @@ class World:
         self._record(f"{self.now!r} resume {node}")
         for kind, payload in held:
             if kind == _TIMER:
-                key = (node, payload.name)  # type: ignore[union-attr]
+                key = (node, cast(TimerFired, payload).name)
                 if key in self._timers:
                     continue  # replaced meanwhile
                 self._timers[key] = self._push(self.now, _TIMER, node, payload)
@@ -266,10 +269,11 @@ class World:
 
     def _step(self, entry: tuple[float, int, int, str, object]) -> bool:
         at, seq, kind, node, payload = entry
-        if kind == _TIMER:
-            if self._timers.get((node, payload.name)) != seq:  # type: ignore[union-attr]
+        if kind == _TIMER:  # the payload's type goes with its kind (`_push`)
+            name = cast(TimerFired, payload).name
+            if self._timers.get((node, name)) != seq:
                 return False  # replaced by a later SetTimer of the same name
-            del self._timers[(node, payload.name)]  # type: ignore[union-attr]
+            del self._timers[(node, name)]
         if kind != _ACTION and node in self.down:
             return False
         if kind != _ACTION and node in self.paused:
@@ -288,15 +292,15 @@ class World:
         self.events += 1
         if kind == _ACTION:
             self._record(f"{at!r} action")
-            payload()  # type: ignore[operator]
+            cast(Action, payload)()
             return True
         if kind == _FSYNC:
-            proc, eff = payload  # type: ignore[misc]
+            proc, eff = cast(tuple[Peer, StoreGames], payload)
             if self.nodes[node] is not proc:
                 return True  # the process that wrote it is gone: so is the write
             event: Event = self._store(node, eff)
         else:
-            event = payload  # type: ignore[assignment]
+            event = cast(Event, payload)
         self._record(f"{at!r} {node} {_describe(event)}")
         peer = self.nodes[node]
         now = at if node not in self.clocks else self.local_now(node)
@@ -322,37 +326,40 @@ class World:
     def interpret(self, node: str, effects: list[Effect]) -> None:
         """Carry out `node`'s effects at the current virtual time."""
         for eff in effects:
-            if isinstance(eff, Send):
-                self._send(node, eff.to, eff.envelope)
-            elif isinstance(eff, SetTimer):
-                key = (node, eff.name)
-                at = eff.at if node not in self.clocks else self._world_time(node, eff.at)
-                self._timers[key] = self._push(max(at, self.now), _TIMER, node, TimerFired(name=eff.name))
-            elif isinstance(eff, Persist):
-                self.disks[node].persist(eff)
-                self.persisted(node, eff)
-            elif isinstance(eff, SaveVote):
-                self.disks[node].vote = (eff.term, eff.voted_for)
-            elif isinstance(eff, StoreGames):
-                if self.fsync_latency:  # the write is durable, and the process told, only then
-                    self._push(self.now + self.fsync_latency, _FSYNC, node, (self.nodes[node], eff))
-                else:
-                    self._push(self.now, _LOCAL, node, self._store(node, eff))  # the answer comes as an event
-            elif isinstance(eff, ReadGames):
-                log = self.disks[node].games.get((eff.origin, eff.config_key), {})
-                games = tuple((q, log[q]) for q in range(eff.first, eff.last + 1) if q in log)
-                self._push(
-                    self.now,
-                    _LOCAL,
-                    node,
-                    GamesRead(origin=eff.origin, config_key=eff.config_key, games=games, reply_to=eff.reply_to),
-                )
-            elif isinstance(eff, GamesDurable):
-                for hook in self.durable_hooks:
-                    hook(node, eff, self.now)
-            else:
-                name = type(eff).__name__
-                self.ignored[name] = self.ignored.get(name, 0) + 1
+            match eff:
+                case Send():
+                    self._send(node, eff.to, eff.envelope)
+                case SetTimer():
+                    key = (node, eff.name)
+                    at = eff.at if node not in self.clocks else self._world_time(node, eff.at)
+                    self._timers[key] = self._push(max(at, self.now), _TIMER, node, TimerFired(name=eff.name))
+                case Persist():
+                    self.disks[node].persist(eff)
+                    self.persisted(node, eff)
+                case SaveVote():
+                    self.disks[node].vote = (eff.term, eff.voted_for)
+                case StoreGames():
+                    if self.fsync_latency:  # the write is durable, and the process told, only then
+                        self._push(self.now + self.fsync_latency, _FSYNC, node, (self.nodes[node], eff))
+                    else:
+                        self._push(self.now, _LOCAL, node, self._store(node, eff))  # the answer comes as an event
+                case ReadGames():
+                    log = self.disks[node].games.get((eff.origin, eff.config_key), {})
+                    games = tuple((q, log[q]) for q in range(eff.first, eff.last + 1) if q in log)
+                    self._push(
+                        self.now,
+                        _LOCAL,
+                        node,
+                        GamesRead(origin=eff.origin, config_key=eff.config_key, games=games, reply_to=eff.reply_to),
+                    )
+                case GamesDurable():
+                    for hook in self.durable_hooks:
+                        hook(node, eff, self.now)
+                case Emit() | StartTransfer() | CancelTransfer():  # a log line; transfers: `sim/files.py`
+                    name = type(eff).__name__
+                    self.ignored[name] = self.ignored.get(name, 0) + 1
+                case _:
+                    unknown(eff)
 
     def persisted(self, node: str, eff: Persist) -> None:
         """Tell the hooks that `node` made these changes durable (also for scenario writes)."""

@@ -51,6 +51,13 @@ from typing import Hashable, Mapping
 from .errors import LocalProtocolError
 
 US = 1_000_000  # microseconds per second: the limiter's time unit
+MIN_BURST = 64 * 1024  # bytes
+
+
+def default_burst(rate: int) -> int:
+    """A limiter's burst when none is configured (the daemon's `Throttle`, the simulator's
+    links): a tenth of a second's worth of bytes at `rate` (bytes/s), at least `MIN_BURST`."""
+    return max(MIN_BURST, rate // 10)
 
 
 class Priority(enum.IntEnum):

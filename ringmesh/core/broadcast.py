@@ -26,17 +26,15 @@ alone says which hosts hold it. What the broadcast adds is urgency, and someone 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from . import catalog
+from . import catalog, keys
 from .manifest import Manifest, OriginChange
-from .messages import BroadcastOrder, FileVersion, ItemKey
+from .messages import BroadcastOrder, FileVersion, ItemKey, Outbox, Timer
 from .router import NFS_COVERED, Placement
 
 ATTR = "broadcast"  # the version attribute a publisher marks ("1")
-PREFIX = "b/"
-TIMER = "broadcast"
 MAX_ORDERS = 1024  # orders remembered at once (a peer cannot grow them without bound)
 DELIVERED, PULLING, WAITING = "delivered", "pulling", "waiting"
 
@@ -48,7 +46,7 @@ def marked(v: FileVersion) -> bool:
 
 
 def directive_key(item: ItemKey) -> str:
-    return f"{PREFIX}{item.type}/{item.name}"
+    return f"{keys.DIRECTIVE}{item.type}/{item.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,26 +60,18 @@ class Directive:
 def directives(m: Manifest, origin: str | None = None) -> list[Directive]:
     """Every well-formed directive fact (of `origin` only, if given)."""
     if origin is None:
-        facts = m.live_facts(PREFIX)
+        facts = m.live_facts(keys.DIRECTIVE)
     else:
         st = m.origins.get(origin)
         own = sorted(st.facts.items()) if st else []
-        facts = [(origin, f) for k, f in own if k.startswith(PREFIX) and not f.tombstone]
+        facts = [(origin, f) for k, f in own if k.startswith(keys.DIRECTIVE) and not f.tombstone]
     out = []
     for o, f in facts:
-        item, v = catalog.item_of(f.key, PREFIX), catalog.unpack(f.value)
+        item, v = catalog.item_of(f.key, keys.DIRECTIVE), catalog.unpack(f.value)
         d, t = (v or {}).get("d"), (v or {}).get("t")
         if item is not None and isinstance(d, str) and isinstance(t, int) and not isinstance(t, bool) and t > 0:
             out.append(Directive(item, d, t, o))
     return out
-
-
-@dataclass(slots=True)
-class Out:
-    changes: list[OriginChange] = field(default_factory=list)
-    sends: list[tuple[str, BroadcastOrder]] = field(default_factory=list)
-    retry: list[Key] = field(default_factory=list)  # what the leader orders itself: reset the backoff
-    timer: float | None = None
 
 
 class Broadcasts:
@@ -112,11 +102,12 @@ class Broadcasts:
         newest: Mapping[ItemKey, FileVersion],
         placer: Callable[[], Callable[[FileVersion], Placement]],
         reachable: Callable[[str], bool],
-    ) -> Out:
+    ) -> tuple[Outbox, list[Key]]:
         """One look by the leader of `term` (the caller checked its lease): directives, orders.
         `placer()` gives the router's placement, asked for only if something is to be broadcast;
-        `hlc()` the clock's reading, for a tombstone."""
-        out = Out()
+        `hlc()` the clock's reading, for a tombstone. Also the versions the leader orders itself
+        (their backoff is reset)."""
+        out, retry = Outbox(), []
         if term != self.term:
             self.term, self.ordered = term, {}
         wanted = {item: v for item, v in newest.items() if marked(v)}
@@ -132,7 +123,7 @@ class Broadcasts:
         lacking, due = set(), [now + self.reorder_interval]  # look again at least every interval
         if wanted:
             placement = placer()
-            held, pulling = catalog.holders(self.m), catalog.holders(self.m, catalog.PULLING)
+            held, pulling = catalog.holders(self.m), catalog.holders(self.m, keys.PULLING)
         for item, v in sorted(wanted.items()):
             key = (item, v.digest)
             for host in placement(v).targets:
@@ -150,13 +141,14 @@ class Broadcasts:
                     continue
                 self.ordered[(item, v.digest, host)] = now
                 if host == self.me:
-                    out.retry.append(key)
+                    retry.append(key)
                 else:
                     out.sends.append((host, BroadcastOrder(type=item.type, name=item.name, digest=v.digest, term=term)))
         self.stats["orders_sent"] += len(out.sends)
         self.ordered = {k: t for k, t in self.ordered.items() if k in lacking}
-        out.timer = self.timer_at = min(due)
-        return out
+        self.timer_at = min(due)
+        out.timers.append((Timer.BROADCAST, self.timer_at))
+        return out, retry
 
     def retire(self, known_term: Callable[[], int], hlc: Callable[[], int]) -> list[OriginChange]:
         """Withdraw our own directives of a term older than the newest we know (most of the
@@ -223,11 +215,11 @@ class Broadcasts:
     ) -> list[dict[str, Any]]:
         """Per marked newest version: its directive, delivery per eligible host, who is left out and why."""
         best: dict[Key, Directive] = {}
-        for d in directives(self.m):
-            cur = best.get((d.item, d.digest))
-            if cur is None or d.term > cur.term:
-                best[(d.item, d.digest)] = d
-        held, pulling = catalog.holders(self.m), catalog.holders(self.m, catalog.PULLING)
+        for each in directives(self.m):
+            cur = best.get((each.item, each.digest))
+            if cur is None or each.term > cur.term:
+                best[(each.item, each.digest)] = each
+        held, pulling = catalog.holders(self.m), catalog.holders(self.m, keys.PULLING)
         out = []
         for item, v in sorted(newest.items()):
             key = (item, v.digest)

@@ -20,15 +20,12 @@ from typing import Any, Mapping
 
 import msgpack
 
+from . import keys
 from .errors import LocalProtocolError
 from .manifest import Manifest
 from .messages import FileVersion, ItemKey
 
 FILE_TYPES = ("model", "npz", "checkpoint", "gamedb")
-NODE_KEY = "node"
-LEADER_KEY = "leader"
-SCHEMA_PREFIX = "gs/"  # gs/<fingerprint> -> a game schema's statements (ringmesh/node/games/gameschema.py)
-HELD_PREFIX = "gh/"  # gh/<config_key> -> {"s": {origin: [seqs]}}: games a game host holds back from its database
 MAX_NAME_BYTES = 200
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")
 
@@ -71,17 +68,13 @@ def check_item(item: ItemKey) -> ItemKey:
     return item
 
 
-#: Fact keys that name an item after the prefix: `<prefix><type>/<name>`.
-ITEM_PREFIXES = ("v/", "h/", "p/", "b/")
-
-
 def check_fact_key(key: str) -> str:
     """A fact key as a peer may send it: no control characters, and a key that names an item
     names a confined one (the type a plain word, so that newer types pass; the name as
     `check_name` allows)."""
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in key):
         raise LocalProtocolError(f"fact key {key[:60]!r} contains a control character")
-    if key.startswith(ITEM_PREFIXES):
+    if key.startswith(keys.ITEM_PREFIXES):
         type_, _, name = key[2:].partition("/")
         if not is_node_id(type_):
             raise LocalProtocolError(f"fact key {key[:60]!r} names no item type")
@@ -90,18 +83,15 @@ def check_fact_key(key: str) -> str:
 
 
 def version_key(item: ItemKey) -> str:
-    return f"v/{item.type}/{item.name}"
+    return f"{keys.VERSION}{item}"
 
 
 def holding_key(item: ItemKey) -> str:
-    return f"h/{item.type}/{item.name}"
+    return f"{keys.HOLDING}{item}"
 
 
 def pulling_key(item: ItemKey) -> str:
-    return f"p/{item.type}/{item.name}"
-
-
-HOLDING, PULLING = "h/", "p/"
+    return f"{keys.PULLING}{item}"
 
 
 def pack(value: Mapping[str, Any]) -> bytes:
@@ -146,9 +136,9 @@ def held_versions(m: Manifest, origin: str) -> dict[str, tuple[ItemKey, int, int
     st = m.origins.get(origin)
     out: dict[str, tuple[ItemKey, int, int]] = {}
     for key, f in st.facts.items() if st else ():
-        if f.tombstone or not key.startswith("h/"):
+        if f.tombstone or not key.startswith(keys.HOLDING):
             continue
-        item, v = item_of(key, "h/"), unpack(f.value)
+        item, v = item_of(key, keys.HOLDING), unpack(f.value)
         try:
             if item is not None and v is not None:
                 out[str(v["d"])] = (item, int(v["s"]), int(v["c"]))
@@ -169,7 +159,7 @@ def item_of(key: str, prefix: str) -> ItemKey | None:
 
 
 def decode_version(origin: str, key: str, raw: bytes) -> FileVersion | None:
-    item, v = item_of(key, "v/"), unpack(raw)
+    item, v = item_of(key, keys.VERSION), unpack(raw)
     if item is None or v is None:
         return None
     try:
@@ -185,15 +175,15 @@ def decode_version(origin: str, key: str, raw: bytes) -> FileVersion | None:
 def newest_versions(m: Manifest) -> dict[ItemKey, FileVersion]:
     """The winning version of every named file: newest by (hlc, origin), the same on every host."""
     best: dict[ItemKey, FileVersion] = {}
-    for origin, f in m.live_facts("v/"):
+    for origin, f in m.live_facts(keys.VERSION):
         v = decode_version(origin, f.key, f.value)
         if v is not None and (v.item not in best or v.order > best[v.item].order):
             best[v.item] = v
     return best
 
 
-def holdings(m: Manifest, origin: str, prefix: str = HOLDING) -> dict[ItemKey, str]:
-    """The digest `origin` holds of each item, as it announced (with `PULLING`: the digest it
+def holdings(m: Manifest, origin: str, prefix: str = keys.HOLDING) -> dict[ItemKey, str]:
+    """The digest `origin` holds of each item, as it announced (with `keys.PULLING`: the digest it
     is in the middle of)."""
     st = m.origins.get(origin)
     out: dict[ItemKey, str] = {}
@@ -208,8 +198,8 @@ def holdings(m: Manifest, origin: str, prefix: str = HOLDING) -> dict[ItemKey, s
     return out
 
 
-def holders(m: Manifest, prefix: str = HOLDING) -> dict[tuple[ItemKey, str], list[str]]:
-    """`{(item, digest): [hosts holding it]}` (with `PULLING`: hosts pulling it), sorted by name."""
+def holders(m: Manifest, prefix: str = keys.HOLDING) -> dict[tuple[ItemKey, str], list[str]]:
+    """`{(item, digest): [hosts holding it]}` (with `keys.PULLING`: hosts pulling it), sorted by name."""
     out: dict[tuple[ItemKey, str], list[str]] = {}
     for origin in sorted(m.origins):
         for item, digest in holdings(m, origin, prefix).items():
@@ -219,7 +209,7 @@ def holders(m: Manifest, prefix: str = HOLDING) -> dict[tuple[ItemKey, str], lis
 
 def node_record(m: Manifest, origin: str) -> dict[str, Any] | None:
     """`origin`'s node record (a fresh dict)."""
-    v = fact_value(m, origin, NODE_KEY)
+    v = fact_value(m, origin, keys.NODE)
     return dict(v) if v is not None else None
 
 
@@ -248,5 +238,5 @@ _DECODED: "weakref.WeakKeyDictionary[Manifest, dict[tuple[str, str], tuple[Any, 
 
 def leader_term(m: Manifest, origin: str) -> int | None:
     """The term `origin` last announced it leads (its `leader` fact), if any."""
-    t = (fact_value(m, origin, LEADER_KEY) or {}).get("t")
+    t = (fact_value(m, origin, keys.LEADER) or {}).get("t")
     return t if isinstance(t, int) and not isinstance(t, bool) else None

@@ -33,13 +33,22 @@ election) and from the `leader` fact it publishes through gossip.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .errors import LocalProtocolError
-from .messages import ElectionMessage, HeartbeatAck, LeaderHeartbeat, VoteReply, VoteRequest
-
-ELECTION_TIMER = "election"
-HEARTBEAT_TIMER = "leader-heartbeat"
+from . import catalog, keys
+from .errors import LocalProtocolError, unknown
+from .manifest import Manifest
+from .messages import (
+    ElectionMessage,
+    Emit,
+    HeartbeatAck,
+    LeaderHeartbeat,
+    Outbox,
+    SaveVote,
+    Timer,
+    VoteReply,
+    VoteRequest,
+)
 
 FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER, OBSERVER = "follower", "precandidate", "candidate", "leader", "observer"
 
@@ -55,20 +64,6 @@ class ElectionConfig:
             raise LocalProtocolError("need 0 < heartbeat_interval < lease < election_timeout")
 
 
-# -- outputs ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Out:
-    """What a step of the election asks for; the peer turns it into effects."""
-
-    sends: list[tuple[str, ElectionMessage]] = field(default_factory=list)
-    timers: list[tuple[str, float]] = field(default_factory=list)
-    save_vote: bool = False
-    became_leader: bool = False
-    leader_changed: bool = False
-
-
 class Election:
     def __init__(
         self,
@@ -79,8 +74,9 @@ class Election:
         *,
         term: int = 0,
         voted_for: str | None = None,
+        manifest: Manifest | None = None,
     ) -> None:
-        self.me, self.rng, self.config = me, rng, config
+        self.me, self.rng, self.config, self.m = me, rng, config, manifest  # the manifest gets the leader fact
         self.voters = sorted(set(voters))
         self.is_voter = me in self.voters
         self.term, self.voted_for = term, voted_for
@@ -96,6 +92,8 @@ class Election:
         self.hb_acks: dict[int, set[str]] = {}
         self.members: list[str] = []  # every known host, for the announcement on election
         self.elections_started = 0
+        # what the step under way changed, made effects at its end (`_done`)
+        self.vote_changed = self.won = self.leader_changed = False
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -109,76 +107,95 @@ class Election:
 
     # -- driving ---------------------------------------------------------------------------
 
-    def start(self, now: float) -> Out:
-        out = Out()
+    def start(self, now: float) -> Outbox:
+        out = Outbox()
         # A voter that just (re)started may have acked a leader's lease it no longer
         # remembers: it grants no vote for one election timeout, as if it had heard a leader.
         self.started_at = now
         if self.is_voter:
             self._arm(out, now)
-        return out
+        return self._done(out)
 
-    def rearm(self, now: float) -> Out:
+    def rearm(self, now: float) -> Outbox:
         """The timers this part runs on, set afresh (after a step whose effects were lost).
         An election timer that fires early only re-arms itself: nothing is decided sooner."""
-        out = Out()
+        self.vote_changed = self.won = self.leader_changed = False  # of the step that was lost
+        out = Outbox()
         if self.is_voter:
-            out.timers.append((ELECTION_TIMER, now + self.config.heartbeat_interval))
+            out.timers.append((Timer.ELECTION, now + self.config.heartbeat_interval))
         if self.role == LEADER:
-            out.timers.append((HEARTBEAT_TIMER, now))
+            out.timers.append((Timer.LEADER_HEARTBEAT, now))
         return out
 
-    def on_timer(self, name: str, now: float) -> Out:
-        out = Out()
-        if name == ELECTION_TIMER and self.is_voter:
+    def on_timer(self, name: Timer, now: float) -> Outbox:
+        out = Outbox()
+        self._on_timer(out, name, now)
+        return self._done(out)
+
+    def _on_timer(self, out: Outbox, name: Timer, now: float) -> None:
+        if name == Timer.ELECTION and self.is_voter:
             if self.role == LEADER:
                 if now < self.lease_until or self._lease_pending(now):
-                    out.timers.append((ELECTION_TIMER, max(self.lease_until, now + self.config.heartbeat_interval)))
-                    return out
+                    out.timers.append((Timer.ELECTION, max(self.lease_until, now + self.config.heartbeat_interval)))
+                    return
                 self._step_down(out, now, leader=None)  # no majority renewed the lease
             if now - self.last_contact < self.config.election_timeout:
                 self._arm(out, now, base=self.last_contact)
-                return out
+                return
             self._begin_prevote(out, now)
-        elif name == HEARTBEAT_TIMER and self.role == LEADER:
+        elif name == Timer.LEADER_HEARTBEAT and self.role == LEADER:
             self._heartbeat(out, now, self.voters)
-        return out
 
-    def on_message(self, sender: str, msg: ElectionMessage, now: float) -> Out:
-        out = Out()
-        if isinstance(msg, VoteRequest):
-            self._on_vote_request(out, sender, msg, now)
-        elif isinstance(msg, VoteReply):
-            self._on_vote_reply(out, sender, msg, now)
-        elif isinstance(msg, LeaderHeartbeat):
-            self._on_heartbeat(out, sender, msg, now)
-        elif isinstance(msg, HeartbeatAck):
-            self._on_heartbeat_ack(out, sender, msg, now)
+    def on_message(self, sender: str, msg: ElectionMessage, now: float) -> Outbox:
+        out = Outbox()
+        match msg:
+            case VoteRequest():
+                self._on_vote_request(out, sender, msg, now)
+            case VoteReply():
+                self._on_vote_reply(out, sender, msg, now)
+            case LeaderHeartbeat():
+                self._on_heartbeat(out, sender, msg, now)
+            case HeartbeatAck():
+                self._on_heartbeat_ack(out, sender, msg, now)
+            case _:
+                unknown(msg)
+        return self._done(out)
+
+    def _done(self, out: Outbox) -> Outbox:
+        """The step's vote record, leader fact and leader note, as of its end."""
+        if self.vote_changed:
+            out.effects.append(SaveVote(term=self.term, voted_for=self.voted_for))
+        if self.won and self.m is not None:
+            out.writes.append(self.m.put(keys.LEADER, catalog.pack({"t": self.term})))
+        if self.leader_changed:
+            detail = f"term {self.term}, this host {self.role}"
+            out.effects.append(Emit(kind="leader", subject=self.leader or "", detail=detail))
+        self.vote_changed = self.won = self.leader_changed = False
         return out
 
     # -- becoming a candidate --------------------------------------------------------------
 
-    def _arm(self, out: Out, now: float, base: float | None = None) -> None:
+    def _arm(self, out: Outbox, now: float, base: float | None = None) -> None:
         t = self.config.election_timeout
         start = now if base is None or base == float("-inf") else max(base, now - t)
-        out.timers.append((ELECTION_TIMER, max(now, start + t) + self.rng.uniform(0, t)))
+        out.timers.append((Timer.ELECTION, max(now, start + t) + self.rng.uniform(0, t)))
 
-    def _begin_prevote(self, out: Out, now: float) -> None:
+    def _begin_prevote(self, out: Outbox, now: float) -> None:
         self.role, self.votes = PRECANDIDATE, {self.me}
         self.elections_started += 1
         out.sends += [(v, VoteRequest(term=self.term + 1, pre=True)) for v in self.voters if v != self.me]
         self._arm(out, now)
         self._maybe_won(out, now)
 
-    def _begin_election(self, out: Out, now: float) -> None:
+    def _begin_election(self, out: Outbox, now: float) -> None:
         self.term += 1
         self.role, self.voted_for, self.votes, self.leader = CANDIDATE, self.me, {self.me}, None
-        out.save_vote = out.leader_changed = True
+        self.vote_changed = self.leader_changed = True
         out.sends += [(v, VoteRequest(term=self.term, pre=False)) for v in self.voters if v != self.me]
         self._arm(out, now)
         self._maybe_won(out, now)
 
-    def _maybe_won(self, out: Out, now: float) -> None:
+    def _maybe_won(self, out: Outbox, now: float) -> None:
         if len(self.votes) < self.majority:
             return
         if self.role == PRECANDIDATE:
@@ -186,7 +203,7 @@ class Election:
         elif self.role == CANDIDATE:
             self.role, self.leader, self.leader_since = LEADER, self.me, now
             self.hb_sent, self.hb_acks = {}, {}
-            out.became_leader = out.leader_changed = True
+            self.won = self.leader_changed = True
             self._heartbeat(out, now, sorted(set(self.voters) | set(self.members)))
 
     # -- votes -----------------------------------------------------------------------------
@@ -202,7 +219,7 @@ class Election:
         """A leader elected moments ago, waiting for the acks of its first heartbeats."""
         return self.lease_until == float("-inf") and now - self.leader_since < self.config.election_timeout
 
-    def _on_vote_request(self, out: Out, sender: str, msg: VoteRequest, now: float) -> None:
+    def _on_vote_request(self, out: Outbox, sender: str, msg: VoteRequest, now: float) -> None:
         if not self.is_voter or sender not in self.voters:
             return
         if msg.pre:
@@ -214,11 +231,11 @@ class Election:
         granted = msg.term == self.term and self.voted_for in (None, sender)
         if granted and self.voted_for is None:
             self.voted_for = sender
-            out.save_vote = True
+            self.vote_changed = True
             self._arm(out, now)
         out.sends.append((sender, VoteReply(term=self.term, granted=granted, pre=False)))
 
-    def _on_vote_reply(self, out: Out, sender: str, msg: VoteReply, now: float) -> None:
+    def _on_vote_reply(self, out: Outbox, sender: str, msg: VoteReply, now: float) -> None:
         if sender not in self.voters:
             return
         if not msg.pre and msg.term > self.term:
@@ -232,31 +249,31 @@ class Election:
             self.votes.add(sender)
             self._maybe_won(out, now)
 
-    def _adopt_term(self, out: Out, term: int, now: float) -> None:
+    def _adopt_term(self, out: Outbox, term: int, now: float) -> None:
         self.term, self.voted_for = term, None
-        out.save_vote = True
+        self.vote_changed = True
         self._step_down(out, now, leader=None)
 
-    def _step_down(self, out: Out, now: float, leader: str | None) -> None:
+    def _step_down(self, out: Outbox, now: float, leader: str | None) -> None:
         was = (self.role, self.leader)
         self.role = FOLLOWER if self.is_voter else OBSERVER
         self.leader, self.lease_until, self.votes = leader, float("-inf"), set()
         if was != (self.role, self.leader):
-            out.leader_changed = True
+            self.leader_changed = True
         if self.is_voter:
             self._arm(out, now)
 
     # -- heartbeats and the lease ----------------------------------------------------------
 
-    def _heartbeat(self, out: Out, now: float, to: list[str]) -> None:
+    def _heartbeat(self, out: Outbox, now: float, to: list[str]) -> None:
         self.hb_seq += 1
         self.hb_sent[self.hb_seq] = now
         self.hb_acks[self.hb_seq] = {self.me}
         for old in [s for s in self.hb_sent if s < self.hb_seq - 64]:
             del self.hb_sent[old], self.hb_acks[old]
         out.sends += [(v, LeaderHeartbeat(term=self.term, seq=self.hb_seq)) for v in to if v != self.me]
-        out.timers.append((HEARTBEAT_TIMER, now + self.config.heartbeat_interval))
-        out.timers.append((ELECTION_TIMER, max(now + self.config.heartbeat_interval, self.lease_until)))
+        out.timers.append((Timer.LEADER_HEARTBEAT, now + self.config.heartbeat_interval))
+        out.timers.append((Timer.ELECTION, max(now + self.config.heartbeat_interval, self.lease_until)))
         self._renew(now)
 
     def _renew(self, now: float) -> None:
@@ -265,14 +282,14 @@ class Election:
                 self.lease_until = max(self.lease_until, self.hb_sent[seq] + self.config.lease)
                 break
 
-    def _on_heartbeat(self, out: Out, sender: str, msg: LeaderHeartbeat, now: float) -> None:
+    def _on_heartbeat(self, out: Outbox, sender: str, msg: LeaderHeartbeat, now: float) -> None:
         if msg.term < self.term:
             if self.is_voter and sender in self.voters:
                 out.sends.append((sender, HeartbeatAck(term=self.term, seq=msg.seq)))  # tells it of the new term
             return
         if msg.term > self.term:
             self.term, self.voted_for = msg.term, None
-            out.save_vote = True
+            self.vote_changed = True
         if self.leader != sender or self.role not in (FOLLOWER, OBSERVER):
             self._step_down(out, now, leader=sender)
         self.last_contact = now
@@ -280,7 +297,7 @@ class Election:
             out.sends.append((sender, HeartbeatAck(term=self.term, seq=msg.seq)))
             self._arm(out, now)
 
-    def _on_heartbeat_ack(self, out: Out, sender: str, msg: HeartbeatAck, now: float) -> None:
+    def _on_heartbeat_ack(self, out: Outbox, sender: str, msg: HeartbeatAck, now: float) -> None:
         if msg.term > self.term:
             self._adopt_term(out, msg.term, now)
             return

@@ -4,6 +4,10 @@ A `RemoteProtocolError` is a peer's mistake: the shell rejects the message, coun
 on. A `LocalProtocolError` is our own misuse of the core (a bad command, an oversized value).
 """
 
+from __future__ import annotations
+
+from typing import Never, NoReturn
+
 
 class RingmeshError(Exception):
     """Base class of every error ringmesh raises on purpose."""
@@ -15,3 +19,10 @@ class LocalProtocolError(RingmeshError):
 
 class RemoteProtocolError(RingmeshError):
     """A peer sent something malformed or out of range."""
+
+
+def unknown(what: Never) -> NoReturn:
+    """The last case of a `match` over a closed union (an event, a message body, a timer, an
+    effect): like `typing.assert_never`, mypy proves it unreachable, and at run time a value
+    the union lacks raises."""
+    raise LocalProtocolError(f"unknown {type(what).__name__}: {what!r}")

@@ -31,19 +31,15 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from . import catalog
+from . import catalog, keys
 from .errors import LocalProtocolError
 from .hlc import HybridClock
 from .manifest import MAX_NUMBER, Manifest, OriginChange
-from .messages import MembershipMessage, Ping, PingAck, PingReq
+from .messages import Emit, MembershipMessage, Outbox, Ping, PingAck, PingReq, Timer
 
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
-PROBE_TIMER = "probe"
-INDIRECT_TIMER = "probe-indirect"
-SUSPICION_TIMER = "suspicion"
-ALIVE_KEY, LEFT_KEY, CLAIM_PREFIX = "alive", "left", "m/"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,15 +58,6 @@ class MembershipConfig:
             raise LocalProtocolError("bad membership settings")
 
 
-@dataclass(slots=True)
-class Out:
-    sends: list[tuple[str, MembershipMessage]] = field(default_factory=list)
-    timers: list[tuple[str, float]] = field(default_factory=list)
-    changes: list[OriginChange] = field(default_factory=list)
-    suspected: list[str] = field(default_factory=list)
-    declared_dead: list[str] = field(default_factory=list)
-
-
 def _inc(m: Manifest, origin: str, key: str) -> int | None:
     raw = m.get(origin, key)
     v = catalog.unpack(raw) if raw is not None else None
@@ -79,7 +66,7 @@ def _inc(m: Manifest, origin: str, key: str) -> int | None:
 
 
 def alive_incarnation(m: Manifest, x: str) -> int:
-    return _inc(m, x, ALIVE_KEY) or 0
+    return _inc(m, x, keys.ALIVE) or 0
 
 
 def claims_about(m: Manifest, x: str, claimers: set[str] | None = None) -> list[tuple[str, str, int]]:
@@ -87,7 +74,7 @@ def claims_about(m: Manifest, x: str, claimers: set[str] | None = None) -> list[
 
     `claimers` narrows the scan to the origins known to hold a claim about `x`.
     """
-    inc, key, out = alive_incarnation(m, x), CLAIM_PREFIX + x, []
+    inc, key, out = alive_incarnation(m, x), keys.CLAIM + x, []
     for origin in sorted(m.origins if claimers is None else claimers & m.origins.keys()):
         raw = m.get(origin, key)
         v = catalog.unpack(raw) if raw is not None else None
@@ -98,7 +85,7 @@ def claims_about(m: Manifest, x: str, claimers: set[str] | None = None) -> list[
 
 
 def view_of(m: Manifest, x: str, claimers: set[str] | None = None) -> str:
-    left = _inc(m, x, LEFT_KEY)
+    left = _inc(m, x, keys.LEFT)
     if left is not None and left >= alive_incarnation(m, x):
         return LEFT
     states = {s for _, s, _ in claims_about(m, x, claimers)}
@@ -119,8 +106,8 @@ class Membership:
         self.claimers: dict[str, set[str]] = {}  # member -> origins holding a claim about it
         self._views: dict[str, str] = {}  # member -> its view, dropped when a fact it reads changes
         self._touched: set[str] = set()  # members whose facts changed since `_react` last looked
-        for origin, f in manifest.live_facts(CLAIM_PREFIX):
-            self.claimers.setdefault(f.key[len(CLAIM_PREFIX) :], set()).add(origin)
+        for origin, f in manifest.live_facts(keys.CLAIM):
+            self.claimers.setdefault(f.key[len(keys.CLAIM) :], set()).add(origin)
         manifest.watch(self._observe)
         self.health = 0
         self.seq = 0
@@ -149,49 +136,49 @@ class Membership:
 
     # -- driving ---------------------------------------------------------------------------
 
-    def start(self, now: float) -> Out:
-        out = Out()
+    def start(self, now: float) -> Outbox:
+        out = Outbox()
         own = self.m.own.facts
         mine = alive_incarnation(self.m, self.me)
-        left = _inc(self.m, self.me, LEFT_KEY)
-        if ALIVE_KEY not in own or own[ALIVE_KEY].tombstone or (left is not None and left >= mine):
+        left = _inc(self.m, self.me, keys.LEFT)
+        if keys.ALIVE not in own or own[keys.ALIVE].tombstone or (left is not None and left >= mine):
             self._publish_alive(out, max(mine, -1 if left is None else left) + 1)
         self._schedule_probe(out, now, now + self.rng.uniform(0, self.config.probe_interval))
         return out
 
-    def rearm(self, now: float) -> Out:
+    def rearm(self, now: float) -> Outbox:
         """The timers this part runs on, set afresh (after a step whose effects were lost)."""
-        out = Out()
+        out = Outbox()
         self.probe = None
         self._schedule_probe(out, now, now + self.config.probe_interval * self.rng.random())
         if self.suspect_since:
-            out.timers.append((SUSPICION_TIMER, now))
+            out.timers.append((Timer.SUSPICION, now))
         return out
 
-    def leave(self, now: float) -> Out:
-        out = Out()
-        out.changes.append(self.m.put(LEFT_KEY, catalog.pack({"i": alive_incarnation(self.m, self.me)})))
+    def leave(self, now: float) -> Outbox:
+        out = Outbox()
+        out.changes.append(self.m.put(keys.LEFT, catalog.pack({"i": alive_incarnation(self.m, self.me)})))
         return out
 
-    def on_timer(self, name: str, now: float, known: list[str]) -> Out:
-        out = Out()
+    def on_timer(self, name: Timer, now: float, known: list[str]) -> Outbox:
+        out = Outbox()
         self._react(out, now)
-        if name == PROBE_TIMER:
+        if name == Timer.PROBE:
             late = now - self.next_probe_at > self.config.probe_interval
             self._finish_probe(out, now, stalled=late)
             self._start_probe(out, now, known)
-        elif name == INDIRECT_TIMER and self.probe and not self.probe[2]:
+        elif name == Timer.PROBE_INDIRECT and self.probe and not self.probe[2]:
             seq, target, _ = self.probe
             helpers = [x for x in self._probe_candidates(known) if x != target]
             for h in self.rng.sample(helpers, min(self.config.indirect_probes, len(helpers))):
                 out.sends.append((h, PingReq(seq=seq, target=target)))
             out.sends.append((target, Ping(seq=seq)))  # and once more directly
-        elif name == SUSPICION_TIMER:
+        elif name == Timer.SUSPICION:
             self._check_suspicions(out, now, [])
         return out
 
-    def on_message(self, sender: str, msg: MembershipMessage, now: float) -> Out:
-        out = Out()
+    def on_message(self, sender: str, msg: MembershipMessage, now: float) -> Outbox:
+        out = Outbox()
         if isinstance(msg, Ping):
             out.sends.append((sender, PingAck(seq=msg.seq)))
         elif isinstance(msg, PingReq):
@@ -208,10 +195,10 @@ class Membership:
                 self.health = max(0, self.health - 1)
         return out
 
-    def on_manifest_changed(self, now: float) -> Out:
+    def on_manifest_changed(self, now: float) -> Outbox:
         """Claims or incarnations changed: refute claims about us, retire our stale claims,
         and look again at the members concerned."""
-        out = Out()
+        out = Outbox()
         self._react(out, now)
         return out
 
@@ -228,14 +215,14 @@ class Membership:
                     origins.discard(ch.origin)
                     touched.add(x)
             st = self.m.origins.get(ch.origin)
-            keys = [k for k, f in (st.facts.items() if st else ()) if not f.tombstone]
+            names = [k for k, f in (st.facts.items() if st else ()) if not f.tombstone]
         else:
-            keys = [f.key for f in ch.upserts] + list(ch.removed)
-        for key in keys:
-            if key in (ALIVE_KEY, LEFT_KEY):
+            names = [f.key for f in ch.upserts] + list(ch.removed)
+        for key in names:
+            if key in (keys.ALIVE, keys.LEFT):
                 touched.add(ch.origin)
-            elif key.startswith(CLAIM_PREFIX):
-                x = key[len(CLAIM_PREFIX) :]
+            elif key.startswith(keys.CLAIM):
+                x = key[len(keys.CLAIM) :]
                 touched.add(x)
                 if self.m.get(ch.origin, key) is None:
                     self.claimers.get(x, set()).discard(ch.origin)
@@ -245,7 +232,7 @@ class Membership:
             self._views.pop(x, None)
         self._touched |= touched
 
-    def _react(self, out: Out, now: float) -> None:
+    def _react(self, out: Outbox, now: float) -> None:
         """Act on the members whose facts changed since the last look."""
         touched, self._touched = self._touched, set()
         if not touched:
@@ -257,7 +244,7 @@ class Membership:
                 self._bump_health()
                 self._publish_alive(out, max(against_me) + 1)
         for x in sorted(touched - {self.me}):
-            raw = self.m.get(self.me, CLAIM_PREFIX + x)
+            raw = self.m.get(self.me, keys.CLAIM + x)
             v = catalog.unpack(raw) if raw is not None else None
             if v is not None and (not isinstance(v.get("i"), int) or v["i"] < alive_incarnation(self.m, x)):
                 self._retract(out, x)
@@ -271,11 +258,11 @@ class Membership:
     def _scale(self) -> float:
         return 1 + self.health
 
-    def _schedule_probe(self, out: Out, now: float, at: float) -> None:
+    def _schedule_probe(self, out: Outbox, now: float, at: float) -> None:
         self.next_probe_at = at
-        out.timers.append((PROBE_TIMER, at))
+        out.timers.append((Timer.PROBE, at))
 
-    def _start_probe(self, out: Out, now: float, known: list[str]) -> None:
+    def _start_probe(self, out: Outbox, now: float, known: list[str]) -> None:
         candidates = self._probe_candidates(known)
         eligible = set(candidates)
         self.order = [x for x in self.order if x in eligible]
@@ -288,12 +275,12 @@ class Membership:
             self.probe = (self.seq, target, False)
             self.stats["probes"] += 1
             out.sends.append((target, Ping(seq=self.seq)))
-            out.timers.append((INDIRECT_TIMER, now + self.config.probe_timeout * self._scale()))
+            out.timers.append((Timer.PROBE_INDIRECT, now + self.config.probe_timeout * self._scale()))
         for s in [s for s, (_, _, at) in self.relays.items() if now - at > 4 * self.config.probe_interval]:
             del self.relays[s]
         self._schedule_probe(out, now, now + self.config.probe_interval * self._scale())
 
-    def _finish_probe(self, out: Out, now: float, stalled: bool) -> None:
+    def _finish_probe(self, out: Outbox, now: float, stalled: bool) -> None:
         if self.probe is None or self.probe[2]:
             self.probe = None
             return
@@ -307,7 +294,7 @@ class Membership:
         if view == ALIVE or (view == SUSPECT and len(self.claims(target)) <= self.config.indirect_probes):
             if self._claim(out, target, SUSPECT):
                 self.stats["suspicions"] += 1
-                out.suspected.append(target)
+                out.effects.append(Emit(kind="suspected", subject=target))
         self._check_suspicions(out, now, [target])
 
     def _bump_health(self) -> None:
@@ -322,7 +309,7 @@ class Membership:
         frac = math.log(min(confirmations, k) + 1) / math.log(k + 1)
         return max(lo, hi - (hi - lo) * frac)
 
-    def _check_suspicions(self, out: Out, now: float, known: list[str]) -> None:
+    def _check_suspicions(self, out: Outbox, now: float, known: list[str]) -> None:
         n = len(self.m.origins)
         for x in sorted(set(known) | set(self.suspect_since)):
             if x == self.me:
@@ -338,28 +325,28 @@ class Membership:
             if now >= since + self.suspicion_timeout(n, len(claims) - 1):  # the timer's own sum: no rounding gap
                 self._claim(out, x, DEAD)
                 self.stats["deaths_declared"] += 1
-                out.declared_dead.append(x)
+                out.effects.append(Emit(kind="declared-dead", subject=x))
                 self.suspect_since.pop(x, None)
         if self.suspect_since:
             nearest = min(s + self.suspicion_timeout(n, 0) for _, s in self.suspect_since.values())
-            out.timers.append((SUSPICION_TIMER, min(nearest, now + self.config.probe_interval)))
+            out.timers.append((Timer.SUSPICION, min(nearest, now + self.config.probe_interval)))
 
-    def _claim(self, out: Out, x: str, state: str) -> bool:
+    def _claim(self, out: Outbox, x: str, state: str) -> bool:
         """Publish our claim about `x` (unless we said exactly that already)."""
         value = catalog.pack({"s": state, "i": alive_incarnation(self.m, x)})
-        if self.m.get(self.me, CLAIM_PREFIX + x) == value:
+        if self.m.get(self.me, keys.CLAIM + x) == value:
             return False
-        out.changes.append(self.m.put(CLAIM_PREFIX + x, value))
+        out.changes.append(self.m.put(keys.CLAIM + x, value))
         return True
 
-    def _retract(self, out: Out, x: str) -> None:
-        ch = self.m.delete(CLAIM_PREFIX + x, self.clock.last)
+    def _retract(self, out: Outbox, x: str) -> None:
+        ch = self.m.delete(keys.CLAIM + x, self.clock.last)
         if ch:
             out.changes.append(ch)
 
-    def _publish_alive(self, out: Out, inc: int) -> None:
-        out.changes.append(self.m.put(ALIVE_KEY, catalog.pack({"i": inc})))
-        if self.m.get(self.me, LEFT_KEY) is not None:
-            ch = self.m.delete(LEFT_KEY, self.clock.last)
+    def _publish_alive(self, out: Outbox, inc: int) -> None:
+        out.changes.append(self.m.put(keys.ALIVE, catalog.pack({"i": inc})))
+        if self.m.get(self.me, keys.LEFT) is not None:
+            ch = self.m.delete(keys.LEFT, self.clock.last)
             if ch:
                 out.changes.append(ch)

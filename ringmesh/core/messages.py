@@ -8,6 +8,7 @@ simulator are the two interpreters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Mapping, Union, dataclass_transform
 
 from .manifest import Delta, OriginChange, OriginDigest
@@ -187,9 +188,21 @@ class FileVersion:
 # -- input events ----------------------------------------------------------------------------
 
 
+class Timer(StrEnum):
+    """Every timer the core sets; the value is what drivers and reports name it by."""
+
+    GOSSIP = "gossip"
+    PROBE = "probe"
+    PROBE_INDIRECT = "probe-indirect"
+    SUSPICION = "suspicion"
+    ELECTION = "election"
+    LEADER_HEARTBEAT = "leader-heartbeat"
+    BROADCAST = "broadcast"
+
+
 @_frozen
 class TimerFired:
-    name: str
+    name: Timer
 
 
 @_frozen
@@ -349,7 +362,7 @@ class Send:
 
 @_frozen
 class SetTimer:
-    name: str
+    name: Timer
     at: float
 
 
@@ -433,3 +446,16 @@ Effect = Union[
     GamesDurable,
     Emit,
 ]
+
+
+@dataclass(slots=True)
+class Outbox:
+    """What one step of a part of the core (membership, election, replication, broadcast) asks
+    for. The peer makes effects of it in the order of these fields; that order is part of the
+    protocol (each write and send reads the clock)."""
+
+    changes: list[OriginChange] = field(default_factory=list)  # fact writes, persisted; the other parts react
+    writes: list[OriginChange] = field(default_factory=list)  # fact writes, persisted only (the leader fact)
+    sends: list[tuple[str, Message]] = field(default_factory=list)
+    timers: list[tuple[Timer, float]] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)  # the rest, as they are

@@ -23,12 +23,12 @@ import random
 from typing import Callable, Iterable, Mapping
 
 from . import broadcast as bc
-from . import catalog
+from . import catalog, keys
 from . import election as el
 from . import membership as mb
 from .bandwidth import Priority
 from .breaker import Breakers
-from .errors import LocalProtocolError
+from .errors import unknown
 from .hlc import HybridClock
 from .manifest import MAX_NUMBER, Delta, Manifest, OriginChange, OriginDigest
 from .messages import (
@@ -39,7 +39,6 @@ from .messages import (
     DiskMeasured,
     DrainRequested,
     Effect,
-    Emit,
     Envelope,
     Event,
     FilePublished,
@@ -50,14 +49,20 @@ from .messages import (
     GamesHeld,
     GamesRead,
     GamesStored,
+    HeartbeatAck,
     ItemKey,
+    LeaderHeartbeat,
     LeaveRequested,
+    Message,
     MessageReceived,
+    Outbox,
     Persist,
+    Ping,
+    PingAck,
+    PingReq,
     PrioritySet,
     PullGames,
     PushGames,
-    SaveVote,
     SchemaPublished,
     Send,
     SendFailed,
@@ -66,22 +71,22 @@ from .messages import (
     Syn,
     SynAck,
     SyncRequested,
+    Timer,
     TimerFired,
     TransferFailed,
+    VoteReply,
+    VoteRequest,
 )
 from .peerconfig import PeerConfig
-from .replication import Out as ROut
 from .replication import Replication
 from .router import DataType, HostInfo, Placement, place
-from .streams import HW_PREFIX
 from .transfers import TransferPlanner
 
-GOSSIP = "gossip"
-LEADER_KEY = catalog.LEADER_KEY
-FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
-DELIVERY_KEYS = ("v/", "h/", "p/")  # fact keys a broadcasting leader reads
+FILE_KEYS = (keys.VERSION, keys.HOLDING)  # fact keys the transfer planner reads
+DELIVERY_KEYS = (keys.VERSION, keys.HOLDING, keys.PULLING)  # fact keys a broadcasting leader reads
 DISK_FIELDS = ("disk_used_percent", "disk_free_bytes")  # node record fields from DiskMeasured
 GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
+GOSSIP_JITTER = 0.1  # each gossip interval is drawn from interval x [1 - this, 1 + this]
 HELD_LISTED = 256  # held seqs a gh/ fact lists per stream (the lowest; beyond, a host counts as behind from there)
 
 
@@ -109,7 +114,9 @@ class Peer:
         self.node_record = dict(node_record or {})
         self.rounds = 0
         self.membership = mb.Membership(me, self.manifest, self.clock, rng, config.membership)
-        self.election = el.Election(me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1])
+        self.election = el.Election(
+            me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1], manifest=self.manifest
+        )
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
         self.replication = Replication(
@@ -136,7 +143,7 @@ class Peer:
         stale = [
             self.manifest.delete(k, self.clock.now(now))
             for k, f in list(self.manifest.own.facts.items())
-            if k.startswith(catalog.PULLING) and not f.tombstone
+            if k.startswith(keys.PULLING) and not f.tombstone
         ]
         if stale:
             out.append(self._persist([c for c in stale if c is not None], now))
@@ -148,11 +155,11 @@ class Peer:
             if k not in self.node_record and k in before:
                 self.node_record[k] = before[k]
         record = catalog.pack(self.node_record)
-        if self.manifest.get(self.me, catalog.NODE_KEY) != record:
-            out.append(self._persist([self.manifest.put(catalog.NODE_KEY, record)], now))
-        out += self._membership(self.membership.start(now), now)
-        out += self._election(self.election.start(now), now)
-        out.append(SetTimer(name=GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
+        if self.manifest.get(self.me, keys.NODE) != record:
+            out.append(self._persist([self.manifest.put(keys.NODE, record)], now))
+        out += self._flush(self.membership.start(now), now)
+        out += self._flush(self.election.start(now), now)
+        out.append(SetTimer(name=Timer.GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
         out += self._plan_transfers(now)
         return out
 
@@ -163,120 +170,126 @@ class Peer:
         timer set again — gossip, probes and suspicions, the election and the leader's
         heartbeat; the broadcast timer restarts with the next heartbeat (`_maybe_lead`)."""
         out: list[Effect] = [self._persist([self.manifest.snapshot(self.me)], now)]
-        out.append(SetTimer(name=GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
-        out += self._membership(self.membership.rearm(now), now)
-        out += self._election(self.election.rearm(now), now)
+        out.append(SetTimer(name=Timer.GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
+        out += self._flush(self.membership.rearm(now), now)
+        out += self._flush(self.election.rearm(now), now)
         self.broadcast.timer_at = None
         return out
 
     def handle(self, event: Event, now: float) -> list[Effect]:
-        if isinstance(event, TimerFired):
-            return self._on_timer(event.name, now)
-        if isinstance(event, MessageReceived):
-            return self._on_message(event.envelope, now)
-        if isinstance(event, SendFailed):
-            self.breakers.failure(event.peer, now)
-            return []
-        if isinstance(event, FilePublished):
-            return self._on_published(event, now)
-        if isinstance(event, FileStored):
-            return self._on_stored(event, now)
-        if isinstance(event, TransferFailed):
-            self.transfers.failed(event.item, event.digest, now)
-            return self._not_pulling(event.item, now) + self._plan_transfers(now)
-        if isinstance(event, LeaveRequested):
-            return self._on_leave(now)
-        if isinstance(event, DiskMeasured):
-            return self._on_disk(event, now)
-        if isinstance(event, PrioritySet):
-            self.priorities[event.config_key] = Priority.parse(event.priority)
-            self.transfers.touch()
-            return self._plan_transfers(now)
-        if isinstance(event, GamesStored):
-            r = self.replication.stored(
-                event.origin,
-                event.config_key,
-                event.seqs,
-                event.hw,
-                event.games,
-                event.ack_to,
-                now,
-                self.push_targets(now),
-            )
-            return self._replicated(r, now)
-        if isinstance(event, DrainRequested):
-            persistent = [h for h in self.push_targets(now) if self._persistent(h)]
-            return self._replicated(self.replication.drain(now, persistent), now)
-        if isinstance(event, GamesRead):
-            if not event.games:
+        match event:
+            case TimerFired():
+                return self._on_timer(event.name, now)
+            case MessageReceived():
+                return self._on_message(event.envelope, now)
+            case SendFailed():
+                self.breakers.failure(event.peer, now)
                 return []
-            msg = GamesBatch(origin=event.origin, config_key=event.config_key, games=event.games)
-            return [self._send(event.reply_to, msg, now)]
-        if isinstance(event, BackupFinished):
-            return self._on_backup(event, now)
-        if isinstance(event, SyncRequested):
-            self.transfers.touch()
-            return self._plan_transfers(now)
-        if isinstance(event, GamesHeld):
-            key = catalog.HELD_PREFIX + event.config_key
-            held = {o: sorted(qs)[:HELD_LISTED] for o, qs in sorted(event.held.items()) if qs}
-            if not held:
-                change = self.manifest.delete(key, self.clock.now(now))
-                return self._changed([change], now) if change is not None else []
-            value = catalog.pack({"s": held})
-            return (
-                [] if self.manifest.get(self.me, key) == value else self._changed([self.manifest.put(key, value)], now)
-            )
-        if isinstance(event, SchemaPublished):
-            key = catalog.SCHEMA_PREFIX + event.fingerprint
-            if any(self.manifest.get(o, key) is not None for o in self.manifest.origins):
-                return []  # some host published it already: one copy travels
-            return self._changed([self.manifest.put(key, event.schema)], now)
-        raise LocalProtocolError(f"unknown event {event!r}")
+            case FilePublished():
+                return self._on_published(event, now)
+            case FileStored():
+                return self._on_stored(event, now)
+            case TransferFailed():
+                self.transfers.failed(event.item, event.digest, now)
+                return self._not_pulling(event.item, now) + self._plan_transfers(now)
+            case LeaveRequested():
+                return self._on_leave(now)
+            case DiskMeasured():
+                return self._on_disk(event, now)
+            case PrioritySet():
+                self.priorities[event.config_key] = Priority.parse(event.priority)
+                self.transfers.touch()
+                return self._plan_transfers(now)
+            case GamesStored():
+                r = self.replication.stored(
+                    event.origin,
+                    event.config_key,
+                    event.seqs,
+                    event.hw,
+                    event.games,
+                    event.ack_to,
+                    now,
+                    self.push_targets(now),
+                )
+                return self._flush(r, now)
+            case DrainRequested():
+                persistent = [h for h in self.push_targets(now) if self._persistent(h)]
+                return self._flush(self.replication.drain(now, persistent), now)
+            case GamesRead():
+                if not event.games:
+                    return []
+                msg = GamesBatch(origin=event.origin, config_key=event.config_key, games=event.games)
+                return [self._send(event.reply_to, msg, now)]
+            case BackupFinished():
+                return self._on_backup(event, now)
+            case SyncRequested():
+                self.transfers.touch()
+                return self._plan_transfers(now)
+            case GamesHeld():
+                return self._on_held(event, now)
+            case SchemaPublished():
+                key = keys.SCHEMA + event.fingerprint
+                if any(self.manifest.get(o, key) is not None for o in self.manifest.origins):
+                    return []  # some host published it already: one copy travels
+                return self._changed([self.manifest.put(key, event.schema)], now)
+            case _:
+                unknown(event)
 
-    def _on_timer(self, name: str, now: float) -> list[Effect]:
-        if name == GOSSIP:
-            return self._on_gossip_timer(now)
-        if name in (mb.PROBE_TIMER, mb.INDIRECT_TIMER, mb.SUSPICION_TIMER):
-            return self._membership(self.membership.on_timer(name, now, self.known_peers()), now)
-        if name in (el.ELECTION_TIMER, el.HEARTBEAT_TIMER):
-            self.election.members = self.known_peers()
-            return self._election(self.election.on_timer(name, now), now) + self._maybe_lead(now)
-        if name == bc.TIMER:
-            self.broadcast.timer_at = None
-            return self._lead(now)
-        return []
+    def _on_held(self, event: GamesHeld, now: float) -> list[Effect]:
+        key = keys.HELD + event.config_key
+        held = {o: sorted(qs)[:HELD_LISTED] for o, qs in sorted(event.held.items()) if qs}
+        if not held:
+            change = self.manifest.delete(key, self.clock.now(now))
+            return self._changed([change], now) if change is not None else []
+        value = catalog.pack({"s": held})
+        return [] if self.manifest.get(self.me, key) == value else self._changed([self.manifest.put(key, value)], now)
+
+    def _on_timer(self, name: Timer, now: float) -> list[Effect]:
+        match name:
+            case Timer.GOSSIP:
+                return self._on_gossip_timer(now)
+            case Timer.PROBE | Timer.PROBE_INDIRECT | Timer.SUSPICION:
+                return self._flush(self.membership.on_timer(name, now, self.known_peers()), now)
+            case Timer.ELECTION | Timer.LEADER_HEARTBEAT:
+                self.election.members = self.known_peers()
+                return self._flush(self.election.on_timer(name, now), now) + self._maybe_lead(now)
+            case Timer.BROADCAST:
+                self.broadcast.timer_at = None
+                return self._lead(now)
+            case _:
+                unknown(name)
 
     def _on_message(self, env: Envelope, now: float) -> list[Effect]:
         self.clock.observe(env.hlc, now)
         self.breakers.success(env.sender)
         body, sender = env.body, env.sender
-        if isinstance(body, (mb.Ping, mb.PingAck, mb.PingReq)):
-            return self._membership(self.membership.on_message(sender, body, now), now)
-        if isinstance(body, PushGames):
-            return self._replicated(self.replication.on_push(sender, body), now)
-        if isinstance(body, GamesAck):
-            return self._replicated(self.replication.on_ack(sender, body), now)
-        if isinstance(body, PullGames):
-            return self._replicated(self.replication.on_pull(sender, body), now)
-        if isinstance(body, GamesBatch):
-            return self._replicated(self.replication.on_batch(sender, body), now)
-        if isinstance(body, (el.VoteRequest, el.VoteReply, el.LeaderHeartbeat, el.HeartbeatAck)):
-            self.election.members = self.known_peers()
-            return self._election(self.election.on_message(sender, body, now), now) + self._maybe_lead(now)
-        if isinstance(body, BroadcastOrder):
-            return self._on_order(sender, body, now)
-        out: list[Effect] = []
-        if isinstance(body, (Syn, SynAck)):
-            out += self._check_own_incarnation(body.digest, now)
-        if isinstance(body, (SynAck, Ack)):
-            out += self._apply(body.delta, now)
-        if isinstance(body, Syn):
-            reply = SynAck(digest=self.manifest.digest(), delta=self._delta_for(body.digest))
-            out.append(self._send(sender, reply, now))
-        elif isinstance(body, SynAck):
-            out.append(self._send(sender, Ack(delta=self._delta_for(body.digest)), now))
-        return out
+        match body:
+            case Ping() | PingAck() | PingReq():
+                return self._flush(self.membership.on_message(sender, body, now), now)
+            case PushGames():
+                return self._flush(self.replication.on_push(sender, body), now)
+            case GamesAck():
+                return self._flush(self.replication.on_ack(sender, body), now)
+            case PullGames():
+                return self._flush(self.replication.on_pull(sender, body), now)
+            case GamesBatch():
+                return self._flush(self.replication.on_batch(sender, body), now)
+            case VoteRequest() | VoteReply() | LeaderHeartbeat() | HeartbeatAck():
+                self.election.members = self.known_peers()
+                return self._flush(self.election.on_message(sender, body, now), now) + self._maybe_lead(now)
+            case BroadcastOrder():
+                return self._on_order(sender, body, now)
+            case Syn():
+                out = self._check_own_incarnation(body.digest, now)
+                reply = SynAck(digest=self.manifest.digest(), delta=self._delta_for(body.digest))
+                return out + [self._send(sender, reply, now)]
+            case SynAck():
+                out = self._check_own_incarnation(body.digest, now) + self._apply(body.delta, now)
+                return out + [self._send(sender, Ack(delta=self._delta_for(body.digest)), now)]
+            case Ack():
+                return self._apply(body.delta, now)
+            case _:
+                unknown(body)
 
     # -- views -----------------------------------------------------------------------------
 
@@ -295,7 +308,7 @@ class Peer:
         """The newest leader this host knows of, `(host, term)`, from the election or gossip."""
         best: tuple[int, str | None] = (self.election.term, self.election.leader)
         for origin in sorted(self.manifest.origins):  # one fact per origin: looked up, not scanned for
-            t = (catalog.fact_value(self.manifest, origin, LEADER_KEY) or {}).get("t")
+            t = (catalog.fact_value(self.manifest, origin, keys.LEADER) or {}).get("t")
             if isinstance(t, int) and (t > best[0] or (t == best[0] and best[1] is None)):
                 best = (t, origin)
         term, host = best
@@ -321,9 +334,14 @@ class Peer:
         out += self._maybe_lead(now)
         digest = self.manifest.digest()
         out += [self._send(p, Syn(digest=digest), now) for p in self._gossip_targets(now)]
-        out.append(SetTimer(name=GOSSIP, at=now + self.config.gossip_interval * self.rng.uniform(0.9, 1.1)))
+        out.append(
+            SetTimer(
+                name=Timer.GOSSIP,
+                at=now + self.config.gossip_interval * self.rng.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER),
+            )
+        )
         game_hosts = set(self.game_placement().targets)
-        out += self._replicated(
+        out += self._flush(
             self.replication.tick(
                 now,
                 should_hold=lambda s: self.me in game_hosts,
@@ -360,16 +378,16 @@ class Peer:
         """Persist manifest changes and let the parts that read the manifest react."""
         mout = self.membership.on_manifest_changed(now)
         out: list[Effect] = [self._persist(changes + mout.changes, now)]
-        out += self._membership(mout, now, persisted=True)
-        keys = {k for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)}
+        out += self._flush(mout, now, persisted=True)
+        written = {k for ch in changes for k in [f.key for f in ch.upserts] + list(ch.removed)}
         reset = any(ch.reset for ch in changes)
 
         def touched(prefixes) -> bool:
-            return reset or any(k.startswith(prefixes) for k in keys)
+            return reset or any(k.startswith(prefixes) for k in written)
 
-        if touched(HW_PREFIX):
-            out += self._replicated(self.replication.marks_changed(), now)
-        directives = touched(bc.PREFIX)
+        if touched(keys.HW):
+            out += self._flush(self.replication.marks_changed(), now)
+        directives = touched(keys.DIRECTIVE)
         if directives:  # a directive that came into force resets its backoff: pull it now
             for item, digest in self.broadcast.fresh(self._in_force()):
                 self.transfers.retry_now(item, digest)
@@ -403,7 +421,7 @@ class Peer:
             return []
         self.node_record.update(disk_used_percent=round(ev.used_percent, 1), disk_free_bytes=int(ev.free_bytes))
         self.transfers.touch()  # a cap may have been crossed, one way or the other
-        return self._changed([self.manifest.put(catalog.NODE_KEY, catalog.pack(self.node_record))], now)
+        return self._changed([self.manifest.put(keys.NODE, catalog.pack(self.node_record))], now)
 
     # -- game streams ----------------------------------------------------------------------
 
@@ -430,14 +448,6 @@ class Peer:
         hosts = [h for h in self.game_placement().targets if h != self.me and self.healthy(h, now)]
         return sorted(hosts, key=lambda h: (not self._persistent(h), hosts.index(h)))
 
-    def _replicated(self, r: ROut, now: float) -> list[Effect]:
-        out: list[Effect] = []
-        if r.changes:
-            out += self._changed(r.changes, now)
-        out += [self._send(to, msg, now) for to, msg in r.sends]
-        out += r.effects  # type: ignore[arg-type]
-        return out
-
     def _on_backup(self, ev: BackupFinished, now: float) -> list[Effect]:
         """Record a backup run in the manifest, fenced by the term it ran under."""
         if not (self.election.is_leader(now) and self.election.term == ev.term):
@@ -453,12 +463,12 @@ class Peer:
                 "detail": ev.detail[:500],
             }
         )
-        return self._changed([self.manifest.put(f"backup/{ev.index}", value)], now)
+        return self._changed([self.manifest.put(f"{keys.BACKUP}{ev.index}", value)], now)
 
     def backups(self) -> dict[str, dict]:
         """The newest recorded run of each backup target (highest term, then latest start)."""
         best: dict[str, dict] = {}
-        for origin, f in self.manifest.live_facts("backup/"):
+        for origin, f in self.manifest.live_facts(keys.BACKUP):
             v = catalog.unpack(f.value)
             if v is None:
                 continue
@@ -474,7 +484,7 @@ class Peer:
     def _on_leave(self, now: float) -> list[Effect]:
         """Announce a graceful leave: publish it and push it straight to a few peers."""
         before = self.manifest.own.digest()
-        out = self._membership(self.membership.leave(now), now)
+        out = self._flush(self.membership.leave(now), now)
         theirs = dict(self.manifest.digest())
         theirs[self.me] = before
         delta = self._delta_for(theirs)
@@ -483,34 +493,21 @@ class Peer:
 
     # -- the parts' outputs as effects -----------------------------------------------------
 
-    def _send(self, to: str, body, now: float) -> Send:
+    def _send(self, to: str, body: Message, now: float) -> Send:
         return Send(to=to, envelope=Envelope(sender=self.me, hlc=self.clock.now(now), body=body))
 
     def _persist(self, changes: list[OriginChange], now: float) -> Persist:
         return Persist(changes=tuple(changes), hlc=self.clock.now(now))
 
-    def _membership(self, o: mb.Out, now: float, persisted: bool = False) -> list[Effect]:
-        out: list[Effect] = []
-        if o.changes and not persisted:
-            out += self._changed(o.changes, now)
+    def _flush(self, o: Outbox, now: float, persisted: bool = False) -> list[Effect]:
+        """A part's outbox as effects, in the order of its fields (`persisted`: its changes
+        are written, and reacted to, already)."""
+        out = self._changed(o.changes, now) if o.changes and not persisted else []
+        if o.writes:
+            out.append(self._persist(o.writes, now))
         out += [self._send(to, msg, now) for to, msg in o.sends]
         out += [SetTimer(name=name, at=at) for name, at in o.timers]
-        out += [Emit(kind="suspected", subject=x) for x in o.suspected]
-        out += [Emit(kind="declared-dead", subject=x) for x in o.declared_dead]
-        return out
-
-    def _election(self, o: el.Out, now: float) -> list[Effect]:
-        out: list[Effect] = []
-        if o.save_vote:
-            out.append(SaveVote(term=self.election.term, voted_for=self.election.voted_for))
-        if o.became_leader:
-            out.append(self._persist([self.manifest.put(LEADER_KEY, catalog.pack({"t": self.election.term}))], now))
-        out += [self._send(to, msg, now) for to, msg in o.sends]
-        out += [SetTimer(name=name, at=at) for name, at in o.timers]
-        if o.leader_changed:
-            e = self.election
-            out.append(Emit(kind="leader", subject=e.leader or "", detail=f"term {e.term}, this host {e.role}"))
-        return out
+        return out + o.effects
 
     # -- files -----------------------------------------------------------------------------
 
@@ -543,10 +540,10 @@ class Peer:
                 ),
                 None,
             )
-        changes = [self.manifest.delete(catalog.pulling_key(ev.item), self.clock.now(now))]
+        maybe = [self.manifest.delete(catalog.pulling_key(ev.item), self.clock.now(now))]
         if v is not None and catalog.holdings(self.manifest, self.me).get(ev.item) != ev.digest:
-            changes.append(self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)))
-        changes = [c for c in changes if c is not None]
+            maybe.append(self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)))
+        changes = [c for c in maybe if c is not None]
         return ([self._persist(changes, now)] if changes else []) + self._plan_transfers(now)
 
     def _not_pulling(self, item: ItemKey, now: float) -> list[Effect]:
@@ -563,7 +560,7 @@ class Peer:
         names = self._host_names()
         origins = self.manifest.origins
         sig = (
-            [st.facts.get(catalog.NODE_KEY) if (st := origins.get(n)) is not None else None for n in names],
+            [st.facts.get(keys.NODE) if (st := origins.get(n)) is not None else None for n in names],
             [self.membership.view(n) for n in names],
         )
         if self._hosts is not None and self._hosts[0] is names and self._hosts[1] == sig:
@@ -636,15 +633,13 @@ class Peer:
         effects = self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold, self.priority_of)
         # announce what we pull, so that others pulling the same version ask us for the chunks
         # we have verified (DESIGN.md "Named files"); a finished, failed or cancelled pull retracts it
-        changes = []
+        maybe: list[OriginChange | None] = []
         for e in effects:
             if isinstance(e, StartTransfer):
-                changes.append(
-                    self.manifest.put(catalog.pulling_key(e.version.item), catalog.encode_holding(e.version))
-                )
+                maybe.append(self.manifest.put(catalog.pulling_key(e.version.item), catalog.encode_holding(e.version)))
             elif isinstance(e, CancelTransfer):
-                changes.append(self.manifest.delete(catalog.pulling_key(e.item), self.clock.now(now)))
-        changes = [c for c in changes if c is not None]
+                maybe.append(self.manifest.delete(catalog.pulling_key(e.item), self.clock.now(now)))
+        changes = [c for c in maybe if c is not None]
         return ([self._persist(changes, now)] if changes else []) + effects
 
     def priority_of(self, v: FileVersion) -> Priority:
@@ -669,7 +664,7 @@ class Peer:
     def _lead(self, now: float) -> list[Effect]:
         if not self.election.is_leader(now):
             return []
-        o = self.broadcast.lead(
+        o, retry = self.broadcast.lead(
             now,
             self.election.term,
             lambda: self.clock.now(now),
@@ -677,21 +672,18 @@ class Peer:
             self.placer,
             lambda h: self.breakers.allow(h, now),
         )
-        for item, digest in o.retry:
+        for item, digest in retry:
             self.transfers.retry_now(item, digest)
         out = self._changed(o.changes, now) if o.changes else []
-        out += self._plan_transfers(now) if o.retry else []
-        out += [self._send(to, msg, now) for to, msg in o.sends]
-        if o.timer is not None:
-            out.append(SetTimer(name=bc.TIMER, at=o.timer))
-        return out
+        out += self._plan_transfers(now) if retry else []
+        return out + self._flush(o, now, persisted=True)
 
     def _leader_of(self, term: int) -> str | None:
         """Who leads `term`, if this host knows (its election, or the leader's own fact)."""
         if self.election.term == term and self.election.leader is not None:
             return self.election.leader
-        for origin, f in self.manifest.live_facts(LEADER_KEY):
-            if f.key == LEADER_KEY and catalog.leader_term(self.manifest, origin) == term:
+        for origin, f in self.manifest.live_facts(keys.LEADER):
+            if f.key == keys.LEADER and catalog.leader_term(self.manifest, origin) == term:
                 return origin
         return None
 

@@ -16,19 +16,11 @@ origin's mark advertises, and the origin pushes its pending games again every
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
-from .manifest import Manifest, OriginChange
-from .messages import GamesAck, GamesBatch, GamesDurable, PullGames, PushGames, ReadGames, StoreGames
+from .manifest import Manifest
+from .messages import GamesAck, GamesBatch, GamesDurable, Outbox, PullGames, PushGames, ReadGames, StoreGames
 from .streams import Durability, StreamKey, encode_hw, hw_key, marks, pull_plan
-
-
-@dataclass(slots=True)
-class Out:
-    sends: list[tuple[str, object]] = field(default_factory=list)
-    effects: list[object] = field(default_factory=list)  # StoreGames, ReadGames, GamesDurable
-    changes: list[OriginChange] = field(default_factory=list)
 
 
 class Replication:
@@ -74,8 +66,8 @@ class Replication:
         ack_to: str | None,
         now: float,
         targets: list[str],
-    ) -> Out:
-        out = Out()
+    ) -> Outbox:
+        out = Outbox()
         if self.hw((origin, key)) != hw:
             at = now if origin == self.origin else None
             out.changes.append(self.m.put(hw_key((origin, key)), encode_hw(hw, at)))
@@ -92,28 +84,28 @@ class Replication:
 
     # -- messages ------------------------------------------------------------------------
 
-    def on_push(self, sender: str, msg: PushGames) -> Out:
-        out = Out()
+    def on_push(self, sender: str, msg: PushGames) -> Outbox:
+        out = Outbox()
         if msg.origin != self.origin and msg.games:
             out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games, ack_to=sender))
         return out
 
-    def on_ack(self, sender: str, msg: GamesAck) -> Out:
-        out = Out()
+    def on_ack(self, sender: str, msg: GamesAck) -> Outbox:
+        out = Outbox()
         if msg.origin == self.origin:
             self._durable(out, msg.config_key, self.durability.acked(msg.config_key, sender, msg.seqs))
         return out
 
-    def on_pull(self, sender: str, msg: PullGames) -> Out:
-        out = Out()
+    def on_pull(self, sender: str, msg: PullGames) -> Outbox:
+        out = Outbox()
         if 0 < msg.first <= msg.last and msg.last - msg.first < 4096:
             out.effects.append(
                 ReadGames(origin=msg.origin, config_key=msg.config_key, first=msg.first, last=msg.last, reply_to=sender)
             )
         return out
 
-    def on_batch(self, sender: str, msg: GamesBatch) -> Out:
-        out = Out()
+    def on_batch(self, sender: str, msg: GamesBatch) -> Outbox:
+        out = Outbox()
         # only the games we asked for: an unasked batch would make us store (and advertise) any stream
         if msg.origin != self.origin and msg.games and (msg.origin, msg.config_key) in self.pulling:
             out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games))
@@ -123,9 +115,9 @@ class Replication:
 
     # -- gossip and ticks ----------------------------------------------------------------
 
-    def marks_changed(self) -> Out:
+    def marks_changed(self) -> Outbox:
         """Gossip moved some high-water marks: our own streams may have become durable."""
-        out = Out()
+        out = Outbox()
         all_marks = marks(self.m)
         for key in list(self.durability.streams):
             self._durable(out, key, self.durability.observe(key, all_marks.get((self.origin, key), {})))
@@ -138,8 +130,8 @@ class Replication:
         should_hold: Callable[[StreamKey], bool],
         healthy: Callable[[str], bool],
         targets: list[str],
-    ) -> Out:
-        out = Out()
+    ) -> Outbox:
+        out = Outbox()
         for stream, deadline in list(self.pulling.items()):
             if now >= deadline:
                 del self.pulling[stream]
@@ -167,9 +159,9 @@ class Replication:
                     self._push(out, key, games, targets, now)
         return out
 
-    def drain(self, now: float, targets: list[str]) -> Out:
+    def drain(self, now: float, targets: list[str]) -> Outbox:
         """Push every game not yet durable to the given (persistent) peers, now."""
-        out = Out()
+        out = Outbox()
         for key in sorted(self.recent):
             games = tuple((q, self.recent[key][q]) for q in self.durability.pending(key) if q in self.recent[key])
             if games:
@@ -179,12 +171,12 @@ class Replication:
     def undurable(self) -> int:
         return sum(len(self.durability.pending(k)) for k in self.durability.streams)
 
-    def _push(self, out: Out, key: str, games, targets: list[str], now: float) -> None:
+    def _push(self, out: Outbox, key: str, games, targets: list[str], now: float) -> None:
         self.pushed_at[key] = now
         for t in targets[: self.push_copies]:
             out.sends.append((t, PushGames(origin=self.origin, config_key=key, games=games)))
 
-    def _durable(self, out: Out, key: str, newly: list[int]) -> None:
+    def _durable(self, out: Outbox, key: str, newly: list[int]) -> None:
         if newly:
             through = self.durability.durable_through(key)
             out.effects.append(GamesDurable(config_key=key, through=through))

@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from . import catalog
+from . import catalog, keys
 from .manifest import Manifest
 
 StreamKey = tuple[str, str]  # (origin, config_key)
@@ -29,16 +29,15 @@ StreamKey = tuple[str, str]  # (origin, config_key)
 #: of a game is reported, but not thousands of games ahead of it, and for a few dozen configs.
 MAX_ACKS_AHEAD = 4096
 MAX_STREAMS = 256
-HW_PREFIX = "g/"
 
 
 def hw_key(stream: StreamKey) -> str:
-    return f"{HW_PREFIX}{stream[0]}/{stream[1]}"
+    return f"{keys.HW}{stream[0]}/{stream[1]}"
 
 
 def parse_hw_key(key: str) -> StreamKey | None:
-    parts = key[len(HW_PREFIX) :].split("/")
-    if not key.startswith(HW_PREFIX) or len(parts) != 2 or not all(catalog.is_node_id(p) for p in parts):
+    parts = key[len(keys.HW) :].split("/")
+    if not key.startswith(keys.HW) or len(parts) != 2 or not all(catalog.is_node_id(p) for p in parts):
         return None
     return parts[0], parts[1]
 
@@ -85,7 +84,7 @@ def materialised_through(m: Manifest, stream: StreamKey, hosts: Iterable[str]) -
     holders = marks(m).get(stream, {})
     through = None
     for h in hosts:
-        held = (catalog.fact_value(m, h, catalog.HELD_PREFIX + key) or {}).get("s") or {}
+        held = (catalog.fact_value(m, h, keys.HELD + key) or {}).get("s") or {}
         seqs = held.get(origin) if isinstance(held, dict) else None
         first = min((q for q in seqs if isinstance(q, int)), default=None) if isinstance(seqs, list) else None
         top = holders.get(h, 0) if first is None else min(holders.get(h, 0), first - 1)
@@ -135,8 +134,8 @@ class _MarksIndex:
         if len(self.seen) != len(origins) or any(o not in origins for o in self.seen):
             for o in [o for o in self.seen if o not in origins]:
                 del self.seen[o]
-                for stream in list(self.of.get(o, ())):
-                    self._put(o, stream, None)
+                for gone in list(self.of.get(o, ())):
+                    self._put(o, gone, None)
         for o, st in origins.items():
             key = (st, st.incarnation, st.max_counter, st.floor, len(st.facts))
             old = self.seen.get(o)
@@ -146,14 +145,14 @@ class _MarksIndex:
             if old is not None and old[0] is st and old[1] == key[1] and old[3] == key[3] and old[2] < key[2]:
                 since = old[2]  # only facts written since: a key keeps its newest fact
                 for k, f in st.facts.items():
-                    if f.counter > since and k.startswith(HW_PREFIX):
+                    if f.counter > since and k.startswith(keys.HW):
                         stream, hw = _hw_of(k, f)
                         if stream is not None:
                             self._put(o, stream, hw)
                 continue
             new: dict[StreamKey, int] = {}
             for k, f in st.facts.items():
-                if k.startswith(HW_PREFIX):
+                if k.startswith(keys.HW):
                     stream, hw = _hw_of(k, f)
                     if stream is not None and hw is not None:
                         new[stream] = hw

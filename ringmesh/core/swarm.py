@@ -25,6 +25,19 @@ from dataclasses import dataclass, field
 _NOTHING: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class PullConfig:
+    """How a pull drives its `Swarm`: the daemon's (`ringmesh.node.files.transfer.pull`) and
+    the simulator's model of it (`sim/flows.py`)."""
+
+    per_peer: int = 4  # requests in flight per source
+    endgame_after: float = 2.0  # seconds a chunk request may take before another source is asked too
+    tick: float = 1.0  # a pull plans at least this often
+
+
+PULL = PullConfig()
+
+
 @dataclass(slots=True)
 class Swarm:
     n_chunks: int
@@ -100,8 +113,8 @@ class Swarm:
         """New requests `(peer, chunk)` to send now."""
         load = {p: 0 for p in self.sources}
         for asked in self.in_flight.values():
-            for p in asked:
-                load[p] = load.get(p, 0) + 1
+            for peer in asked:
+                load[peer] = load.get(peer, 0) + 1
         usable = [p for p in sorted(self.sources) if self.banned_until.get(p, float("-inf")) <= now]
         missing = [c for c in range(self.n_chunks) if c not in self.have]
         want = [c for c in missing if c not in self.in_flight]
@@ -120,7 +133,7 @@ class Swarm:
             self._order = list(range(self.n_chunks))
             self.rng.shuffle(self._order)
         coming: dict[int, int] = {}
-        for p, chunks in self.expected.items():
+        for chunks in self.expected.values():
             for c, since in chunks.items():
                 if now - since < self.expect_ttl:
                     coming[c] = coming.get(c, 0) + 1

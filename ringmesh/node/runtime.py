@@ -24,8 +24,8 @@ from typing import Any
 import grpc
 
 from ringmesh.config import ClusterConfig, ConfigError, check_address, peer_config
-from ringmesh.core import catalog
-from ringmesh.core.errors import RingmeshError
+from ringmesh.core import catalog, keys
+from ringmesh.core.errors import RingmeshError, unknown
 from ringmesh.core.manifest import Manifest
 from ringmesh.core.messages import (
     CancelTransfer,
@@ -46,6 +46,7 @@ from ringmesh.core.messages import (
     SetTimer,
     StartTransfer,
     StoreGames,
+    Timer,
     TimerFired,
 )
 from ringmesh.core.peer import Peer
@@ -170,7 +171,7 @@ class Daemon:
                 "ephemeral": self.host.ephemeral,
             },
         )
-        self.games.learn_schemas(manifest.live_facts(catalog.SCHEMA_PREFIX))  # (and games that waited for one land)
+        self.games.learn_schemas(manifest.live_facts(keys.SCHEMA))  # (and games that waited for one land)
         self.links = Links(self.resolve, tls=self.tls)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         register(self.server, PeerService(self))
@@ -321,33 +322,38 @@ class Daemon:
         if votes:
             await self._write_state(self.store.save_vote, votes[-1].term, votes[-1].voted_for)
         for e in effects:
-            if isinstance(e, Send):
-                self.spawn(self._send(e.to, e.envelope))
-            elif isinstance(e, SetTimer):
-                self._set_timer(e.name, e.at)
-            elif isinstance(e, StartTransfer):
-                self.transfers.start(e)
-            elif isinstance(e, StoreGames):
-                self.spawn(self.games.store(e))
-            elif isinstance(e, ReadGames):
-                self.spawn(self.games.read(e))
-            elif isinstance(e, GamesDurable):
-                self.spawn(self.games.mark_durable(e.config_key, e.through))
-            elif isinstance(e, Emit):
-                self.events.append(
-                    {"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail}
-                )
-                del self.events[:-50]
-                log.log(
-                    logging.WARNING if e.kind == "declared-dead" else logging.INFO,
-                    "%s %s %s",
-                    e.kind,
-                    e.subject or "(none)",
-                    e.detail,
-                    extra=about(peer=e.subject or None),
-                )
-            elif isinstance(e, CancelTransfer):
-                self.transfers.cancel(e)
+            match e:
+                case Persist() | SaveVote():
+                    pass  # written above, before anything else
+                case Send():
+                    self.spawn(self._send(e.to, e.envelope))
+                case SetTimer():
+                    self._set_timer(e.name, e.at)
+                case StartTransfer():
+                    self.transfers.start(e)
+                case CancelTransfer():
+                    self.transfers.cancel(e)
+                case StoreGames():
+                    self.spawn(self.games.store(e))
+                case ReadGames():
+                    self.spawn(self.games.read(e))
+                case GamesDurable():
+                    self.spawn(self.games.mark_durable(e.config_key, e.through))
+                case Emit():
+                    self.events.append(
+                        {"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail}
+                    )
+                    del self.events[:-50]
+                    log.log(
+                        logging.WARNING if e.kind == "declared-dead" else logging.INFO,
+                        "%s %s %s",
+                        e.kind,
+                        e.subject or "(none)",
+                        e.detail,
+                        extra=about(peer=e.subject or None),
+                    )
+                case _:
+                    unknown(e)
 
     def spawn(self, coro) -> None:
         """Run `coro` as a task of this node's (cancelled at `close`)."""
@@ -355,7 +361,7 @@ class Daemon:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    def _set_timer(self, name: str, at: float) -> None:
+    def _set_timer(self, name: Timer, at: float) -> None:
         old = self._timers.pop(name, None)
         if old:
             old.cancel()

@@ -16,11 +16,14 @@ hosts stored it, for the freshness figures of the report.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ringmesh.core.messages import GamesDurable
 
 from . import Violation
+
+if TYPE_CHECKING:
+    from ..disk import Disk
 
 Stream = tuple[str, str]  # (origin, config_key)
 
@@ -33,7 +36,7 @@ class DurableGames:
         *,
         min_copies: int,
         persistent: Callable[[str], bool],
-        disks: Callable[[str], object],
+        disks: Callable[[str], Disk],
         origin_of: Callable[[str], str],
         game_hosts: Iterable[str] = (),
     ) -> None:
@@ -78,7 +81,7 @@ class DurableGames:
     def wiped(self, node: str) -> None:
         """`node`'s disk is about to be lost: each durable game on it must be on another disk."""
         disk = self.disks(node)
-        for (origin, key), log in disk.games.items():  # type: ignore[attr-defined]
+        for (origin, key), log in disk.games.items():
             through = self.durable.get((origin, key), 0)
             for q in log:
                 if q > through:
@@ -87,7 +90,7 @@ class DurableGames:
                     h
                     for h in self.ever[(origin, key)][q]
                     if h != node and self.disks(h).games.get((origin, key), {}).get(q) is not None
-                ]  # type: ignore[attr-defined]
+                ]
                 if not others:
                     raise Violation(self.name, f"durable game {origin}/{key}/{q} lost: its last copy was on {node}")
 
@@ -96,7 +99,6 @@ class DurableGames:
         for stream, through in self.durable.items():
             for q in range(1, through + 1):
                 if not any(
-                    self.disks(h).games.get(stream, {}).get(q) is not None  # type: ignore[attr-defined]
-                    for h in self.ever.get(stream, {}).get(q, ())
+                    self.disks(h).games.get(stream, {}).get(q) is not None for h in self.ever.get(stream, {}).get(q, ())
                 ):
                     raise Violation(self.name, f"durable game {stream[0]}/{stream[1]}/{q} is on no disk")

@@ -9,7 +9,7 @@ from collections import deque
 import pytest
 
 from ringmesh.core import broadcast as bc
-from ringmesh.core import catalog
+from ringmesh.core import catalog, keys
 from ringmesh.core.bandwidth import Priority
 from ringmesh.core.errors import LocalProtocolError
 from ringmesh.core.messages import (
@@ -173,7 +173,7 @@ def directive_writes(net: Net, name: str) -> list[tuple[str, dict]]:
         for ch in e.changes
         if ch.origin == name
         for f in ch.upserts
-        if f.key.startswith(bc.PREFIX)
+        if f.key.startswith(keys.DIRECTIVE)
     ]
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringmesh.core import catalog
+from ringmesh.core import catalog, keys
 from ringmesh.core.errors import LocalProtocolError
 from ringmesh.core.messages import FileVersion, ItemKey
 
@@ -173,7 +173,7 @@ def test_decoding_a_peers_garbage_never_raises(raw):
     m = World(["me", "a"])
     m.put("a", "v/model/x", raw)
     m.put("a", "h/model/x", raw)
-    m.put("a", catalog.NODE_KEY, raw)
+    m.put("a", keys.NODE, raw)
     m.exchange("a", "me", HUGE)
     catalog.newest_versions(m.hosts["me"])
     catalog.holders(m.hosts["me"])
@@ -252,7 +252,7 @@ def test_held_versions_round_trip_and_skip_what_a_peer_got_wrong():
 
 def test_node_record():
     w = World(["a", "me"])
-    w.put("a", catalog.NODE_KEY, catalog.pack({"addr": "10.0.0.1:7070", "role": "selfplay", "ephemeral": True}))
+    w.put("a", keys.NODE, catalog.pack({"addr": "10.0.0.1:7070", "role": "selfplay", "ephemeral": True}))
     w.settle(HUGE)
     assert catalog.node_record(w.hosts["me"], "a") == {"addr": "10.0.0.1:7070", "role": "selfplay", "ephemeral": True}
     assert catalog.node_record(w.hosts["me"], "nobody") is None

@@ -15,6 +15,7 @@ from ringmesh.core.election import (
     ElectionConfig,
     VoteReply,
 )
+from ringmesh.core.messages import SaveVote
 
 CFG = ElectionConfig(heartbeat_interval=0.2, election_timeout=1.0, lease=0.8)
 
@@ -50,8 +51,9 @@ class ElectionWorld:
 
     def apply(self, n: str, out) -> None:
         e = self.nodes[n]
-        if out.save_vote:
-            self.disk[n] = (e.term, e.voted_for)
+        for v in out.effects:
+            if isinstance(v, SaveVote):
+                self.disk[n] = (v.term, v.voted_for)
         for name, at in out.timers:
             self.timers[n][name] = at
         for to, msg in out.sends:

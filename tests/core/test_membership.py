@@ -8,21 +8,22 @@ from ringmesh.core.manifest import Manifest
 from ringmesh.core.membership import (
     ALIVE,
     DEAD,
-    INDIRECT_TIMER,
     LEFT,
-    PROBE_TIMER,
     SUSPECT,
-    SUSPICION_TIMER,
     Membership,
     MembershipConfig,
-    Out,
     Ping,
     PingAck,
     PingReq,
     view_of,
 )
+from ringmesh.core.messages import Emit, Outbox, Timer
 
 CFG = MembershipConfig(probe_interval=1.0, probe_timeout=0.4, indirect_probes=3)
+
+
+def _noted(out, kind):
+    return [e.subject for e in out.effects if isinstance(e, Emit) and e.kind == kind]
 
 
 def _member(me, m=None):
@@ -61,7 +62,7 @@ def test_a_stale_claim_is_retracted_once_the_member_refuted():
     a, x = _member("a", ma), _member("x", mx)
     a.start(0.0), x.start(0.0)
     _sync(ma, mx)
-    a._claim(Out(), "x", SUSPECT)
+    a._claim(Outbox(), "x", SUSPECT)
     mx.apply(ma.delta_for(mx.digest(), 1 << 20))
     x.on_manifest_changed(0.5)
     assert x.stats["refutations"] == 1
@@ -75,27 +76,27 @@ def test_probe_cycle_direct_then_indirect_then_suspect():
     ma = Manifest("a", 1)
     a = _member("a", ma)
     a.start(0.0)
-    out = a.on_timer(PROBE_TIMER, 0.0, ["a", "b", "c", "d", "e"])
+    out = a.on_timer(Timer.PROBE, 0.0, ["a", "b", "c", "d", "e"])
     ((target, ping),) = out.sends
     assert isinstance(ping, Ping)
-    assert (INDIRECT_TIMER, 0.4) in out.timers and (PROBE_TIMER, 1.0) in out.timers
-    out = a.on_timer(INDIRECT_TIMER, 0.4, ["a", "b", "c", "d", "e"])
+    assert (Timer.PROBE_INDIRECT, 0.4) in out.timers and (Timer.PROBE, 1.0) in out.timers
+    out = a.on_timer(Timer.PROBE_INDIRECT, 0.4, ["a", "b", "c", "d", "e"])
     reqs = [(to, m) for to, m in out.sends if isinstance(m, PingReq)]
     assert len(reqs) == 3 and all(m.target == target and to != target for to, m in reqs)
-    out = a.on_timer(PROBE_TIMER, 1.0 * 2, ["a", "b", "c", "d", "e"])  # health grew: timers stretch
-    assert out.suspected == [target] and view_of(ma, target) == SUSPECT
+    out = a.on_timer(Timer.PROBE, 1.0 * 2, ["a", "b", "c", "d", "e"])  # health grew: timers stretch
+    assert _noted(out, "suspected") == [target] and view_of(ma, target) == SUSPECT
     assert a.health == 1
 
 
 def test_an_answered_probe_clears_and_relays_carry_acks_back():
     a, b = _member("a"), _member("b")
     a.start(0.0)
-    out = a.on_timer(PROBE_TIMER, 0.0, ["a", "b"])
+    out = a.on_timer(Timer.PROBE, 0.0, ["a", "b"])
     ((_, ping),) = out.sends
     assert b.on_message("a", ping, 0.1).sends == [("a", PingAck(seq=ping.seq))]
     a.on_message("b", PingAck(seq=ping.seq), 0.1)
-    out = a.on_timer(PROBE_TIMER, 1.0, ["a", "b"])
-    assert out.suspected == []
+    out = a.on_timer(Timer.PROBE, 1.0, ["a", "b"])
+    assert _noted(out, "suspected") == []
     relay = b.on_message("a", PingReq(seq=77, target="c"), 0.0)
     ((to, p2),) = relay.sends
     assert to == "c" and isinstance(p2, Ping)
@@ -107,9 +108,9 @@ def test_a_late_timer_accuses_nobody():
     ma = Manifest("a", 1)
     a = _member("a", ma)
     a.start(0.0)
-    a.on_timer(PROBE_TIMER, 0.0, ["a", "b"])
-    out = a.on_timer(PROBE_TIMER, 30.0, ["a", "b"])  # the process was stopped for 29 s
-    assert out.suspected == [] and view_of(ma, "b") == ALIVE and a.health >= 1
+    a.on_timer(Timer.PROBE, 0.0, ["a", "b"])
+    out = a.on_timer(Timer.PROBE, 30.0, ["a", "b"])  # the process was stopped for 29 s
+    assert _noted(out, "suspected") == [] and view_of(ma, "b") == ALIVE and a.health >= 1
 
 
 def test_suspicion_timeout_shrinks_with_confirmations():
@@ -123,11 +124,11 @@ def test_suspect_becomes_dead_after_the_timeout():
     ma = Manifest("a", 1)
     a = _member("a", ma)
     a.start(0.0)
-    a.on_timer(PROBE_TIMER, 0.0, ["a", "b"])
-    out = a.on_timer(PROBE_TIMER, 2.0, ["a", "b"])
-    assert out.suspected == ["b"]
-    assert any(name == SUSPICION_TIMER for name, _ in out.timers)
+    a.on_timer(Timer.PROBE, 0.0, ["a", "b"])
+    out = a.on_timer(Timer.PROBE, 2.0, ["a", "b"])
+    assert _noted(out, "suspected") == ["b"]
+    assert any(name == Timer.SUSPICION for name, _ in out.timers)
     deadline = 2.0 + a.suspicion_timeout(len(ma.origins), 0)
-    assert a.on_timer(SUSPICION_TIMER, deadline - 0.01, []).declared_dead == []
-    assert a.on_timer(SUSPICION_TIMER, deadline, []).declared_dead == ["b"]
+    assert _noted(a.on_timer(Timer.SUSPICION, deadline - 0.01, []), "declared-dead") == []
+    assert _noted(a.on_timer(Timer.SUSPICION, deadline, []), "declared-dead") == ["b"]
     assert view_of(ma, "b") == DEAD

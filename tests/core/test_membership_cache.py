@@ -18,18 +18,15 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringmesh.core import catalog
+from ringmesh.core import catalog, keys
 from ringmesh.core.hlc import HybridClock
 from ringmesh.core.manifest import Fact, Manifest, OriginState
 from ringmesh.core.membership import (
-    ALIVE_KEY,
-    CLAIM_PREFIX,
-    LEFT_KEY,
-    SUSPICION_TIMER,
     Membership,
     claims_about,
     view_of,
 )
+from ringmesh.core.messages import Timer
 
 from ._world import World
 
@@ -68,8 +65,8 @@ def _restart(w: World, n: str, build_first: bool) -> Membership:
 
 def _fresh_claimers(m: Manifest) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
-    for origin, f in m.live_facts(CLAIM_PREFIX):
-        out.setdefault(f.key[len(CLAIM_PREFIX) :], set()).add(origin)
+    for origin, f in m.live_facts(keys.CLAIM):
+        out.setdefault(f.key[len(keys.CLAIM) :], set()).add(origin)
     return out
 
 
@@ -95,15 +92,15 @@ def test_cached_views_equal_a_fresh_computation(steps):
         if kind == "claim":
             h, x, state, inc = args
             if h != x:
-                w.put(h, CLAIM_PREFIX + x, catalog.pack({"s": state, "i": inc}))
+                w.put(h, keys.CLAIM + x, catalog.pack({"s": state, "i": inc}))
         elif kind == "garbage":
             h, x, value = args
-            w.put(h, CLAIM_PREFIX + x, value)
+            w.put(h, keys.CLAIM + x, value)
         elif kind in ("alive", "left"):
             h, inc = args
-            w.put(h, ALIVE_KEY if kind == "alive" else LEFT_KEY, catalog.pack({"i": inc}))
+            w.put(h, keys.ALIVE if kind == "alive" else keys.LEFT, catalog.pack({"i": inc}))
         elif kind == "retract":
-            w.delete(args[0], CLAIM_PREFIX + args[1])
+            w.delete(args[0], keys.CLAIM + args[1])
         elif kind == "exchange":
             a, b, budget = args
             if a != b:
@@ -120,7 +117,7 @@ def test_cached_views_equal_a_fresh_computation(steps):
         elif kind == "restart":
             mem[args[0]] = _restart(w, *args)
         elif kind == "react":  # the membership acts on what changed (claims, retractions)
-            out = mem[args[0]].on_timer(SUSPICION_TIMER, 100.0, [x for x in NAMES if x != args[0]])
+            out = mem[args[0]].on_timer(Timer.SUSPICION, 100.0, [x for x in NAMES if x != args[0]])
             for ch in out.changes:
                 w._record(ch)
                 w._persist(args[0], [ch])
@@ -133,11 +130,11 @@ def test_a_claim_overwritten_behind_the_peers_back_does_not_crash_the_suspicion_
     m = Manifest("a", 1)
     mem = Membership("a", m, HybridClock(0), random.Random(0))
     mem.on_manifest_changed(0.0)
-    m.put(CLAIM_PREFIX + "x", catalog.pack({"s": "suspect", "i": 0}))
+    m.put(keys.CLAIM + "x", catalog.pack({"s": "suspect", "i": 0}))
     out = mem.on_manifest_changed(0.0)
     assert mem.view("x") == "suspect" and "x" in mem.suspect_since and out.timers
-    m.put(CLAIM_PREFIX + "x", b"\x92\x01\x02")  # garbage, written past the membership
-    mem.on_timer(SUSPICION_TIMER, 1.0, ["x"])  # raised ValueError: max() arg is an empty sequence
+    m.put(keys.CLAIM + "x", b"\x92\x01\x02")  # garbage, written past the membership
+    mem.on_timer(Timer.SUSPICION, 1.0, ["x"])  # raised ValueError: max() arg is an empty sequence
     assert mem.view("x") == "alive" and "x" not in mem.suspect_since
 
 
@@ -146,7 +143,7 @@ def test_claims_of_a_restarted_host_count_when_loaded_after_the_membership_was_b
     on disk were invisible to membership until rewritten."""
     m = Manifest("a", 1)
     mem = Membership("a", m, HybridClock(0), random.Random(0))
-    claim = Fact(CLAIM_PREFIX + "x", catalog.pack({"s": "dead", "i": 0}), 1)
+    claim = Fact(keys.CLAIM + "x", catalog.pack({"s": "dead", "i": 0}), 1)
     m.load("b", OriginState(1, 0, 1, 0, {claim.key: claim}))
     assert mem.view("x") == "dead" and mem.claimers["x"] == {"b"}
 
@@ -154,10 +151,10 @@ def test_claims_of_a_restarted_host_count_when_loaded_after_the_membership_was_b
 def test_delete_then_purge_of_a_claim_is_seen():
     w = World(["a", "b"])
     mem = _membership(w, "a")
-    w.put("b", CLAIM_PREFIX + "x", catalog.pack({"s": "suspect", "i": 0}))
+    w.put("b", keys.CLAIM + "x", catalog.pack({"s": "suspect", "i": 0}))
     w.exchange("b", "a", 1 << 40)
     assert mem.view("x") == "suspect"
-    w.delete("b", CLAIM_PREFIX + "x")
+    w.delete("b", keys.CLAIM + "x")
     w.tick(10_000)
     w.purge("b", 1000)
     w.exchange("b", "a", 1 << 40)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringmesh.core import catalog
+from ringmesh.core import catalog, keys
 from ringmesh.core.errors import LocalProtocolError
 from ringmesh.core.manifest import MIN_BUDGET, OriginDigest
 from ringmesh.core.messages import (
@@ -26,10 +26,11 @@ from ringmesh.core.messages import (
     StartTransfer,
     Syn,
     SynAck,
+    Timer,
     TimerFired,
     TransferFailed,
 )
-from ringmesh.core.peer import GOSSIP, Peer, PeerConfig
+from ringmesh.core.peer import Peer, PeerConfig
 
 ITEM = ItemKey("model", "canonical_hex8_2p.pth")
 D1 = "11111111111111111111111111111111"
@@ -74,7 +75,7 @@ class Mesh:
         self.now += dt
         for name, p in self.peers.items():
             if only in (None, name):
-                self.feed(name, p.handle(TimerFired(name=GOSSIP), self.now))
+                self.feed(name, p.handle(TimerFired(name=Timer.GOSSIP), self.now))
 
     def event(self, name: str, ev) -> list:
         return self.feed(name, self.peers[name].handle(ev, self.now))
@@ -114,11 +115,11 @@ def upserted_keys(effects) -> list[str]:
 def test_start_writes_the_node_record_and_sets_the_gossip_timer():
     p = peer("a")
     out = p.start(5.0)
-    assert catalog.NODE_KEY in upserted_keys(out)
-    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == GOSSIP]
+    assert keys.NODE in upserted_keys(out)
+    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == Timer.GOSSIP]
     assert 5.0 <= timer.at <= 6.0
     assert catalog.node_record(p.manifest, "a") == {"addr": "a:7070", "role": "training"}
-    assert catalog.NODE_KEY not in upserted_keys(p.start(6.0))  # same record: nothing to write
+    assert keys.NODE not in upserted_keys(p.start(6.0))  # same record: nothing to write
 
 
 def test_recover_sets_every_periodic_timer_again_and_persists_our_facts_whole():
@@ -133,7 +134,7 @@ def test_recover_sets_every_periodic_timer_again_and_persists_our_facts_whole():
     p.start(0.0)
     out = p.recover(10.0)
     timers = {e.name: e.at for e in out if isinstance(e, SetTimer)}
-    assert set(timers) >= {GOSSIP, "probe", "election"} and all(10.0 <= at <= 11.0 for at in timers.values())
+    assert set(timers) >= {Timer.GOSSIP, "probe", "election"} and all(10.0 <= at <= 11.0 for at in timers.values())
     (persist,) = [e for e in out if isinstance(e, Persist)]
     (snap,) = persist.changes
     assert snap.origin == "a" and snap.reset and {f.key for f in snap.upserts} == set(p.manifest.own.facts)
@@ -166,13 +167,14 @@ def test_two_peers_converge_after_a_few_rounds():
 def test_a_timer_round_sends_syn_to_known_peers_and_rearms():
     p = peer("a", ["b", "c", "d", "e"], fanout=2)
     p.start(0.0)
-    out = p.handle(TimerFired(name=GOSSIP), 1.0)
+    out = p.handle(TimerFired(name=Timer.GOSSIP), 1.0)
     sends = [e for e in out if isinstance(e, Send) and isinstance(e.envelope.body, Syn)]
     assert 2 <= len(sends) <= 3 and len({s.to for s in sends}) == len(sends)  # fanout (+ maybe one presumed dead)
     assert all(s.to in "bcde" for s in sends)
-    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == GOSSIP]
+    (timer,) = [e for e in out if isinstance(e, SetTimer) and e.name == Timer.GOSSIP]
     assert 1.9 <= timer.at <= 2.1
-    assert p.handle(TimerFired(name="other"), 1.0) == []
+    with pytest.raises(LocalProtocolError, match="unknown str: 'other'"):
+        p.handle(TimerFired(name="other"), 1.0)
 
 
 def test_the_same_seed_gives_the_same_run():
@@ -331,7 +333,7 @@ def test_a_stored_file_is_published_as_a_holding_and_not_pulled_again():
     assert sorted(facts) == [catalog.holding_key(ITEM), catalog.pulling_key(ITEM)]
     assert facts[catalog.pulling_key(ITEM)].tombstone  # no longer pulling it
     b = m.peers["b"]
-    assert catalog.holders(b.manifest, catalog.PULLING) == {}
+    assert catalog.holders(b.manifest, keys.PULLING) == {}
     assert catalog.holdings(b.manifest, "b") == {ITEM: D1}
     assert b.wanted() == []
     for _ in range(3):
@@ -393,10 +395,10 @@ def test_a_pull_is_announced_while_it_runs_and_retracted_when_it_fails():
         m.tick()
     assert m.of("b", StartTransfer)
     b = m.peers["b"]
-    assert catalog.holders(b.manifest, catalog.PULLING) == {(ITEM, D1): ["b"]}
+    assert catalog.holders(b.manifest, keys.PULLING) == {(ITEM, D1): ["b"]}
     for _ in range(3):
         m.tick()
     # the others learn it by gossip, so that they can ask b for the chunks it verified
-    assert catalog.holders(m.peers["a"].manifest, catalog.PULLING) == {(ITEM, D1): ["b"]}
+    assert catalog.holders(m.peers["a"].manifest, keys.PULLING) == {(ITEM, D1): ["b"]}
     m.event("b", TransferFailed(item=ITEM, digest=D1, reason="source gone"))
-    assert catalog.holders(b.manifest, catalog.PULLING) == {}
+    assert catalog.holders(b.manifest, keys.PULLING) == {}

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ringmesh.core import catalog, streams
+from ringmesh.core import catalog, keys, streams
 from ringmesh.core.manifest import Manifest
 from ringmesh.core.streams import Durability, PullRequest, encode_hw, hw_key, marks, parse_hw_key, pull_plan
 
@@ -131,7 +131,7 @@ def test_materialised_through_stops_below_the_first_game_a_host_holds_back():
         other = m if host == "a" else Manifest(host, 1)
         other.put(hw_key(stream), encode_hw(hw))
         if host == "b":
-            other.put(catalog.HELD_PREFIX + "hex8_2p", catalog.pack({"s": {"o.1": [5, 7]}}))
+            other.put(keys.HELD + "hex8_2p", catalog.pack({"s": {"o.1": [5, 7]}}))
             m.apply(other.delta_for(m.digest(), 1 << 20))
     assert materialised_through(m, stream, ["a"]) == 10
     assert materialised_through(m, stream, ["a", "b"]) == 4  # b holds #5 back

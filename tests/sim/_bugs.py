@@ -7,8 +7,7 @@ import types
 from ringmesh.core import Peer
 from ringmesh.core import election as el
 from ringmesh.core.bandwidth import Limiter
-from ringmesh.core.messages import GamesAck, StoreGames
-from ringmesh.core.replication import Out
+from ringmesh.core.messages import GamesAck, Outbox, StoreGames
 
 
 class DoubleVoteElection(el.Election):
@@ -22,7 +21,7 @@ class DoubleVoteElection(el.Election):
         granted = msg.term == self.term
         if granted:
             self.voted_for = sender
-            out.save_vote = True
+            self.vote_changed = True
         out.sends.append((sender, el.VoteReply(term=self.term, granted=granted, pre=False)))
 
 
@@ -35,7 +34,7 @@ class DoubleVotePeer(Peer):
 
 def _ack_before_fsync(self, sender, msg):
     """Acknowledge a push as it arrives, before the write is durable."""
-    out = Out()
+    out = Outbox()
     if msg.origin != self.origin and msg.games:
         out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games))
         out.sends.append(

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ringmesh.core import catalog
+from ringmesh.core import catalog, keys
 from ringmesh.core.errors import RingmeshError
 from ringmesh.core.messages import CancelTransfer, FileStored, FileVersion, ItemKey, StartTransfer, TransferFailed
 from ringmesh.node.files.store import FileStore
@@ -107,7 +107,7 @@ class Transfers:
         ok = [h for h in catalog.holders(peer.manifest).get(key, []) if h != peer.me and peer.healthy(h, now)]
         mid = [
             h
-            for h in catalog.holders(peer.manifest, catalog.PULLING).get(key, [])
+            for h in catalog.holders(peer.manifest, keys.PULLING).get(key, [])
             if h != peer.me and peer.healthy(h, now)
         ]
         return ok, mid

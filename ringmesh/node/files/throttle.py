@@ -17,18 +17,12 @@ from collections import Counter
 from typing import Hashable, Iterable, Mapping
 
 from ringmesh.config import ConfigError
-from ringmesh.core.bandwidth import WEIGHTS, Limiter, Priority
+from ringmesh.core.bandwidth import WEIGHTS, Limiter, Priority, default_burst
 from ringmesh.core.errors import LocalProtocolError
 
 METADATA_KEY = "ringmesh-priority"
-MIN_BURST = 64 * 1024  # bytes
 EGRESS_ENV = "RINGMESH_EGRESS_BYTES_PER_S"
 INGRESS_ENV = "RINGMESH_INGRESS_BYTES_PER_S"
-
-
-def default_burst(rate_bytes_per_s: int) -> int:
-    """A tenth of a second's worth of bytes, at least 64 KiB."""
-    return max(MIN_BURST, rate_bytes_per_s // 10)
 
 
 def rate_setting(env_name: str, configured: int | None, env: Mapping[str, str] | None = None) -> int | None:

@@ -19,7 +19,7 @@ from ringmesh.core import recipe
 from ringmesh.core.bandwidth import Priority
 from ringmesh.core.errors import RemoteProtocolError, RingmeshError
 from ringmesh.core.messages import FileVersion
-from ringmesh.core.swarm import Swarm
+from ringmesh.core.swarm import PULL, Swarm
 from ringmesh.node.files.store import FileStore, Partial, disk_full
 from ringmesh.node.files.throttle import Throttle, priority_metadata
 from ringmesh.node.wire import codec
@@ -28,7 +28,6 @@ from ringmesh.ops.logs import about
 
 log = logging.getLogger("ringmesh.node.files.transfer")
 FRAME = 4 << 20  # gRPC messages are capped at 8 MiB (links.MAX_MESSAGE)
-ENDGAME_AFTER = 2.0  # seconds a chunk request may take before another source is asked too
 CALLER_METADATA = "ringmesh-caller"  # the host asking for chunks, as it says (TLS: its certificate says)
 
 
@@ -93,7 +92,7 @@ async def pull(
     stored: Callable[[], Awaitable[None]],
     priority: Priority | Callable[[], Priority] = Priority.NORMAL,
     throttle: Throttle | None = None,
-    per_peer: int = 4,
+    per_peer: int = PULL.per_peer,
     stall: float = 60.0,
     me: str | None = None,
     received: Callable[[str, int], None] | None = None,
@@ -129,7 +128,7 @@ async def pull(
             partial.n_chunks,
         )
     progress = registry[v.digest] = Progress(partial)
-    swarm = Swarm(len(digests), random.Random(), per_peer=per_peer, endgame_after=ENDGAME_AFTER)
+    swarm = Swarm(len(digests), random.Random(), per_peer=per_peer, endgame_after=PULL.endgame_after)
     swarm.have |= partial.have
     kick = asyncio.Event()  # set by watchers when a peer announces a chunk
     kicked = asyncio.ensure_future(kick.wait())
@@ -168,7 +167,7 @@ async def pull(
                 raise TransferError("; ".join(errors[-8:]) or "no source left to ask")
             if now - last_progress > stall:
                 raise TransferError(f"no chunk arrived in {stall:.0f} s; " + "; ".join(errors[-4:]))
-            done, _ = await asyncio.wait([*tasks, kicked], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*tasks, kicked], timeout=PULL.tick, return_when=asyncio.FIRST_COMPLETED)
             if kicked.done():
                 kick.clear()
                 kicked = asyncio.ensure_future(kick.wait())

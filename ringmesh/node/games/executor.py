@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ringmesh.core import catalog, streams
+from ringmesh.core import keys, streams
 from ringmesh.core.manifest import Fact
 from ringmesh.core.messages import GamesHeld, GamesRead, GamesStored, ReadGames, SchemaPublished, StoreGames
 from ringmesh.node.games import gameschema
@@ -159,8 +159,8 @@ class GameStreams:
         """Game schemas that reached the manifest (`gs/` facts, as `(origin, fact)`): known from
         now on, and the games that waited for them land."""
         for origin, f in facts:
-            fp = f.key[len(catalog.SCHEMA_PREFIX) :]
-            if f.key.startswith(catalog.SCHEMA_PREFIX) and not f.tombstone and fp not in self.games.schemas:
+            fp = f.key[len(keys.SCHEMA) :]
+            if f.key.startswith(keys.SCHEMA) and not f.tombstone and fp not in self.games.schemas:
                 try:
                     self._know_schema(fp, gameschema.Schema.decode(f.value, fp))
                 except gameschema.SchemaError as e:
