@@ -26,6 +26,7 @@ from . import broadcast as bc
 from . import catalog
 from . import election as el
 from . import membership as mb
+from .backups import BackupSchedule
 from .bandwidth import Priority
 from .breaker import Breakers
 from .errors import LocalProtocolError
@@ -77,6 +78,8 @@ from .streams import HW_PREFIX
 from .transfers import TransferPlanner
 
 GOSSIP = "gossip"
+RETENTION = "retention"  # an ephemeral host's: drop its own games durable and old enough
+BACKUP = "backup"  # the next slot of a scheduled backup (every host keeps the schedule; the leader runs it)
 LEADER_KEY = catalog.LEADER_KEY
 FILE_KEYS = ("v/", "h/")  # fact keys the transfer planner reads
 DELIVERY_KEYS = ("v/", "h/", "p/")  # fact keys a broadcasting leader reads
@@ -112,13 +115,16 @@ class Peer:
         self.election = el.Election(me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1])
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
+        ephemeral = bool(self.node_record.get("ephemeral", me in config.ephemeral))
         self.replication = Replication(
             me,
             self.manifest,
             origin=f"{me}.{self.manifest.own.incarnation}",
             min_copies=config.min_copies,
             persistent=self._persistent,
+            retention=config.retention_seconds if ephemeral else None,
         )
+        self.backup_schedule = BackupSchedule(config.backup_schedules)
         self.transfers = TransferPlanner(
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
         )
@@ -153,8 +159,19 @@ class Peer:
         out += self._membership(self.membership.start(now), now)
         out += self._election(self.election.start(now), now)
         out.append(SetTimer(name=GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
+        self.backup_schedule.start(now)
+        out += self._periodic(now)
         out += self._plan_transfers(now)
         return out
+
+    def _periodic(self, now: float) -> list[Effect]:
+        """The retention and backup timers (where this host has any)."""
+        due = min(self.backup_schedule.next_run.values(), default=None)
+        return self._retention_timer(now) + ([SetTimer(name=BACKUP, at=due)] if due is not None else [])
+
+    def _retention_timer(self, now: float) -> list[Effect]:
+        retention = self.replication.retention
+        return [] if retention is None else [SetTimer(name=RETENTION, at=now + max(0.2, min(5.0, retention / 2)))]
 
     def recover(self, now: float) -> list[Effect]:
         """What keeps this host live after a step that raised (a bug: that step's effects are
@@ -166,6 +183,7 @@ class Peer:
         out.append(SetTimer(name=GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
         out += self._membership(self.membership.rearm(now), now)
         out += self._election(self.election.rearm(now), now)
+        out += self._periodic(now)
         self.broadcast.timer_at = None
         return out
 
@@ -220,6 +238,7 @@ class Peer:
         if isinstance(event, GamesHeld):
             key = catalog.HELD_PREFIX + event.config_key
             held = {o: sorted(qs)[:HELD_LISTED] for o, qs in sorted(event.held.items()) if qs}
+            self.replication.held(event.config_key, held.get(self.replication.origin))
             if not held:
                 change = self.manifest.delete(key, self.clock.now(now))
                 return self._changed([change], now) if change is not None else []
@@ -245,6 +264,12 @@ class Peer:
         if name == bc.TIMER:
             self.broadcast.timer_at = None
             return self._lead(now)
+        if name == RETENTION:
+            return self._replicated(self.replication.retain(now), now) + self._retention_timer(now)
+        if name == BACKUP:
+            term = self.election.term if self.election.is_leader(now) else None
+            runs, due = self.backup_schedule.tick(now, term)
+            return [*runs, SetTimer(name=BACKUP, at=due)] if due is not None else list(runs)
         return []
 
     def _on_message(self, env: Envelope, now: float) -> list[Effect]:
@@ -440,6 +465,7 @@ class Peer:
 
     def _on_backup(self, ev: BackupFinished, now: float) -> list[Effect]:
         """Record a backup run in the manifest, fenced by the term it ran under."""
+        self.backup_schedule.finished(ev.index)
         if not (self.election.is_leader(now) and self.election.term == ev.term):
             return []  # we are no longer the leader that ran it: the result is not ours to record
         value = catalog.pack(
