@@ -166,7 +166,7 @@ class Replication:
             busy=self.pulling,
             batch=self.batch,
             max_sources=1,
-            floor=lambda stream, holder: floor_of(self.m, stream, holder),
+            floor=self._floor,
         ):
             out.sends.append(
                 (req.source, PullGames(origin=req.stream[0], config_key=req.stream[1], first=req.first, last=req.last))
@@ -206,6 +206,9 @@ class Replication:
                 v = dict(catalog.fact_value(self.m, self.me, hw_key(stream)) or {"hw": self.hw(stream)})
                 out.changes.append(self.m.put(hw_key(stream), catalog.pack({**v, "lo": floor})))
         return out
+
+    def _floor(self, stream: StreamKey, holder: str) -> int:
+        return floor_of(self.m, stream, holder)
 
     def held(self, key: str, seqs) -> None:
         """Our own games of `key` this host holds back from its database (`GamesHeld`)."""
