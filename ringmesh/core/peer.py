@@ -11,7 +11,10 @@ The peer composes the protocol's parts around one `Manifest`:
   * breakers (`breaker.py`): failed calls to a peer open its breaker;
   * transfers (`transfers.py`): newest file versions this host lacks, pulled from healthy holders;
   * broadcast (`broadcast.py`): the leader's term-fenced directives and orders for versions a
-    publisher marked; a version under one is pulled at CRITICAL priority.
+    publisher marked; a version under one is pulled at CRITICAL priority;
+  * timers of their own: retention (an ephemeral host drops its own games once durable and
+    `retention_seconds` old: `DropGames`) and the backup schedule (`backups.py`: the leader
+    runs each external backup target when due: `RunBackup`, answered by `BackupFinished`).
 
 `now` is seconds (wall time under the daemon, virtual time under the simulator). The peer
 never reads a clock, never does I/O, and draws every random choice from `rng`.
