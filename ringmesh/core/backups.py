@@ -25,10 +25,9 @@ class BackupSchedule:
         self.next_run: dict[int, float] = {}  # index -> when its next slot is due
         self.running: set[int] = set()  # indexes whose run (ours) has not reported back
 
-    def start(self, now: float) -> float | None:
-        """The schedule from `now` on; when the timer should first fire (None: no schedule)."""
+    def start(self, now: float) -> None:
+        """The schedule from `now` on."""
         self.next_run = {i: c.next_after(_at(now)).timestamp() for i, c in self.crons.items()}
-        return min(self.next_run.values(), default=None)
 
     def tick(self, now: float, term: int | None) -> tuple[list[RunBackup], float | None]:
         """The runs due at `now` (`term`: the term we lead with a lease, None if we do not
