@@ -8,6 +8,7 @@ from typing import Mapping
 from . import election as el
 from . import membership as mb
 from .breaker import BreakerConfig
+from .cron import parse_cron
 from .errors import LocalProtocolError
 from .manifest import MIN_BUDGET
 
@@ -49,5 +50,8 @@ class PeerConfig:
             raise LocalProtocolError("max_transfers must be at least 1")
         if self.retention_seconds < 0:
             raise LocalProtocolError("retention_seconds must not be negative")
+        for schedule in self.backup_schedules:
+            if schedule is not None:
+                parse_cron(schedule)  # CronError names the field
         if self.reorder_interval <= 0:
             raise LocalProtocolError("reorder_interval must be positive")

@@ -10,8 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from ringmesh.core import Peer
+from ringmesh.core import Peer, PeerConfig
 from ringmesh.core.backups import BackupSchedule
+from ringmesh.core.cron import CronError
 from sim.runner import Run
 from sim.scenario import load
 
@@ -70,3 +71,5 @@ def test_the_schedule_runs_on_the_leader_only_and_skips_a_slot_still_running():
     assert s.tick(1030.0, term=4)[0] == []  # the run of 1020 has not reported back
     s.finished(0)
     assert [r.due for r in s.tick(1040.0, term=5)[0]] == [1040.0]
+    with pytest.raises(CronError, match="hour: 25"):
+        PeerConfig(backup_schedules=("0 25 * * *",))
