@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from ringmesh.core import Peer, Persist, StartTransfer, catalog, keys
+from ringmesh.core import Peer, Persist, StartTransfer, catalog, keys, streams
 from ringmesh.core import broadcast as bc
+from ringmesh.core.messages import DropGames, RunBackup
+
+from .disk import Disk
+from .invariants import Violation
+from .invariants.games import DurableGames
 
 
 class VectorConvergence:
@@ -156,3 +161,100 @@ class BroadcastFencing:
             f"(the highest it knows) and no order of that term or later ({order})"
         )
         self.critical += 1
+
+
+class RetainedGames:
+    """Retention (DESIGN.md "Game streams"): an ephemeral origin drops its own games, and a
+    game goes only once it is durable, on a persistent game host's disk, and `retention`
+    seconds old (on the origin's clock: a little slack for drift). At the end of a run
+    (`check_end`), every game of a live origin's current stream that was durable and old
+    enough a few retention ticks ago is gone: retention does run. Fed by the drop hook; the
+    durability and publication times are `DurableGames`'s."""
+
+    name = "retained-games"
+
+    def __init__(
+        self,
+        games: DurableGames,
+        *,
+        retention: float,
+        disks: Callable[[str], Disk],
+        game_hosts: Iterable[str],
+        persistent: Callable[[str], bool],
+        peers: Callable[[str], Peer],
+        up: Callable[[str], bool],
+    ) -> None:
+        self.games, self.retention, self.disks, self.persistent = games, retention, disks, persistent
+        self.every = max(0.2, min(5.0, retention / 2))  # the core's retention tick
+        self.game_hosts, self.peers, self.up = sorted(game_hosts), peers, up
+        self.dropped: dict[tuple[str, str], int] = {}  # stream -> dropped through
+        self.drops = 0  # games dropped
+
+    def on_drop(self, node: str, eff: DropGames, now: float) -> None:
+        stream = (self.peers(node).replication.origin, eff.config_key)
+        done, durable = self.dropped.get(stream, 0), self.games.durable.get(stream, 0)
+        published = self.games.published.get(stream, {})
+        for q in range(done + 1, eff.through + 1):
+            game = f"{stream[0]}/{stream[1]}/{q}"
+            if q > durable:
+                raise Violation(self.name, f"{node} dropped game {game} at {now:.3f} s before it was durable")
+            if not any(
+                self.persistent(h) and self.disks(h).games.get(stream, {}).get(q) is not None
+                for h in self.game_hosts
+                if h != node
+            ):
+                raise Violation(
+                    self.name, f"{node} dropped game {game} at {now:.3f} s: no persistent game host holds it"
+                )
+            t = published.get(q)
+            if t is None or now - t < self.retention * (1 - 1e-3):
+                age = "unknown" if t is None else f"{now - t:.3f} s"
+                raise Violation(
+                    self.name, f"{node} dropped game {game} at {now:.3f} s, {age} old (retention {self.retention} s)"
+                )
+        self.dropped[stream] = max(done, eff.through)
+        self.drops += max(0, eff.through - done)
+
+    def check_end(self, now: float) -> None:
+        slack = 3 * self.every
+        for stream, published in self.games.published.items():
+            host = streams.host_of(stream[0])
+            if self.persistent(host) or not self.up(host) or self.peers(host).replication.origin != stream[0]:
+                continue  # a persistent host keeps its games; a past life's streams are not retained
+            durable_at = self.games.durable_at.get(stream, {})
+            for q, t in sorted(published.items()):
+                d = durable_at.get(q)
+                if d is not None and max(t + self.retention, d) + slack < now and q > self.dropped.get(stream, 0):
+                    raise Violation(
+                        self.name,
+                        f"{host} still keeps game {stream[0]}/{stream[1]}/{q} at {now:.3f} s "
+                        f"(published at {t:.3f} s, durable at {d:.3f} s, retention {self.retention} s)",
+                    )
+
+
+class BackupSchedules:
+    """Scheduled backups: a run starts only on the leader of its term, holding its lease (on its
+    own clock), and each target's slot runs once in the cluster. Fed by the backup hook."""
+
+    name = "backups"
+
+    def __init__(self, peers: Callable[[str], Peer], local: Callable[[str], float] | None = None) -> None:
+        self.peers, self.local = peers, local
+        self.runs: dict[tuple[int, float], tuple[str, int, float]] = {}  # (index, slot) -> (host, term, when)
+
+    def on_run(self, node: str, eff: RunBackup, now: float) -> None:
+        e = self.peers(node).election
+        at = self.local(node) if self.local is not None else now
+        if not (e.is_leader(at) and e.term == eff.term):
+            raise Violation(
+                self.name,
+                f"{node} started backup {eff.index} of term {eff.term} at {now:.3f} s as {e.role} of term {e.term}",
+            )
+        prev = self.runs.get((eff.index, eff.due))
+        if prev is not None:
+            raise Violation(
+                self.name,
+                f"{node} started backup {eff.index} for the slot due at {eff.due:.3f} s at {now:.3f} s, "
+                f"which {prev[0]} had run at {prev[2]:.3f} s (term {prev[1]})",
+            )
+        self.runs[(eff.index, eff.due)] = (node, eff.term, now)

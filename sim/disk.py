@@ -25,6 +25,7 @@ class Disk:
     base: int = 0
     filler: int = 0
     game_bytes: int = 0
+    dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # retention: stream -> dropped through
 
     def blank(self) -> "Disk":
         """A new, empty disk of the same size (the old one was lost)."""
@@ -52,7 +53,7 @@ class Disk:
             if q not in log:
                 log[q] = g
                 self.game_bytes += len(g)
-        hw = 0
+        hw = self.dropped.get((origin, key), 0)
         while hw + 1 in log:
             hw += 1
         return new, hw
@@ -60,9 +61,16 @@ class Disk:
     def append_own(self, origin: str, key: str, payloads: list[bytes]) -> tuple[tuple[tuple[int, bytes], ...], int]:
         """The origin's intake: the next seqs, never reused (the max survives a crash)."""
         log = self.games.setdefault((origin, key), {})
-        start = max(log, default=0)
+        start = max(log, default=self.dropped.get((origin, key), 0))
         games = tuple((start + i + 1, p) for i, p in enumerate(payloads))
         return games, self.store_games(origin, key, games)[1]
+
+    def drop_games(self, origin: str, key: str, through: int) -> None:
+        """Retention: games 1..through of a stream forgotten (the stream keeps its numbers)."""
+        log = self.games.get((origin, key), {})
+        for q in [q for q in log if q <= through]:
+            self.game_bytes -= len(log.pop(q))
+        self.dropped[(origin, key)] = max(self.dropped.get((origin, key), 0), through)
 
     def persist(self, eff: Persist) -> None:
         for ch in eff.changes:

@@ -29,7 +29,7 @@ from ringmesh.core import election as el
 from ringmesh.core.bandwidth import Limiter, default_burst
 from ringmesh.core.messages import DiskMeasured, DrainRequested
 
-from .checkers import BroadcastFencing
+from .checkers import BackupSchedules, BroadcastFencing, RetainedGames
 from .cluster import Cluster
 from .files import EGRESS, LimitedPulls
 from .gossip import _gc_paused
@@ -131,6 +131,18 @@ class Run:
         self.fencing = BroadcastFencing(c.peer, local=w.local_now)
         w.persist_hooks.append(self.fencing.on_persist)
         self.pulls.hooks.append(self.fencing.on_start)
+        self.retained = RetainedGames(
+            self.games,
+            retention=sc.peer.retention_seconds,
+            disks=w.disks.__getitem__,
+            game_hosts=game_hosts,
+            persistent=lambda h: not sc.host(h).ephemeral,
+            peers=c.peer,
+            up=w.is_up,
+        )
+        w.drop_hooks.append(self.retained.on_drop)
+        self.backups = BackupSchedules(c.peer, local=w.local_now)
+        w.backup_hooks.append(self.backups.on_run)
         self.convergence = Convergence(c, self.games)
 
         # -- observers for the report ----------------------------------------------------------
@@ -182,6 +194,7 @@ class Run:
             if liveness:
                 live = self._liveness(before)
             self.games.check_all()
+            self.retained.check_end(w.now)
         except (Violation, AssertionError) as e:
             self.violation = self._violation(e)
         except SimulationError as e:

@@ -13,6 +13,9 @@ holds `Peer` instances of `ringmesh.core`, unchanged, and feeds them events at v
                    persist hooks (checkers); `SaveVote` goes to the disk too;
   * `StoreGames`-> appended to the node's stream log after `fsync_latency` (a crash of the
                    process before then loses the write), then `GamesStored` comes back;
+  * `DropGames` -> retention: the node's own games dropped from its stream log;
+  * `RunBackup` -> a backup that takes `backup_seconds`, then `BackupFinished` comes back
+                   (to the process that ran it: a crash meanwhile loses it);
   * transfers   -> counted and ignored here; `sim/files.py` carries them out.
 
 Events are ordered by (time, insertion sequence), so ties are broken by the order in which
@@ -53,7 +56,17 @@ from ringmesh.core import (
     TimerFired,
 )
 from ringmesh.core.errors import unknown
-from ringmesh.core.messages import Emit, GamesDurable, GamesRead, GamesStored, ReadGames, StoreGames
+from ringmesh.core.messages import (
+    BackupFinished,
+    DropGames,
+    Emit,
+    GamesDurable,
+    GamesRead,
+    GamesStored,
+    ReadGames,
+    RunBackup,
+    StoreGames,
+)
 
 from .disk import Disk
 from .invariants import Violation
@@ -105,6 +118,9 @@ class World:
         self.persist_hooks: list[PersistHook] = []
         self.send_hooks: list[Callable[[str, str, Envelope], None]] = []  # (src, dst, envelope)
         self.durable_hooks: list[Callable[[str, GamesDurable, float], None]] = []
+        self.drop_hooks: list[Callable[[str, DropGames, float], None]] = []  # before the games go
+        self.backup_hooks: list[Callable[[str, RunBackup, float], None]] = []
+        self.backup_seconds = 1.0  # how long a simulated backup runs
         self.ignored: dict[str, int] = {}  # effects this world does not interpret, by type
         self.events = 0
         self._heap: list[tuple[float, int, int, str, object]] = []
@@ -355,11 +371,37 @@ class World:
                 case GamesDurable():
                     for hook in self.durable_hooks:
                         hook(node, eff, self.now)
+                case DropGames():
+                    for drop_hook in self.drop_hooks:
+                        drop_hook(node, eff, self.now)
+                    self.disks[node].drop_games(self.nodes[node].replication.origin, eff.config_key, eff.through)
+                case RunBackup():
+                    for backup_hook in self.backup_hooks:
+                        backup_hook(node, eff, self.now)
+                    self._backup(node, eff)
                 case Emit() | StartTransfer() | CancelTransfer():  # a log line; transfers: `sim/files.py`
                     name = type(eff).__name__
                     self.ignored[name] = self.ignored.get(name, 0) + 1
                 case _:
                     unknown(eff)
+
+    def _backup(self, node: str, eff: RunBackup) -> None:
+        proc, started = self.nodes[node], self.local_now(node)
+        done = BackupFinished(
+            index=eff.index,
+            term=eff.term,
+            ok=True,
+            bytes=0,
+            target=f"sim:{eff.index}",
+            started_at=started,
+            seconds=self.backup_seconds,
+        )
+
+        def finish() -> None:
+            if self.nodes[node] is proc and node not in self.down:
+                self._push(self.now, _LOCAL, node, done)
+
+        self.at(self.now + self.backup_seconds, finish)
 
     def persisted(self, node: str, eff: Persist) -> None:
         """Tell the hooks that `node` made these changes durable (also for scenario writes)."""

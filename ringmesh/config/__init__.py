@@ -54,8 +54,8 @@ from ringmesh.core import election as el
 from ringmesh.core import membership as mb
 from ringmesh.core.breaker import BreakerConfig
 from ringmesh.core.catalog import is_node_id
+from ringmesh.core.cron import Cron, CronError, Every, parse_cron
 from ringmesh.core.peer import PeerConfig
-from ringmesh.node.cron import Cron, CronError, Every, parse_cron
 
 ROLES = PLACEMENT_ROLES
 PRIORITIES = ("critical", "high", "normal", "low", "background")
@@ -765,6 +765,8 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
         min_copies=c.min_copies,
         max_disk_usage_percent=c.max_disk_usage_percent,
         reorder_interval=t["broadcast_reorder_seconds"],
+        retention_seconds=t["retention_seconds"],
+        backup_schedules=tuple(e.schedule for e in c.external_storage),
         excluded=frozenset(n for n, h in c.hosts.items() if h.excluded),
         nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
         roles={n: h.role for n, h in c.hosts.items()},

@@ -198,6 +198,8 @@ class Timer(StrEnum):
     ELECTION = "election"
     LEADER_HEARTBEAT = "leader-heartbeat"
     BROADCAST = "broadcast"
+    RETENTION = "retention"  # an ephemeral host's: drop its own games durable and old enough
+    BACKUP = "backup"  # the next slot of a scheduled backup (every host keeps the schedule; the leader runs it)
 
 
 @_frozen
@@ -412,6 +414,25 @@ class GamesDurable:
 
 
 @_frozen
+class DropGames:
+    """Retention: drop our own games of `config_key` numbered up to `through` (durable
+    elsewhere and older than `retention_seconds`; an ephemeral host's)."""
+
+    config_key: str
+    through: int
+
+
+@_frozen
+class RunBackup:
+    """Run scheduled backup `index` (the config's `allowed_external_storage[index]`) as the
+    leader of `term`, for the slot due at `due` (seconds); answer with `BackupFinished`."""
+
+    index: int
+    term: int
+    due: float
+
+
+@_frozen
 class Emit:
     """Something an operator wants to read in the log: a member suspected or declared dead,
     a new leader. Interpreters log it; it changes nothing."""
@@ -444,6 +465,8 @@ Effect = Union[
     StoreGames,
     ReadGames,
     GamesDurable,
+    DropGames,
+    RunBackup,
     Emit,
 ]
 

@@ -11,7 +11,10 @@ The peer composes the protocol's parts around one `Manifest`:
   * breakers (`breaker.py`): failed calls to a peer open its breaker;
   * transfers (`transfers.py`): newest file versions this host lacks, pulled from healthy holders;
   * broadcast (`broadcast.py`): the leader's term-fenced directives and orders for versions a
-    publisher marked; a version under one is pulled at CRITICAL priority.
+    publisher marked; a version under one is pulled at CRITICAL priority;
+  * timers of their own: retention (an ephemeral host drops its own games once durable and
+    `retention_seconds` old: `DropGames`) and the backup schedule (`backups.py`: the leader
+    runs each external backup target when due: `RunBackup`, answered by `BackupFinished`).
 
 `now` is seconds (wall time under the daemon, virtual time under the simulator). The peer
 never reads a clock, never does I/O, and draws every random choice from `rng`.
@@ -26,6 +29,7 @@ from . import broadcast as bc
 from . import catalog, keys
 from . import election as el
 from . import membership as mb
+from .backups import BackupSchedule
 from .bandwidth import Priority
 from .breaker import Breakers
 from .errors import unknown
@@ -119,13 +123,16 @@ class Peer:
         )
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
+        ephemeral = bool(self.node_record.get("ephemeral", me in config.ephemeral))
         self.replication = Replication(
             me,
             self.manifest,
             origin=f"{me}.{self.manifest.own.incarnation}",
             min_copies=config.min_copies,
             persistent=self._persistent,
+            retention=config.retention_seconds if ephemeral else None,
         )
+        self.backup_schedule = BackupSchedule(config.backup_schedules)
         self.transfers = TransferPlanner(
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
         )
@@ -160,8 +167,19 @@ class Peer:
         out += self._flush(self.membership.start(now), now)
         out += self._flush(self.election.start(now), now)
         out.append(SetTimer(name=Timer.GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
+        self.backup_schedule.start(now)
+        out += self._periodic(now)
         out += self._plan_transfers(now)
         return out
+
+    def _periodic(self, now: float) -> list[Effect]:
+        """The retention and backup timers (where this host has any)."""
+        due = min(self.backup_schedule.next_run.values(), default=None)
+        return self._retention_timer(now) + ([SetTimer(name=Timer.BACKUP, at=due)] if due is not None else [])
+
+    def _retention_timer(self, now: float) -> list[Effect]:
+        retention = self.replication.retention
+        return [] if retention is None else [SetTimer(name=Timer.RETENTION, at=now + max(0.2, min(5.0, retention / 2)))]
 
     def recover(self, now: float) -> list[Effect]:
         """What keeps this host live after a step that raised (a bug: that step's effects are
@@ -173,6 +191,7 @@ class Peer:
         out.append(SetTimer(name=Timer.GOSSIP, at=now + self.rng.uniform(0, self.config.gossip_interval)))
         out += self._flush(self.membership.rearm(now), now)
         out += self._flush(self.election.rearm(now), now)
+        out += self._periodic(now)
         self.broadcast.timer_at = None
         return out
 
@@ -238,6 +257,7 @@ class Peer:
     def _on_held(self, event: GamesHeld, now: float) -> list[Effect]:
         key = keys.HELD + event.config_key
         held = {o: sorted(qs)[:HELD_LISTED] for o, qs in sorted(event.held.items()) if qs}
+        self.replication.held(event.config_key, held.get(self.replication.origin))
         if not held:
             change = self.manifest.delete(key, self.clock.now(now))
             return self._changed([change], now) if change is not None else []
@@ -256,6 +276,12 @@ class Peer:
             case Timer.BROADCAST:
                 self.broadcast.timer_at = None
                 return self._lead(now)
+            case Timer.RETENTION:
+                return self._flush(self.replication.retain(now), now) + self._retention_timer(now)
+            case Timer.BACKUP:
+                term = self.election.term if self.election.is_leader(now) else None
+                runs, due = self.backup_schedule.tick(now, term)
+                return [*runs, SetTimer(name=Timer.BACKUP, at=due)] if due is not None else list(runs)
             case _:
                 unknown(name)
 
@@ -450,6 +476,7 @@ class Peer:
 
     def _on_backup(self, ev: BackupFinished, now: float) -> list[Effect]:
         """Record a backup run in the manifest, fenced by the term it ran under."""
+        self.backup_schedule.finished(ev.index)
         if not (self.election.is_leader(now) and self.election.term == ev.term):
             return []  # we are no longer the leader that ran it: the result is not ours to record
         value = catalog.pack(

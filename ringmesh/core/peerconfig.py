@@ -8,6 +8,7 @@ from typing import Mapping
 from . import election as el
 from . import membership as mb
 from .breaker import BreakerConfig
+from .cron import parse_cron
 from .errors import LocalProtocolError
 from .manifest import MIN_BUDGET
 
@@ -31,6 +32,8 @@ class PeerConfig:
     roles: Mapping[str, str] = field(default_factory=dict)
     ephemeral: frozenset[str] = frozenset()
     also_takes: Mapping[str, frozenset[str]] = field(default_factory=dict)  # host -> types beyond its role's
+    retention_seconds: float = 3600.0  # an ephemeral host keeps its own durable games this long
+    backup_schedules: tuple[str | None, ...] = ()  # cron text of each external storage target (None: none)
     pull_priority: str = "normal"  # this host's pulls' class where nothing else sets one (its sync_priority)
     membership: mb.MembershipConfig = field(default_factory=mb.MembershipConfig)
     election: el.ElectionConfig = field(default_factory=el.ElectionConfig)
@@ -45,5 +48,10 @@ class PeerConfig:
             raise LocalProtocolError(f"delta_budget must be at least {MIN_BUDGET} bytes")
         if self.max_transfers < 1:
             raise LocalProtocolError("max_transfers must be at least 1")
+        if self.retention_seconds < 0:
+            raise LocalProtocolError("retention_seconds must not be negative")
+        for schedule in self.backup_schedules:
+            if schedule is not None:
+                parse_cron(schedule)  # CronError names the field
         if self.reorder_interval <= 0:
             raise LocalProtocolError("reorder_interval must be positive")

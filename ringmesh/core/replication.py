@@ -6,6 +6,8 @@
             GamesStored(ack_to=origin)      -> publish its mark, GamesAck to the origin
     origin: GamesAck / marks on gossip      -> Durability; GamesDurable when a prefix is durable
     game hosts, every tick:                 -> pull_plan over the advertised marks: PullGames
+    ephemeral origin, every retention tick: -> DropGames of its games durable and old enough;
+                                               its mark says `lo` from then on (not asked for them)
     holder: PullGames                       -> ReadGames -> GamesRead -> GamesBatch
     puller: GamesBatch                      -> StoreGames(ack_to=None) -> GamesStored
 
@@ -18,9 +20,20 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import catalog
 from .manifest import Manifest
-from .messages import GamesAck, GamesBatch, GamesDurable, Outbox, PullGames, PushGames, ReadGames, StoreGames
-from .streams import Durability, StreamKey, encode_hw, hw_key, marks, pull_plan
+from .messages import (
+    DropGames,
+    GamesAck,
+    GamesBatch,
+    GamesDurable,
+    Outbox,
+    PullGames,
+    PushGames,
+    ReadGames,
+    StoreGames,
+)
+from .streams import Durability, StreamKey, encode_hw, floor_of, hw_key, marks, pull_plan, retention_floor
 
 
 class Replication:
@@ -36,6 +49,7 @@ class Replication:
         pull_timeout: float = 10.0,
         repush_after: float = 5.0,
         batch: int = 64,
+        retention: float | None = None,
     ) -> None:
         # `origin` names our own streams: the host and its incarnation, so that a host back
         # with a wiped disk (seq counter gone) starts new streams instead of reusing numbers
@@ -50,6 +64,11 @@ class Replication:
         self.pulling: dict[StreamKey, float] = {}  # stream -> deadline of the request under way
         self.recent: dict[str, dict[int, bytes]] = {}  # our own games not yet durable: config_key -> seq -> bytes
         self.pushed_at: dict[str, float] = {}
+        # retention (an ephemeral origin's: `retention` seconds; None: we keep our games)
+        self.retention = retention
+        self.stored_at: dict[str, dict[int, float]] = {}  # our games not dropped yet: seq -> when stored
+        self.dropped: dict[str, int] = {}  # config_key -> our games dropped through
+        self.held_from: dict[str, int] = {}  # config_key -> our lowest game held back from our database
 
     def hw(self, stream: StreamKey) -> int:
         return marks(self.m).get(stream, {}).get(self.me, 0)
@@ -70,8 +89,11 @@ class Replication:
         out = Outbox()
         if self.hw((origin, key)) != hw:
             at = now if origin == self.origin else None
-            out.changes.append(self.m.put(hw_key((origin, key)), encode_hw(hw, at)))
+            lo = self.dropped.get(key, 0) if origin == self.origin else 0
+            out.changes.append(self.m.put(hw_key((origin, key)), encode_hw(hw, at, lo)))
         if origin == self.origin:
+            if self.retention is not None:
+                self.stored_at.setdefault(key, {}).update((q, now) for q in seqs)
             self.recent.setdefault(key, {}).update(games)
             self._durable(out, key, self.durability.stored(key, hw))
             if games:
@@ -146,6 +168,7 @@ class Replication:
             busy=self.pulling,
             batch=self.batch,
             max_sources=1,
+            floor=self._floor,
         ):
             out.sends.append(
                 (req.source, PullGames(origin=req.stream[0], config_key=req.stream[1], first=req.first, last=req.last))
@@ -167,6 +190,36 @@ class Replication:
             if games:
                 self._push(out, key, games, targets, now)
         return out
+
+    def retain(self, now: float) -> Outbox:
+        """Retention: our games durable elsewhere and stored `retention` seconds ago or more
+        are dropped (never one held back from our own database: `games retry` needs it)."""
+        out = Outbox()
+        if self.retention is None:
+            return out
+        for key, times in sorted(self.stored_at.items()):
+            done = self.dropped.get(key, 0)
+            through = self.durability.durable_through(key)
+            floor = retention_floor(through, times, now, self.retention, done, held_from=self.held_from.get(key))
+            if floor > done:
+                self.dropped[key] = floor
+                for q in [q for q in times if q <= floor]:
+                    del times[q]
+                out.effects.append(DropGames(config_key=key, through=floor))
+                stream = (self.origin, key)
+                v = dict(catalog.fact_value(self.m, self.me, hw_key(stream)) or {"hw": self.hw(stream)})
+                out.changes.append(self.m.put(hw_key(stream), catalog.pack({**v, "lo": floor})))
+        return out
+
+    def _floor(self, stream: StreamKey, holder: str) -> int:
+        return floor_of(self.m, stream, holder)
+
+    def held(self, key: str, seqs) -> None:
+        """Our own games of `key` this host holds back from its database (`GamesHeld`)."""
+        if seqs:
+            self.held_from[key] = min(seqs)
+        else:
+            self.held_from.pop(key, None)
 
     def undurable(self) -> int:
         return sum(len(self.durability.pending(k)) for k in self.durability.streams)

@@ -42,12 +42,24 @@ def parse_hw_key(key: str) -> StreamKey | None:
     return parts[0], parts[1]
 
 
-def encode_hw(hw: int, at: float | None = None) -> bytes:
-    """A holder's mark; the origin adds `t`, when its newest game was stored (ms, its clock)."""
+def encode_hw(hw: int, at: float | None = None, lo: int = 0) -> bytes:
+    """A holder's mark; the origin adds `t`, when its newest game was stored (ms, its clock),
+    and, once retention dropped some, `lo`: it no longer holds games 1..lo (readers that do
+    not know `lo` take the fact as before)."""
     value = {"hw": int(hw)}
     if at is not None:
         value["t"] = int(at * 1000)
+    if lo:
+        value["lo"] = int(lo)
     return catalog.pack(value)
+
+
+def floor_of(m: Manifest, stream: StreamKey, holder: str) -> int:
+    """Through which seq `holder` dropped the stream's games (only an origin drops its own)."""
+    if holder != host_of(stream[0]):
+        return 0
+    lo = (catalog.fact_value(m, holder, hw_key(stream)) or {}).get("lo")
+    return lo if isinstance(lo, int) and not isinstance(lo, bool) and lo > 0 else 0
 
 
 def host_of(stream_origin: str) -> str:
@@ -272,8 +284,11 @@ def pull_plan(
     busy: Iterable[StreamKey] = (),
     batch: int = 256,
     max_sources: int = 3,
+    floor: Callable[[StreamKey, str], int] = lambda stream, holder: 0,
 ) -> list[PullRequest]:
-    """Ranges this host lacks, split over up to `max_sources` healthy holders that have them.
+    """Ranges this host lacks, split over up to `max_sources` healthy holders that have them
+    (`floor`: through which seq a holder dropped them; one that dropped what we lack next is
+    not asked).
 
     For each stream it should hold, the backlog `mine+1 .. best advertised mark` is cut into
     consecutive ranges of at most `batch` games; each range goes to a holder whose mark covers
@@ -286,7 +301,11 @@ def pull_plan(
             continue
         have = mine.get(stream, 0)
         holders = sorted(
-            ((hw, h) for h, hw in stream_marks[stream].items() if h != me and hw > have and healthy(h)),
+            (
+                (hw, h)
+                for h, hw in stream_marks[stream].items()
+                if h != me and hw > have and healthy(h) and floor(stream, h) <= have
+            ),
             key=lambda x: (-x[0], x[1]),
         )[:max_sources]
         if not holders:

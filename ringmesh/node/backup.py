@@ -1,10 +1,10 @@
-"""Scheduled external backups (`allowed_external_storage`): the leader, and only the leader,
-runs `rsync` to each target on its schedule, within this host's bandwidth limit.
+"""Scheduled external backups (`allowed_external_storage`), carried out: `rsync` to a target
+within this host's bandwidth limit, when the core says it is due (`RunBackup`).
 
-Fencing: a run starts only while this host holds a leader's lease, and its result is recorded
-(as a `backup/<n>` fact, through the core) only if the host is still the leader of the same
-term; a leader that lost its lease meanwhile records nothing, so a stale leader's run never
-passes for the current one's.
+The core keeps the schedule (`core/backups.py`): a run starts only while this host holds a
+leader's lease, and its result is recorded (as a `backup/<n>` fact, through the core) only if
+the host is still the leader of the same term; a leader that lost its lease meanwhile records
+nothing, so a stale leader's run never passes for the current one's.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import asyncio
 import logging
 import re
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ringmesh.core.messages import BackupFinished
+from ringmesh.core.messages import BackupFinished, RunBackup
 
 if TYPE_CHECKING:
     from ringmesh.config import ExternalStorage
@@ -39,26 +38,9 @@ class Backups:
     def __init__(self, daemon: Daemon, timeout: float = 6 * 3600) -> None:
         self.d = daemon
         self.timeout = timeout
-        self.next_run: dict[int, datetime] = {}
-        self.running: set[int] = set()
 
-    async def loop(self, every: float = 1.0) -> None:
-        while True:
-            self.tick(datetime.now(timezone.utc))
-            await asyncio.sleep(every)
-
-    def tick(self, now: datetime) -> None:
-        for i, target in enumerate(self.d.config.external_storage):
-            if target.cron is None:
-                continue
-            due = self.next_run.setdefault(i, target.cron.next_after(now))
-            if now < due or i in self.running:
-                continue
-            self.next_run[i] = target.cron.next_after(now)
-            election = self.d.peer.election
-            if election.is_leader(time.time()):
-                self.running.add(i)
-                self.d.spawn(self._run(i, target, election.term))
+    def run(self, e: RunBackup) -> None:
+        self.d.spawn(self._run(e.index, self.d.config.external_storage[e.index], e.term))
 
     async def _run(self, i: int, target: ExternalStorage, term: int) -> None:
         started = time.time()
@@ -79,10 +61,8 @@ class Backups:
             m = _BYTES.search(out.decode(errors="replace"))
             moved = int(m[1].replace(",", "").replace(".", "")) if m else 0
             detail = "" if ok else err.decode(errors="replace").strip()[-500:]
-        except (OSError, asyncio.TimeoutError) as e:
+        except Exception as e:  # reported as a failed run: the core's schedule goes on
             detail = f"{type(e).__name__}: {e}"
-        finally:
-            self.running.discard(i)
         level = logging.INFO if ok else logging.WARNING
         log.log(
             level,

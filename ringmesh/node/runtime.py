@@ -31,6 +31,7 @@ from ringmesh.core.messages import (
     CancelTransfer,
     DiskMeasured,
     DrainRequested,
+    DropGames,
     Effect,
     Emit,
     Envelope,
@@ -40,6 +41,7 @@ from ringmesh.core.messages import (
     MessageReceived,
     Persist,
     ReadGames,
+    RunBackup,
     SaveVote,
     Send,
     SendFailed,
@@ -203,7 +205,6 @@ class Daemon:
         self._driver = asyncio.create_task(self._drive())
         self.spawn(self._measure_disk())
         self.backups = Backups(self)
-        self.spawn(self.backups.loop())
         self.games.start()
         self.spawn(self.telemetry.watch(self.peer.manifest, max(0.05, min(1.0, self.config.gossip_interval / 4))))
         if self.metrics_listen:
@@ -339,6 +340,10 @@ class Daemon:
                     self.spawn(self.games.read(e))
                 case GamesDurable():
                     self.spawn(self.games.mark_durable(e.config_key, e.through))
+                case DropGames():
+                    self.spawn(self.games.drop(e))
+                case RunBackup():
+                    self.backups.run(e)
                 case Emit():
                     self.events.append(
                         {"at": round(time.time(), 3), "kind": e.kind, "subject": e.subject, "detail": e.detail}

@@ -7,6 +7,9 @@ Safety (checked as the run goes, on every event that could break them):
     links.LinkLimits          no host sends or receives above its byte budget (rate, burst)
     disks.DiskCaps            no pull starts onto a host whose disk was above the cap
     sim.checkers.BroadcastFencing  directives only from the leader of their term, with a lease
+    sim.checkers.RetainedGames     an ephemeral origin drops a game only once durable on a
+                                   persistent game host and `retention` old; (at the end) it does
+    sim.checkers.BackupSchedules   a backup runs only on the leader of its term, each slot once
 
 Liveness (after the faults stop and the network heals: `convergence.Convergence`):
     manifests equal, one leader known to all, every host sees every host alive, every host

@@ -140,6 +140,24 @@ def test_recover_sets_every_periodic_timer_again_and_persists_our_facts_whole():
     assert snap.origin == "a" and snap.reset and {f.key for f in snap.upserts} == set(p.manifest.own.facts)
 
 
+def test_an_ephemeral_host_with_backup_schedules_arms_and_rearms_the_retention_and_backup_timers():
+    from ringmesh.core.messages import Timer
+    from ringmesh.core.peerconfig import PeerConfig
+
+    RETENTION, BACKUP = Timer.RETENTION, Timer.BACKUP
+
+    config = PeerConfig(retention_seconds=60.0, backup_schedules=(None, "@every 30s"))
+    p = Peer("a", incarnation=1, rng=random.Random(0), config=config, node_record={"ephemeral": True})
+    timers = {e.name: e.at for e in p.start(0.0) if isinstance(e, SetTimer)}
+    assert timers[RETENTION] == 5.0 and timers[BACKUP] == 30.0
+    timers = {e.name: e.at for e in p.recover(10.0) if isinstance(e, SetTimer)}
+    assert timers[RETENTION] == 15.0 and timers[BACKUP] == 30.0
+    out = p.handle(TimerFired(name=BACKUP), 30.0)  # not the leader: the slot passes, the next is set
+    assert [(type(e).__name__, e.at) for e in out] == [("SetTimer", 60.0)]
+    persistent = Peer("b", incarnation=1, rng=random.Random(0), config=config, node_record={"ephemeral": False})
+    assert RETENTION not in {e.name for e in persistent.start(0.0) if isinstance(e, SetTimer)}
+
+
 def test_games_held_back_are_published_and_withdrawn():
     from ringmesh.core.messages import GamesHeld
 

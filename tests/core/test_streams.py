@@ -136,3 +136,34 @@ def test_materialised_through_stops_below_the_first_game_a_host_holds_back():
     assert materialised_through(m, stream, ["a"]) == 10
     assert materialised_through(m, stream, ["a", "b"]) == 4  # b holds #5 back
     assert materialised_through(m, stream, ["a", "c"]) == 0  # c has none
+
+
+def test_an_origin_that_dropped_games_says_so_and_is_not_asked_for_them():
+    """Retention on an ephemeral origin: `DropGames` once durable and old enough, never a game
+    held back; its mark then carries `lo`, which old readers ignore and pull plans respect."""
+    from ringmesh.core.messages import DropGames, GamesAck
+    from ringmesh.core.replication import Replication
+
+    m = Manifest("vast-1", 1)
+    r = Replication("vast-1", m, origin="vast-1.1", min_copies=2, persistent=persistent, retention=30.0)
+    r.stored("vast-1.1", "hex8_2p", (1, 2, 3), 3, ((1, b"a"), (2, b"b"), (3, b"c")), None, 0.0, [])
+    r.stored("vast-1.1", "hex8_2p", (4,), 4, ((4, b"d"),), None, 50.0, [])
+    r.on_ack("train-a", GamesAck(origin="vast-1.1", config_key="hex8_2p", seqs=(1, 2, 3, 4)))
+    assert r.durability.durable_through("hex8_2p") == 4
+    assert r.retain(20.0).effects == [], "not old enough"
+    r.held("hex8_2p", (3,))
+    out = r.retain(60.0)
+    assert out.effects == [DropGames(config_key="hex8_2p", through=2)], "a game held back stays, and what follows"
+    stream = ("vast-1.1", "hex8_2p")
+    assert catalog.unpack(m.get("vast-1", hw_key(stream))) == {"hw": 4, "t": 50000, "lo": 2}
+    assert marks(m)[stream] == {"vast-1": 4} and streams.floor_of(m, stream, "vast-1") == 2
+    r.held("hex8_2p", ())
+    assert r.retain(90.0).effects == [DropGames(config_key="hex8_2p", through=4)]
+    r.stored("vast-1.1", "hex8_2p", (5,), 5, ((5, b"e"),), None, 95.0, [])
+    assert catalog.unpack(m.get("vast-1", hw_key(stream)))["lo"] == 4, "a new mark keeps the floor"
+    m2 = {stream: {"vast-1": 5, "train-b": 3}}
+    floor = lambda s, h: {"vast-1": 4}.get(h, 0)  # noqa: E731
+    plan = pull_plan("train-a", m2, {stream: 1}, should_hold=lambda s: True, healthy=lambda h: True, floor=floor)
+    assert [(p.source, p.first, p.last) for p in plan] == [("train-b", 2, 3)]
+    plan = pull_plan("train-a", m2, {stream: 4}, should_hold=lambda s: True, healthy=lambda h: True, floor=floor)
+    assert [(p.source, p.first, p.last) for p in plan] == [("vast-1", 5, 5)]

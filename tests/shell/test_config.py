@@ -306,6 +306,10 @@ def test_full_example_every_setting():
         ("mac-studio", "30 2 * * 1-5"),
         ("backup.example.com", None),
     ]
+    from ringmesh.config import peer_config
+
+    p = peer_config(c)  # the core keeps the schedule and the retention
+    assert p.backup_schedules == ("30 2 * * 1-5", None) and p.retention_seconds == c.timings["retention_seconds"]
     f = str(FULL)
     assert c.warnings == (
         f"{f}: hosts.ovh-1.provider: 'ovh' has no bandwidth default "

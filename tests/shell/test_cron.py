@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ringmesh.node.cron import CronError, next_after, parse_cron
+from ringmesh.core.cron import CronError, next_after, parse_cron
 
 
 def dt(s: str) -> datetime:
@@ -77,7 +77,7 @@ def test_not_a_string():
 def test_every_intervals():
     from datetime import datetime, timedelta
 
-    from ringmesh.node.cron import CronError, Every, parse_cron
+    from ringmesh.core.cron import CronError, Every, parse_cron
 
     e = parse_cron("@every 2s")
     assert isinstance(e, Every) and e.seconds == 2

@@ -72,3 +72,39 @@ class RaisingPeer(Peer):
         if isinstance(event, TimerFired) and event.name == "probe" and self.rng.random() < 0.001:
             raise ValueError("max() arg is an empty sequence (a deliberate bug)")
         return super().handle(event, now)
+
+
+class EarlyDropPeer(Peer):
+    """Retention that does not wait for durability: every game stored here counts as durable."""
+
+    def __init__(self, me, **kw):
+        super().__init__(me, **kw)
+        r, honest = self.replication, self.replication.retain
+
+        def retain(now):
+            d = r.durability
+            d.durable_through = lambda key: d._s(key).stored
+            try:
+                return honest(now)
+            finally:
+                del d.durable_through
+
+        r.retain = retain
+
+
+class EveryHostBacksUpPeer(Peer):
+    """Every host runs the scheduled backups, leader or not (under the term it knows)."""
+
+    def __init__(self, me, **kw):
+        super().__init__(me, **kw)
+        s, honest = self.backup_schedule, self.backup_schedule.tick
+        s.tick = lambda now, term: honest(now, self.election.term)
+
+
+class FloorBlindPeer(Peer):
+    """A game host that ignores an origin's retention floor (`lo` in its g/ mark), as peers did
+    before it was advertised: it keeps asking the origin for games the origin dropped."""
+
+    def __init__(self, me, **kw):
+        super().__init__(me, **kw)
+        self.replication._floor = lambda stream, holder: 0

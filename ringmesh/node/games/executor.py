@@ -1,21 +1,28 @@
 """The executor of the core's game-stream effects: intake, storage, reads, durability, retention,
 watch mode, game schemas and the games a game host holds back.
 
-It owns the stream log and game databases (`Games`) and every figure about our own games
-(durable through, stored at); the runtime hands it `StoreGames`, `ReadGames`, `GamesDurable`,
-and each manifest change that may carry a game schema.
+It owns the stream log and game databases (`Games`) and how far our own games are durable;
+the runtime hands it `StoreGames`, `ReadGames`, `GamesDurable`, `DropGames` (the core decides
+retention) and each manifest change that may carry a game schema.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ringmesh.core import keys, streams
+from ringmesh.core import keys
 from ringmesh.core.manifest import Fact
-from ringmesh.core.messages import GamesHeld, GamesRead, GamesStored, ReadGames, SchemaPublished, StoreGames
+from ringmesh.core.messages import (
+    DropGames,
+    GamesHeld,
+    GamesRead,
+    GamesStored,
+    ReadGames,
+    SchemaPublished,
+    StoreGames,
+)
 from ringmesh.node.games import gameschema
 from ringmesh.node.games.games import Games, ingest, pack_record
 
@@ -30,16 +37,12 @@ class GameStreams:
         self.node = node
         self.games = games
         self.durable: dict[str, int] = {}  # config_key -> our games durable through
-        self.stored_at: dict[str, dict[int, float]] = {}  # our games not yet dropped: seq -> when stored
         self.durable_changed = asyncio.Condition()
         self._held_published: tuple[int, dict] = (-1, {})  # (Games.held_version, what gh/ facts say)
 
     def start(self) -> None:
-        """Retention (ephemeral hosts) and watch mode, as configured."""
+        """Watch mode, as configured."""
         node, config = self.node, self.node.config
-        if node.host.ephemeral:
-            retention = config.timings.get("retention_seconds", 3600.0)
-            node.spawn(self._retain(retention, every=max(0.2, min(5.0, retention / 2))))
         if config.watch_games:  # "{node}" in a pattern stands for this host's name
             patterns = tuple(p.replace("{node}", node.peer.me) for p in config.watch_games)
             node.spawn(self._watch(patterns, config.timings.get("watch_interval_seconds", 2.0)))
@@ -86,9 +89,6 @@ class GameStreams:
                 await node.submit(SchemaPublished(fingerprint=fp, schema=schema.encode()))
         me = node.peer.replication.origin  # our stream: this host in this incarnation
         games, hw = await node.in_store(self.games.append_own, me, config_key, payloads)
-        at = time.time()
-        if node.host.ephemeral:  # only ephemeral hosts drop their own games (`_retain`)
-            self.stored_at.setdefault(config_key, {}).update((q, at) for q, _ in games)
         node.count("games_published", len(games))
         await self._publish_held()
         await node.submit(
@@ -135,23 +135,11 @@ class GameStreams:
                 log.warning("watch: %s: %s", type(e).__name__, e)
             await asyncio.sleep(every)
 
-    async def _retain(self, retention: float, every: float = 5.0) -> None:
-        """Ephemeral hosts drop their own games once durable elsewhere and older than `retention`."""
-        done: dict[str, int] = {}  # config_key -> seqs dropped through (gone from `stored_at`)
+    async def drop(self, e: DropGames) -> None:
+        """Retention, as the core decided it: our own games of a config dropped through a seq."""
         origin = self.node.peer.replication.origin
-        while True:
-            await asyncio.sleep(every)
-            for key, times in list(self.stored_at.items()):
-                held = None if self.games.held is None else await self.node.in_store(self.games.held.floor, origin, key)
-                floor = streams.retention_floor(
-                    self.durable.get(key, 0), times, time.time(), retention, done.get(key, 0), held_from=held
-                )
-                if floor > done.get(key, 0):
-                    dropped = await self.node.in_store(self.games.log.drop_through, origin, key, floor)
-                    done[key] = floor
-                    for q in [q for q in times if q <= floor]:
-                        del times[q]
-                    log.info("retention: dropped games of %s through #%d (%d segment(s))", key, floor, dropped)
+        dropped = await self.node.in_store(self.games.log.drop_through, origin, e.config_key, e.through)
+        log.info("retention: dropped games of %s through #%d (%d segment(s))", e.config_key, e.through, dropped)
 
     # -- schemas and held games --------------------------------------------------------------
 

@@ -312,9 +312,3 @@ class Held:
         ):
             out.setdefault(key, {}).setdefault(origin, []).append(seq)
         return {k: {o: tuple(qs) for o, qs in v.items()} for k, v in out.items()}
-
-    def floor(self, origin: str, config_key: str) -> int | None:
-        """The lowest held seq of a stream (retention keeps it and what follows)."""
-        return self.db.execute(
-            "SELECT min(seq) FROM held WHERE origin=? AND config_key=?", (origin, config_key)
-        ).fetchone()[0]
