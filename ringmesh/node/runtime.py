@@ -100,7 +100,8 @@ class Daemon:
             )
         self.config = config
         self.host = members[node]
-        self.address = self.host.address
+        assert self.host.address is not None  # members() holds only hosts with an address
+        self.address: str = self.host.address
         self.listen = check_address("--listen", "address", listen) if listen else self.address
         # peer TLS: this host's files are checked now, so that a bad one stops the start with a clear error
         self.tls = (
@@ -187,7 +188,7 @@ class Daemon:
                 log.warning(self.tls.key_mode_warning)
             log.info(
                 "mutual TLS: peers need a certificate from the cluster CA (%s); this host's expires %s",
-                self.host.tls.ca,
+                self.host.tls.ca if self.host.tls else "?",
                 f"{self.tls.not_after:%Y-%m-%d}",
             )
             port = self.server.add_secure_port(self.listen, server_credentials(self.tls))
