@@ -153,7 +153,7 @@ class HostConfig:
     their_role: str | None = None  # the role as their file names it (`gpu_selfplay`, ...)
     inactive: str | None = None  # why the host takes no part (status, p2p_enabled); None: it does
     produces_games: bool = False  # its role or selfplay_enabled says it plays games
-    nat_blocked: bool = False  # nobody can dial it (read; relaying is issue 2.4)
+    nat_blocked: bool = False  # nobody can dial it: reached over the links it dials out (node/wire/relay.py)
     games_dir: str | None = None  # where consumer game databases go (storage_paths.games)
 
 
@@ -771,6 +771,7 @@ def peer_config(c: ClusterConfig) -> PeerConfig:
         nfs_groups={n: ",".join(h.nfs_group) for n, h in c.hosts.items() if h.nfs_group},
         roles={n: h.role for n, h in c.hosts.items()},
         ephemeral=frozenset(n for n, h in c.hosts.items() if h.ephemeral),
+        nat=frozenset(n for n, h in c.hosts.items() if h.nat_blocked),
         also_takes={e.host: frozenset(e.dirs) for e in c.external_storage if e.host in c.hosts and e.dirs},
         membership=mb.MembershipConfig(
             probe_interval=t["probe_interval_seconds"], probe_timeout=t["probe_timeout_seconds"]

@@ -26,6 +26,11 @@ and hosts ignore orders from an older term.
   why voters default to persistent, non-excluded hosts; a spot host never votes unless an
   operator marks it `voter: true`.
 
+* Hosts nobody can dial (`nat`: the file's `nat_blocked`) never stand: a leader must be reachable
+  by every host for its heartbeats' acks, broadcast orders and backups. They vote if they are
+  voters, and voters refuse a vote to one of them (a host that believes it may lead when the
+  file says otherwise is outvoted, not obeyed).
+
 Non-voters learn the leader from its heartbeats (the leader sends every member one on
 election) and from the `leader` fact it publishes through gossip.
 """
@@ -75,10 +80,12 @@ class Election:
         term: int = 0,
         voted_for: str | None = None,
         manifest: Manifest | None = None,
+        nat: frozenset[str] = frozenset(),
     ) -> None:
         self.me, self.rng, self.config, self.m = me, rng, config, manifest  # the manifest gets the leader fact
         self.voters = sorted(set(voters))
         self.is_voter = me in self.voters
+        self.nat = nat  # hosts that never lead
         self.term, self.voted_for = term, voted_for
         self.role = FOLLOWER if self.is_voter else OBSERVER
         self.leader: str | None = None
@@ -139,7 +146,7 @@ class Election:
                     out.timers.append((Timer.ELECTION, max(self.lease_until, now + self.config.heartbeat_interval)))
                     return
                 self._step_down(out, now, leader=None)  # no majority renewed the lease
-            if now - self.last_contact < self.config.election_timeout:
+            if now - self.last_contact < self.config.election_timeout or self.me in self.nat:
                 self._arm(out, now, base=self.last_contact)
                 return
             self._begin_prevote(out, now)
@@ -221,6 +228,9 @@ class Election:
 
     def _on_vote_request(self, out: Outbox, sender: str, msg: VoteRequest, now: float) -> None:
         if not self.is_voter or sender not in self.voters:
+            return
+        if sender in self.nat:
+            out.sends.append((sender, VoteReply(term=max(msg.term, self.term), granted=False, pre=msg.pre)))
             return
         if msg.pre:
             granted = msg.term > self.term and not self._leader_is_alive(now)

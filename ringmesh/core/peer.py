@@ -119,7 +119,14 @@ class Peer:
         self.rounds = 0
         self.membership = mb.Membership(me, self.manifest, self.clock, rng, config.membership)
         self.election = el.Election(
-            me, list(voters), rng, config.election, term=vote[0], voted_for=vote[1], manifest=self.manifest
+            me,
+            list(voters),
+            rng,
+            config.election,
+            term=vote[0],
+            voted_for=vote[1],
+            manifest=self.manifest,
+            nat=config.nat,
         )
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)

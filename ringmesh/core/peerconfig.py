@@ -31,6 +31,7 @@ class PeerConfig:
     # what the config says of each host, until its own node record arrives by gossip
     roles: Mapping[str, str] = field(default_factory=dict)
     ephemeral: frozenset[str] = frozenset()
+    nat: frozenset[str] = frozenset()  # nat_blocked: nobody can dial them; they never lead nor relay
     also_takes: Mapping[str, frozenset[str]] = field(default_factory=dict)  # host -> types beyond its role's
     retention_seconds: float = 3600.0  # an ephemeral host keeps its own durable games this long
     backup_schedules: tuple[str | None, ...] = ()  # cron text of each external storage target (None: none)

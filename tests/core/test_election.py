@@ -23,8 +23,11 @@ CFG = ElectionConfig(heartbeat_interval=0.2, election_timeout=1.0, lease=0.8)
 class ElectionWorld:
     """Election instances wired through a message pool the test controls; durable votes."""
 
-    def __init__(self, voters: list[str], observers: list[str], seed: int = 0) -> None:
-        self.voters, self.observers = voters, observers
+    def __init__(
+        self, voters: list[str], observers: list[str], seed: int = 0, nat: frozenset[str] = frozenset()
+    ) -> None:
+        self.voters, self.observers, self.nat = voters, observers, nat
+        self.believes: dict[str, frozenset[str]] = {}  # a host's own (mis)configured nat set
         self.now = 0.0
         self.disk: dict[str, tuple[int, str | None]] = {}
         self.nodes: dict[str, Election] = {}
@@ -41,7 +44,13 @@ class ElectionWorld:
     def boot(self, n: str) -> None:
         term, voted = self.disk.get(n, (0, None))
         e = Election(
-            n, self.voters, random.Random(f"{self.seed}/{n}/{len(self.timers)}"), CFG, term=term, voted_for=voted
+            n,
+            self.voters,
+            random.Random(f"{self.seed}/{n}/{len(self.timers)}"),
+            CFG,
+            term=term,
+            voted_for=voted,
+            nat=self.believes.get(n, self.nat),
         )
         e.members = self.voters + self.observers
         self.nodes[n] = e
@@ -172,12 +181,44 @@ def test_a_paused_leader_does_not_act_on_its_old_lease():
     assert w.agreed_leader() == new and paused.role != LEADER
 
 
+def test_a_host_nobody_can_dial_votes_but_never_leads():
+    for seed in range(20):
+        w = ElectionWorld(["a", "b", "c", "d", "e"], ["x"], seed, nat=frozenset({"a", "b"}))
+        w.settle(100)
+        leader = w.agreed_leader()
+        assert leader in ("c", "d", "e"), (seed, leader)
+        w.crash(leader)
+        w.settle(100)
+        assert w.agreed_leader() in set("cde") - {leader}, seed
+        assert "a" not in w.leaders.values() and "b" not in w.leaders.values()
+        assert w.nodes["a"].elections_started == w.nodes["b"].elections_started == 0, "they never stand"
+
+
+def test_a_nat_host_that_believes_it_may_lead_is_outvoted():
+    # "a" runs with a file that does not mark it nat_blocked; every other voter's does
+    w = ElectionWorld(["a", "b", "c"], [], 0, nat=frozenset({"a"}))
+    w.believes["a"] = frozenset()
+    w.boot("a")
+    for _ in range(30):
+        for n in ("b", "c"):
+            if n not in w.down:
+                w.crash(n)
+        w.settle(20)  # "a" alone with no one to vote for it, and then b, c back: a never wins
+        w.boot("b")
+        w.boot("c")
+        w.settle(60)
+        assert w.agreed_leader() in ("b", "c")
+    assert "a" not in w.leaders.values()
+    assert w.nodes["a"].elections_started > 0, "it stood, and was refused"
+
+
 class ElectionMachine(RuleBasedStateMachine):
     """Hypothesis owns the schedule: deliveries, drops, duplicates, crashes, cuts, time."""
 
-    @initialize(n=st.sampled_from([3, 5]), seed=st.integers(0, 1000))
-    def setup(self, n, seed):
-        self.w = ElectionWorld([f"v{i}" for i in range(n)], ["obs"], seed)
+    @initialize(n=st.sampled_from([3, 5]), seed=st.integers(0, 1000), nat=st.integers(0, 2))
+    def setup(self, n, seed, nat):
+        # up to n // 2 voters nobody can dial: they vote, and never lead
+        self.w = ElectionWorld([f"v{i}" for i in range(n)], ["obs"], seed, frozenset(f"v{i}" for i in range(nat)))
 
     @precondition(lambda self: self.w.pool)
     @rule(i=st.integers(0, 1000))
@@ -227,6 +268,7 @@ class ElectionMachine(RuleBasedStateMachine):
             return
         acting = [n for n, e in self.w.nodes.items() if n not in self.w.down and e.is_leader(self.w.now)]
         assert len(acting) <= 1, f"leases overlap: {acting}"
+        assert not set(self.w.leaders.values()) & self.w.nat, f"a NAT'd host led: {self.w.leaders}"
 
     def teardown(self):
         if not hasattr(self, "w"):
