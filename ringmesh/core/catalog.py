@@ -213,6 +213,13 @@ def node_record(m: Manifest, origin: str) -> dict[str, Any] | None:
     return dict(v) if v is not None else None
 
 
+def relays_of(m: Manifest, origin: str) -> list[str]:
+    """The relays a host nobody can dial says its links are up to (its node record), valid names only."""
+    v = fact_value(m, origin, keys.NODE)
+    relays = v.get("relays") if v is not None else None
+    return [r for r in relays if isinstance(r, str) and is_node_id(r)] if isinstance(relays, list) else []
+
+
 def fact_value(m: Manifest, origin: str, key: str) -> dict[str, Any] | None:
     """The decoded value of `origin`'s live fact `key` (None: no such fact, or not a map),
     decoded once per fact and shared: read it, do not modify it. The router and the leader

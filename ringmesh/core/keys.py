@@ -4,7 +4,8 @@ Each host writes facts only under its own origin. Values are msgpack maps (`cata
 unless said otherwise; `<item>` is `<type>/<name>` (`catalog.check_item`).
 """
 
-NODE = "node"  # every host, of itself (peer.py): its node record {role, address, ephemeral, disk_used_percent, ...}
+NODE = "node"  # every host, of itself (peer.py): its node record {role, address, ephemeral, disk_used_percent,
+#   relays (a host nobody can dial: the hosts its links are up to), ...}
 LEADER = "leader"  # a leader, when elected (election.py): {"t": term}
 ALIVE = "alive"  # every host, of itself (membership.py): {"i": its liveness incarnation}
 LEFT = "left"  # a host that leaves gracefully (membership.py): {"i": the incarnation it left at}

@@ -253,6 +253,14 @@ class DiskMeasured:
 
 
 @_frozen
+class LinksChanged:
+    """The shell of a host nobody can dial: the relays its dial-out links are up to now, in the
+    order a caller should try them (core/reach.py chose them). Published in its node record."""
+
+    relays: tuple[str, ...]
+
+
+@_frozen
 class PrioritySet:
     """A local command: transfers of items of `config_key` go at `priority` and go first."""
 
@@ -341,6 +349,7 @@ Event = Union[
     FileStored,
     TransferFailed,
     DiskMeasured,
+    LinksChanged,
     PrioritySet,
     SyncRequested,
     BackupFinished,

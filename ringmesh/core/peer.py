@@ -57,6 +57,7 @@ from .messages import (
     ItemKey,
     LeaderHeartbeat,
     LeaveRequested,
+    LinksChanged,
     Message,
     MessageReceived,
     Outbox,
@@ -222,6 +223,11 @@ class Peer:
                 return self._on_leave(now)
             case DiskMeasured():
                 return self._on_disk(event, now)
+            case LinksChanged():
+                if self.node_record.get("relays") == list(event.relays):
+                    return []
+                self.node_record["relays"] = list(event.relays)
+                return self._changed([self.manifest.put(keys.NODE, catalog.pack(self.node_record))], now)
             case PrioritySet():
                 self.priorities[event.config_key] = Priority.parse(event.priority)
                 self.transfers.touch()

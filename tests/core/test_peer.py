@@ -170,6 +170,23 @@ def test_games_held_back_are_published_and_withdrawn():
     assert p.manifest.get("a", "gh/hex8_2p") is None
 
 
+def test_a_nat_hosts_relays_reach_its_peers_through_its_node_record():
+    from ringmesh.core.messages import LinksChanged
+
+    m = pair()
+    m.tick()
+    a = m.peers["a"]
+    assert m.feed("a", a.handle(LinksChanged(relays=("r1", "r2")), m.now)) is not None
+    assert a.handle(LinksChanged(relays=("r1", "r2")), m.now) == [], "unchanged: nothing written"
+    for _ in range(2):
+        m.tick()
+    assert catalog.relays_of(m.peers["b"].manifest, "a") == ["r1", "r2"]
+    assert catalog.node_record(m.peers["b"].manifest, "a")["role"] == "training", "the rest of the record kept"
+    m.feed("a", a.handle(LinksChanged(relays=()), m.now))
+    m.tick()
+    assert catalog.relays_of(m.peers["b"].manifest, "a") == []
+
+
 def test_two_peers_converge_after_a_few_rounds():
     m = pair()
     for _ in range(3):
