@@ -64,6 +64,7 @@ LINK_DEAD = 3 * LINK_PING  # a link silent this long is dropped by either side
 REDIAL_BACKOFF = (1.0, 30.0)  # a relay that could not be linked waits 1, 2, 4 ... 30 s before the next try
 KEEP_SECONDS = 1.0  # how often the NAT'd host reconsiders its relays
 MAX_SKEW_S = 120.0  # a signed call issued further than this from our clock is refused
+MAX_LINKS = 1024  # hosts linked to one relay
 MAX_CALLS_PER_LINK = 256  # calls in flight down one link; more are refused RESOURCE_EXHAUSTED
 REPLY_BUFFER = 8  # responses of one call buffered on a relay (chunks: 8 x 4 MiB at most)
 UNAVAILABLE, PERMISSION_DENIED = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED
@@ -188,7 +189,11 @@ class RelayHub:
     async def serve_link(self, frames, context: _Context) -> AsyncIterator[Any]:
         """`Link`: the first frame names the host (with TLS it must be the certificate's host);
         then calls go down as they come and pings keep the link known alive."""
-        first = await _next_frame(frames)
+        try:
+            first = await _next_frame(frames)
+        except RemoteProtocolError as e:
+            self.node.count("rejected_messages")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)[:500])
         who = first.node if first is not None else ""
         if self.node.tls is not None:
             certified = peer_identity(context.auth_context())
@@ -196,7 +201,10 @@ class RelayHub:
                 self.node.count("rejected_identity")
                 await context.abort(PERMISSION_DENIED, f"a link from {certified!r} naming itself {who[:128]!r}")
         if not catalog.is_node_id(who):
+            self.node.count("rejected_messages")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a link must name its host first, not {who[:60]!r}")
+        if who not in self.sessions and len(self.sessions) >= MAX_LINKS:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{MAX_LINKS} hosts are linked here already")
         session = LinkSession(who)
         old = self.sessions.get(who)
         if old is not None:
@@ -205,18 +213,25 @@ class RelayHub:
         self.node.count("links_accepted")
         log.info("%s linked to this host (it cannot be dialled; calls for it go over this link)", who)
         reader = asyncio.create_task(self._read(session, frames))
+        getter: asyncio.Future | None = None
         try:
             yield codec.RelayedCall(id=0)  # a ping at once: the link is up for both sides
-            while not reader.done():
-                try:
-                    call = await asyncio.wait_for(session.out.get(), LINK_PING)
-                except TimeoutError:
-                    if time.monotonic() - session.heard > LINK_DEAD:
-                        log.warning("the link from %s went silent for %.0f s: dropped", who, LINK_DEAD)
-                        return
+            while True:
+                getter = getter or asyncio.ensure_future(session.out.get())
+                done, _ = await asyncio.wait({getter, reader}, timeout=LINK_PING, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    call, getter = getter.result(), None
+                elif reader in done:  # the host closed its side
+                    return
+                elif time.monotonic() - session.heard > LINK_DEAD:
+                    log.warning("the link from %s went silent for %.0f s: dropped", who, LINK_DEAD)
+                    return
+                else:
                     call = codec.RelayedCall(id=0)
                 yield call
         finally:
+            if getter is not None:
+                getter.cancel()
             reader.cancel()
             session.close()
             if self.sessions.get(who) is session:
