@@ -11,6 +11,7 @@ import time
 
 from ringmesh.node.games import gamedb
 from ringmesh.ops import selfplay
+from ringmesh.ops.doctor import run_checks
 from ringmesh.ops.localcluster import LocalCluster, free_ports, wait_for
 
 ROLES = {"node1": "training", "node2": "backup", "node3": "selfplay", "node4": "selfplay"}
@@ -65,6 +66,14 @@ def test_nat_hosts_are_full_members_through_their_links(tmp_path):
             "node4": True,
         }
 
+        doctor = {
+            n: {ch.name: ch for ch in run_checks(str(c.config_path), n, c.nodes[n].data_dir)}
+            for n in ("node1", "node3")
+        }
+        assert doctor["node3"]["links"].status == "ok", doctor["node3"]["links"]
+        assert doctor["node1"]["peer node3"].status == "ok" and "not dialled" in doctor["node1"]["peer node3"].detail
+        assert doctor["node3"]["peer node1"].status == "ok", "a NAT'd host dials out"
+
         # a model only a NAT'd host holds reaches the others: they fetch it over its links
         model = tmp_path / "canonical_hex8_2p.pth"
         model.write_bytes(hashlib.sha256(b"seed").digest() * (3 << 15))  # 3 MiB
@@ -97,6 +106,8 @@ def test_nat_hosts_are_full_members_through_their_links(tmp_path):
             assert seen["node3"] == seen["node4"] == "alive", seen
             time.sleep(0.1)  # a sample every 0.1 s (not a wait for anything)
         assert _members(c, "node3")["node4"] == "alive", "NAT'd to NAT'd, through node1"
+        links = {ch.name: ch for ch in run_checks(str(c.config_path), "node3", c.nodes["node3"].data_dir)}["links"]
+        assert links.status == "warn" and "1 of 2 links up (node1)" in links.detail, links
     finally:
         codes = c.stop_all()
         assert all(code in (0, None, -9) for code in codes.values()), codes

@@ -478,6 +478,15 @@ class Uplinks:
             and not self._backing_off(name, now)
         }
 
+    def possible(self) -> int:
+        """Hosts of the file that could relay for us at all (reachable and persistent)."""
+        me, cfg = self.node.peer.me, self.node.peer.config
+        return sum(
+            1
+            for name, host in self.node.config.members().items()
+            if name != me and not host.nat_blocked and name not in cfg.nat and not host.ephemeral
+        )
+
     def _backing_off(self, relay: str, now: float) -> bool:
         failed = self.failed.get(relay)
         if failed is None:
@@ -632,7 +641,7 @@ class Uplinks:
         return {
             "up": sorted(self.up, key=lambda r: self.up[r]),
             "since": {r: round(t, 3) for r, t in self.up.items()},
-            "wanted": reach.RELAYS,
+            "wanted": min(reach.RELAYS, self.possible()),
             "dialling": sorted(r for r in self.tasks if r not in self.up),
             "failed": {
                 r: {"ago_s": round(now - t, 1), "why": why, "in_a_row": streak}
