@@ -13,6 +13,7 @@ from ringmesh.node.games import gamedb
 from ringmesh.ops import selfplay
 from ringmesh.ops.doctor import run_checks
 from ringmesh.ops.localcluster import LocalCluster, free_ports, wait_for
+from ringmesh.ops.statusview import render
 
 ROLES = {"node1": "training", "node2": "backup", "node3": "selfplay", "node4": "selfplay"}
 NAT = ("node3", "node4")
@@ -66,6 +67,9 @@ def test_nat_hosts_are_full_members_through_their_links(tmp_path):
             "node4": True,
         }
 
+        shown = render(st3)
+        assert "LINKS" in shown and "2 of 2 up" in shown and "NAT'd, via" in shown, shown
+        assert "relaying for node3, node4" in render(c.nodes["node1"].query("status"))
         doctor = {
             n: {ch.name: ch for ch in run_checks(str(c.config_path), n, c.nodes[n].data_dir)}
             for n in ("node1", "node3")
