@@ -115,3 +115,39 @@ def test_nat_hosts_are_full_members_through_their_links(tmp_path):
     finally:
         codes = c.stop_all()
         assert all(code in (0, None, -9) for code in codes.values()), codes
+
+
+def test_a_host_the_file_does_not_mark_finds_out_nobody_can_dial_it(tmp_path):
+    roles = {"node1": "training", "node2": "training", "node3": "selfplay"}
+    c = LocalCluster(tmp_path / "c", 3, gossip_interval=0.25, roles=roles, own={"unreachable_after_seconds": 3})
+    (elsewhere,) = free_ports(1)
+    try:
+        for n in c.nodes:
+            c.start(n, args=("--listen", f"127.0.0.1:{elsewhere}") if n == "node3" else ())
+        for n in c.nodes:
+            c.wait_ready(n, 30)
+        wait_for(
+            lambda: (
+                (c.nodes["node3"].query("status") or {}).get("links", {}).get("up") is not None
+                and sorted(c.nodes["node3"].query("status")["links"]["up"]) == ["node1", "node2"]
+            ),
+            30,
+            what="node3 linked out on its own",
+        )
+        wait_for(
+            lambda: all(
+                (s := c.nodes[n].query("status")) and set(_members(c, n).values()) == {"alive"} and s["leader"]
+                for n in c.nodes
+            ),
+            30,
+            what="everyone alive, a leader",
+        )
+        st = {n: c.nodes[n].query("status") for n in c.nodes}
+        assert st["node3"]["counters"].get("found_unreachable") == 1
+        assert st["node3"]["counters"].get("calls_via_links", 0) > 0
+        assert all(st[n]["counters"].get("found_unreachable", 0) == 0 for n in ("node1", "node2")), "they are reachable"
+        assert {s["leader"] for s in st.values()} <= {"node1", "node2"}
+        assert next(m for m in st["node1"]["members"] if m["name"] == "node3")["nat_blocked"] is True
+    finally:
+        codes = c.stop_all()
+        assert all(code in (0, None) for code in codes.values()), codes

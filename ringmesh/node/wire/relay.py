@@ -357,7 +357,13 @@ class RelayRouter:
         self.signer = CallSigner(node.tls) if node.tls is not None else None
 
     def is_nat(self, host: str) -> bool:
-        return host in self.node.peer.config.nat or bool(catalog.relays_of(self.node.peer.manifest, host))
+        """Whether nobody can dial `host`: the file says so, its node record names relays, or it
+        keeps a link to us (a host that found out on its own, before its record reached us)."""
+        return (
+            host in self.node.peer.config.nat
+            or host in self.node.relay_hub.sessions
+            or bool(catalog.relays_of(self.node.peer.manifest, host))
+        )
 
     def stub(self, host: str) -> RelayedStub | None:
         """None when no route is known yet (its node record has not arrived): as 'address unknown'."""
@@ -441,6 +447,36 @@ class RelayedContext:
 
     def peer(self) -> str:
         return f"{self.relayed_caller} via {self.relay}"
+
+
+class Reachability:
+    """How a host the file does not mark `nat_blocked` finds out that nobody can dial it.
+
+    The rule: no peer's call has reached it directly for `after` seconds (since it started, or
+    since the last one), while at least two peers answered its own calls in that window. Its
+    calls going out prove the network is up; in a cluster of several hosts that gossip and probe
+    every second, some peer calls every host many times a window, so silence means the calls are
+    dropped on the way in (NAT, a firewall). It then keeps links like a NAT'd host and publishes
+    them (its peers call it through them from then on) and never stands for leader. It stays so
+    until it restarts: once its peers call it through relays, nothing more tells it it could be
+    dialled again. Set `nat_blocked: true` in the file to skip the wait."""
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self.heard = time.monotonic()  # the last direct call from a peer (start: none yet)
+        self.answers: dict[str, float] = {}  # peer -> when it last answered one of our calls
+
+    def heard_directly(self) -> None:
+        self.heard = time.monotonic()
+
+    def answered(self, peer: str) -> None:
+        self.answers[peer] = time.monotonic()
+
+    def unreachable(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now - self.heard < self.after:
+            return False
+        return sum(1 for at in self.answers.values() if now - at < self.after) >= 2
 
 
 class Uplinks:

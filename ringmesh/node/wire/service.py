@@ -219,6 +219,8 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         except RemoteProtocolError as e:
             await self.refuse_error(context, e)
         await self._identity(context, env.sender)
+        if not isinstance(getattr(context, "relayed_caller", None), str):
+            self.node.reachability.heard_directly()
         if request.sender_address and env.sender not in self.node.learned and len(self.node.learned) >= MAX_LEARNED:
             self.node.count("rejected_addresses")
         elif request.sender_address:
