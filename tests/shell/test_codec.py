@@ -138,4 +138,7 @@ def test_unparseable_requests_reach_the_servers_as_malformed():
         "GetRecipe",
         "FetchChunks",
         "WatchChunks",
+        "Link",
+        "Relay",
+        "Answer",
     }
