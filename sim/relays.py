@@ -11,8 +11,11 @@ once the deadline (or the time spent trying, if longer) has passed; nothing is d
 
 Links, as the daemon keeps them (node/wire/relay.py): every `tick` seconds of simulated time,
 each NAT'd host that runs picks `reach.choose_relays(N, candidates, keep=its up links)`, where
-the candidates are the hosts N's own core sees alive, not NAT'd, not ephemeral (with their
-providers), less those whose dial failed within the last `link_timeout`. It drops the links it
+the candidates are the hosts N's own core sees alive (or only suspects), not NAT'd, not
+ephemeral (with their providers), less those whose dial failed within the last `link_timeout`.
+A NAT'd host with no link up takes every such host as a candidate whatever its view says: it
+hears nothing, so its view is stale (the sweep found the deadlock: a host that lost its links
+suspected every relay and never dialled again). It drops the links it
 no longer wants and, unless it is waiting out `redial` after a break, dials the new ones: a
 dial succeeds at once if the relay runs and neither direction between them is blocked. A link
 breaks
@@ -164,10 +167,13 @@ class Relays:
 
     def _dial(self, n: str, links: list[str], now: float) -> bool:
         w, peer = self.world, self.world.nodes[n]
+        # With no link up, N hears nothing (no ack, no gossip reply): its view goes stale and
+        # would keep every candidate suspect for ever, so then every candidate is one.
+        deaf = not links
         cands = {
             h: p
             for h, p in self.candidates.items()
-            if peer.membership.view(h) == mb.ALIVE
+            if (deaf or peer.membership.view(h) in (mb.ALIVE, mb.SUSPECT))
             and now - self.failed_dial.get((n, h), -self.link_timeout) >= self.link_timeout
         }
         want = reach.choose_relays(n, cands, self.k, keep=links)

@@ -247,3 +247,20 @@ def test_a_core_that_lets_nat_hosts_lead_is_caught():
     r = run_scenario(sc, 1, peer_factory=NatBlindPeer, liveness=False)
     v = r["safety"]["violation"]
     assert v is not None and v["checker"] == "nat-never-leads" and "gh-0" in v["message"], v
+
+
+def test_a_nat_host_cut_off_long_enough_to_suspect_every_relay_still_links_again():
+    """Seeds 4, 15 and 69 of the sweep: a host that lost every link heard nothing more, so its
+    view kept every relay suspect or dead, and dialling only hosts it saw alive it never linked
+    again. With no link up, every candidate is one."""
+    c, relays, _ = _cluster()
+    c.world.run(until=10.0)
+    c.network.isolate(NAT, c.ids)
+    c.world.run(until=60.0)
+    assert relays.links[NAT] == []
+    assert all(c.peer(NAT).membership.view(h) != mb.ALIVE for h in c.ids if h != NAT)
+    c.network.heal()
+    c.world.run(until=63.0)
+    assert len(relays.links[NAT]) == 3
+    c.world.run(until=90.0)
+    assert all(c.peer(h).membership.view(NAT) == mb.ALIVE for h in c.ids)
