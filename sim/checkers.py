@@ -10,15 +10,19 @@ When a checker says "done", the scenario confirms it with the core's own `finger
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 from ringmesh.core import Peer, Persist, StartTransfer, catalog, keys, streams
 from ringmesh.core import broadcast as bc
+from ringmesh.core import election as el
+from ringmesh.core import membership as mb
 from ringmesh.core.messages import DropGames, RunBackup
 
 from .disk import Disk
 from .invariants import Violation
 from .invariants.games import DurableGames
+from .network import Network
 
 
 class VectorConvergence:
@@ -258,3 +262,107 @@ class BackupSchedules:
                 f"which {prev[0]} had run at {prev[2]:.3f} s (term {prev[1]})",
             )
         self.runs[(eff.index, eff.due)] = (node, eff.term, now)
+
+
+class NatNeverLeads:
+    """A host nobody can dial (`nat`) never leads: no event leaves it in the leader's role, and it
+    never writes a `leader` fact of its own. Fed by the event and persist hooks."""
+
+    name = "nat-never-leads"
+
+    def __init__(self, nat: Iterable[str], peers: Callable[[str], Peer]) -> None:
+        self.nat, self.peers = frozenset(nat), peers
+
+    def on_event(self, node: str, now: float) -> None:
+        if node in self.nat and self.peers(node).election.role == el.LEADER:
+            e = self.peers(node).election
+            raise Violation(self.name, f"{node} (nat_blocked) became leader of term {e.term} at {now:.3f} s")
+
+    def on_persist(self, node: str, eff: Persist, now: float) -> None:
+        if node not in self.nat:
+            return
+        for ch in eff.changes:
+            if ch.origin != node or ch.reset:
+                continue
+            for f in ch.upserts:
+                if f.key == keys.LEADER and not f.tombstone:
+                    raise Violation(self.name, f"{node} (nat_blocked) wrote a leader fact at {now:.3f} s")
+
+
+class NatFalseDeath:
+    """No false death of a host nobody can dial. The rule: a live host H that declares NAT'd host
+    N dead (a `dead` claim about N's current liveness incarnation) at time t is wrong if, over
+    the whole window [t - window, t], N ran (not down, not stopped, one process) with at least
+    one link to a relay up, H ran too, and the network was calm (no link blocked, no lossy
+    spell; the links' base loss remains). `window` covers what the claim rests on: the longest
+    suspicion timeout plus probe periods stretched by the worst local health (`window_for`).
+    Fed by the persist hook, the world's status hooks, the relays' link hooks, and
+    `network_changed` whenever the runner blocks, unblocks, or changes loss."""
+
+    name = "nat-false-death"
+
+    def __init__(
+        self, nat: Iterable[str], hosts: Iterable[str], peers: Callable[[str], Peer], network: Network, window: float
+    ) -> None:
+        self.nat, self.peers, self.network, self.window = frozenset(nat), peers, network, window
+        self.up_since: dict[str, float] = {h: 0.0 for h in hosts}  # absent: down or stopped
+        self.linked_since: dict[str, float] = {}  # NAT'd host -> since when it runs with a link up
+        self.links: dict[str, tuple[str, ...]] = {}
+        self.quiet_since: float | None = 0.0  # None: a partition or a lossy spell now
+        self.claims = 0  # dead claims about NAT'd hosts looked at
+
+    @staticmethod
+    def window_for(mc: mb.MembershipConfig, hosts: int) -> float:
+        lo = mc.suspicion_mult * max(1.0, math.log10(max(hosts, 1))) * mc.probe_interval
+        return mc.suspicion_max_mult * lo + (2 + mc.max_local_health) * mc.probe_interval
+
+    def network_changed(self, now: float) -> None:
+        disturbed = bool(self.network.blocked) or self.network.extra_loss > 0
+        if disturbed:
+            self.quiet_since = None
+        elif self.quiet_since is None:
+            self.quiet_since = now
+
+    def on_status(self, node: str, what: str, now: float) -> None:
+        if what in ("crash", "pause"):
+            self.up_since.pop(node, None)
+            self.linked_since.pop(node, None)
+        else:
+            self.up_since[node] = now
+            if self.links.get(node):
+                self.linked_since[node] = now
+
+    def on_links(self, node: str, links: tuple[str, ...], now: float) -> None:
+        self.links[node] = links
+        if not links:
+            self.linked_since.pop(node, None)
+        elif node in self.up_since:
+            self.linked_since.setdefault(node, now)
+
+    def on_persist(self, node: str, eff: Persist, now: float) -> None:
+        for ch in eff.changes:
+            if ch.origin != node or ch.reset:
+                continue
+            for f in ch.upserts:
+                if f.tombstone or not f.key.startswith(keys.CLAIM) or f.key[len(keys.CLAIM) :] not in self.nat:
+                    continue
+                x = f.key[len(keys.CLAIM) :]
+                v = catalog.unpack(f.value) or {}
+                if v.get("s") != "dead":
+                    continue
+                self.claims += 1
+                if x not in self.up_since or not isinstance(v.get("i"), int):
+                    continue
+                if v["i"] < mb.alive_incarnation(self.peers(x).manifest, x):
+                    continue  # about a past incarnation: no effect
+                starts = (self.quiet_since, self.up_since.get(node), self.up_since.get(x), self.linked_since.get(x))
+                if any(s is None for s in starts):
+                    continue
+                calm = max(s for s in starts if s is not None)
+                if now - calm >= self.window:
+                    raise Violation(
+                        self.name,
+                        f"{node} declared {x} (nat_blocked) dead at {now:.3f} s although {x} ran with links "
+                        f"{list(self.links.get(x, ()))} up and the network was calm since {calm:.3f} s "
+                        f"(window {self.window:.1f} s)",
+                    )

@@ -15,6 +15,9 @@ Two models, one interface (`start`, `cancel`, `started`, `hooks`):
   onto a disk without room fails ("no space left"). Grants are reported to `grant_hooks`
   `(host, "egress" | "ingress", bytes, now)` so that a checker can hold every link to its limit.
 
+A NAT'd source (`sim/relays.py`) serves only while it has a link up to a relay (a reverse
+fetch over that link); without one it counts as a source that is down.
+
 A pull dies with its own process (a crash, a restart) or with a `CancelTransfer`. A completed
 pull installs the file on the node's disk (`Disk.install`) and tells the peer `FileStored`.
 """
@@ -67,12 +70,19 @@ class FilePulls:
             return  # cancelled, or its process is gone (a stopped one learns of it when resumed)
         del self.running[key]
         v = e.version
-        if any(self.world.is_up(s) and self.world.nodes.get(s) is procs[s] for s in e.sources):
+        if any(
+            self.world.is_up(s) and self.world.nodes.get(s) is procs[s] and _serves(self.world, s) for s in e.sources
+        ):
             self.world.disks[node].install(v.item, v.digest, v.size)
             done: Event = FileStored(item=v.item, digest=v.digest)
         else:
             done = TransferFailed(item=v.item, digest=v.digest, reason="every source is down")
         self.world.deliver(node, done)
+
+
+def _serves(world: World, host: str) -> bool:
+    """Can `host` serve chunks now? A NAT'd host only over a link (`sim/relays.py`)."""
+    return world.relays is None or world.relays.reachable(host)
 
 
 class _Link:
@@ -209,7 +219,7 @@ class LimitedPulls:
 
     def _up(self, host: str, proc: Peer | None) -> bool:
         """`host` runs `proc` and serves (a stopped source serves nothing)."""
-        return self.world.is_up(host) and self.world.nodes.get(host) is proc
+        return self.world.is_up(host) and self.world.nodes.get(host) is proc and _serves(self.world, host)
 
     def _alive(self, host: str, proc: Peer | None) -> bool:
         """`host` still runs `proc`, perhaps stopped (it learns how its pulls ended on resume)."""
@@ -219,7 +229,7 @@ class LimitedPulls:
         """Take the next live source; none left: the pull fails (one deadline later)."""
         while p.sources:
             s = p.sources.pop(0)
-            if s in self.world.nodes and self.world.is_up(s):
+            if s in self.world.nodes and self.world.is_up(s) and _serves(self.world, s):
                 if p.source is not None:
                     self.counts["source_switches"] += 1
                 p.source, p.source_proc = s, self.world.nodes[s]

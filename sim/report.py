@@ -183,6 +183,14 @@ def scenario_text(
         f"p99 {g['to_durable_s'].get('p99')} s; to every game host p50 {g['to_every_game_host_s'].get('p50')} s "
         f"p99 {g['to_every_game_host_s'].get('p99')} s",
     ]
+    rl = m.get("relays")
+    if rl is not None:  # only a scenario with hosts nobody can dial
+        lines += [
+            f"relays      {rl['nat_hosts']} hosts nobody can dial: {rl['relayed']} messages relayed, "
+            f"{rl['over_own_link']} from a relay over its link, {rl['unreachable']} sends found no link",
+            f"links       {rl['link_changes']} changes ({rl['links_broken']} broken, {rl['dials_failed']} dials "
+            f"failed); {rl['dead_claims_about_nat_hosts']} dead claims about NAT'd hosts checked",
+        ]
     for fv in m["files"]["versions"][:12]:
         last = (
             (

@@ -29,7 +29,7 @@ from ringmesh.core import election as el
 from ringmesh.core.bandwidth import Limiter, default_burst
 from ringmesh.core.messages import DiskMeasured, DrainRequested
 
-from .checkers import BackupSchedules, BroadcastFencing, RetainedGames
+from .checkers import BackupSchedules, BroadcastFencing, NatFalseDeath, NatNeverLeads, RetainedGames
 from .cluster import Cluster
 from .files import EGRESS, LimitedPulls
 from .gossip import _gc_paused
@@ -40,6 +40,7 @@ from .invariants.election import OneLeaderPerTerm
 from .invariants.games import DurableGames
 from .invariants.links import LinkLimits
 from .plan import FaultEvent, Plan, describe, dumps, generate
+from .relays import Relays
 from .scenario import MB, Scenario
 from .world import CoreRaised, SimulationError
 
@@ -145,6 +146,30 @@ class Run:
         w.backup_hooks.append(self.backups.on_run)
         self.convergence = Convergence(c, self.games)
 
+        # -- hosts nobody can dial: their links, and two checkers (nothing of it without them) --
+        nat = sc.peer.nat & set(sc.ids)
+        self.relays: Relays | None = None
+        self.nat_deaths: NatFalseDeath | None = None
+        self.link_changes: dict[str, int] = {}
+        if nat:
+            self.relays = w.relays = Relays(
+                w,
+                nat,
+                {h.name: h.provider for h in sc.hosts},
+                frozenset(h.name for h in sc.hosts if h.ephemeral or h.excluded),
+            )
+            never = NatNeverLeads(nat, c.peer)
+            w.event_hooks.append(never.on_event)
+            w.persist_hooks.append(never.on_persist)
+            window = NatFalseDeath.window_for(sc.peer.membership, len(sc.hosts))
+            self.nat_deaths = deaths = NatFalseDeath(nat, sc.ids, c.peer, w.network, window)
+            w.persist_hooks.append(deaths.on_persist)
+            w.status_hooks.append(deaths.on_status)
+            self.relays.hooks.append(deaths.on_links)
+            self.relays.hooks.append(
+                lambda h, links, now: self.link_changes.__setitem__(h, self.link_changes.get(h, 0) + 1)
+            )
+
         # -- observers for the report ----------------------------------------------------------
         self.outages: list[dict[str, Any]] = []  # crashes and terminations: detection, failover
         self._open: dict[str, dict[str, Any]] = {}  # host -> its outage under way
@@ -186,6 +211,8 @@ class Run:
         live: dict[str, Any] | None = None
         try:
             c.start()
+            if self.relays is not None:
+                self.relays.start()
             self._schedule()
             w.run(until=sc.seconds)
             before = w.traffic.snapshot()
@@ -345,6 +372,7 @@ class Run:
         elif e.kind == "loss":
             self.losses[i] = e.loss
             w.network.extra_loss = min(1.0, sum(self.losses.values()))
+            self._network_changed()
             w.at(e.at + e.duration, lambda: self._unloss(i))
         elif e.kind == "disk_fill":
             (h,) = e.hosts
@@ -400,6 +428,11 @@ class Run:
                 self.blocks.pop(link, None)
                 net.blocked.discard(link)
         self.world._record(f"{self.world.now!r} partition {'+' if delta > 0 else '-'}{len(links)} links")
+        self._network_changed()
+
+    def _network_changed(self) -> None:
+        if self.nat_deaths is not None:
+            self.nat_deaths.network_changed(self.world.now)
 
     def _flap(self, i: int, links: list[tuple[str, str]], on: bool, until: float) -> None:
         """A flapping partition: on for half a period, off for half, until `until` (then off)."""
@@ -425,6 +458,7 @@ class Run:
     def _unloss(self, i: int) -> None:
         if not self.healed and self.losses.pop(i, None) is not None:
             self.world.network.extra_loss = min(1.0, sum(self.losses.values()))
+            self._network_changed()
 
     def _garbage(self, h: str, i: int) -> None:
         """A corrupting host's facts: values that do not decode (bad msgpack, wrong types, bad
@@ -460,6 +494,7 @@ class Run:
         self.blocks.clear()
         self.losses.clear()
         w.network.extra_loss = 0.0
+        self._network_changed()
         self.pulls.corrupt.clear()
         for h in sorted(w.paused):
             w.resume(h)
@@ -513,7 +548,7 @@ class Run:
     # -- the report --------------------------------------------------------------------------------
 
     def _metrics(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "traffic": self._traffic(),
             "detection": self._detection(),
             "failover": self._failover(),
@@ -527,6 +562,15 @@ class Run:
                 "critical_pulls_checked": self.fencing.critical,
             },
         }
+        if self.relays is not None and self.nat_deaths is not None:
+            out["relays"] = {
+                "nat_hosts": len(self.relays.nat),
+                **self.relays.stats,
+                "link_changes_by_host": dict(sorted(self.link_changes.items())),
+                "links_up_at_end": {h: list(v) for h, v in self.relays.links.items()},
+                "dead_claims_about_nat_hosts": self.nat_deaths.claims,
+            }
+        return out
 
     def _traffic(self) -> dict[str, Any]:
         w, n, T = self.world, len(self.sc.hosts), max(self.world.now, 1e-9)

@@ -8,6 +8,7 @@
       hosts:                     # groups of hosts (or `from_config: distributed_hosts.yaml`)
         - {count: 4, name: "gh200-{i}", provider: lambda, role: training}
         - {count: 20, name: "vast-{i}", provider: vast, role: selfplay, ephemeral: true}
+        - {count: 2, name: "lgh-{i}", provider: lambda, role: training, nat_blocked: true}
       max_voters: 5              # voters: hosts marked `voter`, else persistent ones (first 5 by name)
       disk: {capacity_gb: 2000, used_percent: [20, 50]}
       clock: {offset_ms: 500, drift_ppm: 100}
@@ -83,6 +84,7 @@ class Host:
     role: str = "selfplay"
     provider: str = "default"
     ephemeral: bool = False
+    nat: bool = False  # nat_blocked: nobody can dial it (`sim/relays.py`)
     voter: bool = False
     excluded: bool = False
     egress: int = DEFAULT_MB_PER_S * MB  # bytes/s
@@ -248,7 +250,7 @@ def _groups(v: Any, where: str) -> list[Host]:
         _known(
             g,
             f"{where}[{i}]",
-            {"count", "name", "provider", "role", "ephemeral", "voter", "bandwidth_mbps", "nfs_group"},
+            {"count", "name", "provider", "role", "ephemeral", "nat_blocked", "voter", "bandwidth_mbps", "nfs_group"},
         )
         count = int(_num(g.get("count", 1), f"{where}[{i}].count", lo=1))
         pattern = str(g.get("name", f"h{i}-{{i}}"))
@@ -274,6 +276,7 @@ def _groups(v: Any, where: str) -> list[Host]:
                     role=role,
                     provider=provider,
                     ephemeral=bool(g.get("ephemeral", False)),
+                    nat=bool(g.get("nat_blocked", False)),
                     voter=bool(g.get("voter", False)),
                     egress=rate,
                     ingress=rate,
@@ -294,6 +297,7 @@ def _from_config(path: str) -> tuple[list[Host], PeerConfig]:
             role=h.role,
             provider=h.provider,
             ephemeral=h.ephemeral,
+            nat=h.nat_blocked,
             voter=h.voter,
             excluded=h.excluded,
             egress=h.egress_bytes_per_s,
@@ -317,7 +321,7 @@ def _pick_voters(hosts: list[Host], max_voters: Any, where: str) -> list[Host]:
 
 
 def _peer(base: PeerConfig, over: Mapping[str, Any], hosts: list[Host], where: str) -> PeerConfig:
-    names = {f.name for f in fields(PeerConfig)} - {"excluded", "nfs_groups", "roles", "ephemeral"}
+    names = {f.name for f in fields(PeerConfig)} - {"excluded", "nfs_groups", "roles", "ephemeral", "nat"}
     _known(over, where, names)
     kw: dict[str, Any] = {}
     for k, v in over.items():
@@ -335,6 +339,7 @@ def _peer(base: PeerConfig, over: Mapping[str, Any], hosts: list[Host], where: s
     kw.setdefault("nfs_groups", {h.name: h.nfs_group for h in hosts if h.nfs_group} or dict(base.nfs_groups))
     kw.setdefault("roles", {h.name: h.role for h in hosts})
     kw.setdefault("ephemeral", frozenset(h.name for h in hosts if h.ephemeral))
+    kw.setdefault("nat", frozenset(h.name for h in hosts if h.nat))  # as peer_config fills it from nat_blocked
     try:
         return replace(base, **kw)
     except Exception as e:  # the core's own checks (LocalProtocolError, TypeError)
@@ -424,21 +429,25 @@ def _faults(d: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
 def _scale(hosts: tuple[Host, ...], n: int) -> tuple[Host, ...]:
     """About `n` hosts: voters and excluded hosts as they are, every other group (same role,
     provider, spot or not) scaled in proportion; a group keeps its first hosts and grows by
-    clones named `<provider>-<role>[-spot]-<k>` (outside any NFS group)."""
+    clones named `<provider>-<role>[-spot][-nat]-<k>` (outside any NFS group)."""
     fixed = [h for h in hosts if h.voter or h.excluded]
     groups: dict[tuple, list[Host]] = {}
     for h in hosts:
         if not (h.voter or h.excluded):
-            groups.setdefault((h.provider, h.role, h.ephemeral), []).append(h)
+            groups.setdefault((h.provider, h.role, h.ephemeral, h.nat), []).append(h)
     rest = len(hosts) - len(fixed)
     factor = max(0, n - len(fixed)) / rest if rest else 0.0
     out = list(fixed)
-    for (provider, role, eph), hs in sorted(groups.items()):
+    for (provider, role, eph, nat), hs in sorted(groups.items()):
         want = max(1, round(len(hs) * factor))
         out += hs[:want]
         width = max(4, len(str(want)))
         out += [
-            replace(hs[0], name=f"{provider}-{role}{'-spot' if eph else ''}-{k:0{width}d}", nfs_group=None)
+            replace(
+                hs[0],
+                name=f"{provider}-{role}{'-spot' if eph else ''}{'-nat' if nat else ''}-{k:0{width}d}",
+                nfs_group=None,
+            )
             for k in range(len(hs), want)
         ]
     return tuple(sorted(out, key=lambda h: h.name))

@@ -18,6 +18,9 @@ holds `Peer` instances of `ringmesh.core`, unchanged, and feeds them events at v
                    (to the process that ran it: a crash meanwhile loses it);
   * transfers   -> counted and ignored here; `sim/files.py` carries them out.
 
+A send to a host nobody can dial (`relays`, set when the scenario has NAT'd hosts) goes over
+one of its links to relays (`sim/relays.py`); with no `relays`, nothing of that runs.
+
 Events are ordered by (time, insertion sequence), so ties are broken by the order in which
 they were scheduled, never by luck. Nodes live in a dict filled in sorted order. Nothing
 here draws a random number: the network and the peers own seeded `random.Random`s.
@@ -71,6 +74,7 @@ from ringmesh.core.messages import (
 from .disk import Disk
 from .invariants import Violation
 from .network import Network
+from .relays import Relays
 from .traffic import Traffic
 
 #: A scenario's own action, run at its time (a local write, a partition, a heal).
@@ -139,6 +143,8 @@ class World:
         self.clocks: dict[str, tuple[float, float]] = {}  # node -> (offset, rate) of its local clock
         self.recent: deque[str] = deque(maxlen=RECENT)
         self.trace_sink: Callable[[str], None] | None = None
+        self.status_hooks: list[Callable[[str, str, float], None]] = []  # (node, crash|restart|pause|resume, now)
+        self.relays: Relays | None = None  # hosts nobody can dial and their links (`sim/relays.py`)
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -170,6 +176,9 @@ class World:
         for key in [k for k in self._timers if k[0] == node]:
             del self._timers[key]
         self._record(f"{self.now!r} crash {node}")
+        if self.relays is not None:
+            self.relays.crashed(node)
+        self._status(node, "crash")
 
     def restart(self, peer: Peer) -> None:
         """A new process for a crashed node (built by the caller, usually from its disk)."""
@@ -177,6 +186,7 @@ class World:
         self.nodes[peer.me] = peer
         self._record(f"{self.now!r} restart {peer.me}")
         self.start(peer.me)
+        self._status(peer.me, "restart")
 
     def wipe(self, node: str) -> None:
         """The node's disk is lost (a spot host replaced, a disk failure)."""
@@ -187,6 +197,7 @@ class World:
         """SIGSTOP: the process keeps its state but runs nothing until `resume`."""
         self.paused.setdefault(node, [])
         self._record(f"{self.now!r} pause {node}")
+        self._status(node, "pause")
 
     def resume(self, node: str) -> None:
         """SIGCONT: timers that fell due while stopped fire now, in their order."""
@@ -200,6 +211,11 @@ class World:
                 self._timers[key] = self._push(self.now, _TIMER, node, payload)
             else:
                 self._push(self.now, kind, node, payload)
+        self._status(node, "resume")
+
+    def _status(self, node: str, what: str) -> None:
+        for hook in self.status_hooks:
+            hook(node, what, self.now)
 
     def is_up(self, node: str) -> bool:
         return node not in self.down and node not in self.paused
@@ -325,6 +341,12 @@ class World:
             hook(node, at)
         return True
 
+    def schedule_message(self, at: float, node: str, event: MessageReceived) -> None:
+        self._push(at, _MESSAGE, node, event)
+
+    def schedule_local(self, at: float, node: str, event: Event) -> None:
+        self._push(at, _LOCAL, node, event)
+
     def _record(self, line: str) -> None:
         self._trace.update(line.encode() + b"\n")
         self.recent.append(line)
@@ -414,6 +436,9 @@ class World:
             hook(src, dst, env)
         if dst not in self.nodes:
             self._push(self.now + self.network.model.deadline, _LOCAL, src, SendFailed(peer=dst, reason="unknown host"))
+            return
+        if self.relays is not None and dst in self.relays.nat and src != dst:
+            self.relays.send(src, dst, env, size)  # nobody can dial it: over one of its links
             return
         route = self.network.route(src, dst, size, self.now)
         if dst in self.down:  # connection refused, at once

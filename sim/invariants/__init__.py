@@ -10,6 +10,9 @@ Safety (checked as the run goes, on every event that could break them):
     sim.checkers.RetainedGames     an ephemeral origin drops a game only once durable on a
                                    persistent game host and `retention` old; (at the end) it does
     sim.checkers.BackupSchedules   a backup runs only on the leader of its term, each slot once
+    sim.checkers.NatNeverLeads     a host nobody can dial (nat_blocked) never leads
+    sim.checkers.NatFalseDeath     nor is it declared dead while it runs with a link up, the
+                                   claimer runs, and the network is calm (the whole window)
 
 Liveness (after the faults stop and the network heals: `convergence.Convergence`):
     manifests equal, one leader known to all, every host sees every host alive, every host

@@ -108,3 +108,22 @@ class FloorBlindPeer(Peer):
     def __init__(self, me, **kw):
         super().__init__(me, **kw)
         self.replication._floor = lambda stream, holder: 0
+
+
+class NatBlindPeer(Peer):
+    """An election that ignores `nat`: hosts nobody can dial stand, and voters grant them votes."""
+
+    def __init__(self, me, **kw):
+        super().__init__(me, **kw)
+        self.election.nat = frozenset()
+
+
+def deaf_relays(relays):
+    """Relays whose links stay up but carry nothing: every send to a NAT'd host fails."""
+    from ringmesh.core import SendFailed
+
+    def send(src, dst, env, size):
+        w = relays.world
+        w.schedule_local(w.now + w.network.model.deadline, src, SendFailed(peer=dst, reason="unreachable"))
+
+    relays.send = send
