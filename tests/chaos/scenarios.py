@@ -13,6 +13,9 @@ choice (which host, which signal, when, which side of a split) comes from random
                where="dest", the model destination (`paths: model:`) is the tmpfs, so the install
                finds no room; where="data_dir", the whole data dir is (manifest store, stream log,
                games database, partial files): the issue's case, which exposes a daemon bug.
+  nat          8 hosts, 3 of them nobody can dial (issue 2.4: `nat_blocked`, inbound connections
+               dropped in their namespaces): they link to relays; games and models flow both
+               ways; a relay is SIGKILLed (they re-link); no false death; the leader is public.
 
 After each: every game reported durable is on every training host exactly once; every eligible
 host holds the newest model byte-identical; one leader; manifests converged within
@@ -676,8 +679,15 @@ def nat(
     the NAT'd hosts re-link, games stay durable, nobody is seen dead falsely; it comes back;
     SIGKILL a NAT'd host: how long until everyone sees it dead. The leader is public in every
     sample. `steady_s`: how long the cluster runs under observation before the relay kill (half
-    as long after it rejoins). `block=False`: a control run, NAT'd in the config only (link checks skipped when
-    the daemon reports no links)."""
+    as long after it rejoins). `block=False`: a control run, NAT'd in the config only (link
+    checks skipped when the daemon reports no links).
+
+    Bounds: every host sees every other alive within MEMBERS_BOUND_S of the daemons' start;
+    links up within LINK_BOUND_S; re-linked (the dead relay gone from every `up`, back to
+    min(3, candidates)) within RELINK_BOUND_S of the kill; games taken after the kill durable
+    within AFTER_KILL_DURABLE_S; a SIGKILLed host seen dead by all within DETECT_BOUND_S. No
+    running host is ever seen dead, and no running NAT'd host even suspect (`suspect_ok`
+    relaxes the latter), in any sample (every 0.5 s, every host's view)."""
     rng = _begin("nat", seed)
     t_start = time.monotonic()
     report: dict[str, Any] = {"scenario": "nat", "seed": seed, "blocked": block}
