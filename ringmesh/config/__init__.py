@@ -211,6 +211,8 @@ TIMINGS = {
     "watch_interval_seconds": (2.0, 0.05, 3600),  # how often watch_games databases are read
     "retention_seconds": (3600.0, 0.0, 30 * 86400),  # ephemeral hosts keep durable games this long
     "broadcast_reorder_seconds": (5.0, 0.1, 3600),  # a broadcasting leader orders laggards again this often
+    # a host no peer's call reached for this long, while peers answered its own, links out (relay.py)
+    "unreachable_after_seconds": (30.0, 1.0, 3600),
 }
 
 # setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)

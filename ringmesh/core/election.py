@@ -150,6 +150,8 @@ class Election:
                 self._arm(out, now, base=self.last_contact)
                 return
             self._begin_prevote(out, now)
+        elif name == Timer.LEADER_HEARTBEAT and self.role == LEADER and self.me in self.nat:
+            self._step_down(out, now, leader=None)  # found out it cannot be dialled: it hands over
         elif name == Timer.LEADER_HEARTBEAT and self.role == LEADER:
             self._heartbeat(out, now, self.voters)
 

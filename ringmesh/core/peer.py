@@ -224,6 +224,8 @@ class Peer:
             case DiskMeasured():
                 return self._on_disk(event, now)
             case LinksChanged():
+                if event.relays:  # reached only through relays (the file may not say so): never lead
+                    self.election.nat = self.election.nat | {self.me}
                 if self.node_record.get("relays") == list(event.relays):
                     return []
                 self.node_record["relays"] = list(event.relays)

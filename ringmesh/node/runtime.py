@@ -64,6 +64,7 @@ from ringmesh.node.view import NodeView
 from ringmesh.node.wire import codec
 from ringmesh.node.wire.health import Health
 from ringmesh.node.wire.links import SERVER_OPTIONS, Links
+from ringmesh.node.wire.relay import Reachability, RelayHub, RelayRouter, Uplinks
 from ringmesh.node.wire.service import LocalService, PeerService, register
 from ringmesh.node.wire.tls import PLAINTEXT_WARNING, load_node, server_credentials
 from ringmesh.ops import statusreport
@@ -112,6 +113,8 @@ class Daemon:
         self.data_dir = Path(data_dir)
         self.metrics_listen = listen_setting(config.metrics_listen, metrics_listen)  # None: no /metrics
         self.metrics: MetricsServer | None = None
+        self.uplinks: Uplinks | None = None  # nat_blocked: the links this host dials out
+        self.reachability = Reachability(config.timings["unreachable_after_seconds"])
         self.telemetry = Telemetry()
         self.view = NodeView(self)
         self.counters: Counter[str] = Counter()
@@ -176,8 +179,11 @@ class Daemon:
         )
         self.games.learn_schemas(manifest.live_facts(keys.SCHEMA))  # (and games that waited for one land)
         self.links = Links(self.resolve, tls=self.tls)
+        self.relay_hub = RelayHub(self)  # every host relays for the hosts nobody can dial
+        self.links.relayed = RelayRouter(self, self.links.direct)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
-        register(self.server, PeerService(self))
+        service = PeerService(self)
+        register(self.server, service)
         self.health = Health(self.server, me)  # grpc.health.v1 and reflection; SERVING once started
         await self.health.start_not_serving()
         if self.tls is None:
@@ -207,11 +213,33 @@ class Daemon:
         self.spawn(self._measure_disk())
         self.backups = Backups(self)
         self.games.start()
+        if self.host.nat_blocked:  # nobody can dial us: keep links to relays
+            self.link_out(service)
+        else:
+            self.spawn(self._watch_reachability(service))
         self.spawn(self.telemetry.watch(self.peer.manifest, max(0.05, min(1.0, self.config.gossip_interval / 4))))
         if self.metrics_listen:
             self.metrics = MetricsServer(self.view, self.metrics_listen)
         await self.health.set_serving()
         log.info("node %s incarnation %d listening on %s (data %s)", me, incarnation, self.listen, self.data_dir)
+
+    def link_out(self, service: PeerService) -> None:
+        self.uplinks = Uplinks(self, service, self.links.direct)
+        self.spawn(self.uplinks.run())
+
+    async def _watch_reachability(self, service: PeerService) -> None:
+        """Link out once this host finds nobody can dial it (`relay.Reachability`'s rule)."""
+        while not self.reachability.unreachable():
+            await asyncio.sleep(min(5.0, self.reachability.after / 4))
+        log.warning(
+            "no peer's call has reached this host for %.0f s while %d peers answered its own: it seems "
+            "nobody can dial it (NAT, a firewall); linking out to relays (say `nat_blocked: true` in the file "
+            "to do so at once)",
+            self.reachability.after,
+            len(self.reachability.answers),
+        )
+        self.count("found_unreachable")
+        self.link_out(service)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -426,6 +454,7 @@ class Daemon:
         msg = codec.encode_envelope(env, self.address)
         try:
             await stub.Deliver(msg, timeout=self.links.deadlines.deliver)
+            self.reachability.answered(to)
             self.count("messages_sent")
             self.count("bytes_sent", msg.ByteSize())
             self.telemetry.message(to, OUT, msg)

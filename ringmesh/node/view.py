@@ -100,6 +100,17 @@ class NodeView:
     def metrics_address(self) -> str | None:
         return self._node.metrics.address if self._node.metrics else None
 
+    # hosts nobody can dial
+    def links(self) -> dict[str, Any]:
+        """This host's dial-out links (nat_blocked), or the links NAT'd hosts keep to it."""
+        node = self._node
+        nat = node.host.nat_blocked
+        doc: dict[str, Any] = {"nat_blocked": nat, "relaying_for": node.relay_hub.linked()}
+        doc["relay_links"] = node.relay_hub.status()
+        if node.uplinks is not None:
+            doc.update(node.uplinks.status())
+        return doc
+
     # files and bandwidth
     @property
     def egress(self) -> Throttle:

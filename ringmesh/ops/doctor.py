@@ -8,8 +8,11 @@ One line per check, `ok`, `warn` or `FAIL`; exit status 1 if any check failed, e
   daemon        whether a daemon holds the data dir (its pid) and answers on its socket; FAIL
                 while its protocol core raised in the last 10 minutes (warn for older ones)
   disk          use of the data dir's file system against this host's cap (FAIL above it)
+  links         a host nobody can dial (nat_blocked): the daemon's dial-out links to relays; FAIL
+                with none up (nothing reaches this host), warn with fewer than it wants
   peer X        every other host of the config: the standard gRPC health check on its address,
-                with a deadline; it must answer SERVING, as X (FAIL if unreachable)
+                with a deadline; it must answer SERVING, as X (FAIL if unreachable). A peer
+                nobody can dial is not dialled: the daemon's view of it and its relays is shown
   clock         skew against each peer that answered: the peer's wall clock, sent with its
                 health answer, against the middle of the call's round trip here (NTP's estimate;
                 the error is at most half the round trip). FAIL when some peer is surely off by
@@ -131,6 +134,43 @@ def _daemon(data_dir: Path) -> Check:
     return Check(OK, "daemon", text, {"pid": pid, "node": st["node"]})
 
 
+def _status(data_dir: Path) -> dict[str, Any] | None:
+    from ringmesh.api.client import ClientError, LocalClient
+
+    try:
+        with LocalClient(data_dir, timeout=5) as lc:
+            return lc.status()
+    except ClientError:
+        return None
+
+
+def _links(st: dict[str, Any] | None) -> Check:
+    """This NAT'd host's dial-out links, as its daemon reports them."""
+    if st is None:
+        return Check(WARN, "links", "nat_blocked: no daemon answers, so no link is up (nothing reaches this host)")
+    links = st.get("links") or {}
+    up, wanted = links.get("up", []), links.get("wanted", 3)
+    failed = links.get("failed") or {}
+    why = "; ".join(f"{r}: {f['why']}" for r, f in sorted(failed.items()) if r not in up)[:400]
+    text = f"nat_blocked: {len(up)} of {wanted} links up ({', '.join(up) or 'none'})" + (f"; {why}" if why else "")
+    if not up:
+        return Check(FAIL, "links", text + ": nothing reaches this host", links)
+    return Check(OK if len(up) >= wanted else WARN, "links", text, links)
+
+
+def _unreachable_peer(name: str, st: dict[str, Any] | None) -> Check:
+    """A peer nobody can dial: not dialled; the daemon's view of it and of its relays instead."""
+    if st is None:
+        return Check(WARN, f"peer {name}", "nat_blocked: not dialled (nobody can); no daemon here to ask about it")
+    member = next((m for m in st.get("members", []) if m["name"] == name), None)
+    if member is None:
+        return Check(WARN, f"peer {name}", "nat_blocked: not dialled; this host's daemon has not heard of it yet")
+    relays = member.get("relays") or []
+    text = f"nat_blocked: not dialled; {member['state']} here, linked to {', '.join(relays) or 'no relay'}"
+    good = member["state"] == "alive" and relays
+    return Check(OK if good else WARN, f"peer {name}", text, member)
+
+
 def _disk(data_dir: Path, host: HostConfig) -> Check:
     where = data_dir
     while not where.exists() and where != where.parent:
@@ -242,7 +282,13 @@ def run_checks(
     data_dir = Path(data_dir)
     checks.append(_daemon(data_dir))
     checks.append(_disk(data_dir, host))
-    peers = {n: h.address for n, h in sorted(c.members().items()) if n != node and h.address}  # members have one
+    members = c.members()
+    nat = sorted(n for n, h in members.items() if h.nat_blocked and n != node)
+    st = _status(data_dir) if nat or host.nat_blocked else None
+    if host.nat_blocked:
+        checks.append(_links(st))
+    checks += [_unreachable_peer(n, st) for n in nat]
+    peers = {n: h.address for n, h in sorted(members.items()) if n != node and h.address and not h.nat_blocked}
     if host.tls is not None and creds is None:
         checks += [
             Check(FAIL, f"peer {n}", f"{a} not checked: this host has no usable certificate") for n, a in peers.items()

@@ -146,10 +146,15 @@ class LocalCluster:
         self.stop_all()
 
     def start(
-        self, name: str, env: dict[str, str] | None = None, launcher: tuple[str, ...] = ("-m", "ringmesh")
+        self,
+        name: str,
+        env: dict[str, str] | None = None,
+        launcher: tuple[str, ...] = ("-m", "ringmesh"),
+        args: tuple[str, ...] = (),
     ) -> None:
         """Start `name`'s daemon; `launcher`: the interpreter's arguments before `serve` (a test's
-        `ringmesh.testing.faults.launcher(...)` starts one with faults installed)."""
+        `ringmesh.testing.faults.launcher(...)` starts one with faults installed); `args`: more
+        arguments of `serve` (`--listen` elsewhere than the file says: a host nobody can dial)."""
         nd = self.nodes[name]
         log = open(nd.log_path, "ab")
         nd.proc = subprocess.Popen(
@@ -163,6 +168,7 @@ class LocalCluster:
                 name,
                 "--data-dir",
                 str(nd.data_dir),
+                *args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -196,6 +196,33 @@ def _families(view: NodeView) -> list:
     )
     gauge("ringmesh_local_health", "Lifeguard local health multiplier (0 = healthy).", value=core.membership.health)
 
+    # hosts nobody can dial: their dial-out links, and the calls relayed over them
+    links = view.links()
+    gauge(
+        "ringmesh_links",
+        "Dial-out links: up from this host (nat_blocked), or held here for NAT'd hosts.",
+        ["side"],
+        [(("up",), len(links.get("up", ()))), (("held",), len(links["relaying_for"]))],
+    )
+    counts = view.counters
+    counter(
+        "ringmesh_relayed_calls",
+        "Calls through relays: carried here for others (relay), arrived over this host's links "
+        "(target), sent by this host through a relay (caller).",
+        ["role"],
+        [
+            (("relay",), counts.get("relayed_calls", 0)),
+            (("target",), counts.get("calls_via_links", 0)),
+            (("caller",), counts.get("calls_via_relays", 0)),
+        ],
+    )
+    counter(
+        "ringmesh_relayed_bytes",
+        "Response bytes through relays: carried here (relay), sent up this host's links (target).",
+        ["role"],
+        [(("relay",), counts.get("relayed_bytes", 0)), (("target",), counts.get("bytes_via_links", 0))],
+    )
+
     # leader
     leader, term = core.leader()
     election = core.election

@@ -45,6 +45,8 @@ def status(view: NodeView) -> dict[str, Any]:
                 "lag_changes": lag[0],
                 "lag_s": round(lag[1], 3),
                 "voter": origin in core.election.voters,
+                "nat_blocked": origin in core.config.nat or bool(catalog.relays_of(manifest, origin)),
+                "relays": catalog.relays_of(manifest, origin),
             }
         )
     leader, term = core.leader()
@@ -75,6 +77,7 @@ def status(view: NodeView) -> dict[str, Any]:
         "membership_stats": dict(core.membership.stats),
         "fingerprint": manifest.fingerprint(),
         "members": members,
+        "links": view.links(),
         "disk": view.disk,
         "blocked_items": view.blocked_items(),
         "backups": core.backups(),

@@ -184,7 +184,9 @@ def render(
                 "-" if m.get("heartbeat") is None else str(m["heartbeat"]),
                 behind,
                 breaker,
-                m.get("address") or "-",
+                (f"NAT'd, via {', '.join(m['relays']) or 'no relay yet'}" if m.get("nat_blocked") else None)
+                or m.get("address")
+                or "-",
             ]
         )
     out += table(
@@ -193,6 +195,16 @@ def render(
         paint,
         right={5, 6},
     )
+
+    links = st.get("links") or {}
+    if links.get("nat_blocked"):
+        up = links.get("up") or []
+        style = "bad" if not up else "warn" if len(up) < links.get("wanted", 3) else None
+        text = f"{len(up)} of {links.get('wanted', 3)} up: {', '.join(up) or 'none (nothing reaches this host)'}"
+        section("LINKS", "nobody can dial this host (nat_blocked): everything for it comes over these")
+        out.append("  " + paint(text, style))
+    elif links.get("relaying_for"):
+        section("LINKS", f"relaying for {', '.join(links['relaying_for'])} (hosts nobody can dial)")
 
     # -- games per config --------------------------------------------------------------------
     fresh = st.get("freshness") or {}

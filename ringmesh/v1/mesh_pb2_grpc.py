@@ -54,6 +54,16 @@ class PeerStub:
                 request_serializer=ringmesh_dot_v1_dot_mesh__pb2.RecipeRequest.SerializeToString,
                 response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkMap.FromString,
                 _registered_method=True)
+        self.Link = channel.stream_stream(
+                '/ringmesh.v1.Peer/Link',
+                request_serializer=ringmesh_dot_v1_dot_mesh__pb2.LinkFrame.SerializeToString,
+                response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.FromString,
+                _registered_method=True)
+        self.Relay = channel.unary_stream(
+                '/ringmesh.v1.Peer/Relay',
+                request_serializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.SerializeToString,
+                response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -87,6 +97,20 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Link(self, request_iterator, context):
+        """A host nobody can dial keeps this open: calls for it come down, its replies go up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Relay(self, request, context):
+        """Carry a call to a host linked to this one (or the answer: UNAVAILABLE, no link).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +133,16 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.WatchChunks,
                     request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RecipeRequest.FromString,
                     response_serializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkMap.SerializeToString,
+            ),
+            'Link': grpc.stream_stream_rpc_method_handler(
+                    servicer.Link,
+                    request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.LinkFrame.FromString,
+                    response_serializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.SerializeToString,
+            ),
+            'Relay': grpc.unary_stream_rpc_method_handler(
+                    servicer.Relay,
+                    request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.FromString,
+                    response_serializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +253,60 @@ class Peer:
             '/ringmesh.v1.Peer/WatchChunks',
             ringmesh_dot_v1_dot_mesh__pb2.RecipeRequest.SerializeToString,
             ringmesh_dot_v1_dot_mesh__pb2.ChunkMap.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Link(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ringmesh.v1.Peer/Link',
+            ringmesh_dot_v1_dot_mesh__pb2.LinkFrame.SerializeToString,
+            ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Relay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ringmesh.v1.Peer/Relay',
+            ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.SerializeToString,
+            ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -212,6 +212,17 @@ def test_a_nat_host_that_believes_it_may_lead_is_outvoted():
     assert w.nodes["a"].elections_started > 0, "it stood, and was refused"
 
 
+def test_a_leader_that_finds_it_cannot_be_dialled_hands_over():
+    w = ElectionWorld(["a", "b", "c"], [])
+    w.settle(100)
+    old = w.agreed_leader()
+    w.nodes[old].nat = w.nodes[old].nat | {old}  # its links came up (peer.py, LinksChanged)
+    w.settle(100)
+    new = w.agreed_leader()
+    assert new not in (None, old) and w.nodes[old].role != LEADER
+    assert w.nodes[old].elections_started == 1, "it won the first election and never stood again"
+
+
 class ElectionMachine(RuleBasedStateMachine):
     """Hypothesis owns the schedule: deliveries, drops, duplicates, crashes, cuts, time."""
 

@@ -53,6 +53,7 @@ RSS_GROWTH_LIMIT = 100 << 20
 FD_GROWTH_LIMIT = 300
 
 OK, INVALID, TOO_LARGE = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 NOT_FOUND, FAILED, DEADLINE = (
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -66,6 +67,7 @@ class Handler:
     name: str
     streaming: bool
     allowed: frozenset
+    client_streaming: bool = False
     deadline: float = 20.0
 
     @property
@@ -80,6 +82,10 @@ HANDLERS = {
         Handler("Peer", "GetRecipe", False, frozenset({OK, INVALID, NOT_FOUND})),
         Handler("Peer", "FetchChunks", True, frozenset({OK, INVALID, TOO_LARGE, NOT_FOUND})),
         Handler("Peer", "WatchChunks", True, frozenset({OK, INVALID, NOT_FOUND})),
+        # nobody is linked to the target: a relayed call is refused UNAVAILABLE (no link) once parsed
+        Handler("Peer", "Relay", True, frozenset({INVALID, UNAVAILABLE})),
+        # the payload is the stream's one frame: a hello naming a host links it until the stream ends
+        Handler("Peer", "Link", True, frozenset({OK, INVALID}), client_streaming=True),
         Handler("Local", "Put", False, frozenset({INVALID, TOO_LARGE, FAILED})),  # no fuzz case names a real file
         Handler("Local", "Get", False, frozenset({OK, INVALID, TOO_LARGE})),
         Handler("Local", "Control", False, frozenset({OK, INVALID, TOO_LARGE})),
@@ -147,14 +153,17 @@ class Caller:
 
     async def _send(self, h: Handler, payloads: list[bytes]):
         ch = self.channels[h.service]
-        make = ch.unary_stream if h.streaming else ch.unary_unary
+        make = ch.stream_stream if h.client_streaming else ch.unary_stream if h.streaming else ch.unary_unary
         call = make(h.path, request_serializer=None, response_deserializer=None)
         gate = asyncio.Semaphore(IN_FLIGHT)
 
         async def one(raw: bytes):
             async with gate:
                 try:
-                    if h.streaming:
+                    if h.client_streaming:
+                        async for _ in call(iter([raw]), timeout=h.deadline):
+                            pass
+                    elif h.streaming:
                         async for _ in call(raw, timeout=h.deadline):
                             pass
                     else:
@@ -514,6 +523,28 @@ def _structured(ctx: Target) -> dict:
         "Deliver": _envelopes(ctx),
         "GetRecipe": st.builds(pb.RecipeRequest, digest=digests),
         "WatchChunks": st.builds(pb.RecipeRequest, digest=digests),
+        "Relay": st.builds(
+            pb.RelayedCall,
+            id=numbers,
+            caller=origins,
+            target=st.one_of(st.sampled_from(["node1", "node2", "fz-1"]), origins),
+            method=st.sampled_from(["Deliver", "Relay", "Link", "", "bogus", "FetchChunks"]),
+            request=msgpack_blobs,
+            metadata=st.dictionaries(text, text, max_size=3),
+            timeout_s=floats,
+            issued_ms=numbers,
+            nonce=st.binary(max_size=16),
+            certificate=st.binary(max_size=64),
+            signature=st.binary(max_size=64),
+            cancel=st.booleans(),
+        ),
+        "Link": st.builds(
+            pb.LinkFrame,
+            node=st.one_of(st.sampled_from(JUNK_ORIGINS), origins),
+            reply=st.builds(
+                pb.RelayedReply, id=numbers, response=st.binary(max_size=32), end=st.booleans(), code=u32, details=text
+            ),
+        ),
         "FetchChunks": st.builds(
             pb.ChunkRequest,
             digest=digests,
@@ -620,6 +651,18 @@ def _seeds(ctx: Target) -> dict[str, list[bytes]]:
             "Deliver": envs,
             "GetRecipe": [pb.RecipeRequest(digest=ctx.digest), pb.RecipeRequest(digest="0" * 32)],
             "WatchChunks": [pb.RecipeRequest(digest=ctx.digest), pb.RecipeRequest(digest="0" * 32)],
+            "Relay": [
+                pb.RelayedCall(
+                    caller="fz-1",
+                    target="fz-2",
+                    method="Deliver",
+                    request=envs[2].SerializeToString(),
+                    timeout_s=1.0,
+                    issued_ms=1,
+                    nonce=b"n" * 12,
+                )
+            ],
+            "Link": [pb.LinkFrame(node="fz-3"), pb.LinkFrame(reply=pb.RelayedReply(id=1, end=True))],
             "FetchChunks": [
                 pb.ChunkRequest(digest=ctx.digest, indices=[0]),
                 pb.ChunkRequest(digest="0" * 32, indices=[0, 1]),

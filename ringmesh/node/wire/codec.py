@@ -57,6 +57,9 @@ PutReply = pb.PutReply
 Query = pb.Query
 Document = pb.Document
 EnvelopePB = pb.Envelope
+RelayedCall = pb.RelayedCall
+RelayedReply = pb.RelayedReply
+LinkFrame = pb.LinkFrame
 
 
 def check_digest(digest: str) -> str:
@@ -102,12 +105,18 @@ def request_parser(cls):
     return parse
 
 
-def service_methods(service: str) -> tuple[str, list[tuple[str, type[Any], type[Any], bool]]]:
+def service_methods(service: str) -> tuple[str, list[tuple[str, type[Any], type[Any], bool, bool]]]:
     """The full name of `service` ("Peer", "Local") and `(method, request class, reply class,
-    server streaming)` of each of its methods."""
+    client streaming, server streaming)` of each of its methods."""
     desc = pb.DESCRIPTOR.services_by_name[service]
     return desc.full_name, [
-        (m.name, getattr(pb, m.input_type.name), getattr(pb, m.output_type.name), m.server_streaming)
+        (
+            m.name,
+            getattr(pb, m.input_type.name),
+            getattr(pb, m.output_type.name),
+            m.client_streaming,
+            m.server_streaming,
+        )
         for m in desc.methods
     ]
 

@@ -12,6 +12,7 @@ import grpc
 from ringmesh.v1 import mesh_pb2_grpc
 
 if TYPE_CHECKING:
+    from ringmesh.node.wire.relay import RelayedStub, RelayRouter
     from ringmesh.node.wire.tls import NodeCredentials
 
 MAX_MESSAGE = 8 * 1024 * 1024
@@ -58,6 +59,7 @@ class Links:
     address churn."""
 
     def __init__(self, resolve: Callable[[str], str | None], tls: NodeCredentials | None = None) -> None:
+        self.relayed: RelayRouter | None = None  # hosts nobody can dial are reached through it
         self._resolve = resolve
         self._channels: dict[tuple[str, str | None], grpc.aio.Channel] = {}
         self._dialled: dict[str, tuple[str, str | None]] = {}  # host -> the channel key it last resolved to
@@ -69,7 +71,14 @@ class Links:
 
             self._creds = channel_credentials(tls)
 
-    def stub(self, node: str) -> mesh_pb2_grpc.PeerStub | None:
+    def stub(self, node: str) -> mesh_pb2_grpc.PeerStub | RelayedStub | None:
+        """How to call `node`: directly, or through a relay when nobody can dial it (relay.py)."""
+        if self.relayed is not None and self.relayed.is_nat(node):
+            return self.relayed.stub(node)
+        return self.direct(node)
+
+    def direct(self, node: str) -> mesh_pb2_grpc.PeerStub | None:
+        """A stub that dials `node` itself (None: its address is not known)."""
         address = self._resolve(node)
         if address is None:
             return None

@@ -47,10 +47,14 @@ def register(server, servicer: PeerService | LocalService) -> None:
     gRPC's own parsing would answer UNKNOWN and log a traceback per message."""
     service, methods = codec.service_methods(servicer.SERVICE)
     handlers = {}
-    for name, request, reply, streaming in methods:
-        make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+    for name, request, reply, client_streams, streams in methods:
+        if client_streams:  # Link: its handler checks each frame
+            make, handler = grpc.stream_stream_rpc_method_handler, getattr(servicer, name)
+        else:
+            make = grpc.unary_stream_rpc_method_handler if streams else grpc.unary_unary_rpc_method_handler
+            handler = _parsed(servicer, getattr(servicer, name), streams)
         handlers[name] = make(
-            _parsed(servicer, getattr(servicer, name), streaming),
+            handler,
             request_deserializer=codec.request_parser(request),
             response_serializer=reply.SerializeToString,
         )
@@ -181,10 +185,12 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
 
     async def _identity(self, context: _Context, claimed: str | None = None) -> str | None:
         """With TLS: the host the caller's verified certificate names (PERMISSION_DENIED when it
-        names none, or another host than `claimed`). Plaintext: None, no check."""
+        names none, or another host than `claimed`). Plaintext: None, no check. A call relayed
+        to this host (node/wire/relay.py) names the caller whose signature was checked."""
         if self.node.tls is None:
             return None
-        who = peer_identity(context.auth_context())
+        relayed = getattr(context, "relayed_caller", None)
+        who = relayed if isinstance(relayed, str) else peer_identity(context.auth_context())
         if who is None:
             self.node.count("rejected_identity")
             self._log_once(("?", context.peer()), "refused %s: its certificate names no host", context.peer())
@@ -213,6 +219,8 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         except RemoteProtocolError as e:
             await self.refuse_error(context, e)
         await self._identity(context, env.sender)
+        if not isinstance(getattr(context, "relayed_caller", None), str):
+            self.node.reachability.heard_directly()
         if request.sender_address and env.sender not in self.node.learned and len(self.node.learned) >= MAX_LEARNED:
             self.node.count("rejected_addresses")
         elif request.sender_address:
@@ -226,6 +234,16 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
 
     def _held(self, digest: str):
         return catalog.held_versions(self.node.peer.manifest, self.node.peer.me).get(digest)
+
+    async def Link(self, request_iterator, context):
+        """A host nobody can dial keeps this stream open; calls for it go down it (relay.RelayHub)."""
+        async for call in self.node.relay_hub.serve_link(request_iterator, context):
+            yield call
+
+    async def Relay(self, request, context):
+        """Carry a call to a host linked to this one."""
+        async for reply in self.node.relay_hub.relay(request, context):
+            yield reply
 
     async def _digest(self, context: _Context, digest: str) -> str:
         try:

@@ -375,3 +375,70 @@ def peer_identity(auth_context: Mapping[str, Any]) -> str | None:
         return None  # a certificate naming several hosts is no host's
     cn = values("x509_common_name")
     return cn[0] if len(cn) == 1 and is_node_id(cn[0]) else None
+
+
+# -- relayed calls: the caller's signature -------------------------------------------------------
+
+
+class CallSigner:
+    """Signs relayed calls with this host's key (ECDSA P-256, SHA-256) and sends its certificate
+    along, so that the host at the far end of a relay can tell who called it."""
+
+    def __init__(self, creds: NodeCredentials) -> None:
+        x509, hashes, serialization, ec, *_ = _x509()
+        self._key = serialization.load_pem_private_key(creds.key_pem, password=None)
+        self._algorithm = ec.ECDSA(hashes.SHA256())
+        self.certificate = x509.load_pem_x509_certificate(creds.cert_pem).public_bytes(serialization.Encoding.DER)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data, self._algorithm)
+
+
+class CallVerifier:
+    """Checks a relayed call's signature: the certificate sent with it is issued by our CA, valid
+    now and names exactly one host, and that host's key signed the call. Verified certificates
+    are kept (by their bytes), so each call costs one ECDSA verification."""
+
+    MAX_KEPT = 4096
+
+    def __init__(self, ca_pem: bytes) -> None:
+        x509, hashes, _serialization, ec, *_ = _x509()
+        self._ca = x509.load_pem_x509_certificate(ca_pem)
+        self._algorithm = ec.ECDSA(hashes.SHA256())
+        self._known: dict[bytes, tuple[str, Any, dt.datetime]] = {}  # DER -> (host, public key, not after)
+
+    def caller(self, certificate: bytes, signature: bytes, data: bytes, now: dt.datetime | None = None) -> str:
+        """The host that signed `data`; TlsError (with the reason) when it cannot be told."""
+        from cryptography.exceptions import InvalidSignature
+
+        now = now or dt.datetime.now(dt.timezone.utc)
+        known = self._known.get(certificate)
+        if known is None:
+            known = self._check(certificate, now)
+            if len(self._known) >= self.MAX_KEPT:
+                self._known.clear()
+            self._known[certificate] = known
+        host, public_key, not_after = known
+        if now > not_after:
+            raise TlsError(f"the certificate of {host} expired on {not_after:%Y-%m-%d %H:%M} UTC")
+        try:
+            public_key.verify(signature, data, self._algorithm)
+        except (InvalidSignature, ValueError, TypeError):
+            raise TlsError(f"a call signed as {host} does not match its signature") from None
+        return host
+
+    def _check(self, certificate: bytes, now: dt.datetime) -> tuple[str, Any, dt.datetime]:
+        x509 = _x509()[0]
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            cert = x509.load_der_x509_certificate(certificate)
+            cert.verify_directly_issued_by(self._ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise TlsError("a relayed call's certificate is not one our CA issued") from None
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise TlsError("a relayed call's certificate is not valid now")
+        names = [n for n in cert_names(cert) if is_node_id(n)]
+        if len(set(names)) != 1:
+            raise TlsError(f"a relayed call's certificate names {len(set(names))} hosts, not one")
+        return names[0], cert.public_key(), cert.not_valid_after_utc
