@@ -661,6 +661,77 @@ def _public_leader(c: NetCluster, sampler: StatusSampler, nats: list[str]) -> di
     return {"named": named, "acting": acting}
 
 
+def _taken(c: NetCluster, producers: dict[str, Producer], names: list[str]) -> dict[str, int]:
+    """The highest seq each host's producer has had acknowledged in the host's current life."""
+    out = {}
+    for n in names:
+        p, life = producers[n], c.hosts[n].life
+        with p.lock:
+            out[n] = max((q for lf, q in p.acked if lf == life), default=0)
+    return out
+
+
+def _wait_durable_past(
+    c: NetCluster, producers: dict[str, Producer], taken: dict[str, int], bound: float, check: str
+) -> None:
+    """Each host's stream becomes durable past the seq it had taken (`taken`) within `bound` s."""
+    state: dict[str, Any] = {}
+
+    def durable_past():
+        left = []
+        for n, q in taken.items():
+            p, life = producers[n], c.hosts[n].life
+            with p.lock:
+                through = p.durable_through.get(life, 0)
+            if through <= q:
+                left.append(f"{n}: durable through seq {through}, had taken {q}")
+        state["left"] = left
+        return not left
+
+    if not wait_until(durable_past, bound, 0.25):
+        c.fail(check, f"within {bound:.0f} s: {state.get('left')}")
+
+
+def _cut_link(
+    c: NetCluster,
+    sampler: StatusSampler,
+    nats: list[str],
+    producers: dict[str, Producer],
+    rng: random.Random,
+    *,
+    suspect_ok: bool,
+    linked: bool,
+) -> dict[str, Any]:
+    """Drop every packet between the NAT'd hosts and one of their relays (both ways, processes
+    left running): the NAT'd hosts re-link without it; games stay durable; nobody is seen dead."""
+    relays: dict[str, list[str]] = {}
+    for n in nats:
+        for r in ((c.status(n) or {}).get("links") or {}).get("up") or []:
+            relays.setdefault(r, []).append(n)
+    if not relays:
+        if linked:
+            c.fail("NAT'd hosts linked to their relays", "no NAT'd host lists a relay up before the cut")
+        return {}
+    relay = rng.choice(sorted(relays))
+    taken = _taken(c, producers, nats)
+    c.lab.partition([c.index(relay)], [c.index(n) for n in nats])
+    t_cut = time.monotonic()
+    c.note(f"cut every packet between {relay} and {nats} (relay of {relays[relay]}); processes keep running")
+    out: dict[str, Any] = {"relay": relay, "relay_of": relays[relay]}
+    relinked = _check_linked(
+        c, nats, RELINK_BOUND_S, "NAT'd hosts re-link when a relay's link goes silent", without=relay
+    )
+    if relinked:
+        out["relinked_s"], out["relays_after_cut"] = relinked
+    _wait_durable_past(c, producers, taken, AFTER_KILL_DURABLE_S, "games taken after the link cut become durable")
+    out["durable_after_cut_s"] = round(time.monotonic() - t_cut, 2)
+    out["no_false_death"] = _no_false_death(c, sampler, nats, suspect_ok=suspect_ok)
+    c.lab.heal()
+    c.note("heal the cut")
+    c.wait_members(list(c.hosts), 30, check="every host alive after the cut heals")
+    return out
+
+
 def nat(
     root: Path,
     seed: int,
@@ -669,6 +740,7 @@ def nat(
     block: bool = True,
     suspect_ok: bool = False,
     steady_s: float = 10.0,
+    cut_link: bool = False,
     prefix: str = "rmch",
 ) -> dict[str, Any]:
     """Issue 2.4: 3 of 8 hosts nobody can dial (`nat_blocked`, their namespaces drop inbound
@@ -680,7 +752,11 @@ def nat(
     SIGKILL a NAT'd host: how long until everyone sees it dead. The leader is public in every
     sample. `steady_s`: how long the cluster runs under observation before the relay kill (half
     as long after it rejoins). `block=False`: a control run, NAT'd in the config only (link
-    checks skipped when the daemon reports no links).
+    checks skipped when the daemon reports no links). `cut_link`: also, before the NAT'd host's
+    kill, every packet between the NAT'd hosts and one of their relays is dropped (both ways,
+    no FIN, no RST: a NAT mapping that expired, a middlebox that lost its state) while every
+    host keeps running; the NAT'd hosts must notice the silent link and re-link elsewhere within
+    RELINK_BOUND_S, nobody may be seen dead; then the cut heals.
 
     Bounds: every host sees every other alive within MEMBERS_BOUND_S of the daemons' start;
     links up within LINK_BOUND_S; re-linked (the dead relay gone from every `up`, back to
@@ -744,11 +820,7 @@ def nat(
         best = min(tier(r) for r in pool)
         relay = rng.choice([r for r in pool if tier(r) == best])
         report["killed_relay"] = {"host": relay, "relay_of": relays_now.get(relay, []), "was_leader": relay == leader}
-        before_kill = {}
-        for n in nats:
-            p, life = by_host[n], c.hosts[n].life
-            with p.lock:
-                before_kill[n] = max((q for lf, q in p.acked if lf == life), default=0)
+        before_kill = _taken(c, by_host, nats)
         sampler.expect_down(relay)
         c.kill(relay)
         t_kill = time.monotonic()
@@ -759,24 +831,9 @@ def nat(
         if relinked:
             report["relinked_s"], report["relays_after_kill"] = relinked
 
-        state: dict[str, Any] = {}
-
-        def durable_after_kill():  # each NAT'd host's stream is durable past what it had taken at the kill
-            left = []
-            for n in nats:
-                p, life = by_host[n], c.hosts[n].life
-                with p.lock:
-                    through = p.durable_through.get(life, 0)
-                if through <= before_kill[n]:
-                    left.append(f"{n}: durable through seq {through}, had taken {before_kill[n]} at the kill")
-            state["left"] = left
-            return not left
-
-        if not wait_until(durable_after_kill, AFTER_KILL_DURABLE_S, 0.25):
-            c.fail(
-                "games taken after the relay kill become durable",
-                f"within {AFTER_KILL_DURABLE_S:.0f} s of the kill: {state.get('left')}",
-            )
+        _wait_durable_past(
+            c, by_host, before_kill, AFTER_KILL_DURABLE_S, "games taken after the relay kill become durable"
+        )
         report["durable_after_kill_s"] = round(time.monotonic() - t_kill, 2)
         report["detect_public_dead"] = watch.result("a SIGKILLed public host is seen dead")
         report["no_false_death_relay_kill"] = _no_false_death(c, sampler, nats, suspect_ok=suspect_ok)
@@ -786,6 +843,10 @@ def nat(
         sampler.expect_up(relay)
         c.note(f"{relay} is back, seen alive by every host")
         time.sleep(steady_s / 2)  # and a while more with every host up
+
+        if cut_link:
+            report["cut_link"] = _cut_link(c, sampler, nats, by_host, rng, suspect_ok=suspect_ok, linked=bool(linked))
+            time.sleep(steady_s / 2)
 
         # SIGKILL a NAT'd host: how long until everyone sees it dead
         victim = rng.choice([n for n in nats if n != publisher])  # keep the NAT'd source of the newest model
