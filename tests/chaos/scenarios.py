@@ -631,14 +631,15 @@ def _no_false_death(c: NetCluster, sampler: StatusSampler, nats: list[str], *, s
     dead = sampler.unexpected(states=("dead",))
     if dead:
         c.fail(
-            "no false death", f"{len(dead)} view(s) of a running host as dead, first (s, observer, member): {dead[:8]}"
+            "no false death",
+            f"{len(dead)} view(s) of a running host as dead, first (s, observer, member): {dead[:8]}; last: {dead[-1]}",
         )
     nat_suspect = sampler.unexpected(nats, states=("suspect",))
     if nat_suspect and not suspect_ok:
         c.fail(
             "no NAT'd host suspected",
             f"{len(nat_suspect)} view(s) of a running NAT'd host as suspect, first (s, observer, member): "
-            f"{nat_suspect[:8]}",
+            f"{nat_suspect[:8]}; last: {nat_suspect[-1]}",
         )
     public_suspect = sampler.unexpected([n for n in c.hosts if n not in nats], states=("suspect",))
     return {
