@@ -33,6 +33,7 @@ def plain_copy(src: Path, dst: Path) -> float:
     """The baseline: every table of the self-play DB copied into a fresh one with SQL."""
     t0 = time.perf_counter()
     db = gamedb.open_consumer_db(dst)
+    db.executescript(gamedb.SCHEMA)  # consumer databases take their tables from the records' schema
     db.execute("PRAGMA foreign_keys=OFF")  # children first, so that the completion trigger sees the moves
     db.execute("ATTACH DATABASE ? AS src", (str(src),))
     for table in [

@@ -64,8 +64,7 @@ NOT_USED: dict[str, str] = {
     "sync_routing.min_free_disk_percent": "no pull lands without room for the item; the cap is max_disk_usage_percent",
     "sync_routing.underserved_configs": "every config is replicated the same way",
     "sync_routing.s3": "no S3 transport",
-    "hosts.*.nat_blocked": "read; relaying for hosts nobody can dial is not built yet (issue 2.4)",
-    "hosts.*.force_relay_mode": "read with nat_blocked; not acted on yet",
+    "hosts.*.force_relay_mode": "nat_blocked alone decides: a host nobody can dial is always reached through relays",
     "p2p_voters (per-host voter flags)": "with p2p_voters present, per-host voter flags are ignored, as in their code",
 }
 

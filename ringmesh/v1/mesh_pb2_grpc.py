@@ -64,6 +64,11 @@ class PeerStub:
                 request_serializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.SerializeToString,
                 response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.FromString,
                 _registered_method=True)
+        self.Answer = channel.stream_unary(
+                '/ringmesh.v1.Peer/Answer',
+                request_serializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.SerializeToString,
+                response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Delivered.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -111,6 +116,14 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Answer(self, request_iterator, context):
+        """A NAT'd host's responses to one call that came down its link: a stream per call, so that a
+        slow caller slows only its own call, never the link or the other calls on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Relay,
                     request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.FromString,
                     response_serializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.SerializeToString,
+            ),
+            'Answer': grpc.stream_unary_rpc_method_handler(
+                    servicer.Answer,
+                    request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.FromString,
+                    response_serializer=ringmesh_dot_v1_dot_mesh__pb2.Delivered.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +325,33 @@ class Peer:
             '/ringmesh.v1.Peer/Relay',
             ringmesh_dot_v1_dot_mesh__pb2.RelayedCall.SerializeToString,
             ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Answer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ringmesh.v1.Peer/Answer',
+            ringmesh_dot_v1_dot_mesh__pb2.RelayedReply.SerializeToString,
+            ringmesh_dot_v1_dot_mesh__pb2.Delivered.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,8 @@ HANDLERS = {
         Handler("Peer", "Relay", True, frozenset({INVALID, UNAVAILABLE})),
         # the payload is the stream's one frame: a hello naming a host links it until the stream ends
         Handler("Peer", "Link", True, frozenset({OK, INVALID}), client_streaming=True),
+        # answers for a host not linked here: UNAVAILABLE once the first frame parses
+        Handler("Peer", "Answer", False, frozenset({OK, INVALID, UNAVAILABLE}), client_streaming=True),
         Handler("Local", "Put", False, frozenset({INVALID, TOO_LARGE, FAILED})),  # no fuzz case names a real file
         Handler("Local", "Get", False, frozenset({OK, INVALID, TOO_LARGE})),
         Handler("Local", "Control", False, frozenset({OK, INVALID, TOO_LARGE})),
@@ -153,16 +155,21 @@ class Caller:
 
     async def _send(self, h: Handler, payloads: list[bytes]):
         ch = self.channels[h.service]
-        make = ch.stream_stream if h.client_streaming else ch.unary_stream if h.streaming else ch.unary_unary
+        if h.client_streaming:
+            make = ch.stream_stream if h.streaming else ch.stream_unary
+        else:
+            make = ch.unary_stream if h.streaming else ch.unary_unary
         call = make(h.path, request_serializer=None, response_deserializer=None)
         gate = asyncio.Semaphore(IN_FLIGHT)
 
         async def one(raw: bytes):
             async with gate:
                 try:
-                    if h.client_streaming:
+                    if h.client_streaming and h.streaming:
                         async for _ in call(iter([raw]), timeout=h.deadline):
                             pass
+                    elif h.client_streaming:
+                        await call(iter([raw]), timeout=h.deadline)
                     elif h.streaming:
                         async for _ in call(raw, timeout=h.deadline):
                             pass
@@ -545,6 +552,15 @@ def _structured(ctx: Target) -> dict:
                 pb.RelayedReply, id=numbers, response=st.binary(max_size=32), end=st.booleans(), code=u32, details=text
             ),
         ),
+        "Answer": st.builds(
+            pb.RelayedReply,
+            id=numbers,
+            response=st.binary(max_size=32),
+            end=st.booleans(),
+            code=u32,
+            details=text,
+            node=st.one_of(st.sampled_from(["node1", "node2", *JUNK_ORIGINS]), origins),
+        ),
         "FetchChunks": st.builds(
             pb.ChunkRequest,
             digest=digests,
@@ -663,6 +679,7 @@ def _seeds(ctx: Target) -> dict[str, list[bytes]]:
                 )
             ],
             "Link": [pb.LinkFrame(node="fz-3"), pb.LinkFrame(reply=pb.RelayedReply(id=1, end=True))],
+            "Answer": [pb.RelayedReply(id=1, node="fz-3", response=b"\x08\x01", end=True)],
             "FetchChunks": [
                 pb.ChunkRequest(digest=ctx.digest, indices=[0]),
                 pb.ChunkRequest(digest="0" * 32, indices=[0, 1]),

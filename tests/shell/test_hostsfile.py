@@ -132,7 +132,8 @@ def test_the_real_file_members_roles_voters_and_addresses():
     }
     # what ringmesh does not act on is said once
     keys = dict(c.not_used)
-    assert "auto_sync.interval_seconds" in keys and "hosts.*.nat_blocked" in keys
+    assert "auto_sync.interval_seconds" in keys and "hosts.*.force_relay_mode" in keys
+    assert "hosts.*.nat_blocked" not in keys, "acted on: relayed (node/wire/relay.py)"
     assert "hosts.*.gpu" in c.unread and "protocols" not in c.unread
 
 

@@ -7,9 +7,12 @@ them in N's node record. Any peer can be a relay: it is the same `ringmesh serve
 
 A call for N (a gossip message, a probe, a vote, a game push's ack, a recipe, chunks) then goes
 caller -> `Relay` on one of N's relays -> down N's link -> N's own `PeerService` handler, in the
-process, with the caller's verified name; the responses come back the same way, one
-`RelayedReply` per response message, then one that ends the call with its status. A relay that
-holds N's link itself skips the first hop. Everything N sends goes out directly (it can dial), and
+process, with the caller's verified name. N sends the responses back to the relay on an `Answer`
+stream of that call's own, one `RelayedReply` per response message, then one that ends the call
+with its status; the relay hands them to the caller. One stream per call keeps HTTP/2's flow
+control per call: a caller that reads slowly (its ingress limit, a slow disk) slows only its own
+call, never the link, its pings or the probes of N that share it. A relay that holds N's link
+itself skips the first hop. Everything N sends goes out directly (it can dial), and
 N reaching another NAT'd host M goes through one of M's relays. The caller tries N's relays in the
 order N published them, skipping those it believes dead, and moves on to the next when a relay
 cannot be reached or holds no link from N (a call that already got an answer is never retried).
@@ -40,7 +43,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, NoReturn
 
 import grpc
 import msgpack
@@ -137,7 +140,12 @@ class LinkSession:
         return call_id, queue
 
     def forget(self, call_id: int, cancel: bool) -> None:
-        if self.pending.pop(call_id, None) is not None and cancel and not self.closed:
+        queue = self.pending.pop(call_id, None)
+        if queue is None:
+            return
+        while not queue.empty():  # an Answer stream blocked on a full queue sees the call is gone
+            queue.get_nowait()
+        if cancel and not self.closed:
             self.out.put_nowait(codec.RelayedCall(id=call_id, cancel=True))
 
     async def replies(self, call, timeout: float | None) -> AsyncIterator[Any]:
@@ -160,13 +168,15 @@ class LinkSession:
         finally:
             self.forget(call_id, cancel=not ended)
 
-    async def deliver(self, reply) -> None:
-        self.heard = time.monotonic()
+    async def deliver(self, reply) -> bool:
+        """Hand one response to the caller waiting for it; False once that caller is gone."""
         queue = self.pending.get(reply.id)
-        if queue is not None:
-            await queue.put(reply)  # a slow caller slows this link: bounded memory
-            if reply.end:
-                self.pending.pop(reply.id, None)
+        if queue is None:
+            return False
+        await queue.put(reply)  # a slow caller slows its own Answer stream only
+        if reply.end:
+            self.pending.pop(reply.id, None)
+        return reply.id in self.pending
 
     def close(self) -> None:
         self.closed = True
@@ -238,17 +248,42 @@ class RelayHub:
                 del self.sessions[who]
 
     async def _read(self, session: LinkSession, frames) -> None:
+        """What comes up a link: answers to the relay's pings (responses come on Answer streams)."""
         try:
-            while True:
-                frame = await _next_frame(frames)
-                if frame is None:
-                    return
-                if frame.HasField("reply"):
-                    await session.deliver(frame.reply)
-                else:
-                    session.heard = time.monotonic()
+            while await _next_frame(frames) is not None:
+                session.heard = time.monotonic()
         except (grpc.aio.AioRpcError, RemoteProtocolError, asyncio.CancelledError):
             return
+
+    async def answer(self, frames, context: _Context) -> Any:
+        """`Answer`: a linked host's responses to one call, handed to the caller as they come."""
+        try:
+            frame = await _next_frame(frames)
+        except RemoteProtocolError as e:
+            self.node.count("rejected_messages")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)[:500])
+        if frame is None:
+            return codec.Delivered()
+        who = frame.node
+        if self.node.tls is not None and peer_identity(context.auth_context()) != who:
+            self.node.count("rejected_identity")
+            await context.abort(PERMISSION_DENIED, f"answers for {who[:128]!r} from another host")
+        session = self.sessions.get(who)
+        if session is None:
+            await context.abort(UNAVAILABLE, f"no link from {who[:128]!r} here")
+        call_id = frame.id
+        try:
+            while await session.deliver(frame):
+                frame = await _next_frame(frames)
+                if frame is None:
+                    await session.deliver(end(call_id, UNAVAILABLE, f"{who} stopped answering"))
+                    break
+                if frame.id != call_id:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "one call's answers per stream")
+        except RemoteProtocolError as e:
+            await session.deliver(end(call_id, UNAVAILABLE, f"{who} answered malformed: {e}"))
+            self.node.count("rejected_messages")
+        return codec.Delivered()
 
     async def relay(self, call, context: _Context) -> AsyncIterator[Any]:
         """`Relay`: carry `call` to its target over the target's link to this host."""
@@ -583,7 +618,7 @@ class Uplinks:
                     elif not call.method:  # a ping
                         await out.put(codec.LinkFrame(reply=end(0)))
                     else:
-                        task = asyncio.create_task(self._serve(call, relay, out))
+                        task = asyncio.create_task(self._serve(call, relay, stub))
                         serving[call.id] = task
                         task.add_done_callback(partial(_forget, serving, call.id))
             finally:
@@ -628,16 +663,25 @@ class Uplinks:
         self.nonces[call.nonce] = now + 2 * MAX_SKEW_S
         return who
 
-    async def _serve(self, call, relay: str, out: asyncio.Queue) -> None:
-        """One call that came down the link to `relay`: run by our own PeerService handler."""
-        put: Callable[[Any], Awaitable[None]] = out.put
+    async def _serve(self, call, relay: str, stub) -> None:
+        """One call that came down the link to `relay`: run by our own PeerService handler, its
+        responses sent back on an `Answer` stream of its own."""
+        answer = stub.Answer()
+        first = True
+
+        async def put(reply) -> None:
+            nonlocal first
+            if first:
+                reply.node, first = self.node.peer.me, False
+            await answer.write(reply)
+
         try:
             try:
                 caller = self._verify(call)
             except TlsError as e:
                 self.node.count("rejected_identity")
                 log.warning("refused a call relayed by %s: %s", relay, e)
-                await put(codec.LinkFrame(reply=end(call.id, PERMISSION_DENIED, str(e))))
+                await put(end(call.id, PERMISSION_DENIED, str(e)))
                 return
             if call.method not in self.methods:
                 raise _Aborted(grpc.StatusCode.UNIMPLEMENTED, f"{call.method[:60]!r} is not relayed")
@@ -655,22 +699,39 @@ class Uplinks:
                         await self._reply(put, call.id, response)
                 else:
                     await self._reply(put, call.id, await handler(request, context))
-            await put(codec.LinkFrame(reply=end(call.id)))
+            await put(end(call.id))
         except _Aborted as e:
-            await put(codec.LinkFrame(reply=end(call.id, e.code, e.details)))
+            await self._final(put, end(call.id, e.code, e.details))
         except TimeoutError:
-            await put(codec.LinkFrame(reply=end(call.id, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")))
+            await self._final(put, end(call.id, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            return  # the relay or the caller is gone: nobody to answer
         except asyncio.CancelledError:
+            answer.cancel()
             raise
         except Exception as e:  # a bug of ours: the caller gets INTERNAL, this host goes on
             log.exception("relayed %s from %s failed", call.method, call.caller)
-            await put(codec.LinkFrame(reply=end(call.id, grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")))
+            await self._final(put, end(call.id, grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"))
+        finally:
+            if not answer.done():
+                try:
+                    await answer.done_writing()
+                    await asyncio.wait_for(answer, LINK_DEAD)
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError, TimeoutError):
+                    answer.cancel()
+
+    @staticmethod
+    async def _final(put, reply) -> None:
+        try:
+            await put(reply)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            pass
 
     async def _reply(self, put, call_id: int, response) -> None:
         data = response.SerializeToString()
         self.bytes += len(data)
         self.node.count("bytes_via_links", len(data))
-        await put(codec.LinkFrame(reply=codec.RelayedReply(id=call_id, response=data)))
+        await put(codec.RelayedReply(id=call_id, response=data))
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()

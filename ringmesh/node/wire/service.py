@@ -48,8 +48,9 @@ def register(server, servicer: PeerService | LocalService) -> None:
     service, methods = codec.service_methods(servicer.SERVICE)
     handlers = {}
     for name, request, reply, client_streams, streams in methods:
-        if client_streams:  # Link: its handler checks each frame
-            make, handler = grpc.stream_stream_rpc_method_handler, getattr(servicer, name)
+        if client_streams:  # Link, Answer: their handlers check each frame
+            make = grpc.stream_stream_rpc_method_handler if streams else grpc.stream_unary_rpc_method_handler
+            handler = getattr(servicer, name)
         else:
             make = grpc.unary_stream_rpc_method_handler if streams else grpc.unary_unary_rpc_method_handler
             handler = _parsed(servicer, getattr(servicer, name), streams)
@@ -244,6 +245,10 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         """Carry a call to a host linked to this one."""
         async for reply in self.node.relay_hub.relay(request, context):
             yield reply
+
+    async def Answer(self, request_iterator, context):
+        """A linked host's responses to one relayed call."""
+        return await self.node.relay_hub.answer(request_iterator, context)
 
     async def _digest(self, context: _Context, digest: str) -> str:
         try:
