@@ -26,6 +26,14 @@ used (not every kernel has it).
 
 Faults (`loss`, `partition`, `heal`) are iptables rules in the namespaces' own filter tables,
 in chains NETLAB-LOSS and NETLAB-PART jumped to from INPUT.
+
+NAT (`block_inbound`, `unblock_inbound`): a host nobody can dial, as behind a NAT or a firewall
+that only lets replies in. One rule in chain NETLAB-NAT (jumped to from INPUT, first): TCP SYNs
+arriving on `eth0` are dropped (`-p tcp --syn`: SYN set, ACK/RST/FIN clear), so a connection
+*to* the host never opens (the caller's connect times out: dropped, not refused), while the
+host's own connections out work both ways (their SYN-ACKs and later segments pass). Stateless:
+connections open when the block comes keep working. TCP only (ringmesh speaks gRPC over TCP).
+A property of the host rather than a fault: `heal` leaves it in place; `close` removes it.
 """
 
 from __future__ import annotations
@@ -223,6 +231,7 @@ class NetLab:
         self.procs: list[subprocess.Popen] = []
         self.limits: dict[int, dict[str, int | None]] = {}
         self._firewall: set[int] = set()
+        self._nat: set[int] = set()  # hosts whose inbound connections are blocked
         self._loss: dict[tuple[int, int | None], float] = {}  # (receiver, sender or None: anyone) -> p
         self._up = False
         self._closed = False
@@ -305,6 +314,7 @@ class NetLab:
                 _sh(["ip", "link", "del", self.veth(i)], check=False)  # deletes the pair now, not when the netns goes
                 _sh(["ip", "netns", "del", ns], check=False)
             _sh(["ip", "link", "del", self.bridge], check=False)
+            self._nat.clear()
             (REGISTRY / self.tag).unlink(missing_ok=True)
             _live.discard(self)
 
@@ -372,7 +382,7 @@ class NetLab:
     def _chains(self, host: int) -> None:
         if host in self._firewall:
             return
-        for chain in ("NETLAB-LOSS", "NETLAB-PART"):
+        for chain in ("NETLAB-NAT", "NETLAB-LOSS", "NETLAB-PART"):
             self._ipt(host, "-N", chain)
             self._ipt(host, "-A", "INPUT", "-j", chain)
         self._firewall.add(host)
@@ -434,8 +444,32 @@ class NetLab:
                 match = ["-m", "conntrack", "--ctdir", "ORIGINAL"] if one_way else []
                 self._ipt(dst, "-A", "NETLAB-PART", "-s", self.address(s), *match, "-j", "DROP")
 
+    def block_inbound(self, host: int) -> None:
+        """Nobody can dial `host` any more (as behind a NAT): TCP connection attempts arriving at
+        it are dropped; its own connections out, and their replies, still pass. Idempotent."""
+        self._check(host)
+        with self._lock:
+            if host in self._nat:
+                return
+            self._chains(host)
+            self._ipt(host, "-A", "NETLAB-NAT", "-i", "eth0", "-p", "tcp", "--syn", "-j", "DROP")
+            self._nat.add(host)
+
+    def unblock_inbound(self, host: int) -> None:
+        """Undo `block_inbound`: `host` can be dialled again. Idempotent."""
+        self._check(host)
+        with self._lock:
+            if host not in self._nat:
+                return
+            self._ipt(host, "-F", "NETLAB-NAT")
+            self._nat.discard(host)
+
+    def inbound_blocked(self) -> set[int]:
+        """The hosts nobody can dial now (`block_inbound`)."""
+        return set(self._nat)
+
     def heal(self) -> None:
-        """Remove every partition and every loss rule."""
+        """Remove every partition and every loss rule (a `block_inbound` stays)."""
         self._loss.clear()
         for h in sorted(self._firewall):
             self._ipt(h, "-F", "NETLAB-PART")

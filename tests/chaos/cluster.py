@@ -79,6 +79,9 @@ class HostSpec:
     ephemeral: bool = False
     voter: bool | None = None  # None: ringmesh's default (persistent hosts vote)
     paths: tuple[tuple[str, str], ...] = ()  # file type -> destination directory (`hosts.X.paths`)
+    # nobody can dial it (issue 2.4): `nat_blocked: true` + `force_relay_mode: true` in the file, and
+    # its namespace drops inbound connections (NetLab.block_inbound) before its daemon starts
+    nat_blocked: bool = False
 
 
 def standard_hosts(training: int = 2, selfplay: int = 3, spot: int = 3) -> list[HostSpec]:
@@ -151,13 +154,17 @@ class NetCluster:
         timings: dict[str, float] | None = None,
         routing: dict | None = None,
         port: int = PORT,
+        block_nat: bool = True,
     ) -> None:
+        """`block_nat=False`: hosts whose spec says nat_blocked are configured so, but their
+        namespaces are left dialable (a control run: what the config alone changes)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.seed = seed
         self.lab = NetLab(len(specs), prefix=prefix)
         self.hosts = {s.name: Host(s, i, self.root / s.name) for i, s in enumerate(specs)}
         self.port = port
+        self.block_nat = block_nat
         self.config_path = self.root / "distributed_hosts.yaml"
         hosts_doc = {}
         for h in self.hosts.values():
@@ -171,6 +178,9 @@ class NetCluster:
                 d["voter"] = h.spec.voter
             if h.spec.paths:
                 d["paths"] = dict(h.spec.paths)
+            if h.spec.nat_blocked:
+                d["nat_blocked"] = True
+                d["force_relay_mode"] = True
             hosts_doc[h.name] = d
         self.config_path.write_text(
             yaml.safe_dump(
@@ -196,7 +206,7 @@ class NetCluster:
         self.rss: list[tuple[float, str, int, int]] = []  # (s since start, host, life, bytes)
         self._sampler: threading.Thread | None = None
         self._stop_sampler = threading.Event()
-        self.workers: list[Producer] = []  # producers: stopped at close, also when the run failed
+        self.workers: list[Producer | StatusSampler] = []  # stopped at close, also when the run failed
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------
@@ -212,23 +222,41 @@ class NetCluster:
         self.events.append((t, what))
         print(f"[{t:7.2f}s] {what}", flush=True)
 
-    def start(self, timeout: float = 90.0) -> None:
-        """Build the lab, start every host, wait until every host sees every other alive."""
+    def start(self, timeout: float = 90.0, *, bound: float | None = None) -> float:
+        """Build the lab, start every host, wait until every host sees every other alive; returns
+        the seconds that took from the first daemon's start. With `bound`, all of it (every daemon
+        answering, every host seeing every other alive) must happen within `bound` s of that start
+        (check "every host sees every other alive within <bound> s of start")."""
         self.lab.start()
+        t = time.monotonic()
         for name in self.hosts:
             self.start_host(name)
         for name in self.hosts:
-            self.wait_ready(name, timeout)
-        self.wait_members(list(self.hosts), timeout)
+            self.wait_ready(name, timeout if bound is None else max(0.1, bound - (time.monotonic() - t)))
+        if bound is None:
+            self.wait_members(list(self.hosts), timeout)
+        else:
+            self.wait_members(
+                list(self.hosts),
+                max(0.1, bound - (time.monotonic() - t)),
+                check=f"every host sees every other alive within {bound:.0f} s of start",
+            )
+        took = round(time.monotonic() - t, 2)
         self.note(
-            f"{len(self.hosts)} hosts up: "
-            + ", ".join(f"{h.name}={self.lab.address(h.index)}" for h in self.hosts.values())
+            f"{len(self.hosts)} hosts up, every one seeing every other alive after {took} s: "
+            + ", ".join(
+                f"{h.name}={self.lab.address(h.index)}{' (NAT)' if h.spec.nat_blocked else ''}"
+                for h in self.hosts.values()
+            )
         )
+        return took
 
     def start_host(self, name: str) -> None:
         h = self.hosts[name]
         if h.up():
             raise RuntimeError(f"{name} is running")
+        if h.spec.nat_blocked and self.block_nat:
+            self.lab.block_inbound(h.index)  # before the daemon listens; idempotent (a restart, a replacement)
         h.data_dir.mkdir(parents=True, exist_ok=True)
         if h.log not in h.logs:
             h.logs.append(h.log)
@@ -264,7 +292,7 @@ class NetCluster:
 
         return self.wait(ready, timeout, "daemon answers", f"{name} to answer `status`")
 
-    def wait_members(self, names: list[str], timeout: float = 60.0) -> None:
+    def wait_members(self, names: list[str], timeout: float = 60.0, check: str = "membership settles") -> None:
         """Every host of `names` sees every host of `names` alive."""
         want = set(names)
 
@@ -275,7 +303,7 @@ class NetCluster:
                     return False
             return True
 
-        self.wait(seen, timeout, "membership settles", f"every one of {sorted(want)} to see the others alive")
+        self.wait(seen, timeout, check, f"every one of {sorted(want)} to see the others alive")
 
     def _signal(self, name: str, sig: int, expect: int | None, timeout: float) -> int | None:
         h = self.hosts[name]
@@ -353,11 +381,13 @@ class NetCluster:
     def index(self, name: str) -> int:
         return self.hosts[name].index
 
-    def names(self, *, role: str | None = None, ephemeral: bool | None = None) -> list[str]:
+    def names(self, *, role: str | None = None, ephemeral: bool | None = None, nat: bool | None = None) -> list[str]:
         return [
             n
             for n, h in self.hosts.items()
-            if (role is None or h.spec.role == role) and (ephemeral is None or h.spec.ephemeral == ephemeral)
+            if (role is None or h.spec.role == role)
+            and (ephemeral is None or h.spec.ephemeral == ephemeral)
+            and (nat is None or h.spec.nat_blocked == nat)
         ]
 
     def mount_tmpfs(self, path: Path, size: str) -> None:
@@ -707,6 +737,89 @@ def log_problems(path: Path) -> tuple[list[str], int]:
     return problems, ignored
 
 
+# -- sampling views ------------------------------------------------------------------------
+
+
+class StatusSampler(threading.Thread):
+    """Every `interval` s, every running host's `status`: the state it gives each member, the
+    leader it names and whether it acts as leader. Kept for checks the scenario runs later (in
+    its own thread): `unexpected` (a member seen suspect or dead while it was up: a false
+    suspicion or death), `leaders_seen`. A host the run takes down is announced with
+    `expect_down` (before the signal) and `expect_up` (once every host sees it alive again);
+    what anyone says about it, and what it says itself, in between is not held against anyone.
+    Times are seconds since the cluster's start (NetCluster.t0)."""
+
+    def __init__(self, cluster: NetCluster, interval: float = 0.5) -> None:
+        super().__init__(name="status-sampler", daemon=True)
+        self.cluster, self.interval = cluster, interval
+        cluster.workers.append(self)  # stopped at close, also when the run failed
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.rounds = 0
+        self.views = 0  # status documents read
+        # (asked at, answered at, observer, member, state) of every member seen not alive
+        self.not_alive: list[tuple[float, float, str, str, str]] = []
+        self.named_leader: Counter[str] = Counter()  # status["leader"], over every view
+        self.acting_leader: Counter[str] = Counter()  # hosts whose view says they lead (election.is_leader)
+        self.down: dict[str, list[list[float]]] = {}  # host -> [from, until] spans it is expected down
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _now(self) -> float:
+        return time.monotonic() - self.cluster.t0
+
+    def expect_down(self, name: str) -> None:
+        with self.lock:
+            self.down.setdefault(name, []).append([self._now(), float("inf")])
+
+    def expect_up(self, name: str) -> None:
+        with self.lock:
+            spans = self.down.get(name) or [[self._now(), float("inf")]]
+            spans[-1][1] = self._now()
+
+    def _excused(self, name: str, asked: float, answered: float) -> bool:
+        return any(answered >= a and asked < u for a, u in self.down.get(name, []))
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for n in self.cluster.running():
+                asked = self._now()
+                st = self.cluster.status(n)
+                answered = self._now()
+                if st is None:
+                    continue
+                with self.lock:
+                    self.views += 1
+                    if st.get("leader"):
+                        self.named_leader[st["leader"]] += 1
+                    if (st.get("election") or {}).get("is_leader"):
+                        self.acting_leader[n] += 1
+                    for m in st.get("members", []):
+                        if m["name"] != n and m["state"] != "alive":
+                            self.not_alive.append((asked, answered, n, m["name"], m["state"]))
+            self.rounds += 1
+            self.stop_event.wait(self.interval)
+
+    def unexpected(self, members: list[str] | None = None, states: tuple[str, ...] = ("dead",)) -> list[tuple]:
+        """Views of a member (of `members`, default all) in one of `states` while neither it nor
+        the observer was expected down: (asked at, observer, member, state)."""
+        with self.lock:
+            return [
+                (round(a, 2), o, m, st)
+                for a, u, o, m, st in self.not_alive
+                if st in states
+                and (members is None or m in members)
+                and not self._excused(m, a, u)
+                and not self._excused(o, a, u)
+            ]
+
+    def leaders_seen(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(hosts named leader: views, hosts that said they lead: views) over every sample."""
+        with self.lock:
+            return dict(self.named_leader), dict(self.acting_leader)
+
+
 # -- games ---------------------------------------------------------------------------------
 
 
@@ -757,6 +870,9 @@ class Producer(threading.Thread):
         self.stop_event = threading.Event()
         self.acked: dict[tuple[int, int], str] = {}  # (life, seq) -> game_id, fsynced on the origin
         self.durable: set[str] = set()  # game ids the origin reported durable
+        # every game id handed to a daemon, acknowledged or not: a call cut by a SIGKILL may have
+        # been fsynced (and replicated) before its reply was lost, so such a game is not "unknown"
+        self.offered: set[str] = set()
         self.durable_through: dict[int, int] = {}  # life -> highest seq reported durable
         self.errors: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -782,6 +898,8 @@ class Producer(threading.Thread):
                     while not self.stop_event.is_set() and h.life == life and h.up():
                         for _ in range(self.batch):
                             rec = self.factory.make()
+                            with self.lock:
+                                self.offered.add(rec["game_id"])
                             q = mesh.publish_game(CONFIG_KEY, rec["game_id"], rec)  # returns once fsynced
                             with self.lock:
                                 self.acked[(life, q)] = rec["game_id"]
@@ -825,7 +943,7 @@ def game_ids(db: Path) -> tuple[int, set[str]]:
 
 def check_games(cluster: NetCluster, producers: list[Producer], timeout: float, *, fail: bool = True) -> dict[str, int]:
     """Every game an origin reported durable is in every training host's database, exactly once
-    (waiting up to `timeout` s for the pulls); no game there that nobody published; and every
+    (waiting up to `timeout` s for the pulls); no game there that no producer handed to a daemon; and every
     game acknowledged on a host that still runs became durable (`settle` first). Returns the
     counts; `fail=False` reports lost games (durable, yet missing on a training host) in the
     counts instead of failing."""
@@ -833,6 +951,7 @@ def check_games(cluster: NetCluster, producers: list[Producer], timeout: float, 
         p.settle(timeout)
     durable = set().union(*(p.durable for p in producers))
     acked = {g for p in producers for g in p.acked.values()}
+    offered = set().union(*(p.offered for p in producers))  # acked ones and calls cut short
     training = cluster.names(role="training")
     dbs = {n: cluster.hosts[n].data_dir / "games" / f"{CONFIG_KEY}.db" for n in training}
     state: dict[str, Any] = {}
@@ -857,7 +976,7 @@ def check_games(cluster: NetCluster, producers: list[Producer], timeout: float, 
         rows, ids = game_ids(db)
         if rows != len(ids):
             cluster.fail("each game once", f"{n}: {rows} rows for {len(ids)} distinct game ids")
-        extra = ids - acked
+        extra = ids - offered
         if extra:
             cluster.fail(
                 "no unknown game", f"{n} holds {len(extra)} game(s) nobody published, e.g. {sorted(extra)[:3]}"
@@ -877,6 +996,7 @@ def check_games(cluster: NetCluster, producers: list[Producer], timeout: float, 
         "durable": len(durable),
         "lost": len(lost),
         "not_durable_when_their_host_died": len(acked - durable),
+        "unacked_calls_landed": len(set().union(*(game_ids(db)[1] for db in dbs.values())) - acked),
     }
 
 

@@ -13,6 +13,9 @@ choice (which host, which signal, when, which side of a split) comes from random
                where="dest", the model destination (`paths: model:`) is the tmpfs, so the install
                finds no room; where="data_dir", the whole data dir is (manifest store, stream log,
                games database, partial files): the issue's case, which exposes a daemon bug.
+  nat          8 hosts, 3 of them nobody can dial (issue 2.4: `nat_blocked`, inbound connections
+               dropped in their namespaces): they link to relays; games and models flow both
+               ways; a relay is SIGKILLed (they re-link); no false death; the leader is public.
 
 After each: every game reported durable is on every training host exactly once; every eligible
 host holds the newest model byte-identical; one leader; manifests converged within
@@ -26,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,16 +37,19 @@ from typing import Any
 from .cluster import (
     MODEL,
     GameFactory,
+    HostSpec,
     NetCluster,
     Producer,
+    StatusSampler,
     check_games,
     overlapping_leases,
     random_file,
     standard_hosts,
+    wait_until,
 )
 
 MiB, MB = 1 << 20, 1_000_000
-SEEDS = {"spot_storm": 1108, "partition": 2208, "leader_loss": 3308, "disk_full": 4408}
+SEEDS = {"spot_storm": 1108, "partition": 2208, "leader_loss": 3308, "disk_full": 4408, "nat": 5508}
 PARTITION_SECONDS = 30.0  # the issue's 4/4 split: bench/soak.py --scenario partition
 PARTITION_SECONDS_CI = 10.0  # the same split in CI, shortened to keep `make test` within minutes
 CONVERGE_BOUND_S = 20.0  # manifests equal on every host at most this long after a heal
@@ -468,5 +475,415 @@ def disk_full(
     return report
 
 
-SCENARIOS = {"spot_storm": spot_storm, "partition": partition, "leader_loss": leader_loss, "disk_full": disk_full}
+# -- nat -----------------------------------------------------------------------------------
+
+NAT_MODEL_MIB = 4
+MEMBERS_BOUND_S = 30.0  # every host sees every other alive this long after the daemons start
+LINK_BOUND_S = 30.0  # every NAT'd host has its relays this long after membership settled
+RELINK_BOUND_S = 20.0  # a NAT'd host replaces a SIGKILLed relay within this
+DETECT_BOUND_S = 30.0  # every host sees a SIGKILLed host dead within this
+AFTER_KILL_DURABLE_S = 30.0  # games a NAT'd host took after its relay's kill are durable within this
+
+
+def nat_hosts() -> list[HostSpec]:
+    """8 hosts, 3 of them NAT'd self-play producers (nat1 a voter, as persistent hosts are; nat2
+    and nat3 not), 2 public training hosts, 2 public persistent self-play hosts, 1 public spot
+    host. Relay candidates (public, persistent): train1, train2, self1, self2; 5 voters."""
+    return [
+        HostSpec("train1", "training"),
+        HostSpec("train2", "training"),
+        HostSpec("self1"),
+        HostSpec("self2"),
+        HostSpec("spot1", ephemeral=True),
+        HostSpec("nat1", nat_blocked=True),
+        HostSpec("nat2", nat_blocked=True, voter=False),
+        HostSpec("nat3", nat_blocked=True, voter=False),
+    ]
+
+
+def _fresh_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _relay_candidates(c: NetCluster) -> list[str]:
+    """Who a NAT'd host may keep its links to now (core/reach.py): public, persistent, running."""
+    return [n for n in c.running() if not c.hosts[n].spec.nat_blocked and not c.hosts[n].spec.ephemeral]
+
+
+def _check_linked(
+    c: NetCluster, nats: list[str], bound: float, check: str, *, without: str | None = None, required: bool = True
+) -> tuple[float, dict[str, list[str]]] | None:
+    """Every running NAT'd host of `nats` has links up to min(wanted, candidates) relays, all
+    of them candidates (and none `without`), within `bound` s. Returns (seconds, each host's
+    `up`); None when no status has a `links` section and `required` is False (a control run)."""
+    t = time.monotonic()
+    state: dict[str, Any] = {}
+
+    def linked():
+        cands = set(_relay_candidates(c))
+        ups, why = {}, []
+        docs = {n: c.status(n) for n in nats if n in c.running()}
+        if not required and docs and all(d is not None and "links" not in d for d in docs.values()):
+            state["control"] = True  # this daemon reports no links at all: nothing to wait for
+            return True
+        for n in nats:
+            if n not in c.running():
+                continue
+            links = (docs.get(n) or {}).get("links")
+            if links is None:
+                why.append(f"{n}: no `links` in its status")
+                continue
+            up = list(links.get("up") or [])
+            ups[n] = up
+            want = min(int(links.get("wanted") or 3), len(cands))
+            if links.get("nat_blocked") is not True:
+                why.append(f"{n}: links.nat_blocked is {links.get('nat_blocked')!r}")
+            elif without is not None and without in up:
+                why.append(f"{n}: still lists {without} up")
+            elif not set(up) <= cands:
+                why.append(f"{n}: up {up} are not all candidates {sorted(cands)}")
+            elif len(set(up)) != want:
+                why.append(f"{n}: {len(set(up))} relays up {up}, want {want} of {sorted(cands)}")
+        state["why"], state["ups"] = why, ups
+        return not why
+
+    if not wait_until(linked, bound, 0.25):
+        c.fail(check, f"not within {bound:.0f} s: " + "; ".join(state["why"]))
+    if state.get("control"):
+        c.note("no `links` in the NAT'd hosts' status (a control run): link checks skipped")
+        return None
+    took = round(time.monotonic() - t, 2)
+    c.note(f"NAT'd hosts linked after {took} s: {state['ups']}")
+    return took, state["ups"]
+
+
+def _delivery(c: NetCluster, digest: str, since: float, timeout: float, model: str = MODEL) -> dict[str, float]:
+    """Seconds from `since` until each running host's own listing says it holds `digest` of
+    `model` (installed); waits until every one does or `timeout` (check_model judges after)."""
+    held: dict[str, float] = {}
+
+    def all_hold():
+        for n in c.running():
+            if n in held:
+                continue
+            it = next((i for i in (c.ls(n) or {}).get("items", []) if i["name"] == model), None)
+            if it is not None and it["digest"] == digest and n in it["holders"]:
+                held[n] = round(time.monotonic() - since, 2)
+        return set(c.running()) <= set(held)
+
+    wait_until(all_hold, timeout, 0.2)
+    return held
+
+
+def _split_times(c: NetCluster, times: dict[str, float], exclude: str | None = None) -> dict[str, Any]:
+    """Max and per-host delivery seconds, NAT'd hosts vs public ones (the publisher left out)."""
+    out: dict[str, Any] = {}
+    for kind, nat in (("nat", True), ("public", False)):
+        ts = {n: t for n, t in times.items() if c.hosts[n].spec.nat_blocked == nat and n != exclude}
+        out[kind] = {"max_s": max(ts.values(), default=None), "hosts": ts}
+    return out
+
+
+class DeathWatch(threading.Thread):
+    """From the SIGKILL of `victim` on (start it right after), the seconds until each running
+    host sees it dead, polled every 0.1 s alongside whatever else the scenario waits for;
+    `result` waits for the rest of `bound` and fails `check` unless every host did by then."""
+
+    def __init__(self, c: NetCluster, victim: str, bound: float) -> None:
+        super().__init__(name=f"deathwatch-{victim}", daemon=True)
+        self.c, self.victim, self.bound = c, victim, bound
+        self.since = time.monotonic()
+        self.seen: dict[str, float] = {}
+        self.states: dict[str, str | None] = {}
+        self.start()
+
+    def run(self) -> None:
+        def all_see():
+            for n in self.c.running():
+                if n in self.seen:
+                    continue
+                doc = self.c.status(n) or {}
+                m = next((m for m in doc.get("members", []) if m["name"] == self.victim), None)
+                self.states[n] = m and m["state"]
+                if m is not None and m["state"] == "dead":
+                    self.seen[n] = round(time.monotonic() - self.since, 2)
+            return set(self.c.running()) <= set(self.seen)
+
+        wait_until(all_see, self.bound, 0.1)
+
+    def result(self, check: str) -> dict[str, Any]:
+        self.join(max(0.0, self.bound - (time.monotonic() - self.since)) + 10)
+        seen = dict(self.seen)
+        if self.is_alive() or not set(self.c.running()) <= set(seen):
+            self.c.fail(
+                check,
+                f"{self.victim} not seen dead by every host within {self.bound:.0f} s of its SIGKILL: "
+                f"last states {self.states}, seen dead after (s) {seen}",
+            )
+        self.c.note(f"{self.victim} seen dead by every host {max(seen.values())} s after its SIGKILL")
+        return {"first_s": min(seen.values()), "all_s": max(seen.values()), "hosts": seen}
+
+
+def _no_false_death(c: NetCluster, sampler: StatusSampler, nats: list[str], *, suspect_ok: bool) -> dict[str, Any]:
+    """No host seen dead while it was up (by any host that was up); no NAT'd host seen even
+    suspect (unless `suspect_ok`). Public hosts' suspicions are counted, not failed on."""
+    dead = sampler.unexpected(states=("dead",))
+    if dead:
+        c.fail(
+            "no false death",
+            f"{len(dead)} view(s) of a running host as dead, first (s, observer, member): {dead[:8]}; last: {dead[-1]}",
+        )
+    nat_suspect = sampler.unexpected(nats, states=("suspect",))
+    if nat_suspect and not suspect_ok:
+        c.fail(
+            "no NAT'd host suspected",
+            f"{len(nat_suspect)} view(s) of a running NAT'd host as suspect, first (s, observer, member): "
+            f"{nat_suspect[:8]}; last: {nat_suspect[-1]}",
+        )
+    public_suspect = sampler.unexpected([n for n in c.hosts if n not in nats], states=("suspect",))
+    return {
+        "samples": sampler.views,
+        "rounds": sampler.rounds,
+        "nat_suspect_views": len(nat_suspect),
+        "public_suspect_views": len(public_suspect),
+        "public_suspect_first": public_suspect[:3],
+    }
+
+
+def _public_leader(c: NetCluster, sampler: StatusSampler, nats: list[str]) -> dict[str, Any]:
+    named, acting = sampler.leaders_seen()
+    bad = {n: v for n, v in {**named, **acting}.items() if n in nats}
+    if bad:
+        c.fail(
+            "the leader is public",
+            f"a NAT'd host was named leader or acted as one (views): named {named}, acting {acting}",
+        )
+    return {"named": named, "acting": acting}
+
+
+def _taken(c: NetCluster, producers: dict[str, Producer], names: list[str]) -> dict[str, int]:
+    """The highest seq each host's producer has had acknowledged in the host's current life."""
+    out = {}
+    for n in names:
+        p, life = producers[n], c.hosts[n].life
+        with p.lock:
+            out[n] = max((q for lf, q in p.acked if lf == life), default=0)
+    return out
+
+
+def _wait_durable_past(
+    c: NetCluster, producers: dict[str, Producer], taken: dict[str, int], bound: float, check: str
+) -> None:
+    """Each host's stream becomes durable past the seq it had taken (`taken`) within `bound` s."""
+    state: dict[str, Any] = {}
+
+    def durable_past():
+        left = []
+        for n, q in taken.items():
+            p, life = producers[n], c.hosts[n].life
+            with p.lock:
+                through = p.durable_through.get(life, 0)
+            if through <= q:
+                left.append(f"{n}: durable through seq {through}, had taken {q}")
+        state["left"] = left
+        return not left
+
+    if not wait_until(durable_past, bound, 0.25):
+        c.fail(check, f"within {bound:.0f} s: {state.get('left')}")
+
+
+def _cut_link(
+    c: NetCluster,
+    sampler: StatusSampler,
+    nats: list[str],
+    producers: dict[str, Producer],
+    rng: random.Random,
+    *,
+    suspect_ok: bool,
+    linked: bool,
+) -> dict[str, Any]:
+    """Drop every packet between the NAT'd hosts and one of their relays (both ways, processes
+    left running): the NAT'd hosts re-link without it; games stay durable; nobody is seen dead."""
+    relays: dict[str, list[str]] = {}
+    for n in nats:
+        for r in ((c.status(n) or {}).get("links") or {}).get("up") or []:
+            relays.setdefault(r, []).append(n)
+    if not relays:
+        if linked:
+            c.fail("NAT'd hosts linked to their relays", "no NAT'd host lists a relay up before the cut")
+        return {}
+    relay = rng.choice(sorted(relays))
+    taken = _taken(c, producers, nats)
+    c.lab.partition([c.index(relay)], [c.index(n) for n in nats])
+    t_cut = time.monotonic()
+    c.note(f"cut every packet between {relay} and {nats} (relay of {relays[relay]}); processes keep running")
+    out: dict[str, Any] = {"relay": relay, "relay_of": relays[relay]}
+    relinked = _check_linked(
+        c, nats, RELINK_BOUND_S, "NAT'd hosts re-link when a relay's link goes silent", without=relay
+    )
+    if relinked:
+        out["relinked_s"], out["relays_after_cut"] = relinked
+    _wait_durable_past(c, producers, taken, AFTER_KILL_DURABLE_S, "games taken after the link cut become durable")
+    out["durable_after_cut_s"] = round(time.monotonic() - t_cut, 2)
+    out["no_false_death"] = _no_false_death(c, sampler, nats, suspect_ok=suspect_ok)
+    c.lab.heal()
+    c.note("heal the cut")
+    c.wait_members(list(c.hosts), 30, check="every host alive after the cut heals")
+    return out
+
+
+def nat(
+    root: Path,
+    seed: int,
+    *,
+    model_mib: int = NAT_MODEL_MIB,
+    block: bool = True,
+    suspect_ok: bool = False,
+    steady_s: float = 10.0,
+    cut_link: bool = False,
+    prefix: str = "rmch",
+) -> dict[str, Any]:
+    """Issue 2.4: 3 of 8 hosts nobody can dial (`nat_blocked`, their namespaces drop inbound
+    connections). Membership settles; every NAT'd host links to 3 relays; games published on
+    every self-play host (NAT'd ones included) become durable on both training hosts; a model
+    promoted from a public host reaches the NAT'd hosts and one promoted from a NAT'd host the
+    public ones; SIGKILL a relay (public, not the leader, not a training host if possible):
+    the NAT'd hosts re-link, games stay durable, nobody is seen dead falsely; it comes back;
+    SIGKILL a NAT'd host: how long until everyone sees it dead. The leader is public in every
+    sample. `steady_s`: how long the cluster runs under observation before the relay kill (half
+    as long after it rejoins). `block=False`: a control run, NAT'd in the config only (link
+    checks skipped when the daemon reports no links). `cut_link`: also, before the NAT'd host's
+    kill, every packet between the NAT'd hosts and one of their relays is dropped (both ways,
+    no FIN, no RST: a NAT mapping that expired, a middlebox that lost its state) while every
+    host keeps running; the NAT'd hosts must notice the silent link and re-link elsewhere within
+    RELINK_BOUND_S, nobody may be seen dead; then the cut heals.
+
+    Bounds: every host sees every other alive within MEMBERS_BOUND_S of the daemons' start;
+    links up within LINK_BOUND_S; re-linked (the dead relay gone from every `up`, back to
+    min(3, candidates)) within RELINK_BOUND_S of the kill; games taken after the kill durable
+    within AFTER_KILL_DURABLE_S; a SIGKILLed host seen dead by all within DETECT_BOUND_S. No
+    running host is ever seen dead, and no running NAT'd host even suspect (`suspect_ok`
+    relaxes the latter), in any sample (every 0.5 s, every host's view)."""
+    rng = _begin("nat", seed)
+    t_start = time.monotonic()
+    report: dict[str, Any] = {"scenario": "nat", "seed": seed, "blocked": block}
+    factory = GameFactory(root / "templates", seed)
+    with NetCluster(root / "cluster", nat_hosts(), seed=seed, prefix=prefix, block_nat=block) as c:
+        nats = c.names(nat=True)
+        report["nat_hosts"] = nats
+        report["members_alive_s"] = c.start(bound=MEMBERS_BOUND_S)
+        sampler = StatusSampler(c, 0.5)
+        sampler.start()
+        linked = _check_linked(c, nats, LINK_BOUND_S, "NAT'd hosts linked to their relays", required=block)
+        if linked:
+            report["linked_s"], report["relays"] = linked
+        producers = _producers(c, factory, c.names(role="selfplay"), interval=0.5)
+        by_host = {p.host: p for p in producers}
+        for n in nats:
+            _producing(c, by_host[n])
+
+        # a model promoted from a public host reaches the NAT'd hosts ...
+        publisher = rng.choice([n for n in c.names(nat=False) if not c.hosts[n].spec.ephemeral])
+        m1 = random_file(_fresh_dir(root / "v1") / MODEL, model_mib * MiB, rng)
+        t = time.monotonic()
+        d1 = c.publish_model(publisher, m1)["digest"]
+        times = _delivery(c, d1, t, 60)
+        c.check_model(m1, d1, timeout=max(1.0, 60 - (time.monotonic() - t)))
+        report["broadcast_from_public"] = {"from": publisher, **_split_times(c, times, publisher)}
+        # ... and one promoted from a NAT'd host reaches the public ones
+        publisher = rng.choice(nats)
+        m2 = random_file(_fresh_dir(root / "v2") / MODEL, model_mib * MiB, rng)
+        t = time.monotonic()
+        d2 = c.publish_model(publisher, m2)["digest"]
+        times = _delivery(c, d2, t, 60)
+        c.check_model(m2, d2, timeout=max(1.0, 60 - (time.monotonic() - t)))
+        report["broadcast_from_nat"] = {"from": publisher, **_split_times(c, times, publisher)}
+        time.sleep(steady_s)  # the run's length: the cluster works (games, gossip, probes) under observation
+        report["no_false_death_before_kill"] = _no_false_death(c, sampler, nats, suspect_ok=suspect_ok)
+
+        # SIGKILL a relay of the NAT'd hosts
+        leader, _ = c.check_one_leader(30)
+        if leader in nats:
+            c.fail("the leader is public", f"{leader}, NAT'd, leads")
+        relays_now: dict[str, list[str]] = {}
+        for n in nats:
+            up = ((c.status(n) or {}).get("links") or {}).get("up") or []
+            for r in up:
+                relays_now.setdefault(r, []).append(n)
+        if not relays_now and linked:
+            c.fail("NAT'd hosts linked to their relays", "no NAT'd host lists a relay up before the kill")
+        pool = sorted(relays_now) or sorted(_relay_candidates(c))  # a control run: any candidate
+
+        def tier(r: str) -> tuple[bool, bool]:
+            return (r == leader, c.hosts[r].spec.role == "training")
+
+        best = min(tier(r) for r in pool)
+        relay = rng.choice([r for r in pool if tier(r) == best])
+        report["killed_relay"] = {"host": relay, "relay_of": relays_now.get(relay, []), "was_leader": relay == leader}
+        before_kill = _taken(c, by_host, nats)
+        sampler.expect_down(relay)
+        c.kill(relay)
+        t_kill = time.monotonic()
+        watch = DeathWatch(c, relay, DETECT_BOUND_S)
+        relinked = _check_linked(
+            c, nats, RELINK_BOUND_S, "NAT'd hosts re-link after a relay's SIGKILL", without=relay, required=block
+        )
+        if relinked:
+            report["relinked_s"], report["relays_after_kill"] = relinked
+
+        _wait_durable_past(
+            c, by_host, before_kill, AFTER_KILL_DURABLE_S, "games taken after the relay kill become durable"
+        )
+        report["durable_after_kill_s"] = round(time.monotonic() - t_kill, 2)
+        report["detect_public_dead"] = watch.result("a SIGKILLed public host is seen dead")
+        report["no_false_death_relay_kill"] = _no_false_death(c, sampler, nats, suspect_ok=suspect_ok)
+        c.start_host(relay)  # it comes back (same data dir)
+        c.wait_ready(relay)
+        c.wait_members(list(c.hosts), 30, check="the killed relay rejoins")
+        sampler.expect_up(relay)
+        c.note(f"{relay} is back, seen alive by every host")
+        time.sleep(steady_s / 2)  # and a while more with every host up
+
+        if cut_link:
+            report["cut_link"] = _cut_link(c, sampler, nats, by_host, rng, suspect_ok=suspect_ok, linked=bool(linked))
+            time.sleep(steady_s / 2)
+
+        # SIGKILL a NAT'd host: how long until everyone sees it dead
+        victim = rng.choice([n for n in nats if n != publisher])  # keep the NAT'd source of the newest model
+        sampler.expect_down(victim)
+        c.kill(victim)
+        report["detect_nat_dead"] = DeathWatch(c, victim, DETECT_BOUND_S).result("a SIGKILLed NAT'd host is seen dead")
+        report["killed_nat"] = victim
+        report["false_death"] = _no_false_death(c, sampler, nats, suspect_ok=suspect_ok)
+        report["leaders_seen"] = _public_leader(c, sampler, nats)
+        sampler.stop()
+        relayed = {}
+        for n in c.running():
+            counters = (c.status(n) or {}).get("counters") or {}
+            if counters.get("relayed_calls") or counters.get("relayed_bytes"):
+                relayed[n] = {k: counters.get(k, 0) for k in ("relayed_calls", "relayed_bytes")}
+        report["relayed"] = relayed
+        report["refutations"] = {
+            n: ((c.status(n) or {}).get("membership_stats") or {}).get("refutations") for n in nats if n in c.running()
+        }
+        _finish(c, producers, report, model=(m2, d2))
+        if report["leader"][0] in nats:
+            c.fail("the leader is public", f"{report['leader']} at the end")
+        report["games_by_host"] = {p.host: {"produced": len(p.acked), "durable": len(p.durable)} for p in producers}
+        missing = [n for n in nats if not by_host[n].durable]
+        if missing:
+            c.fail("games published on NAT'd hosts are durable", f"no durable game from {missing}")
+        report["events"] = c.events
+    report["wall_s"] = round(time.monotonic() - t_start, 1)
+    return report
+
+
+SCENARIOS = {
+    "spot_storm": spot_storm,
+    "partition": partition,
+    "leader_loss": leader_loss,
+    "disk_full": disk_full,
+    "nat": nat,
+}
 __all__ = ["SCENARIOS", "SEEDS", "seed_for", "PARTITION_SECONDS", "PARTITION_SECONDS_CI", "CONVERGE_BOUND_S"]

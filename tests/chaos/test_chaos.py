@@ -58,3 +58,16 @@ def test_disk_full_at_the_destination_mid_pull(tmp_path):
 def test_disk_full_data_dir_mid_pull(tmp_path):
     r = run("disk_full", tmp_path, where="data_dir")
     assert r["disk_full_failures"] >= 1
+
+
+def test_nat(tmp_path):
+    r = run("nat", tmp_path)
+    assert r["games"]["lost"] == 0 and all(r["games_by_host"][n]["durable"] > 0 for n in r["nat_hosts"])
+    assert r["relinked_s"] <= scenarios.RELINK_BOUND_S
+    assert all(r["killed_relay"]["host"] not in up for up in r["relays_after_kill"].values())
+
+
+def test_nat_silent_link(tmp_path):
+    """Beyond the issue's list: a relay's link goes silent (every packet dropped, no FIN/RST)."""
+    r = run("nat", tmp_path, cut_link=True, steady_s=4.0)
+    assert r["cut_link"]["relinked_s"] <= scenarios.RELINK_BOUND_S and r["games"]["lost"] == 0
