@@ -117,6 +117,11 @@ class NatBlindPeer(Peer):
         super().__init__(me, **kw)
         self.election.nat = frozenset()
 
+    def handle(self, event, now):
+        out = super().handle(event, now)
+        self.election.nat = frozenset()  # nor does it learn it from its own links (LinksChanged)
+        return out
+
 
 def deaf_relays(relays):
     """Relays whose links stay up but carry nothing: every send to a NAT'd host fails."""
