@@ -336,7 +336,27 @@ class RelayedStub:
         self.router, self.target = router, target
 
     async def Deliver(self, request, timeout: float | None = None, metadata=None):
-        return await self._unary("Deliver", request, timeout, metadata)
+        """A protocol message goes through two relays at once (the first answer wins): a relay
+        whose link went silent, and that nobody knows to be bad yet, must not make a probe of the
+        host fail. Protocol messages are small, and the core takes duplicates in its stride; each
+        copy is signed on its own (a copy is no replay)."""
+        routes = self.router.routes(self.target)
+        if len(routes) < 2:
+            return await self._unary("Deliver", request, timeout, metadata)
+        tasks = [
+            asyncio.ensure_future(self._unary("Deliver", request, timeout, metadata, routes=[route]))
+            for route in routes[:2]
+        ]
+        try:
+            for first in asyncio.as_completed(tasks):
+                try:
+                    return await first
+                except (grpc.aio.AioRpcError, RemoteProtocolError) as e:
+                    error = e
+            raise error
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def GetRecipe(self, request, timeout: float | None = None, metadata=None):
         return await self._unary("GetRecipe", request, timeout, metadata)
@@ -347,17 +367,19 @@ class RelayedStub:
     def WatchChunks(self, request, timeout: float | None = None, metadata=None):
         return self._responses("WatchChunks", request, timeout, metadata)
 
-    async def _unary(self, method: str, request, timeout, metadata):
-        got = [r async for r in self._responses(method, request, timeout, metadata)]
+    async def _unary(self, method: str, request, timeout, metadata, routes: list[str] | None = None):
+        got = [r async for r in self._responses(method, request, timeout, metadata, routes)]
         if len(got) != 1:
             raise RemoteProtocolError(f"{self.target}: {len(got)} responses to a relayed {method}")
         return got[0]
 
-    async def _responses(self, method: str, request, timeout, metadata) -> AsyncIterator[Any]:
+    async def _responses(
+        self, method: str, request, timeout, metadata, routes: list[str] | None = None
+    ) -> AsyncIterator[Any]:
         reply_type = self.router.methods[method][1]
         call = self.router.call(self.target, method, request, timeout, metadata)
         tried: list[str] = []
-        for via in self.router.routes(self.target):
+        for via in self.router.routes(self.target) if routes is None else routes:
             answered = False
             try:
                 async for reply in self.router.carry(via, call, timeout):
@@ -596,12 +618,19 @@ class Uplinks:
             if stub is None:
                 raise rpc_error(UNAVAILABLE, "address unknown")
 
-            async def frames():
-                yield codec.LinkFrame(node=self.node.peer.me)
-                while True:
-                    yield await out.get()
+            # written by a task of ours, not from an async generator: gRPC aio closing a request
+            # generator of a failed call can race it (grpc/grpc#29518)
+            rpc = stub.Link()
+            await rpc.write(codec.LinkFrame(node=self.node.peer.me))
 
-            rpc = stub.Link(frames())
+            async def write() -> None:
+                try:
+                    while True:
+                        await rpc.write(await out.get())
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+                    rpc.cancel()  # the read below ends too
+
+            writer = asyncio.create_task(write())
             try:
                 while True:
                     call = await asyncio.wait_for(rpc.read(), LINK_DEAD)
@@ -622,9 +651,12 @@ class Uplinks:
                         serving[call.id] = task
                         task.add_done_callback(partial(_forget, serving, call.id))
             finally:
+                writer.cancel()
                 rpc.cancel()
         except TimeoutError:
             why = f"silent for {LINK_DEAD:.0f} s"
+        except (asyncio.InvalidStateError, grpc.aio.UsageError) as e:
+            why = f"{type(e).__name__} {e}"
         except grpc.aio.AioRpcError as e:
             why = f"{e.code().name} {e.details()}"
         finally:
