@@ -4,7 +4,9 @@ Such a host dials out to `k` relays and everything for it arrives over those lin
 (node/wire/relay.py carries it; the simulator models it). The choice is pure so that the daemon and
 the simulator make the same one:
 
-* Candidates are hosts that can be dialled and stay: not NAT'd, not ephemeral, alive.
+* Candidates are hosts that can be dialled and stay: not NAT'd, not ephemeral, not believed dead
+  (alive or suspect) — and with no link up, any of them: a host with no link hears nothing and
+  soon believes everyone dead.
 * Spread: at most one relay per provider while other providers have candidates left (one
   provider's outage does not cut a NAT'd host off), then the rest by rank.
 * Rank: rendezvous hashing of (host, candidate). Each NAT'd host ranks the candidates

@@ -50,7 +50,7 @@ import msgpack
 
 from ringmesh.core import catalog, reach
 from ringmesh.core.errors import RemoteProtocolError
-from ringmesh.core.membership import ALIVE
+from ringmesh.core.membership import ALIVE, SUSPECT
 from ringmesh.core.messages import LinksChanged
 from ringmesh.node.wire import codec
 from ringmesh.node.wire.tls import CallSigner, CallVerifier, TlsError, peer_identity
@@ -553,9 +553,9 @@ class Uplinks:
         self._published: tuple[str, ...] | None = None
 
     def candidates(self) -> dict[str, str]:
-        """Hosts of the file that can be dialled and stay, not failing now. Our view of who is
-        alive counts only while a link is up: without one nothing reaches us, and we would think
-        everyone dead."""
+        """Hosts of the file that can be dialled and stay, not failing now, and not believed dead.
+        Our view counts only while a link is up: without one nothing reaches us, and we would think
+        everyone dead (the simulator's nat sweep found a host that never linked again that way)."""
         me, cfg = self.node.peer.me, self.node.peer.config
         now = time.monotonic()
         view = self.node.peer.membership.view
@@ -567,7 +567,7 @@ class Uplinks:
             and name not in cfg.nat
             and not host.ephemeral
             and not catalog.relays_of(self.node.peer.manifest, name)
-            and (not self.up or view(name) == ALIVE)
+            and (not self.up or view(name) in (ALIVE, SUSPECT))
             and not self._backing_off(name, now)
         }
 
