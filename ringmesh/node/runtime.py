@@ -64,9 +64,10 @@ from ringmesh.node.view import NodeView
 from ringmesh.node.wire import codec
 from ringmesh.node.wire.health import Health
 from ringmesh.node.wire.links import SERVER_OPTIONS, Links
-from ringmesh.node.wire.relay import Reachability, RelayHub, RelayRouter, Uplinks
+from ringmesh.node.wire.relay import RelayHub, RelayRouter
 from ringmesh.node.wire.service import LocalService, PeerService, register
 from ringmesh.node.wire.tls import PLAINTEXT_WARNING, load_node, server_credentials
+from ringmesh.node.wire.uplinks import Reachability, Uplinks
 from ringmesh.ops import statusreport
 from ringmesh.ops.logs import about
 from ringmesh.ops.metrics import MetricsServer, listen_setting
@@ -228,7 +229,7 @@ class Daemon:
         self.spawn(self.uplinks.run())
 
     async def _watch_reachability(self, service: PeerService) -> None:
-        """Link out once this host finds nobody can dial it (`relay.Reachability`'s rule)."""
+        """Link out once this host finds nobody can dial it (`uplinks.Reachability`'s rule)."""
         while not self.reachability.unreachable():
             await asyncio.sleep(min(5.0, self.reachability.after / 4))
         log.warning(

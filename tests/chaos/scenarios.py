@@ -767,7 +767,7 @@ def nat(
     counted for NAT'd and public hosts alike (`nat_suspect_views`, `public_suspect_views`); with
     `suspect_ok=False` a NAT'd host's is a failure. The default allows them: on a 2-core machine
     running 8 daemons, probes with the 0.4 s timeout time out now and then for public hosts just as
-    for NAT'd ones (measured: 40 public and 31 NAT'd suspect views in one run), and SWIM's
+    for NAT'd ones (`pytest tests/chaos/test_chaos.py -k test_nat -s` prints both counts), and SWIM's
     suspicion exists to absorb exactly that; what the issue forbids is a false death."""
     rng = _begin("nat", seed)
     t_start = time.monotonic()

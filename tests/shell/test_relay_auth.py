@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringmesh.node.wire import codec
-from ringmesh.node.wire.relay import RelayRouter, Uplinks, signed_bytes
+from ringmesh.node.wire.relay import RelayRouter, signed_bytes
 from ringmesh.node.wire.tls import TlsError, init_ca, issue, load_node
+from ringmesh.node.wire.uplinks import Uplinks
 
 
 @pytest.fixture(scope="module")
