@@ -238,6 +238,16 @@ class FileStored:
 
 
 @_frozen
+class FileDamaged:
+    """This host's copy of a version is no longer that version: a chunk failed verification
+    (scrub, or a read to serve it) or the file changed behind our back. The core retracts the
+    holding at once; the planner pulls the version again if the router still places it here."""
+
+    item: ItemKey
+    digest: str
+
+
+@_frozen
 class TransferFailed:
     item: ItemKey
     digest: str
@@ -347,6 +357,7 @@ Event = Union[
     SendFailed,
     FilePublished,
     FileStored,
+    FileDamaged,
     TransferFailed,
     DiskMeasured,
     LinksChanged,

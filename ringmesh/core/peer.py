@@ -45,6 +45,7 @@ from .messages import (
     Effect,
     Envelope,
     Event,
+    FileDamaged,
     FilePublished,
     FileStored,
     FileVersion,
@@ -131,6 +132,7 @@ class Peer:
         )
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
+        self.repairing: set[tuple[ItemKey, str]] = set()  # versions our copy of went bad, until stored again
         ephemeral = bool(self.node_record.get("ephemeral", me in config.ephemeral))
         self.replication = Replication(
             me,
@@ -216,6 +218,8 @@ class Peer:
                 return self._on_published(event, now)
             case FileStored():
                 return self._on_stored(event, now)
+            case FileDamaged():
+                return self._on_damaged(event, now)
             case TransferFailed():
                 self.transfers.failed(event.item, event.digest, now)
                 return self._not_pulling(event.item, now) + self._plan_transfers(now)
@@ -572,6 +576,7 @@ class Peer:
         return [self._persist(changes, now)] + self._plan_transfers(now) + self._lead(now)
 
     def _on_stored(self, ev: FileStored, now: float) -> list[Effect]:
+        self.repairing.discard((ev.item, ev.digest))
         v = self.transfers.finished(ev.item, ev.digest)
         if v is None:
             v = next(
@@ -585,6 +590,18 @@ class Peer:
         maybe = [self.manifest.delete(catalog.pulling_key(ev.item), self.clock.now(now))]
         if v is not None and catalog.holdings(self.manifest, self.me).get(ev.item) != ev.digest:
             maybe.append(self.manifest.put(catalog.holding_key(ev.item), catalog.encode_holding(v)))
+        changes = [c for c in maybe if c is not None]
+        return ([self._persist(changes, now)] if changes else []) + self._plan_transfers(now)
+
+    def _on_damaged(self, ev: FileDamaged, now: float) -> list[Effect]:
+        """Our copy of a version is bad: no longer a holder of it (nobody asks us for it, and
+        durability counts one copy fewer); the planner pulls it again if it is placed here,
+        CRITICAL while the good copies elsewhere are fewer than `min_copies` (`priority_of`)."""
+        self.repairing.add((ev.item, ev.digest))
+        self.transfers.retry_now(ev.item, ev.digest)
+        maybe = []
+        if catalog.holdings(self.manifest, self.me).get(ev.item) == ev.digest:
+            maybe.append(self.manifest.delete(catalog.holding_key(ev.item), self.clock.now(now)))
         changes = [c for c in maybe if c is not None]
         return ([self._persist(changes, now)] if changes else []) + self._plan_transfers(now)
 
@@ -685,8 +702,13 @@ class Peer:
         return ([self._persist(changes, now)] if changes else []) + effects
 
     def priority_of(self, v: FileVersion) -> Priority:
-        if (v.item, v.digest) in self._in_force():
+        key = (v.item, v.digest)
+        if key in self._in_force():
             return Priority.CRITICAL  # a broadcast in force
+        if key in self.repairing:
+            good = [h for h in catalog.holders(self.manifest).get(key, []) if h != self.me]
+            if len(good) < self.config.min_copies:
+                return Priority.CRITICAL  # repairing a version with too few good copies left
         return self.priorities.get(catalog.config_key_of(v) or "", Priority.parse(self.config.pull_priority))
 
     # -- broadcast ---------------------------------------------------------------------------

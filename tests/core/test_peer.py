@@ -16,6 +16,7 @@ from ringmesh.core.manifest import MIN_BUDGET, OriginDigest
 from ringmesh.core.messages import (
     CancelTransfer,
     Envelope,
+    FileDamaged,
     FilePublished,
     FileStored,
     ItemKey,
@@ -437,3 +438,60 @@ def test_a_pull_is_announced_while_it_runs_and_retracted_when_it_fails():
     assert catalog.holders(m.peers["a"].manifest, keys.PULLING) == {(ITEM, D1): ["b"]}
     m.event("b", TransferFailed(item=ITEM, digest=D1, reason="source gone"))
     assert catalog.holders(b.manifest, keys.PULLING) == {}
+
+
+# -- a copy that went bad ------------------------------------------------------------------------
+
+
+def trio(**config) -> Mesh:
+    m = Mesh(*(peer(n, [o for o in "abc" if o != n], i, **config) for i, n in enumerate("abc")))
+    m.start()
+    return m
+
+
+def test_a_damaged_copy_is_no_longer_held_and_is_pulled_again_from_a_good_holder():
+    m = trio(min_copies=3)
+    m.event("a", published())
+    for _ in range(3):
+        m.tick()
+    for n in "bc":
+        m.event(n, FileStored(item=ITEM, digest=D1))
+    for _ in range(3):
+        m.tick()
+    assert catalog.holders(m.peers["a"].manifest)[(ITEM, D1)] == ["a", "b", "c"]
+    pulls_before = len(m.of("b", StartTransfer))
+    out = m.event("b", FileDamaged(item=ITEM, digest=D1))
+    written = [f for e in out if isinstance(e, Persist) for ch in e.changes for f in ch.upserts]
+    assert [f.tombstone for f in written if f.key == catalog.holding_key(ITEM)] == [True]
+    (start,) = [e for e in out if isinstance(e, StartTransfer)]  # at once: no back-off, no gossip round
+    assert set(start.sources) == {"a", "c"} and "b" not in start.sources
+    assert start.priority == "critical"  # two good copies left, three wanted
+    assert len(m.of("b", StartTransfer)) == pulls_before + 1
+    for _ in range(3):
+        m.tick()
+    assert catalog.holders(m.peers["a"].manifest)[(ITEM, D1)] == ["a", "c"]  # nobody asks b for it
+    m.event("b", FileStored(item=ITEM, digest=D1))
+    for _ in range(3):
+        m.tick()
+    assert catalog.holders(m.peers["c"].manifest)[(ITEM, D1)] == ["a", "b", "c"]
+    assert m.peers["b"].repairing == set()
+
+
+def test_a_repair_with_enough_good_copies_left_keeps_its_usual_class():
+    m = trio(min_copies=1)
+    m.event("a", published())
+    for _ in range(3):
+        m.tick()
+    for n in "bc":
+        m.event(n, FileStored(item=ITEM, digest=D1))
+    for _ in range(3):
+        m.tick()
+    out = m.event("b", FileDamaged(item=ITEM, digest=D1))
+    (start,) = [e for e in out if isinstance(e, StartTransfer)]
+    assert start.priority == "normal"
+
+
+def test_damage_to_a_version_we_do_not_hold_changes_nothing():
+    m = trio()
+    m.event("a", published())
+    assert [e for e in m.event("c", FileDamaged(item=ITEM, digest=D2)) if isinstance(e, Persist)] == []
