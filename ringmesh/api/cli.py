@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from datetime import datetime, timezone
 
 from ringmesh.config import ConfigError, load_config
@@ -241,6 +242,32 @@ def _demo(args) -> int:
     return run_demo(nodes=args.nodes, file_size=args.file_size, as_json=args.json, keep=args.keep)
 
 
+def _scrub(args) -> int:
+    """Show the scrub; with --now, have it verify everything (or --item ...) now and follow it."""
+    from ringmesh.api.client import LocalClient
+    from ringmesh.ops.progress import Progress
+    from ringmesh.ops.statusview import scrub_lines
+
+    with LocalClient(args.data_dir) as c:
+        doc = c.control("scrub", items="\n".join(args.item)) if args.now else c.get("scrub")
+        if args.now:
+            deadline = time.monotonic() + args.timeout if args.timeout else None
+            with Progress("scrubbing", total=doc["requested"]["bytes"]) as bar:
+                while doc["requested"]["left"]:
+                    if deadline is not None and time.monotonic() > deadline:
+                        print(f"ringmesh: scrub not finished after {args.timeout:g} s; it goes on", file=sys.stderr)
+                        return 1
+                    time.sleep(0.2)  # polling a report on a human's terminal, not synchronisation
+                    doc = c.get("scrub")
+                    cur = doc["current"]
+                    bar.update(doc["requested"]["done_bytes"] + (cur["done"] if cur else 0))
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print("\n".join(scrub_lines(doc)))
+    return 1 if doc["unrepaired"] else 0
+
+
 def _config_check(args) -> int:
     from ringmesh.ops.configcheck import run_check
 
@@ -350,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-skew", type=float, default=1.0, help="clock skew that fails the check, s (default 1)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_doctor)
+
+    s = sub.add_parser("scrub", help="verify what this host keeps at rest; --now: everything (or --item) now")
+    s.add_argument("--now", action="store_true", help="verify now, with a progress bar, and print what it found")
+    s.add_argument("--item", action="append", default=[], help="TYPE/NAME, 'games' or 'manifest' (repeatable)")
+    s.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_scrub)
 
     s = sub.add_parser("sync", help="plan transfers now; with --config-key, move that config's data to the front")
     s.add_argument("--config-key", help="e.g. hex8_2p")

@@ -37,9 +37,11 @@ from ringmesh.config.values import (  # noqa: F401  (ConfigError, parse_rate, fo
     _HOSTPORT,
     BUILTIN,
     BUILTIN_MB_PER_S,
+    BUILTIN_SCRUB_RATE,
     MB,
     ConfigError,
     TlsPaths,
+    _changed_files,
     _err,
     _expand_tls,
     _names,
@@ -192,6 +194,11 @@ class ClusterConfig:
     tls: TlsPaths | None = None  # `ringmesh.tls` as written ('{node}' not expanded); None: plaintext
     metrics_listen: str | None = None  # `ringmesh.metrics_listen`: HOST:PORT for /metrics (port 0: any); None: off
     log_json: bool = False  # `ringmesh.log_json`: one JSON object per log line
+    scrub_bytes_per_s: int = BUILTIN_SCRUB_RATE  # `ringmesh.scrub_rate`
+    changed_files: Mapping[str, str] = field(default_factory=lambda: {"*": "keep"})  # file type -> keep | adopt
+
+    def changed_files_mode(self, file_type: str) -> str:
+        return self.changed_files.get(file_type, self.changed_files.get("*", "keep"))
 
     def members(self) -> dict[str, HostConfig]:
         """The hosts ringmesh runs on: active ones with an address."""
@@ -213,6 +220,10 @@ TIMINGS = {
     "broadcast_reorder_seconds": (5.0, 0.1, 3600),  # a broadcasting leader orders laggards again this often
     # a host no peer's call reached for this long, while peers answered its own, links out (relay.py)
     "unreachable_after_seconds": (30.0, 1.0, 3600),
+    # every held file, game segment and the manifest is re-verified this often (node/scrub.py)
+    "scrub_interval_seconds": (86400.0, 1.0, 365 * 86400),
+    # installed files are checked this often for changes behind ringmesh's back (size, mtime)
+    "rescan_seconds": (60.0, 0.1, 86400),
 }
 
 # setting -> (file key under sync_routing, default, env names (later wins), lo, hi, integer)
@@ -315,6 +326,8 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         "log_json",
         "roles",
         "port",
+        "scrub_rate",
+        "changed_files",
     }
     for k in own:
         if k not in own_keys:
@@ -469,6 +482,10 @@ def parse_config(doc: Any, path: str = "<config>", env: Mapping[str, str] | None
         log_json=own.get("log_json", False),
         not_used=tuple(not_used),
         unread=tuple(sorted(unread)),
+        scrub_bytes_per_s=parse_rate(path, "ringmesh.scrub_rate", own["scrub_rate"])
+        if "scrub_rate" in own
+        else BUILTIN_SCRUB_RATE,
+        changed_files=_changed_files(path, "ringmesh.changed_files", own.get("changed_files")),
         **settings,
     )
 

@@ -15,6 +15,7 @@ from ringmesh.core.errors import RingmeshError
 
 BUILTIN_MB_PER_S = 20
 MB = 1_000_000
+BUILTIN_SCRUB_RATE = 4 * MB  # bytes/s of disk a scrub reads (node/scrub.py): a budget of its own
 MAX_RATE_BYTES_PER_S = 10**12  # 1 TB/s: anything above is a unit mistake
 BUILTIN = "built-in default"
 _HOSTPORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
@@ -158,6 +159,29 @@ def _paths(path: str, key: str, v: Any, warnings: list[str]) -> dict[str, str]:
             raise _err(path, f"{key}.{t}", "a directory path (a non-empty string)", d)
         else:
             out[t] = d
+    return out
+
+
+CHANGED_FILE_MODES = ("keep", "adopt")
+
+
+def _changed_files(path: str, key: str, v: Any) -> dict[str, str]:
+    """What to do with an installed file changed behind ringmesh's back, per file type ("*": the
+    rest): `keep` (retract the holding, move the file aside untouched, pull the version again
+    if it is still placed here) or `adopt` (publish the changed file as a new version)."""
+    if v is None:
+        return {"*": "keep"}
+    if isinstance(v, str):
+        v = {"*": v}
+    if not isinstance(v, dict):
+        raise _err(path, key, "keep | adopt, or a mapping of file type ('*': the rest) to keep | adopt", v)
+    out = {"*": "keep"}
+    for t, mode in v.items():
+        if t != "*" and t not in FILE_TYPES:
+            raise _err(path, f"{key}.{t}", f"a file type ({' | '.join(FILE_TYPES)}) or '*'", t)
+        if mode not in CHANGED_FILE_MODES:
+            raise _err(path, f"{key}.{t}", " | ".join(CHANGED_FILE_MODES), mode)
+        out[str(t)] = mode
     return out
 
 

@@ -54,10 +54,12 @@ from ringmesh.core.messages import (
 from ringmesh.core.peer import Peer
 from ringmesh.node.backup import Backups
 from ringmesh.node.files.executor import Transfers
+from ringmesh.node.files.integrity import Integrity
 from ringmesh.node.files.store import FileStore
 from ringmesh.node.files.throttle import EGRESS_ENV, INGRESS_ENV, Throttle, rate_setting
 from ringmesh.node.games.executor import GameStreams
 from ringmesh.node.games.games import Games
+from ringmesh.node.scrub import Scrubber
 from ringmesh.node.state import DataDirBusy, DataDirLock, Store
 from ringmesh.node.telemetry import OUT, Telemetry
 from ringmesh.node.view import NodeView
@@ -147,6 +149,7 @@ class Daemon:
         self.store = await self.in_store(Store, self.data_dir)
         files = await asyncio.to_thread(FileStore, self.data_dir, self.host.paths)
         self.transfers = Transfers(self, files, self.ingress)
+        self.integrity = await asyncio.to_thread(Integrity, self, files)
         games = await self.in_store(
             lambda: Games(
                 self.data_dir, consume=self.host.role in ("training", "backup"), games_dir=self.host.games_dir
@@ -212,6 +215,9 @@ class Daemon:
         await self._interpret(self.peer.start(time.time()))
         self._driver = asyncio.create_task(self._drive())
         self.spawn(self._measure_disk())
+        self.scrubber = Scrubber(self)
+        self.spawn(self.scrubber.run())
+        self.spawn(self.integrity.rescan())
         self.backups = Backups(self)
         self.games.start()
         if self.host.nat_blocked:  # nobody can dial us: keep links to relays
@@ -289,6 +295,7 @@ class Daemon:
             h.cancel()
         self.egress.close()
         self.ingress.close()
+        self.scrubber.close()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(self._driver, *self._tasks, self.transfers.close(), return_exceptions=True)

@@ -48,6 +48,9 @@ def _u64(x: int) -> int:
 class Store:
     def __init__(self, data_dir: str | Path) -> None:
         self.path = Path(data_dir) / "state.db"
+        self._open()
+
+    def _open(self) -> None:
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -103,6 +106,70 @@ class Store:
             if db.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL at COMMIT):
                 db.execute("ROLLBACK")  # a second ROLLBACK would raise and hide the error that matters
             raise
+
+    # -- scrub -----------------------------------------------------------------------------
+
+    def scrub(self, expected: dict[str, OriginState]) -> list[str]:
+        """What is wrong with the store on disk: SQLite's own check, then every origin and fact
+        against `expected`, the manifest in memory when this job was queued. The store thread
+        writes in the order the core produced the changes, so the disk may lag memory but never
+        lead it: a fact on disk that memory lacks, holds older or holds with other bytes (at the
+        same counter) is damage."""
+        try:
+            problems = [r[0] for r in self.db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            if problems:
+                return problems[:20]
+            on_disk = self.load()
+        except sqlite3.DatabaseError as e:
+            return [f"unreadable: {e}"]
+        for origin, st in sorted(on_disk.items()):
+            mem = expected.get(origin)
+            if mem is None:
+                problems.append(f"origin {origin!r} is not in memory")
+                continue
+            if (st.incarnation, st.max_counter) > (mem.incarnation, mem.max_counter) or st.floor > mem.floor:
+                problems.append(f"origin {origin!r}: ahead of memory")
+            elif st.incarnation == mem.incarnation:
+                for key, f in st.facts.items():
+                    m = mem.facts.get(key)
+                    if m is None and f.counter > mem.floor:
+                        problems.append(f"{origin}: {key!r} is not in memory")
+                    elif m is not None and (f.counter > m.counter or (f.counter == m.counter and f != m)):
+                        problems.append(f"{origin}: {key!r} differs from memory")
+            if len(problems) >= 20:
+                break
+        return problems
+
+    def rewrite(self, states: dict[str, OriginState], hlc: int, vote: tuple[int, str | None]) -> Path:
+        """Write `states` (the manifest in memory) into a fresh store that replaces this one; the
+        damaged one is kept beside it (`state.db.corrupt-<time>`, returned) for a post-mortem."""
+        fresh = self.path.with_name("state.db.rewrite")
+        fresh.unlink(missing_ok=True)
+        new = Store.__new__(Store)
+        new.path = fresh
+        new._open()
+        changes = tuple(
+            OriginChange(o, st.incarnation, st.heartbeat, st.max_counter, st.floor, True, tuple(st.facts.values()), ())
+            for o, st in states.items()
+        )
+        new.apply(changes, hlc)
+        new.save_vote(*vote)
+        new.db.close()
+        self.db.close()
+        aside = self.path.with_name(f"state.db.corrupt-{int(time.time())}")
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + suffix))
+        os.replace(self.path, aside)
+        os.replace(fresh, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._open()
+        return aside
 
 
 LOCK_NAME = "lock"

@@ -127,6 +127,11 @@ class NodeView:
     def progress(self, digest: str) -> Progress | None:
         return self._node.transfers.pulling.get(digest)
 
+    # data at rest
+    def scrub(self) -> dict[str, Any]:
+        """The scrub's schedule and progress, and every damage found (`node/scrub.py`)."""
+        return self._node.scrubber.status()
+
     # games
     @property
     def games(self) -> Games:

@@ -8,6 +8,8 @@ One line per check, `ok`, `warn` or `FAIL`; exit status 1 if any check failed, e
   daemon        whether a daemon holds the data dir (its pid) and answers on its socket; FAIL
                 while its protocol core raised in the last 10 minutes (warn for older ones)
   disk          use of the data dir's file system against this host's cap (FAIL above it)
+  at rest       the scrub's findings: FAIL while a corruption found here is not repaired (the
+                damaged copy is not served meanwhile); the last full scrub otherwise
   links         a host nobody can dial (nat_blocked): the daemon's dial-out links to relays; FAIL
                 with none up (nothing reaches this host), warn with fewer than it wants
   peer X        every other host of the config: the standard gRPC health check on its address,
@@ -271,6 +273,21 @@ def _clock(results: list[dict[str, Any]], max_skew: float) -> Check:
     return Check(OK, "clock", text, data)
 
 
+def _at_rest(st: dict[str, Any] | None) -> Check:
+    """What the scrub and the serve-time checks found here, as the daemon reports it."""
+    if st is None or "scrub" not in st:
+        return Check(WARN, "at rest", "no daemon answers: the scrub's findings are unknown")
+    sc = st["scrub"]
+    open_ = sc["unrepaired"]
+    found = sum(sc["found"].values())
+    if open_:
+        names = ", ".join(f"{d['name']} ({d['kind']}: {d['detail']})" for d in open_[:3])
+        return Check(FAIL, "at rest", f"{len(open_)} damaged cop(y/ies) not repaired yet: {names}", sc)
+    last = sc.get("last_full_scrub")
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last)) if last else "not finished yet"
+    return Check(OK, "at rest", f"last full scrub {when}; {found} damage(s) found, all repaired", sc)
+
+
 def run_checks(
     config: str, node: str, data_dir: str | Path, *, deadline: float = 3.0, max_skew: float = 1.0
 ) -> list[Check]:
@@ -284,7 +301,8 @@ def run_checks(
     checks.append(_disk(data_dir, host))
     members = c.members()
     nat = sorted(n for n, h in members.items() if h.nat_blocked and n != node)
-    st = _status(data_dir) if nat or host.nat_blocked else None
+    st = _status(data_dir)
+    checks.append(_at_rest(st))
     if host.nat_blocked:
         checks.append(_links(st))
     checks += [_unreachable_peer(n, st) for n in nat]

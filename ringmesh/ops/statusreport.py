@@ -80,6 +80,7 @@ def status(view: NodeView) -> dict[str, Any]:
         "links": view.links(),
         "disk": view.disk,
         "blocked_items": view.blocked_items(),
+        "scrub": view.scrub(),
         "backups": core.backups(),
         "events": list(view.events),
         "broadcasts": core.broadcasts(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 _STYLES = {"ok": "32", "warn": "33", "bad": "31", "dim": "2", "bold": "1", "head": "1;36"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -282,6 +282,12 @@ def render(
             + "; ".join(f"{h}: {why}" for h, why in sorted(b["left_out"].items()))
         )
 
+    # -- data at rest ------------------------------------------------------------------------
+    sc = st.get("scrub")
+    if sc:
+        section("AT REST", "scrub and serve-time checks")
+        out += ["  " + line for line in scrub_lines(sc, paint, now)]
+
     # -- transfers ---------------------------------------------------------------------------
     transfers = st.get("transfers") or []
     section("TRANSFERS", f"{len(transfers)} pull(s) under way here")
@@ -341,3 +347,30 @@ def render(
             paint,
         )
     return "\n".join(out) + "\n"
+
+
+def scrub_lines(
+    sc: dict[str, Any], paint: Callable[[str, str | None], str] | None = None, now: float | None = None
+) -> list[str]:
+    """The scrub's report (`ringmesh scrub`, the status's AT REST section)."""
+    paint = paint or (lambda text, style: text)
+    now = time.time() if now is None else now
+    last = sc.get("last_full_scrub")
+    verified = sc["bytes_verified"]
+    out = [
+        f"last full scrub {duration(now - last) + ' ago' if last else 'not finished yet'}, every "
+        f"{duration(sc['interval_seconds'])} at {size(sc['rate_bytes_per_s'])}/s; verified "
+        + ", ".join(f"{size(verified[w])} of {w}" for w in ("files", "games", "manifest"))
+    ]
+    cur = sc.get("current")
+    if cur:
+        out.append(f"now verifying {cur['name']}  {bar(cur['done'], cur['size'] or 1)}")
+    found, repaired = sc["found"], sc["repaired"]
+    out.append(
+        "damage found/repaired: " + ", ".join(f"{w} {found[w]}/{repaired[w]}" for w in ("files", "games", "manifest"))
+    )
+    for d in sc["unrepaired"]:
+        out.append(paint(f"DAMAGED {d['what']} {d['name']} {d['digest'][:12]}: {d['kind']}, {d['detail']}", "bad"))
+    if sc.get("below_min_copies"):
+        out.append(paint("fewer good copies than min_copies: " + ", ".join(sc["below_min_copies"]), "bad"))
+    return out

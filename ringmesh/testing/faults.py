@@ -12,24 +12,36 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from ringmesh.node.files import store
+from ringmesh.node.wire import service
 
 
 def lying_holder() -> None:
-    """Every chunk this host serves has its first byte flipped; what it pulls, it verifies as usual."""
+    """Every chunk this host serves has its first byte flipped on the way out, after its own
+    check passed (a bad NIC, a bad RAM stick); what it pulls, it verifies as usual."""
+    real = service.frames
 
-    def lying(read: Callable[..., bytes]) -> Callable[..., bytes]:
-        def read_flipped(*args, **kwargs) -> bytes:
-            data = read(*args, **kwargs)
-            return bytes([data[0] ^ 0xFF]) + data[1:] if data else data
+    def flipped(index: int, data: bytes) -> list[tuple[int, int, bytes]]:
+        out = real(index, data)
+        if out and out[0][2]:
+            idx, off, part = out[0]
+            out[0] = (idx, off, bytes([part[0] ^ 0xFF]) + part[1:])
+        return out
 
-        return read_flipped
-
-    store.FileStore.read_chunk = lying(store.FileStore.read_chunk)  # type: ignore[method-assign]
-    store.Partial.read = lying(store.Partial.read)  # type: ignore[method-assign]
+    service.frames = flipped
 
 
-FAULTS: dict[str, Callable[[], None]] = {"lying-holder": lying_holder}
+def unchecked_serve() -> None:
+    """Chunks are served as read, without the serve-time check (the baseline of its cost in
+    `bench/at_rest.py`)."""
+    from ringmesh.node.files.store import FileStore
+
+    def read(self, item, digest, index, size, chunk_size):
+        return FileStore.read_chunk(self, item, index, size, chunk_size)
+
+    FileStore.read_verified = read  # type: ignore[method-assign]
+
+
+FAULTS: dict[str, Callable[[], None]] = {"lying-holder": lying_holder, "unchecked-serve": unchecked_serve}
 
 
 def launcher(*faults: str) -> tuple[str, ...]:

@@ -42,6 +42,8 @@ def test_pull_from_three_holders_with_one_corrupting(tmp_path):
         got = [line for line in log.splitlines() if "got npz/hex8_2p.npz" in line]
         assert got and "node1" in got[-1] and "node3" in got[-1], got
         assert "node2" not in got[-1].split(" from ")[-1], "the corrupting holder delivered nothing that counted"
+        assert _status(c, "node4")["counters"]["sources_distrusted"] == 1  # asked once, then left alone
+        assert "not asked for it again until it advertises its copy anew" in log
     finally:
         codes = c.stop_all()
         assert all(code in (0, None) for code in codes.values())

@@ -36,6 +36,8 @@ class Transfers:
             tuple[ItemKey, str], tuple[asyncio.Task, FileVersion, float]
         ] = {}  # -> (task, version, started)
         self.pulling: dict[str, Progress] = {}  # digest -> a pull under way, served to peers
+        #: (source, digest) -> the counters of its holding and pulling facts when it sent a bad chunk
+        self.distrusted: dict[tuple[str, str], tuple[int, int]] = {}
 
     def start(self, e: StartTransfer) -> None:
         self.running[(e.version.item, e.version.digest)] = (
@@ -74,6 +76,7 @@ class Transfers:
                 stored=lambda: node.submit(FileStored(item=v.item, digest=v.digest)),
                 me=peer.me,
                 received=lambda source, n: node.telemetry.chunks(source, IN, n),
+                distrust=lambda source: self.distrust(source, v),
             )
         except (RingmeshError, OSError) as e:
             self.running.pop(key, None)
@@ -85,6 +88,7 @@ class Transfers:
             node.submit_nowait(TransferFailed(item=v.item, digest=v.digest, reason=str(e)))
             return
         started = self.running.pop(key, (None, None, time.time()))[2]
+        node.integrity.stored(v.item, v.digest)
         node.count("transfers_done")
         node.telemetry.transfer(peer.priority_of(v).label, "done")
         node.count("bytes_received", got.fetched_bytes)
@@ -102,15 +106,46 @@ class Transfers:
         )
 
     def sources_of(self, v: FileVersion) -> tuple[list[str], list[str]]:
-        """Healthy peers holding `v` whole, and healthy peers in the middle of it."""
+        """Healthy peers holding `v` whole, and healthy peers in the middle of it; not those
+        that sent us a bad chunk of it, until they advertise their copy anew."""
         peer, now, key = self.node.peer, time.time(), (v.item, v.digest)
-        ok = [h for h in catalog.holders(peer.manifest).get(key, []) if h != peer.me and peer.healthy(h, now)]
-        mid = [
-            h
-            for h in catalog.holders(peer.manifest, keys.PULLING).get(key, [])
-            if h != peer.me and peer.healthy(h, now)
-        ]
+
+        def usable(h: str) -> bool:
+            return h != peer.me and peer.healthy(h, now) and self._trusted(h, v)
+
+        ok = [h for h in catalog.holders(peer.manifest).get(key, []) if usable(h)]
+        mid = [h for h in catalog.holders(peer.manifest, keys.PULLING).get(key, []) if usable(h)]
         return ok, mid
+
+    def _advertised(self, source: str, item: ItemKey) -> tuple[int, int]:
+        """The counters of `source`'s holding and pulling facts of `item` (0: none)."""
+        st = self.node.peer.manifest.origins.get(source)
+        facts = st.facts if st else {}
+        h, p = facts.get(catalog.holding_key(item)), facts.get(catalog.pulling_key(item))
+        return (h.counter if h else 0, p.counter if p else 0)
+
+    def distrust(self, source: str, v: FileVersion) -> None:
+        """`source` sent a chunk of `v` that failed verification (or said its copy is bad)."""
+        if (source, v.digest) not in self.distrusted:
+            self.node.count("sources_distrusted")
+            log.warning(
+                "%s sent a bad chunk of %s %s: not asked for it again until it advertises its copy anew",
+                source,
+                v.item,
+                v.digest[:12],
+                extra=about(peer=source, item=str(v.item), digest=v.digest),
+            )
+        self.distrusted[(source, v.digest)] = self._advertised(source, v.item)
+
+    def _trusted(self, source: str, v: FileVersion) -> bool:
+        seen = self.distrusted.get((source, v.digest))
+        if seen is None:
+            return True
+        if self._advertised(source, v.item) == seen:
+            return False
+        del self.distrusted[(source, v.digest)]  # re-advertised (a repaired copy): trusted again
+        log.info("%s advertises %s %s anew: asked for it again", source, v.item, v.digest[:12])
+        return True
 
     async def _discard_after(self, task: asyncio.Task, digest: str) -> None:
         await asyncio.gather(task, return_exceptions=True)

@@ -4,12 +4,18 @@ Layout under the data dir:
     files/<type>/<name>      the version this host holds (complete, verified), unless the
                              config gives the type a directory of its own (`paths:`)
     recipes/<digest>         its chunk digests, 16 bytes each
+    installed.msgpack        what ringmesh wrote at each item's path: digest, size, mtime, inode
     tmp/<digest>.part        a version being assembled, chunks written in place
     tmp/<digest>.have        the chunks of it verified so far, 4-byte indices, appended
 
 A pull that stops (a crash, a restart, a failed source) keeps its partial file: the next pull of
 the same version re-reads the chunks the `.have` list names, keeps those that still verify, and
 fetches only the rest. Nothing is trusted without verification, so the list needs no fsync.
+
+Serving re-checks: `read_verified` hashes every chunk it reads against the recipe, and a file
+whose size, mtime or inode differ from what ringmesh wrote there is not served as that version
+(`Damaged`). An install over such a changed file moves it aside first (`<name>.changed-<time>`),
+so that an operator's or a training job's bytes are never overwritten unseen.
 
 All functions block; the daemon runs them in worker threads.
 """
@@ -20,10 +26,13 @@ import errno
 import glob
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+import msgpack
 
 from ringmesh.core import recipe
 from ringmesh.core.catalog import check_item
@@ -32,6 +41,43 @@ from ringmesh.core.messages import FileVersion, ItemKey
 
 READ_BLOCK = 1 << 20
 STALE_PARTIAL = 7 * 24 * 3600.0  # partial files untouched this long are removed at start
+
+
+class BadChunk(RemoteProtocolError):
+    """A chunk a peer sent does not match the recipe."""
+
+
+class Damaged(LocalProtocolError):
+    """This host's copy of a version is not that version any more: `kind` "corrupt" (a chunk
+    failed verification: `chunk`) or "changed" (the file at its path is not what ringmesh wrote)."""
+
+    def __init__(self, item: ItemKey, digest: str, kind: str, detail: str, chunk: int | None = None) -> None:
+        super().__init__(f"{item} {digest[:12]}: {detail}")
+        self.item, self.digest, self.kind, self.detail, self.chunk = item, digest, kind, detail, chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Installed:
+    """What ringmesh wrote at an item's path, to tell later whether the file is still it."""
+
+    digest: str
+    size: int
+    mtime_ns: int
+    ino: int
+
+    @classmethod
+    def of(cls, digest: str, st: os.stat_result) -> Installed:
+        return cls(digest, st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def differs(self, st: os.stat_result) -> str | None:
+        """Why a file with this stat is not what was written; None if it still looks the same."""
+        if st.st_size != self.size:
+            return f"size {self.size} -> {st.st_size}"
+        if st.st_ino != self.ino:
+            return "replaced by another file"
+        if st.st_mtime_ns != self.mtime_ns:
+            return "modified " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime_ns / 1e9))
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +121,7 @@ class Partial:
             raise RemoteProtocolError(f"chunk index {index} out of range")
         off, length = recipe.chunk_span(index, self.v.size, self.v.chunk_size)
         if len(data) != length or recipe.chunk_digest(data) != self.digests[index]:
-            raise RemoteProtocolError(f"chunk {index} of {self.v.item} failed verification")
+            raise BadChunk(f"chunk {index} of {self.v.item} failed verification")
         fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             os.pwrite(fd, data, off)
@@ -92,7 +138,11 @@ class Partial:
         off, length = recipe.chunk_span(index, self.v.size, self.v.chunk_size)
         with open(self.part, "rb") as f:
             f.seek(off)
-            return f.read(length)
+            data = f.read(length)
+        if len(data) != length or recipe.chunk_digest(data) != self.digests[index]:
+            self.have.discard(index)  # fetched again; the `.have` list is re-verified on resume anyway
+            raise Damaged(self.v.item, self.v.digest, "corrupt", f"partial chunk {index} failed verification", index)
+        return data
 
 
 class FileStore:
@@ -103,6 +153,9 @@ class FileStore:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         for typed_dir in self.paths.values():
             typed_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # installs and records come from several worker threads
+        self._recipes: dict[str, list[bytes]] = {}  # digest -> chunk digests, of what we serve
+        self._installed = self._load_installed()
         cutoff = time.time() - STALE_PARTIAL
         for stale in (self.root / "tmp").iterdir():
             if stale.name.startswith("import-") or stale.stat().st_mtime < cutoff:
@@ -157,7 +210,7 @@ class FileStore:
             os.fsync(fout.fileno())
         hashed = Hashed(recipe.file_digest(digests), size, cs, digests)
         self.save_recipe(hashed.digest, digests)
-        self._install(tmp, dest)
+        self._install(tmp, dest, item, hashed.digest)
         return hashed
 
     # -- serving ---------------------------------------------------------------------------
@@ -167,6 +220,81 @@ class FileStore:
         with open(self.path_of(item), "rb") as f:
             f.seek(off)
             return f.read(length)
+
+    def read_verified(self, item: ItemKey, digest: str, index: int, size: int, chunk_size: int) -> bytes:
+        """A chunk of the version held at `item`'s path, checked before it leaves: the file must
+        still be what ringmesh wrote there, and the chunk must match the recipe (`Damaged`)."""
+        digests = self._recipes.get(digest) or self.load_recipe(digest)
+        if digests is None or not 0 <= index < len(digests):
+            raise Damaged(item, digest, "corrupt", "its recipe is missing")
+        self._recipes[digest] = digests
+        off, length = recipe.chunk_span(index, size, chunk_size)
+        try:
+            f = open(self.path_of(item), "rb")
+        except FileNotFoundError:
+            raise Damaged(item, digest, "changed", f"{self.path_of(item)}: removed") from None
+        with f:
+            rec = self._installed.get(str(item))
+            if rec is not None and rec.digest == digest and (why := rec.differs(os.fstat(f.fileno()))):
+                raise Damaged(item, digest, "changed", f"{self.path_of(item)}: {why}")
+            data = os.pread(f.fileno(), length, off)
+        if len(data) != length or recipe.chunk_digest(data) != digests[index]:
+            raise Damaged(item, digest, "corrupt", f"chunk {index} failed verification", chunk=index)
+        return data
+
+    def hash_in_place(self, item: ItemKey, base_chunk: int = recipe.DEFAULT_CHUNK) -> Hashed:
+        """Take the file now at `item`'s path as a new version (`changed_files: adopt`): hash it
+        where it is, save its recipe, record it. A file that changes while it is read is refused."""
+        path = self.path_of(item)
+        with open(path, "rb") as f:
+            before = os.fstat(f.fileno())
+            cs = recipe.chunk_size_for(before.st_size, base_chunk)
+            digests = [recipe.chunk_digest(c) for c in _chunks(f, cs)]
+            after = os.fstat(f.fileno())
+        if Installed.of("", before) != Installed.of("", after) or os.stat(path).st_ino != before.st_ino:
+            raise LocalProtocolError(f"{path}: changed while it was read; not adopted yet")
+        hashed = Hashed(recipe.file_digest(digests), before.st_size, cs, digests)
+        self.save_recipe(hashed.digest, digests)
+        self.record(item, hashed.digest, before)
+        return hashed
+
+    # -- what ringmesh wrote where -------------------------------------------------------
+
+    def _load_installed(self) -> dict[str, Installed]:
+        try:
+            raw = msgpack.unpackb((self.root / "installed.msgpack").read_bytes())
+            return {k: Installed(*v) for k, v in raw.items()}
+        except FileNotFoundError:
+            return {}
+        except (ValueError, TypeError, msgpack.UnpackException) as e:  # rotten: every file is re-learnt
+            raise LocalProtocolError(f"{self.root / 'installed.msgpack'}: unreadable ({e}); remove it") from e
+
+    def installed(self, item: ItemKey) -> Installed | None:
+        return self._installed.get(str(item))
+
+    def record(self, item: ItemKey, digest: str, st: os.stat_result | None = None) -> None:
+        """Remember the file now at `item`'s path as ringmesh's copy of `digest` (persisted)."""
+        with self._lock:
+            self._installed[str(item)] = Installed.of(digest, st or os.stat(self.path_of(item)))
+            blob = msgpack.packb({k: [v.digest, v.size, v.mtime_ns, v.ino] for k, v in self._installed.items()})
+            tmp = self.root / ".installed.msgpack.tmp"
+            tmp.write_bytes(blob)
+            os.replace(tmp, self.root / "installed.msgpack")
+
+    def changed(self, item: ItemKey, digest: str) -> str | None:
+        """Why the file at `item`'s path is not ringmesh's copy of `digest` any more, or None.
+        A file ringmesh has no record of (written before records were kept) is recorded now."""
+        path = self.path_of(item)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return f"{path}: removed"
+        rec = self._installed.get(str(item))
+        if rec is None or rec.digest != digest:
+            self.record(item, digest, st)
+            return None
+        why = rec.differs(st)
+        return f"{path}: {why}" if why else None
 
     # -- assembling a transfer -------------------------------------------------------------
 
@@ -211,7 +339,7 @@ class FileStore:
             self.discard(p.v.digest)
             raise RemoteProtocolError(f"{p.v.item}: the assembled file does not match {p.v.digest}")
         dest = self.path_of(p.v.item)
-        self._install(p.part, dest)
+        self._install(p.part, dest, p.v.item, p.v.digest)
         p.have_path.unlink(missing_ok=True)
         return dest
 
@@ -223,10 +351,12 @@ class FileStore:
         """Digests of the versions with a partial file here."""
         return sorted(f.stem for f in (self.root / "tmp").glob("*.part") if len(f.stem) == 32)
 
-    def _install(self, tmp: Path, dest: Path) -> None:
-        """Rename `tmp` over `dest`, atomically. A destination on another file system gets a
-        copy beside it first (fsynced), so the rename there is atomic too."""
+    def _install(self, tmp: Path, dest: Path, item: ItemKey, digest: str) -> None:
+        """Rename `tmp` over `dest`, atomically, and record it. A destination on another file
+        system gets a copy beside it first (fsynced), so the rename there is atomic too. A file
+        at `dest` that is not what ringmesh last wrote there is moved aside, never overwritten."""
         dest.parent.mkdir(parents=True, exist_ok=True)
+        self.keep_aside(item, dest)
         if os.stat(tmp).st_dev != os.stat(dest.parent).st_dev:
             staged = dest.parent / f".{dest.name}.ringmesh-tmp"
             try:
@@ -242,6 +372,21 @@ class FileStore:
             tmp = staged
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
+        self.record(item, digest)
+
+    def keep_aside(self, item: ItemKey, dest: Path) -> Path | None:
+        """Move a changed file at `dest` (not what ringmesh wrote there) to
+        `<name>.changed-<unix time>` beside it; returns where it went, None if nothing moved."""
+        rec = self._installed.get(str(item))
+        try:
+            st = os.stat(dest)
+        except FileNotFoundError:
+            return None
+        if rec is None or rec.differs(st) is None:
+            return None
+        aside = dest.with_name(f"{dest.name}.changed-{int(time.time())}")
+        os.rename(dest, aside)
+        return aside
 
 
 def _check_digest(digest: str) -> str:

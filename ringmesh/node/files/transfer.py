@@ -20,7 +20,7 @@ from ringmesh.core.bandwidth import Priority
 from ringmesh.core.errors import RemoteProtocolError, RingmeshError
 from ringmesh.core.messages import FileVersion
 from ringmesh.core.swarm import PULL, Swarm
-from ringmesh.node.files.store import FileStore, Partial, disk_full
+from ringmesh.node.files.store import BadChunk, FileStore, Partial, disk_full
 from ringmesh.node.files.throttle import Throttle, priority_metadata
 from ringmesh.node.wire import codec
 from ringmesh.node.wire.links import Links
@@ -96,6 +96,7 @@ async def pull(
     stall: float = 60.0,
     me: str | None = None,
     received: Callable[[str, int], None] | None = None,
+    distrust: Callable[[str], None] | None = None,
 ) -> Pulled:
     """Fetch `v` from every source at once, chunk by chunk (`core/swarm.py` decides which chunk
     to ask whom for), resuming from the chunks a previous pull verified.
@@ -113,7 +114,9 @@ async def pull(
     On failure the partial file stays for the next pull, unless the disk filled (`DiskFull`).
 
     `me` names this host to the sources (call metadata, for their per-peer byte counts);
-    `received(peer, nbytes)` hears of every verified chunk and who sent it.
+    `received(peer, nbytes)` hears of every verified chunk and who sent it; `distrust(peer)` of
+    a source whose chunk failed verification or who said its copy is bad (DATA_LOSS): `sources()`
+    should leave it out from then on, and a source it leaves out is asked for nothing more.
     """
     errors: list[str] = []
     complete, pulling = sources()
@@ -143,6 +146,11 @@ async def pull(
             if now - refreshed >= 1.0:
                 refreshed = now
                 complete, pulling = sources()
+                offered = set(complete) | set(pulling)
+                for src in [s for s in swarm.sources if s not in offered]:
+                    del swarm.sources[src]  # no longer offered (distrusted, dead, retracted)
+                    if (gone := watchers.pop(src, None)) is not None:
+                        gone.cancel()
                 for src in complete:
                     if swarm.sources.get(src, ()) is not None and links.stub(src) is not None:
                         swarm.source(src, None)
@@ -207,6 +215,11 @@ async def pull(
                         extra=about(peer=peer, item=str(v.item), digest=v.digest),
                     )
                     swarm.failed(peer, time.monotonic(), chunk)
+                    bad = isinstance(err, BadChunk) or (
+                        isinstance(err, grpc.aio.AioRpcError) and err.code() == grpc.StatusCode.DATA_LOSS
+                    )
+                    if bad and distrust is not None:
+                        distrust(peer)
                 elif disk_full(err):
                     raise DiskFull(f"disk full writing {v.item}: {err}") from err
                 else:

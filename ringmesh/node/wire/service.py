@@ -19,6 +19,7 @@ from ringmesh.core import catalog, recipe
 from ringmesh.core.bandwidth import Priority
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.messages import FilePublished, ItemKey, MessageReceived, PrioritySet, SyncRequested
+from ringmesh.node.files.store import Damaged
 from ringmesh.node.files.throttle import priority_from_metadata
 from ringmesh.node.files.transfer import CALLER_METADATA, frames
 from ringmesh.node.games import gameschema
@@ -234,6 +235,10 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         return codec.Delivered()
 
     def _held(self, digest: str):
+        """(item, size, chunk_size) of a version this host holds and serves; not one whose copy
+        went bad (`integrity.py`), even before the holding's retraction has gone round."""
+        if self.node.integrity.quarantined(digest):
+            return None
         return catalog.held_versions(self.node.peer.manifest, self.node.peer.me).get(digest)
 
     async def Link(self, request_iterator, context):
@@ -300,7 +305,13 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
                         await context.abort(grpc.StatusCode.NOT_FOUND, f"chunk {index} is not verified here yet")
                     data = await asyncio.to_thread(pulling.partial.read, index)
                 else:
-                    data = await asyncio.to_thread(self.node.transfers.files.read_chunk, item, index, size, chunk_size)
+                    files = self.node.transfers.files
+                    data = await asyncio.to_thread(files.read_verified, item, request.digest, index, size, chunk_size)
+            except Damaged as e:  # checked before it leaves: a bad copy is never served
+                self.node.count("chunks_refused_damaged")
+                if held is not None:
+                    self.node.integrity.report(e)
+                await context.abort(grpc.StatusCode.DATA_LOSS, f"{e}; not served")
             except OSError as e:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read {item}: {e.strerror}")
             for idx, off, part in frames(index, data):
@@ -414,6 +425,7 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
             "recommendations": lambda: reports.recommendations(self.node.view),
             "cluster": lambda: reports.cluster_data(self.node.view),
             "replication_targets": lambda: reports.targets_for(self.node.view, args),
+            "scrub": self.node.scrubber.status,
         }
         if request.what == "games_held":
             return codec.Document(
@@ -438,6 +450,9 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                     check_config_key(key)
                 got = await self.node.games.retry(key)
                 return codec.Document(json=json.dumps(got, sort_keys=True))
+            elif request.what == "scrub":
+                items = [i for i in args.get("items", "").split("\n") if i]
+                return codec.Document(json=json.dumps(self.node.scrubber.request(items or None), sort_keys=True))
             elif request.what == "priority":
                 key = args.get("config_key", "")
                 if not key:
