@@ -223,6 +223,39 @@ def _families(view: NodeView) -> list:
         [(("relay",), counts.get("relayed_bytes", 0)), (("target",), counts.get("bytes_via_links", 0))],
     )
 
+    # data at rest (node/scrub.py, node/files/integrity.py)
+    sc = view.scrub()
+    kinds = ("files", "games", "manifest")
+    gauge(
+        "ringmesh_scrub_last_full_timestamp_seconds",
+        "Every file, game segment and the manifest held here was verified at or after this time (0: not yet).",
+        value=sc["last_full_scrub"] or 0,
+    )
+    counter(
+        "ringmesh_scrub_verified_bytes",
+        "Bytes the scrub read back and verified, by data type.",
+        ["type"],
+        [((k,), sc["bytes_verified"][k]) for k in kinds],
+    )
+    counter(
+        "ringmesh_corruptions_found",
+        "Copies found bad here (rot, or changed behind ringmesh's back), by data type.",
+        ["type"],
+        [((k,), sc["found"][k]) for k in kinds],
+    )
+    counter(
+        "ringmesh_corruptions_repaired",
+        "Of those, repaired (pulled again, adopted, re-fetched, rewritten), by data type.",
+        ["type"],
+        [((k,), sc["repaired"][k]) for k in kinds],
+    )
+    gauge("ringmesh_corruptions_unrepaired", "Damaged copies here not repaired yet.", value=len(sc["unrepaired"]))
+    gauge(
+        "ringmesh_damaged_items_below_min_copies",
+        "Items damaged here with fewer good copies elsewhere than min_copies.",
+        value=len(sc["below_min_copies"]),
+    )
+
     # leader
     leader, term = core.leader()
     election = core.election

@@ -49,6 +49,12 @@ FAMILIES = [
     "ringmesh_items_under_replicated",
     "ringmesh_disk_used_percent",
     "ringmesh_disk_free_bytes",
+    "ringmesh_scrub_last_full_timestamp_seconds",
+    "ringmesh_scrub_verified_bytes",
+    "ringmesh_corruptions_found",
+    "ringmesh_corruptions_repaired",
+    "ringmesh_corruptions_unrepaired",
+    "ringmesh_damaged_items_below_min_copies",
     "ringmesh_events",
 ]
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import filecmp
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 from tests.shell.conftest import serving
@@ -112,8 +114,17 @@ def scrub_now(c: LocalCluster, name: str, *args: str) -> subprocess.CompletedPro
     )
 
 
+def metric(c: LocalCluster, name: str, sample: str) -> float | None:
+    listen = status(c, name)["metrics"]["listen"]
+    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+    return None
+
+
 def test_scrub_now_finds_rot_nobody_read_and_the_copy_is_repaired(tmp_path):
-    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles=TRAINING)
+    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles=TRAINING, own={"metrics_listen": "127.0.0.1:0"})
     with serving(c):
         f, digest = put(c, tmp_path)
         wait_for(lambda: sorted(holders(c, "node1", digest)) == ["node1", "node2"], 60, what="two holders")
@@ -129,6 +140,10 @@ def test_scrub_now_finds_rot_nobody_read_and_the_copy_is_repaired(tmp_path):
         took = time.monotonic() - t0
         assert filecmp.cmp(f, installed(c, "node2", f), shallow=False)
         print(f"rot to repair with scrub --now: {took:.2f} s for {f.stat().st_size} bytes")
+        assert metric(c, "node2", 'ringmesh_corruptions_found_total{type="files"}') == 1
+        assert metric(c, "node2", 'ringmesh_corruptions_repaired_total{type="files"}') == 1
+        assert metric(c, "node2", "ringmesh_corruptions_unrepaired") == 0
+        assert metric(c, "node2", 'ringmesh_scrub_verified_bytes_total{type="files"}') >= f.stat().st_size
         # the schedule and the findings survive a restart: nothing is due again, nothing forgotten
         before = status(c, "node2")["scrub"]
         assert before["last_full_scrub"] is not None and before["bytes_verified"]["files"] >= f.stat().st_size
@@ -197,3 +212,26 @@ def test_with_adopt_a_file_changed_in_place_is_published_as_a_new_version(tmp_pa
         assert it["size_bytes"] == len(new)
         assert status(c, "node1")["counters"]["files_adopted"] == 1
         assert not [p for p in os.listdir(os.path.dirname(installed(c, "node1", f))) if ".changed-" in p]
+
+
+def test_a_rotten_manifest_store_is_rewritten_from_memory_and_a_restart_reads_it(tmp_path):
+    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles=TRAINING)
+    with serving(c):
+        f, digest = put(c, tmp_path, size=CHUNK)
+        wait_for(lambda: sorted(holders(c, "node1", digest)) == ["node1", "node2"], 60, what="two holders")
+        data = c.nodes["node2"].data_dir
+        db = sqlite3.connect(data / "state.db")  # the rot, as if the disk did it under the daemon
+        n = db.execute("UPDATE facts SET value = X'c0' WHERE origin = 'node1' AND key LIKE 'h/%'").rowcount
+        db.commit()
+        db.close()
+        assert n == 1
+        r = scrub_now(c, "node2", "--item", "manifest")
+        assert r.returncode == 0 and "manifest 1/1" in r.stdout, r.stdout + r.stderr
+        assert len(list(data.glob("state.db.corrupt-*"))) == 1
+        assert "the manifest store is rewritten" in c.nodes["node2"].log_tail(100)
+        assert c.signal("node2", signal.SIGTERM) == 0
+        c.start("node2")
+        c.wait_ready("node2")
+        assert sorted(holders(c, "node2", digest)) == ["node1", "node2"]  # read back whole, at once
+        clean = scrub_now(c, "node2", "--item", "manifest")
+        assert clean.returncode == 0 and "manifest 1/1" in clean.stdout, clean.stdout
