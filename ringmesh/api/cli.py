@@ -34,7 +34,10 @@ def _put(args) -> int:
 
     with LocalClient(args.data_dir) as c:
         r = _with_import_progress(
-            args, lambda: c.put(args.file, args.type, args.name or "", dict(args.attr), broadcast=args.broadcast)
+            args,
+            lambda: c.put(
+                args.file, args.type, args.name or "", dict(args.attr), broadcast=args.broadcast, link=args.link
+            ),
         )
     if args.json:
         print(json.dumps(r, sort_keys=True))
@@ -351,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--broadcast",
         action="store_true",
         help="promote it: the leader has every eligible host pull it now, at critical priority",
+    )
+    s.add_argument(
+        "--link",
+        action="store_true",
+        help="hard-link the file into the store instead of copying it (same file system; one read); "
+        "do not write the file in place until the store's own copy is made (seconds)",
     )
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.add_argument("--json", action="store_true")

@@ -63,10 +63,12 @@ class LocalClient:
         name: str = "",
         attrs: Mapping[str, str] | None = None,
         broadcast: bool = False,
+        link: bool = False,
     ) -> dict[str, Any]:
-        """Publish a file version; `broadcast`: the leader pushes it to every eligible host at once."""
+        """Publish a file version; `broadcast`: the leader pushes it to every eligible host at once;
+        `link`: hard-link it into the store, not copy it (`FileStore.import_file`)."""
         attrs = {**(attrs or {}), **({BROADCAST_ATTR: "1"} if broadcast else {})}
-        req = codec.PutRequest(path=str(Path(path).resolve()), type=type, name=name, attrs=attrs)
+        req = codec.PutRequest(path=str(Path(path).resolve()), type=type, name=name, attrs=attrs, link=link)
         r = self._call(self.stub.Put, req, timeout=3600)
         return {
             "type": r.type,

@@ -218,6 +218,7 @@ class Daemon:
         self.scrubber = Scrubber(self)
         self.spawn(self.scrubber.run())
         self.spawn(self.integrity.rescan())
+        self.spawn(self.integrity.unshare_pending())
         self.backups = Backups(self)
         self.games.start()
         if self.host.nat_blocked:  # nobody can dial us: keep links to relays

@@ -219,3 +219,51 @@ def test_a_store_sqlite_finds_broken_is_reported(tmp_path):
     except sqlite3.DatabaseError:
         return  # refused at open: also loud, and the daemon does not start on it
     assert damaged.scrub(m.origins)
+
+
+# -- put by hard link --------------------------------------------------------------------------
+
+
+def test_a_linked_put_shares_the_inode_until_unshared_then_the_source_is_its_own(tmp_path):
+    data = os.urandom(3 * CS + 1)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    fs = FileStore(tmp_path / "d")
+    h = fs.import_file(src, ITEM, base_chunk=CS, link=True)
+    dest = fs.path_of(ITEM)
+    assert os.stat(dest).st_ino == os.stat(src).st_ino and fs.shared() == [(ITEM, h.digest)]
+    read_all(fs, h)  # served from the shared inode meanwhile
+    assert fs.unshare(ITEM, h.digest, h.chunk_size)
+    assert os.stat(dest).st_ino != os.stat(src).st_ino and fs.shared() == []
+    assert not fs.unshare(ITEM, h.digest, h.chunk_size)  # nothing left to do
+    with open(src, "r+b") as f:  # the source written in place: the store's copy is its own now
+        f.write(b"next epoch")
+    assert dest.read_bytes() == data and fs.changed(ITEM, h.digest) is None
+    read_all(fs, h)
+    assert FileStore(tmp_path / "d").shared() == []  # and remembered so
+
+
+def test_a_source_written_in_place_before_its_copy_is_never_served_as_the_version(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(2 * CS))
+    fs = FileStore(tmp_path / "d")
+    h = fs.import_file(src, ITEM, base_chunk=CS, link=True)
+    assert FileStore(tmp_path / "d").shared() == [(ITEM, h.digest)]  # a restart resumes the copy
+    with open(src, "r+b") as f:
+        f.write(b"torch.save over it")
+    os.utime(src, ns=(0, os.stat(src).st_mtime_ns + 10**9))
+    with pytest.raises(Damaged) as e:
+        fs.read_verified(ITEM, h.digest, 0, h.size, h.chunk_size)
+    assert e.value.kind == "changed"
+    with pytest.raises(Damaged):
+        fs.unshare(ITEM, h.digest, h.chunk_size)
+    assert not list((tmp_path / "d" / "tmp").glob("unshare-*"))
+
+
+def test_a_put_without_link_copies(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(CS))
+    fs = FileStore(tmp_path / "d")
+    h = fs.import_file(src, ITEM, base_chunk=CS)
+    assert os.stat(fs.path_of(ITEM)).st_ino != os.stat(src).st_ino and fs.shared() == []
+    read_all(fs, h)

@@ -235,3 +235,21 @@ def test_a_rotten_manifest_store_is_rewritten_from_memory_and_a_restart_reads_it
         assert sorted(holders(c, "node2", digest)) == ["node1", "node2"]  # read back whole, at once
         clean = scrub_now(c, "node2", "--item", "manifest")
         assert clean.returncode == 0 and "manifest 1/1" in clean.stdout, clean.stdout
+
+
+def test_put_link_publishes_at_once_and_the_store_makes_its_own_copy(tmp_path):
+    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles=TRAINING)
+    with serving(c):
+        f = tmp_path / "hex8_2p.npz"
+        data = os.urandom(2 * CHUNK + 3)
+        f.write_bytes(data)
+        with c.nodes["node1"].client() as cl:
+            digest = cl.put(f, "npz", link=True)["digest"]
+        wait_for(lambda: status(c, "node1")["counters"].get("puts_copied_after") == 1, 30, what="the store's copy")
+        assert os.stat(installed(c, "node1", f)).st_ino != os.stat(f).st_ino
+        with open(f, "r+b") as out:  # the next epoch written in place: the published version stays
+            out.write(b"next epoch")
+        wait_for(lambda: sorted(holders(c, "node1", digest)) == ["node1", "node2"], 60, what="two holders")
+        assert open(installed(c, "node2", f), "rb").read() == data
+        assert open(installed(c, "node1", f), "rb").read() == data
+        assert status(c, "node1")["scrub"]["found"]["files"] == 0

@@ -170,6 +170,7 @@ class Integrity:
             if why is not None:
                 found += 1
                 self.report(Damaged(item, digest, "changed", why))
+        await self.unshare_pending()
         for d in [d for d in self.open_damages() if d.what == "files" and d.kind == "changed"]:
             item = _item(d.name)
             if self.node.config.changed_files_mode(item.type) == "adopt":
@@ -210,6 +211,25 @@ class Integrity:
             extra=about(item=str(item), digest=hashed.digest),
         )
         self._save()
+
+    # -- versions put by hard link -------------------------------------------------------
+
+    async def unshare(self, item: ItemKey, digest: str, chunk_size: int) -> None:
+        """Give a version `put` hard-linked a copy of its own (`FileStore.unshare`)."""
+        try:
+            if await asyncio.to_thread(self.files.unshare, item, digest, chunk_size):
+                self.node.count("puts_copied_after")
+        except Damaged as e:
+            self.report(e)
+        except OSError as e:
+            log.warning("%s: no copy of its own yet (%s); tried again at the next rescan", item, e.strerror or e)
+
+    async def unshare_pending(self) -> None:
+        """Every version still sharing its source's inode (a restart in the middle, a full disk)."""
+        held = catalog.held_versions(self.node.peer.manifest, self.node.peer.me)
+        for item, digest in self.files.shared():
+            if digest in held and not self.quarantined(digest):
+                await self.unshare(item, digest, held[digest][2])
 
     # -- persistence and status ------------------------------------------------------------
 

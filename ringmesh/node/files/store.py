@@ -64,10 +64,11 @@ class Installed:
     size: int
     mtime_ns: int
     ino: int
+    shared: bool = False  # hard-linked from the source `put` named, not yet copied (`unshare`)
 
     @classmethod
-    def of(cls, digest: str, st: os.stat_result) -> Installed:
-        return cls(digest, st.st_size, st.st_mtime_ns, st.st_ino)
+    def of(cls, digest: str, st: os.stat_result, shared: bool = False) -> Installed:
+        return cls(digest, st.st_size, st.st_mtime_ns, st.st_ino, shared)
 
     def differs(self, st: os.stat_result) -> str | None:
         """Why a file with this stat is not what was written; None if it still looks the same."""
@@ -192,26 +193,91 @@ class FileStore:
 
     # -- publishing a local file -----------------------------------------------------------
 
-    def import_file(self, source: str | Path, item: ItemKey, base_chunk: int = recipe.DEFAULT_CHUNK) -> Hashed:
-        """Copy `source` into the store as `item`, hashing it on the way; atomic."""
+    def import_file(
+        self, source: str | Path, item: ItemKey, base_chunk: int = recipe.DEFAULT_CHUNK, link: bool = False
+    ) -> Hashed:
+        """Take `source` into the store as `item`; atomic. Where the file system can clone
+        (reflink: btrfs, XFS), the copy is a clone and only hashed; otherwise the bytes are copied
+        and hashed on the way. With `link` (same file system), the source is hard-linked and
+        hashed, one read at page-cache speed: the store's name shares the source's inode until
+        `unshare` gives it a copy of its own (the daemon starts that at once; a write to the
+        source meanwhile is a change behind our back, seen and never served)."""
         dest = self.path_of(item)
         src = Path(source)
         if not src.is_file():
             raise LocalProtocolError(f"{src}: not a regular file")
         size = src.stat().st_size
         cs = recipe.chunk_size_for(size, base_chunk)
-        digests: list[bytes] = []
         tmp = import_part(self.root, item, os.getpid())
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            for chunk in _chunks(fin, cs):
-                digests.append(recipe.chunk_digest(chunk))
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        shared = link and os.stat(src).st_dev == os.stat(tmp.parent).st_dev == os.stat(dest.parent).st_dev
+        if shared:
+            try:
+                os.link(src, tmp)
+            except OSError:  # no hard links here (EPERM, EMLINK, some FUSE file systems): copy
+                shared = False
+        if shared or _clone(src, tmp):
+            with open(tmp, "rb") as f:
+                before = os.fstat(f.fileno())
+                digests = [recipe.chunk_digest(c) for c in _chunks(f, cs)]
+                os.fsync(f.fileno())  # acknowledged means on disk, as for a copy
+                if before.st_size != size or Installed.of("", before) != Installed.of("", os.fstat(f.fileno())):
+                    tmp.unlink()
+                    raise LocalProtocolError(f"{src}: changed while it was read; put it again once it is written")
+        else:
+            digests = []
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                for chunk in _chunks(fin, cs):
+                    digests.append(recipe.chunk_digest(chunk))
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
         hashed = Hashed(recipe.file_digest(digests), size, cs, digests)
         self.save_recipe(hashed.digest, digests)
-        self._install(tmp, dest, item, hashed.digest)
+        self._install(tmp, dest, item, hashed.digest, shared=shared)
         return hashed
+
+    def unshare(self, item: ItemKey, digest: str, chunk_size: int) -> bool:
+        """Give a version imported by hard link a copy of its own, verified chunk by chunk as it
+        is copied, so that later writes to the source stay the source's. False if there was
+        nothing to do; `Damaged` if the shared file is no longer the version."""
+        rec = self._installed.get(str(item))
+        if rec is None or rec.digest != digest or not rec.shared:
+            return False
+        dest = self.path_of(item)
+        digests = self._recipes.get(digest) or self.load_recipe(digest) or []
+        tmp = self.root / "tmp" / f"unshare-{digest}.part"
+        try:
+            with open(dest, "rb") as fin, open(tmp, "wb") as fout:
+                if why := rec.differs(os.fstat(fin.fileno())):
+                    raise Damaged(
+                        item, digest, "changed", f"{dest}: {why} (its source was changed before it was copied)"
+                    )
+                for i, chunk in enumerate(_chunks(fin, chunk_size)):
+                    if i >= len(digests) or recipe.chunk_digest(chunk) != digests[i]:
+                        raise Damaged(item, digest, "corrupt", f"chunk {i} failed verification while copied", chunk=i)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+                st = os.fstat(fout.fileno())
+                if why := rec.differs(os.fstat(fin.fileno())):
+                    raise Damaged(item, digest, "changed", f"{dest}: {why} (its source changed while it was copied)")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        with self._lock:
+            if self._installed.get(str(item)) != rec:  # a newer version went in meanwhile
+                tmp.unlink()
+                return False
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+            self._record(item, Installed.of(digest, st))
+        return True
+
+    def shared(self) -> list[tuple[ItemKey, str]]:
+        """Versions whose file still shares its inode with the source it was put from."""
+        return [(_item(k), r.digest) for k, r in self._installed.items() if r.shared]
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -229,15 +295,20 @@ class FileStore:
             raise Damaged(item, digest, "corrupt", "its recipe is missing")
         self._recipes[digest] = digests
         off, length = recipe.chunk_span(index, size, chunk_size)
-        try:
-            f = open(self.path_of(item), "rb")
-        except FileNotFoundError:
-            raise Damaged(item, digest, "changed", f"{self.path_of(item)}: removed") from None
-        with f:
-            rec = self._installed.get(str(item))
-            if rec is not None and rec.digest == digest and (why := rec.differs(os.fstat(f.fileno()))):
-                raise Damaged(item, digest, "changed", f"{self.path_of(item)}: {why}")
-            data = os.pread(f.fileno(), length, off)
+        path = self.path_of(item)
+        for again in (True, False):
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                raise Damaged(item, digest, "changed", f"{path}: removed") from None
+            with f:
+                rec = self._installed.get(str(item))
+                if rec is not None and rec.digest == digest and (why := rec.differs(os.fstat(f.fileno()))):
+                    if again and rec.differs(os.stat(path)) is None:
+                        continue  # our own copy replaced it while it was opened (`unshare`)
+                    raise Damaged(item, digest, "changed", f"{path}: {why}")
+                data = os.pread(f.fileno(), length, off)
+                break
         if len(data) != length or recipe.chunk_digest(data) != digests[index]:
             raise Damaged(item, digest, "corrupt", f"chunk {index} failed verification", chunk=index)
         return data
@@ -272,14 +343,18 @@ class FileStore:
     def installed(self, item: ItemKey) -> Installed | None:
         return self._installed.get(str(item))
 
-    def record(self, item: ItemKey, digest: str, st: os.stat_result | None = None) -> None:
+    def record(self, item: ItemKey, digest: str, st: os.stat_result | None = None, shared: bool = False) -> None:
         """Remember the file now at `item`'s path as ringmesh's copy of `digest` (persisted)."""
+        rec = Installed.of(digest, st or os.stat(self.path_of(item)), shared)
         with self._lock:
-            self._installed[str(item)] = Installed.of(digest, st or os.stat(self.path_of(item)))
-            blob = msgpack.packb({k: [v.digest, v.size, v.mtime_ns, v.ino] for k, v in self._installed.items()})
-            tmp = self.root / ".installed.msgpack.tmp"
-            tmp.write_bytes(blob)
-            os.replace(tmp, self.root / "installed.msgpack")
+            self._record(item, rec)
+
+    def _record(self, item: ItemKey, rec: Installed) -> None:
+        self._installed[str(item)] = rec
+        blob = msgpack.packb({k: [v.digest, v.size, v.mtime_ns, v.ino, v.shared] for k, v in self._installed.items()})
+        tmp = self.root / ".installed.msgpack.tmp"
+        tmp.write_bytes(blob)
+        os.replace(tmp, self.root / "installed.msgpack")
 
     def changed(self, item: ItemKey, digest: str) -> str | None:
         """Why the file at `item`'s path is not ringmesh's copy of `digest` any more, or None.
@@ -351,7 +426,7 @@ class FileStore:
         """Digests of the versions with a partial file here."""
         return sorted(f.stem for f in (self.root / "tmp").glob("*.part") if len(f.stem) == 32)
 
-    def _install(self, tmp: Path, dest: Path, item: ItemKey, digest: str) -> None:
+    def _install(self, tmp: Path, dest: Path, item: ItemKey, digest: str, shared: bool = False) -> None:
         """Rename `tmp` over `dest`, atomically, and record it. A destination on another file
         system gets a copy beside it first (fsynced), so the rename there is atomic too. A file
         at `dest` that is not what ringmesh last wrote there is moved aside, never overwritten."""
@@ -372,7 +447,7 @@ class FileStore:
             tmp = staged
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
-        self.record(item, digest)
+        self.record(item, digest, shared=shared)
 
     def keep_aside(self, item: ItemKey, dest: Path) -> Path | None:
         """Move a changed file at `dest` (not what ringmesh wrote there) to
@@ -387,6 +462,33 @@ class FileStore:
         aside = dest.with_name(f"{dest.name}.changed-{int(time.time())}")
         os.rename(dest, aside)
         return aside
+
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def _clone(src: Path, dest: Path) -> bool:
+    """Make `dest` a copy-on-write clone of `src` (reflink); False where the file system cannot."""
+    import fcntl
+
+    try:
+        with open(src, "rb") as fin, open(dest, "xb") as fout:
+            try:
+                fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
+            except OSError:
+                ok = False
+            else:
+                ok = True
+    except OSError:
+        ok = False
+    if not ok:
+        dest.unlink(missing_ok=True)
+    return ok
+
+
+def _item(key: str) -> ItemKey:
+    kind, _, name = key.partition("/")
+    return ItemKey(kind, name)
 
 
 def _check_digest(digest: str) -> str:

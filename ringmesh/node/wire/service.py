@@ -363,7 +363,8 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         try:
-            hashed = await asyncio.to_thread(self.node.transfers.files.import_file, path, item)
+            files = self.node.transfers.files
+            hashed = await asyncio.to_thread(files.import_file, path, item, link=bool(request.link))
         except LocalProtocolError as e:
             await self.refuse_error(context, e)
         except OSError as e:
@@ -371,6 +372,7 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
         await self.node.submit(
             FilePublished(item=item, digest=hashed.digest, size=hashed.size, chunk_size=hashed.chunk_size, attrs=attrs)
         )
+        self.node.spawn(self.node.integrity.unshare(item, hashed.digest, hashed.chunk_size))  # if it was linked
         v = catalog.newest_versions(self.node.peer.manifest).get(item)
         return codec.PutReply(
             type=item.type,
