@@ -39,15 +39,59 @@ def _put(args) -> int:
                 args.file, args.type, args.name or "", dict(args.attr), broadcast=args.broadcast, link=args.link
             ),
         )
+    if not args.json or not args.wait:
+        if args.json:
+            print(json.dumps(r, sort_keys=True))
+        else:
+            print(
+                f"published {r['type']}/{r['name']} {r['digest']} "
+                f"({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)"
+                + (", broadcast by the leader" if args.broadcast else "")
+            )
+    if not args.wait:
+        return 0
+    from ringmesh.ops import delivery
+    from ringmesh.ops.progress import Progress
+
+    name = f"{r['type']}/{r['name']}"
+    with LocalClient(args.data_dir) as c, Progress(f"delivering {r['name']}", None) as bar:
+        out = delivery.wait_delivered(c, name, r["digest"], broadcast=args.broadcast, timeout=args.timeout, bar=bar)
+    return _delivered(args, r, out, name)
+
+
+def _delivered(args, r: dict, out, name: str) -> int:
+    from dataclasses import asdict
+
+    from ringmesh.ops import delivery
+
     if args.json:
-        print(json.dumps(r, sort_keys=True))
+        print(json.dumps({**r, "delivery": asdict(out)}, sort_keys=True))
     else:
-        print(
-            f"published {r['type']}/{r['name']} {r['digest']} "
-            f"({r['size_bytes']} bytes, chunks of {r['chunk_size_bytes']} bytes)"
-            + (", broadcast by the leader" if args.broadcast else "")
-        )
-    return 0
+        print("\n".join(delivery.report(out, name, r["digest"])), file=sys.stdout if out.done else sys.stderr)
+    return 0 if out.done else 1
+
+
+def _get(args) -> int:
+    """Have this host hold the newest version of an item (pulled if need be); --wait for it."""
+    from ringmesh.api.client import LocalClient
+    from ringmesh.ops import delivery
+    from ringmesh.ops.progress import Progress
+
+    with LocalClient(args.data_dir) as c:
+        r = c.control("get", item=args.item)
+        if r["held"] or not args.wait:
+            if args.json:
+                print(json.dumps(r, sort_keys=True))
+            else:
+                state = "held here" if r["held"] else "being pulled here"
+                print(f"{r['item']} {r['digest'][:12]} ({r['size_bytes']} bytes) {state}: {r['path']}")
+            return 0
+        with Progress(f"getting {args.item}", r["size_bytes"]) as bar:
+            out = delivery.wait_here(c, args.item, r["digest"], timeout=args.timeout, bar=bar)
+    if out.done and not args.json:
+        print(f"{r['item']} {r['digest'][:12]} ({r['size_bytes']} bytes) held here: {r['path']}")
+        return 0
+    return _delivered(args, r, out, args.item)
 
 
 def _with_import_progress(args, put):
@@ -355,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="promote it: the leader has every eligible host pull it now, at critical priority",
     )
+    s.add_argument("--wait", action="store_true", help="wait until every host it is placed on holds it")
+    s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
     s.add_argument(
         "--link",
         action="store_true",
@@ -386,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-skew", type=float, default=1.0, help="clock skew that fails the check, s (default 1)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_doctor)
+
+    s = sub.add_parser("get", help="have this host hold the newest version of an item (pulled now if need be)")
+    s.add_argument("item", help="TYPE/NAME, as `ringmesh ls` shows it")
+    s.add_argument("--wait", action="store_true", help="wait until it is held here, with a progress bar")
+    s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_get)
 
     s = sub.add_parser("scrub", help="verify what this host keeps at rest; --now: everything (or --item) now")
     s.add_argument("--now", action="store_true", help="verify now, with a progress bar, and print what it found")

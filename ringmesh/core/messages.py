@@ -284,6 +284,15 @@ class SyncRequested:
 
 
 @_frozen
+class FetchRequested:
+    """A local command (`ringmesh get`): hold the newest version of `item` here although the
+    router does not place it here (for its role, or enough copies elsewhere), once; never past
+    this host's disk cap or an exclusion."""
+
+    item: ItemKey
+
+
+@_frozen
 class GamesHeld:
     """This game host holds games of `config_key` back from its database (refused, or waiting
     for their schema): `held` maps each stream's origin to the seqs held (empty: none). It is
@@ -363,6 +372,7 @@ Event = Union[
     LinksChanged,
     PrioritySet,
     SyncRequested,
+    FetchRequested,
     BackupFinished,
     GamesStored,
     GamesRead,

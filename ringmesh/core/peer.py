@@ -45,6 +45,7 @@ from .messages import (
     Effect,
     Envelope,
     Event,
+    FetchRequested,
     FileDamaged,
     FilePublished,
     FileStored,
@@ -85,10 +86,11 @@ from .messages import (
 )
 from .peerconfig import PeerConfig
 from .replication import Replication
-from .router import DataType, HostInfo, Placement, place
+from .router import ENOUGH_COPIES, EPHEMERAL, WRONG_ROLE, DataType, HostInfo, Placement, place
 from .transfers import TransferPlanner
 
 FILE_KEYS = (keys.VERSION, keys.HOLDING)  # fact keys the transfer planner reads
+GET_OVERRIDES = (WRONG_ROLE, EPHEMERAL, ENOUGH_COPIES)  # what `ringmesh get` may override (FetchRequested)
 DELIVERY_KEYS = (keys.VERSION, keys.HOLDING, keys.PULLING)  # fact keys a broadcasting leader reads
 DISK_FIELDS = ("disk_used_percent", "disk_free_bytes")  # node record fields from DiskMeasured
 GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
@@ -133,6 +135,7 @@ class Peer:
         self.breakers = Breakers(rng, config.breaker)
         self.priorities: dict[str, Priority] = {}  # config_key -> class (schedule_priority_sync)
         self.repairing: set[tuple[ItemKey, str]] = set()  # versions our copy of went bad, until stored again
+        self.requested: set[ItemKey] = set()  # `ringmesh get`: items to hold here once, placed or not
         ephemeral = bool(self.node_record.get("ephemeral", me in config.ephemeral))
         self.replication = Replication(
             me,
@@ -261,6 +264,11 @@ class Peer:
             case BackupFinished():
                 return self._on_backup(event, now)
             case SyncRequested():
+                self.transfers.touch()
+                return self._plan_transfers(now)
+            case FetchRequested():
+                catalog.check_item(event.item)
+                self.requested.add(event.item)
                 self.transfers.touch()
                 return self._plan_transfers(now)
             case GamesHeld():
@@ -577,6 +585,7 @@ class Peer:
 
     def _on_stored(self, ev: FileStored, now: float) -> list[Effect]:
         self.repairing.discard((ev.item, ev.digest))
+        self.requested.discard(ev.item)
         v = self.transfers.finished(ev.item, ev.digest)
         if v is None:
             v = next(
@@ -679,7 +688,20 @@ class Peer:
 
     def wanted(self) -> list[FileVersion]:
         placement = self.placer()
-        return self.transfers.wanted(self.manifest, lambda v: self.me in placement(v).targets)
+        return self.transfers.wanted(self.manifest, lambda v: self._holds_here(v, placement(v)))
+
+    def _holds_here(self, v: FileVersion, p: Placement) -> bool:
+        """Placed here, or asked for here (`FetchRequested`) and left out for nothing but its
+        role or enough copies elsewhere."""
+        if self.me in p.targets:
+            return True
+        return v.item in self.requested and p.left_out.get(self.me) in GET_OVERRIDES
+
+    def why_not_here(self, v: FileVersion) -> str | None:
+        """Why `ringmesh get` cannot have `v` held here (an exclusion, the disk cap); None if it can."""
+        p = self.placer()(v)
+        why = p.left_out.get(self.me)
+        return None if self.me in p.targets or why is None or why in GET_OVERRIDES else why
 
     def _plan_transfers(self, now: float) -> list[Effect]:
         placers: list[Callable[[FileVersion], Placement]] = []  # built only if something is wanted
@@ -687,7 +709,7 @@ class Peer:
         def should_hold(v: FileVersion) -> bool:
             if not placers:
                 placers.append(self.placer())
-            return self.me in placers[0](v).targets
+            return self._holds_here(v, placers[0](v))
 
         effects = self.transfers.plan(self.manifest, now, lambda p: self.healthy(p, now), should_hold, self.priority_of)
         # announce what we pull, so that others pulling the same version ask us for the chunks

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ringmesh.core import catalog, membership, streams
+from ringmesh.core import catalog, keys, membership, streams
 from ringmesh.core.messages import FileVersion
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ def listing(view: NodeView) -> dict[str, Any]:
     """`ringmesh ls --json`: the newest version of every item, its holders and placement."""
     manifest = view.manifest
     held = catalog.holders(manifest)
+    pulling = catalog.holders(manifest, keys.PULLING)
     placer = view.core.placer()
     items = []
     for item, v in sorted(catalog.newest_versions(manifest).items()):
@@ -150,6 +151,7 @@ def listing(view: NodeView) -> dict[str, Any]:
                 "origin": v.origin,
                 "attrs": dict(v.attrs),
                 "holders": held.get((item, v.digest), []),
+                "pulling": pulling.get((item, v.digest), []),
                 "older_versions": others,
             }
         )

@@ -16,6 +16,7 @@ from ringmesh.core.manifest import MIN_BUDGET, OriginDigest
 from ringmesh.core.messages import (
     CancelTransfer,
     Envelope,
+    FetchRequested,
     FileDamaged,
     FilePublished,
     FileStored,
@@ -495,3 +496,50 @@ def test_damage_to_a_version_we_do_not_hold_changes_nothing():
     m = trio()
     m.event("a", published())
     assert [e for e in m.event("c", FileDamaged(item=ITEM, digest=D2)) if isinstance(e, Persist)] == []
+
+
+# -- ringmesh get ---------------------------------------------------------------------------------
+
+NPZ = ItemKey("npz", "hex8_2p.npz")
+
+
+def selfplay_pair() -> Mesh:
+    a = peer("a", ["b"], 1)
+    b = Peer(
+        "b",
+        incarnation=1,
+        rng=random.Random(2),
+        seeds=["a"],
+        node_record={"addr": "b:7070", "role": "selfplay"},
+        config=PeerConfig(),
+    )
+    m = Mesh(a, b)
+    m.start()
+    return m
+
+
+def npz(digest: str) -> FilePublished:
+    return FilePublished(item=NPZ, digest=digest, size=10 << 20, chunk_size=CS, attrs={})
+
+
+def test_get_pulls_a_version_the_router_does_not_place_here_once():
+    m = selfplay_pair()
+    m.event("a", npz(D1))
+    for _ in range(3):
+        m.tick()
+    assert m.of("b", StartTransfer) == []  # npz files go to training hosts
+    out = m.event("b", FetchRequested(item=NPZ))
+    (start,) = [e for e in out if isinstance(e, StartTransfer)]
+    assert (start.version.item, start.version.digest, start.sources) == (NPZ, D1, ("a",))
+    m.event("b", FileStored(item=NPZ, digest=D1))
+    assert m.peers["b"].requested == set()
+    m.event("a", npz(D2))  # a newer version is not pulled: the get was for one
+    for _ in range(3):
+        m.tick()
+    assert [s.version.digest for s in m.of("b", StartTransfer)] == [D1]
+
+
+def test_get_of_a_bad_name_is_a_local_error():
+    m = selfplay_pair()
+    with pytest.raises(LocalProtocolError):
+        m.event("b", FetchRequested(item=ItemKey("npz", "../etc/passwd")))

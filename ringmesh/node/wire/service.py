@@ -18,7 +18,14 @@ import grpc
 from ringmesh.core import catalog, recipe
 from ringmesh.core.bandwidth import Priority
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
-from ringmesh.core.messages import FilePublished, ItemKey, MessageReceived, PrioritySet, SyncRequested
+from ringmesh.core.messages import (
+    FetchRequested,
+    FilePublished,
+    ItemKey,
+    MessageReceived,
+    PrioritySet,
+    SyncRequested,
+)
 from ringmesh.node.files.store import Damaged
 from ringmesh.node.files.throttle import priority_from_metadata
 from ringmesh.node.files.transfer import CALLER_METADATA, frames
@@ -441,6 +448,27 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
             await self.refuse_error(context, e)
         return codec.Document(json=json.dumps(doc, sort_keys=True))
 
+    def _get(self, name: str) -> dict:
+        """`ringmesh get`: the newest version of an item, pulled here if it is not."""
+        kind, _, rest = name.partition("/")
+        item = catalog.check_item(ItemKey(kind, rest))
+        peer = self.node.peer
+        v = catalog.newest_versions(peer.manifest).get(item)
+        if v is None:
+            raise LocalProtocolError(f"no item {item} in the manifest (ringmesh ls lists them)")
+        doc = {
+            "item": str(item),
+            "digest": v.digest,
+            "size_bytes": v.size,
+            "path": str(self.node.transfers.files.path_of(item)),
+            "held": catalog.holdings(peer.manifest, peer.me).get(item) == v.digest,
+        }
+        if not doc["held"]:
+            if why := peer.why_not_here(v):
+                raise LocalProtocolError(f"{item} cannot be held here: {why}")
+            self.node.submit_nowait(FetchRequested(item=item))
+        return doc
+
     async def Control(self, request, context):
         try:
             args = check_args(request.args)
@@ -452,6 +480,8 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                     check_config_key(key)
                 got = await self.node.games.retry(key)
                 return codec.Document(json=json.dumps(got, sort_keys=True))
+            elif request.what == "get":
+                return codec.Document(json=json.dumps(self._get(args.get("item", "")), sort_keys=True))
             elif request.what == "scrub":
                 items = [i for i in args.get("items", "").split("\n") if i]
                 return codec.Document(json=json.dumps(self.node.scrubber.request(items or None), sort_keys=True))
