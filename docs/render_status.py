@@ -104,7 +104,9 @@ def font(bold: bool, size: int):
     raise SystemExit(f"{name} not found in {', '.join(FONT_DIRS)}; install fonts-dejavu-core")
 
 
-def draw(text: str, out: Path, prompt: str, size: int = 15) -> None:
+def draw(
+    text: str, out: Path, prompt: str, size: int = 15, title: str = "ringmesh status — node1 of a 5-host demo cluster"
+) -> None:
     from PIL import Image, ImageDraw
 
     regular, bold = font(False, size), font(True, size)
@@ -120,7 +122,7 @@ def draw(text: str, out: Path, prompt: str, size: int = 15) -> None:
         d.ellipse([14 + i * 22, 9, 28 + i * 22, 23], fill=col)
     d.text(
         (img.width / 2, 16),
-        "ringmesh status — node1 of a 5-host demo cluster",
+        title,
         font=regular,
         fill=(170, 174, 184),
         anchor="mm",

@@ -286,7 +286,7 @@ def _rehearse(args) -> int:
 def _demo(args) -> int:
     from ringmesh.ops.demo import run_demo
 
-    return run_demo(nodes=args.nodes, file_size=args.file_size, as_json=args.json, keep=args.keep)
+    return run_demo(file_size=args.file_size, as_json=args.json, keep=args.keep)
 
 
 def _scrub(args) -> int:
@@ -480,9 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     s.set_defaults(fn=_games_add)
 
-    s = sub.add_parser("demo", help="a local cluster of real peers on loopback")
-    s.add_argument("--nodes", type=int, default=5)
-    s.add_argument("--file-size", type=_size, default=_size("64M"), help="size of the published model (e.g. 64M, 1G)")
+    s = sub.add_parser(
+        "demo", help="the whole job on 6 real peers (loopback): games, a spot kill, a promotion, a failover"
+    )
+    s.add_argument("--file-size", type=_size, default=_size("16M"), help="size of the promoted model (e.g. 16M, 1G)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--keep", action="store_true", help="keep the demo's data dirs")
     s.set_defaults(fn=_demo)
