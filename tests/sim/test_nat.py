@@ -137,7 +137,7 @@ def test_a_file_on_a_nat_host_flows_only_while_it_has_a_link():
         assert bool(holders) == enabled, (enabled, holders)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # ~5 s each; the sweeps run more
 @given(
     faults=st.lists(
         st.tuples(st.sampled_from(["crash", "restart", "cut", "heal", "pause", "resume"]), st.integers(0, 7)),
