@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 
+from ringmesh.ops.doctor import run_checks
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 from tests.shell.conftest import serving
 
@@ -253,3 +254,20 @@ def test_put_link_publishes_at_once_and_the_store_makes_its_own_copy(tmp_path):
         assert open(installed(c, "node2", f), "rb").read() == data
         assert open(installed(c, "node1", f), "rb").read() == data
         assert status(c, "node1")["scrub"]["found"]["files"] == 0
+
+
+def test_rot_of_the_only_copy_is_a_loud_unrepaired_loss_and_doctor_fails(tmp_path):
+    roles = {"node1": "training", "node2": "selfplay"}  # an NPZ goes to training hosts only: one copy
+    c = LocalCluster(tmp_path / "c", 2, gossip_interval=0.2, roles=roles)
+    with serving(c):
+        f, digest = put(c, tmp_path, size=CHUNK + 1)
+        rot_every_chunk(installed(c, "node1", f))
+        r = scrub_now(c, "node1")
+        assert r.returncode == 1 and "DAMAGED files npz/hex8_2p.npz" in r.stdout, r.stdout + r.stderr
+        sc = status(c, "node1")["scrub"]
+        assert [d["last_copy"] for d in sc["unrepaired"]] == [True]
+        assert sc["below_min_copies"] == ["npz/hex8_2p.npz"]
+        assert "DATA LOSS: the only copy of npz/hex8_2p.npz" in c.nodes["node1"].log_tail(100)
+        assert holders(c, "node1", digest) == []  # served to nobody, counted nowhere
+        checks = {ch.name: ch for ch in run_checks(str(c.config_path), "node1", c.nodes["node1"].data_dir)}
+        assert checks["at rest"].status == "FAIL" and "npz/hex8_2p.npz" in checks["at rest"].detail
