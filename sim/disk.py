@@ -26,6 +26,7 @@ class Disk:
     filler: int = 0
     game_bytes: int = 0
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # retention: stream -> dropped through
+    lost: dict[tuple[str, str], set[int]] = field(default_factory=dict)  # GamesLost: seqs the mark skips
 
     def blank(self) -> "Disk":
         """A new, empty disk of the same size (the old one was lost)."""
@@ -53,15 +54,26 @@ class Disk:
             if q not in log:
                 log[q] = g
                 self.game_bytes += len(g)
+        return new, self.high_water(origin, key)
+
+    def high_water(self, origin: str, key: str) -> int:
+        log, lost = self.games.get((origin, key), {}), self.lost.get((origin, key), set())
         hw = self.dropped.get((origin, key), 0)
-        while hw + 1 in log:
+        while hw + 1 in log or hw + 1 in lost:
             hw += 1
-        return new, hw
+        return hw
+
+    def mark_lost(self, origin: str, key: str, seqs) -> int:
+        """Seqs lost on every holder: the mark skips them (kept on this disk); returns the mark."""
+        self.lost.setdefault((origin, key), set()).update(seqs)
+        return self.high_water(origin, key)
 
     def append_own(self, origin: str, key: str, payloads: list[bytes]) -> tuple[tuple[tuple[int, bytes], ...], int]:
         """The origin's intake: the next seqs, never reused (the max survives a crash)."""
         log = self.games.setdefault((origin, key), {})
-        start = max(log, default=self.dropped.get((origin, key), 0))
+        start = max(
+            max(log, default=0), max(self.lost.get((origin, key), ()), default=0), self.dropped.get((origin, key), 0)
+        )
         games = tuple((start + i + 1, p) for i, p in enumerate(payloads))
         return games, self.store_games(origin, key, games)[1]
 

@@ -64,6 +64,7 @@ from ringmesh.core.messages import (
     DropGames,
     Emit,
     GamesDurable,
+    GamesLost,
     GamesRead,
     GamesStored,
     ReadGames,
@@ -393,6 +394,10 @@ class World:
                 case GamesDurable():
                     for hook in self.durable_hooks:
                         hook(node, eff, self.now)
+                case GamesLost():
+                    hw = self.disks[node].mark_lost(eff.origin, eff.config_key, eff.seqs)
+                    stored = GamesStored(origin=eff.origin, config_key=eff.config_key, seqs=(), hw=hw)
+                    self._push(self.now, _LOCAL, node, stored)
                 case DropGames():
                     for drop_hook in self.drop_hooks:
                         drop_hook(node, eff, self.now)
