@@ -27,6 +27,7 @@ class Disk:
     game_bytes: int = 0
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # retention: stream -> dropped through
     lost: dict[tuple[str, str], set[int]] = field(default_factory=dict)  # GamesLost: seqs the mark skips
+    rotten: dict[tuple[str, str], set[int]] = field(default_factory=dict)  # bad copies, not found yet
 
     def blank(self) -> "Disk":
         """A new, empty disk of the same size (the old one was lost)."""
@@ -55,6 +56,27 @@ class Disk:
                 log[q] = g
                 self.game_bytes += len(g)
         return new, self.high_water(origin, key)
+
+    def holds(self, stream: tuple[str, str], q: int) -> bool:
+        """A copy of game `q` that verifies (rot that nobody found yet does not)."""
+        return q in self.games.get(stream, {}) and q not in self.rotten.get(stream, ())
+
+    def rot(self, stream: tuple[str, str], seqs) -> None:
+        """These stored games go bad silently: the log still lists them until a scrub or read."""
+        log = self.games.get(stream, {})
+        self.rotten.setdefault(stream, set()).update(q for q in seqs if q in log)
+
+    def take_rotten(self, stream: tuple[str, str] | None = None) -> dict[tuple[str, str], tuple[int, ...]]:
+        """A scrub (or a read, of one stream): the bad copies found are dropped from the log."""
+        out = {}
+        for st in sorted(self.rotten) if stream is None else [stream]:
+            seqs = tuple(sorted(self.rotten.pop(st, ())))
+            log = self.games.get(st, {})
+            for q in seqs:
+                self.game_bytes -= len(log.pop(q, b""))
+            if seqs:
+                out[st] = seqs
+        return out
 
     def high_water(self, origin: str, key: str) -> int:
         log, lost = self.games.get((origin, key), {}), self.lost.get((origin, key), set())
