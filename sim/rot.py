@@ -27,7 +27,9 @@ class Rot:
         self.w, self.seed, self.ids, self.period = world, seed, ids, period
         self.rotted: dict[tuple[str, Stream, int], float] = {}  # (host, stream, seq) -> when it rotted
         self.found: dict[tuple[str, Stream, int], float] = {}  # ... -> when the host found it
+        self.counts = {"rotted": 0, "found": 0}  # events: one game may rot again once repaired
         self.repaired = 0
+        self.unrepaired: set[tuple[str, Stream, int]] = set()  # found, not stored again yet
         self.scrubs = 0
         world.rot_hooks.append(self._on_found)
         world.store_hooks.append(self._on_store)
@@ -58,15 +60,20 @@ class Rot:
         disk.rot(st, seqs)
         for q in seqs:
             self.rotted[(h, st, q)] = self.w.now
+            self.found.pop((h, st, q), None)
+        self.counts["rotted"] += len(seqs)
         return True
 
     def _on_found(self, node: str, stream: Stream, seqs: tuple[int, ...], now: float) -> None:
+        self.counts["found"] += len(seqs)
         for q in seqs:
             self.found[(node, stream, q)] = now
+            self.unrepaired.add((node, stream, q))
 
     def _on_store(self, node: str, origin: str, key: str, seqs: tuple[int, ...], now: float) -> None:
         for q in seqs:
-            if (node, (origin, key), q) in self.found and self.w.disks[node].holds((origin, key), q):
+            if (node, (origin, key), q) in self.unrepaired and self.w.disks[node].holds((origin, key), q):
+                self.unrepaired.discard((node, (origin, key), q))
                 self.repaired += 1
 
     def report(self) -> dict[str, Any]:
@@ -75,9 +82,11 @@ class Rot:
         return {
             "scrub_period_s": self.period,
             "scrubs": self.scrubs,
-            "games_rotted": len(self.rotted),
-            "corrupt_games_found": len(self.found),
+            "games_rotted": self.counts["rotted"],
+            "corrupt_games_found": self.counts["found"],
             "corrupt_games_repaired": self.repaired,
+            "unfound_at_end": len([k for k in self.rotted if k not in self.found]),  # e.g. rotted just before the end
+            "unrepaired_at_end": len(self.unrepaired),  # e.g. on a host that no longer holds the stream
             "games_lost": len(lost),
             "lost": [f"{st[0]}/{st[1]}/{q}" for st, q in lost[:10]],
             "found_after_s_max": round(delays[-1], 3) if delays else None,

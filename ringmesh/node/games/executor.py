@@ -226,6 +226,7 @@ class GameStreams:
         if self.games.held is None:
             return {"landed": 0, "held": 0}
         got = await self.node.in_store(self.games.retry, config_key, fingerprints)
+        await self._report_rot()  # a held game read back may have rotted meanwhile
         await self._publish_held()
         if got["landed"]:
             log.info("%d held game(s) landed in their databases (%d still held)", got["landed"], got["held"])
