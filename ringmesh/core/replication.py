@@ -161,23 +161,29 @@ class Replication:
                 if stream is not None:
                     self.lost.setdefault(stream, set()).update(decode_lost(f.value))
 
-    def _covered(self, stream: StreamKey, q: int) -> bool:
-        """Whether another host's mark says it holds game `q` of `stream`."""
-        return any(
-            h != self.me and hw >= q and floor_of(self.m, stream, h) < q
-            for h, hw in marks(self.m).get(stream, {}).items()
-        )
+    def _may_hold(self, stream: StreamKey, q: int, healthy: Callable[[str], bool]) -> bool:
+        """Whether another host may hold game `q` of `stream`: its mark covers it, or it is
+        healthy and its mark stops at a hole below `q` (once the hole is filled or skipped as
+        lost, its mark shows whether it holds `q`). Marks only say "1..n, no gap"."""
+        for h, hw in marks(self.m).get(stream, {}).items():
+            if h == self.me or floor_of(self.m, stream, h) >= q:
+                continue
+            if hw >= q or (hw + 1 < q and healthy(h)):
+                return True
+        return False
 
-    def _check_lost(self, out: Outbox, now: float, should_hold: Callable[[StreamKey], bool]) -> None:
-        """Our bad games that no mark covers for `lost_after` seconds are lost (an `x/` fact
-        of ours says so); every lost game we hold or should hold is told to the shell once."""
+    def _check_lost(
+        self, out: Outbox, now: float, should_hold: Callable[[StreamKey], bool], healthy: Callable[[str], bool]
+    ) -> None:
+        """Our bad games that no other host may hold for `lost_after` seconds are lost (an `x/`
+        fact of ours says so); every lost game we hold or should hold is told to the shell once."""
         for stream, bad in sorted(self.repairing.items()):
             known = self.lost.get(stream, set())
             lost = []
             for q in sorted(bad):
                 if q in known:
                     del bad[q]
-                elif self._covered(stream, q):
+                elif self._may_hold(stream, q, healthy):
                     bad[q] = now
                 elif now - bad[q] >= self.lost_after:
                     lost.append(q)
@@ -255,7 +261,7 @@ class Replication:
         for stream, deadline in list(self.pulling.items()):
             if now >= deadline:
                 del self.pulling[stream]
-        self._check_lost(out, now, should_hold)
+        self._check_lost(out, now, should_hold, healthy)
         all_marks = marks(self.m)
         mine = {s: hs.get(self.me, 0) for s, hs in all_marks.items()}
         for req in pull_plan(

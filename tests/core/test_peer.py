@@ -654,3 +654,35 @@ def test_a_game_still_held_elsewhere_is_never_declared_lost():
         m.tick()
     assert all(m.peers["c"].manifest.get(n, streams.lost_key(stream)) is None for n in "abc")
     assert all(m.hw(n, stream) == 5 and stream not in m.lost[n] for n in "abc")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sets(st.tuples(st.sampled_from("abc"), st.integers(1, 5)), max_size=4), st.integers(0, 3)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_rot_is_repaired_while_a_good_copy_is_left_and_declared_lost_only_when_none_is(steps):
+    """Law: whatever copies rot, when and where, a game ends up held again by every host if a
+    good copy was left at every moment, and lost (listed, skipped by every mark) exactly if at
+    some moment none was; every mark ends at the top of the stream. (Marks say only "1..n, no
+    gap": a game above another host's hole is found lost only once that hole is resolved.)"""
+    m, stream = games_trio()
+    gone: set[int] = set()
+    for batch, ticks in steps:
+        for node, q in sorted(batch):
+            if q in m.logs[node][stream]:
+                m.rot(node, stream, [q])
+        for _ in range(ticks + 1):
+            gone |= {q for q in range(1, 6) if not any(q in m.logs[n][stream] for n in "abc")}
+            m.tick()
+    for _ in range(6 * (int(m.peers["a"].replication.lost_after) + 2)):  # holes found lost one after another
+        m.tick()
+    listed = set().union(*(streams.decode_lost(m.peers["a"].manifest.get(n, streams.lost_key(stream))) for n in "abc"))
+    assert listed == gone
+    for n in "abc":
+        assert m.lost[n].get(stream, set()) == gone
+        assert set(m.logs[n][stream]) == set(range(1, 6)) - gone, n
+        assert mark_of(m, "a", n, stream) == 5 and m.peers[n].replication.repairing == {}
