@@ -163,3 +163,31 @@ def test_a_game_rotten_on_every_holder_is_reported_lost_and_the_stream_goes_on(t
             st = c.nodes[n].query("status")
             assert [(g["seq"]) for g in st["games"]["lost"]] == [2], (n, st["games"]["lost"])
             assert st["counters"]["corrupt_games_found"] == 1 and st["counters"]["games_lost"] == 1
+
+
+def test_a_lost_game_is_listed_by_its_game_id_while_its_bad_copy_still_decodes(tmp_path):
+    import os
+
+    from ringmesh.node.games.games import Games, pack_record
+
+    g = Games(tmp_path, consume=False)
+    o = "node3.1"
+    raw = pack_record({"game_id": "g-raw", "tables": {}, "noise": os.urandom(600)})  # stored uncompressed
+    packed = pack_record({"game_id": "g-zip", "tables": {}, "moves": [1] * 600})  # stored zlib-compressed
+    g.log.append_at(o, K, 1, raw)
+    g.log.append_at(o, K, 2, packed)
+    g.log.append_at(o, K, 3, packed.replace(b"g-zip", b"g-3ok"))
+    g.log.flush()
+    (seg,) = _segments(tmp_path, o)
+    data = bytearray(seg.read_bytes())
+    data[len(raw) - 10 + HEADER_SIZE] ^= 0xFF  # inside seq 1's noise: its metadata still reads
+    seg.write_bytes(bytes(data))
+    _rot(seg, 2)
+    assert g.log.verify_segment(o, K, 1) == [1, 2]
+    assert g.mark_lost(o, K, [1, 2]) == (2, 3) and g.mark_lost(o, K, [2]) == (0, 3)  # listed once
+    assert [(x["seq"], x["game_id"]) for x in g.lost] == [(1, "g-raw"), (2, None)]  # else by seq
+    g.close()
+    g = Games(tmp_path, consume=False)  # the seqs stay listed across a restart (the ids do not)
+    assert [(x["seq"], x["game_id"]) for x in g.lost] == [(1, None), (2, None)]
+    assert g.log.high_water(o, K) == 3
+    g.close()
