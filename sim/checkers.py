@@ -202,11 +202,7 @@ class RetainedGames:
             game = f"{stream[0]}/{stream[1]}/{q}"
             if q > durable:
                 raise Violation(self.name, f"{node} dropped game {game} at {now:.3f} s before it was durable")
-            if not any(
-                self.persistent(h) and self.disks(h).games.get(stream, {}).get(q) is not None
-                for h in self.game_hosts
-                if h != node
-            ):
+            if not any(self.persistent(h) and self.disks(h).holds(stream, q) for h in self.game_hosts if h != node):
                 raise Violation(
                     self.name, f"{node} dropped game {game} at {now:.3f} s: no persistent game host holds it"
                 )

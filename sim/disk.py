@@ -26,6 +26,8 @@ class Disk:
     filler: int = 0
     game_bytes: int = 0
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # retention: stream -> dropped through
+    lost: dict[tuple[str, str], set[int]] = field(default_factory=dict)  # GamesLost: seqs the mark skips
+    rotten: dict[tuple[str, str], set[int]] = field(default_factory=dict)  # bad copies, not found yet
 
     def blank(self) -> "Disk":
         """A new, empty disk of the same size (the old one was lost)."""
@@ -53,15 +55,47 @@ class Disk:
             if q not in log:
                 log[q] = g
                 self.game_bytes += len(g)
+        return new, self.high_water(origin, key)
+
+    def holds(self, stream: tuple[str, str], q: int) -> bool:
+        """A copy of game `q` that verifies (rot that nobody found yet does not)."""
+        return q in self.games.get(stream, {}) and q not in self.rotten.get(stream, ())
+
+    def rot(self, stream: tuple[str, str], seqs) -> None:
+        """These stored games go bad silently: the log still lists them until a scrub or read."""
+        log = self.games.get(stream, {})
+        self.rotten.setdefault(stream, set()).update(q for q in seqs if q in log)
+
+    def take_rotten(self, stream: tuple[str, str] | None = None) -> dict[tuple[str, str], tuple[int, ...]]:
+        """A scrub (or a read, of one stream): the bad copies found are dropped from the log."""
+        out = {}
+        for st in sorted(self.rotten) if stream is None else [stream]:
+            seqs = tuple(sorted(self.rotten.pop(st, ())))
+            log = self.games.get(st, {})
+            for q in seqs:
+                self.game_bytes -= len(log.pop(q, b""))
+            if seqs:
+                out[st] = seqs
+        return out
+
+    def high_water(self, origin: str, key: str) -> int:
+        log, lost = self.games.get((origin, key), {}), self.lost.get((origin, key), set())
         hw = self.dropped.get((origin, key), 0)
-        while hw + 1 in log:
+        while hw + 1 in log or hw + 1 in lost:
             hw += 1
-        return new, hw
+        return hw
+
+    def mark_lost(self, origin: str, key: str, seqs) -> int:
+        """Seqs lost on every holder: the mark skips them (kept on this disk); returns the mark."""
+        self.lost.setdefault((origin, key), set()).update(seqs)
+        return self.high_water(origin, key)
 
     def append_own(self, origin: str, key: str, payloads: list[bytes]) -> tuple[tuple[tuple[int, bytes], ...], int]:
         """The origin's intake: the next seqs, never reused (the max survives a crash)."""
         log = self.games.setdefault((origin, key), {})
-        start = max(log, default=self.dropped.get((origin, key), 0))
+        start = max(
+            max(log, default=0), max(self.lost.get((origin, key), ()), default=0), self.dropped.get((origin, key), 0)
+        )
         games = tuple((start + i + 1, p) for i, p in enumerate(payloads))
         return games, self.store_games(origin, key, games)[1]
 

@@ -18,6 +18,9 @@ Kinds and their fields:
     disk_fill   hosts=[h], percent, duration           the disk fills to `percent`, then is freed
     corrupt     hosts=[h], duration                    its chunks fail verification; it gossips
                                                        undecodable facts
+    rot         hosts=[h], count                       `count` stored games of one of its streams
+                                                       go bad silently (`sim/rot.py`); its next
+                                                       scrub (every `scrub_period` s) finds them
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class FaultEvent:
     period: float = 0.0
     loss: float = 0.0
     percent: float = 0.0
+    count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -73,6 +77,8 @@ class FaultEvent:
             return f"t={self.at:.3f} spot termination of {who} {notice}; replaced after {self.duration:g} s"
         if self.kind == "loss":
             return f"t={self.at:.3f} extra loss {self.loss:g} for {self.duration:g} s"
+        if self.kind == "rot":
+            return f"t={self.at:.3f} rot of {self.count} stored game(s) of one stream on {who}"
         if self.kind == "disk_fill":
             return f"t={self.at:.3f} disk of {who} fills to {self.percent:g}% for {self.duration:g} s"
         return f"t={self.at:.3f} {self.kind} {who} for {self.duration:g} s"
@@ -88,14 +94,14 @@ def generate(sc: Scenario, seed: int) -> Plan:
     persistent_ok = [h.name for h in sc.hosts if not h.voter]  # a voter keeps its disk: never a spot victim
     out: Plan = []
     T = sc.seconds
-    for kind in ("crash", "spot", "partition", "pause", "loss", "disk_fill", "corrupt"):
+    for kind in ("crash", "spot", "partition", "pause", "loss", "disk_fill", "corrupt", "rot"):
         spec = sc.faults.get(kind)
         if spec is None:
             continue
         pool = matching(ids, spec.get("hosts"))
         if kind == "spot":
             pool = [h for h in pool if sc.host(h).ephemeral and h in persistent_ok]
-        if kind in ("crash", "spot", "pause", "disk_fill") and not pool:
+        if kind in ("crash", "spot", "pause", "disk_fill", "rot") and not pool:
             continue
         per_host = "per_host_hour" in spec
         rate = _value(spec.get("per_host_hour" if per_host else "per_hour", 0.0), rng) / HOUR
@@ -153,6 +159,8 @@ def _event(
         return FaultEvent(at=at, kind=kind, hosts=(rng.choice(pool),), duration=r("duration", (30.0, 120.0)))
     if kind == "loss":
         return FaultEvent(at=at, kind=kind, loss=r("loss", 0.3), duration=r("duration", (5.0, 30.0)))
+    if kind == "rot":
+        return FaultEvent(at=at, kind=kind, hosts=(rng.choice(pool),), count=max(1, round(r("games", (1.0, 3.0)))))
     # partition
     duration = r("duration", (10.0, 60.0))
     one_way = rng.random() < _value(spec.get("one_way_fraction", 0.0), rng)

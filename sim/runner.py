@@ -41,6 +41,7 @@ from .invariants.games import DurableGames
 from .invariants.links import LinkLimits
 from .plan import FaultEvent, Plan, describe, dumps, generate
 from .relays import Relays
+from .rot import Rot
 from .scenario import MB, Scenario
 from .world import CoreRaised, SimulationError
 
@@ -123,6 +124,7 @@ class Run:
         )
         w.store_hooks.append(self.games.on_store)
         w.durable_hooks.append(self.games.on_durable)
+        w.lost_hooks.append(self.games.on_lost)
         self.links = LinkLimits(
             lambda h, d: (self.rates[h][0 if d == EGRESS else 1], default_burst(self.rates[h][0 if d == EGRESS else 1]))
         )
@@ -145,6 +147,8 @@ class Run:
         self.backups = BackupSchedules(c.peer, local=w.local_now)
         w.backup_hooks.append(self.backups.on_run)
         self.convergence = Convergence(c, self.games)
+        rot = sc.faults.get("rot")  # stored games that go bad, and the nodes' scrubs (none without)
+        self.rot = Rot(w, seed, sc.ids, float(rot.get("scrub_period", 60.0))) if rot is not None else None
 
         # -- hosts nobody can dial: their links, and two checkers (nothing of it without them) --
         nat = sc.peer.nat & set(sc.ids)
@@ -214,6 +218,8 @@ class Run:
             if self.relays is not None:
                 self.relays.start()
             self._schedule()
+            if self.rot is not None:
+                self.rot.start()
             w.run(until=sc.seconds)
             before = w.traffic.snapshot()
             self._heal()
@@ -380,6 +386,9 @@ class Run:
             d.filler = max(0, int(d.capacity * e.percent / 100) - (d.used - d.filler))
             self.owner[("fill", h)] = i
             w.at(e.at + e.duration, lambda: self._end(i, "fill", h, lambda: setattr(w.disks[h], "filler", 0)))
+        elif e.kind == "rot":
+            if self.rot is None or not self.rot.apply(i, e):
+                self.skipped += 1
         elif e.kind == "corrupt":
             (h,) = e.hosts
             self.pulls.corrupt.add(h)
@@ -555,6 +564,7 @@ class Run:
             "games": self._games(),
             "files": self._files(),
             "faults": {"applied": len(self.applied), "skipped": self.skipped},
+            **({"rot": self.rot.report()} if self.rot is not None else {}),
             "checks": {
                 "pulls_checked_against_disk_cap": self.caps.checked,
                 "terms_with_a_leader": len(self.leaders.leaders),

@@ -30,6 +30,7 @@
       loss: {per_hour: 2, loss: 0.3, duration: [5, 30]}
       disk_fill: {per_host_hour: 0.5, percent: [75, 98], duration: [30, 120]}
       corrupt: {per_hour: 2, duration: [30, 120]}
+      rot: {per_hour: 30, games: [1, 3], scrub_period: 20}   # stored games go bad; nodes scrub
 
 A range `[lo, hi]` is drawn uniformly (log-uniformly for sizes); a number is itself. Rates
 are per hour of simulated time (per host where it says so). Bandwidth limits are the
@@ -67,7 +68,7 @@ PROVIDER_MB_PER_S = {
 }
 DEFAULT_MB_PER_S = 20
 ROLES = ("training", "selfplay", "coordinator", "backup")
-FAULT_KINDS = ("crash", "spot", "partition", "pause", "loss", "disk_fill", "corrupt")
+FAULT_KINDS = ("crash", "spot", "partition", "pause", "loss", "disk_fill", "corrupt", "rot")
 HERE = os.path.join(os.path.dirname(__file__), "scenarios")
 
 
@@ -403,6 +404,7 @@ FAULT_FIELDS: dict[str, set[str]] = {
     "loss": {"per_hour", "loss", "duration"},
     "disk_fill": {"per_host_hour", "percent", "duration", "hosts"},
     "corrupt": {"per_hour", "duration", "hosts"},
+    "rot": {"per_hour", "per_host_hour", "games", "hosts", "scrub_period"},
 }
 
 

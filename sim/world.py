@@ -14,6 +14,9 @@ holds `Peer` instances of `ringmesh.core`, unchanged, and feeds them events at v
   * `StoreGames`-> appended to the node's stream log after `fsync_latency` (a crash of the
                    process before then loses the write), then `GamesStored` comes back;
   * `DropGames` -> retention: the node's own games dropped from its stream log;
+  * `GamesLost` -> the node's stream log skips those seqs in its mark; `GamesStored` comes
+                   back with it. Rot (`Disk.rot`) is found by `scrub` or by a `ReadGames` of
+                   the stream, which drop the bad copies and hand the core `GamesCorrupt`;
   * `RunBackup` -> a backup that takes `backup_seconds`, then `BackupFinished` comes back
                    (to the process that ran it: a crash meanwhile loses it);
   * transfers   -> counted and ignored here; `sim/files.py` carries them out.
@@ -63,7 +66,9 @@ from ringmesh.core.messages import (
     BackupFinished,
     DropGames,
     Emit,
+    GamesCorrupt,
     GamesDurable,
+    GamesLost,
     GamesRead,
     GamesStored,
     ReadGames,
@@ -123,6 +128,8 @@ class World:
         self.send_hooks: list[Callable[[str, str, Envelope], None]] = []  # (src, dst, envelope)
         self.durable_hooks: list[Callable[[str, GamesDurable, float], None]] = []
         self.drop_hooks: list[Callable[[str, DropGames, float], None]] = []  # before the games go
+        self.rot_hooks: list[Callable[[str, tuple[str, str], tuple[int, ...], float], None]] = []  # rot found
+        self.lost_hooks: list[Callable[[str, tuple[str, str], tuple[int, ...], float], None]] = []  # GamesLost
         self.backup_hooks: list[Callable[[str, RunBackup, float], None]] = []
         self.backup_seconds = 1.0  # how long a simulated backup runs
         self.ignored: dict[str, int] = {}  # effects this world does not interpret, by type
@@ -382,6 +389,8 @@ class World:
                     else:
                         self._push(self.now, _LOCAL, node, self._store(node, eff))  # the answer comes as an event
                 case ReadGames():
+                    if self.disks[node].rotten.get((eff.origin, eff.config_key)):  # found on the way out
+                        self.scrub(node, (eff.origin, eff.config_key))
                     log = self.disks[node].games.get((eff.origin, eff.config_key), {})
                     games = tuple((q, log[q]) for q in range(eff.first, eff.last + 1) if q in log)
                     self._push(
@@ -393,6 +402,12 @@ class World:
                 case GamesDurable():
                     for hook in self.durable_hooks:
                         hook(node, eff, self.now)
+                case GamesLost():
+                    for lost_hook in self.lost_hooks:
+                        lost_hook(node, (eff.origin, eff.config_key), eff.seqs, self.now)
+                    hw = self.disks[node].mark_lost(eff.origin, eff.config_key, eff.seqs)
+                    stored = GamesStored(origin=eff.origin, config_key=eff.config_key, seqs=(), hw=hw)
+                    self._push(self.now, _LOCAL, node, stored)
                 case DropGames():
                     for drop_hook in self.drop_hooks:
                         drop_hook(node, eff, self.now)
@@ -406,6 +421,18 @@ class World:
                     self.ignored[name] = self.ignored.get(name, 0) + 1
                 case _:
                     unknown(eff)
+
+    def scrub(self, node: str, stream: tuple[str, str] | None = None) -> int:
+        """`node` verifies its stream log (one stream's, on a read): bad copies are dropped and
+        the core told (`GamesCorrupt`), as the daemon's `scrub_segment`. Returns how many."""
+        disk, n = self.disks[node], 0
+        for (origin, key), seqs in disk.take_rotten(stream).items():
+            n += len(seqs)
+            for hook in self.rot_hooks:
+                hook(node, (origin, key), seqs, self.now)
+            ev = GamesCorrupt(origin=origin, config_key=key, seqs=seqs, hw=disk.high_water(origin, key))
+            self._push(self.now, _LOCAL, node, ev)
+        return n
 
     def _backup(self, node: str, eff: RunBackup) -> None:
         proc, started = self.nodes[node], self.local_now(node)

@@ -17,6 +17,8 @@ DIRECTIVE = "b/"  # b/<item>: the leader broadcasting a version (broadcast.py): 
 HW = "g/"  # g/<origin>/<config_key>: every host with games of a stream (replication.py): streams.encode_hw
 SCHEMA = "gs/"  # gs/<fingerprint>: the first host to take in a game schema (peer.py): gameschema.Schema.encode() bytes
 HELD = "gh/"  # gh/<config_key>: a game host holding games back from its database (peer.py): {"s": {origin: [seqs]}}
+LOST = "x/"  # x/<origin>/<config_key>: a host that found games of a stream lost on every holder (replication.py):
+#   {"r": [[first, last], ...]} the ranges of seqs lost (streams.encode_lost); marks skip them from then on
 BACKUP = "backup/"  # backup/<index>: the leader that ran backup <index> (peer.py, for node/backup.py): {term, ok, ...}
 
 ITEM_PREFIXES = (VERSION, HOLDING, PULLING, DIRECTIVE)  # the prefixes followed by an item

@@ -340,6 +340,19 @@ class GamesStored:
 
 
 @_frozen
+class GamesCorrupt:
+    """The shell found stored games of a stream corrupt (a scrub, or a read to serve them):
+    `seqs` are no longer held here and `hw` is the stream's high-water mark here now. The
+    core lowers our mark (so the range is pulled again from a holder whose mark covers it)
+    and, where no holder's does for long, records the games as lost (`x/` facts)."""
+
+    origin: str
+    config_key: str
+    seqs: tuple[int, ...]
+    hw: int
+
+
+@_frozen
 class GamesRead:
     """The shell read games a peer asked for."""
 
@@ -375,6 +388,7 @@ Event = Union[
     FetchRequested,
     BackupFinished,
     GamesStored,
+    GamesCorrupt,
     GamesRead,
     DrainRequested,
     LeaveRequested,
@@ -453,6 +467,16 @@ class DropGames:
 
 
 @_frozen
+class GamesLost:
+    """Games of a stream lost on every holder (an `x/` fact says so): the shell's stream log
+    skips them in its mark from now on, and the shell reports the mark it then has."""
+
+    origin: str
+    config_key: str
+    seqs: tuple[int, ...]
+
+
+@_frozen
 class RunBackup:
     """Run scheduled backup `index` (the config's `allowed_external_storage[index]`) as the
     leader of `term`, for the slot due at `due` (seconds); answer with `BackupFinished`."""
@@ -496,6 +520,7 @@ Effect = Union[
     ReadGames,
     GamesDurable,
     DropGames,
+    GamesLost,
     RunBackup,
     Emit,
 ]

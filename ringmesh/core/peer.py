@@ -52,6 +52,7 @@ from .messages import (
     FileVersion,
     GamesAck,
     GamesBatch,
+    GamesCorrupt,
     GamesHeld,
     GamesRead,
     GamesStored,
@@ -95,6 +96,7 @@ DELIVERY_KEYS = (keys.VERSION, keys.HOLDING, keys.PULLING)  # fact keys a broadc
 DISK_FIELDS = ("disk_used_percent", "disk_free_bytes")  # node record fields from DiskMeasured
 GOSSIP_TO_THE_DEAD = 0.1  # chance, per round, that one gossip target is a host believed dead
 GOSSIP_JITTER = 0.1  # each gossip interval is drawn from interval x [1 - this, 1 + this]
+LOST_AFTER_ROUNDS = 10  # gossip rounds a bad game of ours stays uncovered by any mark before it counts as lost
 HELD_LISTED = 256  # held seqs a gh/ fact lists per stream (the lowest; beyond, a host counts as behind from there)
 
 
@@ -144,7 +146,9 @@ class Peer:
             min_copies=config.min_copies,
             persistent=self._persistent,
             retention=config.retention_seconds if ephemeral else None,
+            lost_after=LOST_AFTER_ROUNDS * config.gossip_interval,
         )
+        self.replication.learn_lost(f for st in self.manifest.origins.values() for f in st.facts.values())
         self.backup_schedule = BackupSchedule(config.backup_schedules)
         self.transfers = TransferPlanner(
             me, rng, max_transfers=config.max_transfers, retry_base=config.retry_base, retry_cap=config.retry_cap
@@ -252,6 +256,9 @@ class Peer:
                     now,
                     self.push_targets(now),
                 )
+                return self._flush(r, now)
+            case GamesCorrupt():
+                r = self.replication.corrupt(event.origin, event.config_key, tuple(event.seqs), event.hw, now)
                 return self._flush(r, now)
             case DrainRequested():
                 persistent = [h for h in self.push_targets(now) if self._persistent(h)]
@@ -438,6 +445,8 @@ class Peer:
         def touched(prefixes) -> bool:
             return reset or any(k.startswith(prefixes) for k in written)
 
+        if touched(keys.LOST):
+            self.replication.learn_lost(f for ch in changes for f in ch.upserts)
         if touched(keys.HW):
             out += self._flush(self.replication.marks_changed(), now)
         directives = touched(keys.DIRECTIVE)

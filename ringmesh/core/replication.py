@@ -10,6 +10,11 @@
                                                its mark says `lo` from then on (not asked for them)
     holder: PullGames                       -> ReadGames -> GamesRead -> GamesBatch
     puller: GamesBatch                      -> StoreGames(ack_to=None) -> GamesStored
+    holder: GamesCorrupt (scrub, read)      -> its mark falls below the bad games; they are
+                                               pulled again (also by their origin) from a
+                                               holder whose mark covers them
+    every tick, a game no mark covers for   -> lost: an `x/` fact lists it; every host told
+    `lost_after` seconds                       (GamesLost) skips it in its mark
 
 A push that is not acknowledged is not retried by itself: the game hosts pull what the
 origin's mark advertises, and the origin pushes its pending games again every
@@ -18,22 +23,36 @@ origin's mark advertises, and the origin pushes its pending games again every
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
-from . import catalog
-from .manifest import Manifest
+from . import catalog, keys
+from .manifest import Fact, Manifest
 from .messages import (
     DropGames,
     GamesAck,
     GamesBatch,
     GamesDurable,
+    GamesLost,
     Outbox,
     PullGames,
     PushGames,
     ReadGames,
     StoreGames,
 )
-from .streams import Durability, StreamKey, encode_hw, floor_of, hw_key, marks, pull_plan, retention_floor
+from .streams import (
+    Durability,
+    StreamKey,
+    decode_lost,
+    encode_hw,
+    encode_lost,
+    floor_of,
+    hw_key,
+    lost_key,
+    marks,
+    parse_hw_key,
+    pull_plan,
+    retention_floor,
+)
 
 
 class Replication:
@@ -50,6 +69,7 @@ class Replication:
         repush_after: float = 5.0,
         batch: int = 64,
         retention: float | None = None,
+        lost_after: float = 10.0,
     ) -> None:
         # `origin` names our own streams: the host and its incarnation, so that a host back
         # with a wiped disk (seq counter gone) starts new streams instead of reusing numbers
@@ -69,6 +89,12 @@ class Replication:
         self.stored_at: dict[str, dict[int, float]] = {}  # our games not dropped yet: seq -> when stored
         self.dropped: dict[str, int] = {}  # config_key -> our games dropped through
         self.held_from: dict[str, int] = {}  # config_key -> our lowest game held back from our database
+        # rot: our copies found bad (seq -> since when no other mark covers it, or when found),
+        # the seqs known lost on every holder, and those the shell was told of (GamesLost)
+        self.lost_after = lost_after
+        self.repairing: dict[StreamKey, dict[int, float]] = {}
+        self.lost: dict[StreamKey, set[int]] = {}
+        self.told_lost: dict[StreamKey, set[int]] = {}
 
     def hw(self, stream: StreamKey) -> int:
         return marks(self.m).get(stream, {}).get(self.me, 0)
@@ -91,18 +117,94 @@ class Replication:
             at = now if origin == self.origin else None
             lo = self.dropped.get(key, 0) if origin == self.origin else 0
             out.changes.append(self.m.put(hw_key((origin, key)), encode_hw(hw, at, lo)))
+        bad = self.repairing.get((origin, key))
+        if bad:
+            for q in [q for q in bad if q <= hw or q in seqs]:
+                del bad[q]
+            if not bad:
+                del self.repairing[(origin, key)]
         if origin == self.origin:
             if self.retention is not None:
                 self.stored_at.setdefault(key, {}).update((q, now) for q in seqs)
             self.recent.setdefault(key, {}).update(games)
-            self._durable(out, key, self.durability.stored(key, hw))
+            self._durable(out, key, self.durability.stored(key, hw, seqs))
             if games:
                 self._push(out, key, tuple(games), targets, now)
+            else:
+                self.pulling.pop((origin, key), None)  # our own games pulled back after rot
         else:
             self.pulling.pop((origin, key), None)
             if ack_to is not None and seqs:
                 out.sends.append((ack_to, GamesAck(origin=origin, config_key=key, seqs=tuple(seqs))))
         return out
+
+    def corrupt(self, origin: str, key: str, seqs: tuple[int, ...], hw: int, now: float) -> Outbox:
+        """Our copies of `seqs` rotted (`GamesCorrupt`): our mark falls to `hw`, they are pulled
+        again (`tick`), and our own stream's durability counts us no more for them."""
+        out = Outbox()
+        stream = (origin, key)
+        if self.hw(stream) != hw:
+            v = dict(catalog.fact_value(self.m, self.me, hw_key(stream)) or {})
+            out.changes.append(self.m.put(hw_key(stream), catalog.pack({**v, "hw": int(hw)})))
+        bad = self.repairing.setdefault(stream, {})
+        for q in seqs:
+            bad.setdefault(q, now)
+        if origin == self.origin:
+            self.durability.corrupt(key, seqs)
+        return out
+
+    def learn_lost(self, facts: Iterable[Fact]) -> None:
+        """`x/` facts that reached the manifest: the seqs they list are lost (for good)."""
+        for f in facts:
+            if f.key.startswith(keys.LOST) and not f.tombstone:
+                stream = parse_hw_key(keys.HW + f.key[len(keys.LOST) :])
+                if stream is not None:
+                    self.lost.setdefault(stream, set()).update(decode_lost(f.value))
+
+    def _may_hold(self, stream: StreamKey, q: int, healthy: Callable[[str], bool]) -> bool:
+        """Whether another host may hold game `q` of `stream`: its mark covers it, or it is
+        healthy and its mark stops at a hole below `q` (once the hole is filled or skipped as
+        lost, its mark shows whether it holds `q`). Marks only say "1..n, no gap"."""
+        for h, hw in marks(self.m).get(stream, {}).items():
+            if h == self.me or floor_of(self.m, stream, h) >= q:
+                continue
+            if hw >= q or (hw + 1 < q and healthy(h)):
+                return True
+        return False
+
+    def _check_lost(
+        self, out: Outbox, now: float, should_hold: Callable[[StreamKey], bool], healthy: Callable[[str], bool]
+    ) -> None:
+        """Our bad games that no other host may hold for `lost_after` seconds are lost (an `x/`
+        fact of ours says so); every lost game we hold or should hold is told to the shell once."""
+        for stream, bad in sorted(self.repairing.items()):
+            known = self.lost.get(stream, set())
+            lost = []
+            for q in sorted(bad):
+                if q in known:
+                    del bad[q]
+                elif self._may_hold(stream, q, healthy):
+                    bad[q] = now
+                elif now - bad[q] >= self.lost_after:
+                    lost.append(q)
+                    del bad[q]
+            if lost:
+                mine = decode_lost(self.m.get(self.me, lost_key(stream)))
+                self.lost.setdefault(stream, set()).update(lost)
+                out.changes.append(self.m.put(lost_key(stream), encode_lost(mine | set(lost))))
+        for stream in [s for s, b in self.repairing.items() if not b]:
+            del self.repairing[stream]
+        all_marks = marks(self.m)
+        for stream, seqs in sorted(self.lost.items()):
+            told = self.told_lost.setdefault(stream, set())
+            new = seqs - told
+            if not new:
+                continue
+            if stream[0] == self.origin or self.me in all_marks.get(stream, {}) or should_hold(stream):
+                told |= new
+                out.effects.append(GamesLost(origin=stream[0], config_key=stream[1], seqs=tuple(sorted(new))))
+                if stream[0] == self.origin:
+                    self._durable(out, stream[1], self.durability.lost(stream[1], new))
 
     # -- messages ------------------------------------------------------------------------
 
@@ -129,7 +231,9 @@ class Replication:
     def on_batch(self, sender: str, msg: GamesBatch) -> Outbox:
         out = Outbox()
         # only the games we asked for: an unasked batch would make us store (and advertise) any stream
-        if msg.origin != self.origin and msg.games and (msg.origin, msg.config_key) in self.pulling:
+        stream = (msg.origin, msg.config_key)
+        ours = msg.origin == self.origin and stream not in self.repairing  # our own, not pulled back after rot
+        if not ours and msg.games and stream in self.pulling:
             out.effects.append(StoreGames(origin=msg.origin, config_key=msg.config_key, games=msg.games))
         else:
             self.pulling.pop((msg.origin, msg.config_key), None)
@@ -157,13 +261,14 @@ class Replication:
         for stream, deadline in list(self.pulling.items()):
             if now >= deadline:
                 del self.pulling[stream]
+        self._check_lost(out, now, should_hold, healthy)
         all_marks = marks(self.m)
         mine = {s: hs.get(self.me, 0) for s, hs in all_marks.items()}
         for req in pull_plan(
             self.me,
             all_marks,
             mine,
-            should_hold=should_hold,
+            should_hold=lambda s: should_hold(s) or s in self.repairing,
             healthy=healthy,
             busy=self.pulling,
             batch=self.batch,

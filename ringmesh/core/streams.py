@@ -10,7 +10,10 @@ streams, not with games (DESIGN.md "Game streams"). Pushes are acknowledged per 
 receiver after its fsync, which tells the origin about copies before gossip does.
 
 A game is *durable* once `min_copies` hosts hold it and at least one of them is persistent
-(not ephemeral). `Durability` answers that on the origin; `pull_plan` tells a host which
+(not ephemeral). A holder whose copy rots lowers its mark below it (`GamesCorrupt`), so a
+mark may fall, and a game durable before may not be any more. Games lost on every holder are
+listed by the host that found so (`x/<origin>/<config_key>`, `encode_lost`); marks skip
+them, and durability passes over them. `Durability` answers that on the origin; `pull_plan` tells a host which
 ranges it lacks and whom to ask. Nothing here does I/O; the stream log (`streamlog.py`) and
 the daemon do.
 """
@@ -52,6 +55,36 @@ def encode_hw(hw: int, at: float | None = None, lo: int = 0) -> bytes:
     if lo:
         value["lo"] = int(lo)
     return catalog.pack(value)
+
+
+MAX_LOST_RANGES = 1024  # ranges one `x/` fact lists (older ones go first)
+
+
+def lost_key(stream: StreamKey) -> str:
+    return f"{keys.LOST}{stream[0]}/{stream[1]}"
+
+
+def encode_lost(seqs: Iterable[int]) -> bytes:
+    """Seqs as `{"r": [[first, last], ...]}`, ascending, the newest `MAX_LOST_RANGES` ranges."""
+    ranges: list[list[int]] = []
+    for q in sorted(set(seqs)):
+        if ranges and ranges[-1][1] == q - 1:
+            ranges[-1][1] = q
+        else:
+            ranges.append([q, q])
+    return catalog.pack({"r": ranges[-MAX_LOST_RANGES:]})
+
+
+def decode_lost(raw: bytes | None, limit: int = 1 << 20) -> set[int]:
+    """The seqs an `x/` fact lists (at most `limit`: a hostile fact does not cost memory)."""
+    v = catalog.unpack(raw) if raw is not None else None
+    out: set[int] = set()
+    for r in (v or {}).get("r") or ():
+        if isinstance(r, (list, tuple)) and len(r) == 2 and all(type(x) is int for x in r) and 1 <= r[0] <= r[1]:
+            out.update(range(r[0], min(r[1] + 1, r[0] + limit - len(out))))
+            if len(out) >= limit:
+                break
+    return out
 
 
 def floor_of(m: Manifest, stream: StreamKey, holder: str) -> int:
@@ -197,11 +230,14 @@ class _Stream:
     stored: int = 0  # highest seq the origin made durable locally (contiguous)
     acks: dict[int, set[str]] = field(default_factory=dict)  # seq -> hosts that acked it
     marks: dict[str, int] = field(default_factory=dict)  # holder -> advertised high-water mark
-    durable: int = 0  # every seq <= durable is durable
+    durable: int = 0  # every seq <= durable is durable (or lost)
+    bad: set[int] = field(default_factory=set)  # seqs our own copy of rotted, until stored again
+    lost: set[int] = field(default_factory=set)  # seqs lost on every holder: passed over
 
 
 class Durability:
-    """The origin's view of its own games' copies."""
+    """The origin's view of its own games' copies. Marks may fall (a holder's copy rotted):
+    `durable` falls with them to below the first game with too few copies left."""
 
     def __init__(self, me: str, min_copies: int, persistent: Callable[[str], bool]) -> None:
         if min_copies < 1:
@@ -212,10 +248,27 @@ class Durability:
     def _s(self, config_key: str) -> _Stream:
         return self.streams.setdefault(config_key, _Stream())
 
-    def stored(self, config_key: str, through: int) -> list[int]:
-        """Games 1..through are fsynced here; returns seqs that became durable."""
+    def stored(self, config_key: str, through: int, seqs: Iterable[int] = ()) -> list[int]:
+        """Games 1..through are fsynced here (`seqs` among them again, if they had rotted);
+        returns seqs that became durable."""
         s = self._s(config_key)
         s.stored = max(s.stored, through)
+        s.bad.difference_update(q for q in seqs)
+        s.bad = {q for q in s.bad if q > through}
+        return self._advance(config_key)
+
+    def corrupt(self, config_key: str, seqs: Iterable[int]) -> None:
+        """Our own copies of `seqs` rotted: they count no more until stored again."""
+        s = self._s(config_key)
+        fresh = {q for q in seqs if 0 < q <= s.stored} - s.bad
+        if fresh:
+            s.bad |= fresh
+            self._recheck(config_key, min(fresh))
+
+    def lost(self, config_key: str, seqs: Iterable[int]) -> list[int]:
+        """Seqs lost on every holder: passed over from now on; returns seqs that became durable."""
+        s = self._s(config_key)
+        s.lost.update(q for q in seqs if q > 0)
         return self._advance(config_key)
 
     def acked(self, config_key: str, holder: str, seqs: Iterable[int]) -> list[int]:
@@ -228,22 +281,32 @@ class Durability:
         return self._advance(config_key)
 
     def observe(self, config_key: str, holder_marks: Mapping[str, int]) -> list[int]:
-        """Gossip told us these holders' high-water marks for our stream."""
+        """Gossip told us these holders' high-water marks for our stream (a mark that fell
+        lowers `durable` where that leaves too few copies)."""
         s = self._s(config_key)
+        fell = None
         for h, hw in holder_marks.items():
             if h != self.me:
-                s.marks[h] = max(s.marks.get(h, 0), hw)
+                if hw < s.marks.get(h, 0):  # its copies above went bad: its acks of them too
+                    fell = hw if fell is None else min(fell, hw)
+                    for q, hs in s.acks.items():
+                        if q > hw:
+                            hs.discard(h)
+                s.marks[h] = hw
+        if fell is not None:
+            self._recheck(config_key, fell + 1)
         return self._advance(config_key)
 
     def holders(self, config_key: str, seq: int) -> set[str]:
         s = self._s(config_key)
         out = {h for h, hw in s.marks.items() if hw >= seq} | s.acks.get(seq, set())
-        if s.stored >= seq:
+        if s.stored >= seq and seq not in s.bad:
             out.add(self.me)
         return out
 
     def is_durable(self, config_key: str, seq: int) -> bool:
-        return seq <= self._s(config_key).durable or self._ok(self.holders(config_key, seq))
+        s = self._s(config_key)
+        return seq not in s.lost and (seq <= s.durable or self._ok(self.holders(config_key, seq)))
 
     def durable_through(self, config_key: str) -> int:
         return self._s(config_key).durable
@@ -251,18 +314,31 @@ class Durability:
     def pending(self, config_key: str) -> list[int]:
         """Stored here but not yet durable, oldest first (what a spot host must drain)."""
         s = self._s(config_key)
-        return [q for q in range(s.durable + 1, s.stored + 1) if not self._ok(self.holders(config_key, q))]
+        return [
+            q
+            for q in range(s.durable + 1, s.stored + 1)
+            if q not in s.lost and not self._ok(self.holders(config_key, q))
+        ]
 
     def _ok(self, hosts: set[str]) -> bool:
         return len(hosts) >= self.min_copies and any(self.persistent(h) for h in hosts)
 
+    def _recheck(self, config_key: str, first: int) -> None:
+        """Copies of seqs >= `first` went away: `durable` falls below the first left short."""
+        s = self._s(config_key)
+        for q in range(max(first, 1), s.durable + 1):
+            if q not in s.lost and not self._ok(self.holders(config_key, q)):
+                s.durable = q - 1
+                break
+
     def _advance(self, config_key: str) -> list[int]:
         s = self._s(config_key)
         done = []
-        while s.durable < s.stored and self._ok(self.holders(config_key, s.durable + 1)):
+        while s.durable < s.stored and (s.durable + 1 in s.lost or self._ok(self.holders(config_key, s.durable + 1))):
             s.durable += 1
             s.acks.pop(s.durable, None)
-            done.append(s.durable)
+            if s.durable not in s.lost:
+                done.append(s.durable)
         return done
 
 

@@ -37,6 +37,7 @@ from ringmesh.core.messages import (
     Envelope,
     Event,
     GamesDurable,
+    GamesLost,
     LeaveRequested,
     MessageReceived,
     Persist,
@@ -380,6 +381,8 @@ class Daemon:
                     self.spawn(self.games.mark_durable(e.config_key, e.through))
                 case DropGames():
                     self.spawn(self.games.drop(e))
+                case GamesLost():
+                    self.spawn(self.games.lost(e))
                 case RunBackup():
                     self.backups.run(e)
                 case Emit():

@@ -69,12 +69,14 @@ class Scrubber:
         self.current: tuple[str, int, int] | None = None  # (name, bytes done, size)
         self.started_at = time.time()
         self._wake = asyncio.Event()
+        self._targets: list[Target] = []
         self._saved = 0.0
         self._load()
 
     # -- what there is to verify --------------------------------------------------------
 
-    def targets(self) -> list[Target]:
+    async def targets(self) -> list[Target]:
+        """Everything held here now (kept for `status`)."""
         node, peer = self.node, self.node.peer
         out = []
         for digest, (item, size, cs) in sorted(catalog.held_versions(peer.manifest, peer.me).items()):
@@ -82,7 +84,8 @@ class Scrubber:
                 out.append(
                     Target(f"file:{digest}", "files", str(item), size, self._file_verifier(item, digest, size, cs))
                 )
-        for origin, key, segno, _path, size in getattr(node.games, "segments", list)():
+        for seg in await node.games.segments():
+            origin, key, segno, size = seg.origin, seg.config_key, seg.segno, seg.size
             out.append(
                 Target(
                     f"seg:{origin}/{key}/{segno}",
@@ -97,6 +100,7 @@ class Scrubber:
         except OSError:
             db_size = 0
         out.append(Target("manifest", "manifest", str(node.store.path), db_size, self._manifest))
+        self._targets = out
         return out
 
     def _file_verifier(self, item, digest: str, size: int, cs: int):
@@ -121,7 +125,7 @@ class Scrubber:
     def _segment(self, origin: str, key: str, segno: int, size: int):
         async def verify(spend: Callable[[int], Awaitable[None]]) -> int:
             await spend(size)
-            return await self.node.games.scrub_segment(origin, key, segno)  # type: ignore[attr-defined]
+            return await self.node.games.scrub_segment(origin, key, segno)
 
         return verify
 
@@ -146,9 +150,9 @@ class Scrubber:
 
     # -- the schedule -------------------------------------------------------------------
 
-    def request(self, items: list[str] | None = None) -> dict[str, Any]:
+    async def request(self, items: list[str] | None = None) -> dict[str, Any]:
         """Make targets due now: all of them, or those named (items, 'games', 'manifest')."""
-        targets = self.targets()
+        targets = await self.targets()
         chosen = [
             t
             for t in targets
@@ -166,8 +170,8 @@ class Scrubber:
 
     async def run(self) -> None:
         while True:
+            targets = await self.targets()
             now = time.time()
-            targets = self.targets()
             due = [t for t in targets if t.id in self.forced or now - self.verified.get(t.id, 0.0) >= self.interval]
             live = {t.id for t in targets}
             self.forced &= live
@@ -236,7 +240,7 @@ class Scrubber:
         self._save(force=True)
 
     def status(self) -> dict[str, Any]:
-        targets = self.targets()
+        targets = self._targets  # as the schedule last saw them
         times = [self.verified.get(t.id) for t in targets]
         last_full = None if not times or None in times else min(t for t in times if t is not None)
         return {

@@ -285,6 +285,8 @@ def _at_rest(st: dict[str, Any] | None) -> Check:
         return Check(FAIL, "at rest", f"{len(open_)} damaged cop(y/ies) not repaired yet: {names}", sc)
     last = sc.get("last_full_scrub")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last)) if last else "not finished yet"
+    if sc.get("lost"):
+        return Check(WARN, "at rest", f"last full scrub {when}; {sc['lost']} game(s) lost on every holder (listed)", sc)
     return Check(OK, "at rest", f"last full scrub {when}; {found} damage(s) found, all repaired", sc)
 
 

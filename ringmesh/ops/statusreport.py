@@ -95,6 +95,7 @@ def status(view: NodeView) -> dict[str, Any]:
                 for k in view.durable
             },
             "streams": {f"{o}/{k}": hw for (o, k), hw in view.games.log.streams().items()},
+            "lost": list(view.games.lost),  # games no holder had a good copy of: origin, config_key, seq, game_id
             **view.games.counts,
         },
         "items": len(catalog.newest_versions(manifest)),

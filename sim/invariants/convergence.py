@@ -148,9 +148,9 @@ class Convergence:
             for h in hosts:
                 if host_of(stream[0]) == h and c.peer(h).replication.origin == stream[0]:
                     continue
-                log = c.world.disks[h].games.get(stream, {})
+                disk, lost = c.world.disks[h], self.games.lost(stream)
                 hw = 0
-                while hw + 1 in log:
+                while disk.holds(stream, hw + 1) or hw + 1 in lost:  # a good copy, or lost everywhere
                     hw += 1
                 if hw < top:
                     if not explain:
@@ -161,9 +161,10 @@ class Convergence:
         return False, {"missing": len(missing), "e.g.": missing[:SHOWN]}
 
     def available(self, stream: tuple[str, str]) -> int:
-        """The longest prefix 1..k of the stream whose every game is on some disk now."""
-        ever, disks = self.games.ever.get(stream, {}), self.c.world.disks
+        """The longest prefix 1..k of the stream whose every game is on some disk now, with a
+        copy that verifies (or lost on every holder and so known to the cluster)."""
+        ever, disks, lost = self.games.ever.get(stream, {}), self.c.world.disks, self.games.lost(stream)
         k = 0
-        while k + 1 in ever and any(disks[h].games.get(stream, {}).get(k + 1) is not None for h in ever[k + 1]):
+        while k + 1 in ever and (k + 1 in lost or any(disks[h].holds(stream, k + 1) for h in ever[k + 1])):
             k += 1
         return k

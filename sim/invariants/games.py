@@ -9,6 +9,12 @@ the runner's `wiped(host)` before a disk is lost.
   streams"). An ack sent before the fsync, or a mark advertised too early, fails here.
 * When a disk is lost, every durable game on it must still be on another disk. Only spot
   hosts lose disks in the scenarios, so a durable game always keeps its persistent copy.
+* Copies count only while they verify: a copy gone bad (`Disk.rot`, found or not) is none.
+  A durable game whose every copy went bad before one was repaired is lost for real: a
+  violation (`check_all`), which the rot scenario's rates keep from happening (one copy at a
+  time, scrubs more often than rot hits a stream again). A game lost before it was durable
+  (its only copy rotted) is no violation: the cluster lists it (`x/` facts, GamesLost) and
+  the report counts it.
 
 It also keeps, per game, when it was published, when it became durable and when the game
 hosts stored it, for the freshness figures of the report.
@@ -47,6 +53,7 @@ class DurableGames:
         self.published: dict[Stream, dict[int, float]] = {}
         self.durable_at: dict[Stream, dict[int, float]] = {}
         self.at_game_hosts: dict[Stream, dict[int, dict[str, float]]] = {}  # when each game host stored it
+        self.lost_seqs: dict[Stream, set[int]] = {}  # GamesLost, as any host carried it out
         self.lost_beyond_model = 0  # durable games lost with every persistent copy (not in the fault model)
 
     def on_store(self, node: str, origin: str, key: str, seqs: tuple[int, ...], now: float) -> None:
@@ -86,19 +93,26 @@ class DurableGames:
             for q in log:
                 if q > through:
                     continue
-                others = [
-                    h
-                    for h in self.ever[(origin, key)][q]
-                    if h != node and self.disks(h).games.get((origin, key), {}).get(q) is not None
-                ]
+                others = [h for h in self.ever[(origin, key)][q] if h != node and self.disks(h).holds((origin, key), q)]
                 if not others:
                     raise Violation(self.name, f"durable game {origin}/{key}/{q} lost: its last copy was on {node}")
 
     def check_all(self) -> None:
-        """Every durable game is on some disk (a full sweep, for the end of a run)."""
+        """Every durable game is on some disk with a copy that verifies (a full sweep, for the
+        end of a run)."""
         for stream, through in self.durable.items():
             for q in range(1, through + 1):
-                if not any(
-                    self.disks(h).games.get(stream, {}).get(q) is not None for h in self.ever.get(stream, {}).get(q, ())
-                ):
-                    raise Violation(self.name, f"durable game {stream[0]}/{stream[1]}/{q} is on no disk")
+                hosts = self.ever.get(stream, {}).get(q, set())
+                if not any(self.disks(h).holds(stream, q) for h in hosts):
+                    bad = sorted(h for h in hosts if q in self.disks(h).rotten.get(stream, ()))
+                    how = f" (copies gone bad, unrepaired: {bad})" if bad else ""
+                    lost = " (the cluster lists it lost)" if q in self.lost(stream) else ""
+                    raise Violation(self.name, f"durable game {stream[0]}/{stream[1]}/{q} is on no disk{how}{lost}")
+
+    def on_lost(self, node: str, stream: Stream, seqs: tuple[int, ...], now: float) -> None:
+        """`node`'s log skips these seqs from now on: lost on every holder, the cluster says."""
+        self.lost_seqs.setdefault(stream, set()).update(seqs)
+
+    def lost(self, stream: Stream) -> set[int]:
+        """The seqs of `stream` some host's log skips as lost on every holder (GamesLost)."""
+        return self.lost_seqs.get(stream, set())

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringmesh.core import catalog, keys
+from ringmesh.core import catalog, keys, streams
 from ringmesh.core.errors import LocalProtocolError
 from ringmesh.core.manifest import MIN_BUDGET, OriginDigest
 from ringmesh.core.messages import (
@@ -20,12 +20,19 @@ from ringmesh.core.messages import (
     FileDamaged,
     FilePublished,
     FileStored,
+    GamesCorrupt,
+    GamesLost,
+    GamesRead,
+    GamesStored,
     ItemKey,
     MessageReceived,
     Persist,
+    PullGames,
+    ReadGames,
     Send,
     SetTimer,
     StartTransfer,
+    StoreGames,
     Syn,
     SynAck,
     Timer,
@@ -543,3 +550,187 @@ def test_get_of_a_bad_name_is_a_local_error():
     m = selfplay_pair()
     with pytest.raises(LocalProtocolError):
         m.event("b", FetchRequested(item=ItemKey("npz", "../etc/passwd")))
+
+
+# -- games that rotted -----------------------------------------------------------------------
+
+
+class GameMesh(Mesh):
+    """A Mesh whose peers have stream logs (`logs[node][stream] = {seq: payload}`) that carry
+    out StoreGames, ReadGames and GamesLost at once, as the daemon does."""
+
+    def __init__(self, *peers: Peer) -> None:
+        super().__init__(*peers)
+        self.logs: dict[str, dict[tuple[str, str], dict[int, bytes]]] = {p.me: {} for p in peers}
+        self.lost: dict[str, dict[tuple[str, str], set[int]]] = {p.me: {} for p in peers}
+        self.pulls: list[tuple[str, PullGames]] = []
+
+    def hw(self, node: str, stream: tuple[str, str]) -> int:
+        log, lost, q = self.logs[node].get(stream, {}), self.lost[node].get(stream, set()), 0
+        while q + 1 in log or q + 1 in lost:
+            q += 1
+        return q
+
+    def feed(self, name: str, effects) -> list:
+        effects = list(effects)
+        self.pulls += [
+            (e.to, e.envelope.body) for e in effects if isinstance(e, Send) and isinstance(e.envelope.body, PullGames)
+        ]
+        return self._feed(name, effects)
+
+    def _feed(self, name: str, effects) -> list:
+        out = super().feed(name, effects)
+        for node in list(self.peers):
+            todo, self.effects[node] = self.effects[node], []
+            for e in todo:
+                stream = (getattr(e, "origin", ""), getattr(e, "config_key", ""))
+                if isinstance(e, StoreGames):
+                    self.logs[node].setdefault(stream, {}).update(e.games)
+                    ev = GamesStored(
+                        origin=e.origin,
+                        config_key=e.config_key,
+                        seqs=tuple(q for q, _ in e.games),
+                        hw=self.hw(node, stream),
+                        ack_to=e.ack_to,
+                    )
+                    self.feed(node, self.peers[node].handle(ev, self.now))
+                elif isinstance(e, ReadGames):
+                    log = self.logs[node].get(stream, {})
+                    games = tuple((q, log[q]) for q in range(e.first, e.last + 1) if q in log)
+                    ev2 = GamesRead(origin=e.origin, config_key=e.config_key, games=games, reply_to=e.reply_to)
+                    self.feed(node, self.peers[node].handle(ev2, self.now))
+                elif isinstance(e, GamesLost):
+                    self.lost[node].setdefault(stream, set()).update(e.seqs)
+                    ev3 = GamesStored(origin=e.origin, config_key=e.config_key, seqs=(), hw=self.hw(node, stream))
+                    self.feed(node, self.peers[node].handle(ev3, self.now))
+                else:
+                    self.effects[node].append(e)
+        return out
+
+    def rot(self, node: str, stream: tuple[str, str], seqs) -> list:
+        """`node`'s copies of `seqs` went bad and its shell found so."""
+        for q in seqs:
+            self.logs[node][stream].pop(q)
+        ev = GamesCorrupt(origin=stream[0], config_key=stream[1], seqs=tuple(seqs), hw=self.hw(node, stream))
+        return self.event(node, ev)
+
+
+K8 = "hex8_2p"
+
+
+def games_trio(**config) -> tuple[GameMesh, tuple[str, str]]:
+    """a, b and c, each holding games 1..5 of a's stream."""
+    m = GameMesh(*(peer(n, [o for o in "abc" if o != n], i, **config) for i, n in enumerate("abc")))
+    m.start()
+    for _ in range(3):
+        m.tick()
+    stream = (m.peers["a"].replication.origin, K8)
+    games = tuple((q, f"game{q}".encode()) for q in range(1, 6))
+    m.logs["a"][stream] = dict(games)
+    m.event("a", GamesStored(origin=stream[0], config_key=K8, seqs=(1, 2, 3, 4, 5), hw=5, games=games))
+    for _ in range(3):
+        m.tick()
+    assert all(m.hw(n, stream) == 5 for n in "abc")
+    return m, stream
+
+
+def mark_of(m: GameMesh, seen_by: str, holder: str, stream) -> int:
+    return streams.marks(m.peers[seen_by].manifest).get(stream, {}).get(holder, 0)
+
+
+def test_a_rotten_game_lowers_our_mark_and_is_pulled_again_from_a_good_holder():
+    m, stream = games_trio()
+    out = m.rot("b", stream, [3])
+    assert mark_of(m, "b", "b", stream) == 2  # at once, in our own fact
+    assert any(
+        f.key == streams.hw_key(stream) for e in out if isinstance(e, Persist) for ch in e.changes for f in ch.upserts
+    )
+    for _ in range(2):
+        m.tick()
+    assert any(to != "b" and p.first <= 3 <= p.last for to, p in m.pulls)
+    assert m.logs["b"][stream][3] == b"game3" and m.hw("b", stream) == 5
+    assert mark_of(m, "a", "b", stream) == 5 and m.peers["b"].replication.repairing == {}
+
+
+def test_the_origin_pulls_its_own_rotten_game_back_and_its_durability_falls_meanwhile():
+    m, stream = games_trio(min_copies=3)
+    a = m.peers["a"].replication
+    assert a.durability.durable_through(K8) == 5
+    m.rot("a", stream, [2])
+    assert a.durability.durable_through(K8) == 1  # a no longer counts for 2: two copies, three asked
+    for _ in range(3):
+        m.tick()
+    assert m.logs["a"][stream][2] == b"game2" and mark_of(m, "c", "a", stream) == 5
+    assert a.durability.durable_through(K8) == 5 and a.repairing == {}
+
+
+def test_a_mark_that_falls_elsewhere_lowers_the_origins_durability_and_does_not_crash():
+    m, stream = games_trio(min_copies=3)
+    a = m.peers["a"].replication
+    m.feed("b", m.peers["b"].handle(GamesCorrupt(origin=stream[0], config_key=K8, seqs=(4,), hw=3), m.now))
+    m.logs["b"][stream].pop(4)
+    m.tick(only="b")
+    assert a.durability.durable_through(K8) == 3 and not a.durability.is_durable(K8, 4)
+
+
+def test_a_game_rotten_on_every_holder_is_lost_listed_and_skipped_by_every_mark():
+    m, stream = games_trio()
+    for n in "abc":
+        m.rot(n, stream, [3])
+    m.tick()
+    assert all(mark_of(m, "a", n, stream) == 2 for n in "abc")
+    lost_after = m.peers["a"].replication.lost_after
+    m.tick(1.0)
+    assert not any(isinstance(e, GamesLost) for n in "abc" for e in m.effects[n])
+    for _ in range(int(lost_after) + 3):
+        m.tick()
+    facts = {n: streams.decode_lost(m.peers["c"].manifest.get(n, streams.lost_key(stream))) for n in "abc"}
+    assert set().union(*facts.values()) == {3}  # listed, by whoever found it first
+    assert all(m.lost[n][stream] == {3} for n in "abc")
+    assert all(mark_of(m, "c", n, stream) == 5 for n in "abc")  # the stream goes on past the hole
+    a = m.peers["a"].replication
+    assert a.durability.durable_through(K8) == 5 and not a.durability.is_durable(K8, 3)
+    assert all(m.peers[n].replication.repairing == {} for n in "abc")
+
+
+def test_a_game_still_held_elsewhere_is_never_declared_lost():
+    m, stream = games_trio()
+    m.rot("b", stream, [3])
+    m.rot("c", stream, [3])
+    lost_after = m.peers["a"].replication.lost_after
+    for _ in range(int(lost_after) + 3):
+        m.tick()
+    assert all(m.peers["c"].manifest.get(n, streams.lost_key(stream)) is None for n in "abc")
+    assert all(m.hw(n, stream) == 5 and stream not in m.lost[n] for n in "abc")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sets(st.tuples(st.sampled_from("abc"), st.integers(1, 5)), max_size=4), st.integers(0, 3)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_rot_is_repaired_while_a_good_copy_is_left_and_declared_lost_only_when_none_is(steps):
+    """Law: whatever copies rot, when and where, a game ends up held again by every host if a
+    good copy was left at every moment, and lost (listed, skipped by every mark) exactly if at
+    some moment none was; every mark ends at the top of the stream. (Marks say only "1..n, no
+    gap": a game above another host's hole is found lost only once that hole is resolved.)"""
+    m, stream = games_trio()
+    gone: set[int] = set()
+    for batch, ticks in steps:
+        for node, q in sorted(batch):
+            if q in m.logs[node][stream]:
+                m.rot(node, stream, [q])
+        for _ in range(ticks + 1):
+            gone |= {q for q in range(1, 6) if not any(q in m.logs[n][stream] for n in "abc")}
+            m.tick()
+    for _ in range(6 * (int(m.peers["a"].replication.lost_after) + 2)):  # holes found lost one after another
+        m.tick()
+    listed = set().union(*(streams.decode_lost(m.peers["a"].manifest.get(n, streams.lost_key(stream))) for n in "abc"))
+    assert listed == gone
+    for n in "abc":
+        assert m.lost[n].get(stream, set()) == gone
+        assert set(m.logs[n][stream]) == set(range(1, 6)) - gone, n
+        assert mark_of(m, "a", n, stream) == 5 and m.peers[n].replication.repairing == {}

@@ -54,12 +54,15 @@ def test_durability_waits_for_the_local_fsync():
     st.integers(1, 3),
 )
 def test_never_durable_with_fewer_holders_than_asked(events, k):
-    """Whatever order acks, marks and stores come in, a game reported durable really has
-    min_copies holders, one persistent, and durability is a prefix that never shrinks."""
+    """Whatever order acks, marks and stores come in, and marks that fall (a holder's copies
+    rotted: it holds 1..n and nothing above), a game reported durable really has min_copies
+    holders, one persistent, and durability is a prefix that shrinks only when a mark fell."""
     d = Durability("vast-1", k, persistent)
     truth: dict[int, set[str]] = {}
+    mark: dict[str, int] = {}
     last = 0
     for kind, host, n in events:
+        fell = False
         if kind == "store":
             d.stored("s", n)
             for q in range(1, n + 1):
@@ -69,9 +72,15 @@ def test_never_durable_with_fewer_holders_than_asked(events, k):
             truth.setdefault(n, set()).add(host)
         else:
             d.observe("s", {host: n})
+            if n < mark.get(host, 0):
+                fell = True
+                for q, hs in truth.items():
+                    if q > n:
+                        hs.discard(host)
+            mark[host] = n
             for q in range(1, n + 1):
                 truth.setdefault(q, set()).add(host)
-        assert d.durable_through("s") >= last
+        assert fell or d.durable_through("s") >= last
         last = d.durable_through("s")
         for q in range(1, last + 1):
             hs = truth.get(q, set())
@@ -167,3 +176,37 @@ def test_an_origin_that_dropped_games_says_so_and_is_not_asked_for_them():
     assert [(p.source, p.first, p.last) for p in plan] == [("train-b", 2, 3)]
     plan = pull_plan("train-a", m2, {stream: 4}, should_hold=lambda s: True, healthy=lambda h: True, floor=floor)
     assert [(p.source, p.first, p.last) for p in plan] == [("vast-1", 5, 5)]
+
+
+@given(st.sets(st.integers(1, 5000), max_size=200))
+def test_lost_seqs_round_trip_as_ranges(seqs):
+    raw = streams.encode_lost(seqs)
+    assert streams.decode_lost(raw) == seqs
+    ranges = catalog.unpack(raw)["r"]
+    assert all(a <= b and (i == 0 or ranges[i - 1][1] + 1 < a) for i, (a, b) in enumerate(ranges))
+
+
+def test_a_hostile_lost_fact_is_bounded_and_malformed_ranges_ignored():
+    raw = catalog.pack({"r": [[1, 1 << 60], [5, 2], ["x", 3], [0, 4], [7]]})
+    assert len(streams.decode_lost(raw, limit=1000)) == 1000
+    assert streams.decode_lost(catalog.pack({"r": [[5, 2], ["x", 3], [0, 4]]})) == set()
+    assert streams.decode_lost(None) == set() and streams.decode_lost(b"\xc1") == set()
+
+
+def test_durability_falls_with_a_mark_and_passes_over_lost_games():
+    d = Durability("train-a", 2, persistent)
+    d.stored("s", 6)
+    assert d.observe("s", {"train-b": 6}) == [1, 2, 3, 4, 5, 6]
+    assert d.observe("s", {"train-b": 3}) == [] and d.durable_through("s") == 3  # b's 4.. rotted
+    assert d.pending("s") == [4, 5, 6]
+    d.corrupt("s", [2])  # and our own copy of 2
+    assert d.durable_through("s") == 1 and d.holders("s", 2) == {"train-b"}
+    assert d.stored("s", 6, seqs=[2]) == [2, 3] and d.durable_through("s") == 3  # 2 pulled back
+    assert d.lost("s", [4]) == [] and d.durable_through("s") == 4  # passed over, never reported durable
+    assert not d.is_durable("s", 4) and d.pending("s") == [5, 6]
+    assert d.observe("s", {"train-b": 6}) == [5, 6] and d.durable_through("s") == 6
+    d2 = Durability("train-a", 2, persistent)
+    d2.stored("s", 3)
+    d2.observe("s", {"train-b": 1})
+    assert d2.lost("s", [2]) == [] and d2.durable_through("s") == 2 and not d2.is_durable("s", 2)
+    assert d2.pending("s") == [3]

@@ -18,7 +18,6 @@ from ringmesh.node.games.streamlog import (
     HEADER_SIZE,
     BadName,
     ConflictingDuplicate,
-    CorruptRecord,
     StreamLog,
     StreamLogError,
 )
@@ -35,6 +34,23 @@ def game(i: int, size: int = 200) -> bytes:
 
 def segs(root: Path, origin: str = O, key: str = K) -> list[Path]:
     return sorted((root / origin / key).glob("*.seg"))
+
+
+def offsets(f: Path) -> dict[int, int]:
+    """seq -> offset of its (last) record in segment `f`."""
+    data, off, out = f.read_bytes(), 0, {}
+    while off < len(data):
+        n = int.from_bytes(data[off + 8 : off + 12], "little")
+        out[int.from_bytes(data[off + 12 : off + 20], "little")] = off
+        off += HEADER_SIZE + n
+    return out
+
+
+def flip(f: Path, seq: int, at: int = 3) -> None:
+    """Rot: flip a byte inside the body of `seq`'s record in `f`, keeping the size."""
+    data = bytearray(f.read_bytes())
+    data[offsets(f)[seq] + HEADER_SIZE + at] ^= 0xFF
+    f.write_bytes(bytes(data))
 
 
 def test_round_trip_and_reads(tmp_path):
@@ -223,22 +239,26 @@ def test_torn_tail_is_truncated_and_reported(tmp_path):
         assert sl.append(O, K, [b"four"]) == [4]
 
 
-def test_bad_checksum_in_the_middle_cuts_the_tail(tmp_path):
+def test_bad_checksum_at_the_active_tail_cuts_it(tmp_path):
     with StreamLog(tmp_path) as sl:
         sl.append(O, K, [game(i) for i in range(1, 6)])
     f = segs(tmp_path)[0]
-    data = bytearray(f.read_bytes())
-    sizes = []
-    off = 0
-    while off < len(data):
-        n = int.from_bytes(data[off + 8 : off + 12], "little")
-        sizes.append(off)
-        off += HEADER_SIZE + n
-    data[sizes[3] + HEADER_SIZE + 3] ^= 0xFF  # flip a byte in record 4's body
-    f.write_bytes(bytes(data))
+    at = offsets(f)
+    flip(f, 5)  # the last record: indistinguishable from a torn write
     with StreamLog(tmp_path) as sl:
-        assert sl.recovered[0].reason == "bad checksum" and sl.recovered[0].offset == sizes[3]
-        assert sl.high_water(O, K) == 3 and sl.append(O, K, [b"x"]) == [4]
+        assert sl.recovered[0].reason == "bad checksum" and sl.recovered[0].offset == at[5]
+        assert sl.high_water(O, K) == 4 and sl.append(O, K, [b"x"]) == [5]
+
+
+def test_rot_in_the_middle_of_the_active_segment_is_skipped_not_cut(tmp_path):
+    with StreamLog(tmp_path) as sl:
+        sl.append(O, K, [game(i) for i in range(1, 6)])
+    flip(segs(tmp_path)[0], 4)
+    with StreamLog(tmp_path) as sl:  # a whole good record follows: rot, and what follows is kept
+        assert sl.recovered == [] and sl.take_found()[0] == [(O, K, 4)]
+        assert sl.high_water(O, K) == 3 and sl.has(O, K, 5) and not sl.has(O, K, 4)
+        assert [q for q, _ in sl.read(O, K, 1, 5)] == [1, 2, 3, 5]
+        assert sl.append(O, K, [b"x"]) == [6]  # seq 4 is never handed out again
 
 
 def test_corruption_in_a_sealed_segment_is_caught_on_read(tmp_path):
@@ -249,11 +269,12 @@ def test_corruption_in_a_sealed_segment_is_caught_on_read(tmp_path):
     data[-1] ^= 0xFF
     f.write_bytes(bytes(data))
     with StreamLog(tmp_path, segment_bytes=1000) as sl:  # sealed: only the headers are walked on open
-        assert sl.recovered == []
-        with pytest.raises(CorruptRecord):
-            sl.read(O, K, 1, 1)
+        assert sl.recovered == [] and sl.high_water(O, K) == 2
+        assert sl.read(O, K, 1, 2)[0][0] == 2  # never the bad bytes, and no exception
+        assert sl.take_found() == ([(O, K, 1)], []) and sl.high_water(O, K) == 0
+        assert sl.read(O, K, 1, 1) == [] and sl.take_found() == ([], [])  # found once
     with StreamLog(tmp_path, segment_bytes=1000, verify_all=True) as sl:
-        assert [r.reason for r in sl.recovered] == ["bad checksum"]
+        assert sl.recovered == [] and sl.take_found()[0] == [(O, K, 1)]  # a sealed segment is not cut
         assert sl.high_water(O, K) == 0 and sl.has(O, K, 2)
 
 
@@ -399,3 +420,117 @@ if __name__ == "__main__":  # python -m tests.shell.test_streamlog [n]: a longer
             for every in (1, 100):
                 rate, mbs = measure(Path(d) / f"e{every}-{level}", n, every, level=level)
                 print(f"50KB records, zlib level {level}, flush every {every}: {rate:.0f} appends/s, {mbs:.1f} MB/s")
+
+
+# -- rot: scrubbing, repair, lost seqs ------------------------------------------------------
+
+
+def test_segments_lists_every_segment(tmp_path):
+    with StreamLog(tmp_path, segment_bytes=1000) as sl:
+        sl.append(O, K, [os.urandom(900), os.urandom(900)])
+        sl.append_at("node2", K, 1, b"one")
+        got = [(s.origin, s.config_key, s.segno, s.size) for s in sl.segments()]
+        assert got == [("node1", K, 1, 928), ("node1", K, 2, 928), ("node2", K, 1, HEADER_SIZE + 3)]
+        assert all(s.path.stat().st_size == s.size for s in sl.segments())
+
+
+def test_verify_segment_finds_rot_and_the_mark_falls(tmp_path):
+    with StreamLog(tmp_path) as sl:
+        sl.append(O, K, [game(i) for i in range(1, 8)])
+        sl.flush()
+        f = segs(tmp_path)[0]
+        flip(f, 3)
+        flip(f, 6)
+        assert sl.high_water(O, K) == 7  # not noticed until verified
+        assert sl.verify_segment(O, K, 1) == [3, 6]
+        assert sl.high_water(O, K) == 2 and sl.corrupt(O, K) == [3, 6]
+        assert [q for q, _ in sl.read(O, K, 1, 7)] == [1, 2, 4, 5, 7]
+        assert sl.take_found() == ([(O, K, 3), (O, K, 6)], [])
+        assert sl.verify_segment(O, K, 1) == []  # found once
+        assert sl.verify_segment(O, K, 99) == [] and sl.missing(O, K, 7) == [3, 6]
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_a_good_copy_repairs_rot_and_survives_a_restart(tmp_path, sealed):
+    payloads = [game(i) for i in range(1, 6)]
+    with StreamLog(tmp_path) as sl:
+        for q, p in enumerate(payloads, 1):
+            sl.append_at(O, K, q, p)
+        if sealed:
+            sl.append_at("other", K, 1, b"x")  # unrelated
+        sl.flush()
+        flip(segs(tmp_path)[0], 2)
+        assert sl.verify_segment(O, K, 1) == [2]
+        assert sl.append_at(O, K, 2, payloads[1]) is True  # not a ConflictingDuplicate against the bad bytes
+        assert sl.take_found() == ([(O, K, 2)], [(O, K, 2)])
+        assert sl.read(O, K, 2, 2) == [(2, payloads[1])] and sl.high_water(O, K) == 5
+        assert len(segs(tmp_path)) == 2  # the good copy is in a newer segment than the bad one
+    for verify_all in (False, True):
+        with StreamLog(tmp_path, verify_all=verify_all) as sl:
+            assert sl.recovered == []
+            assert sl.read(O, K, 1, 5) == list(enumerate(payloads, 1)) and sl.high_water(O, K) == 5
+            assert sl.take_found() == ([], [])
+            assert all(sl.verify_segment(O, K, s.segno) == [] for s in sl.segments())
+
+
+def test_a_copy_bad_on_read_is_replaced_by_append_at(tmp_path):
+    with StreamLog(tmp_path) as sl:
+        sl.append_at(O, K, 1, game(1))
+        sl.flush()
+        flip(segs(tmp_path)[0], 1)
+        assert sl.append_at(O, K, 1, game(1)) is True  # the compare found ours bad
+        assert sl.take_found() == ([(O, K, 1)], [(O, K, 1)]) and sl.read(O, K, 1, 1) == [(1, game(1))]
+        with pytest.raises(ConflictingDuplicate):  # a good copy is still defended
+            sl.append_at(O, K, 1, game(2))
+
+
+def test_lost_seqs_are_skipped_by_the_mark_and_persist(tmp_path):
+    with StreamLog(tmp_path) as sl:
+        for q in (1, 2, 4, 5):
+            sl.append_at(O, K, q, game(q))
+        assert sl.high_water(O, K) == 2
+        assert sl.mark_lost(O, K, [3]) == 5 and sl.lost(O, K) == [3]
+        assert [q for q, _ in sl.read(O, K, 1, 5)] == [1, 2, 4, 5]
+    with StreamLog(tmp_path) as sl:
+        assert sl.high_water(O, K) == 5 and sl.lost(O, K) == [3] and sl.missing(O, K, 6) == [6]
+        assert sl.append_at(O, K, 3, game(3)) is True  # a copy that turns up is taken all the same
+        assert sl.read(O, K, 3, 3) == [(3, game(3))]
+    with StreamLog(tmp_path) as sl:
+        assert sl.mark_lost(O, K, [7]) == 5 and sl.append(O, K, [b"next"]) == [8]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=hs.integers(3, 30),
+    rotten=hs.sets(hs.integers(1, 30), max_size=8),
+    restart=hs.booleans(),
+)
+def test_rot_is_found_never_served_and_repaired(tmp_path_factory, n, rotten, restart):
+    """Law: whatever records rot (inside their bodies), a scrub finds exactly those, no read
+    returns bad bytes, and once good copies are taken back everything reads right, also after
+    a restart."""
+    root = tmp_path_factory.mktemp("rot")
+    rotten = {q for q in rotten if q <= n}
+    payloads = {q: game(q, 50) for q in range(1, n + 1)}
+    sl = StreamLog(root, segment_bytes=2000)
+    for q in sorted(payloads, key=lambda q: (q * 7) % n):  # out of order, as a replica gets them
+        sl.append_at(O, K, q, payloads[q])
+    sl.flush()
+    for f in segs(root):
+        for q in set(offsets(f)) & rotten:
+            flip(f, q, at=q % 5)
+    found = {q for s in sl.segments() for q in sl.verify_segment(O, K, s.segno)}
+    assert found == rotten and {q for _, _, q in sl.take_found()[0]} == rotten
+    if restart:  # before the repair: the bad copies are still on disk
+        sl.close()
+        sl = StreamLog(root, segment_bytes=2000)
+        assert {q for s in sl.segments() for q in sl.verify_segment(O, K, s.segno)} <= rotten
+    assert all(payloads[q] == p for q, p in sl.read(O, K, 1, n)) and not {q for q, _ in sl.read(O, K, 1, n)} & rotten
+    assert sl.high_water(O, K) == min(rotten | {n + 1}) - 1
+    assert set(sl.missing(O, K, n)) == rotten  # what a replica pulls again
+    for q in sorted(rotten):
+        assert sl.append_at(O, K, q, payloads[q]) is True
+    assert sl.high_water(O, K) == n
+    sl.close()
+    with StreamLog(root, segment_bytes=2000, verify_all=True) as sl:
+        assert sl.read(O, K, 1, n) == sorted(payloads.items()) and sl.high_water(O, K) == n

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ringmesh.node.integrity")
 MAX_LISTED = 1000  # repaired damages kept in the list (unrepaired ones are all kept)
 DATA_TYPES = ("files", "games", "manifest")
+LOST = "lost: no host has a good copy"
 
 
 @dataclass(slots=True)
@@ -126,6 +127,30 @@ class Integrity:
             self.repaired[what] += 1
             self._save()
 
+    def games(self, found: list[tuple[str, str, int]], repaired: list[tuple[str, str, int]]) -> None:
+        """Game records the stream log found bad, and those a good copy replaced (`GameStreams`)."""
+        now = time.time()
+        for origin, key, seq in found:
+            self.found["games"] += 1
+            self.damages.append(Damage("games", f"{origin}/{key} #{seq}", "", "corrupt", "checksum failed", now))
+        fixed = {f"{o}/{k} #{q}" for o, k, q in repaired}
+        for d in self.damages:
+            if d.what == "games" and d.repaired_at is None and d.name in fixed:
+                d.repaired_at, d.outcome = now, "re-fetched from a good copy"
+                self.repaired["games"] += 1
+        if found or repaired:
+            self._trim()
+            self._save()
+
+    def games_lost(self, origin: str, config_key: str, seqs: list[int]) -> None:
+        """No host has a good copy of these games: closed as lost (listed, never repaired)."""
+        gone = {f"{origin}/{config_key} #{q}" for q in seqs}
+        now = time.time()
+        for d in self.damages:
+            if d.what == "games" and d.repaired_at is None and d.name in gone:
+                d.repaired_at, d.outcome = now, LOST
+        self._save()
+
     def stored(self, item: ItemKey, digest: str, outcome: str = "re-pulled") -> None:
         """A good copy of `digest` is installed here again (a pull finished)."""
         for d in self.damages:
@@ -140,11 +165,14 @@ class Integrity:
     def _add(self, d: Damage) -> None:
         self.found[d.what] += 1
         self.damages.append(d)
-        repaired = [x for x in self.damages if x.repaired_at is not None]
-        if len(repaired) > MAX_LISTED:
-            drop = {id(x) for x in repaired[: len(repaired) - MAX_LISTED]}
-            self.damages = [x for x in self.damages if id(x) not in drop]
+        self._trim()
         self._save()
+
+    def _trim(self) -> None:
+        closed = [x for x in self.damages if x.repaired_at is not None]
+        if len(closed) > MAX_LISTED:
+            drop = {id(x) for x in closed[: len(closed) - MAX_LISTED]}
+            self.damages = [x for x in self.damages if id(x) not in drop]
 
     # -- files changed behind our back -------------------------------------------------
 
@@ -271,5 +299,6 @@ class Integrity:
             "repaired": {t: self.repaired[t] for t in DATA_TYPES},
             "unrepaired": [asdict(d) for d in self.open_damages()],
             "recent": [asdict(d) for d in self.damages if d.repaired_at is not None][-20:],
+            "lost": sum(1 for d in self.damages if d.outcome == LOST),
             "below_min_copies": short,
         }

@@ -3,7 +3,8 @@ watch mode, game schemas and the games a game host holds back.
 
 It owns the stream log and game databases (`Games`) and how far our own games are durable;
 the runtime hands it `StoreGames`, `ReadGames`, `GamesDurable`, `DropGames` (the core decides
-retention) and each manifest change that may carry a game schema.
+retention), `GamesLost` and each manifest change that may carry a game schema. Rot the log
+finds (a scrub: `scrub_segment`, a read, opening) goes to the core as `GamesCorrupt`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from ringmesh.core import keys
 from ringmesh.core.manifest import Fact
 from ringmesh.core.messages import (
     DropGames,
+    GamesCorrupt,
     GamesHeld,
+    GamesLost,
     GamesRead,
     GamesStored,
     ReadGames,
@@ -25,6 +28,7 @@ from ringmesh.core.messages import (
 )
 from ringmesh.node.games import gameschema
 from ringmesh.node.games.games import Games, ingest, pack_record
+from ringmesh.node.games.streamlog import SegmentInfo
 
 if TYPE_CHECKING:
     from ringmesh.node.runtime import Daemon
@@ -41,8 +45,9 @@ class GameStreams:
         self._held_published: tuple[int, dict] = (-1, {})  # (Games.held_version, what gh/ facts say)
 
     def start(self) -> None:
-        """Watch mode, as configured."""
+        """Watch mode, as configured; rot found while opening the log goes to the core."""
         node, config = self.node, self.node.config
+        node.spawn(self._report_rot())
         if config.watch_games:  # "{node}" in a pattern stands for this host's name
             patterns = tuple(p.replace("{node}", node.peer.me) for p in config.watch_games)
             node.spawn(self._watch(patterns, config.timings.get("watch_interval_seconds", 2.0)))
@@ -60,6 +65,7 @@ class GameStreams:
             self.node.count("games_store_failed")
             return
         self.node.count("games_stored", len(e.games))
+        await self._report_rot()
         await self._publish_held()
         self.node.submit_nowait(
             GamesStored(
@@ -69,7 +75,48 @@ class GameStreams:
 
     async def read(self, e: ReadGames) -> None:
         games = await self.node.in_store(self.games.read, e.origin, e.config_key, e.first, e.last)
+        await self._report_rot()  # a record bad on the way out is not sent: the core hears of it
         self.node.submit_nowait(GamesRead(origin=e.origin, config_key=e.config_key, games=games, reply_to=e.reply_to))
+
+    # -- rot -------------------------------------------------------------------------------
+
+    async def segments(self) -> list[SegmentInfo]:
+        """Every segment of the stream log (what the scrubber walks)."""
+        return await self.node.in_store(self.games.log.segments)
+
+    async def scrub_segment(self, origin: str, config_key: str, segno: int) -> int:
+        """Verify one segment; records found bad stop being served and counted, and the core
+        hears of them (`GamesCorrupt`: pulled again from a good copy). Returns bytes verified."""
+        n = await self.node.in_store(self.games.scrub, origin, config_key, segno)
+        await self._report_rot()
+        return n
+
+    async def _report_rot(self) -> None:
+        """Tell the core which of our records the log found bad since the last time (each
+        stream's mark with it), and count those found and those a good copy replaced."""
+        found, repaired = await self.node.in_store(self.games.log.take_found)
+        self.node.integrity.games(found, repaired)  # the damage list, `status` and doctor
+        if repaired:
+            self.node.count("corrupt_games_repaired", len(repaired))
+            log.info("%d corrupt game(s) repaired from a peer's copy", len(repaired))
+        if not found:
+            return
+        self.node.count("corrupt_games_found", len(found))
+        by_stream: dict[tuple[str, str], list[int]] = {}
+        for origin, key, q in found:
+            by_stream.setdefault((origin, key), []).append(q)
+        for (origin, key), seqs in sorted(by_stream.items()):
+            hw = await self.node.in_store(self.games.log.high_water, origin, key)
+            log.warning("%d corrupt game(s) of %s/%s found (#%s); pulling them again", len(seqs), origin, key, seqs[:8])
+            await self.node.submit(GamesCorrupt(origin=origin, config_key=key, seqs=tuple(sorted(seqs)), hw=hw))
+
+    async def lost(self, e: GamesLost) -> None:
+        """Games lost on every holder: listed, counted, and skipped by our mark from now on."""
+        new, hw = await self.node.in_store(self.games.mark_lost, e.origin, e.config_key, e.seqs)
+        if new:
+            self.node.count("games_lost", new)
+        self.node.integrity.games_lost(e.origin, e.config_key, list(e.seqs))
+        self.node.submit_nowait(GamesStored(origin=e.origin, config_key=e.config_key, seqs=(), hw=hw))
 
     async def mark_durable(self, config_key: str, through: int) -> None:
         async with self.durable_changed:
@@ -181,6 +228,7 @@ class GameStreams:
         if self.games.held is None:
             return {"landed": 0, "held": 0}
         got = await self.node.in_store(self.games.retry, config_key, fingerprints)
+        await self._report_rot()  # a held game read back may have rotted meanwhile
         await self._publish_held()
         if got["landed"]:
             log.info("%d held game(s) landed in their databases (%d still held)", got["landed"], got["held"])

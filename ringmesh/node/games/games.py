@@ -64,6 +64,12 @@ class Games:
         self.held_summary = self.held.per_config() if self.held else {}  # config_key -> {kind: n}, for status
         self.held_version = 0  # moves whenever a game is held or released (the daemon publishes then)
         self.by_config: Counter[str] = Counter()  # config_key -> games materialised since start
+        # games lost on every holder (the log's `lost` files; game ids as far as they were readable)
+        self.lost: list[dict[str, Any]] = [
+            {"origin": o, "config_key": k, "seq": q, "game_id": None}
+            for (o, k) in sorted(self.log.streams())
+            for q in self.log.lost(o, k)
+        ]
 
     def close(self) -> None:
         for db in self.dbs.values():
@@ -93,6 +99,27 @@ class Games:
 
     def read(self, origin: str, config_key: str, first: int, last: int) -> tuple[tuple[int, bytes], ...]:
         return tuple(self.log.read(origin, config_key, first, last))
+
+    def scrub(self, origin: str, config_key: str, segno: int) -> int:
+        """Verify one segment of the stream log (what it found: `log.take_found`); returns
+        the bytes verified."""
+        size = next(
+            (s.size for s in self.log.segments() if (s.origin, s.config_key, s.segno) == (origin, config_key, segno)), 0
+        )
+        self.log.verify_segment(origin, config_key, segno)
+        return size
+
+    def mark_lost(self, origin: str, config_key: str, seqs: Iterable[int]) -> tuple[int, int]:
+        """Games lost on every holder: listed (by game id where our bad copy still decodes)
+        and skipped by the log's mark. Returns (how many were new here, the stream's mark)."""
+        known = {(g["origin"], g["config_key"], g["seq"]) for g in self.lost}
+        new = [q for q in sorted(set(seqs)) if (origin, config_key, q) not in known]
+        for q in new:
+            raw = self.log.bad_copy(origin, config_key, q)
+            rec = unpack_record(raw) if raw is not None else None
+            self.lost.append({"origin": origin, "config_key": config_key, "seq": q, "game_id": rec and rec["game_id"]})
+            log.error("game %s/%s #%d is lost: no holder has a good copy", origin, config_key, q)
+        return len(new), self.log.mark_lost(origin, config_key, seqs)
 
     def _materialise(self, config_key: str, items: list[tuple[str, int, bytes]]) -> list[tuple[str, int]]:
         """Append the games `(origin, seq, payload)` to this host's database of `config_key`

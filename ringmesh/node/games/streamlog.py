@@ -9,19 +9,10 @@ On disk::
 
     <root>/<origin>/<config_key>/<segno:010d>.seg   segment files, segno = 1, 2, 3, ...
     <root>/<origin>/<config_key>/floor              retention floor (decimal text), optional
+    <root>/<origin>/<config_key>/lost               seqs lost on every holder (one a line), optional
 
-A segment is a plain concatenation of records; the highest-numbered segment of a stream is
-the active one, the others are sealed.  A record is a 28-byte little-endian header followed
-by its body::
-
-    offset size  field
-    0      4     magic  b"RMG1"
-    4      1     codec  0 = raw, 1 = zlib, 2 = zstd (read only if `zstandard` is importable)
-    5      3     zero padding
-    8      4     length of the body in bytes (u32)
-    12     8     seq (u64, >= 1)
-    20     8     checksum: xxh3-64 of header bytes [4:20] + body (u64)
-    28     len   body: the payload (msgpack game record) compressed with `codec`
+A segment is a plain concatenation of records (their format: `segment.py`); the
+highest-numbered segment of a stream is the active one, the others are sealed.
 
 Records in a segment need not be in seq order (replicas receive games out of order).
 
@@ -30,10 +21,22 @@ segment once and fsyncs each directory that gained an entry, so a caller appends
 and acknowledges them all after one `flush()` (group commit).  Before a new segment is
 created the previous one is synced, so a sealed segment is always complete and only the
 unsynced part of the newest segment can be torn.  On open every segment is walked; at the
-first record that is incomplete, has a bad magic/length or (in the active segment, or
-everywhere with ``verify_all=True``) a bad checksum, the file is truncated and the loss is
-reported in `StreamLog.recovered`.  Flushed records are never behind such a point, because a
-flushed segment's synced bytes are a prefix of it.
+first record that is incomplete, has a bad magic/length or (in the active segment, with no
+whole good record after it) a bad checksum, the file is truncated and the loss is reported
+in `StreamLog.recovered`; ``verify_all=True`` checks the sealed segments' checksums too.
+Flushed records are never behind such a point, because a flushed segment's synced bytes are
+a prefix of it.
+
+Rot: a record whose checksum fails later (`verify_segment`, the scrubber's; or a read) is
+dropped from the index (never served), remembered as corrupt, and the stream's high-water
+mark falls below it; `take_found()` hands the shell what was found and repaired. A good copy
+from a peer (`append_at`) is written to a newer segment than the bad one (the active segment
+is sealed first if it holds it); on open a sealed segment's bad record, or one of the active
+segment's that a whole good record follows, is skipped rather than cut, and of two copies of
+a seq the one that verifies is kept. Seqs lost on every holder (`mark_lost`) are skipped by
+the mark. Limits, on open: rot of the active segment's newest record is taken for a torn
+write (cut; the scrubber, which never cuts, finds it while running), and rot of a record's
+header cuts its segment there (the records after it are pulled again).
 
 The next seq of a stream is ``max(highest seq stored, floor) + 1``: the counter is persisted
 with the games themselves, and the floor file keeps it after retention deleted them.
@@ -44,127 +47,49 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
-import struct
 import threading
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, overload
 
-import xxhash
-
-try:  # optional; the stdlib zlib is what we write
-    import zstandard as _zstd
-except ImportError:  # pragma: no cover - depends on the environment
-    _zstd = None
+from ringmesh.node.games.segment import (
+    FLOOR_FILE,
+    HEADER,
+    HEADER_SIZE,
+    LOST_FILE,
+    NAME_RE,
+    BadName,
+    ConflictingDuplicate,
+    CorruptRecord,
+    Recovery,
+    Segment,
+    SegmentInfo,
+    Stream,
+    StreamLogError,
+    check_name,
+    decode_body,
+    decode_record,
+    encode_record,
+    load_stream,
+    record_ok,
+    write_file,
+)
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"RMG1"
-HEADER = struct.Struct("<4sB3xIQQ")
-HEADER_SIZE = HEADER.size  # 28
-CODEC_RAW, CODEC_ZLIB, CODEC_ZSTD = 0, 1, 2
-MAX_BODY = (1 << 31) - 1
 DEFAULT_SEGMENT_BYTES = 64 << 20
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-SEG_RE = re.compile(r"([0-9]{10})\.seg")
-FLOOR_FILE = "floor"
+Where = tuple[str, str, int]  # (origin, config_key, seq)
 
-
-class StreamLogError(Exception):
-    pass
-
-
-class BadName(StreamLogError, ValueError):
-    pass
-
-
-class ConflictingDuplicate(StreamLogError):
-    """`append_at` got a seq already stored with a different payload."""
-
-
-class CorruptRecord(StreamLogError):
-    """A stored record failed its checksum when read."""
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """A torn or damaged tail cut off a segment while opening."""
-
-    path: str
-    offset: int  # the file now ends here
-    dropped_bytes: int
-    reason: str
-
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:
-        raise BadName(f"invalid stream name component: {name!r}")
-    return name
-
-
-def _checksum(head: bytes, body: bytes | memoryview) -> int:
-    h = xxhash.xxh3_64()
-    h.update(head[4:20])
-    h.update(body)
-    return h.intdigest()
-
-
-def encode_record(seq: int, payload: bytes, level: int | None = 1) -> bytes:
-    """One on-disk record for `payload`: zlib-compressed at `level` unless that does not
-    help or `level` is None (stored raw)."""
-    body, codec = payload, CODEC_RAW
-    if level is not None:
-        body, codec = zlib.compress(payload, level), CODEC_ZLIB
-    if len(body) >= len(payload):
-        body, codec = bytes(payload), CODEC_RAW
-    if len(body) > MAX_BODY:
-        raise StreamLogError(f"record too large: {len(body)} bytes")
-    head = HEADER.pack(MAGIC, codec, len(body), seq, 0)
-    return HEADER.pack(MAGIC, codec, len(body), seq, _checksum(head, body)) + body
-
-
-def _decode_body(codec: int, body: bytes | memoryview) -> bytes:
-    if codec == CODEC_RAW:
-        return bytes(body)
-    if codec == CODEC_ZLIB:
-        return zlib.decompress(body)
-    if codec == CODEC_ZSTD and _zstd is not None:
-        return _zstd.ZstdDecompressor().decompress(body)
-    raise CorruptRecord(f"unknown or unsupported codec {codec}")
-
-
-@dataclass
-class _Segment:
-    segno: int
-    path: Path
-    size: int = 0
-    seqs: set[int] = field(default_factory=set)
-    lo: int = 0  # lowest seq held (0: none)
-
-    def add(self, seq: int) -> None:
-        self.seqs.add(seq)
-        if not self.lo or seq < self.lo:
-            self.lo = seq
-
-
-@dataclass
-class _Stream:
-    dir: Path
-    floor: int = 0
-    hw: int = 0
-    max_seq: int = 0
-    index: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # seq -> (segno, off, total len)
-    segments: dict[int, _Segment] = field(default_factory=dict)  # segno -> segment
-    active_fd: int | None = None
-    active_segno: int = 0
-
-    def advance(self) -> None:
-        if self.hw < self.floor:
-            self.hw = self.floor
-        while self.hw + 1 in self.index:
-            self.hw += 1
+__all__ = [
+    "HEADER_SIZE",
+    "BadName",
+    "ConflictingDuplicate",
+    "CorruptRecord",
+    "Recovery",
+    "SegmentInfo",
+    "StreamLog",
+    "StreamLogError",
+    "encode_record",
+]
 
 
 class StreamLog:
@@ -185,8 +110,10 @@ class StreamLog:
         self.max_open_readers = max_open_readers
         self.max_open_writers = max_open_readers
         self.recovered: list[Recovery] = []
+        self._found: list[Where] = []  # corrupt records found since `take_found`
+        self._repaired: list[Where] = []  # corrupt records a good copy replaced since `take_found`
         self._lock = threading.RLock()
-        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._streams: dict[tuple[str, str], Stream] = {}
         self._dirty_files: dict[int, int] = {}  # fd -> fd (insertion-ordered set)
         self._dirty_dirs: set[Path] = set()
         self._readers: dict[Path, int] = {}  # path -> read fd (LRU by insertion order)
@@ -217,79 +144,19 @@ class StreamLog:
             for cdir in sorted(odir.iterdir()):
                 if not cdir.is_dir() or NAME_RE.fullmatch(cdir.name) is None:
                     continue
-                self._streams[(odir.name, cdir.name)] = self._load_stream(cdir, verify_all)
-
-    def _load_stream(self, d: Path, verify_all: bool) -> _Stream:
-        st = _Stream(dir=d)
-        fp = d / FLOOR_FILE
-        if fp.exists():
-            try:
-                st.floor = int(fp.read_text().strip() or 0)
-            except ValueError:  # written by rename, so only real damage gets here; guessing
-                # 0 could hand out seqs again, so refuse to open instead.
-                raise StreamLogError(f"unreadable retention floor {fp}") from None
-        segnos = sorted(int(m.group(1)) for p in d.iterdir() if (m := SEG_RE.fullmatch(p.name)))
-        for i, segno in enumerate(segnos):
-            last = i == len(segnos) - 1
-            seg = _Segment(segno, d / f"{segno:010d}.seg")
-            self._scan_segment(st, seg, verify=verify_all or last)
-            st.segments[segno] = seg
-        st.active_segno = segnos[-1] if segnos else 0
-        self._apply_floor(st)
-        st.max_seq = max(st.index, default=0)
-        st.advance()
-        return st
-
-    def _scan_segment(self, st: _Stream, seg: _Segment, verify: bool) -> None:
-        with open(seg.path, "rb") as f:
-            data = f.read() if verify else None
-            fsize = os.fstat(f.fileno()).st_size
-            off, reason = 0, ""
-            while off < fsize:
-                if fsize - off < HEADER_SIZE:
-                    reason = "partial header"
-                    break
-                if data is not None:
-                    head = data[off : off + HEADER_SIZE]
-                else:
-                    f.seek(off)
-                    head = f.read(HEADER_SIZE)
-                magic, codec, length, seq, csum = HEADER.unpack(head)
-                if magic != MAGIC or seq < 1 or codec > CODEC_ZSTD:
-                    reason = "bad header"
-                    break
-                end = off + HEADER_SIZE + length
-                if end > fsize:
-                    reason = "partial record"
-                    break
-                if data is not None and _checksum(head, memoryview(data)[off + HEADER_SIZE : end]) != csum:
-                    reason = "bad checksum"
-                    break
-                if seq not in st.index:
-                    st.index[seq] = (seg.segno, off, end - off)
-                    seg.add(seq)
-                else:
-                    log.warning("streamlog: %s holds seq %d twice; keeping the first", st.dir, seq)
-                off = end
-        seg.size = off
-        if off < fsize:
-            fd = os.open(seg.path, os.O_RDWR)
-            try:
-                os.ftruncate(fd, off)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            rec = Recovery(str(seg.path), off, fsize - off, reason)
-            self.recovered.append(rec)
-            log.warning("streamlog: truncated %s at %d (%d bytes dropped: %s)", seg.path, off, fsize - off, reason)
+                st = self._streams[(odir.name, cdir.name)] = load_stream(cdir, verify_all, self.recovered)
+                self._found += [(odir.name, cdir.name, seq) for seq in sorted(st.corrupt)]
+                self._apply_floor(st)
+                st.max_seq = max(max(st.index, default=0), max(st.corrupt, default=0))
+                st.advance()
 
     # ------------------------------------------------------------------ helpers
 
     @overload
-    def _stream(self, origin: str, config_key: str, create: Literal[True]) -> _Stream: ...
+    def _stream(self, origin: str, config_key: str, create: Literal[True]) -> Stream: ...
     @overload
-    def _stream(self, origin: str, config_key: str, create: Literal[False]) -> _Stream | None: ...
-    def _stream(self, origin: str, config_key: str, create: bool) -> _Stream | None:
+    def _stream(self, origin: str, config_key: str, create: Literal[False]) -> Stream | None: ...
+    def _stream(self, origin: str, config_key: str, create: bool) -> Stream | None:
         if self._closed:
             raise StreamLogError("StreamLog is closed")
         key = (check_name(origin), check_name(config_key))
@@ -303,7 +170,7 @@ class StreamLog:
             if not d.exists():
                 d.mkdir()
                 self._dirty_dirs.add(odir)
-            st = self._streams[key] = _Stream(dir=d)
+            st = self._streams[key] = Stream(dir=d)
         return st
 
     def _reader(self, path: Path) -> int:
@@ -320,48 +187,48 @@ class StreamLog:
         if fd is not None:
             os.close(fd)
 
-    def _read_record(self, st: _Stream, seq: int) -> bytes:
+    def _read_record(self, st: Stream, seq: int) -> bytes:
         segno, off, n = st.index[seq]
         path = st.segments[segno].path
-        buf = os.pread(self._reader(path), n, off)
-        if len(buf) != n:
-            raise CorruptRecord(f"{path}: short read of seq {seq}")
-        head = buf[:HEADER_SIZE]
-        magic, codec, length, rseq, csum = HEADER.unpack(head)
-        if magic != MAGIC or rseq != seq or length != n - HEADER_SIZE:
-            raise CorruptRecord(f"{path}: bad header for seq {seq} at {off}")
-        body = memoryview(buf)[HEADER_SIZE:]
-        if _checksum(head, body) != csum:
-            raise CorruptRecord(f"{path}: bad checksum for seq {seq} at {off}")
         try:
-            return _decode_body(codec, body)
-        except zlib.error as e:
+            buf = os.pread(self._reader(path), n, off)
+        except OSError as e:  # the disk failed to give it back: as bad as rot
             raise CorruptRecord(f"{path}: seq {seq}: {e}") from e
+        return decode_record(buf, seq, f"{path} at {off}")
 
-    def _sync_active(self, st: _Stream) -> None:
+    def _mark_corrupt(self, key: tuple[str, str], st: Stream, seq: int) -> None:
+        """`seq`'s stored copy is bad: never served again; the mark falls below it."""
+        loc = st.index.pop(seq)
+        st.segments[loc[0]].seqs.discard(seq)
+        st.corrupt[seq] = loc
+        st.lower(seq)
+        self._found.append((key[0], key[1], seq))
+        log.warning("streamlog: %s/%s seq %d is corrupt on disk (segment %d at %d)", *key, seq, loc[0], loc[1])
+
+    def _sync_active(self, st: Stream) -> None:
         if st.active_fd is not None and st.active_fd in self._dirty_files:
             os.fdatasync(st.active_fd)
             del self._dirty_files[st.active_fd]
 
-    def _close_active(self, st: _Stream) -> None:
+    def _close_active(self, st: Stream) -> None:
         if st.active_fd is not None:
             self._dirty_files.pop(st.active_fd, None)
             os.close(st.active_fd)
             st.active_fd = None
 
-    def _new_segment(self, st: _Stream) -> _Segment:
+    def _new_segment(self, st: Stream) -> Segment:
         # The previous segment must be complete on disk before a later one can exist.
         self._sync_active(st)
         self._close_active(st)
         segno = max(st.segments, default=0) + 1
-        seg = _Segment(segno, st.dir / f"{segno:010d}.seg")
+        seg = Segment(segno, st.dir / f"{segno:010d}.seg")
         st.active_fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         st.segments[segno] = seg
         st.active_segno = segno
         self._dirty_dirs.add(st.dir)
         return seg
 
-    def _active_for(self, st: _Stream, nbytes: int) -> _Segment:
+    def _active_for(self, st: Stream, nbytes: int) -> Segment:
         seg = st.segments.get(st.active_segno)
         if seg is None or (seg.size > 0 and seg.size + nbytes > self.segment_bytes):
             return self._new_segment(st)
@@ -369,7 +236,7 @@ class StreamLog:
             st.active_fd = os.open(seg.path, os.O_WRONLY)
         return seg
 
-    def _write(self, st: _Stream, records: list[tuple[int, bytes]]) -> None:
+    def _write(self, st: Stream, records: list[tuple[int, bytes]]) -> None:
         """Write encoded records, rolling segments at `segment_bytes`, and index them."""
         i = 0
         while i < len(records):
@@ -407,7 +274,7 @@ class StreamLog:
             seg.size = off
         st.advance()
 
-    def _apply_floor(self, st: _Stream) -> None:
+    def _apply_floor(self, st: Stream) -> None:
         """Forget seqs <= floor and delete segments holding nothing above it."""
         for seg in st.segments.values():
             if seg.lo and seg.lo <= st.floor:  # only segments reaching down to the floor
@@ -457,10 +324,20 @@ class StreamLog:
             if seq <= st.floor:
                 return False
             if seq in st.index:
-                if self._read_record(st, seq) != payload:
-                    raise ConflictingDuplicate(f"{origin}/{config_key} seq {seq}: different payload already stored")
-                return False
+                try:
+                    same = self._read_record(st, seq) == payload
+                except CorruptRecord:  # ours went bad: take this copy instead
+                    self._mark_corrupt((origin, config_key), st, seq)
+                else:
+                    if not same:
+                        raise ConflictingDuplicate(f"{origin}/{config_key} seq {seq}: different payload already stored")
+                    return False
+            bad = st.corrupt.get(seq)
+            if bad is not None and bad[0] == st.active_segno:
+                self._new_segment(st)  # the good copy goes to a newer segment than the bad one
             self._write(st, [(seq, encode_record(seq, payload, self.compress_level))])
+            if st.corrupt.pop(seq, None) is not None:
+                self._repaired.append((origin, config_key, seq))
             return True
 
     def flush(self) -> None:
@@ -494,14 +371,7 @@ class StreamLog:
             # Everything at or below the floor must be synced before the floor says so
             # (the counter must never fall back), then the floor, then the deletions.
             self.flush()
-            tmp = st.dir / (FLOOR_FILE + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, f"{seq}\n".encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, st.dir / FLOOR_FILE)
+            write_file(st.dir / FLOOR_FILE, f"{seq}\n")
             self._dirty_dirs.add(st.dir)
             st.floor = seq
             before = len(st.segments)
@@ -516,7 +386,8 @@ class StreamLog:
         self, origin: str, config_key: str, from_seq: int, to_seq: int, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
         """The stored games with from_seq <= seq <= to_seq, in seq order, decompressed
-        (missing seqs are skipped; at most `limit` of them)."""
+        (missing seqs are skipped; at most `limit` of them). A record that fails its checksum
+        is skipped and dropped as corrupt (`take_found`)."""
         with self._lock:
             st = self._stream(origin, config_key, create=False)
             if st is None or to_seq < from_seq:
@@ -527,7 +398,13 @@ class StreamLog:
                 seqs = sorted(s for s in st.index if from_seq <= s <= to_seq)
             if limit is not None:
                 seqs = seqs[:limit]
-            return [(s, self._read_record(st, s)) for s in seqs]
+            out = []
+            for s in seqs:
+                try:
+                    out.append((s, self._read_record(st, s)))
+                except CorruptRecord:  # never served: counted, and repaired from a peer
+                    self._mark_corrupt((origin, config_key), st, s)
+            return out
 
     def high_water(self, origin: str, config_key: str) -> int:
         """Highest seq such that every game from the floor + 1 up to it is held."""
@@ -561,6 +438,87 @@ class StreamLog:
             st = self._stream(origin, config_key, create=False)
             lo = (st.hw if st else 0) + 1
             return [s for s in range(lo, upto + 1) if st is None or s not in st.index]
+
+    # ------------------------------------------------------------------ rot
+
+    def segments(self) -> list[SegmentInfo]:
+        """Every segment of every stream, in (origin, config_key, segno) order."""
+        with self._lock:
+            return [
+                SegmentInfo(o, k, segno, seg.path, seg.size)
+                for (o, k), st in sorted(self._streams.items())
+                for segno, seg in sorted(st.segments.items())
+            ]
+
+    def verify_segment(self, origin: str, config_key: str, segno: int) -> list[int]:
+        """Re-read one segment and check every record indexed in it; returns the seqs found
+        corrupt now (dropped: never served, the mark falls below the first)."""
+        with self._lock:
+            st = self._stream(origin, config_key, create=False)
+            seg = st.segments.get(segno) if st else None
+            if st is None or seg is None:
+                return []
+            try:
+                with open(seg.path, "rb") as f:
+                    data = f.read(seg.size)
+            except OSError as e:
+                log.warning("streamlog: cannot read %s: %s", seg.path, e)
+                data = b""
+            bad = []
+            for seq in sorted(seg.seqs):
+                sn, off, n = st.index[seq]
+                if sn == segno and not record_ok(memoryview(data)[off : off + n], seq):
+                    bad.append(seq)
+            for seq in bad:
+                self._mark_corrupt((origin, config_key), st, seq)
+            return bad
+
+    def take_found(self) -> tuple[list[Where], list[Where]]:
+        """The corrupt records found, and those a good copy replaced, since the last call."""
+        with self._lock:
+            found, repaired = self._found, self._repaired
+            self._found, self._repaired = [], []
+            return found, repaired
+
+    def corrupt(self, origin: str, config_key: str) -> list[int]:
+        """Seqs whose copy here is bad and not replaced yet."""
+        with self._lock:
+            st = self._stream(origin, config_key, create=False)
+            return sorted(st.corrupt) if st else []
+
+    def lost(self, origin: str, config_key: str) -> list[int]:
+        with self._lock:
+            st = self._stream(origin, config_key, create=False)
+            return sorted(st.lost) if st else []
+
+    def bad_copy(self, origin: str, config_key: str, seq: int) -> bytes | None:
+        """The payload of a corrupt record, if it still decompresses (its metadata may be
+        readable even so); None if not."""
+        with self._lock:
+            st = self._stream(origin, config_key, create=False)
+            loc = st.corrupt.get(seq) if st else None
+            if st is None or loc is None:
+                return None
+            try:
+                buf = os.pread(self._reader(st.segments[loc[0]].path), loc[2], loc[1])
+                return decode_body(HEADER.unpack(buf[:HEADER_SIZE])[1], memoryview(buf)[HEADER_SIZE:])
+            except Exception:
+                return None
+
+    def mark_lost(self, origin: str, config_key: str, seqs) -> int:
+        """Seqs lost on every holder: the mark skips them from now on (durable on return; a
+        copy that turns up is still taken). Returns the stream's mark."""
+        with self._lock:
+            st = self._stream(origin, config_key, create=True)
+            new = {int(q) for q in seqs if q > st.floor} - st.lost
+            if new:
+                st.lost |= new
+                st.max_seq = max(st.max_seq, *new)
+                write_file(st.dir / LOST_FILE, "".join(f"{q}\n" for q in sorted(st.lost)))
+                self._dirty_dirs.add(st.dir)
+                self.flush()
+                st.advance()
+            return st.hw
 
     # ------------------------------------------------------------------ closing
 

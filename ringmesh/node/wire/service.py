@@ -484,7 +484,8 @@ class LocalService(_Refusing, mesh_pb2_grpc.LocalServicer):
                 return codec.Document(json=json.dumps(self._get(args.get("item", "")), sort_keys=True))
             elif request.what == "scrub":
                 items = [i for i in args.get("items", "").split("\n") if i]
-                return codec.Document(json=json.dumps(self.node.scrubber.request(items or None), sort_keys=True))
+                doc = await self.node.scrubber.request(items or None)
+                return codec.Document(json=json.dumps(doc, sort_keys=True))
             elif request.what == "priority":
                 key = args.get("config_key", "")
                 if not key:
