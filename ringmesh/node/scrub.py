@@ -247,6 +247,9 @@ class Scrubber:
             "interval_seconds": self.interval,
             "rate_bytes_per_s": self.throttle.rate,
             "targets": len(targets),
+            "bytes_held": (held := sum(t.size for t in targets)),
+            # a pass at the budget: above the interval, each target waits this long, not the interval
+            "full_pass_s": round(held / self.throttle.rate, 1) if self.throttle.rate else None,
             "never_verified": sum(1 for x in times if x is None),
             "last_full_scrub": last_full,  # every target now held was verified at or after this
             "bytes_verified": {w: self.bytes_verified[w] for w in ("files", "games", "manifest")},

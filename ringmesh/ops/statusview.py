@@ -362,6 +362,14 @@ def scrub_lines(
         f"{duration(sc['interval_seconds'])} at {size(sc['rate_bytes_per_s'])}/s; verified "
         + ", ".join(f"{size(verified[w])} of {w}" for w in ("files", "games", "manifest"))
     ]
+    if sc.get("full_pass_s") and sc["full_pass_s"] > sc["interval_seconds"]:
+        out.append(
+            paint(
+                f"a full pass takes {duration(sc['full_pass_s'])} at this rate, more than the interval: "
+                "raise ringmesh.scrub_rate to keep the schedule",
+                "warn",
+            )
+        )
     cur = sc.get("current")
     if cur:
         out.append(f"now verifying {cur['name']}  {bar(cur['done'], cur['size'] or 1)}")

@@ -267,3 +267,35 @@ def test_a_put_without_link_copies(tmp_path):
     h = fs.import_file(src, ITEM, base_chunk=CS)
     assert os.stat(fs.path_of(ITEM)).st_ino != os.stat(src).st_ino and fs.shared() == []
     read_all(fs, h)
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def scrub_doc(**over):
+    doc = {
+        "interval_seconds": 86400.0,
+        "rate_bytes_per_s": 4_000_000,
+        "full_pass_s": 100.0,
+        "last_full_scrub": 1000.0,
+        "bytes_verified": {"files": 5, "games": 0, "manifest": 1},
+        "current": None,
+        "found": {"files": 1, "games": 0, "manifest": 0},
+        "repaired": {"files": 1, "games": 0, "manifest": 0},
+        "unrepaired": [],
+        "below_min_copies": [],
+    }
+    return {**doc, **over}
+
+
+def test_the_report_names_open_damage_and_a_schedule_that_cannot_keep_up():
+    from ringmesh.ops.statusview import scrub_lines
+
+    calm = scrub_lines(scrub_doc(), now=1060.0)
+    assert "damage found/repaired: files 1/1, games 0/0, manifest 0/0" in calm
+    assert not any("DAMAGED" in line or "raise ringmesh.scrub_rate" in line for line in calm)
+    bad = {"what": "files", "name": "model/x.pth", "digest": "ab" * 16, "kind": "corrupt", "detail": "chunk 3"}
+    worried = scrub_lines(scrub_doc(full_pass_s=3 * 86400.0, unrepaired=[bad], below_min_copies=["model/x.pth"]))
+    assert any(line.startswith("DAMAGED files model/x.pth abababababab: corrupt, chunk 3") for line in worried)
+    assert any("raise ringmesh.scrub_rate" in line for line in worried)
+    assert any("fewer good copies than min_copies: model/x.pth" in line for line in worried)
