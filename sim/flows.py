@@ -173,7 +173,8 @@ class BroadcastParams:
     latency_ms: float = 20.0  # one way
     per_peer: int = PULL.per_peer
     endgame_after: float = PULL.endgame_after
-    uploads: int = 4  # flows a sender serves at once; further requests queue
+    uploads: int = PULL.uploads  # flows a sender serves at once; further requests queue ...
+    extra_uploads: int = PULL.extra_uploads  # ... but up to this many more while its uplink is not full
     peers: int = 8  # average peer-set size
     publisher_peers: int | None = None  # receivers that have the publisher as a source; None: all
     asks: int = PULL.asks_per_peer  # "any of" requests open per source; 0: one named chunk each, FCFS
@@ -234,7 +235,9 @@ class _Broadcast:
             )
             for q in self.nbrs[r]:
                 self.swarms[r].source(self.names[q], set())
-        self.seeding = [Seeding(self.n_chunks) for _ in range(n + 1)]  # each host's side as a source
+        self.seeding = [
+            Seeding(self.n_chunks, uploads=p.uploads, extra_uploads=p.extra_uploads) for _ in range(n + 1)
+        ]  # each host's side as a source
         everyone = range(1, n + 1)
         for r in everyone if p.publisher_peers is None else self.rng.sample(everyone, min(n, p.publisher_peers)):
             self.swarms[r].source("pub", None)
@@ -291,8 +294,12 @@ class _Broadcast:
         if (
             offers is not None
             and len(sw.in_flight) + len(sw.have) < sw.n_chunks
-            and not any(self._could_ask(sw, peer, chunks) for peer, chunks in offers)
-            and not sw.stale()
+            and (
+                # "any of" requests: all it may have open are, and none needs renewing
+                len(sw.in_flight) + len(sw.asks) >= sw.ask_limit and not sw.stale()
+                if self.p.asks
+                else not any(self._could_ask(sw, peer, chunks) for peer, chunks in offers)
+            )
         ):
             if self.check and self._asks(sw):
                 raise SimulationError(f"{self.names[r]} skipped a plan that had requests to make")
@@ -310,15 +317,13 @@ class _Broadcast:
             return sw.plan_asks(self.now, self.p.asks, self.p.ask_width)
         return [Ask(peer, (c,), len(sw.have)) for peer, c in sw.plan(self.now)]  # today's pull
 
-    def _could_ask(self, sw: Swarm, peer: str, chunks: Iterable[int] | None) -> bool:
+    @staticmethod
+    def _could_ask(sw: Swarm, peer: str, chunks: Iterable[int] | None) -> bool:
         if chunks is None:  # all it holds
             held = sw.sources[peer]
             chunks = range(sw.n_chunks) if held is None else held
-        opened = sum(1 for a in sw.asks.values() if a.peer == peer)
-        load = sum(1 for a in sw.in_flight.values() if peer in a) + opened
         return (
-            load < sw.per_peer
-            and (not self.p.asks or opened < self.p.asks)
+            sum(1 for a in sw.in_flight.values() if peer in a) < sw.per_peer  # a free slot
             and any(c not in sw.have and c not in sw.in_flight for c in chunks)
         )
 
@@ -334,6 +339,8 @@ class _Broadcast:
         for loser in losers:
             self._push(self.now + self.lat, _CANCEL, (self.index[loser], r, c))
         self._push(self.now + self.lat, _ANNOUNCE, (r, c))
+        if self.queue[r]:  # as a source: a request naming c may wait for it
+            self._serve(r)
         if sw.done:
             self.finish[r] = self.now
             for a in sw.asks.values():  # requests still open: withdrawn
@@ -352,7 +359,7 @@ class _Broadcast:
             if q not in self.finish:
                 for c in chunks:
                     self.swarms[q].expect(self.names[r], c, self.now)
-                self._plan(q, [])  # its pull wakes up: only the endgame can ask for more
+                self._plan(q, [(self.names[r], chunks)])  # its pull wakes up: r may be asked for them
 
     def _tick(self, r: int) -> None:
         if r not in self.finish:  # the pull's loop wakes up: only the endgame can ask for more
@@ -374,25 +381,32 @@ class _Broadcast:
                 )
                 if a.chunks:
                     q[i] = (r, a, q[i][2])
+                    self._serve(s)
                 else:
                     self.queued.discard(key)
             return
-        if len(self.net.on[2 * s]) < self.p.uploads:  # flows on its uplink
-            self._change(add=self._start(s, r, a, when))
-        else:
+        self.queue[s].append((r, a, when))
+        self.queued.add(self._key(s, r, a))
+        if not self._serve(s):
             self.counts["queued"] += 1
-            self.queue[s].append((r, a, when))
-            self.queued.add(self._key(s, r, a))
+
+    def _serve(self, s: int) -> bool:
+        """Sender s starts requests from its queue while it has a slot: whether it started any."""
+        started = False
+        while self._slot(s) and (add := self._next(s)):
+            self._change(add=add)
+            started = True
+        return started
 
     def _start(self, s: int, r: int, a: Ask, when: float) -> list[tuple[int, tuple[int, int]]]:
         """Sender s serves request `a` of r: its `Seeding` picks the chunk (none if it sends
         every chunk named to r already)."""
-        sending = {k[2] for k in self.by_key if k[0] == s and k[1] == r}
-        chunks = tuple(c for c in a.chunks if c not in sending and (s, r, c) not in self.gave)
+        chunks = self._servable(s, r, a)
         if not chunks:
             self.counts["duplicates"] += 1
             return []
-        c = self.seeding[s].choose(chunks)
+        c = self.seeding[s].choose(chunks, self._have(s))
+        assert c is not None
         if a.id >= 0:  # r hears which chunk with its first byte
             self._push(self.now + self.lat, _STARTED, (s, r, a.id, c))
         self.sent[(s, r, c)] = when
@@ -438,15 +452,35 @@ class _Broadcast:
         self._settle(fl)
         self.sent_bytes[s] += self.size[fl[_C]] - fl[_LEFT]
         del self.by_key[(s, fl[_D], fl[_C])]
+        self._change(add=self._next(s), remove=[fid])
+
+    def _next(self, s: int) -> list[tuple[int, tuple[int, int]]]:
+        """Sender s starts the next request in its queue (none if the queue is empty)."""
         add: list[tuple[int, tuple[int, int]]] = []
         q = self.queue[s]
         while q and not add:
             q[:] = [e for e in q if self._key(s, e[0], e[1]) in self.queued]  # drop the cancelled
-            if q:
-                r, a, when = q.pop(Seeding.next([e[1] for e in q]) if self.p.asks else 0)
-                self.queued.discard(self._key(s, r, a))
-                add = self._start(s, r, a, when)
-        self._change(add=add, remove=[fid])
+            i = Seeding.next([e[1] for e in q], self._have(s)) if self.p.asks else (0 if q else None)
+            if i is None:
+                break
+            r, a, when = q.pop(i)
+            self.queued.discard(self._key(s, r, a))
+            add = self._start(s, r, a, when)
+        return add
+
+    def _have(self, s: int) -> set[int] | None:
+        return None if s == 0 else self.swarms[s].have
+
+    def _servable(self, s: int, r: int, a: Ask) -> tuple[int, ...]:
+        """The chunks `a` names that s is not sending to r already nor sent."""
+        sending = {k[2] for k in self.by_key if k[0] == s and k[1] == r}
+        return tuple(c for c in a.chunks if c not in sending and (s, r, c) not in self.gave)
+
+    def _slot(self, s: int) -> bool:
+        """Sender s may start another flow (`Seeding.may_start`; its own send rate it knows)."""
+        on = self.net.on[2 * s]
+        full = sum(self.net.rate[f] for f in on) >= self.net.cap[2 * s] * (1 - 1e-6)
+        return self.seeding[s].may_start(len(on), full if self.p.asks else True)
 
     def _settle(self, fl: list) -> None:  # its bytes left, now, at the rate it had since `since`
         dt = self.now - fl[_SINCE]
@@ -457,7 +491,8 @@ class _Broadcast:
             fl[_SINCE] = self.now
 
     def _change(self, add: Iterable[tuple[int, tuple[int, int]]] = (), remove: Iterable[int] = ()) -> None:
-        for fid, rate in self.net.change(add, remove).items():
+        changed = self.net.change(add, remove)
+        for fid, rate in changed.items():
             fl = self.flows[fid]
             self._settle(fl)
             fl[_RATE], fl[_VER] = rate, fl[_VER] + 1
@@ -465,6 +500,9 @@ class _Broadcast:
                 self._push(self.now + fl[_LEFT] / rate, _DONE, (fid, fl[_VER]))
         if self.check and (why := violation(self.net.ends, self.net.rate, self.net.cap)):
             raise SimulationError(f"at t={self.now!r}: {why}")
+        for s in sorted({self.flows[f][_S] for f in changed}):  # an uplink that is no longer full
+            if self.queue[s] and self._slot(s) and (add := self._next(s)):
+                self._change(add=add)
 
     def _report(self) -> dict[str, object]:
         p, n, c, b = self.p, self.p.nodes, self.chunk, self.p.link_bytes_per_s

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
+from typing import Container, Iterable
 
 _NOTHING: frozenset[int] = frozenset()
 
@@ -40,6 +41,9 @@ class PullConfig:
     tick: float = 1.0  # a pull plans at least this often
     asks_per_peer: int = 1  # "any of these" requests open per source (`Swarm.plan_asks`)
     ask_width: int = 32  # chunks named in one such request
+    ask_limit: int = 12  # such requests open and chunks in flight, in all
+    uploads: int = 4  # chunks a source sends at once (`Seeding.may_start`) ...
+    extra_uploads: int = 2  # ... and up to this many more while its uplink is not full
 
 
 PULL = PullConfig()
@@ -78,6 +82,7 @@ class Swarm:
     _order: list[int] = field(default_factory=list)  # chunk -> this host's random rank
     asks: dict[int, Ask] = field(default_factory=dict)  # open "any of" requests, by id
     _next_ask: int = 0
+    ask_limit: int = PULL.ask_limit  # plan_asks: requests open and in flight, in all
 
     # -- what the sources say ---------------------------------------------------------------
 
@@ -160,8 +165,9 @@ class Swarm:
     def plan_asks(self, now: float, per_peer: int = PULL.asks_per_peer, width: int = PULL.ask_width) -> list[Ask]:
         """New "any of these" requests to send now: to each usable source with fewer than
         `per_peer` open and fewer than `self.per_peer` requests in all (open and in flight), the
-        `width` rarest chunks it holds that are neither held nor in flight (those no other open
-        request names first); then the endgame's copies (`id` -1)."""
+        `width` rarest chunks it holds or fetches that are neither held nor in flight here (those
+        no other open request names first), while `ask_limit` allows; open requests naming a
+        chunk held or in flight since are renewed (`renew`); then the endgame's copies (`id` -1)."""
         load, usable, want = self._state(now)
         out: list[Ask] = []
         for a in list(self.asks.values()):  # open requests naming a chunk held or in flight: renewed
@@ -177,9 +183,12 @@ class Swarm:
         opened = {p: 0 for p in usable}
         for a in self.asks.values():
             opened[a.peer] = opened.get(a.peer, 0) + 1
+        total = len(self.in_flight) + len(self.asks)
         for p in usable:
             if opened[p] >= per_peer or load.get(p, 0) >= self.per_peer:
                 continue
+            if total >= self.ask_limit:
+                break
             named = {c for b in self.asks.values() for c in b.chunks}
             if chunks := self._candidates(p, want, named, width):
                 a = Ask(p, chunks, len(self.have), self._next_ask)
@@ -187,11 +196,13 @@ class Swarm:
                 self.asks[a.id] = a
                 load[p] = load.get(p, 0) + 1
                 out.append(a)
+                total += 1
         return out + self._endgame(now, usable, load)
 
     def _candidates(self, peer: str, want: list[int], named: set[int], width: int) -> tuple[int, ...]:
-        """The first `width` of `want` that `peer` holds, those not in `named` first."""
-        held = [c for c in want if self._has(peer, c)]
+        """The first `width` of `want` that `peer` holds or fetches, those not in `named` first."""
+        coming = self.expected.get(peer, {})
+        held = [c for c in want if self._has(peer, c) or c in coming]
         return tuple(
             itertools.islice(
                 itertools.chain((c for c in held if c not in named), (c for c in held if c in named)), width
@@ -254,19 +265,32 @@ class Swarm:
 @dataclass(slots=True)
 class Seeding:
     """A source's side of "any of these" requests: which chunk to send (`choose`: the one it
-    has sent least often, ties in the requester's order) and whom to serve next when an upload
-    slot frees (`next`: the requester holding the fewest chunks, ties first come first served)."""
+    has sent least often, ties in the requester's order), whom to serve next when an upload
+    slot frees (`next`: the requester holding the fewest chunks, ties first come first served)
+    and when a slot is free (`may_start`). A request naming only chunks the source is still
+    fetching waits until it has one."""
 
     n_chunks: int
     served: list[int] = field(default_factory=list)  # chunk -> copies sent (started)
+    uploads: int = PULL.uploads
+    extra_uploads: int = PULL.extra_uploads
+
+    def may_start(self, sending: int, uplink_full: bool) -> bool:
+        """Another chunk may start while `sending` are under way: below `uploads`, or below
+        `uploads + extra_uploads` while the uplink is not full (the others are slowed elsewhere)."""
+        return sending < self.uploads or (not uplink_full and sending < self.uploads + self.extra_uploads)
 
     def __post_init__(self) -> None:
         if len(self.served) != self.n_chunks:
             self.served = [0] * self.n_chunks
 
-    def choose(self, chunks: tuple[int, ...]) -> int:
-        """The chunk to send for a request naming `chunks`; counted as served."""
-        best = min(chunks, key=lambda c: self.served[c])  # min keeps the first of equals
+    def choose(self, chunks: Iterable[int], have: Container[int] | None = None) -> int | None:
+        """The chunk to send for a request naming `chunks`, of those in `have` (None: all), counted
+        as served; None if it holds none of them yet."""
+        able = [c for c in chunks if have is None or c in have]
+        if not able:
+            return None
+        best = min(able, key=lambda c: self.served[c])  # min keeps the first of equals
         self.served[best] += 1
         return best
 
@@ -275,6 +299,8 @@ class Seeding:
         self.served[chunk] = max(0, self.served[chunk] - 1)
 
     @staticmethod
-    def next(waiting: list[Ask]) -> int:
-        """Index in `waiting` (in arrival order) of the request to serve next."""
-        return min(range(len(waiting)), key=lambda i: waiting[i].held)
+    def next(waiting: list[Ask], have: Container[int] | None = None) -> int | None:
+        """Index in `waiting` (in arrival order) of the request to serve next, of those naming a
+        chunk in `have` (None: all); None if there is none."""
+        able = [i for i, a in enumerate(waiting) if have is None or any(c in have for c in a.chunks)]
+        return min(able, key=lambda i: waiting[i].held) if able else None
