@@ -118,7 +118,16 @@ def parser() -> argparse.ArgumentParser:
         default=PULL.per_peer,
         help=f"requests in flight per source (default {PULL.per_peer}, as the daemon pulls)",
     )
-    b.add_argument("--uploads", type=_positive_int, default=4, help="flows a host serves at once (default 4)")
+    b.add_argument("--uploads", type=_positive_int, default=PULL.uploads, help="flows a host serves at once")
+    b.add_argument(
+        "--extra-uploads", type=int, default=PULL.extra_uploads, help="more flows while its uplink is not full"
+    )
+    b.add_argument(
+        "--asks",
+        type=int,
+        default=PULL.asks_per_peer,
+        help='"any of these" requests open per source (0: one named chunk per request, as pulls ask today)',
+    )
     b.add_argument("--peers", type=_positive_int, default=8, help="peer-set size per receiver (default 8)")
     b.add_argument(
         "--publisher-peers",
@@ -231,6 +240,8 @@ def _broadcast(args) -> int:
         latency_ms=args.latency_ms,
         per_peer=args.per_peer,
         uploads=args.uploads,
+        extra_uploads=args.extra_uploads,
+        asks=args.asks,
         peers=args.peers,
         publisher_peers=args.publisher_peers,
     )

@@ -1,11 +1,15 @@
 """A chunked file broadcast as flows over bandwidth-limited links (a flow-level simulator).
 
 One publisher holds a file of `size` bytes in chunks (`recipe.chunk_size_for`, 4 MiB). Each of
-N receivers runs the real scheduler, `ringmesh.core.swarm.Swarm`, unchanged, driven as
-`ringmesh.node.files.transfer.pull` drives it (`ringmesh.core.swarm.PULL`; a plan after every
-delivery and announcement, and at least every `PULL.tick`). Its sources are the publisher (the
-whole file) and its peer set, which tell it each chunk they verify (`Swarm.announce`) and each
-chunk they ask for (`Swarm.expect`); every message takes one `latency`.
+N receivers runs the real scheduler, `ringmesh.core.swarm.Swarm`, unchanged (`PULL`; a plan after
+every delivery, announcement and start of a chunk, and at least every `PULL.tick`), with "any of
+these" requests (`Swarm.plan_asks`; `asks=0`: one named chunk per request, as
+`ringmesh.node.files.transfer.pull` asks today). Every sender, the publisher included, picks the
+chunk and the next requester with its own `ringmesh.core.swarm.Seeding`; the requester hears which
+chunk with its first byte (`Swarm.started`) and renews a request naming chunks it got meanwhile.
+Its sources are the publisher (the whole file) and its peer set, which tell it each chunk they
+verify (`Swarm.announce`) and each chunk they ask for (`Swarm.expect`); every message takes one
+`latency`.
 
 * Each host has an uplink and a downlink (bytes/s). A chunk under way is a *flow* on its
   sender's uplink and its receiver's downlink; rates are the max-min fair allocation, made
@@ -13,10 +17,11 @@ chunk they ask for (`Swarm.expect`); every message takes one `latency`.
   computed exactly (no time step). A flow holds both links at once (propagation is not on
   the links): a request starts its flow one latency after it was planned, and the chunk is
   verified one latency after its last byte left.
-* A sender serves at most `uploads` flows at once; later requests wait at the sender, first
-  come first served (as streams wait at an HTTP/2 server with a stream limit), in flight for
-  the requester as `Swarm` counts them. A cancel (the endgame's losing copy) drops a queued
-  request or stops a running flow; the bytes it sent are wasted.
+* A sender serves at most `uploads` flows at once; later requests wait at the sender (as streams
+  wait at an HTTP/2 server with a stream limit), in the order `Seeding.next` gives (`asks=0`:
+  first come first served), in flight for the requester as `Swarm` counts them.
+  A cancel (the endgame's losing copy, a chunk not wanted any more) drops a queued request or
+  stops a running flow; the bytes it sent are wasted.
 * Peer sets: a random undirected graph of average degree `peers` (every receiver when
   N - 1 <= peers). A real pull watches every peer pulling the version, but `Swarm.plan` costs
   O(chunks x sources), ~35 ms with 1,000 sources: hours per run at N = 1000. The publisher is a
@@ -39,12 +44,11 @@ import heapq
 import itertools
 import math
 import random
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping, Sequence
 
 from ringmesh.core import recipe
-from ringmesh.core.swarm import PULL, Swarm
+from ringmesh.core.swarm import PULL, Ask, Seeding, Swarm
 
 from .gossip import _gc_paused
 from .world import SimulationError
@@ -169,15 +173,18 @@ class BroadcastParams:
     latency_ms: float = 20.0  # one way
     per_peer: int = PULL.per_peer
     endgame_after: float = PULL.endgame_after
-    uploads: int = 4  # flows a sender serves at once; further requests queue
+    uploads: int = PULL.uploads  # flows a sender serves at once; further requests queue ...
+    extra_uploads: int = PULL.extra_uploads  # ... but up to this many more while its uplink is not full
     peers: int = 8  # average peer-set size
     publisher_peers: int | None = None  # receivers that have the publisher as a source; None: all
+    asks: int = PULL.asks_per_peer  # "any of" requests open per source; 0: one named chunk each, FCFS
+    ask_width: int = PULL.ask_width  # chunks named in one such request
 
     def chunk_bytes(self) -> int:
         return self.chunk or recipe.chunk_size_for(self.size)
 
 
-_REQUEST, _DONE, _DELIVER, _ANNOUNCE, _EXPECT, _CANCEL, _TICK = range(7)
+_REQUEST, _DONE, _DELIVER, _ANNOUNCE, _EXPECT, _CANCEL, _TICK, _STARTED = range(8)
 _S, _D, _C, _LEFT, _SINCE, _RATE, _VER = range(7)  # a flow: [.., bytes left at `since`, .., DONE version]
 
 
@@ -228,6 +235,9 @@ class _Broadcast:
             )
             for q in self.nbrs[r]:
                 self.swarms[r].source(self.names[q], set())
+        self.seeding = [
+            Seeding(self.n_chunks, uploads=p.uploads, extra_uploads=p.extra_uploads) for _ in range(n + 1)
+        ]  # each host's side as a source
         everyone = range(1, n + 1)
         for r in everyone if p.publisher_peers is None else self.rng.sample(everyone, min(n, p.publisher_peers)):
             self.swarms[r].source("pub", None)
@@ -235,15 +245,14 @@ class _Broadcast:
         self.seq, self.fids = itertools.count(), itertools.count()
         self.flows: dict[int, list] = {}  # flow id -> flow
         self.by_key: dict[tuple[int, int, int], int] = {}  # request (sender, receiver, chunk) -> flow id
-        self.queue: list[deque[tuple[int, int, int]]] = [
-            deque() for _ in range(n + 1)
-        ]  # per sender: requests waiting for a slot
-        self.queued: set[tuple[int, int, int]] = set()  # of those, the ones not cancelled
-        self.sent: dict[tuple[int, int, int], float] = {}  # request -> when it was sent
+        self.queue: list[list[tuple[int, Ask, float]]] = [[] for _ in range(n + 1)]  # per sender: (r, ask, when)
+        self.queued: set[tuple[int, int, int]] = set()  # of those, the ones not cancelled, by `_key`
+        self.sent: dict[tuple[int, int, int], float] = {}  # flow (sender, receiver, chunk) -> when asked
+        self.gave: set[tuple[int, int, int]] = set()  # (sender, receiver, chunk) sent whole
         self.sent_bytes = [0.0] * (n + 1)
         self.finish: dict[int, float] = {}  # receiver -> when it had the whole file
         self.first_copy: dict[int, float] = {}  # chunk -> when a receiver first verified it
-        self.counts = dict(requests=0, flows=0, queued=0, cancelled=0, duplicates=0, plans=0, events=0)
+        self.counts = dict(requests=0, flows=0, queued=0, cancelled=0, duplicates=0, renewed=0, plans=0, events=0)
         self.digest = hashlib.blake2b(digest_size=16)
 
     def _push(self, t: float, kind: int, args: tuple) -> None:  # ties run in the order pushed
@@ -254,7 +263,16 @@ class _Broadcast:
         for r in range(1, n + 1):
             self._plan(r)
             self._push(self.rng.random() * PULL.tick, _TICK, (r,))  # each pull's loop has its own phase
-        handlers = (self._request, self._done, self._deliver, self._announce, self._expect, self._cancel, self._tick)
+        handlers = (
+            self._request,
+            self._done,
+            self._deliver,
+            self._announce,
+            self._expect,
+            self._cancel,
+            self._tick,
+            self._started,
+        )
         bound = 100 * (n + 1) * (self.n_chunks + 10) * (self.p.per_peer + self.p.peers)
         stall = 60 + 1000 * self.chunk / min(self.net.cap)  # no chunk verified anywhere for so long
         while len(self.finish) < n:
@@ -276,20 +294,28 @@ class _Broadcast:
         if (
             offers is not None
             and len(sw.in_flight) + len(sw.have) < sw.n_chunks
-            and not any(self._could_ask(sw, peer, chunks) for peer, chunks in offers)
+            and (
+                # "any of" requests: all it may have open are, and none needs renewing
+                len(sw.in_flight) + len(sw.asks) >= sw.ask_limit and not sw.stale()
+                if self.p.asks
+                else not any(self._could_ask(sw, peer, chunks) for peer, chunks in offers)
+            )
         ):
-            if self.check and sw.plan(self.now):
+            if self.check and self._asks(sw):
                 raise SimulationError(f"{self.names[r]} skipped a plan that had requests to make")
             return
         self.counts["plans"] += 1
-        asked = sw.plan(self.now)
-        for peer, c in asked:
-            s = self.index[peer]
-            self.sent[(s, r, c)] = self.now
-            self._push(self.now + self.lat, _REQUEST, (s, r, c))
-        if asked:  # the pull tells its watchers what it is fetching (Swarm.expect)
-            self.counts["requests"] += len(asked)
-            self._push(self.now + self.lat, _EXPECT, (r, tuple(c for _, c in asked)))
+        asked = self._asks(sw)
+        for a in asked:
+            self._push(self.now + self.lat, _REQUEST, (self.index[a.peer], r, a, self.now))
+        if named := tuple(a.chunks[0] for a in asked if a.id < 0):  # the pull tells its watchers
+            self._push(self.now + self.lat, _EXPECT, (r, named))  # what it is fetching (Swarm.expect)
+        self.counts["requests"] += len(asked)
+
+    def _asks(self, sw: Swarm) -> list[Ask]:
+        if self.p.asks:
+            return sw.plan_asks(self.now, self.p.asks, self.p.ask_width)
+        return [Ask(peer, (c,), len(sw.have)) for peer, c in sw.plan(self.now)]  # today's pull
 
     @staticmethod
     def _could_ask(sw: Swarm, peer: str, chunks: Iterable[int] | None) -> bool:
@@ -313,8 +339,12 @@ class _Broadcast:
         for loser in losers:
             self._push(self.now + self.lat, _CANCEL, (self.index[loser], r, c))
         self._push(self.now + self.lat, _ANNOUNCE, (r, c))
+        if self.queue[r]:  # as a source: a request naming c may wait for it
+            self._serve(r)
         if sw.done:
             self.finish[r] = self.now
+            for a in sw.asks.values():  # requests still open: withdrawn
+                self._push(self.now + self.lat, _CANCEL, (self.index[a.peer], r, -1 - a.id))
         else:  # the source and the losers have a free slot again
             self._plan(r, [(peer, None) for peer in [self.names[s], *losers]])
 
@@ -329,31 +359,78 @@ class _Broadcast:
             if q not in self.finish:
                 for c in chunks:
                     self.swarms[q].expect(self.names[r], c, self.now)
-                self._plan(q, [])  # its pull wakes up: only the endgame can ask for more
+                self._plan(q, [(self.names[r], chunks)])  # its pull wakes up: r may be asked for them
 
     def _tick(self, r: int) -> None:
         if r not in self.finish:  # the pull's loop wakes up: only the endgame can ask for more
             self._plan(r, [])
             self._push(self.now + PULL.tick, _TICK, (r,))
 
-    def _request(self, s: int, r: int, c: int) -> None:
-        if len(self.net.on[2 * s]) < self.p.uploads:  # flows on its uplink
-            self._change(add=[self._start(s, r, c)])
-        else:
-            self.counts["queued"] += 1
-            self.queue[s].append((s, r, c))
-            self.queued.add((s, r, c))
+    @staticmethod
+    def _key(s: int, r: int, a: Ask) -> tuple[int, int, int]:  # a request: its chunk, or -1 - its ask id
+        return (s, r, a.chunks[0] if a.id < 0 else -1 - a.id)
 
-    def _start(self, s: int, r: int, c: int) -> tuple[int, tuple[int, int]]:
+    def _request(self, s: int, r: int, a: Ask, when: float) -> None:
+        if a.renew:  # new chunks for a request that waits here; else it was served already
+            key = self._key(s, r, a)
+            if key in self.queued:
+                self.counts["renewed"] += 1
+                q = self.queue[s]
+                i = next(
+                    i for i, e in enumerate(q) if e[0] == r and e[1].id == a.id and self._key(s, r, e[1]) in self.queued
+                )
+                if a.chunks:
+                    q[i] = (r, a, q[i][2])
+                    self._serve(s)
+                else:
+                    self.queued.discard(key)
+            return
+        self.queue[s].append((r, a, when))
+        self.queued.add(self._key(s, r, a))
+        if not self._serve(s):
+            self.counts["queued"] += 1
+
+    def _serve(self, s: int) -> bool:
+        """Sender s starts requests from its queue while it has a slot: whether it started any."""
+        started = False
+        while self._slot(s) and (add := self._next(s)):
+            self._change(add=add)
+            started = True
+        return started
+
+    def _start(self, s: int, r: int, a: Ask, when: float) -> list[tuple[int, tuple[int, int]]]:
+        """Sender s serves request `a` of r: its `Seeding` picks the chunk (none if it sends
+        every chunk named to r already)."""
+        chunks = self._servable(s, r, a)
+        if not chunks:
+            self.counts["duplicates"] += 1
+            return []
+        c = self.seeding[s].choose(chunks, self._have(s))
+        assert c is not None
+        if a.id >= 0:  # r hears which chunk with its first byte
+            self._push(self.now + self.lat, _STARTED, (s, r, a.id, c))
+        self.sent[(s, r, c)] = when
         fid = next(self.fids)
         self.flows[fid] = [s, r, c, float(self.size[c]), self.now, 0.0, 0]
         self.by_key[(s, r, c)] = fid
         self.counts["flows"] += 1
-        return fid, (2 * s, 2 * r + 1)  # its sender's uplink, its receiver's downlink
+        return [(fid, (2 * s, 2 * r + 1))]  # its sender's uplink, its receiver's downlink
+
+    def _started(self, s: int, r: int, ask: int, c: int) -> None:
+        sw = self.swarms[r]
+        if r in self.finish:
+            self._push(self.now + self.lat, _CANCEL, (s, r, c))
+            return
+        if sw.started(ask, c, self.now):
+            self._push(self.now + self.lat, _EXPECT, (r, (c,)))
+        else:  # not wanted (any more)
+            self._push(self.now + self.lat, _CANCEL, (s, r, c))
+        self._plan(r, [(self.names[s], None)])  # its request to s is served: another may go
 
     def _done(self, fid: int, version: int) -> None:
         if (fl := self.flows.get(fid)) is not None and fl[_VER] == version:  # else: stale
             fl[_LEFT] = 0.0  # what is left is float rounding
+            self.gave.add((fl[_S], fl[_D], fl[_C]))
             self._end(fid)
             self._push(self.now + self.lat, _DELIVER, (fl[_S], fl[_D], fl[_C]))
 
@@ -361,12 +438,12 @@ class _Broadcast:
         key = (s, r, c)
         if key in self.queued:
             self.queued.discard(key)  # skipped when it comes up in the queue
-        elif key in self.by_key:
+        elif c >= 0 and key in self.by_key:
             self.counts["cancelled"] += 1
+            self.seeding[s].unsent(c)
+            del self.sent[key]
             self._end(self.by_key[key])
-        else:
-            return  # finished already: its delivery counts as a duplicate
-        del self.sent[key]
+        # else: finished already (its delivery counts as a duplicate) or a request served already
 
     def _end(self, fid: int) -> None:
         """Take flow `fid` off the links; its sender starts the next request in its queue."""
@@ -375,14 +452,35 @@ class _Broadcast:
         self._settle(fl)
         self.sent_bytes[s] += self.size[fl[_C]] - fl[_LEFT]
         del self.by_key[(s, fl[_D], fl[_C])]
+        self._change(add=self._next(s), remove=[fid])
+
+    def _next(self, s: int) -> list[tuple[int, tuple[int, int]]]:
+        """Sender s starts the next request in its queue (none if the queue is empty)."""
         add: list[tuple[int, tuple[int, int]]] = []
         q = self.queue[s]
         while q and not add:
-            key = q.popleft()
-            if key in self.queued:
-                self.queued.discard(key)
-                add.append(self._start(*key))
-        self._change(add=add, remove=[fid])
+            q[:] = [e for e in q if self._key(s, e[0], e[1]) in self.queued]  # drop the cancelled
+            i = Seeding.next([e[1] for e in q], self._have(s)) if self.p.asks else (0 if q else None)
+            if i is None:
+                break
+            r, a, when = q.pop(i)
+            self.queued.discard(self._key(s, r, a))
+            add = self._start(s, r, a, when)
+        return add
+
+    def _have(self, s: int) -> set[int] | None:
+        return None if s == 0 else self.swarms[s].have
+
+    def _servable(self, s: int, r: int, a: Ask) -> tuple[int, ...]:
+        """The chunks `a` names that s is not sending to r already nor sent."""
+        sending = {k[2] for k in self.by_key if k[0] == s and k[1] == r}
+        return tuple(c for c in a.chunks if c not in sending and (s, r, c) not in self.gave)
+
+    def _slot(self, s: int) -> bool:
+        """Sender s may start another flow (`Seeding.may_start`; its own send rate it knows)."""
+        on = self.net.on[2 * s]
+        full = sum(self.net.rate[f] for f in on) >= self.net.cap[2 * s] * (1 - 1e-6)
+        return self.seeding[s].may_start(len(on), full if self.p.asks else True)
 
     def _settle(self, fl: list) -> None:  # its bytes left, now, at the rate it had since `since`
         dt = self.now - fl[_SINCE]
@@ -393,7 +491,8 @@ class _Broadcast:
             fl[_SINCE] = self.now
 
     def _change(self, add: Iterable[tuple[int, tuple[int, int]]] = (), remove: Iterable[int] = ()) -> None:
-        for fid, rate in self.net.change(add, remove).items():
+        changed = self.net.change(add, remove)
+        for fid, rate in changed.items():
             fl = self.flows[fid]
             self._settle(fl)
             fl[_RATE], fl[_VER] = rate, fl[_VER] + 1
@@ -401,6 +500,9 @@ class _Broadcast:
                 self._push(self.now + fl[_LEFT] / rate, _DONE, (fid, fl[_VER]))
         if self.check and (why := violation(self.net.ends, self.net.rate, self.net.cap)):
             raise SimulationError(f"at t={self.now!r}: {why}")
+        for s in sorted({self.flows[f][_S] for f in changed}):  # an uplink that is no longer full
+            if self.queue[s] and self._slot(s) and (add := self._next(s)):
+                self._change(add=add)
 
     def _report(self) -> dict[str, object]:
         p, n, c, b = self.p, self.p.nodes, self.chunk, self.p.link_bytes_per_s

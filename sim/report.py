@@ -89,8 +89,9 @@ def broadcast_text(r: Mapping[str, Any], wall_seconds: float | None = None) -> s
     lines = [
         f"broadcast: {p['size'] / mb:g} MB in {p['chunks']} chunks of {p['chunk'] / 2**20:g} MiB to "
         f"{p['nodes']} receivers, seed {p['seed']}; links {p['link_bytes_per_s'] / mb:g} MB/s, latency "
-        f"{p['latency_ms']:g} ms, per_peer {p['per_peer']}, uploads {p['uploads']}, peer set {r['mean_peer_set']:g}, "
-        f"publisher known to {pub}",
+        f"{p['latency_ms']:g} ms, per_peer {p['per_peer']}, uploads {p['uploads']} (+{p['extra_uploads']} while the "
+        f"uplink is not full), peer set {r['mean_peer_set']:g}, publisher known to {pub}, requests "
+        + (f"any of {p['ask_width']} chunks, {p['asks']} open per source" if p["asks"] else "one named chunk each"),
         f"last done   {r['last_completion_s']:.3f} s = {r['ratio_to_bound']:.3f} x S/B ({r['bound_s']:.3f} s) = "
         f"{r['ratio_to_log_bound']:.3f} x (S/B + log2 N chunk/B) ({r['bound_log_s']:.3f} s)",
         f"completion  mean {t['mean']:.3f} s, p50 {t['p50']:.3f} s, p99 {t['p99']:.3f} s, first {t['min']:.3f} s; "

@@ -101,6 +101,14 @@ def test_no_receiver_finishes_before_S_over_B(publisher_peers):
     assert r["publisher_copies"] >= 1.0
 
 
+def test_any_of_requests_beat_named_chunks_and_the_publisher_sends_fewer_copies():
+    p = dict(nodes=40, seed=1, **SMALL)
+    anyof, named = run_broadcast(BroadcastParams(**p), check=True), run_broadcast(BroadcastParams(asks=0, **p))
+    assert anyof["last_completion_s"] < 0.5 * named["last_completion_s"]
+    assert anyof["publisher_copies"] < 0.5 * named["publisher_copies"]
+    assert anyof["bytes_moved_per_copy_needed"] < 1.1, "little is sent only to be cancelled"
+
+
 def test_a_receiver_cut_off_from_every_source_ends_the_run_with_an_error():
     # one link each and one receiver that may ask the publisher: most components never get a byte
     with pytest.raises(SimulationError, match="receivers unfinished"):
@@ -119,8 +127,11 @@ def test_one_receiver_takes_S_over_B_plus_the_round_trips():
     assert _last(nodes=1, size=40 * MiB, latency_ms=0) == pytest.approx(s_over_b, rel=1e-12)
     # every chunk asked for at once: one round trip, then the link is full until the end
     assert _last(nodes=1, per_peer=10, uploads=10, **SMALL) == pytest.approx(s_over_b + rtt, rel=1e-12)
-    # per_peer 2: both requests end together, so every second chunk waits a round trip
-    assert _last(nodes=1, per_peer=2, **SMALL) == pytest.approx(s_over_b + 5 * rtt, rel=1e-12)
+    # named chunks (today's pull), per_peer 2: both requests end together, so every second
+    # chunk waits a round trip
+    assert _last(nodes=1, per_peer=2, asks=0, **SMALL) == pytest.approx(s_over_b + 5 * rtt, rel=1e-12)
+    # "any of" requests: the next one is sent as the source starts the last, so none waits
+    assert _last(nodes=1, per_peer=2, **SMALL) == pytest.approx(s_over_b + rtt, rel=1e-12)
     assert _last(nodes=1, size=40 * MiB, latency_ms=1) == pytest.approx(s_over_b + 0.002, rel=0.03)
 
 
