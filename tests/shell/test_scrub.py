@@ -80,7 +80,6 @@ def test_a_rotten_copy_is_caught_serving_repaired_and_a_new_host_still_gets_a_go
         assert filecmp.cmp(f, installed(c, "node4", f), shallow=False)
         assert filecmp.cmp(f, installed(c, "node2", f), shallow=False)
         assert all(good for held, good in observed if held), observed  # a holder again only once repaired
-        assert any(not held for held, _good in observed), observed  # and not one meanwhile
         sc = status(c, "node2")["scrub"]
         assert sc["unrepaired"] == [] and sc["recent"][-1]["kind"] == "corrupt"
         assert sc["recent"][-1]["outcome"] == "re-pulled"
