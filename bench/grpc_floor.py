@@ -114,6 +114,7 @@ def main() -> int:
     grpc_rate, grpc_cpu = size / dt / 1e6, cpu / (size / (1 << 30))
 
     tmp = Path(tempfile.mkdtemp(prefix="grpc-floor-"))
+    os.chmod(tmp, 0o755)  # an rsync daemon started as root reads as nobody
     try:
         src, dst = tmp / "src", tmp / "dst"
         src.mkdir()
