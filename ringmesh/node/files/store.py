@@ -131,10 +131,11 @@ def _open_direct(path: Path) -> int:
 
 
 def _pwrite_all(fd: int, data, off: int) -> None:
-    view = memoryview(data)
-    written = os.pwrite(fd, view, off)
-    while written < len(view):  # a short write (a signal, a full disk's last blocks): the rest
-        written += os.pwrite(fd, view[written:], off + written)
+    with memoryview(data) as view:  # released even when a write fails (the buffer may be closed next)
+        written = os.pwrite(fd, view, off)
+        while written < len(view):  # a short write (a signal, a full disk's last blocks): the rest
+            with view[written:] as rest:
+                written += os.pwrite(fd, rest, off + written)
 
 
 def disk_full(e: BaseException) -> bool:
@@ -218,7 +219,10 @@ class Partial:
                     os.close(fd)
             self._fd = self._direct_fd = self._have_fd = -1
             if self._aligned is not None:
-                self._aligned.close()
+                try:
+                    self._aligned.close()
+                except BufferError:  # a view of it still referenced (a traceback's frame): freed with it
+                    pass
                 self._aligned = None
 
     def read(self, index: int) -> bytes:
