@@ -8,7 +8,7 @@ import pytest
 from ringmesh.core import recipe
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.messages import FileVersion, ItemKey
-from ringmesh.node.files import store
+from ringmesh.node.files import diskio, store
 from ringmesh.node.files.store import FileStore, disk_full, hash_file
 
 
@@ -80,13 +80,13 @@ def _published(tmp_path, size=10 * 4096 + 7, type_="model"):
 def test_aligned_chunks_go_direct_the_tail_through_the_page_cache_and_the_file_is_whole(tmp_path, monkeypatch, direct):
     src, a, v, digests = _published(tmp_path)  # 10 aligned chunks of 4096 and a tail of 7 bytes
     if not direct:  # a file system without O_DIRECT (tmpfs on older kernels, some FUSE)
-        monkeypatch.setattr(store, "_open_direct", lambda path: -1)
+        monkeypatch.setattr(diskio, "open_direct", lambda path: -1)
     b = FileStore(tmp_path / "b")
     part = b.open_partial(v, digests)
     direct_writes = []
-    real = store._pwrite_all
+    real = diskio.pwrite_all
     monkeypatch.setattr(
-        store, "_pwrite_all", lambda fd, data, off: (direct_writes.append(fd == part._direct_fd), real(fd, data, off))
+        diskio, "pwrite_all", lambda fd, data, off: (direct_writes.append(fd == part._direct_fd), real(fd, data, off))
     )
     for i in range(len(digests)):
         part.write(i, a.read_chunk(v.item, i, v.size, v.chunk_size))
@@ -98,7 +98,7 @@ def test_o_direct_refused_at_write_time_falls_back_for_good(tmp_path, monkeypatc
     src, a, v, digests = _published(tmp_path)
     b = FileStore(tmp_path / "b")
     part = b.open_partial(v, digests)
-    real, refused = store._pwrite_all, []
+    real, refused = diskio.pwrite_all, []
 
     def pwrite(fd, data, off):
         if fd == part._direct_fd:
@@ -106,7 +106,7 @@ def test_o_direct_refused_at_write_time_falls_back_for_good(tmp_path, monkeypatc
             raise OSError(22, "Invalid argument")  # EINVAL: a block size above 4096, say
         real(fd, data, off)
 
-    monkeypatch.setattr(store, "_pwrite_all", pwrite)
+    monkeypatch.setattr(diskio, "pwrite_all", pwrite)
     for i in range(len(digests)):
         part.write(i, a.read_chunk(v.item, i, v.size, v.chunk_size))
     assert refused == [0], "tried once, then buffered writes only"

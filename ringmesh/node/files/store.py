@@ -23,7 +23,6 @@ All functions block; the daemon runs them in worker threads.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import glob
 import mmap
@@ -41,6 +40,7 @@ from ringmesh.core import recipe
 from ringmesh.core.catalog import check_item
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.messages import FileVersion, ItemKey
+from ringmesh.node.files import diskio
 
 READ_BLOCK = 1 << 20
 STALE_PARTIAL = 7 * 24 * 3600.0  # partial files untouched this long are removed at start
@@ -100,44 +100,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _libc_sync_file_range():
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux: the fsync in `finish` does it all
-        return None
-    fn.argtypes, fn.restype = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint), ctypes.c_int
-    return fn
-
-
-_SYNC_FILE_RANGE = _libc_sync_file_range()
-SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages, do not wait for it
-
-
-def _start_writeback(fd: int, off: int, length: int) -> None:
-    """Ask the kernel to start writing a range out now (Linux `sync_file_range`); no wait, no
-    durability promise: only `finish`'s fsync gives that, and it then has little left to write."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, off, length, SYNC_FILE_RANGE_WRITE)
-
-
-DIRECT_ALIGN = 4096  # offsets, lengths and buffers of O_DIRECT writes: a multiple of any logical block
-
-
-def _open_direct(path: Path) -> int:
-    try:
-        return os.open(path, os.O_WRONLY | os.O_DIRECT)
-    except (OSError, AttributeError):  # not Linux, or a file system without O_DIRECT
-        return -1
-
-
-def _pwrite_all(fd: int, data, off: int) -> None:
-    with memoryview(data) as view:  # released even when a write fails (the buffer may be closed next)
-        written = os.pwrite(fd, view, off)
-        while written < len(view):  # a short write (a signal, a full disk's last blocks): the rest
-            with view[written:] as rest:
-                written += os.pwrite(fd, rest, off + written)
-
-
 def disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
@@ -179,12 +141,15 @@ class Partial:
             if self._fd < 0:
                 self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
                 self._have_fd = os.open(self.have_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                self._direct_fd = _open_direct(self.part)
+                self._direct_fd = diskio.open_direct(self.part)
             if not (
-                length and off % DIRECT_ALIGN == 0 and length % DIRECT_ALIGN == 0 and self._write_direct(data, off)
+                length
+                and off % diskio.DIRECT_ALIGN == 0
+                and length % diskio.DIRECT_ALIGN == 0
+                and self._write_direct(data, off)
             ):
-                _pwrite_all(self._fd, data, off)
-                _start_writeback(self._fd, off, length)
+                diskio.pwrite_all(self._fd, data, off)
+                diskio.start_writeback(self._fd, off, length)
             os.write(self._have_fd, struct.pack("<I", index))
             self.have.add(index)
 
@@ -197,7 +162,7 @@ class Partial:
         view = memoryview(self._aligned)[: len(data)]
         try:
             view[:] = data
-            _pwrite_all(self._direct_fd, view, off)
+            diskio.pwrite_all(self._direct_fd, view, off)
             return True
         except OSError as e:
             if e.errno != errno.EINVAL:  # EINVAL: alignment this file system does not take
