@@ -4,6 +4,9 @@ between two processes on loopback, with no ringmesh logic (no hashing, no disk) 
 
     .venv/bin/python bench/grpc_floor.py [--size 512MiB] [--inflight 4]
 
+`bench/swarm.py` (c) runs the two halves in two namespaces, beside the ringmesh pull and rsync:
+`--serve PORT --bind ADDR` in one, `--connect ADDR:PORT --size N` (prints seconds) in the other.
+
 Prints MB/s and CPU seconds per GiB (both processes) for each, and their ratios. It answers
 "how much of a pull's cost is gRPC itself": ringmesh's pull can be no cheaper than this.
 """
@@ -36,7 +39,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(port: int) -> None:
+def serve(port: int, bind: str = "127.0.0.1") -> None:
     import grpc
 
     from ringmesh.node.wire import codec
@@ -52,7 +55,7 @@ def serve(port: int) -> None:
     async def main() -> None:
         server = grpc.aio.server(options=OPTS)
         mesh_pb2_grpc.add_PeerServicer_to_server(Peer(), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.add_insecure_port(f"{bind}:{port}")
         await server.start()
         print("ready", flush=True)
         await server.wait_for_termination()
@@ -60,13 +63,13 @@ def serve(port: int) -> None:
     asyncio.run(main())
 
 
-async def fetch(port: int, n: int, inflight: int) -> int:
+async def fetch(port: int, n: int, inflight: int, host: str = "127.0.0.1") -> int:
     import grpc
 
     from ringmesh.node.wire import codec
     from ringmesh.v1 import mesh_pb2_grpc
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=OPTS) as ch:
+    async with grpc.aio.insecure_channel(f"{host}:{port}", options=OPTS) as ch:
         stub = mesh_pb2_grpc.PeerStub(ch)
         sem = asyncio.Semaphore(inflight)
 
@@ -93,12 +96,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=parse_size, default=512 << 20)
     ap.add_argument("--inflight", type=int, default=4)
-    ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--serve", type=int, help="only serve, on this port")
+    ap.add_argument("--bind", default="127.0.0.1", help="with --serve: the address to listen on")
+    ap.add_argument("--connect", help="only fetch --size from a server at HOST:PORT; prints the seconds")
     a = ap.parse_args()
     if a.serve:
-        serve(a.serve)
+        serve(a.serve, a.bind)
         return 0
     n = max(1, a.size // CHUNK)
+    if a.connect:
+        host, _, port_text = a.connect.rpartition(":")
+        t0 = time.perf_counter()
+        assert asyncio.run(fetch(int(port_text), n, a.inflight, host)) == n * CHUNK
+        print(f"{time.perf_counter() - t0:.3f}")
+        return 0
     size = n * CHUNK
     port = _free_port()
     srv = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE, text=True)
@@ -114,6 +125,7 @@ def main() -> int:
     grpc_rate, grpc_cpu = size / dt / 1e6, cpu / (size / (1 << 30))
 
     tmp = Path(tempfile.mkdtemp(prefix="grpc-floor-"))
+    os.chmod(tmp, 0o755)  # an rsync daemon started as root reads as nobody
     try:
         src, dst = tmp / "src", tmp / "dst"
         src.mkdir()

@@ -6,7 +6,8 @@
     fetching the same file from nginx on the same 4 holders (same limits, one URI per holder).
 (b) broadcast: a model from a publisher to 8 hosts, every link 50 MB/s each way. Time until all 8
     hold it vs S/B (size / 50 MB/s) and vs the publisher rsyncing it to each host in turn.
-(c) one transfer between two namespaces, no limits, vs `rsync --whole-file` from an rsync daemon.
+(c) one transfer between two namespaces, no limits, vs `rsync --whole-file` from an rsync daemon,
+    and vs grpc.aio alone moving the same bytes as 4 MiB frames (`bench/grpc_floor.py`: the floor).
 
 Timing: (a) from starting the sink's daemon until the file is installed at the sink; (b), (c) from
 the moment `ringmesh put` returns (the file is imported and hashed; that time is shown apart)
@@ -46,7 +47,7 @@ from ringmesh.testing.netlab import NetLab, available, cleanup_stale  # noqa: E4
 
 MB, MiB = 1_000_000, 1 << 20
 PY = sys.executable
-PORT, HTTP_PORT, RSYNC_PORT = 7700, 8080, 8730
+PORT, HTTP_PORT, RSYNC_PORT, FLOOR_PORT = 7700, 8080, 8730, 7790
 NAME = "canonical_hex8_2p.pth"  # a model: placement sends it to every selfplay host
 PREFIX = "rmsw"
 CLK = os.sysconf("SC_CLK_TCK")
@@ -568,6 +569,21 @@ def bench_c(root: Path, src: Path, digest: str) -> dict:
         rsync_ok = digest_of(dest / NAME) == digest
         cpu_rsync = cpu.report(dict(enumerate(names)))
         shutil.rmtree(dest, ignore_errors=True)
+
+        floor_py = str(Path(__file__).resolve().parent / "grpc_floor.py")
+        lab.exec(0, [PY, floor_py, "--serve", str(FLOOR_PORT), "--bind", lab.address(0)], stdout=subprocess.DEVNULL)
+        wait_port(lab, 1, 0, FLOOR_PORT)
+        with CpuMeter(lab, [0, 1]) as cpu:
+            t0 = time.monotonic()
+            lab.run(
+                1,
+                [PY, floor_py, "--connect", f"{lab.address(0)}:{FLOOR_PORT}", "--size", str(size)],
+                timeout=deadline_for(size, 20 * MB),
+                check=True,
+            )
+            floor_s = time.monotonic() - t0
+        cpu_floor = cpu.report(dict(enumerate(names)))
+    gib = size / (1 << 30)
     return {
         "size_bytes": size,
         "put_s": round(put_s, 2),
@@ -584,6 +600,14 @@ def bench_c(root: Path, src: Path, digest: str) -> dict:
             "identical": rsync_ok,
             **cpu_rsync,
         },
+        "grpc_floor": {"s": round(floor_s, 2), "bytes_per_s": round(size / floor_s), **cpu_floor},
+        "cpu_s_per_gib": {
+            "ringmesh": round(cpu_ring["ours_cpu_s"] / gib, 2),
+            "rsync": round(cpu_rsync["ours_cpu_s"] / gib, 2),
+            "grpc_floor": round(cpu_floor["ours_cpu_s"] / gib, 2),
+        },
+        "ratio_cpu_ringmesh_over_grpc_floor": round(cpu_ring["ours_cpu_s"] / max(cpu_floor["ours_cpu_s"], 1e-9), 3),
+        "target_cpu_ratio": 1.25,
         "ratio_rsync_time_over_ringmesh_time": round(rsync_s / took, 3),
         "ratio_pull_only": round(rsync_s / pull["seconds"], 3) if pull else None,
         "target_ratio": 1.0,
@@ -654,6 +678,14 @@ def show(key: str, r: dict) -> None:
             f"pull alone {r['ratio_pull_only']}"
         )
         print(f"    CPU s ringmesh: {cpu(g)}\n    CPU s rsync:    {cpu(s)} (client {s['waited_children_cpu_s']})")
+        f, per = r["grpc_floor"], r["cpu_s_per_gib"]
+        print(f"    grpc.aio floor (bench/grpc_floor.py, same namespaces): {f['s']} s = {mb(f['bytes_per_s'])}")
+        print(f"    CPU s grpc floor: {cpu(f)}")
+        print(
+            f"    CPU s per GiB, both ends: ringmesh {per['ringmesh']}, rsync {per['rsync']}, "
+            f"grpc floor {per['grpc_floor']}; ringmesh / floor {r['ratio_cpu_ringmesh_over_grpc_floor']} "
+            f"(target <= {r['target_cpu_ratio']})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,14 @@ threshold, to twice that), so later chunks are carved from the arenas of the thr
 them (event loop, executor threads, gRPC's), and each arena keeps up to the trim threshold of
 freed memory. Measured on a loopback spot storm (8 daemons, a 16 MiB model promoted every
 minute, 24 min): a training daemon at 147 MiB RSS had 14 MiB allocated and 126 MiB held free
-by malloc (9 threads); its Python objects did not grow (tracemalloc, gc counts). A fixed threshold
-(buffers of MMAP_THRESHOLD bytes and more are mmapped, and unmapped when freed) plus two arenas
-kept every persistent daemon at 50-60 MiB over the same storm.
+by malloc (9 threads); its Python objects did not grow (tracemalloc, gc counts). Fixed thresholds
+and two arenas bound what malloc keeps: at most TRIM_THRESHOLD bytes free at the top of each arena.
+
+The thresholds sit above a chunk frame (4 MiB): with buffers that size mmapped (as with a 256 KiB
+threshold) every frame sent or received was fresh memory, page-faulted in page by page (~500 k
+faults per GiB per side), which on a VM cost more CPU than gRPC itself (bench/RESULTS.md). Kept in
+the arenas, frames reuse the same pages; the price is up to 2 x 32 MiB held free after a transfer
+(a loopback pull of 1 GiB: RSS 92-99 MiB after, against 55-61 with the 256 KiB threshold).
 
 An operator's own setting wins: a MALLOC_* variable in the environment (which glibc reads
 itself) leaves that parameter alone. Off glibc (musl, macOS) nothing is done.
@@ -22,12 +27,14 @@ import logging
 import os
 
 log = logging.getLogger("ringmesh.ops.malloc")
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt parameters (malloc.h)
-MMAP_THRESHOLD = 256 * 1024
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 16 << 20  # above a frame (4 MiB; 8 MiB gRPC messages at most)
+TRIM_THRESHOLD = 32 << 20  # a few frames' worth of free memory stays for the next ones
 ARENA_MAX = 2
 # (mallopt parameter, the environment variable glibc reads for it, our value)
 SETTINGS = (
     (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD),
+    (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD),
     (M_ARENA_MAX, "MALLOC_ARENA_MAX", ARENA_MAX),
 )
 
@@ -52,4 +59,4 @@ def tune(environ: os._Environ | dict[str, str] = os.environ) -> dict[str, int]:
     return applied
 
 
-__all__ = ["tune", "SETTINGS", "MMAP_THRESHOLD", "ARENA_MAX"]
+__all__ = ["tune", "SETTINGS", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "ARENA_MAX"]

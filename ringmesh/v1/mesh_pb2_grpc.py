@@ -49,6 +49,11 @@ class PeerStub:
                 request_serializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.SerializeToString,
                 response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.Chunk.FromString,
                 _registered_method=True)
+        self.FetchFrames = channel.unary_stream(
+                '/ringmesh.v1.Peer/FetchFrames',
+                request_serializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.SerializeToString,
+                response_deserializer=ringmesh_dot_v1_dot_mesh__pb2.RawFrame.FromString,
+                _registered_method=True)
         self.WatchChunks = channel.unary_stream(
                 '/ringmesh.v1.Peer/WatchChunks',
                 request_serializer=ringmesh_dot_v1_dot_mesh__pb2.RecipeRequest.SerializeToString,
@@ -90,6 +95,14 @@ class PeerServicer:
 
     def FetchChunks(self, request, context):
         """Chunks of a file version this peer holds (or has verified so far), in the order asked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchFrames(self, request, context):
+        """The same chunks as raw frames (see RawFrame): each chunk in the order asked, as pieces of at
+        most 4 MiB in order; the caller knows each chunk's size from the recipe. What pulls use.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,6 +154,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.FetchChunks,
                     request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.FromString,
                     response_serializer=ringmesh_dot_v1_dot_mesh__pb2.Chunk.SerializeToString,
+            ),
+            'FetchFrames': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchFrames,
+                    request_deserializer=ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.FromString,
+                    response_serializer=ringmesh_dot_v1_dot_mesh__pb2.RawFrame.SerializeToString,
             ),
             'WatchChunks': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchChunks,
@@ -244,6 +262,33 @@ class Peer:
             '/ringmesh.v1.Peer/FetchChunks',
             ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.SerializeToString,
             ringmesh_dot_v1_dot_mesh__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchFrames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ringmesh.v1.Peer/FetchFrames',
+            ringmesh_dot_v1_dot_mesh__pb2.ChunkRequest.SerializeToString,
+            ringmesh_dot_v1_dot_mesh__pb2.RawFrame.FromString,
             options,
             channel_credentials,
             insecure,

@@ -126,6 +126,16 @@ def test_malformed_envelopes_are_rejected(mutate, message):
         codec.parse_envelope(env.SerializeToString())
 
 
+def test_raw_frames_travel_as_their_own_bytes():
+    frame = b"\x0a\x03abc" + bytes(range(256))  # bytes that would parse as a message, or not
+    assert codec.serializer(codec.RawFrame) is None, "identity: gRPC sends the bytes as given"
+    assert codec.reply_parser(codec.RawFrame)(frame) is frame, "no parse, no copy"
+    assert codec.reply_bytes(frame) is frame
+    chunk = codec.Chunk(index=1, data=b"x")
+    assert codec.reply_parser(codec.Chunk)(codec.reply_bytes(chunk)) == chunk
+    assert codec.serializer(codec.Chunk) == codec.Chunk.SerializeToString
+
+
 def test_unparseable_requests_reach_the_servers_as_malformed():
     parse = codec.request_parser(codec.EnvelopePB)
     assert isinstance(parse(b"\xff\xff\xff\xff garbage"), codec.Malformed)
@@ -137,6 +147,7 @@ def test_unparseable_requests_reach_the_servers_as_malformed():
         "Deliver",
         "GetRecipe",
         "FetchChunks",
+        "FetchFrames",
         "WatchChunks",
         "Link",
         "Relay",

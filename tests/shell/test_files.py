@@ -8,6 +8,7 @@ import pytest
 from ringmesh.core import recipe
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.messages import FileVersion, ItemKey
+from ringmesh.node.files import diskio, store
 from ringmesh.node.files.store import FileStore, disk_full, hash_file
 
 
@@ -73,6 +74,68 @@ def _published(tmp_path, size=10 * 4096 + 7, type_="model"):
     h = a.import_file(src, item, base_chunk=4096)
     v = FileVersion(item=item, digest=h.digest, size=h.size, chunk_size=h.chunk_size, hlc=1, origin="a")
     return src, a, v, h.chunk_digests
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_aligned_chunks_go_direct_the_tail_through_the_page_cache_and_the_file_is_whole(tmp_path, monkeypatch, direct):
+    src, a, v, digests = _published(tmp_path)  # 10 aligned chunks of 4096 and a tail of 7 bytes
+    if not direct:  # a file system without O_DIRECT (tmpfs on older kernels, some FUSE)
+        monkeypatch.setattr(diskio, "open_direct", lambda path: -1)
+    b = FileStore(tmp_path / "b")
+    part = b.open_partial(v, digests)
+    direct_writes = []
+    real = diskio.pwrite_all
+    monkeypatch.setattr(
+        diskio, "pwrite_all", lambda fd, data, off: (direct_writes.append(fd == part._direct_fd), real(fd, data, off))
+    )
+    for i in range(len(digests)):
+        part.write(i, a.read_chunk(v.item, i, v.size, v.chunk_size))
+    assert direct_writes == [direct] * 10 + [False], "the 7-byte tail is not block-aligned"
+    assert b.finish(part).read_bytes() == src.read_bytes()
+
+
+def test_o_direct_refused_at_write_time_falls_back_for_good(tmp_path, monkeypatch):
+    src, a, v, digests = _published(tmp_path)
+    b = FileStore(tmp_path / "b")
+    part = b.open_partial(v, digests)
+    real, refused = diskio.pwrite_all, []
+
+    def pwrite(fd, data, off):
+        if fd == part._direct_fd:
+            refused.append(off)
+            raise OSError(22, "Invalid argument")  # EINVAL: a block size above 4096, say
+        real(fd, data, off)
+
+    monkeypatch.setattr(diskio, "pwrite_all", pwrite)
+    for i in range(len(digests)):
+        part.write(i, a.read_chunk(v.item, i, v.size, v.chunk_size))
+    assert refused == [0], "tried once, then buffered writes only"
+    assert b.finish(part).read_bytes() == src.read_bytes()
+
+
+def test_finish_checks_the_whole_by_the_recipe_without_reading_the_file_again(tmp_path, monkeypatch):
+    src, a, v, digests = _published(tmp_path)
+    b = FileStore(tmp_path / "b")
+    part = b.open_partial(v, digests)
+    for i in range(len(digests)):
+        part.write(i, a.read_chunk(v.item, i, v.size, v.chunk_size))
+
+    def no_hashing(*args):
+        raise AssertionError("finish hashed chunk bytes again")
+
+    monkeypatch.setattr(recipe, "chunk_digest", no_hashing)
+    monkeypatch.setattr(store, "hash_file", no_hashing)
+    fsynced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
+    dest = b.finish(part)
+    assert fsynced, "fsynced before the rename"
+    assert dest.read_bytes() == src.read_bytes()
+    bad = FileVersion(item=v.item, digest="0" * 32, size=v.size, chunk_size=v.chunk_size, hlc=2, origin="a")
+    part = FileStore(tmp_path / "c").open_partial(bad, digests)
+    part.have = set(range(len(digests)))
+    with pytest.raises(RemoteProtocolError, match="recipe does not match"):
+        FileStore(tmp_path / "c").finish(part)
 
 
 def test_a_restarted_pull_keeps_the_chunks_that_still_verify_and_only_those(tmp_path):
@@ -141,7 +204,7 @@ def test_a_destination_on_another_file_system_gets_a_copy_then_an_atomic_rename(
         assert b.finish(part).read_bytes() == src.read_bytes()
         assert sorted(p.name for p in other.iterdir()) == ["m.pth"], "no staging file left"
     finally:
-        subprocess.run(["umount", str(other)])
+        assert subprocess.run(["umount", str(other)]).returncode == 0, "nothing left open on it"
 
 
 def test_a_full_disk_raises_ENOSPC_and_leaves_the_installed_version_alone(tmp_path):
@@ -157,7 +220,8 @@ def test_a_full_disk_raises_ENOSPC_and_leaves_the_installed_version_alone(tmp_pa
                 part.write(i, a.read_chunk(v.item, i, v.size, v.chunk_size))
         assert disk_full(e.value)
         assert (small / "models" / "m.pth").read_bytes() == b"old"
+        part.close()  # as the pull does when it ends: the part file is held open while it runs
         b.discard(v.digest)
         assert b.partials() == []
     finally:
-        subprocess.run(["umount", str(small)])
+        assert subprocess.run(["umount", str(small)]).returncode == 0, "nothing left open on it"

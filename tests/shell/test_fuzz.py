@@ -81,6 +81,7 @@ HANDLERS = {
         Handler("Peer", "Deliver", False, frozenset({OK, INVALID})),
         Handler("Peer", "GetRecipe", False, frozenset({OK, INVALID, NOT_FOUND})),
         Handler("Peer", "FetchChunks", True, frozenset({OK, INVALID, TOO_LARGE, NOT_FOUND})),
+        Handler("Peer", "FetchFrames", True, frozenset({OK, INVALID, TOO_LARGE, NOT_FOUND})),
         Handler("Peer", "WatchChunks", True, frozenset({OK, INVALID, NOT_FOUND})),
         # nobody is linked to the target: a relayed call is refused UNAVAILABLE (no link) once parsed
         Handler("Peer", "Relay", True, frozenset({INVALID, UNAVAILABLE})),
@@ -566,6 +567,11 @@ def _structured(ctx: Target) -> dict:
             digest=digests,
             indices=st.one_of(st.lists(u32, max_size=6), st.integers(2, 3000).map(lambda n: [0] * n)),
         ),
+        "FetchFrames": st.builds(
+            pb.ChunkRequest,
+            digest=digests,
+            indices=st.one_of(st.lists(u32, max_size=6), st.integers(2, 3000).map(lambda n: [0] * n)),
+        ),
         "Put": st.builds(
             pb.PutRequest,
             path=paths,
@@ -681,6 +687,10 @@ def _seeds(ctx: Target) -> dict[str, list[bytes]]:
             "Link": [pb.LinkFrame(node="fz-3"), pb.LinkFrame(reply=pb.RelayedReply(id=1, end=True))],
             "Answer": [pb.RelayedReply(id=1, node="fz-3", response=b"\x08\x01", end=True)],
             "FetchChunks": [
+                pb.ChunkRequest(digest=ctx.digest, indices=[0]),
+                pb.ChunkRequest(digest="0" * 32, indices=[0, 1]),
+            ],
+            "FetchFrames": [
                 pb.ChunkRequest(digest=ctx.digest, indices=[0]),
                 pb.ChunkRequest(digest="0" * 32, indices=[0, 1]),
             ],

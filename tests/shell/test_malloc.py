@@ -29,10 +29,19 @@ def tune_in_child(env: dict[str, str]) -> dict:
 
 @glibc
 def test_serve_settings_applied_on_glibc():
-    assert tune_in_child({}) == {"MALLOC_MMAP_THRESHOLD_": malloc.MMAP_THRESHOLD, "MALLOC_ARENA_MAX": malloc.ARENA_MAX}
+    assert tune_in_child({}) == {
+        "MALLOC_MMAP_THRESHOLD_": malloc.MMAP_THRESHOLD,
+        "MALLOC_TRIM_THRESHOLD_": malloc.TRIM_THRESHOLD,
+        "MALLOC_ARENA_MAX": malloc.ARENA_MAX,
+    }
+    assert malloc.MMAP_THRESHOLD > 8 << 20, "a frame (gRPC messages up to 8 MiB) is not mmapped afresh"
 
 
 @glibc
 def test_the_environment_wins():
-    assert tune_in_child({"MALLOC_ARENA_MAX": "4"}) == {"MALLOC_MMAP_THRESHOLD_": malloc.MMAP_THRESHOLD}
-    assert tune_in_child({"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "131072"}) == {}
+    assert tune_in_child({"MALLOC_ARENA_MAX": "4"}) == {
+        "MALLOC_MMAP_THRESHOLD_": malloc.MMAP_THRESHOLD,
+        "MALLOC_TRIM_THRESHOLD_": malloc.TRIM_THRESHOLD,
+    }
+    mine = {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "262144"}
+    assert tune_in_child(mine) == {}

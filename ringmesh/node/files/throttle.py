@@ -1,7 +1,7 @@
 """Throttled transfers: the asyncio side of `core.bandwidth`.
 
 A daemon has two `Throttle`s, egress (the server awaits one before it yields each frame of
-`FetchChunks`) and ingress (a pull awaits one per frame received); every transfer of that
+`FetchFrames`/`FetchChunks`) and ingress (a pull awaits one per frame received); every transfer of that
 direction shares it. The only clock is the event loop's; a waiting request is woken by
 `loop.call_at` at the time the limiter names — nothing polls or sleeps in a loop.
 

@@ -243,6 +243,7 @@ async def pull(
         for pending in [*tasks, *watchers.values(), kicked]:
             pending.cancel()
         await asyncio.gather(*tasks, *watchers.values(), kicked, return_exceptions=True)
+        await asyncio.to_thread(partial.close)  # after any write still running in a thread
         progress.close(ok)
         if registry.get(v.digest) is progress:
             del registry[v.digest]
@@ -310,18 +311,16 @@ async def _fetch(
     throttle: Throttle | None,
     me: str | None = None,
 ) -> int:
-    """One chunk from one source: streamed, verified, written in place. Returns its size."""
+    """One chunk from one source: streamed as raw frames, verified, written in place. Returns its size."""
     metadata = priority_metadata(priority) + (((CALLER_METADATA, me),) if me else ())
-    call = stub.FetchChunks(
+    call = stub.FetchFrames(
         codec.ChunkRequest(digest=v.digest, indices=[chunk]),
         timeout=links.deadlines.transfer(v.chunk_size),
         metadata=metadata,
     )
     got = 0
-    async for index, data in _assemble(call, v, priority, throttle):
-        if index != chunk:
-            raise RemoteProtocolError(f"chunk {index} arrived, asked for {chunk}")
-        await asyncio.to_thread(partial.write, index, data)
+    async for index, data in _assemble(call, v, [chunk], priority, throttle):
+        await partial.write_async(index, data)
         got += 1
     if got != 1:
         raise RemoteProtocolError(f"stream ended without chunk {chunk}")
@@ -329,37 +328,43 @@ async def _fetch(
 
 
 async def _assemble(
-    frames, v: FileVersion, priority: Priority = Priority.NORMAL, throttle: Throttle | None = None
+    frames,
+    v: FileVersion,
+    indices: list[int],
+    priority: Priority = Priority.NORMAL,
+    throttle: Throttle | None = None,
 ) -> AsyncIterator[tuple[int, bytes]]:
-    """Join frames into whole chunks, checking each frame's place; each frame received waits
-    for the ingress throttle before the next is read. A chunk that comes as one frame (the
-    usual case: chunks of up to 4 MiB) is passed on as received, without a copy."""
-    buf: bytearray | None = None
-    index, want, filled = -1, 0, 0
-    async for frame in frames:
-        data = frame.data  # each read of a bytes field makes a new object: read it once
-        if buf is None:
-            index = frame.index
-            want = recipe.chunk_span(index, v.size, v.chunk_size)[1]
-            if frame.offset != 0 or len(data) > want:
-                raise RemoteProtocolError(f"frame out of place: chunk {frame.index} offset {frame.offset}")
+    """Join raw frames (FetchFrames) into the chunks asked for, in the order asked: each chunk
+    arrives as pieces of `FRAME` bytes (the last one shorter), so every frame's size is known
+    from the recipe and checked. Each frame received waits for the ingress throttle before the
+    next is read. A chunk that comes as one frame (chunks of up to 4 MiB) is passed on as
+    received, without a copy."""
+    it = aiter(frames)
+    for index in indices:
+        want = recipe.chunk_span(index, v.size, v.chunk_size)[1]
+        buf: bytearray | None = None
+        filled = 0
+        while True:
+            try:
+                data = await anext(it)
+            except StopAsyncIteration:
+                raise RemoteProtocolError(f"stream ended inside chunk {index}") from None
+            if len(data) != min(FRAME, want - filled):
+                raise RemoteProtocolError(f"frame of {len(data)} bytes at chunk {index} offset {filled}")
             if throttle is not None:
                 await throttle.acquire(len(data), priority)
-            if len(data) == want:
+            if filled == 0 and len(data) == want:
                 yield index, data
-                continue
-            buf, filled = bytearray(want), 0
-        elif frame.index != index or frame.offset != filled or filled + len(data) > want:
-            raise RemoteProtocolError(f"frame out of place: chunk {frame.index} offset {frame.offset}")
-        elif throttle is not None:
-            await throttle.acquire(len(data), priority)
-        buf[filled : filled + len(data)] = data
-        filled += len(data)
-        if filled == want:
-            yield index, bytes(buf)
-            buf = None
-    if buf is not None:
-        raise RemoteProtocolError(f"stream ended inside chunk {index}")
+                break
+            if buf is None:
+                buf = bytearray(want)
+            buf[filled : filled + len(data)] = data
+            filled += len(data)
+            if filled == want:
+                yield index, bytes(buf)
+                break
+    async for data in it:
+        raise RemoteProtocolError(f"{len(data)} bytes past the chunks asked for")
 
 
 def frames(index: int, data: bytes) -> list[tuple[int, int, bytes]]:

@@ -60,6 +60,7 @@ EnvelopePB = pb.Envelope
 RelayedCall = pb.RelayedCall
 RelayedReply = pb.RelayedReply
 LinkFrame = pb.LinkFrame
+RawFrame = pb.RawFrame  # FetchFrames' placeholder reply: its responses are `bytes` (raw_reply)
 
 
 def check_digest(digest: str) -> str:
@@ -119,6 +120,21 @@ def service_methods(service: str) -> tuple[str, list[tuple[str, type[Any], type[
         )
         for m in desc.methods
     ]
+
+
+def serializer(reply_type):
+    """How a server (or a relay's target) turns a reply into bytes: identity for raw frames."""
+    return None if reply_type is RawFrame else reply_type.SerializeToString
+
+
+def reply_bytes(reply) -> bytes:
+    """A reply as its bytes on the wire: raw frames are their own bytes."""
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()
+
+
+def reply_parser(reply_type):
+    """`bytes -> reply` for a caller: raw frames stay bytes (no copy)."""
+    return (lambda raw: raw) if reply_type is RawFrame else reply_type.FromString
 
 
 # Small messages whose fields map one to one: core type -> (oneof field, field names).

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 import grpc
 
-from ringmesh.v1 import mesh_pb2_grpc
+from ringmesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 if TYPE_CHECKING:
     from ringmesh.node.wire.relay import RelayedStub, RelayRouter
@@ -38,6 +38,19 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+
+
+class PeerStub(mesh_pb2_grpc.PeerStub):
+    """The generated stub, but `FetchFrames` yields each frame as the bytes received (no parse)."""
+
+    def __init__(self, channel) -> None:
+        super().__init__(channel)
+        self.FetchFrames = channel.unary_stream(
+            "/ringmesh.v1.Peer/FetchFrames",
+            request_serializer=mesh_pb2.ChunkRequest.SerializeToString,
+            response_deserializer=None,
+            _registered_method=True,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +84,13 @@ class Links:
 
             self._creds = channel_credentials(tls)
 
-    def stub(self, node: str) -> mesh_pb2_grpc.PeerStub | RelayedStub | None:
+    def stub(self, node: str) -> PeerStub | RelayedStub | None:
         """How to call `node`: directly, or through a relay when nobody can dial it (relay.py)."""
         if self.relayed is not None and self.relayed.is_nat(node):
             return self.relayed.stub(node)
         return self.direct(node)
 
-    def direct(self, node: str) -> mesh_pb2_grpc.PeerStub | None:
+    def direct(self, node: str) -> PeerStub | None:
         """A stub that dials `node` itself (None: its address is not known)."""
         address = self._resolve(node)
         if address is None:
@@ -97,7 +110,7 @@ class Links:
 
                 ch = grpc.aio.secure_channel(address, self._creds, options=CHANNEL_OPTIONS + channel_options(node))
             self._channels[key] = ch
-        return mesh_pb2_grpc.PeerStub(ch)
+        return PeerStub(ch)
 
     def _retire(self, key: tuple[str, str | None]) -> None:
         ch = self._channels.pop(key, None)

@@ -359,6 +359,9 @@ class RelayedStub:
     def FetchChunks(self, request, timeout: float | None = None, metadata=None):
         return self._responses("FetchChunks", request, timeout, metadata)
 
+    def FetchFrames(self, request, timeout: float | None = None, metadata=None):
+        return self._responses("FetchFrames", request, timeout, metadata)
+
     def WatchChunks(self, request, timeout: float | None = None, metadata=None):
         return self._responses("WatchChunks", request, timeout, metadata)
 
@@ -371,7 +374,7 @@ class RelayedStub:
     async def _responses(
         self, method: str, request, timeout, metadata, routes: list[str] | None = None
     ) -> AsyncIterator[Any]:
-        reply_type = self.router.methods[method][1]
+        parse = codec.reply_parser(self.router.methods[method][1])
         call = self.router.call(self.target, method, request, timeout, metadata)
         tried: list[str] = []
         for via in self.router.routes(self.target) if routes is None else routes:
@@ -385,7 +388,7 @@ class RelayedStub:
                         return
                     answered = True
                     try:
-                        message = reply_type.FromString(reply.response)
+                        message = parse(reply.response)
                     except Exception as e:  # protobuf's DecodeError and its kin
                         raise RemoteProtocolError(f"{self.target}: undecodable relayed {method}: {e}") from None
                     yield message

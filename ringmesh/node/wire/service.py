@@ -65,7 +65,7 @@ def register(server, servicer: PeerService | LocalService) -> None:
         handlers[name] = make(
             handler,
             request_deserializer=codec.request_parser(request),
-            response_serializer=reply.SerializeToString,
+            response_serializer=codec.serializer(reply),
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_registered_method_handlers(service, handlers)
@@ -286,6 +286,17 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
 
     async def FetchChunks(self, request, context: _Context):
         """Chunks of a version held whole, or verified so far by a pull under way."""
+        async for index, offset, part in self._frames(request, context):
+            yield codec.Chunk(index=index, offset=offset, data=part)
+
+    async def FetchFrames(self, request, context: _Context):
+        """The same frames as FetchChunks, each as its bytes alone (`codec.RawFrame`)."""
+        async for _index, _offset, part in self._frames(request, context):
+            yield part
+
+    async def _frames(self, request, context: _Context):
+        """`(index, offset, bytes)` of each frame of the chunks asked for, each chunk verified
+        before its first frame leaves, each frame let through by the egress limit."""
         caller = await self._identity(context) or _caller(context)  # TLS: the certificate's host
         await self._digest(context, request.digest)
         held, pulling = self._held(request.digest), self.node.transfers.pulling.get(request.digest)
@@ -305,6 +316,7 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
         if cls is None:  # a class this version does not know (a newer peer?): serve it as NORMAL
             self.node.count("unknown_priorities")
             cls = Priority.NORMAL
+        files, egress = self.node.transfers.files, self.node.egress
         for index in request.indices:
             try:
                 if pulling is not None and held is None and not pulling.complete:
@@ -312,7 +324,6 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
                         await context.abort(grpc.StatusCode.NOT_FOUND, f"chunk {index} is not verified here yet")
                     data = await asyncio.to_thread(pulling.partial.read, index)
                 else:
-                    files = self.node.transfers.files
                     data = await asyncio.to_thread(files.read_verified, item, request.digest, index, size, chunk_size)
             except Damaged as e:  # checked before it leaves: a bad copy is never served
                 self.node.count("chunks_refused_damaged")
@@ -322,8 +333,8 @@ class PeerService(_Refusing, mesh_pb2_grpc.PeerServicer):
             except OSError as e:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read {item}: {e.strerror}")
             for idx, off, part in frames(index, data):
-                await self.node.egress.acquire(len(part), cls)
-                yield codec.Chunk(index=idx, offset=off, data=part)
+                await egress.acquire(len(part), cls)
+                yield idx, off, part
             self.node.count("bytes_served", len(data))
             self.node.telemetry.chunks(caller, OUT, len(data))
 

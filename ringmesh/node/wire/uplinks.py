@@ -331,7 +331,7 @@ class Uplinks:
             pass
 
     async def _reply(self, put, call_id: int, response) -> None:
-        data = response.SerializeToString()
+        data = codec.reply_bytes(response)
         self.node.count("bytes_via_links", len(data))
         await put(codec.RelayedReply(id=call_id, response=data))
 
