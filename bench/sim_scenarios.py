@@ -6,7 +6,8 @@
 Each scenario runs once (`sim.runner.run_scenario`, seed 1); `steady-idle` is `steady` with no
 workload and no faults (the idle cost of the protocol). Prints a Markdown table per topic and
 writes every report (JSON). `--speed` measures the full peer on an idle cluster: CPU seconds per
-simulated second after a 10 s warm-up, and events per second. CPU seconds are the process's own
+simulated second after a 10 s warm-up, events per second, and the bytes each host sent
+per simulated second (all messages, and the gossip exchange alone). CPU seconds are the process's own
 (`time.process_time`), so other load on the machine does not count.
 """
 
@@ -142,9 +143,9 @@ def speed(sizes: list[int], seconds: float) -> int:
     """CPU per simulated second of an idle cluster of full peers (gossip, SWIM, election)."""
     print(
         "| N | warm-up 10 s: CPU s | steady: CPU s per simulated s | events per simulated s | µs CPU per event | "
-        "10 simulated minutes, CPU (extrapolated) |"
+        "10 simulated minutes, CPU (extrapolated) | bytes sent per host per s | of which Syn/SynAck/Ack |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
         gc.disable()
         c = Cluster(n, seed=1, voters=5)
@@ -152,12 +153,16 @@ def speed(sizes: list[int], seconds: float) -> int:
         c.start()
         c.world.run(until=10.0)
         warm = time.process_time() - cpu
-        e0, cpu = c.world.events, time.process_time()
+        e0, t0, cpu = c.world.events, c.world.traffic.snapshot(), time.process_time()
         c.world.run(until=10.0 + seconds)
         per = (time.process_time() - cpu) / seconds
         events = (c.world.events - e0) / seconds
+        sent = c.world.traffic.since(t0)
+        total = sum(sent.bytes.values()) / n / seconds
+        gossip = sum(sent.bytes_by_kind.get(k, 0) for k in ("Syn", "SynAck", "Ack")) / n / seconds
         print(
-            f"| {n:,} | {warm:.1f} | {per:.3f} | {events:,.0f} | {per / events * 1e6:.0f} | {per * 600:,.0f} s |",
+            f"| {n:,} | {warm:.1f} | {per:.3f} | {events:,.0f} | {per / events * 1e6:.0f} | {per * 600:,.0f} s "
+            f"| {total / 1000:.2f} kB/s | {gossip / 1000:.2f} kB/s |",
             flush=True,
         )
         del c

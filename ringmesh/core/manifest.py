@@ -8,15 +8,17 @@ origin form a history numbered 1, 2, 3, ... A key keeps only its newest fact; a 
 *tombstone* stamped with the hybrid-clock time of the delete.
 
 A replica's knowledge of an origin is an `OriginState`: the origin's incarnation, the highest
-counter it has seen (`max_counter`), the origin's heartbeat, the *floor* (tombstones with a
-counter at or below it have been purged), and the facts. At the origin's own top counter,
+counter it has seen (`max_counter`), the *floor* (tombstones with a counter at or below it have
+been purged), and the facts. (`heartbeat` is no longer raised: liveness is membership's, and an
+entry that changed every round made every digest news. The field stays in the wire and store
+formats, carried along unchanged.) At the origin's own top counter,
 and after any whole (untruncated) delta, a state obeys:
 
     a state at `max_counter` m holds, for every key, the newest fact among the origin's
     writes numbered <= m -- except that a tombstone numbered <= floor may be missing, and
     then no older value of that key is held either.
 
-The digest is the version vector `{origin: (incarnation, heartbeat, max_counter, floor)}`.
+The digest is the version vector `{origin: (incarnation, max_counter, floor)}` (and the heartbeat).
 `delta_for(digest, budget)` sends, per origin, the facts numbered above the other side's
 `max_counter` in counter order, and truncates an origin's run only at a fact boundary, so the
 receiver may raise its `max_counter` to the last fact it got (Scuttlebutt reconciliation, van
@@ -58,10 +60,6 @@ MAX_NUMBER = 1 << 62
 #: The smallest budget that always lets one fact through.
 MAX_ORIGIN_BYTES = 128  # as catalog.is_node_id allows
 MIN_BUDGET = ORIGIN_OVERHEAD + MAX_ORIGIN_BYTES + MAX_KEY_BYTES + MAX_VALUE_BYTES + FACT_OVERHEAD
-#: An origin whose facts the other side has is sent for its heartbeat alone only once the
-#: heartbeat is this many beats ahead: heartbeats are news for people, not for the protocol
-#: (failure detection probes), and sending every beat of every origin dominated the traffic.
-HEARTBEAT_LAG = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,11 +248,6 @@ class Manifest:
         self._touch(self.me)
         return self._change(self.me, False, (fact,), ())
 
-    def beat(self) -> None:
-        """Raise our heartbeat (it rides on the digest and on deltas)."""
-        self.own.heartbeat += 1
-        self._touch(self.me)
-
     def reincarnate(self, incarnation: int) -> OriginChange:
         """Start a new life: every live fact of ours is rewritten under a new incarnation."""
         old = self.own
@@ -287,7 +280,7 @@ class Manifest:
         """The facts the holder of digest `theirs` lacks, at most `budget` bytes of them.
 
         Origins needing the fewest facts go first, so that many origins make progress in a
-        round, and origins with nothing but a newer heartbeat or floor go last, so that they
+        round, and origins with nothing but a newer floor go last, so that they
         never crowd out a fact; an origin's run is cut only at a fact boundary.
         """
         wanted: list[tuple[int, str, bool, int, list[Fact]]] = []
@@ -299,13 +292,13 @@ class Manifest:
                 continue
             elif t.max_counter < st.floor and t.floor < st.floor:
                 reset, start = True, 0
-            elif st.max_counter > t.max_counter or st.floor > t.floor or st.heartbeat >= t.heartbeat + HEARTBEAT_LAG:
+            elif st.max_counter > t.max_counter or st.floor > t.floor:
                 reset, start = False, t.max_counter
             else:
                 continue
             facts = st.facts_after(start) if st.max_counter > start else []
             wanted.append((len(facts), origin, reset, start, facts))
-        wanted.sort(key=lambda w: (w[0] == 0, w[0], w[1]))  # header-only news (heartbeat, floor) last
+        wanted.sort(key=lambda w: (w[0] == 0, w[0], w[1]))  # header-only news (a floor) last
         out: list[OriginDelta] = []
         left = budget
         for _, origin, reset, start, facts in wanted:
@@ -389,11 +382,8 @@ class Manifest:
         removed += st.purge_through(od.floor)
         changed = bool(upserts or removed) or od.max_counter > st.max_counter or floor > old_floor
         st.max_counter = max(st.max_counter, od.max_counter)
-        if od.heartbeat > st.heartbeat:
-            st.heartbeat = od.heartbeat
-            self._touch(od.origin)  # the digest advertises heartbeats, persisted or not
         if not changed:
-            return None  # a heartbeat alone is kept in memory, not persisted
+            return None
         return self._change(od.origin, False, tuple(upserts), tuple(removed))
 
     def load(self, origin: str, state: OriginState) -> None:

@@ -1,7 +1,7 @@
 """One ringmesh peer as a pure state machine: `handle(event, now) -> [effects]`.
 
 The peer composes the protocol's parts around one `Manifest`:
-  * gossip: every `gossip_interval` (jittered) it beats its heartbeat and sends `Syn(digest)`
+  * gossip: every `gossip_interval` (jittered) it sends `Syn(digest)`
     to `fanout` live peers (now and then a dead one, so that healed partitions find each
     other again); `Syn` is answered with `SynAck(digest, delta)`, `SynAck` with `Ack(delta)`,
     each delta cut to `delta_budget` bytes;
@@ -375,7 +375,6 @@ class Peer:
 
     def _on_gossip_timer(self, now: float) -> list[Effect]:
         self.rounds += 1
-        self.manifest.beat()
         out: list[Effect] = []
         if self.rounds % self.config.purge_every == 0:
             changes = self.manifest.purge_tombstones(self.clock.now(now), int(self.config.tombstone_grace * 1000))
