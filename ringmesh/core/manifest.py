@@ -181,6 +181,8 @@ class Manifest:
         #: gossip rounds (`tick`), and the round each origin was last touched in, oldest first
         self.round = 0
         self._changed: dict[str, int] = {me: 0}
+        #: the entries this round's Syn listed (antientropy.syn)
+        self.listed: Mapping[str, OriginDigest] = {}
         self._observers: list[Callable[[OriginChange], None]] = []
 
     def watch(self, observer: Callable[[OriginChange], None]) -> None:

@@ -18,7 +18,7 @@ class PeerConfig:
     gossip_interval: float = 1.0
     fanout: int = 3
     delta_budget: int = 512 * 1024
-    recent_rounds: int = 4  # a Syn lists the digest entries touched in this many rounds (antientropy.py)
+    recent_rounds: int = 16  # a Syn lists the digest entries touched in this many rounds (antientropy.py)
     tombstone_grace: float = 3600.0
     purge_every: int = 60  # gossip rounds between tombstone purges
     max_transfers: int = 4
