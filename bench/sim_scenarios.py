@@ -53,9 +53,10 @@ def main() -> int:
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--sizes", default="100,300,1000")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=10.0, help="--speed: simulated seconds before measuring")
     args = ap.parse_args()
     if args.speed:
-        return speed([int(x) for x in args.sizes.split(",")], args.seconds)
+        return speed([int(x) for x in args.sizes.split(",")], args.seconds, args.warmup)
     names = args.only.split(",") if args.only else list(DEFAULT)
     reports = {}
     if os.path.exists(args.out):
@@ -139,11 +140,12 @@ def tables(reports: dict) -> str:
     return "\n".join(out)
 
 
-def speed(sizes: list[int], seconds: float) -> int:
+def speed(sizes: list[int], seconds: float, warmup: float = 10.0) -> int:
     """CPU per simulated second of an idle cluster of full peers (gossip, SWIM, election)."""
     print(
-        "| N | warm-up 10 s: CPU s | steady: CPU s per simulated s | events per simulated s | µs CPU per event | "
-        "10 simulated minutes, CPU (extrapolated) | bytes sent per host per s | of which Syn/SynAck/Ack |"
+        f"| N | warm-up {warmup:g} s: CPU s | steady: CPU s per simulated s | events per simulated s | "
+        "µs CPU per event | 10 simulated minutes, CPU (extrapolated) | "
+        "bytes sent per host per s | of which Syn/SynAck/Ack |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
@@ -151,10 +153,10 @@ def speed(sizes: list[int], seconds: float) -> int:
         c = Cluster(n, seed=1, voters=5)
         cpu = time.process_time()
         c.start()
-        c.world.run(until=10.0)
+        c.world.run(until=warmup)
         warm = time.process_time() - cpu
         e0, t0, cpu = c.world.events, c.world.traffic.snapshot(), time.process_time()
-        c.world.run(until=10.0 + seconds)
+        c.world.run(until=warmup + seconds)
         per = (time.process_time() - cpu) / seconds
         events = (c.world.events - e0) / seconds
         sent = c.world.traffic.since(t0)
