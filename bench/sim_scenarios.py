@@ -6,7 +6,8 @@
 Each scenario runs once (`sim.runner.run_scenario`, seed 1); `steady-idle` is `steady` with no
 workload and no faults (the idle cost of the protocol). Prints a Markdown table per topic and
 writes every report (JSON). `--speed` measures the full peer on an idle cluster: CPU seconds per
-simulated second after a 10 s warm-up, and events per second. CPU seconds are the process's own
+simulated second after a 10 s warm-up, events per second, and the bytes each host sent
+per simulated second (all messages, and the gossip exchange alone). CPU seconds are the process's own
 (`time.process_time`), so other load on the machine does not count.
 """
 
@@ -52,9 +53,10 @@ def main() -> int:
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--sizes", default="100,300,1000")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=10.0, help="--speed: simulated seconds before measuring")
     args = ap.parse_args()
     if args.speed:
-        return speed([int(x) for x in args.sizes.split(",")], args.seconds)
+        return speed([int(x) for x in args.sizes.split(",")], args.seconds, args.warmup)
     names = args.only.split(",") if args.only else list(DEFAULT)
     reports = {}
     if os.path.exists(args.out):
@@ -138,26 +140,31 @@ def tables(reports: dict) -> str:
     return "\n".join(out)
 
 
-def speed(sizes: list[int], seconds: float) -> int:
+def speed(sizes: list[int], seconds: float, warmup: float = 10.0) -> int:
     """CPU per simulated second of an idle cluster of full peers (gossip, SWIM, election)."""
     print(
-        "| N | warm-up 10 s: CPU s | steady: CPU s per simulated s | events per simulated s | µs CPU per event | "
-        "10 simulated minutes, CPU (extrapolated) |"
+        f"| N | warm-up {warmup:g} s: CPU s | steady: CPU s per simulated s | events per simulated s | "
+        "µs CPU per event | 10 simulated minutes, CPU (extrapolated) | "
+        "bytes sent per host per s | of which Syn/SynAck/Ack |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
         gc.disable()
         c = Cluster(n, seed=1, voters=5)
         cpu = time.process_time()
         c.start()
-        c.world.run(until=10.0)
+        c.world.run(until=warmup)
         warm = time.process_time() - cpu
-        e0, cpu = c.world.events, time.process_time()
-        c.world.run(until=10.0 + seconds)
+        e0, t0, cpu = c.world.events, c.world.traffic.snapshot(), time.process_time()
+        c.world.run(until=warmup + seconds)
         per = (time.process_time() - cpu) / seconds
         events = (c.world.events - e0) / seconds
+        sent = c.world.traffic.since(t0)
+        total = sum(sent.bytes.values()) / n / seconds
+        gossip = sum(sent.bytes_by_kind.get(k, 0) for k in ("Syn", "SynAck", "Ack")) / n / seconds
         print(
-            f"| {n:,} | {warm:.1f} | {per:.3f} | {events:,.0f} | {per / events * 1e6:.0f} | {per * 600:,.0f} s |",
+            f"| {n:,} | {warm:.1f} | {per:.3f} | {events:,.0f} | {per / events * 1e6:.0f} | {per * 600:,.0f} s "
+            f"| {total / 1000:.2f} kB/s | {gossip / 1000:.2f} kB/s |",
             flush=True,
         )
         del c

@@ -3,7 +3,7 @@
 Comparing every node's version vector after every event would cost O(N^2) per event. The
 checkers instead follow the `Persist` effects, which carry each changed origin's
 `(incarnation, max_counter)` as it is after the change (the core persists every change of a
-`max_counter`; only heartbeats are kept in memory). An origin's own value is the truth, since
+`max_counter`). An origin's own value is the truth, since
 only it writes its facts; a node whose every entry equals the truth holds the common vector.
 When a checker says "done", the scenario confirms it with the core's own `fingerprint()`.
 """

@@ -16,6 +16,8 @@ from ringmesh.core import Ack, Envelope, OriginDigest, Syn, SynAck
 ENVELOPE_BYTES = 32
 #: incarnation, heartbeat, max_counter and floor of one origin, beside its name.
 DIGEST_ENTRY_BYTES = 24
+#: a Syn's or SynAck's fingerprint, scope (and mismatch flag).
+FINGERPRINT_BYTES = 12
 #: any other message (membership probes, election): a few names and integers.
 OTHER_MESSAGE_BYTES = 64
 
@@ -28,9 +30,9 @@ def message_size(env: Envelope) -> int:
     body = env.body
     size = ENVELOPE_BYTES + len(env.sender.encode())
     if isinstance(body, Syn):
-        return size + digest_size(body.digest)
+        return size + FINGERPRINT_BYTES + digest_size(body.digest)
     if isinstance(body, SynAck):
-        return size + digest_size(body.digest) + body.delta.wire_size()
+        return size + FINGERPRINT_BYTES + digest_size(body.digest) + body.delta.wire_size()
     if isinstance(body, Ack):
         return size + body.delta.wire_size()
     return size + OTHER_MESSAGE_BYTES

@@ -8,15 +8,17 @@ origin form a history numbered 1, 2, 3, ... A key keeps only its newest fact; a 
 *tombstone* stamped with the hybrid-clock time of the delete.
 
 A replica's knowledge of an origin is an `OriginState`: the origin's incarnation, the highest
-counter it has seen (`max_counter`), the origin's heartbeat, the *floor* (tombstones with a
-counter at or below it have been purged), and the facts. At the origin's own top counter,
+counter it has seen (`max_counter`), the *floor* (tombstones with a counter at or below it have
+been purged), and the facts. (`heartbeat` is no longer raised: liveness is membership's, and an
+entry that changed every round made every digest news. The field stays in the wire and store
+formats, carried along unchanged.) At the origin's own top counter,
 and after any whole (untruncated) delta, a state obeys:
 
     a state at `max_counter` m holds, for every key, the newest fact among the origin's
     writes numbered <= m -- except that a tombstone numbered <= floor may be missing, and
     then no older value of that key is held either.
 
-The digest is the version vector `{origin: (incarnation, heartbeat, max_counter, floor)}`.
+The digest is the version vector `{origin: (incarnation, max_counter, floor)}` (and the heartbeat).
 `delta_for(digest, budget)` sends, per origin, the facts numbered above the other side's
 `max_counter` in counter order, and truncates an origin's run only at a fact boundary, so the
 receiver may raise its `max_counter` to the last fact it got (Scuttlebutt reconciliation, van
@@ -58,10 +60,6 @@ MAX_NUMBER = 1 << 62
 #: The smallest budget that always lets one fact through.
 MAX_ORIGIN_BYTES = 128  # as catalog.is_node_id allows
 MIN_BUDGET = ORIGIN_OVERHEAD + MAX_ORIGIN_BYTES + MAX_KEY_BYTES + MAX_VALUE_BYTES + FACT_OVERHEAD
-#: An origin whose facts the other side has is sent for its heartbeat alone only once the
-#: heartbeat is this many beats ahead: heartbeats are news for people, not for the protocol
-#: (failure detection probes), and sending every beat of every origin dominated the traffic.
-HEARTBEAT_LAG = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +86,20 @@ class OriginDigest:
 
 
 Digest = Mapping[str, OriginDigest]
+
+#: A digest entry standing for "no state of this origin here" (in partial digests).
+ABSENT = OriginDigest(0, 0, 0, 0)
+_ENTRY_KEY = b"ringmesh/vv/1"
+
+
+def entry_hash(origin: str, d: OriginDigest) -> int:
+    """A keyed 64-bit hash of one digest entry (heartbeat aside); ABSENT hashes to 0."""
+    if d == ABSENT:
+        return 0
+    h = hashlib.blake2b(
+        f"{origin}\0{d.incarnation}\0{d.max_counter}\0{d.floor}".encode(), digest_size=8, key=_ENTRY_KEY
+    )
+    return int.from_bytes(h.digest(), "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +171,18 @@ class Manifest:
         self.me = me
         self.origins: dict[str, OriginState] = {me: OriginState(incarnation)}
         # The digest is rebuilt copy-on-write: a dict handed out is never changed afterwards
-        # (messages in flight hold it), only the entries of origins that moved are redone.
-        self._digest: dict[str, OriginDigest] = {}
+        # (messages in flight hold it). `_entries`, `_hash` and `_vh` (the XOR of every
+        # entry's hash) are kept up to date for the origins that moved (`_dirty`).
+        self._digest: dict[str, OriginDigest] | None = None
+        self._entries: dict[str, OriginDigest] = {}
+        self._hash: dict[str, int] = {}
+        self._vh = 0
         self._dirty: set[str] = {me}
+        #: gossip rounds (`tick`), and the round each origin was last touched in, oldest first
+        self.round = 0
+        self._changed: dict[str, int] = {me: 0}
+        #: the entries this round's Syn listed (antientropy.syn)
+        self.listed: Mapping[str, OriginDigest] = {}
         self._observers: list[Callable[[OriginChange], None]] = []
 
     def watch(self, observer: Callable[[OriginChange], None]) -> None:
@@ -191,19 +212,66 @@ class Manifest:
                     yield origin, f
 
     def digest(self) -> dict[str, OriginDigest]:
-        if self._dirty:
-            d = dict(self._digest)
-            for o in self._dirty:
-                st = self.origins.get(o)
-                if st is None:
-                    d.pop(o, None)
-                else:
-                    d[o] = st.digest()
-            self._digest, self._dirty = d, set()
+        """The whole version vector (a snapshot: never changed once handed out)."""
+        self._refresh()
+        if self._digest is None:
+            self._digest = dict(self._entries)
         return self._digest
+
+    def entry(self, origin: str) -> OriginDigest:
+        """Our digest entry for `origin` (ABSENT if we hold no state of it)."""
+        self._refresh()
+        return self._entries.get(origin, ABSENT)
+
+    def vector_hash(self) -> int:
+        """The XOR of `entry_hash` over every origin: equal for equal vectors, in any order."""
+        self._refresh()
+        return self._vh
+
+    def hash_of(self, origin: str) -> int:
+        """`entry_hash` of our entry for `origin` (0 if we hold no state of it)."""
+        self._refresh()
+        return self._hash.get(origin, 0)
+
+    def recent(self, rounds: int) -> dict[str, OriginDigest]:
+        """The entries of the origins touched in the last `rounds` rounds (`tick`)."""
+        self._refresh()
+        out, since = {}, self.round - rounds
+        for o in reversed(self._changed):
+            if self._changed[o] < since:
+                break
+            if (e := self._entries.get(o)) is not None:
+                out[o] = e
+        return out
+
+    def tick(self, keep: int = 64) -> None:
+        """One gossip round passed; touches older than `keep` rounds are forgotten."""
+        self.round += 1
+        while self._changed:
+            o = next(iter(self._changed))
+            if self._changed[o] >= self.round - keep:
+                break
+            del self._changed[o]
+
+    def _refresh(self) -> None:
+        if not self._dirty:
+            return
+        for o in self._dirty:
+            st = self.origins.get(o)
+            old = self._hash.pop(o, 0)
+            if st is None:
+                self._entries.pop(o, None)
+                new = 0
+            else:
+                e = self._entries[o] = st.digest()
+                new = self._hash[o] = entry_hash(o, e)
+            self._vh ^= old ^ new
+        self._dirty, self._digest = set(), None
 
     def _touch(self, origin: str) -> None:
         self._dirty.add(origin)
+        self._changed.pop(origin, None)
+        self._changed[origin] = self.round
 
     def version_vector(self) -> dict[str, tuple[int, int]]:
         """`{origin: (incarnation, max_counter)}`: equal vectors mean equal facts."""
@@ -250,11 +318,6 @@ class Manifest:
         self._touch(self.me)
         return self._change(self.me, False, (fact,), ())
 
-    def beat(self) -> None:
-        """Raise our heartbeat (it rides on the digest and on deltas)."""
-        self.own.heartbeat += 1
-        self._touch(self.me)
-
     def reincarnate(self, incarnation: int) -> OriginChange:
         """Start a new life: every live fact of ours is rewritten under a new incarnation."""
         old = self.own
@@ -283,29 +346,31 @@ class Manifest:
 
     # -- anti-entropy --------------------------------------------------------------------
 
-    def delta_for(self, theirs: Digest, budget: int) -> Delta:
-        """The facts the holder of digest `theirs` lacks, at most `budget` bytes of them.
+    def delta_for(self, theirs: Digest, budget: int, only: Iterable[str] | None = None) -> Delta:
+        """The facts the holder of digest `theirs` lacks, at most `budget` bytes of them;
+        with `only`, of those origins alone (`theirs` a partial digest: an origin missing from
+        it is then not looked at, one at ABSENT is one they hold nothing of).
 
         Origins needing the fewest facts go first, so that many origins make progress in a
-        round, and origins with nothing but a newer heartbeat or floor go last, so that they
+        round, and origins with nothing but a newer floor go last, so that they
         never crowd out a fact; an origin's run is cut only at a fact boundary.
         """
         wanted: list[tuple[int, str, bool, int, list[Fact]]] = []
-        for origin, st in self.origins.items():
-            t = theirs.get(origin)
-            if t is None or t.incarnation < st.incarnation:
+        for origin in self.origins if only is None else [o for o in only if o in self.origins]:
+            st, t = self.origins[origin], theirs.get(origin)
+            if t is None or t == ABSENT or t.incarnation < st.incarnation:
                 reset, start = True, 0
             elif t.incarnation > st.incarnation:
                 continue
             elif t.max_counter < st.floor and t.floor < st.floor:
                 reset, start = True, 0
-            elif st.max_counter > t.max_counter or st.floor > t.floor or st.heartbeat >= t.heartbeat + HEARTBEAT_LAG:
+            elif st.max_counter > t.max_counter or st.floor > t.floor:
                 reset, start = False, t.max_counter
             else:
                 continue
             facts = st.facts_after(start) if st.max_counter > start else []
             wanted.append((len(facts), origin, reset, start, facts))
-        wanted.sort(key=lambda w: (w[0] == 0, w[0], w[1]))  # header-only news (heartbeat, floor) last
+        wanted.sort(key=lambda w: (w[0] == 0, w[0], w[1]))  # header-only news (a floor) last
         out: list[OriginDelta] = []
         left = budget
         for _, origin, reset, start, facts in wanted:
@@ -389,11 +454,8 @@ class Manifest:
         removed += st.purge_through(od.floor)
         changed = bool(upserts or removed) or od.max_counter > st.max_counter or floor > old_floor
         st.max_counter = max(st.max_counter, od.max_counter)
-        if od.heartbeat > st.heartbeat:
-            st.heartbeat = od.heartbeat
-            self._touch(od.origin)  # the digest advertises heartbeats, persisted or not
         if not changed:
-            return None  # a heartbeat alone is kept in memory, not persisted
+            return None
         return self._change(od.origin, False, tuple(upserts), tuple(removed))
 
     def load(self, origin: str, state: OriginState) -> None:

@@ -19,18 +19,23 @@ def _frozen(cls):
     return dataclass(frozen=True, slots=True, kw_only=True)(cls)
 
 
-# -- gossip (Scuttlebutt push-pull: Syn -> SynAck -> Ack) -----------------------------------
+# -- gossip (Scuttlebutt push-pull: Syn -> SynAck -> Ack; see antientropy.py) ---------------
 
 
 @_frozen
 class Syn:
-    digest: Mapping[str, OriginDigest]
+    digest: Mapping[str, OriginDigest]  # whole when `scope` is FULL (0), else some entries
+    fingerprint: int = 0  # the sender's `Manifest.vector_hash()`
+    scope: int = 0  # antientropy.FULL, RECENT or TARGETED
 
 
 @_frozen
 class SynAck:
-    digest: Mapping[str, OriginDigest]
+    digest: Mapping[str, OriginDigest]  # whole when `scope` is FULL, else some entries
     delta: Delta
+    fingerprint: int = 0
+    scope: int = 0  # the Syn's
+    mismatch: bool = False  # the vectors differ outside the entries the Syn listed
 
 
 @_frozen

@@ -1,10 +1,9 @@
 """One ringmesh peer as a pure state machine: `handle(event, now) -> [effects]`.
 
 The peer composes the protocol's parts around one `Manifest`:
-  * gossip: every `gossip_interval` (jittered) it beats its heartbeat and sends `Syn(digest)`
-    to `fanout` live peers (now and then a dead one, so that healed partitions find each
-    other again); `Syn` is answered with `SynAck(digest, delta)`, `SynAck` with `Ack(delta)`,
-    each delta cut to `delta_budget` bytes;
+  * gossip (`antientropy.py`): every `gossip_interval` (jittered) a `Syn`, a fingerprint and
+    the entries changed lately, to `fanout` live peers (now and then a dead one, so that healed
+    partitions find each other again), answered by `SynAck`, then `Ack`; deltas cut to `delta_budget`;
   * membership (`membership.py`): SWIM probes and claims that ride on gossip;
   * election (`election.py`): one leader per term among the voters, with a lease; the leader
     publishes a `leader` fact so that every host learns it through gossip too;
@@ -25,6 +24,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable, Mapping
 
+from . import antientropy as ae
 from . import broadcast as bc
 from . import catalog, keys
 from . import election as el
@@ -341,11 +341,12 @@ class Peer:
                 return self._on_order(sender, body, now)
             case Syn():
                 out = self._check_own_incarnation(body.digest, now)
-                reply = SynAck(digest=self.manifest.digest(), delta=self._delta_for(body.digest))
+                reply = ae.on_syn(self.manifest, body, self.config.delta_budget, self.config.recent_rounds)
                 return out + [self._send(sender, reply, now)]
             case SynAck():
                 out = self._check_own_incarnation(body.digest, now) + self._apply(body.delta, now)
-                return out + [self._send(sender, Ack(delta=self._delta_for(body.digest)), now)]
+                replies = ae.on_synack(self.manifest, body, self.config.delta_budget)
+                return out + [self._send(sender, r, now) for r in replies]
             case Ack():
                 return self._apply(body.delta, now)
             case _:
@@ -382,7 +383,7 @@ class Peer:
 
     def _on_gossip_timer(self, now: float) -> list[Effect]:
         self.rounds += 1
-        self.manifest.beat()
+        self.manifest.tick(keep=self.config.recent_rounds)
         out: list[Effect] = []
         if self.rounds % self.config.purge_every == 0:
             changes = self.manifest.purge_tombstones(self.clock.now(now), int(self.config.tombstone_grace * 1000))
@@ -392,8 +393,9 @@ class Peer:
         if retired:
             out += self._changed(retired, now)
         out += self._maybe_lead(now)
-        digest = self.manifest.digest()
-        out += [self._send(p, Syn(digest=digest), now) for p in self._gossip_targets(now)]
+        syn, live = ae.syn(self.manifest, self.config.recent_rounds), (mb.ALIVE, mb.SUSPECT)
+        for p in self._gossip_targets(now):  # to a host believed gone, the whole digest: a cut heals at once
+            out.append(self._send(p, syn if self.membership.view(p) in live else ae.full_syn(self.manifest), now))
         out.append(
             SetTimer(
                 name=Timer.GOSSIP,
@@ -424,9 +426,6 @@ class Peer:
         if gone and (not targets or self.rng.random() < GOSSIP_TO_THE_DEAD):
             targets.append(self.rng.choice(gone))
         return targets
-
-    def _delta_for(self, digest: Mapping[str, OriginDigest]) -> Delta:
-        return self.manifest.delta_for(digest, self.config.delta_budget)
 
     def _apply(self, delta: Delta, now: float) -> list[Effect]:
         changes = self.manifest.apply(delta)
@@ -550,7 +549,7 @@ class Peer:
         out = self._flush(self.membership.leave(now), now)
         theirs = dict(self.manifest.digest())
         theirs[self.me] = before
-        delta = self._delta_for(theirs)
+        delta = self.manifest.delta_for(theirs, self.config.delta_budget)
         out += [self._send(p, Ack(delta=delta), now) for p in self._gossip_targets(now)]
         return out
 

@@ -18,6 +18,7 @@ class PeerConfig:
     gossip_interval: float = 1.0
     fanout: int = 3
     delta_budget: int = 512 * 1024
+    recent_rounds: int = 16  # a Syn lists the digest entries touched in this many rounds (antientropy.py)
     tombstone_grace: float = 3600.0
     purge_every: int = 60  # gossip rounds between tombstone purges
     max_transfers: int = 4
@@ -45,6 +46,8 @@ class PeerConfig:
             raise LocalProtocolError("gossip_interval must be positive")
         if self.fanout < 1:
             raise LocalProtocolError("fanout must be at least 1")
+        if not 1 <= self.recent_rounds <= 64:
+            raise LocalProtocolError("recent_rounds must be 1..64")
         if self.delta_budget < MIN_BUDGET:
             raise LocalProtocolError(f"delta_budget must be at least {MIN_BUDGET} bytes")
         if self.max_transfers < 1:

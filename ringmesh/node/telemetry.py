@@ -1,6 +1,6 @@
 """The few figures a node keeps only for observability (ops/metrics.py and `status` read them):
-bytes per peer, delta bytes, transfers per class and outcome, when each origin's heartbeat last
-advanced, and each origin's own reports of its change counter that this host does not hold yet
+bytes per peer, delta bytes, transfers per class and outcome, when this host last received a
+message from each peer, and each origin's own reports of its change counter that this host does not hold yet
 (the convergence lag; see ops/metrics.py). Touched on the event loop only.
 """
 
@@ -22,7 +22,7 @@ class Telemetry:
         self.messages: Counter[tuple[str, str]] = Counter()  # (direction, kind) -> messages
         self.delta_bytes: Counter[str] = Counter()  # direction -> bytes of manifest deltas
         self.transfers: Counter[tuple[str, str]] = Counter()  # (class, outcome) -> transfers
-        self._heard: dict[str, tuple[int, int, float]] = {}  # origin -> (incarnation, heartbeat, when it advanced)
+        self._heard: dict[str, float] = {}  # peer -> when a message from it last arrived
         # origin -> its own reports, (incarnation, max_counter, when first reported), that we do not hold yet
         self._reports: dict[str, deque[tuple[int, int, float]]] = {}
         self.catch_up: dict[str, list[float]] = {}  # origin -> [reports met, seconds they took in all]
@@ -30,6 +30,8 @@ class Telemetry:
     def message(self, peer: str, direction: str, msg: Any, body: Any = None, manifest: Any = None) -> None:
         """One gossip/membership/... envelope (protobuf) sent to or received from `peer`; given
         the decoded `body` and our `manifest`, the sender's report of its own counter is noted."""
+        if direction == IN:
+            self._heard[peer] = time.time()
         digest = getattr(body, "digest", None)  # Syn/SynAck: a version vector (BroadcastOrder's is a str)
         if isinstance(digest, dict) and manifest is not None and (own := digest.get(peer)) is not None:
             self.reported(peer, own.incarnation, own.max_counter, manifest, time.time())
@@ -71,8 +73,7 @@ class Telemetry:
         return max(0, top - have), max(0.0, now - q[0][2])
 
     def sample(self, manifest, now: float) -> None:
-        """Note every origin whose heartbeat (or incarnation) moved since the last sample, and
-        every origin's report our replica now meets."""
+        """Note every origin's report our replica now meets."""
         for origin, q in list(self._reports.items()):
             st = manifest.origins.get(origin)
             have = (st.incarnation, st.max_counter) if st is not None else (-1, -1)
@@ -82,20 +83,14 @@ class Telemetry:
                 met[1] += now - q.popleft()[2]
             if not q:
                 del self._reports[origin]
-        for origin, st in manifest.origins.items():
-            seen = self._heard.get(origin)
-            if seen is None or (st.incarnation, st.heartbeat) != seen[:2]:
-                self._heard[origin] = (st.incarnation, st.heartbeat, now)
-        if len(self._heard) > len(manifest.origins):
-            for gone in set(self._heard) - set(manifest.origins):
-                del self._heard[gone]
 
-    def heartbeat_age(self, origin: str, now: float) -> float | None:
-        seen = self._heard.get(origin)
-        return None if seen is None else max(0.0, now - seen[2])
+    def last_heard(self, peer: str, now: float) -> float | None:
+        """Seconds since a message from `peer` last arrived here (None: never)."""
+        seen = self._heard.get(peer)
+        return None if seen is None else max(0.0, now - seen)
 
     async def watch(self, manifest, every: float) -> None:
-        """Sample the heartbeats every `every` seconds."""
+        """Sample the reports every `every` seconds."""
         while True:
             self.sample(manifest, time.time())
             await asyncio.sleep(every)

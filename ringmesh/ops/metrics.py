@@ -11,7 +11,7 @@ for it there, and formats it in the HTTP thread: nothing blocks the loop, and th
 only thread that reads the core's state.
 
 What the daemon did not count before is counted in `Telemetry` (bytes per peer, delta bytes,
-transfers per class and outcome, when each origin's heartbeat last advanced); everything else
+transfers per class and outcome, when a message from each peer last arrived); everything else
 is read where it lives: the core's views, the daemon's counters, the throttles, the stream log.
 
 Convergence lag per origin, against what the origin itself reports: every Syn or SynAck an
@@ -22,9 +22,8 @@ it has lacked the oldest of them (0: up to date), and the summary
 `ringmesh_origin_catch_up_seconds{origin}` how long each report took to be met (measured a few
 times per gossip interval, at most once a second). With every host scraped,
 `max by (origin) (ringmesh_origin_max_change) - ringmesh_origin_max_change` compares the
-replicas directly. `ringmesh_origin_heartbeat_age_seconds` is how long ago an origin's heartbeat
-last advanced here (heartbeats travel with facts, or once they are 10 beats ahead: a coarse
-sign of life, not a lag).
+replicas directly. `ringmesh_peer_last_heard_seconds` is how long ago a message from a peer last
+arrived here (a direct sign of life; liveness itself is membership's, `ringmesh_members`).
 """
 
 from __future__ import annotations
@@ -138,12 +137,6 @@ def _families(view: NodeView) -> list:
     )
     gauge("ringmesh_inbox_events", "Events waiting for the core.", value=view.inbox_size)
     gauge(
-        "ringmesh_origin_heartbeat",
-        "Each origin's heartbeat as this host knows it.",
-        ["origin"],
-        [((o,), origin_state.heartbeat) for o, origin_state in sorted(manifest.origins.items())],
-    )
-    gauge(
         "ringmesh_origin_max_change",
         "Each origin's highest change counter as this host knows it.",
         ["origin"],
@@ -171,11 +164,10 @@ def _families(view: NodeView) -> list:
         catch.add_metric([o], count_value=int(n), sum_value=total)  # n: a count, kept in a list of floats
     out.append(catch)
     gauge(
-        "ringmesh_origin_heartbeat_age_seconds",
-        "Seconds since this host last saw each origin's heartbeat advance (heartbeats travel with facts, "
-        "or once 10 beats ahead).",
-        ["origin"],
-        [((o,), age) for o in sorted(manifest.origins) if (age := telemetry.heartbeat_age(o, now)) is not None],
+        "ringmesh_peer_last_heard_seconds",
+        "Seconds since a message from each peer last arrived here.",
+        ["peer"],
+        [((o,), age) for o in sorted(manifest.origins) if (age := telemetry.last_heard(o, now)) is not None],
     )
 
     # membership

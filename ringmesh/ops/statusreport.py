@@ -35,13 +35,10 @@ def status(view: NodeView) -> dict[str, Any]:
                 "provider": rec.get("provider"),
                 "ephemeral": rec.get("ephemeral"),
                 "incarnation": origin_state.incarnation if origin_state else None,
-                "heartbeat": origin_state.heartbeat if origin_state else None,
                 "max_counter": origin_state.max_counter if origin_state else None,
                 "alive_incarnation": membership.alive_incarnation(manifest, origin),
                 "breaker": breakers.get(origin, {"state": "closed"}),
-                "heartbeat_age_s": None
-                if (age := view.telemetry.heartbeat_age(origin, now)) is None
-                else round(age, 3),
+                "last_heard_s": None if (age := view.telemetry.last_heard(origin, now)) is None else round(age, 3),
                 "lag_changes": lag[0],
                 "lag_s": round(lag[1], 3),
                 "voter": origin in core.election.voters,

@@ -181,7 +181,7 @@ def render(
                 "yes" if m.get("voter") else "no",
                 "yes" if m.get("ephemeral") else "no",
                 str(m["incarnation"]) if m["incarnation"] is not None else "-",
-                "-" if m.get("heartbeat") is None else str(m["heartbeat"]),
+                "-" if m.get("last_heard_s") is None else duration(m["last_heard_s"]),
                 behind,
                 breaker,
                 (f"NAT'd, via {', '.join(m['relays']) or 'no relay yet'}" if m.get("nat_blocked") else None)
@@ -190,7 +190,7 @@ def render(
             ]
         )
     out += table(
-        ["MEMBER", "STATE", "ROLE", "VOTER", "SPOT", "INCARNATION", "HEARTBEAT", "BEHIND", "BREAKER", "ADDRESS"],
+        ["MEMBER", "STATE", "ROLE", "VOTER", "SPOT", "INCARNATION", "LAST HEARD", "BEHIND", "BREAKER", "ADDRESS"],
         rows,
         paint,
         right={5, 6},

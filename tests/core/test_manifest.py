@@ -14,7 +14,6 @@ from ringmesh.core.errors import LocalProtocolError
 from ringmesh.core.hlc import pack
 from ringmesh.core.manifest import (
     FACT_OVERHEAD,
-    HEARTBEAT_LAG,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
     MIN_BUDGET,
@@ -101,7 +100,6 @@ def test_content_ignores_tombstones_floors_and_heartbeats():
     a.delete("k", pack(1000))
     b = copy.deepcopy(a)
     b.purge_tombstones(pack(10_000), 0)
-    b.beat()
     assert b.own.floor == 2 and "k" not in b.own.facts and "k" in a.own.facts
     assert a.content() == b.content()
 
@@ -147,15 +145,20 @@ def test_min_budget_lets_a_largest_fact_through():
     assert b.content()[origin] == a.content()[origin]
 
 
-def test_min_budget_lets_a_largest_fact_through_while_heartbeats_change():
-    """MIN_BUDGET promises one fact per delta, even when many origins have nothing but a
-    newer heartbeat (every origin, every round, under Peer): those headers go last."""
+def test_min_budget_lets_a_largest_fact_through_while_floors_change():
+    """MIN_BUDGET promises one fact per delta, even when other origins have nothing but a
+    newer floor: those headers go last."""
     ms = {n: Manifest(n, 1) for n in "abcd"}
     ms["a"].put("k" * MAX_KEY_BYTES, b"x" * MAX_VALUE_BYTES)
     ms["c"].apply(ms["a"].delta_for(ms["c"].digest(), HUGE))
-    for _ in range(5):
+    for i in range(5):
         for n in "bc":
-            ms[n].beat()
+            ms[n].put(f"t{i}", b"")
+            ms[n].delete(f"t{i}", pack(1000))
+        ms["d"].apply(ms["b"].delta_for(ms["d"].digest(), HUGE))
+        ms["d"].apply(ms["c"].delta_for(ms["d"].digest(), HUGE))
+        for n in "bc":
+            ms[n].purge_tombstones(pack(10_000), 0)
         ms["c"].apply(ms["b"].delta_for(ms["c"].digest(), HUGE))
         ms["d"].apply(ms["c"].delta_for(ms["d"].digest(), MIN_BUDGET))
     assert ms["d"].content()["a"] == ms["a"].content()["a"]
@@ -181,28 +184,16 @@ def test_apply_ignores_facts_about_ourselves():
     assert a.own.max_counter == 0
 
 
-def test_a_heartbeat_alone_is_not_persisted_but_is_advertised():
-    """Regression: a heartbeat-only apply left the cached digest stale, so the sender kept
-    re-sending it forever and, at a small budget, those headers starved real facts."""
+def test_an_idle_origin_is_no_news():
+    """Nothing changes an origin's digest entry but its own writes, purges and incarnations:
+    replicas that agree send each other nothing, however long they wait."""
     a, b = Manifest("a", 1), Manifest("b", 1)
+    a.put("k", b"v")
     b.apply(a.delta_for(b.digest(), HUGE))
-    for _ in range(HEARTBEAT_LAG - 1):
-        a.beat()
-    assert a.delta_for(b.digest(), HUGE) == Delta(), "a few beats behind is no news"
-    a.beat()
-    assert b.apply(a.delta_for(b.digest(), HUGE)) == []  # nothing to persist
-    assert b.digest()["a"].heartbeat == HEARTBEAT_LAG
-    assert a.delta_for(b.digest(), HUGE) == Delta()
-
-
-def test_a_stale_heartbeat_header_does_not_starve_a_reset():
-    w = World(["a", "b", "c"])
-    w.settle(HUGE)
-    for _ in range(HEARTBEAT_LAG):
-        w.hosts["a"].beat()
-    w.reincarnate("b")
-    w.settle(ONE_FACT)
-    w.check_converged()
+    a.apply(b.delta_for(a.digest(), HUGE))
+    before = (a.digest(), b.digest())
+    assert a.delta_for(b.digest(), HUGE) == Delta() == b.delta_for(a.digest(), HUGE)
+    assert (a.digest(), b.digest()) == before
 
 
 # -- tombstones ---------------------------------------------------------------------------------
@@ -352,10 +343,9 @@ def test_reincarnate_rewrites_live_facts_under_the_new_incarnation():
     m.put("x", b"1")
     m.put("y", b"2")
     m.delete("x", pack(1000))
-    m.beat()
     ch = m.reincarnate(4)
     assert ch.reset and ch.incarnation == 4 and ch.upserts == (Fact("y", b"2", 1),)
-    assert (m.own.incarnation, m.own.max_counter, m.own.heartbeat) == (4, 1, 1)
+    assert (m.own.incarnation, m.own.max_counter) == (4, 1)
     with pytest.raises(LocalProtocolError):
         m.reincarnate(4)
     b = Manifest("b", 1)

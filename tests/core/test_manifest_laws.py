@@ -81,7 +81,7 @@ def run(world: World, script: list[tuple]) -> World:
 # -- 1. the join laws -------------------------------------------------------------------------
 #
 # merge(a, b) is a copy of a with b's whole delta applied. `content()` is compared: facts and
-# version vector, with tombstones, floors and heartbeats aside -- purging is a local decision
+# version vector, with tombstones and floors aside -- purging is a local decision
 # and an origin never takes a floor for itself from others, so those may differ between
 # replicas that agree on every live fact.
 
@@ -154,10 +154,6 @@ class Cluster(RuleBasedStateMachine):
     @rule(i=st.integers(0, 4), grace=GRACE)
     def purge(self, i, grace):
         self.w.purge(self.host(i), grace)
-
-    @rule(i=st.integers(0, 4))
-    def beat(self, i):
-        self.w.hosts[self.host(i)].beat()
 
     @rule(i=st.integers(0, 4))
     def restart_wiped(self, i):

@@ -29,7 +29,7 @@ FAMILIES = [
     "ringmesh_origin_lag_changes",
     "ringmesh_origin_lag_seconds",
     "ringmesh_origin_catch_up_seconds",
-    "ringmesh_origin_heartbeat_age_seconds",
+    "ringmesh_peer_last_heard_seconds",
     "ringmesh_origin_max_change",
     "ringmesh_members",
     "ringmesh_member_state",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ringmesh.core import Ack, Envelope, Manifest, Syn, SynAck
-from sim.traffic import DIGEST_ENTRY_BYTES, ENVELOPE_BYTES, Traffic, message_size
+from sim.traffic import DIGEST_ENTRY_BYTES, ENVELOPE_BYTES, FINGERPRINT_BYTES, Traffic, message_size
 
 
 def _manifests():
@@ -12,10 +12,12 @@ def _manifests():
     return a, b
 
 
-def test_syn_is_envelope_plus_one_entry_per_origin():
+def test_syn_is_envelope_plus_fingerprint_plus_one_entry_per_listed_origin():
     a, _ = _manifests()
     env = Envelope(sender="alpha", hlc=1, body=Syn(digest={"alpha": a.digest()["alpha"], "b": a.digest()["alpha"]}))
-    assert message_size(env) == ENVELOPE_BYTES + 5 + (5 + DIGEST_ENTRY_BYTES) + (1 + DIGEST_ENTRY_BYTES)
+    assert message_size(env) == ENVELOPE_BYTES + 5 + FINGERPRINT_BYTES + (5 + DIGEST_ENTRY_BYTES) + (
+        1 + DIGEST_ENTRY_BYTES
+    )
 
 
 def test_synack_and_ack_add_the_delta_wire_size():
@@ -25,7 +27,7 @@ def test_synack_and_ack_add_the_delta_wire_size():
     ack = Envelope(sender="alpha", hlc=1, body=Ack(delta=delta))
     synack = Envelope(sender="alpha", hlc=1, body=SynAck(digest=a.digest(), delta=delta))
     assert message_size(ack) == ENVELOPE_BYTES + 5 + delta.wire_size()
-    assert message_size(synack) == message_size(ack) + 5 + DIGEST_ENTRY_BYTES
+    assert message_size(synack) == message_size(ack) + FINGERPRINT_BYTES + 5 + DIGEST_ENTRY_BYTES
 
 
 def test_traffic_counts_per_node_and_differences():

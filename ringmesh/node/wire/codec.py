@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from ringmesh.core.antientropy import FULL, RECENT, TARGETED
 from ringmesh.core.catalog import check_fact_key, check_item, is_node_id
 from ringmesh.core.errors import LocalProtocolError, RemoteProtocolError
 from ringmesh.core.manifest import MAX_KEY_BYTES, MAX_NUMBER, MAX_VALUE_BYTES, Delta, Fact, OriginDelta, OriginDigest
@@ -183,9 +184,11 @@ def encode_envelope(env: Envelope, sender_address: str) -> pb.Envelope:
     body = env.body
     if isinstance(body, Syn):
         out.syn.digest.extend(_digest_pb(body.digest))
+        out.syn.fingerprint, out.syn.scope = body.fingerprint, body.scope
     elif isinstance(body, SynAck):
         out.syn_ack.digest.extend(_digest_pb(body.digest))
         out.syn_ack.delta.extend(_delta_pb(body.delta))
+        out.syn_ack.fingerprint, out.syn_ack.scope, out.syn_ack.mismatch = body.fingerprint, body.scope, body.mismatch
     elif isinstance(body, Ack):
         out.ack.delta.extend(_delta_pb(body.delta))
     elif isinstance(body, (PushGames, GamesBatch)):
@@ -263,14 +266,28 @@ def _delta(entries) -> Delta:
     return Delta(tuple(out))
 
 
+def _scope(scope: int) -> int:
+    if scope not in (FULL, RECENT, TARGETED):
+        raise RemoteProtocolError(f"unknown digest scope {scope}")
+    return scope
+
+
 def decode_envelope(msg: pb.Envelope) -> Envelope:
     sender = check_node_id(msg.sender)
     which = msg.WhichOneof("body")
     body: Message
     if which == "syn":
-        body = Syn(digest=_digest(msg.syn.digest))
+        s = msg.syn
+        body = Syn(digest=_digest(s.digest), fingerprint=s.fingerprint, scope=_scope(s.scope))
     elif which == "syn_ack":
-        body = SynAck(digest=_digest(msg.syn_ack.digest), delta=_delta(msg.syn_ack.delta))
+        a = msg.syn_ack
+        body = SynAck(
+            digest=_digest(a.digest),
+            delta=_delta(a.delta),
+            fingerprint=a.fingerprint,
+            scope=_scope(a.scope),
+            mismatch=a.mismatch,
+        )
     elif which == "ack":
         body = Ack(delta=_delta(msg.ack.delta))
     elif which in ("push_games", "games_batch"):
