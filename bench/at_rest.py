@@ -56,6 +56,15 @@ def drop_cache(path: Path) -> None:
         os.close(fd)
 
 
+def random_file(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 << 20)
+            f.write(os.urandom(n))
+            left -= n
+
+
 def timed(fn) -> tuple[float, float]:
     c0, t0 = cpu(), time.perf_counter()
     fn()
@@ -64,12 +73,7 @@ def timed(fn) -> tuple[float, float]:
 
 def bench_a(root: Path, size: int) -> dict:
     src = root / "src.bin"
-    with open(src, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 64 << 20)
-            f.write(os.urandom(n))
-            left -= n
+    random_file(src, size)
     fs = FileStore(root / "data")
     h = fs.import_file(src, ITEM)
     src.unlink()
@@ -128,12 +132,7 @@ def pull_once(root: Path, src: Path, checked: bool) -> float:
 
 def bench_b(root: Path, size: int, pulls: int) -> dict:
     src = root / ITEM.name
-    with open(src, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 64 << 20)
-            f.write(os.urandom(n))
-            left -= n
+    random_file(src, size)
     times: dict[str, list[float]] = {"checked": [], "unchecked": []}
     for i in range(pulls):
         for kind in ("checked", "unchecked") if i % 2 == 0 else ("unchecked", "checked"):

@@ -457,8 +457,9 @@ def trio(**config) -> Mesh:
     return m
 
 
-def test_a_damaged_copy_is_no_longer_held_and_is_pulled_again_from_a_good_holder():
-    m = trio(min_copies=3)
+def held_by_three(**config) -> Mesh:
+    """a publishes D1 of ITEM; b and c store it; everyone knows."""
+    m = trio(**config)
     m.event("a", published())
     for _ in range(3):
         m.tick()
@@ -466,6 +467,11 @@ def test_a_damaged_copy_is_no_longer_held_and_is_pulled_again_from_a_good_holder
         m.event(n, FileStored(item=ITEM, digest=D1))
     for _ in range(3):
         m.tick()
+    return m
+
+
+def test_a_damaged_copy_is_no_longer_held_and_is_pulled_again_from_a_good_holder():
+    m = held_by_three(min_copies=3)
     assert catalog.holders(m.peers["a"].manifest)[(ITEM, D1)] == ["a", "b", "c"]
     pulls_before = len(m.of("b", StartTransfer))
     out = m.event("b", FileDamaged(item=ITEM, digest=D1))
@@ -486,14 +492,7 @@ def test_a_damaged_copy_is_no_longer_held_and_is_pulled_again_from_a_good_holder
 
 
 def test_a_repair_with_enough_good_copies_left_keeps_its_usual_class():
-    m = trio(min_copies=1)
-    m.event("a", published())
-    for _ in range(3):
-        m.tick()
-    for n in "bc":
-        m.event(n, FileStored(item=ITEM, digest=D1))
-    for _ in range(3):
-        m.tick()
+    m = held_by_three(min_copies=1)
     out = m.event("b", FileDamaged(item=ITEM, digest=D1))
     (start,) = [e for e in out if isinstance(e, StartTransfer)]
     assert start.priority == "normal"
