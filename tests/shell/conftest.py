@@ -1,11 +1,23 @@
 """Shared fixtures: a running 3-peer loopback cluster, and `serving` for clusters of other shapes."""
 
+import asyncio
 import contextlib
 import signal
+import time
 
 import pytest
 
 from ringmesh.ops.localcluster import LocalCluster
+
+
+async def until(cond, timeout: float, what: str):
+    """Await until `cond()` is truthy (returned), polling; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (got := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return got
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ next timer among them: node1 never probed again. Now the daemon counts the error
 from __future__ import annotations
 
 import asyncio
-import time
 
 from ringmesh.config import load_config
 from ringmesh.core.messages import TimerFired
@@ -19,16 +18,7 @@ from ringmesh.ops.doctor import FAIL, _daemon
 from ringmesh.ops.localcluster import LocalCluster
 from ringmesh.ops.metrics import _families
 
-from .conftest import serving
-
-
-async def _until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (got := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return got
+from .conftest import serving, until
 
 
 async def _run(c: LocalCluster) -> None:
@@ -44,11 +34,11 @@ async def _run(c: LocalCluster) -> None:
             return handle(event, now)
 
         d.peer.handle = buggy
-        await _until(lambda: raised, 20, "the probe timer to fire")
+        await until(lambda: raised, 20, "the probe timer to fire")
         probes, rounds = d.peer.membership.stats["probes"], d.peer.rounds
-        await _until(lambda: d.peer.membership.stats["probes"] >= probes + 3, 20, "probing to go on")
-        await _until(lambda: d.peer.rounds >= rounds + 3, 20, "gossip to go on")
-        await _until(lambda: d.peer.membership.view("node2") == "alive", 20, "node2 seen alive")
+        await until(lambda: d.peer.membership.stats["probes"] >= probes + 3, 20, "probing to go on")
+        await until(lambda: d.peer.rounds >= rounds + 3, 20, "gossip to go on")
+        await until(lambda: d.peer.membership.view("node2") == "alive", 20, "node2 seen alive")
         st = statusreport.status(d.view)
         assert st["core_errors"]["total"] == 1 and st["core_errors"]["last_10_min"] == 1
         assert "TimerFired: ValueError: max() arg" in st["core_errors"]["recent"][0]["what"]

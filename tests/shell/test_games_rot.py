@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 
 from ringmesh.config import load_config
@@ -21,19 +20,10 @@ from ringmesh.ops import selfplay, statusreport
 from ringmesh.ops.localcluster import LocalCluster, wait_for
 from ringmesh.ops.metrics import _families
 
-from .conftest import serving
+from .conftest import serving, until
 
 K = "hex8_2p"
 ROLES = {"node1": "training", "node2": "backup", "node3": "selfplay"}
-
-
-async def _until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (got := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return got
 
 
 def _rot(seg: Path, seq: int) -> None:
@@ -79,15 +69,15 @@ async def _repair(c: LocalCluster, origin: str) -> None:
     await d.start()
     try:
         sl = d.games.games.log
-        await _until(lambda: sl.high_water(origin, K) == 4, 30, "node1 to hold games 1..4")
+        await until(lambda: sl.high_water(origin, K) == 4, 30, "node1 to hold games 1..4")
         good = sl.read(origin, K, 2, 2)
         (seg,) = [s for s in await d.games.segments() if s.origin == origin]
         _rot(seg.path, 2)  # rot under a running peer: nothing notices until it is verified
         assert sl.high_water(origin, K) == 4
         assert await d.games.scrub_segment(origin, K, seg.segno) == seg.size
         assert d.counters["corrupt_games_found"] == 1
-        await _until(lambda: d.counters["corrupt_games_repaired"] == 1, 30, "seq 2 pulled again from a peer")
-        await _until(lambda: sl.high_water(origin, K) == 4, 30, "node1's mark back at 4")
+        await until(lambda: d.counters["corrupt_games_repaired"] == 1, 30, "seq 2 pulled again from a peer")
+        await until(lambda: sl.high_water(origin, K) == 4, 30, "node1's mark back at 4")
         assert sl.read(origin, K, 2, 2) == good
         assert all(sl.verify_segment(s.origin, s.config_key, s.segno) == [] for s in sl.segments())
         st = statusreport.status(d.view)
@@ -128,19 +118,19 @@ async def _lost(c: LocalCluster, tmp: Path, origin: str) -> None:
     d = Daemon(load_config(str(c.config_path)), "node1", c.nodes["node1"].data_dir)
     await d.start()  # seq 2 is found bad while opening the log, here as on the other two
     try:
-        await _until(lambda: d.counters["games_lost"] == 1, 60, "seq 2 reported lost")
+        await until(lambda: d.counters["games_lost"] == 1, 60, "seq 2 reported lost")
         st = statusreport.status(d.view)
         (lost,) = st["games"]["lost"]
         assert (lost["origin"], lost["config_key"], lost["seq"]) == (origin, K, 2)
         assert lost["game_id"] is None or isinstance(lost["game_id"], str)  # by id if its bytes still decode
         assert st["counters"]["corrupt_games_found"] == 1 and "corrupt_games_repaired" not in st["counters"]
         sl = d.games.games.log
-        await _until(lambda: sl.high_water(origin, K) == 4, 30, "node1's mark past the lost game")
+        await until(lambda: sl.high_water(origin, K) == 4, 30, "node1's mark past the lost game")
         assert [q for q, _ in sl.read(origin, K, 1, 4)] == [1, 3, 4]  # the bad bytes are never served
         more = await asyncio.to_thread(_publish, c, tmp, 2, 11)  # the stream goes on
         assert len(more) == 2
-        await _until(lambda: sl.high_water(origin, K) == 6, 30, "later games replicated past the hole")
-        await _until(lambda: _stream_hw(c, "node2", origin) == 6, 30, "node2 past the hole too")
+        await until(lambda: sl.high_water(origin, K) == 6, 30, "later games replicated past the hole")
+        await until(lambda: _stream_hw(c, "node2", origin) == 6, 30, "node2 past the hole too")
     finally:
         await d.close()
 
