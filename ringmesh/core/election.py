@@ -32,7 +32,9 @@ and hosts ignore orders from an older term.
   file says otherwise is outvoted, not obeyed).
 
 Non-voters learn the leader from its heartbeats (the leader sends every member one on
-election) and from the `leader` fact it publishes through gossip.
+election, and once per `election_timeout` again to each member that has not acked one of its
+term: non-voters ack the announcement, and a lost one is sent again) and from the `leader`
+fact it publishes through gossip.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class Election:
         self.hb_sent: dict[int, float] = {}
         self.hb_acks: dict[int, set[str]] = {}
         self.members: list[str] = []  # every known host, for the announcement on election
+        self.announced: set[str] = set()  # hosts that acked a heartbeat of our term (as leader)
+        self.announce_at = float("inf")  # when the leader next re-announces to the others
         self.elections_started = 0
         # what the step under way changed, made effects at its end (`_done`)
         self.vote_changed = self.won = self.leader_changed = False
@@ -153,7 +157,11 @@ class Election:
         elif name == Timer.LEADER_HEARTBEAT and self.role == LEADER and self.me in self.nat:
             self._step_down(out, now, leader=None)  # found out it cannot be dialled: it hands over
         elif name == Timer.LEADER_HEARTBEAT and self.role == LEADER:
-            self._heartbeat(out, now, self.voters)
+            to = self.voters
+            if now >= self.announce_at:  # members whose announcement (or its ack) was lost
+                self.announce_at = now + self.config.election_timeout
+                to = sorted(set(to) | (set(self.members) - self.announced))
+            self._heartbeat(out, now, to)
 
     def on_message(self, sender: str, msg: ElectionMessage, now: float) -> Outbox:
         out = Outbox()
@@ -212,6 +220,7 @@ class Election:
         elif self.role == CANDIDATE:
             self.role, self.leader, self.leader_since = LEADER, self.me, now
             self.hb_sent, self.hb_acks = {}, {}
+            self.announced, self.announce_at = {self.me}, now + self.config.election_timeout
             self.won = self.leader_changed = True
             self._heartbeat(out, now, sorted(set(self.voters) | set(self.members)))
 
@@ -305,14 +314,17 @@ class Election:
         if self.leader != sender or self.role not in (FOLLOWER, OBSERVER):
             self._step_down(out, now, leader=sender)
         self.last_contact = now
-        if self.is_voter and sender in self.voters:
+        if sender in self.voters:  # a non-voter acks too: the leader stops re-announcing to it
             out.sends.append((sender, HeartbeatAck(term=self.term, seq=msg.seq)))
+        if self.is_voter and sender in self.voters:
             self._arm(out, now)
 
     def _on_heartbeat_ack(self, out: Outbox, sender: str, msg: HeartbeatAck, now: float) -> None:
         if msg.term > self.term:
             self._adopt_term(out, msg.term, now)
             return
+        if self.role == LEADER and msg.term == self.term:
+            self.announced.add(sender)
         if self.role != LEADER or msg.term != self.term or msg.seq not in self.hb_acks or sender not in self.voters:
             return
         self.hb_acks[msg.seq].add(sender)

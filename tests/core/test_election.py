@@ -223,6 +223,25 @@ def test_a_leader_that_finds_it_cannot_be_dialled_hands_over():
     assert w.nodes[old].elections_started == 1, "it won the first election and never stood again"
 
 
+def test_an_observer_that_lost_the_announcement_still_learns_the_leader():
+    # found by ElectionMachine (3 voters, 1 observer): with no gossip in this world, an observer
+    # whose announcement was lost never heard of the leader
+    w = ElectionWorld(["a", "b", "c"], ["x"])
+    w.cut |= {(v, "x") for v in w.voters}
+    for _ in range(200):
+        while w.pool:
+            w.deliver(0)
+        w.advance(0.05)
+        leaders = [n for n in w.voters if w.nodes[n].is_leader(w.now)]
+        if leaders:
+            break
+    (leader,) = leaders
+    assert w.nodes["x"].leader is None
+    w.settle(40)  # 2 s: two re-announcements
+    assert w.nodes["x"].leader == leader and w.agreed_leader() == leader
+    assert "x" in w.nodes[leader].announced, "x acked, so the leader stops re-announcing to it"
+
+
 class ElectionMachine(RuleBasedStateMachine):
     """Hypothesis owns the schedule: deliveries, drops, duplicates, crashes, cuts, time."""
 
