@@ -2,7 +2,10 @@
 
 Theory of operation
 -------------------
-Every `probe_interval` a host pings one member (round-robin over a shuffled list). No ack
+Every `probe_interval` a host pings one member (round-robin over a shuffled list; a member
+that appears, or comes back from the dead, mid-round joins this round at a random place, and a
+member another host suspects is probed next, so its confirmation or refutation comes within a
+probe period rather than a round of N periods). No ack
 within `probe_timeout`: it asks `indirect_probes` other members to ping the target for it
 (`PingReq`). No ack by the end of the period: it *suspects* the target. A host's view of
 member X is a pure function of the manifest, so hosts whose manifests agree see the same
@@ -47,8 +50,8 @@ class MembershipConfig:
     probe_interval: float = 1.0
     probe_timeout: float = 0.4
     indirect_probes: int = 3
-    suspicion_mult: float = 3.0
-    suspicion_max_mult: float = 4.0
+    suspicion_mult: float = 2.0
+    suspicion_max_mult: float = 6.0
     max_local_health: int = 8
 
     def __post_init__(self) -> None:
@@ -111,7 +114,9 @@ class Membership:
         manifest.watch(self._observe)
         self.health = 0
         self.seq = 0
-        self.order: list[str] = []
+        self.order: list[str] = []  # this round's members not yet probed, popped from the end
+        self.round: set[str] = set()  # every member in this round, probed or not
+        self.urgent: list[str] = []  # members another host suspects: probed before the round goes on
         self.probe: tuple[int, str, bool] | None = None  # (seq, target, acked)
         self.next_probe_at = float("inf")
         self.relays: dict[int, tuple[str, int, float]] = {}  # our seq -> (requester, their seq, at)
@@ -248,6 +253,8 @@ class Membership:
             v = catalog.unpack(raw) if raw is not None else None
             if v is not None and (not isinstance(v.get("i"), int) or v["i"] < alive_incarnation(self.m, x)):
                 self._retract(out, x)
+            elif v is None and x not in self.urgent and self.view(x) == SUSPECT:
+                self.urgent.append(x)  # someone else suspects x: look for ourselves, next
         self._check_suspicions(out, now, sorted(touched))
 
     # -- probing ---------------------------------------------------------------------------
@@ -263,14 +270,8 @@ class Membership:
         out.timers.append((Timer.PROBE, at))
 
     def _start_probe(self, out: Outbox, now: float, known: list[str]) -> None:
-        candidates = self._probe_candidates(known)
-        eligible = set(candidates)
-        self.order = [x for x in self.order if x in eligible]
-        if not self.order:
-            self.order = candidates[:]
-            self.rng.shuffle(self.order)
-        if self.order:
-            target = self.order.pop()
+        target = self._next_target(self._probe_candidates(known))
+        if target is not None:
             self.seq += 1
             self.probe = (self.seq, target, False)
             self.stats["probes"] += 1
@@ -279,6 +280,30 @@ class Membership:
         for s in [s for s, (_, _, at) in self.relays.items() if now - at > 4 * self.config.probe_interval]:
             del self.relays[s]
         self._schedule_probe(out, now, now + self.config.probe_interval * self._scale())
+
+    def _next_target(self, candidates: list[str]) -> str | None:
+        """A member another host suspects (and we do not yet) first; else the round's next.
+
+        A round visits every candidate once in a shuffled order. A candidate the round has
+        not seen (new, or back from dead or left) joins it at a random place among those not
+        yet probed, so it waits about half the rest of the round, not a whole next round."""
+        eligible = set(candidates)
+        while self.urgent:
+            x = self.urgent.pop(0)
+            if x in eligible and self.view(x) == SUSPECT and self.m.get(self.me, keys.CLAIM + x) is None:
+                return x
+        self.round &= eligible
+        self.order = [x for x in self.order if x in eligible]
+        if not self.order:
+            self.order = candidates[:]
+            self.rng.shuffle(self.order)
+            self.round = set(candidates)
+        else:
+            for x in candidates:
+                if x not in self.round:
+                    self.round.add(x)
+                    self.order.insert(self.rng.randrange(len(self.order) + 1), x)
+        return self.order.pop() if self.order else None
 
     def _finish_probe(self, out: Outbox, now: float, stalled: bool) -> None:
         if self.probe is None or self.probe[2]:
@@ -328,7 +353,11 @@ class Membership:
                 out.effects.append(Emit(kind="declared-dead", subject=x))
                 self.suspect_since.pop(x, None)
         if self.suspect_since:
-            nearest = min(s + self.suspicion_timeout(n, 0) for _, s in self.suspect_since.values())
+            # the nearest deadline given each suspect's confirmations so far; one that gains
+            # confirmations later brings its deadline forward, which the per-period look catches
+            nearest = min(
+                s + self.suspicion_timeout(n, len(self.claims(x)) - 1) for x, (_, s) in self.suspect_since.items()
+            )
             out.timers.append((Timer.SUSPICION, min(nearest, now + self.config.probe_interval)))
 
     def _claim(self, out: Outbox, x: str, state: str) -> bool:

@@ -116,7 +116,7 @@ def test_a_late_timer_accuses_nobody():
 def test_suspicion_timeout_shrinks_with_confirmations():
     a = _member("a")
     t = [a.suspicion_timeout(100, k) for k in range(5)]
-    assert t[0] == 4 * t[3] and t[3] == t[4] == 3.0 * 2 * 1.0
+    assert t[0] == 6 * t[3] and t[3] == t[4] == 2.0 * 2 * 1.0
     assert t[0] > t[1] > t[2] > t[3]
 
 
@@ -132,3 +132,38 @@ def test_suspect_becomes_dead_after_the_timeout():
     assert _noted(a.on_timer(Timer.SUSPICION, deadline - 0.01, []), "declared-dead") == []
     assert _noted(a.on_timer(Timer.SUSPICION, deadline, []), "declared-dead") == ["b"]
     assert view_of(ma, "b") == DEAD
+
+
+def _targets(a, start, known, probes):
+    """The members `a` pings on `probes` successive probe timers (acking none of them)."""
+    out = []
+    for k in range(probes):
+        sends = a.on_timer(Timer.PROBE, start + k, known).sends
+        out += [to for to, m in sends if isinstance(m, Ping)]
+    return out
+
+
+def test_a_member_that_appears_mid_cycle_is_probed_in_this_cycle():
+    known = ["a"] + [f"h{i:02}" for i in range(40)]
+    for seed in range(20):
+        a = Membership("a", Manifest("a", 1), HybridClock(), random.Random(seed), CFG)
+        a.start(0.0)
+        first = _targets(a, 0.0, known, 10)  # a quarter into a round of 40
+        rest = _targets(a, 10.0, [*known, "new"], 31)  # the round's other 30, and "new"
+        assert sorted(first + rest) == sorted(known[1:] + ["new"]), "one round: each member once"
+
+
+def test_a_member_someone_else_suspects_is_probed_next():
+    known = ["a", "b"] + [f"h{i:02}" for i in range(40)]
+    ma, mb_ = Manifest("a", 1), Manifest("b", 1)
+    a, b = _member("a", ma), _member("b", mb_)
+    a.start(0.0), b.start(0.0)
+    _sync(ma, mb_)
+    first = _targets(a, 0.0, known, 2)
+    x = next(h for h in known[2:] if h not in first and h not in a.order[-2:])
+    b._claim(Outbox(), x, SUSPECT)
+    ma.apply(mb_.delta_for(ma.digest(), 1 << 20))
+    a.on_manifest_changed(2.0)
+    assert _targets(a, 3.0, known, 1) == [x], "the suspected member is probed next, not in its turn"
+    nxt = _targets(a, 4.0, known, 1)
+    assert nxt != [x], "and only once: the round goes on"
