@@ -36,6 +36,7 @@ class Breakers:
     def __init__(self, rng: random.Random, config: BreakerConfig = BreakerConfig()) -> None:
         self.rng, self.config = rng, config
         self.peers: dict[str, _Peer] = {}
+        self.tripped: set[str] = set()  # peers at or past the threshold: open or half-open
 
     def state(self, peer: str, now: float) -> str:
         p = self.peers.get(peer)
@@ -51,6 +52,10 @@ class Breakers:
             return True
         return st == CLOSED
 
+    def blocked(self, now: float) -> list[str]:
+        """The peers not to be called now (open), in name order."""
+        return sorted(p for p in self.tripped if self.state(p, now) == OPEN)
+
     def healthy(self, peer: str, now: float) -> bool:
         """Closed: fit to be chosen as a source or target (does not take the trial)."""
         return self.state(peer, now) == CLOSED
@@ -58,12 +63,15 @@ class Breakers:
     def success(self, peer: str) -> None:
         p = self.peers.setdefault(peer, _Peer())
         p.failures, p.opened, p.trial, p.open_until = 0, 0, False, float("-inf")
+        self.tripped.discard(peer)
         p.total_successes += 1
 
     def failure(self, peer: str, now: float) -> None:
         p = self.peers.setdefault(peer, _Peer())
         p.failures += 1
         p.total_failures += 1
+        if p.failures >= self.config.threshold:
+            self.tripped.add(peer)
         if p.failures >= self.config.threshold and (p.trial or now >= p.open_until):
             backoff = min(self.config.cap, self.config.base * 2**p.opened)
             p.open_until = now + backoff * self.rng.uniform(0.5, 1.0)

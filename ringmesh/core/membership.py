@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import catalog, keys
@@ -109,14 +110,22 @@ class Membership:
         self.claimers: dict[str, set[str]] = {}  # member -> origins holding a claim about it
         self._views: dict[str, str] = {}  # member -> its view, dropped when a fact it reads changes
         self._touched: set[str] = set()  # members whose facts changed since `_react` last looked
+        self._gone: set[str] = set()  # members seen dead or left (`gone()`), kept as views change
+        # members whose place in `_gone` must be looked at again: at first, everyone the
+        # manifest already speaks of (a restart builds us after loading it)
+        self._recheck: set[str] = set(manifest.origins)
+        self._revived: list[str] = []  # members that left `_gone`: they join the probe round
+        self.version = 0  # moves whenever some member's view may have changed
         for origin, f in manifest.live_facts(keys.CLAIM):
             self.claimers.setdefault(f.key[len(keys.CLAIM) :], set()).add(origin)
+        self._recheck |= self.claimers.keys()
         manifest.watch(self._observe)
         self.health = 0
         self.seq = 0
         self.order: list[str] = []  # this round's members not yet probed, popped from the end
         self.round: set[str] = set()  # every member in this round, probed or not
         self.urgent: list[str] = []  # members another host suspects: probed before the round goes on
+        self._known_n = 0  # how many hosts `_next_target` last knew of (to spot new ones)
         self.probe: tuple[int, str, bool] | None = None  # (seq, target, acked)
         self.next_probe_at = float("inf")
         self.relays: dict[int, tuple[str, int, float]] = {}  # our seq -> (requester, their seq, at)
@@ -135,6 +144,38 @@ class Membership:
 
     def claims(self, x: str) -> list[tuple[str, str, int]]:
         return claims_about(self.m, x, self.claimers.get(x, set()))
+
+    def gone(self) -> set[str]:
+        """The members we see dead or left: kept as views change, not walked each round. Any
+        other member we know of is alive or suspect. Shared: read it, do not modify it."""
+        recheck, self._recheck = self._recheck, set()
+        for x in recheck - {self.me}:
+            if self.view(x) in (DEAD, LEFT):
+                self._gone.add(x)
+            elif x in self._gone:
+                self._gone.discard(x)
+                self._revived.append(x)
+        return self._gone
+
+    def sample_live(
+        self, known: list[str], k: int, exclude: str | None = None, fit: Callable[[str], bool] | None = None
+    ) -> list[str]:
+        """Up to `k` distinct members of `known`, alive or suspect (and `fit`), drawn at random.
+
+        Draws by rejection from `known` (O(k) while most members are live) and walks the list
+        only when a few draws found too few: a cluster mostly gone is the rare case."""
+        gone, out = self.gone(), list[str]()
+        if not known or k <= 0:
+            return out
+        for _ in range(4 * k + 8):
+            x = known[self.rng.randrange(len(known))]
+            if x != self.me and x != exclude and x not in gone and x not in out and (fit is None or fit(x)):
+                out.append(x)
+                if len(out) == k:
+                    return out
+        rest = [x for x in known if x != self.me and x != exclude and x not in gone and x not in out]
+        rest = [x for x in rest if fit is None or fit(x)]
+        return out + self.rng.sample(rest, min(k - len(out), len(rest)))
 
     def members(self, known: list[str]) -> dict[str, str]:
         return {x: self.view(x) for x in sorted(set(known) | {self.me})}
@@ -174,8 +215,7 @@ class Membership:
             self._start_probe(out, now, known)
         elif name == Timer.PROBE_INDIRECT and self.probe and not self.probe[2]:
             seq, target, _ = self.probe
-            helpers = [x for x in self._probe_candidates(known) if x != target]
-            for h in self.rng.sample(helpers, min(self.config.indirect_probes, len(helpers))):
+            for h in self.sample_live(known, self.config.indirect_probes, exclude=target):
                 out.sends.append((h, PingReq(seq=seq, target=target)))
             out.sends.append((target, Ping(seq=seq)))  # and once more directly
         elif name == Timer.SUSPICION:
@@ -235,7 +275,10 @@ class Membership:
                     self.claimers.setdefault(x, set()).add(ch.origin)
         for x in touched:
             self._views.pop(x, None)
+        if touched:
+            self.version += 1
         self._touched |= touched
+        self._recheck |= touched
 
     def _react(self, out: Outbox, now: float) -> None:
         """Act on the members whose facts changed since the last look."""
@@ -260,7 +303,8 @@ class Membership:
     # -- probing ---------------------------------------------------------------------------
 
     def _probe_candidates(self, known: list[str]) -> list[str]:
-        return [x for x in sorted(known) if x != self.me and self.view(x) in (ALIVE, SUSPECT)]
+        gone = self.gone()
+        return [x for x in known if x != self.me and x not in gone]
 
     def _scale(self) -> float:
         return 1 + self.health
@@ -270,7 +314,7 @@ class Membership:
         out.timers.append((Timer.PROBE, at))
 
     def _start_probe(self, out: Outbox, now: float, known: list[str]) -> None:
-        target = self._next_target(self._probe_candidates(known))
+        target = self._next_target(known)
         if target is not None:
             self.seq += 1
             self.probe = (self.seq, target, False)
@@ -281,29 +325,38 @@ class Membership:
             del self.relays[s]
         self._schedule_probe(out, now, now + self.config.probe_interval * self._scale())
 
-    def _next_target(self, candidates: list[str]) -> str | None:
+    def _next_target(self, known: list[str]) -> str | None:
         """A member another host suspects (and we do not yet) first; else the round's next.
 
-        A round visits every candidate once in a shuffled order. A candidate the round has
-        not seen (new, or back from dead or left) joins it at a random place among those not
-        yet probed, so it waits about half the rest of the round, not a whole next round."""
-        eligible = set(candidates)
+        A round visits every live member once in a shuffled order, and is drawn again when it
+        is used up: O(1) per probe, not a walk over the members. A member the round has not
+        seen (new, or back from the dead or left) joins it at a random place among those not
+        yet probed, so it waits about half the rest of the round, not a whole next round.
+        `known` is every other host we know of, sorted; it only grows (origins stay)."""
+        gone = self.gone()
         while self.urgent:
             x = self.urgent.pop(0)
-            if x in eligible and self.view(x) == SUSPECT and self.m.get(self.me, keys.CLAIM + x) is None:
+            if x not in gone and self.view(x) == SUSPECT and self.m.get(self.me, keys.CLAIM + x) is None:
                 return x
-        self.round &= eligible
-        self.order = [x for x in self.order if x in eligible]
-        if not self.order:
-            self.order = candidates[:]
+        fresh, self._revived = self._revived, []
+        self.round.difference_update(fresh)  # probed while it was gone: that probe does not count
+        if len(known) != self._known_n:
+            self._known_n = len(known)
+            fresh += [x for x in known if x not in self.round and x != self.me]
+        for x in fresh:
+            if x not in self.round and x not in gone and self.order:
+                self.round.add(x)
+                self.order.insert(self.rng.randrange(len(self.order) + 1), x)
+        for _ in range(2):  # this round's next live member, or the first of a new round
+            while self.order:
+                x = self.order.pop()
+                if x not in gone:
+                    return x
+                self.round.discard(x)  # if it comes back, it is fresh again
+            self.order = self._probe_candidates(known)
             self.rng.shuffle(self.order)
-            self.round = set(candidates)
-        else:
-            for x in candidates:
-                if x not in self.round:
-                    self.round.add(x)
-                    self.order.insert(self.rng.randrange(len(self.order) + 1), x)
-        return self.order.pop() if self.order else None
+            self.round = set(self.order)
+        return None
 
     def _finish_probe(self, out: Outbox, now: float, stalled: bool) -> None:
         if self.probe is None or self.probe[2]:

@@ -31,7 +31,7 @@ from . import election as el
 from . import membership as mb
 from .backups import BackupSchedule
 from .bandwidth import Priority
-from .breaker import Breakers
+from .breaker import OPEN, Breakers
 from .errors import unknown
 from .hlc import HybridClock
 from .manifest import MAX_NUMBER, Delta, Manifest, OriginChange, OriginDigest
@@ -157,7 +157,9 @@ class Peer:
         self._known: tuple[int, list[str]] | None = None  # known_peers(), by the number of origins
         self._names: tuple[int, list[str]] | None = None
         self._hosts: tuple | None = None  # host_infos(): (names, what it was built from, the list)
-        self._games_placed: tuple[list[HostInfo], Placement] | None = None
+        self._records = 0  # moves whenever some host's node record may have changed
+        self.manifest.watch(self._observe_records)
+        self._games_placed: tuple[list[HostInfo], Placement, list[str]] | None = None
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -303,9 +305,9 @@ class Peer:
             case Timer.GOSSIP:
                 return self._on_gossip_timer(now)
             case Timer.PROBE | Timer.PROBE_INDIRECT | Timer.SUSPICION:
-                return self._flush(self.membership.on_timer(name, now, self.known_peers()), now)
+                return self._flush(self.membership.on_timer(name, now, self._peers()), now)
             case Timer.ELECTION | Timer.LEADER_HEARTBEAT:
-                self.election.members = self.known_peers()
+                self.election.members = self._peers()
                 return self._flush(self.election.on_timer(name, now), now) + self._maybe_lead(now)
             case Timer.BROADCAST:
                 self.broadcast.timer_at = None
@@ -335,7 +337,7 @@ class Peer:
             case GamesBatch():
                 return self._flush(self.replication.on_batch(sender, body), now)
             case VoteRequest() | VoteReply() | LeaderHeartbeat() | HeartbeatAck():
-                self.election.members = self.known_peers()
+                self.election.members = self._peers()
                 return self._flush(self.election.on_message(sender, body, now), now) + self._maybe_lead(now)
             case BroadcastOrder():
                 return self._on_order(sender, body, now)
@@ -356,10 +358,14 @@ class Peer:
 
     def known_peers(self) -> list[str]:
         """Every other host we know of: the configured seeds and every origin in the manifest."""
+        return list(self._peers())
+
+    def _peers(self) -> list[str]:
+        """`known_peers()` shared, not copied: read it, do not modify it (kept per origin count)."""
         n = len(self.manifest.origins)  # origins are added or replaced, never removed
         if self._known is None or self._known[0] != n:
             self._known = (n, sorted((set(self.seeds) | set(self.manifest.origins)) - {self.me}))
-        return list(self._known[1])
+        return self._known[1]
 
     def healthy(self, peer: str, now: float) -> bool:
         """Fit to be a transfer source or a push target: alive and breaker closed."""
@@ -416,15 +422,18 @@ class Peer:
         return out
 
     def _gossip_targets(self, now: float) -> list[str]:
-        live, gone = [], []
-        for p in self.known_peers():
-            if self.membership.view(p) in (mb.ALIVE, mb.SUSPECT) and self.breakers.allow(p, now):
-                live.append(p)
-            else:
-                gone.append(p)
-        targets = self.rng.sample(live, min(self.config.fanout, len(live)))
-        if gone and (not targets or self.rng.random() < GOSSIP_TO_THE_DEAD):
-            targets.append(self.rng.choice(gone))
+        """`fanout` live peers drawn at random (no walk over every member), and now and then
+        one believed gone (dead, left, or its breaker open), so that a cut heals at once."""
+        breakers = self.breakers
+        targets = self.membership.sample_live(
+            self._peers(), self.config.fanout, fit=lambda p: p not in breakers.tripped or breakers.state(p, now) != OPEN
+        )
+        for p in targets:
+            breakers.allow(p, now)  # a half-open peer's one trial call is this one
+        if not targets or self.rng.random() < GOSSIP_TO_THE_DEAD:
+            gone = sorted(self.membership.gone() | set(breakers.blocked(now)))
+            if gone:
+                targets.append(self.rng.choice(gone))
         return targets
 
     def _apply(self, delta: Delta, now: float) -> list[Effect]:
@@ -491,23 +500,26 @@ class Peer:
         return not bool(rec.get("ephemeral", host in self.config.ephemeral))
 
     def game_placement(self) -> Placement:
+        return self._game_hosts()[0]
+
+    def _game_hosts(self) -> tuple[Placement, list[str]]:
+        """The games' placement and its targets persistent first, built again only when the
+        host table is (`host_infos`)."""
         hosts = self.host_infos()
         if self._games_placed is None or self._games_placed[0] is not hosts:  # hosts unchanged: so is this
-            self._games_placed = (
+            placed = place(
+                DataType.GAME,
                 hosts,
-                place(
-                    DataType.GAME,
-                    hosts,
-                    min_copies=self.config.min_copies,
-                    cap_percent=self.config.max_disk_usage_percent,
-                ),
+                min_copies=self.config.min_copies,
+                cap_percent=self.config.max_disk_usage_percent,
             )
-        return self._games_placed[1]
+            order = sorted(placed.targets, key=lambda h: not self._persistent(h))  # stable: router order kept
+            self._games_placed = (hosts, placed, order)
+        return self._games_placed[1], self._games_placed[2]
 
     def push_targets(self, now: float) -> list[str]:
         """Where new games go at once: game hosts (router) that are healthy, persistent first."""
-        hosts = [h for h in self.game_placement().targets if h != self.me and self.healthy(h, now)]
-        return sorted(hosts, key=lambda h: (not self._persistent(h), hosts.index(h)))
+        return [h for h in self._game_hosts()[1] if h != self.me and self.healthy(h, now)]
 
     def _on_backup(self, ev: BackupFinished, now: float) -> list[Effect]:
         """Record a backup run in the manifest, fenced by the term it ran under."""
@@ -630,20 +642,21 @@ class Peer:
         """What the router needs to know of every host: its record, our view of it, the config.
 
         The answer depends only on each host's node record and our view of it (the config
-        aside), so it is built again only when one of those changed: the router asks several
-        times a gossip round, and building it was most of a simulated cluster's time. The list
+        aside), so it is built again only when one of those may have changed (a node record
+        written, a member's facts moved: counters kept by watching the manifest, so no walk
+        over every host to find out). The router asks several times a gossip round. The list
         is shared: do not modify it."""
         names = self._host_names()
-        origins = self.manifest.origins
-        sig = (
-            [st.facts.get(keys.NODE) if (st := origins.get(n)) is not None else None for n in names],
-            [self.membership.view(n) for n in names],
-        )
+        sig = (self._records, self.membership.version)
         if self._hosts is not None and self._hosts[0] is names and self._hosts[1] == sig:
             return self._hosts[2]
         out = self._build_host_infos(names)
         self._hosts = (names, sig, out)
         return out
+
+    def _observe_records(self, ch: OriginChange) -> None:
+        if ch.reset or any(f.key == keys.NODE for f in ch.upserts) or keys.NODE in ch.removed:
+            self._records += 1
 
     def _host_names(self) -> list[str]:
         n = len(self.manifest.origins)

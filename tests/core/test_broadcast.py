@@ -48,7 +48,7 @@ class Net:
         self.timers: dict[str, dict[str, float]] = {p.me: {} for p in peers}
         self.log: dict[str, list] = {p.me: [] for p in peers}  # effects other than Send and SetTimer
         self.sent: list[tuple[float, str, Send]] = []
-        self.started: list[tuple[float, str, StartTransfer]] = []
+        self.started: list[tuple[int, str, StartTransfer]] = []  # (messages delivered before it, ...)
         self.down: set[str] = set()
         self.failing: set[str] = set()  # hosts whose every pull fails at once
         self.drop = drop
@@ -56,25 +56,27 @@ class Net:
             self.feed(p.me, p.start(self.now))
 
     def feed(self, name: str, effects) -> None:
-        queue = deque((name, e) for e in effects)
+        # each effect with the number of messages delivered before the step that made it
+        queue = deque((name, e, len(self.sent)) for e in effects)
         while queue:
-            src, e = queue.popleft()
+            src, e, made = queue.popleft()
             if isinstance(e, Send):
                 self.sent.append((self.now, src, e))
                 assert len(self.sent) < 200_000, "message storm"
                 if e.to in self.peers and e.to not in self.down and not self.drop(src, e):
+                    made = len(self.sent)
                     queue.extend(
-                        (e.to, x) for x in self.peers[e.to].handle(MessageReceived(envelope=e.envelope), self.now)
+                        (e.to, x, made) for x in self.peers[e.to].handle(MessageReceived(envelope=e.envelope), self.now)
                     )
             elif isinstance(e, SetTimer):
                 self.timers[src][e.name] = e.at
             else:
                 self.log[src].append(e)
                 if isinstance(e, StartTransfer):
-                    self.started.append((self.now, src, e))
+                    self.started.append((made, src, e))
                 if isinstance(e, StartTransfer) and src in self.failing:
                     failed = TransferFailed(item=e.version.item, digest=e.version.digest, reason="no source answers")
-                    queue.extend((src, x) for x in self.peers[src].handle(failed, self.now))
+                    queue.extend((src, x, made) for x in self.peers[src].handle(failed, self.now))
 
     def event(self, name: str, ev) -> None:
         self.feed(name, self.peers[name].handle(ev, self.now))
@@ -126,9 +128,18 @@ class Net:
         return [e for e in self.log[name] if isinstance(e, StartTransfer)]
 
     def starts_after_an_order(self, name: str) -> list[StartTransfer]:
-        """The pulls `name` started once the leader's order had reached it."""
-        first = min((t for t, _s, _o in self.orders(name)), default=float("inf"))
-        return [e for t, n, e in self.started if n == name and t >= first]
+        """The pulls `name` started once the leader's order had reached it (messages are
+        delivered at once, in the order of `sent`: a pull that gossip started in the same
+        instant but before the order was delivered does not count)."""
+        first = min(
+            (
+                i
+                for i, (_t, _src, s) in enumerate(self.sent)
+                if isinstance(s.envelope.body, BroadcastOrder) and s.to == name
+            ),
+            default=len(self.sent),
+        )
+        return [e for i, n, e in self.started if n == name and i > first]
 
     def leader(self) -> str | None:
         live = [p for n, p in self.peers.items() if n not in self.down and p.election.is_leader(self.now)]

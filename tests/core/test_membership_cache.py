@@ -1,4 +1,5 @@
-"""Law: membership's cached views and claim index always equal a fresh computation.
+"""Law: membership's cached views, claim index and gone set, and the game streams' marks
+index, always equal a fresh computation.
 
 `Membership` caches each member's view and keeps an index of who claims what; both are kept
 by the manifest's `watch` hook, so they must be right after *any* sequence of changes, however
@@ -18,10 +19,12 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringmesh.core import catalog, keys
+from ringmesh.core import catalog, keys, streams
 from ringmesh.core.hlc import HybridClock
 from ringmesh.core.manifest import Fact, Manifest, OriginState
 from ringmesh.core.membership import (
+    DEAD,
+    LEFT,
     Membership,
     claims_about,
     view_of,
@@ -46,6 +49,8 @@ ops = st.one_of(
     st.tuples(st.just("reincarnate"), name),
     st.tuples(st.just("restart"), name, st.booleans()),
     st.tuples(st.just("react"), name),
+    st.tuples(st.just("hw"), name, name, st.one_of(st.integers(0, 9), st.just(-1), st.just("x"))),
+    st.tuples(st.just("hw-delete"), name, name),
 )
 
 
@@ -70,10 +75,21 @@ def _fresh_claimers(m: Manifest) -> dict[str, set[str]]:
     return out
 
 
+def _fresh_marks(m: Manifest) -> dict:
+    out: dict = {}
+    for origin, f in m.live_facts(keys.HW):
+        stream, hw = streams._hw_of(f.key, f)
+        if stream is not None and hw is not None:
+            out.setdefault(stream, {})[origin] = hw
+    return out
+
+
 def _check(w: World, mem: dict[str, Membership]) -> None:
     for n in NAMES:
         m = w.hosts[n]
         assert mem[n].m is m
+        assert streams.marks(m) == _fresh_marks(m), n
+        assert mem[n].gone() == {x for x in NAMES if x != n and view_of(m, x) in (DEAD, LEFT)}, n
         fresh = _fresh_claimers(m)
         assert {x: s for x, s in mem[n].claimers.items() if s} == fresh, n
         for x in NAMES:
@@ -116,6 +132,11 @@ def test_cached_views_equal_a_fresh_computation(steps):
             w.reincarnate(args[0])
         elif kind == "restart":
             mem[args[0]] = _restart(w, *args)
+        elif kind == "hw":  # a holder's mark of a stream (or a value that says none)
+            h, origin, hw = args
+            w.put(h, streams.hw_key((origin, "sq8")), catalog.pack({"hw": hw}))
+        elif kind == "hw-delete":
+            w.delete(args[0], streams.hw_key((args[1], "sq8")))
         elif kind == "react":  # the membership acts on what changed (claims, retractions)
             out = mem[args[0]].on_timer(Timer.SUSPICION, 100.0, [x for x in NAMES if x != args[0]])
             for ch in out.changes:
@@ -159,3 +180,19 @@ def test_delete_then_purge_of_a_claim_is_seen():
     w.purge("b", 1000)
     w.exchange("b", "a", 1 << 40)
     assert mem.view("x") == "alive" == view_of(w.hosts["a"], "x")
+
+
+def test_an_origin_sent_whole_replaces_its_marks():
+    """A reset (a purge past what the receiver holds) replaces an origin whole: marks that
+    were in the old state and are not in the new one leave the index."""
+    w = World(["a", "b"])
+    assert streams.marks(w.hosts["a"]) == {}
+    w.put("b", streams.hw_key(("b", "sq8")), catalog.pack({"hw": 7}))
+    w.exchange("b", "a", 1 << 40)
+    assert streams.marks(w.hosts["a"]) == {("b", "sq8"): {"b": 7}}
+    w.delete("b", streams.hw_key(("b", "sq8")))
+    w.put("b", streams.hw_key(("b", "hex")), catalog.pack({"hw": 3}))
+    w.tick(5000)
+    w.purge("b", 1000)  # a never saw the tombstone, which is gone now: b's state comes whole
+    w.exchange("b", "a", 1 << 40)
+    assert streams.marks(w.hosts["a"]) == _fresh_marks(w.hosts["a"]) == {("b", "hex"): {"b": 3}}

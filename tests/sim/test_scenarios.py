@@ -185,7 +185,7 @@ def test_a_core_that_raises_is_a_violation_with_its_host_and_event_and_the_sweep
     time, host, event, exception, frames); a sweep records it as that seed's failure and runs
     the other seeds; shrinking treats it like any other failure."""
     run = partial(run_scenario, peer_factory=RaisingPeer)
-    s = sweep(TINY, [2, 3, 4], run=run)
+    s = sweep(TINY, [4, 5, 6], run=run)
     assert s["runs"] == 3 and s["passed"] and s["failed"], "some seeds meet the bug, some do not"
     assert {f["failure"] for f in s["failures"]} == {"violation:core-exception"}
     seed = s["failures"][0]["seed"]
