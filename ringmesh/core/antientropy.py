@@ -25,7 +25,6 @@ or duplicated message: the fingerprints keep differing until a later exchange se
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Mapping
 
 from .manifest import Manifest, OriginDigest, entry_hash
@@ -77,7 +76,7 @@ def on_syn(m: Manifest, body: Syn, budget: int, recent_rounds: int) -> SynAck:
         # guess costs bytes only: a receiver below it ignores the run, one above skips it.
         for o, e in recent.items():
             if o not in theirs and e.max_counter - 1 >= e.floor:
-                theirs[o] = replace(e, max_counter=e.max_counter - 1)
+                theirs[o] = e._replace(max_counter=e.max_counter - 1)
     delta = m.delta_for(theirs, budget, only=theirs)
     return SynAck(digest=_with_own(m, entries), delta=delta, fingerprint=fp, scope=body.scope, mismatch=mismatch)
 

@@ -39,9 +39,10 @@ Nothing here reads a clock or does I/O; times are HLC values passed in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 from . import hlc as _hlc
 from .errors import LocalProtocolError
@@ -77,8 +78,10 @@ class Fact:
         return len(self.key.encode()) + len(self.value) + FACT_OVERHEAD
 
 
-@dataclass(frozen=True, slots=True)
-class OriginDigest:
+class OriginDigest(NamedTuple):
+    """One origin's digest entry. A named tuple, not a dataclass: digests are compared and
+    hashed entry by entry millions of times in a cold start (tuple equality is C code)."""
+
     incarnation: int
     heartbeat: int
     max_counter: int
@@ -96,9 +99,14 @@ def entry_hash(origin: str, d: OriginDigest) -> int:
     """A keyed 64-bit hash of one digest entry (heartbeat aside); ABSENT hashes to 0."""
     if d == ABSENT:
         return 0
-    h = hashlib.blake2b(
-        f"{origin}\0{d.incarnation}\0{d.max_counter}\0{d.floor}".encode(), digest_size=8, key=_ENTRY_KEY
-    )
+    return _entry_hash(origin, d[0], d[2], d[3])
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _entry_hash(origin: str, incarnation: int, max_counter: int, floor: int) -> int:
+    """Cached: the same entry is hashed by every Syn that lists it and every host that checks
+    one (a pure function of its arguments, so the cache changes no answer)."""
+    h = hashlib.blake2b(f"{origin}\0{incarnation}\0{max_counter}\0{floor}".encode(), digest_size=8, key=_ENTRY_KEY)
     return int.from_bytes(h.digest(), "big")
 
 
