@@ -149,7 +149,7 @@ class Membership:
         """The members we see dead or left: kept as views change, not walked each round. Any
         other member we know of is alive or suspect. Shared: read it, do not modify it."""
         recheck, self._recheck = self._recheck, set()
-        for x in recheck - {self.me}:
+        for x in sorted(recheck - {self.me}):  # sorted: `_revived` order feeds the rng
             if self.view(x) in (DEAD, LEFT):
                 self._gone.add(x)
             elif x in self._gone:
