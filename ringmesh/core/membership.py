@@ -111,14 +111,12 @@ class Membership:
         self._views: dict[str, str] = {}  # member -> its view, dropped when a fact it reads changes
         self._touched: set[str] = set()  # members whose facts changed since `_react` last looked
         self._gone: set[str] = set()  # members seen dead or left (`gone()`), kept as views change
-        # members whose place in `_gone` must be looked at again: at first, everyone the
-        # manifest already speaks of (a restart builds us after loading it)
-        self._recheck: set[str] = set(manifest.origins)
+        self._recheck: set[str] = set()  # members whose place in `_gone` must be looked at again
         self._revived: list[str] = []  # members that left `_gone`: they join the probe round
         self.version = 0  # moves whenever some member's view may have changed
         for origin, f in manifest.live_facts(keys.CLAIM):
             self.claimers.setdefault(f.key[len(keys.CLAIM) :], set()).add(origin)
-        self._recheck |= self.claimers.keys()
+        self._recheck |= manifest.origins.keys() | self.claimers.keys()  # a restart builds us after its load
         manifest.watch(self._observe)
         self.health = 0
         self.seq = 0
@@ -173,8 +171,7 @@ class Membership:
                 out.append(x)
                 if len(out) == k:
                     return out
-        rest = [x for x in known if x != self.me and x != exclude and x not in gone and x not in out]
-        rest = [x for x in rest if fit is None or fit(x)]
+        rest = [x for x in self._probe_candidates(known) if x != exclude and x not in out and (fit is None or fit(x))]
         return out + self.rng.sample(rest, min(k - len(out), len(rest)))
 
     def members(self, known: list[str]) -> dict[str, str]:
